@@ -1,0 +1,73 @@
+//! Generates the syscall name table that seccomp profiles are resolved against, from the
+//! kernel headers of the build host (linux-libc-dev), so that names always match numbers
+//! for the target architecture.
+
+use std::env;
+use std::fs;
+use std::path::Path;
+
+fn main() {
+    commit_id();
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let candidates: &[&str] = match arch.as_str() {
+        "x86_64" => &[
+            "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+            "/usr/include/asm/unistd_64.h",
+        ],
+        "aarch64" => &["/usr/include/asm-generic/unistd.h"],
+        _ => &[],
+    };
+    let mut table: Vec<(String, i64)> = Vec::new();
+    for path in candidates {
+        println!("cargo:rerun-if-changed={path}");
+        if let Ok(text) = fs::read_to_string(path) {
+            for line in text.lines() {
+                let mut parts = line.split_whitespace();
+                if parts.next() != Some("#define") {
+                    continue;
+                }
+                let (Some(name), Some(num)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Some(name) = name.strip_prefix("__NR_") else {
+                    continue;
+                };
+                if let Ok(n) = num.parse::<i64>() {
+                    table.push((name.to_string(), n));
+                }
+            }
+            break;
+        }
+    }
+    if table.is_empty() {
+        println!(
+            "cargo:warning=no kernel syscall header for {arch}: seccomp profiles will be refused"
+        );
+    }
+    table.sort();
+    table.dedup_by(|a, b| a.0 == b.0);
+    let mut out = String::from("pub static SYSCALLS: &[(&str, i64)] = &[\n");
+    for (name, num) in &table {
+        out.push_str(&format!("    ({name:?}, {num}),\n"));
+    }
+    out.push_str("];\n");
+    let dest = Path::new(&env::var("OUT_DIR").unwrap_or_default()).join("syscalls.rs");
+    if let Err(e) = fs::write(&dest, out) {
+        panic!("write {}: {e}", dest.display());
+    }
+}
+
+/// `vzrun --version` names the commit it was built from.
+fn commit_id() {
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=VZRUN_COMMIT={commit}");
+}

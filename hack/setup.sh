@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One entry point that makes a fresh Debian bookworm machine ready for vzrun: the apt
+# packages the project and its tests need, CRIU, the release build installed at
+# /usr/local/bin/vzrun, and bundles/busybox's rootfs. Idempotent; run as root.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "setup.sh must run as root" >&2; exit 1; }
+
+packages=(
+  build-essential pkg-config git linux-libc-dev file procps
+  runc crun busybox-static hyperfine jq time strace
+  iproute2 iptables nftables tcpdump iperf3 e2fsprogs util-linux kmod
+  podman containerd conmon uidmap slirp4netns fuse-overlayfs
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ -x hack/install-criu.sh ]; then
+  hack/install-criu.sh
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup.sh: cargo not found (this machine kind ships rustup's toolchain)" >&2; exit 1; }
+
+say "building vzrun (release)"
+cargo build --release --locked 2>&1 | tail -n 2
+install -m 0755 target/release/vzrun /usr/local/bin/vzrun
+
+say "building bundles/busybox/rootfs"
+hack/mkrootfs.sh >/dev/null
+say "ready: $(vzrun --version | head -n1)"

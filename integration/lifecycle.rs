@@ -1,0 +1,443 @@
+//! Lifecycle details that a differential table cannot show: hook order (compared with
+//! runc), pid files, stdio and terminals, preserved fds, the per-ID lock, cgroup
+//! placement, log formats, and cleanup after failures.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+
+use common::{Bundle, Runtime};
+use serde_json::{json, Value};
+
+fn hook(log: &str, name: &str) -> Value {
+    json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {log}")]})
+}
+
+/// Runs the same create/start/delete under a runtime and returns the hook names in the
+/// order they fired.
+fn hook_order(rt: &Runtime) -> Vec<String> {
+    let logdir = tempfile::Builder::new()
+        .prefix("vzt-hooks-")
+        .tempdir()
+        .unwrap();
+    let host_log = logdir.path().join("log");
+    let hl = host_log.to_str().unwrap().to_string();
+    let ld = logdir.path().to_str().unwrap().to_string();
+    let bundle = Bundle::with(&["sh", "-c", "echo process >> /hooklog/log"], |v| {
+        v["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/hooklog", "type": "bind", "source": ld, "options": ["rbind", "rw"]
+        }));
+        v["hooks"] = json!({
+            "prestart": [hook(&hl, "prestart")],
+            "createRuntime": [hook(&hl, "createRuntime")],
+            "createContainer": [hook(&hl, "createContainer")],
+            "startContainer": [hook("/hooklog/log", "startContainer")],
+            "poststart": [hook(&hl, "poststart")],
+            "poststop": [hook(&hl, "poststop")],
+        });
+    });
+    let id = common::unique_id("hooks");
+    rt.track(&id);
+    assert_eq!(rt.run(&["create", "-b", bundle.p(), &id]).code, 0);
+    assert_eq!(rt.run(&["start", &id]).code, 0);
+    assert!(rt.wait_status(&id, "stopped"));
+    assert_eq!(rt.run(&["delete", &id]).code, 0);
+    std::fs::read_to_string(&host_log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn hooks_fire_in_runc_order() {
+    require_root!();
+    let vz = hook_order(&Runtime::vzrun());
+    // The user process and poststart race in every runtime; the rest has one order.
+    let fixed = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .filter(|h| *h != "process" && *h != "poststart")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        fixed(&vz),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststop"
+        ],
+        "{vz:?}"
+    );
+    assert!(
+        vz.contains(&"poststart".to_string()),
+        "poststart did not fire: {vz:?}"
+    );
+    if common::have("runc") {
+        let runc = hook_order(&Runtime::runc());
+        assert_eq!(fixed(&vz), fixed(&runc), "vzrun {vz:?} runc {runc:?}");
+    }
+}
+
+#[test]
+fn pid_file_names_the_init() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::busybox(&["sleep", "300"]);
+    let id = common::unique_id("pidfile");
+    rt.track(&id);
+    let pidfile = bundle.path().join("init.pid");
+    let o = rt.run(&[
+        "create",
+        "--bundle",
+        bundle.p(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let pid: i64 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rt.state(&id)["pid"], pid);
+    // The init lives in an ordinary cgroup named after the container, which is where
+    // containerd reads its statistics.
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cg.contains(&format!("/vzrun-{id}")), "{cg}");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    assert!(common::cgroups_named(&id).is_empty());
+}
+
+#[test]
+fn run_returns_exit_code_and_cleans_up() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::busybox(&["sh", "-c", "echo out; echo err >&2; exit 42"]);
+    let id = common::unique_id("exit");
+    let o = rt.run(&["run", "-b", bundle.p(), &id]);
+    assert_eq!(
+        (o.code, o.stdout.as_str(), o.stderr.as_str()),
+        (42, "out\n", "err\n")
+    );
+    assert!(common::cgroups_named(&id).is_empty());
+}
+
+#[test]
+fn preserve_fds_reach_the_process() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::busybox(&["sh", "-c", "echo through-fd-3 >&3"]);
+    let id = common::unique_id("fds");
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let wfd = w.as_raw_fd();
+    let mut cmd = rt.command();
+    cmd.args(["run", "--preserve-fds", "1", "-b", bundle.p(), &id])
+        .stdin(Stdio::null());
+    // SAFETY: dup2 in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().unwrap();
+    drop(w);
+    assert!(status.success());
+    let mut text = String::new();
+    std::fs::File::from(r).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "through-fd-3\n");
+}
+
+/// A console socket receives the pty master, and the process sees a terminal.
+#[test]
+fn console_socket_gets_a_terminal() {
+    require_root!();
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::with(&["sh", "-c", "tty; echo cols=$(stty size)"], |v| {
+        v["process"]["terminal"] = json!(true);
+    });
+    let sockdir = tempfile::Builder::new()
+        .prefix("vzt-sock-")
+        .tempdir()
+        .unwrap();
+    let sock = sockdir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let id = common::unique_id("tty");
+    rt.track(&id);
+    let o = rt.run(&[
+        "create",
+        "-b",
+        bundle.p(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let (stream, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut master = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            master = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let master = master.expect("pty master received");
+    assert_eq!(rt.run(&["start", &id]).code, 0);
+    let mut f = std::fs::File::from(master);
+    let mut out = String::new();
+    let mut chunk = [0u8; 1024];
+    while let Ok(n) = f.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        out.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        if out.contains("cols=") && out.ends_with('\n') {
+            break;
+        }
+    }
+    assert!(
+        out.contains("/dev/pts/"),
+        "process saw no terminal: {out:?}"
+    );
+    assert!(rt.wait_status(&id, "stopped"));
+    assert_eq!(rt.run(&["delete", &id]).code, 0);
+}
+
+#[test]
+fn concurrent_calls_on_one_id_are_serialised() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::busybox(&["sleep", "300"]);
+    let id = common::unique_id("race");
+    rt.track(&id);
+    // stderr goes to files: the winner's init inherits it and would hold a pipe open.
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            let err = tempfile::tempfile().unwrap();
+            let child = rt
+                .command()
+                .args(["create", "-b", bundle.p(), &id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(err.try_clone().unwrap()))
+                .spawn()
+                .unwrap();
+            (child, err)
+        })
+        .collect();
+    let outs: Vec<(bool, String)> = children
+        .into_iter()
+        .map(|(mut c, mut err)| {
+            use std::io::Seek;
+            let ok = c.wait().unwrap().success();
+            let mut text = String::new();
+            err.rewind().unwrap();
+            err.read_to_string(&mut text).unwrap();
+            (ok, text)
+        })
+        .collect();
+    let ok = outs.iter().filter(|o| o.0).count();
+    assert_eq!(ok, 1, "exactly one create wins: {outs:?}");
+    for (_, e) in outs.iter().filter(|o| !o.0) {
+        assert!(e.contains("already exists"), "{e}");
+    }
+    // Starts, states and kills at once: all answer, state stays readable.
+    let busy: Vec<_> = ["start", "state", "state", "kill"]
+        .iter()
+        .map(|cmd| {
+            rt.command()
+                .args([*cmd, &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in busy {
+        c.wait().unwrap();
+    }
+    let st = rt.state(&id);
+    assert!(
+        ["running", "stopped"].contains(&st["status"].as_str().unwrap()),
+        "{st}"
+    );
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}
+
+#[test]
+fn json_log_carries_errors_for_the_shim() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-log-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("log.json");
+    let o = rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        "vzt-nonexistent",
+    ]);
+    assert_eq!(o.code, 1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    assert_eq!(last["msg"], "container does not exist");
+    assert!(last["time"].as_str().unwrap().ends_with('Z'));
+    // A usage error reaches the log too.
+    let o = rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format=json",
+        "create",
+        "--bogus",
+    ]);
+    assert_eq!(o.code, 1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .contains("flag provided but not defined: -bogus"),
+        "{text}"
+    );
+    // Without --log (podman's case), the error is on stderr.
+    let o = rt.run(&["state", "vzt-nonexistent"]);
+    assert!(o.stderr.contains("container does not exist"), "{o:?}");
+}
+
+#[test]
+fn bad_input_leaves_nothing() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let cases: Vec<(Bundle, &str)> = vec![
+        (
+            Bundle::with(&["true"], |v| {
+                v["annotations"] = json!({"io.vzrun.bogus": "1"});
+            }),
+            "io.vzrun.bogus",
+        ),
+        (
+            Bundle::with(&["true"], |v| {
+                v["hooks"] = json!({"prestart": [{"path": "/bin/false"}]});
+            }),
+            "hook",
+        ),
+        (
+            Bundle::with(&["true"], |v| {
+                v["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
+            }),
+            "hook",
+        ),
+        (
+            Bundle::with(&["/no/such/binary"], |_| {}),
+            "/no/such/binary",
+        ),
+        (
+            Bundle::with(&["true"], |v| {
+                v["linux"]["seccomp"] =
+                    json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"});
+            }),
+            "listenerPath",
+        ),
+    ];
+    for (bundle, words) in &cases {
+        let id = common::unique_id("bad");
+        let o = rt.run(&["run", "-b", bundle.p(), &id]);
+        assert_ne!(o.code, 0, "{words}: {o:?}");
+        assert!(
+            o.stderr.contains(words),
+            "error should mention {words:?}: {}",
+            o.stderr
+        );
+        assert!(
+            common::cgroups_named(&id).is_empty(),
+            "{words}: cgroup left"
+        );
+        assert_eq!(
+            rt.run(&["list", "-q"]).stdout,
+            "",
+            "{words}: container left"
+        );
+        assert!(
+            std::fs::read_dir(rt.root.path()).unwrap().next().is_none(),
+            "{words}: state left"
+        );
+    }
+}
+
+#[test]
+fn checkpoint_is_refused_until_supported() {
+    let rt = Runtime::vzrun();
+    // podman treats a zero exit of `checkpoint --help` as "this runtime can checkpoint".
+    assert_eq!(rt.run(&["checkpoint", "--help"]).code, 1);
+    let o = rt.run(&["checkpoint", "--image-path", "/tmp/x", "some-id"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("not supported"), "{o:?}");
+    // podman probes restore's flags and looks for these words.
+    let o = rt.run(&["restore", "--lsm-mount-context"]);
+    assert!(o.stderr.contains("flag needs an argument"), "{o:?}");
+}
+
+#[test]
+fn features_and_spec() {
+    let rt = Runtime::vzrun();
+    let f = rt.run(&["features"]).json();
+    assert_eq!(
+        f["potentiallyUnsafeConfigAnnotations"],
+        json!(["io.vzrun."])
+    );
+    assert!(f["linux"]["seccomp"]["enabled"].as_bool().unwrap());
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-spec-")
+        .tempdir()
+        .unwrap();
+    assert_eq!(
+        rt.run(&["spec", "--bundle", dir.path().to_str().unwrap()])
+            .code,
+        0
+    );
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["process"]["args"], json!(["sh"]));
+    let again = rt.run(&["spec", "-b", dir.path().to_str().unwrap()]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("File config.json exists"),
+        "{again:?}"
+    );
+    let rl = tempfile::Builder::new()
+        .prefix("vzt-spec-")
+        .tempdir()
+        .unwrap();
+    assert_eq!(
+        rt.run(&["spec", "--rootless", "-b", rl.path().to_str().unwrap()])
+            .code,
+        0
+    );
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(rl.path().join("config.json")).unwrap()).unwrap();
+    assert!(spec["linux"]["uidMappings"].is_array());
+}

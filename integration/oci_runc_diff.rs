@@ -1,0 +1,830 @@
+//! Differential tests: the same scenario runs under runc and under vzrun, on the same
+//! bundle, and what a caller sees must match: exit codes, stdout (JSON compared by keys
+//! and values, with pids and times aside), and the key phrase of each error.
+
+mod common;
+
+use common::{Bundle, Out, Runtime};
+use serde_json::Value;
+
+/// What to compare of a step's stdout.
+#[derive(Clone, Copy, PartialEq)]
+enum Cmp {
+    /// Text (or JSON, normalised) must be equal.
+    Same,
+    /// `ps` tables: same header, same number of processes.
+    PsTable,
+    /// Only the exit code and the error phrase.
+    CodeOnly,
+}
+
+struct Step {
+    args: &'static [&'static str],
+    cmp: Cmp,
+    /// When the runtimes word an error differently on purpose: (runc's phrase, vzrun's).
+    phrase: Option<(&'static str, &'static str)>,
+    input: Option<&'static str>,
+}
+
+const fn s(args: &'static [&'static str]) -> Step {
+    Step {
+        args,
+        cmp: Cmp::Same,
+        phrase: None,
+        input: None,
+    }
+}
+
+const fn ps(args: &'static [&'static str]) -> Step {
+    Step {
+        args,
+        cmp: Cmp::PsTable,
+        phrase: None,
+        input: None,
+    }
+}
+
+const fn code(args: &'static [&'static str]) -> Step {
+    Step {
+        args,
+        cmp: Cmp::CodeOnly,
+        phrase: None,
+        input: None,
+    }
+}
+
+const fn worded(args: &'static [&'static str], runc: &'static str, vzrun: &'static str) -> Step {
+    Step {
+        args,
+        cmp: Cmp::CodeOnly,
+        phrase: Some((runc, vzrun)),
+        input: None,
+    }
+}
+
+const fn stdin(args: &'static [&'static str], input: &'static str) -> Step {
+    Step {
+        args,
+        cmp: Cmp::Same,
+        phrase: None,
+        input: Some(input),
+    }
+}
+
+/// A pseudo-step that waits for the init to exit.
+const WAIT_STOPPED: &[&str] = &["@wait-stopped"];
+/// A pseudo-step that waits for the container to report `running`.
+const WAIT_RUNNING: &[&str] = &["@wait-running"];
+
+/// Keys whose values differ between runs by nature.
+fn normalise(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for k in ["pid", "created", "ociVersion", "owner"] {
+                m.remove(k);
+            }
+            if m.get("type").and_then(|t| t.as_str()) == Some("stats") {
+                m.remove("data");
+            }
+            m.values_mut().for_each(normalise);
+        }
+        Value::Array(a) => {
+            if a.iter().all(|x| x.is_number()) {
+                *v = Value::from(a.len());
+            } else {
+                a.iter_mut().for_each(normalise);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn stdout_view(o: &Out, cmp: Cmp) -> String {
+    match cmp {
+        Cmp::CodeOnly => String::new(),
+        Cmp::PsTable => {
+            let mut lines = o.stdout.lines();
+            let header: Vec<&str> = lines
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            format!("{header:?} + {} rows", lines.count())
+        }
+        Cmp::Same => match serde_json::from_str::<Value>(&o.stdout) {
+            Ok(mut v) if v.is_object() || v.is_array() => {
+                normalise(&mut v);
+                v.to_string()
+            }
+            _ => o.stdout.clone(),
+        },
+    }
+}
+
+/// runc prefixes some errors with the command that failed.
+fn phrase(msg: &str) -> &str {
+    for p in ["runc run failed: ", "runc create failed: "] {
+        if let Some(rest) = msg.strip_prefix(p) {
+            return rest;
+        }
+    }
+    msg
+}
+
+fn play(rt: &Runtime, bundle: &Bundle, id: &str, steps: &[Step]) -> Vec<Out> {
+    rt.track(id);
+    let mut outs = Vec::new();
+    for step in steps {
+        if step.args == WAIT_STOPPED || step.args == WAIT_RUNNING {
+            let want = if step.args == WAIT_STOPPED {
+                "stopped"
+            } else {
+                "running"
+            };
+            assert!(
+                rt.wait_status(id, want),
+                "{}: {id} never became {want}",
+                rt.name
+            );
+            outs.push(Out {
+                code: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+            });
+            continue;
+        }
+        let args: Vec<&str> = step
+            .args
+            .iter()
+            .map(|a| match *a {
+                "{id}" => id,
+                "{b}" => bundle.p(),
+                other => other,
+            })
+            .collect();
+        let out = match step.input {
+            Some(i) => rt.run_input(&args, i),
+            None => rt.run(&args),
+        };
+        outs.push(out);
+    }
+    outs
+}
+
+fn differential(name: &str, process: &[&str], edit: fn(&mut Value), steps: &[Step]) {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed (hack/setup.sh installs it)");
+        return;
+    }
+    let bundle = Bundle::with(process, edit);
+    let id = common::unique_id(name);
+    let runc = Runtime::runc();
+    let vz = Runtime::vzrun();
+    let a = play(&runc, &bundle, &id, steps);
+    let b = play(&vz, &bundle, &id, steps);
+    for (i, ((ra, vb), step)) in a.iter().zip(&b).zip(steps).enumerate() {
+        let what = format!("{name} step {i} {:?}", step.args);
+        assert_eq!(
+            ra.code, vb.code,
+            "{what}: exit codes differ\nrunc: {ra:?}\nvzrun: {vb:?}"
+        );
+        assert_eq!(
+            stdout_view(ra, step.cmp),
+            stdout_view(vb, step.cmp),
+            "{what}: stdout differs\nrunc stderr: {}\nvzrun stderr: {}",
+            ra.stderr,
+            vb.stderr
+        );
+        if ra.code != 0 && (step.cmp != Cmp::CodeOnly || step.phrase.is_some()) {
+            let (want_runc, want_vz) = match step.phrase {
+                Some((r, v)) => (r.to_string(), v.to_string()),
+                None => {
+                    let p = phrase(&ra.error_msg()).to_string();
+                    (p.clone(), p)
+                }
+            };
+            assert!(
+                ra.error_msg().contains(&want_runc),
+                "{what}: runc said {:?}, expected {want_runc:?}",
+                ra.stderr
+            );
+            assert!(
+                vb.error_msg().contains(&want_vz),
+                "{what}: vzrun said {:?}, runc said {:?}",
+                vb.stderr,
+                ra.stderr
+            );
+        }
+    }
+}
+
+fn none(_: &mut Value) {}
+
+macro_rules! diff {
+    ($name:ident, $process:expr, $edit:expr, [$($step:expr),* $(,)?]) => {
+        #[test]
+        fn $name() {
+            differential(stringify!($name), $process, $edit, &[$($step),*]);
+        }
+    };
+}
+
+const SLEEP: &[&str] = &["sleep", "300"];
+
+// --- run: output and exit codes -------------------------------------------------------
+diff!(
+    run_prints_output,
+    &["echo", "hello from a VE"],
+    none,
+    [s(&["run", "-b", "{b}", "{id}"]), s(&["list", "-q"])]
+);
+diff!(
+    run_returns_exit_code,
+    &["sh", "-c", "exit 3"],
+    none,
+    [s(&["run", "-b", "{b}", "{id}"])]
+);
+diff!(
+    run_reports_signal_death,
+    &["sh", "-c", "kill -9 $$"],
+    none,
+    [s(&["run", "-b", "{b}", "{id}"])]
+);
+diff!(
+    run_passes_stdin,
+    &["cat"],
+    none,
+    [stdin(&["run", "-b", "{b}", "{id}"], "piped text\n")]
+);
+diff!(
+    run_keep_leaves_stopped,
+    &["true"],
+    none,
+    [
+        s(&["run", "--keep", "-b", "{b}", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["delete", "{id}"]),
+        code(&["state", "{id}"]),
+    ]
+);
+diff!(
+    run_detached,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["kill", "{id}", "KILL"]),
+        WAIT_STOPPED_STEP,
+        s(&["delete", "{id}"]),
+    ]
+);
+const WAIT_STOPPED_STEP: Step = s(WAIT_STOPPED);
+const WAIT_RUNNING_STEP: Step = s(WAIT_RUNNING);
+
+// --- lifecycle and state ---------------------------------------------------------------
+diff!(
+    create_then_state,
+    SLEEP,
+    none,
+    [
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["list", "--format", "json"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    start_then_running,
+    SLEEP,
+    none,
+    [
+        s(&["create", "--bundle", "{b}", "{id}"]),
+        s(&["start", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["list", "-q"]),
+        s(&["delete", "--force", "{id}"]),
+        s(&["list", "--format=json"]),
+    ]
+);
+diff!(
+    start_after_exit_fails,
+    &["true"],
+    none,
+    [
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["start", "{id}"]),
+        WAIT_STOPPED_STEP,
+        s(&["start", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    start_twice_fails,
+    SLEEP,
+    none,
+    [
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["start", "{id}"]),
+        s(&["start", "{id}"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    duplicate_id_fails,
+    SLEEP,
+    none,
+    [
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    delete_running_needs_force,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["delete", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["delete", "-f", "{id}"]),
+        code(&["state", "{id}"]),
+    ]
+);
+diff!(
+    delete_created_without_force,
+    SLEEP,
+    none,
+    [
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["delete", "{id}"]),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    missing_id_words,
+    SLEEP,
+    none,
+    [
+        s(&["state", "{id}"]),
+        s(&["start", "{id}"]),
+        s(&["kill", "{id}"]),
+        s(&["delete", "{id}"]),
+        s(&["pause", "{id}"]),
+        s(&["resume", "{id}"]),
+        s(&["ps", "{id}"]),
+        s(&["exec", "{id}", "true"]),
+        s(&["events", "--stats", "{id}"]),
+        s(&["delete", "--force", "{id}"]),
+    ]
+);
+
+// --- kill --------------------------------------------------------------------------------
+diff!(
+    kill_signal_forms,
+    &[
+        "sh",
+        "-c",
+        "trap 'echo got' USR1; sleep 300 & wait; sleep 300 & wait"
+    ],
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["kill", "{id}", "USR1"]),
+        s(&["kill", "{id}", "SIGUSR1"]),
+        s(&["kill", "{id}", "10"]),
+        s(&["kill", "{id}", "9"]),
+        WAIT_STOPPED_STEP,
+        s(&["kill", "{id}", "KILL"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    kill_unknown_signal,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["kill", "{id}", "BOGUS"]),
+        s(&["kill", "{id}", "99"]),
+        s(&["state", "{id}"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    kill_all,
+    &["sh", "-c", "sleep 300 & sleep 300 & wait"],
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["kill", "--all", "{id}", "KILL"]),
+        WAIT_STOPPED_STEP,
+        s(&["state", "{id}"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    kill_default_term_on_created,
+    SLEEP,
+    none,
+    [
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["kill", "{id}"]),
+        WAIT_STOPPED_STEP,
+        s(&["kill", "{id}", "9"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+
+// --- exec --------------------------------------------------------------------------------
+diff!(
+    exec_output_and_code,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["exec", "{id}", "echo", "inside"]),
+        s(&["exec", "{id}", "sh", "-c", "exit 4"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    exec_env_cwd_user,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&[
+            "exec",
+            "--env",
+            "GREETING=hi",
+            "--env",
+            "OTHER=x",
+            "{id}",
+            "sh",
+            "-c",
+            "echo $GREETING $OTHER"
+        ]),
+        s(&["exec", "--cwd", "/etc", "{id}", "pwd"]),
+        s(&["exec", "--user", "65534:65534", "{id}", "id"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    exec_process_file,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        stdin(
+            &["exec", "--process", "/dev/stdin", "{id}"],
+            r#"{"args":["sh","-c","echo from process.json; exit 5"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}}"#
+        ),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    exec_detached_pid_file,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["exec", "-d", "{id}", "sleep", "1"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    exec_in_stopped_fails,
+    &["true"],
+    none,
+    [
+        s(&["run", "--keep", "-b", "{b}", "{id}"]),
+        s(&["exec", "{id}", "true"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    exec_missing_executable,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        code(&["exec", "{id}", "/no/such/binary"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+
+// --- pause / resume ---------------------------------------------------------------------
+diff!(
+    pause_resume,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["pause", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["pause", "{id}"]),
+        s(&["resume", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["resume", "{id}"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    pause_paused_force_delete,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["pause", "{id}"]),
+        s(&["delete", "{id}"]),
+        s(&["delete", "-f", "{id}"]),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    pause_stopped_fails,
+    &["true"],
+    none,
+    [
+        s(&["run", "--keep", "-b", "{b}", "{id}"]),
+        s(&["pause", "{id}"]),
+        s(&["resume", "{id}"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+
+// --- ps / events / update ----------------------------------------------------------------
+diff!(
+    ps_formats,
+    &["sh", "-c", "sleep 300 & wait"],
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        WAIT_RUNNING_STEP,
+        ps(&["ps", "{id}"]),
+        s(&["ps", "--format", "json", "{id}"]),
+        ps(&["ps", "{id}", "-o", "pid,comm"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    ps_of_stopped,
+    &["true"],
+    none,
+    [
+        s(&["run", "--keep", "-b", "{b}", "{id}"]),
+        ps(&["ps", "{id}"]),
+        s(&["ps", "-f", "json", "{id}"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    events_stats,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["events", "--stats", "{id}"]),
+        s(&["delete", "-f", "{id}"]),
+        s(&["events", "--stats", "{id}"]),
+    ]
+);
+diff!(
+    events_on_stopped,
+    &["true"],
+    none,
+    [
+        s(&["run", "--keep", "-b", "{b}", "{id}"]),
+        s(&["events", "--stats", "{id}"]),
+        s(&["delete", "{id}"]),
+    ]
+);
+diff!(
+    update_flags_and_stdin,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["update", "--memory", "64M", "--pids-limit", "50", "{id}"]),
+        stdin(
+            &["update", "--resources=-", "{id}"],
+            r#"{"memory":{"limit":134217728},"pids":{"limit":60}}"#
+        ),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+
+// --- bad input ---------------------------------------------------------------------------
+diff!(
+    bad_id,
+    SLEEP,
+    none,
+    [
+        worded(
+            &["create", "-b", "{b}", "../escape"],
+            "invalid container ID format",
+            "invalid container ID format"
+        ),
+        worded(
+            &["create", "-b", "{b}", "a/b"],
+            "invalid container ID format",
+            "invalid container ID format"
+        ),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    missing_config,
+    SLEEP,
+    |v| *v = Value::Null,
+    [
+        worded(
+            &["create", "-b", "/nonexistent-vzt-bundle", "{id}"],
+            "no such file or directory",
+            "No such file or directory"
+        ),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    malformed_config,
+    SLEEP,
+    |v| {
+        v["process"]["user"]["uid"] = Value::from("root");
+    },
+    [
+        worded(
+            &["create", "-b", "{b}", "{id}"],
+            "cannot unmarshal string",
+            "process.user.uid"
+        ),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    missing_rootfs,
+    SLEEP,
+    |v| {
+        v["root"]["path"] = Value::from("/nonexistent-vzt-rootfs");
+    },
+    [
+        worded(
+            &["create", "-b", "{b}", "{id}"],
+            "/nonexistent-vzt-rootfs",
+            "/nonexistent-vzt-rootfs"
+        ),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    failing_prestart_hook,
+    SLEEP,
+    |v| {
+        v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/false"}]});
+    },
+    [
+        code(&["create", "-b", "{b}", "{id}"]),
+        s(&["list", "-q"]),
+        code(&["run", "-b", "{b}", "{id}"]),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    terminal_without_console_socket,
+    SLEEP,
+    |v| {
+        v["process"]["terminal"] = Value::from(true);
+    },
+    [
+        worded(&["create", "-b", "{b}", "{id}"], "console", "console"),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    unknown_flag,
+    SLEEP,
+    none,
+    [
+        worded(
+            &["create", "--bogus-flag", "{id}"],
+            "bogus-flag",
+            "bogus-flag"
+        ),
+        worded(&["kill", "--nope", "{id}"], "nope", "nope"),
+    ]
+);
+diff!(
+    list_empty,
+    SLEEP,
+    none,
+    [
+        s(&["list"]),
+        s(&["list", "--format", "json"]),
+        s(&["list", "-q"])
+    ]
+);
+
+#[test]
+fn unknown_command_exit_code_matches_runc() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let a = Runtime::runc().run(&["frobnicate"]);
+    let b = Runtime::vzrun().run(&["frobnicate"]);
+    assert_eq!(a.code, b.code, "runc {a:?} vzrun {b:?}");
+    assert!(b.stderr.contains("frobnicate"), "{b:?}");
+}
+
+#[test]
+fn version_has_runc_shape() {
+    let out = Runtime::vzrun().run(&["--version"]);
+    assert_eq!(out.code, 0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("vzrun version "), "{lines:?}");
+    assert!(lines[1].starts_with("commit: "), "{lines:?}");
+    assert!(lines[2].starts_with("spec: 1."), "{lines:?}");
+}
+
+// --- isolation defaults: what the process sees inside must be what runc gives it -----------
+diff!(
+    isolation_status_caps_nnp_seccomp,
+    &[
+        "grep",
+        "-E",
+        "^(Cap|NoNewPrivs|Seccomp:)",
+        "/proc/self/status"
+    ],
+    none,
+    [s(&["run", "-b", "{b}", "{id}"]),]
+);
+diff!(isolation_masked_and_readonly_paths, &["sh", "-c",
+    "cat /proc/kcore 2>/dev/null | head -c1 | wc -c; ls /proc/acpi 2>/dev/null | wc -l; \
+     (echo x > /proc/sys/kernel/domainname) 2>/dev/null; echo sysrw=$?; (touch /rootfs-write) 2>/dev/null; echo rootrw=$?"], none, [
+    s(&["run", "-b", "{b}", "{id}"]),
+]);
+diff!(
+    isolation_rlimits_hostname_oom,
+    &[
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; hostname; cat /proc/self/oom_score_adj"
+    ],
+    |v| {
+        v["process"]["oomScoreAdj"] = Value::from(321);
+        v["hostname"] = Value::from("diffhost");
+    },
+    [s(&["run", "-b", "{b}", "{id}"])]
+);
+diff!(isolation_sysctl_and_namespaces, &["sh", "-c",
+    "cat /proc/sys/net/ipv4/ip_forward; cat /proc/sys/kernel/msgmax; ls /sys/class/net; echo $$"], |v| {
+    v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1", "kernel.msgmax": "12345"});
+}, [s(&["run", "-b", "{b}", "{id}"])]);
+diff!(
+    isolation_devices,
+    &[
+        "sh",
+        "-c",
+        "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c"
+    ],
+    none,
+    [s(&["run", "-b", "{b}", "{id}"]),]
+);
+diff!(
+    isolation_seccomp_profile_enforced,
+    &["sh", "-c", "mkdir /tmp/x && echo made || echo refused"],
+    |v| {
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}));
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    },
+    [s(&["run", "-b", "{b}", "{id}"])]
+);
+diff!(
+    isolation_seccomp_without_nnp,
+    &[
+        "sh",
+        "-c",
+        "mkdir /tmp/x 2>&1; grep -E '^(NoNewPrivs|Seccomp:)' /proc/self/status"
+    ],
+    |v| {
+        v["process"]["noNewPrivileges"] = Value::from(false);
+        v["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    },
+    [code(&["run", "-b", "{b}", "{id}"])]
+);

@@ -1,0 +1,38 @@
+//! Runs after the other suites (cargo orders test binaries by name): whatever they did,
+//! no test container may have left state, cgroups or mounts on the machine.
+
+mod common;
+
+#[test]
+fn nothing_left_behind_by_the_suite() {
+    require_root!();
+    let cgroups = common::cgroups_named(common::TEST_PREFIX);
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    let mounts = common::mounts_containing("vzt-");
+    assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    let default_root = std::path::Path::new("/run/vzrun");
+    let left: Vec<String> = std::fs::read_dir(default_root)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let ours: Vec<&String> = left
+        .iter()
+        .filter(|n| n.starts_with(common::TEST_PREFIX))
+        .collect();
+    assert!(ours.is_empty(), "state left in /run/vzrun: {ours:?}");
+    let roots: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().contains("vzt-root-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        roots.is_empty(),
+        "private state roots left behind: {roots:?}"
+    );
+}

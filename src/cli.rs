@@ -1,0 +1,421 @@
+//! Argument parsing and dispatch. Callers are strict about runc's command line, so this
+//! module also smooths over their quirks (Go-style single-dash long flags) before clap
+//! sees the arguments.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::commands;
+use crate::logging::{self, LogFormat};
+
+/// The process exit code runc uses for a command-line usage error of an unknown command.
+const EXIT_UNKNOWN_COMMAND: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vzrun",
+    about = "An OCI runtime that runs bundles as OpenVZ-style Virtual Environments",
+    disable_version_flag = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    /// Print the version
+    #[arg(short = 'v', long = "version", global = false)]
+    pub version: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GlobalOpts {
+    /// Root directory for storage of container state
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Set the log file to write runtime logs to (default is stderr)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(
+        long = "log-format",
+        global = true,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Enable debug logging
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd to manage cgroups (accepted for compatibility; vzrun uses cgroupfs)
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// Rootless mode: true, false or auto
+    #[arg(long, global = true, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true")]
+    pub rootless: Option<String>,
+    /// Accepted for runc compatibility and ignored
+    #[arg(long, global = true, hide = true, value_name = "PATH")]
+    pub criu: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Create(commands::create::Args),
+    Start(commands::start::Args),
+    Run(commands::run::Args),
+    Exec(commands::exec::Args),
+    Kill(commands::kill::Args),
+    Delete(commands::delete::Args),
+    State(commands::state::Args),
+    List(commands::list::Args),
+    Ps(commands::ps::Args),
+    Events(commands::events::Args),
+    Pause(commands::pause::Args),
+    Resume(commands::resume::Args),
+    Update(commands::update::Args),
+    Features(commands::features::Args),
+    Spec(commands::spec::Args),
+    Checkpoint(commands::checkpoint::Args),
+    Restore(commands::restore::Args),
+    /// Read and change Virtual Environments (vzctl/vzlist style)
+    #[command(subcommand)]
+    Ve(commands::ve::VeCommand),
+}
+
+/// Go's flag package accepts `-flag` for a long flag and containerd relies on it
+/// (`restore -no-subreaper`). Rewrite such tokens to `--flag` when `flag` is a long option
+/// the command knows; anything else (short clusters, container arguments) is left alone.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Cli::command();
+    let mut longs: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    let mut out = Vec::with_capacity(args.len());
+    let mut sub_seen = false;
+    let mut positional_seen = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if i == 0 || positional_seen || s == "--" {
+            if s == "--" {
+                positional_seen = true;
+            }
+            out.push(arg);
+            continue;
+        }
+        if !s.starts_with('-') {
+            if !sub_seen {
+                if let Some(sub) = cmd.find_subcommand(s) {
+                    sub_seen = true;
+                    longs.extend(
+                        sub.get_arguments()
+                            .filter_map(|a| a.get_long().map(str::to_string)),
+                    );
+                }
+            } else {
+                // After the container id, everything belongs to the contained command.
+                positional_seen = true;
+            }
+            out.push(arg);
+            continue;
+        }
+        if !s.starts_with("--") && s.len() > 2 {
+            let name = s[1..].split('=').next().unwrap_or_default();
+            if longs.iter().any(|l| l == name) {
+                let mut fixed = OsString::from("-");
+                fixed.push(s);
+                out.push(fixed);
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
+pub fn main() -> i32 {
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let args = normalize_args(raw);
+    let matches = match Cli::command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => return usage_error(e, &args),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e, &args),
+    };
+    logging::init(&cli.global);
+    if cli.version {
+        commands::version::print();
+        return 0;
+    }
+    let Some(command) = cli.command else {
+        let _ = Cli::command().print_help();
+        return 0;
+    };
+    match commands::dispatch(command, &cli.global) {
+        Ok(code) => code,
+        Err(err) => {
+            logging::error(&err);
+            commands::exit_code_for(&err)
+        }
+    }
+}
+
+/// Usage errors print clap's explanation for a person, then the one-line message in
+/// runc's words through the log, so a shim reading log.json and a test comparing with
+/// runc both find what they expect.
+fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    logging::init(&logging::sniff_global_opts(args));
+    let msg = runc_words(&e);
+    if msg.starts_with("flag needs an argument") {
+        // podman greps the output for exactly these words, so keep them on stderr too.
+        eprintln!("{msg}");
+    } else {
+        let _ = e.print();
+    }
+    logging::error(&anyhow::anyhow!("{msg}"));
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        EXIT_UNKNOWN_COMMAND
+    } else {
+        1
+    }
+}
+
+/// Go's flag package and urfave/cli word usage errors like this.
+fn runc_words(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let ctx = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    let go_flag = |f: String| {
+        let name = f
+            .split(['=', ' '])
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('-')
+            .to_string();
+        format!("-{name}")
+    };
+    let first = first_line(&e.render().to_string());
+    match e.kind() {
+        ErrorKind::UnknownArgument => match ctx(ContextKind::InvalidArg) {
+            Some(a) if a.starts_with('-') => {
+                format!("flag provided but not defined: {}", go_flag(a))
+            }
+            _ => first,
+        },
+        ErrorKind::InvalidSubcommand => match ctx(ContextKind::InvalidSubcommand) {
+            Some(c) => format!("No help topic for '{c}'"),
+            None => first,
+        },
+        _ => match missing_value_flag(&first) {
+            Some(flag) => format!("flag needs an argument: {}", go_flag(flag)),
+            None => first,
+        },
+    }
+}
+
+fn missing_value_flag(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("a value is required for '")?;
+    Some(rest.split([' ', '\'']).next()?.to_string())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(v: &[&str]) -> Vec<String> {
+        normalize_args(v.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    fn parse(v: &[&str]) -> Cli {
+        let args = normalize_args(v.iter().map(OsString::from).collect());
+        Cli::try_parse_from(args).expect("parses")
+    }
+
+    #[test]
+    fn usage_errors_use_runc_words() {
+        let args = normalize_args(
+            ["vzrun", "create", "--bogus", "x"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+        );
+        assert_eq!(
+            runc_words(&Cli::try_parse_from(args).unwrap_err()),
+            "flag provided but not defined: -bogus"
+        );
+        let args = normalize_args(["vzrun", "frobnicate"].iter().map(OsString::from).collect());
+        assert_eq!(
+            runc_words(&Cli::try_parse_from(args).unwrap_err()),
+            "No help topic for 'frobnicate'"
+        );
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double() {
+        assert_eq!(
+            norm(&["vzrun", "restore", "-no-subreaper", "--bundle", "b", "id"]),
+            ["vzrun", "restore", "--no-subreaper", "--bundle", "b", "id"]
+        );
+        assert_eq!(
+            norm(&["vzrun", "-root", "/r", "state", "x"]),
+            ["vzrun", "--root", "/r", "state", "x"]
+        );
+        assert_eq!(
+            norm(&["vzrun", "-root=/r", "state", "x"]),
+            ["vzrun", "--root=/r", "state", "x"]
+        );
+    }
+
+    #[test]
+    fn container_arguments_are_left_alone() {
+        assert_eq!(
+            norm(&["vzrun", "exec", "id", "ls", "-all"]),
+            ["vzrun", "exec", "id", "ls", "-all"]
+        );
+        assert_eq!(
+            norm(&["vzrun", "ps", "id", "-ef"]),
+            ["vzrun", "ps", "id", "-ef"]
+        );
+        assert_eq!(
+            norm(&["vzrun", "exec", "-t", "id", "sh"]),
+            ["vzrun", "exec", "-t", "id", "sh"]
+        );
+    }
+
+    #[test]
+    fn containerd_create_argv_parses() {
+        let cli = parse(&[
+            "vzrun",
+            "--root",
+            "/run/containerd/runc/default",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "--no-pivot",
+            "--no-new-keyring",
+            "--preserve-fds",
+            "2",
+            "abc",
+        ]);
+        assert_eq!(
+            cli.global.root.as_deref(),
+            Some(std::path::Path::new("/run/containerd/runc/default"))
+        );
+        assert_eq!(cli.global.log_format, LogFormat::Json);
+        match cli.command {
+            Some(Command::Create(a)) => {
+                assert_eq!(a.id, "abc");
+                assert_eq!(a.preserve_fds, 2);
+                assert!(a.no_pivot && a.no_new_keyring);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn equals_and_space_forms_and_trailing_globals() {
+        let cli = parse(&[
+            "vzrun",
+            "--log-format=json",
+            "--log=/x",
+            "state",
+            "id",
+            "--root",
+            "/r",
+        ]);
+        assert_eq!(cli.global.log.as_deref(), Some(std::path::Path::new("/x")));
+        assert_eq!(cli.global.root.as_deref(), Some(std::path::Path::new("/r")));
+        let cli = parse(&["vzrun", "--systemd-cgroup", "update", "--resources=-", "id"]);
+        assert!(cli.global.systemd_cgroup);
+        match cli.command {
+            Some(Command::Update(a)) => assert_eq!(a.resources.as_deref(), Some("-")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kill_takes_positional_signal_forms() {
+        for sig in ["9", "KILL", "SIGKILL"] {
+            match parse(&["vzrun", "kill", "--all", "id", sig]).command {
+                Some(Command::Kill(a)) => {
+                    assert!(a.all);
+                    assert_eq!(a.signal.as_deref(), Some(sig));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn podman_exec_argv_parses() {
+        let cli = parse(&[
+            "vzrun",
+            "exec",
+            "--pid-file",
+            "/p",
+            "--process",
+            "/s.json",
+            "--detach",
+            "--preserve-fds",
+            "1",
+            "--console-socket",
+            "/c.sock",
+            "id",
+        ]);
+        match cli.command {
+            Some(Command::Exec(a)) => {
+                assert!(a.detach);
+                assert_eq!(a.id, "id");
+                assert_eq!(a.preserve_fds, 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn restore_lsm_mount_context_needs_a_value() {
+        let args = normalize_args(
+            ["vzrun", "restore", "--lsm-mount-context"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+        );
+        let err = Cli::try_parse_from(args).unwrap_err();
+        assert_eq!(
+            runc_words(&err),
+            "flag needs an argument: -lsm-mount-context"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! `vzrun events`: container statistics in runc's event envelope, once (`--stats`) or
+//! every interval.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use libcgroups::common::CgroupManager;
+use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
+use libcontainer::container::ContainerStatus;
+use serde_json::{json, Value};
+
+use crate::cli::GlobalOpts;
+use crate::container::Root;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "Display container events such as OOM notifications, cpu, memory, and IO usage statistics"
+)]
+pub struct Args {
+    /// Set the stats collection interval
+    #[arg(long, default_value = "5s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Display the container's stats then exit
+    #[arg(long)]
+    pub stats: bool,
+    pub id: String,
+}
+
+/// Go duration words as runc takes them: `5s`, `500ms`, `1m`, or plain seconds.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}");
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if secs <= 0.0 {
+        return Err("duration interval must be greater than 0".to_string());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn mem(d: &MemoryData) -> Value {
+    json!({"limit": d.limit, "usage": d.usage, "max": d.max_usage, "failcnt": d.fail_count})
+}
+
+fn blkio(v: &[BlkioDeviceStat]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|s| json!({"major": s.major, "minor": s.minor, "op": s.op_type.clone().unwrap_or_default(), "value": s.value}))
+            .collect(),
+    )
+}
+
+/// libcgroups' statistics in the field names of runc's `types.Stats`.
+pub fn runc_stats(s: &Stats) -> Value {
+    json!({
+        "cpu": {
+            "usage": {
+                "total": s.cpu.usage.usage_total,
+                "percpu": s.cpu.usage.per_core_usage_total,
+                "percpu_kernel": s.cpu.usage.per_core_usage_kernel,
+                "percpu_user": s.cpu.usage.per_core_usage_user,
+                "kernel": s.cpu.usage.usage_kernel,
+                "user": s.cpu.usage.usage_user,
+            },
+            "throttling": {
+                "periods": s.cpu.throttling.periods,
+                "throttledPeriods": s.cpu.throttling.throttled_periods,
+                "throttledTime": s.cpu.throttling.throttled_time,
+            },
+        },
+        "memory": {
+            "cache": s.memory.cache,
+            "usage": mem(&s.memory.memory),
+            "swap": mem(&s.memory.memswap),
+            "kernel": mem(&s.memory.kernel),
+            "kernelTCP": mem(&s.memory.kernel_tcp),
+            "raw": s.memory.stats,
+        },
+        "pids": {"current": s.pids.current, "limit": s.pids.limit},
+        "blkio": {
+            "ioServiceBytesRecursive": blkio(&s.blkio.service_bytes),
+            "ioServicedRecursive": blkio(&s.blkio.serviced),
+            "ioQueueRecursive": blkio(&s.blkio.queued),
+            "ioServiceTimeRecursive": blkio(&s.blkio.service_time),
+            "ioWaitTimeRecursive": blkio(&s.blkio.wait_time),
+            "ioMergedRecursive": blkio(&s.blkio.merged),
+            "ioTimeRecursive": blkio(&s.blkio.time),
+            "sectorsRecursive": blkio(&s.blkio.sectors),
+        },
+        "hugetlb": s.hugetlb.iter().map(|(k, v)| (k.clone(), json!({"usage": v.usage, "max": v.max_usage, "failcnt": v.fail_count}))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
+    let root = Root::from_opts(global)?;
+    let (container, _) = {
+        let loaded = root.load(&args.id)?;
+        (loaded.container, loaded.record)
+    };
+    if container.status() == ContainerStatus::Stopped {
+        bail!("container with id {} is not running", args.id);
+    }
+    let manager = super::cgroup_manager(&container)?;
+    loop {
+        let stats = manager.stats().map_err(|e| anyhow!("read stats: {e}"))?;
+        let event = json!({"type": "stats", "id": args.id, "data": runc_stats(&stats)});
+        println!("{event}");
+        if args.stats {
+            return Ok(0);
+        }
+        std::thread::sleep(args.interval);
+        let (c, _) = match root.read(&args.id) {
+            Ok(v) => v,
+            Err(_) => return Ok(0),
+        };
+        if c.status() == ContainerStatus::Stopped {
+            return Ok(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_interval("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_interval("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_interval("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("fast").is_err());
+    }
+
+    #[test]
+    fn stats_use_runc_field_names() {
+        let v = runc_stats(&Stats::default());
+        assert!(v["cpu"]["usage"]["total"].is_u64());
+        assert!(v["memory"]["usage"]["failcnt"].is_u64());
+        assert!(v["pids"]["current"].is_u64());
+    }
+}

@@ -1,0 +1,216 @@
+//! `vzrun exec`: run another process inside a running container.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::ContainerStatus;
+use libcontainer::syscall::syscall::SyscallType;
+
+use crate::cli::GlobalOpts;
+use crate::container::Root;
+use crate::executor::VzExecutor;
+use crate::pty::ConsoleSocket;
+
+use super::ExitError;
+
+#[derive(clap::Args, Debug)]
+#[command(about = "Execute new process inside the container")]
+pub struct Args {
+    /// Path to an AF_UNIX socket which will receive the console's pseudoterminal master
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Current working directory in the container
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Set environment variables (KEY=VALUE)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// UID (format: <uid>[:<gid>])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Additional gids
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// Path to the process.json
+    #[arg(short = 'p', long)]
+    pub process: Option<PathBuf>,
+    /// Detach from the container's process
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// File to write the process id to
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Set the asm process label for the process commonly used with selinux
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// Set the apparmor profile for the process
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Set the no new privileges value for the process
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Add a capability to the bounding set for the process
+    #[arg(short = 'c', long = "cap")]
+    pub cap: Vec<String>,
+    /// Pass N additional file descriptors to the container
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Allow exec in a paused container
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
+    /// Execute a process in a sub-cgroup
+    #[arg(long = "cgroup")]
+    pub cgroup: Option<String>,
+    pub id: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+fn fail(msg: impl std::fmt::Display) -> anyhow::Error {
+    ExitError {
+        code: 255,
+        msg: format!("exec failed: {msg}"),
+    }
+    .into()
+}
+
+fn parse_user(user: &str) -> Result<(u32, Option<u32>)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid = u
+        .parse::<u32>()
+        .map_err(|_| anyhow!("--user: {user:?} is not <uid>[:<gid>]"))?;
+    let gid = match g {
+        Some(g) => Some(
+            g.parse::<u32>()
+                .map_err(|_| anyhow!("--user: {user:?} is not <uid>[:<gid>]"))?,
+        ),
+        None => None,
+    };
+    Ok((uid, gid))
+}
+
+pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
+    exec(args, global).map_err(|e| {
+        if e.downcast_ref::<ExitError>().is_some() {
+            e
+        } else {
+            fail(format!("{e:#}"))
+        }
+    })
+}
+
+fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
+    let root = Root::from_opts(global)?;
+    let loaded = root.load(&args.id)?;
+    match loaded.container.status() {
+        ContainerStatus::Stopped => return Err(fail("cannot exec in a stopped container")),
+        ContainerStatus::Paused if !args.ignore_paused => {
+            return Err(fail("cannot exec in a paused container"))
+        }
+        _ => {}
+    }
+    if args.process.is_none() && args.command.is_empty() {
+        return Err(fail("args must not be empty"));
+    }
+    let (uid, gid) = match &args.user {
+        Some(u) => {
+            let (u, g) = parse_user(u)?;
+            (Some(u), g)
+        }
+        None => (None, None),
+    };
+    let mut env = HashMap::new();
+    for kv in &args.env {
+        match kv.split_once('=') {
+            Some((k, v)) => env.insert(k.to_string(), v.to_string()),
+            None => env.insert(kv.clone(), String::new()),
+        };
+    }
+    let terminal = args.tty
+        || args
+            .process
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|d| serde_json::from_slice::<oci_spec::runtime::Process>(&d).ok())
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+    if !args.detach {
+        super::become_subreaper()?;
+    }
+    let own_console = if !args.detach && terminal && args.console_socket.is_none() {
+        Some(ConsoleSocket::new(&root.path)?)
+    } else {
+        None
+    };
+    let console_socket = args
+        .console_socket
+        .clone()
+        .or_else(|| own_console.as_ref().map(|c| c.path().to_path_buf()));
+    let derived = super::create::load_spec(&root.ve_dir(&args.id))?;
+    let executor = VzExecutor::for_spec(&derived)?;
+    let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&root.path)
+        .map_err(|e| anyhow!("{e}"))?
+        .with_pid_file(args.pid_file.clone())
+        .map_err(|e| anyhow!("{e}"))?
+        .with_console_socket(console_socket.clone())
+        .with_preserved_fds(args.preserve_fds)
+        .with_executor(executor)
+        .as_tenant()
+        .with_detach(args.detach || console_socket.is_some())
+        .with_cwd(args.cwd.clone())
+        .with_env(env)
+        .with_container_args(args.command.clone())
+        .with_process(args.process.clone())
+        .with_no_new_privs(args.no_new_privs)
+        .with_capabilities(args.cap.clone())
+        .with_additional_gids(args.additional_gids.clone())
+        .with_user(uid)
+        .with_group(gid)
+        .with_ignore_paused(args.ignore_paused)
+        .with_sub_cgroup(args.cgroup.clone())
+        .with_process_label(args.process_label.clone())
+        .with_apparmor(args.apparmor.clone())
+        .build()
+        .map_err(|e| fail(super::create::describe(&e)))?;
+    drop(loaded);
+    if args.detach {
+        return Ok(0);
+    }
+    let master = match &own_console {
+        Some(c) => Some(c.receive_master()?),
+        None => None,
+    };
+    super::forward_signals(pid.as_raw());
+    let relay = master.map(|m| std::thread::spawn(move || crate::pty::relay(m)));
+    let code = super::wait_exit(pid.as_raw());
+    if let Some(t) = relay {
+        let _ = t.join();
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_forms() {
+        assert_eq!(parse_user("1000").unwrap(), (1000, None));
+        assert_eq!(parse_user("1000:50").unwrap(), (1000, Some(50)));
+        assert!(parse_user("bob")
+            .unwrap_err()
+            .to_string()
+            .contains("--user"));
+        assert!(parse_user("1:x").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Where containers live on disk, how their IDs are checked, and the per-ID lock that
+//! keeps two calls on the same container from interleaving.
+//!
+//! Layout under the root (default /run/vzrun):
+//! - `<id>/`           libcontainer's state (state.json, its config copy, notify socket)
+//! - `.vzrun/<id>/`    vzrun's own: the derived config.json handed to libcontainer and
+//!   `ve.json`, the record of everything the VE layer set up.
+//!
+//! The `.vzrun/<id>` directory is made first with mkdir(2), which is the atomic "this ID
+//! is taken" step, and its flock is the per-ID lock.
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use libcontainer::container::Container;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::cli::GlobalOpts;
+use crate::state::Record;
+
+const VE_DIR: &str = ".vzrun";
+
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub path: PathBuf,
+}
+
+/// Held for as long as a command works on one container.
+pub struct Lock {
+    _flock: Flock<File>,
+}
+
+pub struct Loaded {
+    pub container: Container,
+    pub record: Record,
+    pub _lock: Lock,
+}
+
+/// runc's rule: letters, digits, `_ + - .`, and not a path of its own.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id != VE_DIR
+        && id.len() <= 1024
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if !ok {
+        bail!("invalid container ID format: {id:?}");
+    }
+    Ok(())
+}
+
+impl Root {
+    pub fn from_opts(opts: &GlobalOpts) -> Result<Self> {
+        let path = match &opts.root {
+            Some(p) => p.clone(),
+            None => default_root(),
+        };
+        Ok(Root { path })
+    }
+
+    pub fn ensure(&self) -> Result<()> {
+        fs::create_dir_all(self.path.join(VE_DIR))
+            .with_context(|| format!("create state root {}", self.path.display()))
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.path.join(id)
+    }
+
+    pub fn ve_dir(&self, id: &str) -> PathBuf {
+        self.path.join(VE_DIR).join(id)
+    }
+
+    /// Claims a new ID: fails with runc's words when it is taken.
+    pub fn claim(&self, id: &str) -> Result<Lock> {
+        validate_id(id)?;
+        self.ensure()?;
+        let dir = self.ve_dir(id);
+        if self.container_dir(id).exists() {
+            bail!("container with given ID already exists");
+        }
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                bail!("container with given ID already exists")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A concurrent delete of the last container removed `.vzrun` between our
+                // create_dir_all and mkdir: make it again once.
+                self.ensure()?;
+                fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+        }
+        lock_dir(&dir)
+    }
+
+    /// Locks an existing container, waiting for any other call on it to finish.
+    pub fn lock(&self, id: &str) -> Result<Lock> {
+        validate_id(id)?;
+        let dir = self.ve_dir(id);
+        let lock = lock_dir(&dir).map_err(|_| not_exist())?;
+        // The holder before us may have been a delete: the directory is then unlinked.
+        let gone = lock
+            ._flock
+            .metadata()
+            .map(|m| m.nlink() == 0)
+            .unwrap_or(true);
+        if gone {
+            return Err(not_exist());
+        }
+        Ok(lock)
+    }
+
+    pub fn load(&self, id: &str) -> Result<Loaded> {
+        let lock = self.lock(id)?;
+        let (container, record) = self.read(id)?;
+        Ok(Loaded {
+            container,
+            record,
+            _lock: lock,
+        })
+    }
+
+    /// Reads without locking; for listings, which must not wait on a busy container.
+    pub fn read(&self, id: &str) -> Result<(Container, Record)> {
+        let cdir = self.container_dir(id);
+        if !cdir.join("state.json").exists() {
+            return Err(not_exist());
+        }
+        let container = Container::load(cdir).map_err(|e| anyhow!("load container {id}: {e}"))?;
+        let record = Record::load(&self.ve_dir(id))?;
+        Ok((container, record))
+    }
+
+    /// IDs of every container under this root, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = match fs::read_dir(self.path.join(VE_DIR)) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| self.container_dir(n).join("state.json").exists())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        ids.sort();
+        ids
+    }
+
+    /// Removes vzrun's directory for an ID, and `.vzrun` itself when it is the last one,
+    /// so a host without containers keeps an empty root.
+    pub fn release(&self, id: &str) {
+        let _ = fs::remove_dir_all(self.ve_dir(id));
+        let _ = fs::remove_dir(self.path.join(VE_DIR));
+    }
+}
+
+pub fn not_exist() -> anyhow::Error {
+    anyhow!("container does not exist")
+}
+
+fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/vzrun");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => Path::new(&d).join("vzrun"),
+        _ => PathBuf::from(format!("/run/user/{}/vzrun", nix::unistd::geteuid())),
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<Lock> {
+    let f = File::open(dir).with_context(|| format!("open {}", dir.display()))?;
+    let flock = Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("lock {}: {e}", dir.display()))?;
+    Ok(Lock { _flock: flock })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_runc_rules() {
+        for ok in ["a", "web1", "A_b+c-d.e", "x.y"] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a b", ".vzrun", "é"] {
+            let err = validate_id(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid container ID format"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn claim_is_exclusive_and_release_leaves_nothing() {
+        let tmp = std::env::temp_dir().join(format!("vzrun-root-test-{}", std::process::id()));
+        let root = Root { path: tmp.clone() };
+        let lock = root.claim("c1").unwrap();
+        let err = root.claim("c1").err().unwrap().to_string();
+        assert!(err.contains("already exists"), "{err}");
+        drop(lock);
+        root.release("c1");
+        assert!(!tmp.join(VE_DIR).exists());
+        assert!(root.lock("c1").is_err());
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}

@@ -1,0 +1,135 @@
+//! A terminal for `run` and `exec` when the process asks for one and the caller gave no
+//! console socket: vzrun takes the pseudo-terminal master itself, as runc does, and
+//! relays it to its own stdio.
+
+use std::fs::File;
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::termios::{self, SetArg, Termios};
+
+pub struct ConsoleSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ConsoleSocket {
+    pub fn new(dir: &Path) -> Result<Self> {
+        let path = dir.join(format!("console-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener =
+            UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
+        Ok(ConsoleSocket { listener, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the master end sent by the container's init.
+    pub fn receive_master(&self) -> Result<OwnedFd> {
+        let (stream, _) = self
+            .listener
+            .accept()
+            .context("accept console connection")?;
+        let mut buf = [0u8; 4096];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .context("receive console master")?;
+        for cmsg in msg.cmsgs().map_err(|e| anyhow!("console message: {e}"))? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                if let Some(fd) = fds.first() {
+                    // SAFETY: the kernel just installed this descriptor for us.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+                }
+            }
+        }
+        Err(anyhow!("console socket: no file descriptor received"))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Puts our terminal in raw mode while relaying, and restores it afterwards.
+struct RawGuard {
+    fd: RawFd,
+    saved: Termios,
+}
+
+impl Drop for RawGuard {
+    fn drop(&mut self) {
+        // SAFETY: fd 0 stays open for the life of the process.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        let _ = termios::tcsetattr(fd, SetArg::TCSANOW, &self.saved);
+    }
+}
+
+fn copy_winsize(master: RawFd) {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: ioctls on valid descriptors with a correctly typed argument.
+    unsafe {
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Relays stdin to the master and the master to stdout until the terminal closes
+/// (all of the container's writers are gone).
+pub fn relay(master: OwnedFd) -> Result<()> {
+    let stdin = std::io::stdin();
+    let _raw = match termios::tcgetattr(&stdin) {
+        Ok(saved) => {
+            let mut raw = saved.clone();
+            termios::cfmakeraw(&mut raw);
+            let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+            copy_winsize(master.as_raw_fd());
+            Some(RawGuard { fd: 0, saved })
+        }
+        Err(_) => None,
+    };
+    let mut writer = File::from(master.try_clone().context("dup console master")?);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut input = std::io::stdin().lock();
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if writer.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut reader = File::from(master);
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.flush();
+            }
+            // EIO is how a pty master reports that the last slave fd closed.
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
