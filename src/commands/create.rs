@@ -182,9 +182,14 @@ pub fn create_container(
             spec.set_linux(Some(linux));
         }
         record.save(&ve_dir)?;
-        let setup = ve::setup(opts.id, &ve_config, &mut spec, &mut record.ve);
+        let ctx = ve::Ctx {
+            root: &root.path,
+            id: opts.id,
+            dir: &ve_dir,
+        };
+        let prepared = ve::prepare(&ctx, &ve_config, &mut spec, &mut record.ve);
         record.save(&ve_dir)?;
-        setup?;
+        prepared?;
         spec.save(ve_dir.join("config.json"))
             .map_err(|e| anyhow!("write derived config: {e}"))?;
 
@@ -204,6 +209,14 @@ pub fn create_container(
             .build()
             .map_err(|e| anyhow!("{}", describe(&e)))?;
         container.refresh_status().map_err(|e| anyhow!("{e}"))?;
+        if let Some(pid) = container.pid() {
+            let configured = ve::configure(&ctx, &ve_config, pid.as_raw(), &mut record.ve);
+            record.save(&ve_dir)?;
+            if let Err(e) = configured {
+                let _ = container.delete(true);
+                return Err(e.into());
+            }
+        }
         crate::logging::debug(&format!(
             "created {} (pid {:?}) from {}",
             opts.id,

@@ -75,9 +75,15 @@ fn kill_raw(container: &libcontainer::container::Container, signo: i32, all: boo
     for pid in pids {
         // SAFETY: kill(2) with a pid read from the container's cgroup.
         if unsafe { libc::kill(pid, signo) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::ESRCH) {
-                bail!("kill {pid}: {err}");
+            let errno = nix::errno::Errno::last();
+            if errno != nix::errno::Errno::ESRCH {
+                let desc = errno.desc();
+                let mut words = desc.chars();
+                let first = words
+                    .next()
+                    .map(|c| c.to_ascii_lowercase())
+                    .unwrap_or_default();
+                bail!("unable to signal init: {first}{}", words.as_str());
             }
         }
     }

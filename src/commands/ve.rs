@@ -1,14 +1,62 @@
 //! `vzrun ve ...`: read and change Virtual Environments, in the manner of vzctl/vzlist.
 
-use anyhow::Result;
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use libcontainer::container::ContainerStatus;
+use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
 use crate::container::Root;
+use crate::ve::net::{self, Mode, RouteSpec};
+use crate::ve::PREFIX;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum VeCommand {
+    /// Change settings of a running VE (vzctl set)
+    Set(SetArgs),
+    /// Print a VE's network settings
+    Show(ShowArgs),
     /// List VEs (vzlist)
     List(ListArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SetArgs {
+    pub id: String,
+    /// Add an IP address (repeatable)
+    #[arg(long = "ipadd")]
+    pub ipadd: Vec<String>,
+    /// Remove an IP address, or `all` (repeatable)
+    #[arg(long = "ipdel")]
+    pub ipdel: Vec<String>,
+    /// Add a route, in `ip route` words (repeatable)
+    #[arg(long = "route-add")]
+    pub route_add: Vec<String>,
+    /// Remove a route given as it was added (repeatable)
+    #[arg(long = "route-del")]
+    pub route_del: Vec<String>,
+    /// Set the hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Set the name servers (repeatable, or `inherit`); replaces the old ones
+    #[arg(long)]
+    pub nameserver: Vec<String>,
+    /// Set the search domains (repeatable, or `inherit`); replaces the old ones
+    #[arg(long)]
+    pub searchdomain: Vec<String>,
+    /// Also write the new values into the bundle's config.json annotations
+    #[arg(long)]
+    pub save: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    pub id: String,
+    /// Print JSON
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -24,30 +72,345 @@ pub struct ListArgs {
 pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
     let root = Root::from_opts(global)?;
     match cmd {
+        VeCommand::Set(args) => set(&root, args),
+        VeCommand::Show(args) => show(&root, args),
         VeCommand::List(args) => list(&root, args),
     }
+}
+
+fn flag_err(flag: &str, problem: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{flag}: {problem}")
+}
+
+fn set(root: &Root, args: SetArgs) -> Result<i32> {
+    let mut loaded = root.load(&args.id)?;
+    let status = loaded.container.status();
+    if !matches!(
+        status,
+        ContainerStatus::Running | ContainerStatus::Created | ContainerStatus::Paused
+    ) {
+        bail!("container not running");
+    }
+    let pid = loaded
+        .container
+        .pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| anyhow!("container not running"))?;
+    // Everything is parsed and checked before anything changes.
+    let mode = loaded
+        .record
+        .ve
+        .net
+        .as_ref()
+        .map(|n| n.mode)
+        .unwrap_or_default();
+    let mut add = Vec::new();
+    for a in &args.ipadd {
+        let mut addr = net::parse_addr(
+            a,
+            if mode == Mode::Veth {
+                Some(if a.contains(':') { 64 } else { 24 })
+            } else {
+                None
+            },
+        )
+        .map_err(|e| flag_err("--ipadd", e))?;
+        if mode == Mode::Venet {
+            addr.prefix = if addr.ip.is_ipv4() { 32 } else { 128 };
+        }
+        add.push(addr);
+    }
+    let current: Vec<IpAddr> = loaded
+        .record
+        .ve
+        .net
+        .as_ref()
+        .map(|n| n.ips.iter().map(|a| a.ip).collect())
+        .unwrap_or_default();
+    let mut del = Vec::new();
+    for d in &args.ipdel {
+        if d == "all" {
+            del.extend(current.iter().copied());
+            continue;
+        }
+        let ip: IpAddr = d
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| flag_err("--ipdel", format!("{d:?} is not an IP address")))?;
+        if !current.contains(&ip) {
+            return Err(flag_err(
+                "--ipdel",
+                format!("{ip} is not an address of this VE"),
+            ));
+        }
+        del.push(ip);
+    }
+    let routes_add: Vec<RouteSpec> = args
+        .route_add
+        .iter()
+        .map(|r| net::parse_route(r).map_err(|e| flag_err("--route-add", e)))
+        .collect::<Result<_>>()?;
+    let routes_del: Vec<RouteSpec> = args
+        .route_del
+        .iter()
+        .map(|r| net::parse_route(r).map_err(|e| flag_err("--route-del", e)))
+        .collect::<Result<_>>()?;
+    for n in args.nameserver.iter().filter(|n| *n != "inherit") {
+        n.parse::<IpAddr>().map_err(|_| {
+            flag_err(
+                "--nameserver",
+                format!("{n:?} is not an IP address (or inherit)"),
+            )
+        })?;
+    }
+    if let Some(h) = &args.hostname {
+        if h.is_empty()
+            || h.len() > 64
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(flag_err(
+                "--hostname",
+                format!("{h:?} is not a valid hostname"),
+            ));
+        }
+    }
+    let net_change =
+        !add.is_empty() || !del.is_empty() || !routes_add.is_empty() || !routes_del.is_empty();
+    if net_change {
+        let rec = loaded
+            .record
+            .ve
+            .net
+            .as_mut()
+            .ok_or_else(|| anyhow!("--ipadd/--route-add: the VE was created without vzrun networking (set {PREFIX}net.ip)"))?;
+        net::change(rec, pid, &add, &del, &routes_add, &routes_del)?;
+    }
+    if let Some(h) = &args.hostname {
+        set_hostname(pid, h)?;
+        loaded.record.ve.hostname = Some(h.clone());
+    }
+    if !args.nameserver.is_empty() || !args.searchdomain.is_empty() {
+        let cfg = net::NetConfig {
+            nameservers: (!args.nameserver.is_empty()).then(|| args.nameserver.clone()),
+            searchdomains: (!args.searchdomain.is_empty()).then(|| args.searchdomain.clone()),
+            ..Default::default()
+        };
+        let text = net::resolv_conf(&cfg).unwrap_or_default();
+        let target = loaded
+            .record
+            .ve
+            .net
+            .as_ref()
+            .and_then(|n| n.resolv_conf.clone())
+            .unwrap_or_else(|| {
+                Path::new(&format!("/proc/{pid}/root/etc/resolv.conf")).to_path_buf()
+            });
+        // Rewritten in place: the VE sees this inode through a bind mount.
+        std::fs::write(&target, text)
+            .with_context(|| format!("--nameserver: write {}", target.display()))?;
+    }
+    loaded.record.save(&root.ve_dir(&args.id))?;
+    if args.save {
+        save_to_bundle(&loaded.record.bundle, &args, &loaded.record.ve)?;
+    }
+    Ok(0)
+}
+
+fn set_hostname(pid: i32, name: &str) -> Result<()> {
+    let file = std::fs::File::open(format!("/proc/{pid}/ns/uts"))
+        .context("--hostname: open the VE's UTS namespace")?;
+    let name = name.to_string();
+    std::thread::spawn(move || -> Result<()> {
+        use std::os::fd::AsFd;
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWUTS)
+            .map_err(|e| anyhow!("--hostname: enter UTS namespace: {e}"))?;
+        nix::unistd::sethostname(&name).map_err(|e| anyhow!("--hostname: {e}"))
+    })
+    .join()
+    .map_err(|_| anyhow!("--hostname: worker panicked"))?
+}
+
+/// Writes the VE's current settings back into the bundle, so the next create has them.
+fn save_to_bundle(bundle: &Path, args: &SetArgs, ve: &crate::ve::VeRecord) -> Result<()> {
+    let path = bundle.join("config.json");
+    let mut spec: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("--save: read {}", path.display()))?,
+    )
+    .with_context(|| format!("--save: parse {}", path.display()))?;
+    let ann = spec
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("--save: config.json is not an object"))?
+        .entry("annotations")
+        .or_insert_with(|| json!({}));
+    if let (Some(n), Some(map)) = (&ve.net, ann.as_object_mut()) {
+        let ips: Vec<String> = n
+            .ips
+            .iter()
+            .map(|a| {
+                if n.mode == Mode::Venet {
+                    a.ip.to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        map.insert(format!("{PREFIX}net.ip"), json!(ips.join(",")));
+        let routes: Vec<&str> = n.routes.iter().map(|r| r.text.as_str()).collect();
+        if routes.is_empty() {
+            map.remove(&format!("{PREFIX}net.routes"));
+        } else {
+            map.insert(format!("{PREFIX}net.routes"), json!(routes.join(";")));
+        }
+    }
+    if let Some(map) = ann.as_object_mut() {
+        if !args.nameserver.is_empty() {
+            map.insert(
+                format!("{PREFIX}net.nameserver"),
+                json!(args.nameserver.join(",")),
+            );
+        }
+        if !args.searchdomain.is_empty() {
+            map.insert(
+                format!("{PREFIX}net.searchdomain"),
+                json!(args.searchdomain.join(",")),
+            );
+        }
+    }
+    if let Some(h) = &args.hostname {
+        spec["hostname"] = json!(h);
+    }
+    let tmp = path.with_extension("json.vzrun-tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&spec)?)
+        .with_context(|| format!("--save: write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("--save: replace {}", path.display()))?;
+    Ok(())
+}
+
+fn show(root: &Root, args: ShowArgs) -> Result<i32> {
+    let loaded = root.load(&args.id)?;
+    let ve = &loaded.record.ve;
+    let n = ve.net.clone().unwrap_or_default();
+    let resolv = n
+        .resolv_conf
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let words = |key: &str| -> Vec<String> {
+        resolv
+            .lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .flat_map(|r| r.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    };
+    let v = json!({
+        "ctid": args.id,
+        "status": crate::state::status_word(loaded.container.status()),
+        "hostname": ve.hostname,
+        "mode": if ve.net.is_some() { Some(n.mode) } else { None },
+        "ip": n.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "host_if": n.host_if,
+        "ve_if": n.ve_if,
+        "mac": n.mac,
+        "bridge": n.bridge,
+        "routes": n.routes.iter().map(|r| r.text.clone()).collect::<Vec<_>>(),
+        "rules": n.rules.iter().map(|r| format!("from {} table {}{}", r.from, r.table, r.priority.map(|p| format!(" priority {p}")).unwrap_or_default())).collect::<Vec<_>>(),
+        "nameserver": words("nameserver"),
+        "searchdomain": words("search"),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let s = |x: &Value| match x {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".to_string(),
+        Value::Array(a) => a
+            .iter()
+            .map(|e| e.as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    };
+    for key in [
+        "ctid",
+        "status",
+        "hostname",
+        "mode",
+        "ip",
+        "host_if",
+        "ve_if",
+        "mac",
+        "bridge",
+        "routes",
+        "rules",
+        "nameserver",
+        "searchdomain",
+    ] {
+        let val = if key == "routes" || key == "rules" {
+            v[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "-".into())
+        } else {
+            s(&v[key])
+        };
+        println!("{key:<13}{val}");
+    }
+    Ok(0)
 }
 
 fn list(root: &Root, args: ListArgs) -> Result<i32> {
     let mut rows = Vec::new();
     for id in root.ids() {
-        if let Ok((c, _)) = root.read(&id) {
-            rows.push((id, crate::state::status_word(c.status()).to_string()));
+        if let Ok((c, rec)) = root.read(&id) {
+            let ips: Vec<String> = rec
+                .ve
+                .net
+                .as_ref()
+                .map(|n| n.ips.iter().map(|a| a.ip.to_string()).collect())
+                .unwrap_or_default();
+            rows.push(json!({
+                "ctid": id,
+                "status": crate::state::status_word(c.status()),
+                "ip": ips,
+                "hostname": rec.ve.hostname,
+            }));
         }
     }
     if args.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(id, st)| serde_json::json!({"ctid": id, "status": st}))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
     if !args.no_header {
-        println!("{:<16} {:<10}", "CTID", "STATUS");
+        println!("{:<20} {:<9} {:<30} HOSTNAME", "CTID", "STATUS", "IP_ADDR");
     }
-    for (id, st) in rows {
-        println!("{id:<16} {st:<10}");
+    for r in rows {
+        let ips: Vec<&str> = r["ip"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<9} {:<30} {}",
+            r["ctid"].as_str().unwrap_or_default(),
+            r["status"].as_str().unwrap_or_default(),
+            if ips.is_empty() {
+                "-".to_string()
+            } else {
+                ips.join(" ")
+            },
+            r["hostname"].as_str().unwrap_or("-")
+        );
     }
     Ok(0)
 }

@@ -1,15 +1,20 @@
-//! The one place where `io.vzrun.` annotations are read. Each concern's keys are listed
-//! here, so that a misspelt key is an error rather than a setting silently ignored.
+//! The one place where `io.vzrun.` annotations are read. Each concern lists its keys, so
+//! that a misspelt key is an error rather than a setting silently ignored.
 
 use std::collections::HashMap;
 
+use super::net::{self, NetConfig};
 use super::{VeError, PREFIX};
 
 /// Keys vzrun understands, without the prefix.
-const KNOWN: &[&str] = &[];
+fn known(name: &str) -> bool {
+    net::KEYS.contains(&name)
+}
 
 #[derive(Debug, Clone, Default)]
-pub struct VeConfig {}
+pub struct VeConfig {
+    pub net: Option<NetConfig>,
+}
 
 impl VeConfig {
     pub fn parse(annotations: &HashMap<String, String>) -> Result<Self, VeError> {
@@ -19,15 +24,21 @@ impl VeConfig {
             .collect();
         keys.sort();
         for key in keys {
-            let name = &key[PREFIX.len()..];
-            if !KNOWN.contains(&name) {
+            if !known(&key[PREFIX.len()..]) {
                 return Err(VeError::Annotation {
                     key: key.clone(),
                     problem: "unknown vzrun annotation".to_string(),
                 });
             }
         }
-        Ok(VeConfig {})
+        Ok(VeConfig {
+            net: NetConfig::parse(annotations)?,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.net.is_none()
     }
 }
 
@@ -51,6 +62,13 @@ mod tests {
             "x".to_string(),
         );
         a.insert("io.vzrunner".to_string(), "x".to_string());
-        assert!(VeConfig::parse(&a).is_ok());
+        assert!(VeConfig::parse(&a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn network_keys_are_known() {
+        let mut a = HashMap::new();
+        a.insert("io.vzrun.net.ip".to_string(), "198.51.100.3".to_string());
+        assert!(VeConfig::parse(&a).unwrap().net.is_some());
     }
 }

@@ -1,5 +1,5 @@
 //! Virtual Environment features layered on an OCI container: configuration from
-//! `io.vzrun.` annotations, host-side setup before libcontainer starts the init, and the
+//! `io.vzrun.` annotations, host-side setup around libcontainer's create, and the
 //! matching teardown. One submodule per concern.
 //!
 //! Every setup step records what it made in [`VeRecord`] before it makes the next thing,
@@ -7,11 +7,15 @@
 //! that failed halfway.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Spec};
 use serde::{Deserialize, Serialize};
 
 pub mod annotations;
+pub mod firewall;
+pub mod net;
+pub mod netlink;
 
 pub use annotations::VeConfig;
 
@@ -22,11 +26,30 @@ pub const PREFIX: &str = "io.vzrun.";
 pub enum VeError {
     #[error("annotation {key}: {problem}")]
     Annotation { key: String, problem: String },
+    #[error("{flag}: {problem}")]
+    Flag { flag: String, problem: String },
+    #[error("network: {0}")]
+    Net(String),
+    #[error("{0}")]
+    Io(String),
 }
 
 /// What the VE layer made on the host for one container.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct VeRecord {}
+pub struct VeRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<net::NetRecord>,
+    /// The hostname the VE was given (OCI `hostname`, or `ve set --hostname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// Where a VE lives on the host.
+pub struct Ctx<'a> {
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub dir: &'a Path,
+}
 
 /// Reads and checks the VE settings of a spec; unknown `io.vzrun.` keys are errors.
 pub fn config_from_spec(spec: &Spec) -> Result<VeConfig, VeError> {
@@ -34,18 +57,91 @@ pub fn config_from_spec(spec: &Spec) -> Result<VeConfig, VeError> {
     VeConfig::parse(spec.annotations().as_ref().unwrap_or(&empty))
 }
 
-/// Host-side setup before the init exists; adjusts the spec handed to libcontainer.
-pub fn setup(
-    _id: &str,
-    _config: &VeConfig,
-    _spec: &mut Spec,
-    _record: &mut VeRecord,
+fn netns_path(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+        .and_then(|n| n.path().clone())
+}
+
+/// Host-side work before libcontainer creates the init; adjusts the spec it is handed.
+pub fn prepare(
+    ctx: &Ctx,
+    config: &VeConfig,
+    spec: &mut Spec,
+    record: &mut VeRecord,
 ) -> Result<(), VeError> {
+    record.hostname = spec.hostname().clone();
+    let Some(netc) = &config.net else {
+        return Ok(());
+    };
+    net::preflight(netc)?;
+    let mut nrec = net::NetRecord {
+        caller_netns: netns_path(spec),
+        ..Default::default()
+    };
+    if let Some(mut linux) = spec.linux().clone() {
+        let mut nss = linux.namespaces().clone().unwrap_or_default();
+        if !nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network) {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(LinuxNamespaceType::Network);
+            nss.push(ns);
+            linux.set_namespaces(Some(nss));
+            spec.set_linux(Some(linux));
+        }
+    }
+    // The VE always gets its own resolv.conf, so that `ve set --nameserver` can change it
+    // later even on a read-only or shared rootfs; without DNS settings it starts as a
+    // copy of the rootfs's file.
+    let own = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().join("etc/resolv.conf"));
+    let text = net::resolv_conf(netc)
+        .or_else(|| own.and_then(|p| std::fs::read_to_string(p).ok()))
+        .unwrap_or_default();
+    {
+        let path = ctx.dir.join("resolv.conf");
+        std::fs::write(&path, text)
+            .map_err(|e| VeError::Io(format!("write {}: {e}", path.display())))?;
+        let mut m = Mount::default();
+        m.set_destination(PathBuf::from("/etc/resolv.conf"));
+        m.set_typ(Some("bind".to_string()));
+        m.set_source(Some(path.clone()));
+        m.set_options(Some(vec!["rbind".to_string(), "rw".to_string()]));
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        mounts.retain(|x| x.destination() != Path::new("/etc/resolv.conf"));
+        mounts.push(m);
+        spec.set_mounts(Some(mounts));
+        nrec.resolv_conf = Some(path);
+    }
+    record.net = Some(nrec);
     Ok(())
 }
 
-/// Removes everything `setup` recorded. Safe to call more than once.
-pub fn teardown(_record: &VeRecord) {}
+/// Host-side work once the init exists and waits for `start`: its namespaces are there
+/// to configure, and the user's process has not run yet.
+pub fn configure(
+    ctx: &Ctx,
+    config: &VeConfig,
+    pid: i32,
+    record: &mut VeRecord,
+) -> Result<(), VeError> {
+    if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
+        net::setup(netc, ctx.root, ctx.id, pid, nrec)?;
+    }
+    Ok(())
+}
+
+/// Removes everything the record names. Safe to call more than once.
+pub fn teardown(record: &VeRecord) {
+    if let Some(n) = &record.net {
+        net::teardown(n);
+    }
+}
 
 /// Whether checkpoint/restore can work on this host (CRIU present and usable).
 pub fn checkpoint_available() -> bool {

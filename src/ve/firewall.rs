@@ -1,0 +1,183 @@
+//! Host-side guards on a VE's link, in nftables: a netdev ingress chain on the host end
+//! drops packets whose source address (and, for veth, source MAC) is not the VE's own.
+//! Ingress on the host end sees every frame the VE sends, before any routing or bridging.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::net::{Addr, Mode, NetConfig};
+
+fn nft(script: &str) -> Result<(), String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run nft: {e} (is nftables installed?)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn elements(ips: &[Addr], v6: bool) -> String {
+    let v: Vec<String> = ips
+        .iter()
+        .filter(|a| a.ip.is_ipv6() == v6)
+        .map(|a| a.ip.to_string())
+        .collect();
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!("elements = {{ {} }}", v.join(", "))
+    }
+}
+
+fn mac_text(m: &[u8]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn table_name(host_if: &str) -> String {
+    format!("vzrun_{host_if}")
+}
+
+/// The ruleset for one VE link.
+pub fn ruleset(host_if: &str, c: &NetConfig, mac: &[u8]) -> String {
+    let t = table_name(host_if);
+    let mut rules = Vec::new();
+    if c.mode == Mode::Veth && c.mac_filter {
+        rules.push(format!("ether saddr != {} drop", mac_text(mac)));
+        rules.push(format!("arp saddr ether != {} drop", mac_text(mac)));
+    }
+    if c.mode == Mode::Venet {
+        // venet has no ARP at all.
+        rules.push("meta protocol arp drop".to_string());
+    }
+    let filter_ip = c.mode == Mode::Venet || !c.ips.is_empty();
+    if filter_ip {
+        rules.push("meta protocol ip ip saddr != @v4 drop".to_string());
+        rules.push(
+            "meta protocol ip6 ip6 saddr != @v6 ip6 saddr != fe80::/10 ip6 saddr != :: drop"
+                .to_string(),
+        );
+    }
+    format!(
+        "table netdev {t} {{\n  set v4 {{ type ipv4_addr; {} }}\n  set v6 {{ type ipv6_addr; {} }}\n  chain ingress {{\n    type filter hook ingress device \"{host_if}\" priority -500; policy accept;\n    {}\n  }}\n}}\n",
+        elements(&c.ips, false),
+        elements(&c.ips, true),
+        rules.join("\n    ")
+    )
+}
+
+/// Installs the guard; returns the table name to remove later.
+pub fn guard(host_if: &str, c: &NetConfig, mac: &[u8]) -> Result<String, String> {
+    nft(&ruleset(host_if, c, mac))?;
+    Ok(table_name(host_if))
+}
+
+/// Replaces the allowed source addresses after `ve set --ipadd/--ipdel`.
+pub fn refresh_addresses(table: &str, _host_if: &str, ips: &[Addr]) -> Result<(), String> {
+    let mut s = format!("flush set netdev {table} v4\nflush set netdev {table} v6\n");
+    for a in ips {
+        let set = if a.ip.is_ipv6() { "v6" } else { "v4" };
+        s.push_str(&format!(
+            "add element netdev {table} {set} {{ {} }}\n",
+            a.ip
+        ));
+    }
+    nft(&s)
+}
+
+pub fn remove(table: &str) {
+    let _ = nft(&format!("delete table netdev {table}\n"));
+}
+
+/// On a bridge, a VE's port gets no flooded unknown unicast and its MAC is pinned to it,
+/// so frames for one VE are never copied to another's port.
+pub fn bridge_port_isolation(host_if: &str, mac: &[u8]) -> Result<(), String> {
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("bridge")
+            .args(args)
+            .output()
+            .map_err(|e| format!("run bridge: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "bridge {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    };
+    run(&[
+        "link",
+        "set",
+        "dev",
+        host_if,
+        "flood",
+        "off",
+        "mcast_flood",
+        "off",
+    ])?;
+    run(&[
+        "fdb",
+        "replace",
+        &mac_text(mac),
+        "dev",
+        host_if,
+        "master",
+        "static",
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ve::net::parse_addr;
+
+    #[test]
+    fn venet_ruleset_allows_only_own_sources() {
+        let c = NetConfig {
+            ips: vec![
+                parse_addr("198.51.100.5", None).unwrap(),
+                parse_addr("2001:db8::5", None).unwrap(),
+            ],
+            ..Default::default()
+        };
+        let r = ruleset("vz0123456789", &c, &[2, 0, 0, 0, 0, 1]);
+        assert!(r.contains("table netdev vzrun_vz0123456789"));
+        assert!(r.contains("device \"vz0123456789\""));
+        assert!(r.contains("elements = { 198.51.100.5 }"));
+        assert!(r.contains("elements = { 2001:db8::5 }"));
+        assert!(r.contains("meta protocol arp drop"));
+        assert!(!r.contains("ether saddr"));
+    }
+
+    #[test]
+    fn veth_ruleset_filters_macs() {
+        let c = NetConfig {
+            mode: Mode::Veth,
+            mac_filter: true,
+            ..Default::default()
+        };
+        let r = ruleset("vzx", &c, &[2, 0, 0, 0, 0, 1]);
+        assert!(r.contains("ether saddr != 02:00:00:00:00:01 drop"));
+        assert!(
+            !r.contains("ip saddr"),
+            "no addresses given: the VE may do DHCP"
+        );
+    }
+}
