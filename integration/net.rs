@@ -602,3 +602,87 @@ fn bad_network_input_is_named_and_leaves_nothing() {
         );
     }
 }
+
+/// A host bridge made by the test, removed at drop.
+struct TestBridge(String);
+
+impl TestBridge {
+    fn new() -> Option<TestBridge> {
+        let name = format!("vztbr{}", std::process::id() % 100000);
+        let ok = Command::new("ip")
+            .args(["link", "add", &name, "type", "bridge"])
+            .status()
+            .ok()?
+            .success()
+            && Command::new("ip")
+                .args(["link", "set", &name, "up"])
+                .status()
+                .ok()?
+                .success();
+        ok.then_some(TestBridge(name))
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn veth_on_a_bridge_is_isolated_and_mac_filtered() {
+    require_net!();
+    if !common::have("tcpdump") || !common::have("bridge") {
+        eprintln!("SKIP: tcpdump or bridge (iproute2) is not installed");
+        return;
+    }
+    let Some(br) = TestBridge::new() else {
+        eprintln!("SKIP: cannot create a bridge on this host");
+        return;
+    };
+    let rt = Runtime::vzrun();
+    let veth = |ip: &str, mac: &str| json!({"io.vzrun.net.mode": "veth", "io.vzrun.net.bridge": br.0, "io.vzrun.net.ip": ip, "io.vzrun.net.mac": mac});
+    let a = Ve::start(&rt, "vetha", veth("203.0.113.11/24", "02:00:5e:00:00:11"));
+    let b = Ve::start(&rt, "vethb", veth("203.0.113.12/24", "02:00:5e:00:00:12"));
+    let c = Ve::start(&rt, "vethc", veth("203.0.113.13/24", "02:00:5e:00:00:13"));
+    let link = a.exec(&["ip", "link", "show", "eth0"]).stdout;
+    assert!(link.contains("02:00:5e:00:00:11"), "{link}");
+    assert_eq!(
+        b.exec(&["ping", "-c", "1", "-W", "2", "203.0.113.13"]).code,
+        0,
+        "B reaches C over the bridge"
+    );
+    // A capture in A sees none of B <-> C's unicast traffic.
+    let pid = a.pid();
+    let cap = Command::new("timeout")
+        .args([
+            "3", "nsenter", "-t", &pid, "-n", "tcpdump", "-n", "-i", "eth0", "-l", "icmp",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(
+        b.exec(&["ping", "-c", "3", "-W", "1", "203.0.113.13"]).code,
+        0
+    );
+    let seen = String::from_utf8_lossy(&cap.wait_with_output().unwrap().stdout).into_owned();
+    assert!(seen.trim().is_empty(), "A sniffed B <-> C: {seen}");
+    // With mac_filter on, frames with another MAC are dropped.
+    assert_eq!(
+        a.exec(&["ping", "-c", "1", "-W", "2", "203.0.113.12"]).code,
+        0
+    );
+    assert_eq!(
+        a.exec(&["ip", "link", "set", "eth0", "address", "02:00:5e:00:00:99"])
+            .code,
+        0
+    );
+    assert_ne!(
+        a.exec(&["ping", "-c", "2", "-W", "1", "203.0.113.12"]).code,
+        0,
+        "forged MAC must not get through"
+    );
+    drop(c);
+}
