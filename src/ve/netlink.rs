@@ -18,8 +18,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -327,16 +327,27 @@ impl Netlink {
         )
     }
 
-    /// Whether the main table holds a host route (/32 or /128) for `ip`.
+    /// Whether the main table holds a host route (/32 or /128) for `ip`. A single FIB
+    /// lookup (RTM_F_FIB_MATCH returns the matching entry with its real prefix), so the
+    /// cost does not grow with the number of VEs.
     pub fn has_host_route(&mut self, ip: IpAddr) -> Result<bool> {
+        let full = if ip.is_ipv4() { 32 } else { 128 };
         let mut m = RouteMessage::default();
         m.header.address_family = family(&ip);
-        let all = self.request("dump routes", RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)?;
-        let full = if ip.is_ipv4() { 32 } else { 128 };
-        Ok(all.into_iter().any(|msg| match msg {
+        m.header.destination_prefix_length = full;
+        m.header.flags = RouteFlags::FibMatch;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(ip)));
+        let found = match self.request("look up route", RouteNetlinkMessage::GetRoute(m), 0) {
+            Ok(v) => v,
+            // No route at all (EHOSTUNREACH/ENETUNREACH): certainly no host route.
+            Err(e) if e.errno().is_some() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(found.into_iter().any(|msg| match msg {
             RouteNetlinkMessage::NewRoute(r) => {
                 r.header.destination_prefix_length == full
-                    && r.header.table == RouteHeader::RT_TABLE_MAIN
+                    && r.header.kind == RouteType::Unicast
                     && r.attributes.iter().any(
                         |a| matches!(a, RouteAttribute::Destination(d) if route_ip(d) == Some(ip)),
                     )
