@@ -246,6 +246,43 @@ fn spoofed_sources_are_dropped() {
 }
 
 #[test]
+fn spoofed_ipv6_sources_are_dropped() {
+    require_net!();
+    let rt = Runtime::vzrun();
+    let a = Ve::start(
+        &rt,
+        "spoof6a",
+        json!({"io.vzrun.net.ip": "198.51.100.44,2001:db8::44"}),
+    );
+    let _b = Ve::start(
+        &rt,
+        "spoof6b",
+        json!({"io.vzrun.net.ip": "198.51.100.45,2001:db8::45"}),
+    );
+    assert_eq!(
+        a.exec(&["ping", "-c", "1", "-W", "2", "2001:db8::45"]).code,
+        0,
+        "real source passes"
+    );
+    assert_eq!(
+        a.exec(&["ip", "addr", "add", "2001:db8::4f/128", "dev", "venet0"])
+            .code,
+        0
+    );
+    let o = a.exec(&[
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "1",
+        "-I",
+        "2001:db8::4f",
+        "2001:db8::45",
+    ]);
+    assert_ne!(o.code, 0, "spoofed IPv6 ping must not get through: {o:?}");
+}
+
+#[test]
 fn a_capture_in_one_ve_sees_nothing_of_another() {
     require_net!();
     if !common::have("tcpdump") {

@@ -591,9 +591,36 @@ pub fn setup(
             super::firewall::bridge_port_isolation(&host_if, &mac).map_err(VeError::Net)?;
         }
     }
-    let table = super::firewall::guard(&host_if, c, &mac).map_err(VeError::Net)?;
-    rec.nft_table = Some(table);
+    if kernel_guard_applies(c.mode, &c.ips) {
+        kernel_guard(&host_if);
+    } else {
+        let table = super::firewall::guard(&host_if, c, &mac).map_err(VeError::Net)?;
+        rec.nft_table = Some(table);
+    }
     Ok(())
+}
+
+/// An IPv4-only venet VE needs no nftables at all: strict reverse-path filtering on the
+/// host end drops any source that is not routed back through it (that is, anything but
+/// the VE's own /32s), the host end ignores ARP (NOARP), and IPv6 is off on it. This
+/// costs nothing per packet, and nothing per VE at create and delete: nft reloads the
+/// whole ruleset for every change, so per-VE tables slow down as VEs are added.
+fn kernel_guard_applies(mode: Mode, ips: &[Addr]) -> bool {
+    let loose = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
+        .map(|v| v.trim() == "2")
+        .unwrap_or(true);
+    mode == Mode::Venet && !ips.iter().any(|a| a.ip.is_ipv6()) && !loose
+}
+
+fn kernel_guard(host_if: &str) {
+    let _ = netlink::sysctl(&format!("net/ipv4/conf/{host_if}/rp_filter"), "1");
+    let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/disable_ipv6"), "1");
+}
+
+fn parse_mac_text(m: &str) -> Vec<u8> {
+    m.split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect()
 }
 
 fn generated_mac(seed: &str) -> [u8; 6] {
@@ -803,6 +830,14 @@ pub fn change(
         .host_if
         .as_deref()
         .and_then(|h| nl.link_index(h).ok().flatten());
+    // A kernel-guarded VE has IPv6 off on its host end: turn it on for a first IPv6.
+    if let (Some(h), None) = (&rec.host_if, &rec.nft_table) {
+        if add.iter().any(|a| a.ip.is_ipv6()) {
+            let _ = netlink::sysctl(&format!("net/ipv6/conf/{h}/disable_ipv6"), "0");
+            let _ = netlink::sysctl(&format!("net/ipv6/conf/{h}/forwarding"), "1");
+            let _ = netlink::sysctl(&format!("net/ipv6/conf/{h}/force_forwarding"), "1");
+        }
+    }
     for a in add {
         if let (Mode::Venet, Some(hi)) = (rec.mode, host_idx) {
             nl.add_route(&Route {
@@ -832,9 +867,21 @@ pub fn change(
         rec.routes.retain(|x| x.text != r.text);
     }
     rec.routes.extend(routes_add.iter().cloned());
-    if let Some(t) = &rec.nft_table {
-        if let Some(h) = &rec.host_if {
-            super::firewall::refresh_addresses(t, h, &rec.ips).map_err(VeError::Net)?;
+    if let Some(h) = rec.host_if.clone() {
+        match &rec.nft_table {
+            Some(t) => super::firewall::refresh_addresses(t, &h, &rec.ips).map_err(VeError::Net)?,
+            None if !kernel_guard_applies(rec.mode, &rec.ips) => {
+                // The first IPv6 address: the kernel guard no longer covers the VE.
+                let cfg = NetConfig {
+                    mode: rec.mode,
+                    ips: rec.ips.clone(),
+                    mac_filter: false,
+                    ..Default::default()
+                };
+                let mac = parse_mac_text(rec.mac.as_deref().unwrap_or_default());
+                rec.nft_table = Some(super::firewall::guard(&h, &cfg, &mac).map_err(VeError::Net)?);
+            }
+            None => {}
         }
     }
     Ok(())
