@@ -441,3 +441,47 @@ fn features_and_spec() {
         serde_json::from_slice(&std::fs::read(rl.path().join("config.json")).unwrap()).unwrap();
     assert!(spec["linux"]["uidMappings"].is_array());
 }
+
+/// Without a PID namespace the init's children outlive it; containerd's shim then sends
+/// `kill --all ID 9`, which must still reach them (runc signals what is left in the cgroup).
+#[test]
+fn kill_all_reaches_orphans_after_the_init_exits() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let marker = format!("{}", 4_000_000 + std::process::id());
+    let bundle = Bundle::with(
+        &["sh", "-c", &format!("sleep {marker} & echo started")],
+        |v| {
+            for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == "pid" {
+                    n["path"] = json!(format!("/proc/{}/ns/pid", std::process::id()));
+                }
+            }
+        },
+    );
+    let id = common::unique_id("orphans");
+    rt.track(&id);
+    assert_eq!(rt.run(&["create", "-b", bundle.p(), &id]).code, 0);
+    assert_eq!(rt.run(&["start", &id]).code, 0);
+    assert!(rt.wait_status(&id, "stopped"));
+    let alive = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(alive(), "the orphan runs on after its init");
+    let o = rt.run(&["kill", "--all", &id, "9"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut gone = false;
+    for _ in 0..40 {
+        if !alive() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gone, "kill --all left the orphan running");
+    assert_eq!(rt.run(&["delete", &id]).code, 0);
+}

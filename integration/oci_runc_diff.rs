@@ -826,12 +826,26 @@ diff!(
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
         });
     },
-    [code(&["run", "-b", "{b}", "{id}"])]
+    [s(&["run", "-b", "{b}", "{id}"])]
 );
 // Signals 1..32 only: glibc's reserved 32/33 depend on how the test harness was started.
 diff!(
     isolation_signal_dispositions,
-    &["sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status | cut -f2 | cut -c9-"],
+    &[
+        "sh",
+        "-c",
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status | cut -f2 | cut -c9-"
+    ],
     none,
+    [s(&["run", "-b", "{b}", "{id}"])]
+);
+
+// An absolute command needs no PATH.
+diff!(
+    run_absolute_command_without_path,
+    &["/bin/echo", "no PATH needed"],
+    |v| {
+        v["process"]["env"] = serde_json::json!([]);
+    },
     [s(&["run", "-b", "{b}", "{id}"])]
 );

@@ -1,10 +1,19 @@
 //! The last step inside the container, plugged into libcontainer: install the spec's
 //! seccomp filter (compiled before the fork, so a bad profile fails `create` cleanly),
 //! then exec the process like libcontainer's default executor.
+//!
+//! The kernel accepts a seccomp filter only from a task with CAP_SYS_ADMIN or under
+//! no_new_privs. runc installs it before dropping capabilities; libcontainer drops them
+//! before the executor runs. So when the process has neither, vzrun lends it
+//! CAP_SYS_ADMIN in its effective and permitted sets (never in the bounding set), and
+//! the executor hands it back right after installing the filter, before exec. The
+//! process starts with exactly the capabilities and no_new_privs value of its spec.
+
+use std::path::Path;
 
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Capability, Process, Spec};
 use seccompiler::BpfProgram;
 
 use crate::seccomp::{self, SeccompError};
@@ -12,25 +21,154 @@ use crate::seccomp::{self, SeccompError};
 #[derive(Clone)]
 pub struct VzExecutor {
     seccomp: Vec<BpfProgram>,
+    return_sys_admin: bool,
+}
+
+/// Adds CAP_SYS_ADMIN to a process's effective and permitted sets when installing a
+/// seccomp filter will need it; returns whether it did.
+pub fn lend_sys_admin(spec_has_seccomp: bool, process: &mut Process) -> bool {
+    if !spec_has_seccomp || process.no_new_privileges() == Some(true) {
+        return false;
+    }
+    let mut caps = process.capabilities().clone().unwrap_or_default();
+    let has = caps
+        .effective()
+        .as_ref()
+        .is_some_and(|e| e.contains(&Capability::SysAdmin));
+    if has {
+        return false;
+    }
+    let mut eff = caps.effective().clone().unwrap_or_default();
+    eff.insert(Capability::SysAdmin);
+    caps.set_effective(Some(eff));
+    let mut perm = caps.permitted().clone().unwrap_or_default();
+    perm.insert(Capability::SysAdmin);
+    caps.set_permitted(Some(perm));
+    process.set_capabilities(Some(caps));
+    true
 }
 
 impl VzExecutor {
-    pub fn for_spec(spec: &Spec) -> Result<Self, SeccompError> {
+    pub fn new(spec: &Spec, return_sys_admin: bool) -> Result<Self, SeccompError> {
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(profile) => seccomp::compile(profile)?,
             None => Vec::new(),
         };
-        Ok(VzExecutor { seccomp })
+        Ok(VzExecutor {
+            seccomp,
+            return_sys_admin,
+        })
     }
+}
+
+fn give_back_sys_admin() -> Result<(), caps::errors::CapsError> {
+    use caps::{CapSet, Capability as C};
+    for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
+        caps::drop(None, set, C::CAP_SYS_ADMIN)?;
+    }
+    Ok(())
 }
 
 impl Executor for VzExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         seccomp::install(&self.seccomp).map_err(|e| ExecutorError::Other(e.to_string()))?;
+        if self.return_sys_admin {
+            give_back_sys_admin().map_err(|e| {
+                ExecutorError::Other(format!("drop CAP_SYS_ADMIN lent for seccomp: {e}"))
+            })?;
+        }
+        // Rust runs vzrun with SIGPIPE ignored (hooks that close their stdin early must
+        // not kill it), and an exec keeps ignored signals ignored: give the container
+        // process the default, as every other runtime does.
+        // SAFETY: resetting one signal disposition in a single-threaded process.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
         DefaultExecutor {}.exec(spec)
     }
 
+    /// An absolute or relative path needs no PATH (runc runs `/bin/echo` with an empty
+    /// environment); a bare name is looked up as libcontainer does. Errors use runc's words.
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
+        let arg0 = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_default();
+        if arg0.contains('/') {
+            let p = Path::new(&arg0);
+            return match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => Err(ExecutorValidationError::ArgValidationError(format!(
+                    "exec: {arg0:?}: is a directory"
+                ))),
+                Ok(_) => Ok(()),
+                Err(e) => Err(ExecutorValidationError::ArgValidationError(format!(
+                    "exec: {arg0:?}: stat {arg0}: {}",
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT))
+                        .desc()
+                        .to_lowercase()
+                ))),
+            };
+        }
+        DefaultExecutor {}.validate(spec).map_err(|e| match e {
+            ExecutorValidationError::ArgValidationError(m) if m.contains("not found in $PATH") => {
+                ExecutorValidationError::ArgValidationError(format!(
+                    "exec: {arg0:?}: executable file not found in $PATH"
+                ))
+            }
+            other => other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(nnp: Option<bool>, eff: &[Capability]) -> Process {
+        let mut p = Process::default();
+        p.set_no_new_privileges(nnp);
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        caps.set_effective(Some(eff.iter().copied().collect()));
+        caps.set_permitted(Some(eff.iter().copied().collect()));
+        caps.set_bounding(Some(eff.iter().copied().collect()));
+        p.set_capabilities(Some(caps));
+        p
+    }
+
+    #[test]
+    fn lends_only_when_needed_and_never_in_bounding() {
+        let mut p = process(None, &[Capability::Kill]);
+        assert!(lend_sys_admin(true, &mut p));
+        let c = p.capabilities().as_ref().unwrap();
+        assert!(c
+            .effective()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::SysAdmin));
+        assert!(c
+            .permitted()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::SysAdmin));
+        assert!(!c
+            .bounding()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::SysAdmin));
+        assert!(
+            !lend_sys_admin(true, &mut process(Some(true), &[])),
+            "no_new_privs suffices"
+        );
+        assert!(
+            !lend_sys_admin(false, &mut process(None, &[])),
+            "no seccomp, nothing to lend"
+        );
+        assert!(
+            !lend_sys_admin(true, &mut process(None, &[Capability::SysAdmin])),
+            "already has it"
+        );
     }
 }

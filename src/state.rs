@@ -45,6 +45,9 @@ pub struct Record {
     pub rootfs: PathBuf,
     #[serde(default)]
     pub ve: VeRecord,
+    /// CAP_SYS_ADMIN was lent to the process so it can install its seccomp filter.
+    #[serde(default)]
+    pub lent_sys_admin: bool,
 }
 
 impl Record {
@@ -150,6 +153,7 @@ mod tests {
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             ve: VeRecord::default(),
+            lent_sys_admin: false,
         };
         rec.save(&dir).unwrap();
         let back = Record::load(&dir).unwrap();

@@ -12,7 +12,7 @@ use oci_spec::runtime::Spec;
 
 use crate::cli::GlobalOpts;
 use crate::container::{Lock, Root};
-use crate::executor::VzExecutor;
+use crate::executor::{lend_sys_admin, VzExecutor};
 use crate::state::Record;
 use crate::ve;
 
@@ -145,6 +145,30 @@ fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     }
 }
 
+/// runc creates a missing working directory inside the container; do the same on a
+/// writable rootfs before libcontainer chdirs into it.
+fn make_cwd(spec: &Spec, rootfs: &Path) {
+    let readonly = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) else {
+        return;
+    };
+    let safe = cwd.is_absolute()
+        && cwd
+            .components()
+            .all(|c| !matches!(c, std::path::Component::ParentDir));
+    if readonly || !safe {
+        return;
+    }
+    let target = rootfs.join(cwd.strip_prefix("/").unwrap_or(&cwd));
+    if !target.exists() {
+        let _ = fs::create_dir_all(&target);
+    }
+}
+
 /// Creates the container; on any failure nothing stays behind: libcontainer removes its
 /// own directory and cgroup, and the VE layer's record drives the rest of the cleanup.
 pub fn create_container(
@@ -160,8 +184,19 @@ pub fn create_container(
         bail!("config.json: process: missing");
     }
     let rootfs = rootfs_of(&spec, &bundle)?;
+    make_cwd(&spec, &rootfs);
     let ve_config = ve::config_from_spec(&spec)?;
-    let executor = VzExecutor::for_spec(&spec)?;
+    let has_seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .is_some();
+    let mut lent = false;
+    if let Some(mut process) = spec.process().clone() {
+        lent = lend_sys_admin(has_seccomp, &mut process);
+        spec.set_process(Some(process));
+    }
+    let executor = VzExecutor::new(&spec, lent)?;
 
     let lock = root.claim(opts.id)?;
     let ve_dir = root.ve_dir(opts.id);
@@ -169,6 +204,7 @@ pub fn create_container(
         bundle: bundle.clone(),
         rootfs: rootfs.clone(),
         ve: Default::default(),
+        lent_sys_admin: lent,
     };
     let result = (|| -> Result<Container> {
         if let Some(r) = spec.root().clone() {

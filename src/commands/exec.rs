@@ -10,7 +10,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use crate::cli::GlobalOpts;
 use crate::container::Root;
-use crate::executor::VzExecutor;
+use crate::executor::{lend_sys_admin, VzExecutor};
 use crate::pty::ConsoleSocket;
 
 use super::ExitError;
@@ -80,6 +80,15 @@ fn fail(msg: impl std::fmt::Display) -> anyhow::Error {
     .into()
 }
 
+/// Removed when dropped, whatever happens to the exec.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn parse_user(user: &str) -> Result<(u32, Option<u32>)> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -135,14 +144,32 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
             None => env.insert(kv.clone(), String::new()),
         };
     }
-    let terminal = args.tty
-        || args
-            .process
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|d| serde_json::from_slice::<oci_spec::runtime::Process>(&d).ok())
-            .and_then(|p| p.terminal())
-            .unwrap_or(false);
+    // The process document is read once (it may be a pipe such as /dev/stdin) and handed
+    // to libcontainer as a private copy, with CAP_SYS_ADMIN lent if seccomp needs it.
+    let derived = super::create::load_spec(&root.ve_dir(&args.id))?;
+    let has_seccomp = derived
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .is_some();
+    let mut lent = loaded.record.lent_sys_admin;
+    let mut terminal = args.tty;
+    let mut process_copy = None;
+    if let Some(path) = &args.process {
+        let data = std::fs::read(path).map_err(|e| anyhow!("--process {}: {e}", path.display()))?;
+        let de = &mut serde_json::Deserializer::from_slice(&data);
+        let mut process: oci_spec::runtime::Process = serde_path_to_error::deserialize(de)
+            .map_err(|e| anyhow!("--process: {}: {}", e.path(), e.inner()))?;
+        terminal = terminal || process.terminal().unwrap_or(false);
+        lent = lend_sys_admin(has_seccomp, &mut process);
+        let copy = TempFile(
+            root.ve_dir(&args.id)
+                .join(format!("process-{}.json", std::process::id())),
+        );
+        std::fs::write(&copy.0, serde_json::to_vec(&process)?)
+            .map_err(|e| anyhow!("write {}: {e}", copy.0.display()))?;
+        process_copy = Some(copy);
+    }
     if !args.detach {
         super::become_subreaper()?;
     }
@@ -155,8 +182,7 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         .console_socket
         .clone()
         .or_else(|| own_console.as_ref().map(|c| c.path().to_path_buf()));
-    let derived = super::create::load_spec(&root.ve_dir(&args.id))?;
-    let executor = VzExecutor::for_spec(&derived)?;
+    let executor = VzExecutor::new(&derived, lent)?;
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&root.path)
         .map_err(|e| anyhow!("{e}"))?
@@ -170,7 +196,7 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         .with_cwd(args.cwd.clone())
         .with_env(env)
         .with_container_args(args.command.clone())
-        .with_process(args.process.clone())
+        .with_process(process_copy.as_ref().map(|c| c.0.clone()))
         .with_no_new_privs(args.no_new_privs)
         .with_capabilities(args.cap.clone())
         .with_additional_gids(args.additional_gids.clone())

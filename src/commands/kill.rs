@@ -28,6 +28,13 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         container.status(),
         ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
     ) {
+        // Without a PID namespace the init's children outlive it; containerd's shim sends
+        // `kill --all ID 9` once the init is gone, and runc still signals what is left in
+        // the cgroup.
+        if args.all {
+            kill_raw(container, signo, true)?;
+            return Ok(0);
+        }
         bail!("container not running");
     }
     // A created container's init waits inside libcontainer as PID 1 of its namespace and

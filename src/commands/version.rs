@@ -1,10 +1,14 @@
 //! `vzrun --version`, in the three lines callers parse.
 
+use std::io::Write;
+
 pub fn print() {
-    println!("vzrun version {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "commit: {}",
-        option_env!("VZRUN_COMMIT").unwrap_or("unknown")
+    // Written without println!: `vzrun --version | head -n1` closes the pipe early.
+    let _ = write!(
+        std::io::stdout(),
+        "vzrun version {}\ncommit: {}\nspec: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("VZRUN_COMMIT").unwrap_or("unknown"),
+        crate::state::OCI_VERSION
     );
-    println!("spec: {}", crate::state::OCI_VERSION);
 }
