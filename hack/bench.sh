@@ -8,7 +8,8 @@
 #   VZRUN=/usr/local/bin/vzrun  CRUN=crun  RUNC=runc   runtime binaries
 #   BENCH_RUNS=30          timed runs per command (after --warmup 3)
 #   BENCH_RSS_RUNS=5       /usr/bin/time -v runs per runtime for the peak-RSS table (the median is shown)
-#   BENCH_SCENARIOS="run create start delete exec"   subset/order of the scenarios
+#   BENCH_SCENARIOS="run create start delete exec podman ctr"   subset/order of the scenarios (podman and ctr:
+#                          `run --rm` through podman/conmon and containerd's shim; skipped when not installed)
 #   BENCH_OUT=DIR          also write DIR/bench-results.md and the hyperfine JSON files (default: print only)
 #   BENCH_HYPERFINE_ARGS   extra arguments for every hyperfine call (word-split), e.g. "--style basic"
 #
@@ -134,7 +135,7 @@ esac
 
 runs=${BENCH_RUNS:-30}
 rss_runs=${BENCH_RSS_RUNS:-5}
-read -r -a scenarios <<<"${BENCH_SCENARIOS:-run create start delete exec}"
+read -r -a scenarios <<<"${BENCH_SCENARIOS:-run create start delete exec podman ctr}"
 read -r -a hf_extra <<<"${BENCH_HYPERFINE_ARGS:-}"
 VZRUN=$(rt_bin vzrun) CRUN=$(rt_bin crun) RUNC=$(rt_bin runc)
 BENCH_ID=vzb$$ # in every container id: finds what a runtime leaves behind
@@ -354,6 +355,228 @@ peak_rss() {
 }
 
 # ---------------------------------------------------------------------------------------------------------
+# Scenarios through real callers: podman (conmon) and containerd (ctr and its runc v2 shim)
+# ---------------------------------------------------------------------------------------------------------
+# The same `run --rm` of /bin/true with the runtime set to vzrun, crun and runc; the callers' own work (podman's
+# setup, conmon, containerd's shim) is part of every measurement, so the ratios are smaller than for `run`.
+# Everything a caller keeps is private under $BENCH_TMP (podman: --root, --runroot, --tmpdir, ... and its own
+# CONTAINERS_CONF; containerd: its own config, root, state and socket, started and stopped here). Containers'
+# cgroups go under a parent named with $BENCH_ID (so the cleanup's last resort finds them). Host directories a
+# caller creates whatever its config says (/run/containerd/s for shim sockets, /var/lib/containers/cache for
+# podman's blob-info cache) are removed again when they did not exist before. caller_teardown stops what a
+# scenario started; the EXIT trap runs it too, before the main cleanup.
+caller_hooks=() # shell commands, run last first by caller_teardown
+caller_teardown() {
+  local i
+  for ((i = ${#caller_hooks[@]} - 1; i >= 0; i--)); do
+    eval "${caller_hooks[$i]}" || true
+  done
+  caller_hooks=()
+}
+# Stops a running hyperfine and waits for the command it was timing (a podman or ctr that would otherwise go on
+# creating state while the teardown removes it).
+stop_hyperfine() {
+  [ -n "$hf_pid" ] || return 0
+  local kids k i alive
+  kids=$(pgrep -P "$hf_pid" || true)
+  kill -TERM "$hf_pid" 2>/dev/null || true
+  wait "$hf_pid" 2>/dev/null || true
+  hf_pid=""
+  for ((i = 0; i < 100; i++)); do
+    alive=0
+    for k in $kids; do
+      if kill -0 "$k" 2>/dev/null; then alive=1; fi
+    done
+    [ "$alive" = 1 ] || break
+    sleep 0.1
+  done
+}
+exit_status() { return "$1"; }
+# cleanup takes the script's exit status from $? (set again here, without tripping `set -e`) and exits with it.
+trap 'caller_rc=$?; stop_hyperfine; caller_teardown; exit_status "$caller_rc" || cleanup; cleanup' EXIT
+
+# Remembers DIR when it does not exist yet: caller_teardown then removes FILES in it and its empty directories.
+host_dir_trace() { # DIR [FILE...]
+  [ ! -e "$1" ] || return 0
+  caller_hooks+=("remove_host_dir $(printf '%q ' "$@")")
+}
+remove_host_dir() {
+  local d=$1 f
+  shift
+  for f in "$@"; do rm -f "$d/$f"; done
+  [ ! -d "$d" ] || find "$d" -depth -type d -empty -delete 2>/dev/null || true
+}
+
+# Removes the cgroup subtree /REL in every hierarchy (killing what still runs there), deepest first.
+remove_cgroup_tree() { # REL
+  local p
+  while read -r p; do
+    [ ! -f "$p/cgroup.procs" ] || xargs -r kill -KILL <"$p/cgroup.procs" 2>/dev/null || true
+    rmdir "$p" 2>/dev/null || true
+  done < <(find /sys/fs/cgroup/*/"$1" -depth -type d 2>/dev/null || true)
+}
+
+# Stops a daemon started by this script: SIGTERM, SIGKILL after 10 s.
+stop_pid() { # PID
+  local i
+  kill -TERM "$1" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# Kills processes whose command line contains NEEDLE (a path private to this run), then detaches mounts below DIR.
+# conmon starts podman's cleanup command when a container exits, so keep at it until nothing shows up for a while.
+release_dir() { # DIR NEEDLE
+  local pid m i quiet=0
+  for ((i = 0; i < 100 && quiet < 5; i++)); do
+    quiet=$((quiet + 1))
+    for pid in $(pgrep -f -- "$2" || true); do
+      [ "$pid" = "$$" ] || { kill -KILL "$pid" 2>/dev/null && quiet=0; } || true
+    done
+    sleep 0.1
+  done
+  while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+}
+
+# An OCI image layout tarball of $rootfs (one layer, command /bin/sh) named REF, which both `ctr images import`
+# and `podman load` read: there is no registry to pull from.
+bench_oci_archive() { # OUT REF
+  local out=$1 ref=$2 d arch l ls c cs m ms
+  d=$(mktemp -d "$BENCH_TMP/oci.XXXXXX")
+  case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+  mkdir -p "$d/blobs/sha256"
+  tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -cf "$d/blob" .
+  l=$(sha256sum "$d/blob" | cut -d' ' -f1) ls=$(stat -c %s "$d/blob")
+  mv "$d/blob" "$d/blobs/sha256/$l"
+  jq -cn --arg a "$arch" --arg l "sha256:$l" '{architecture: $a, os: "linux", config: {Env:
+    ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["/bin/sh"]},
+    rootfs: {type: "layers", diff_ids: [$l]}}' >"$d/blob"
+  c=$(sha256sum "$d/blob" | cut -d' ' -f1) cs=$(stat -c %s "$d/blob")
+  mv "$d/blob" "$d/blobs/sha256/$c"
+  jq -cn --arg c "sha256:$c" --argjson cs "$cs" --arg l "sha256:$l" --argjson ls "$ls" '{schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
+    layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar", digest: $l, size: $ls}]}' >"$d/blob"
+  m=$(sha256sum "$d/blob" | cut -d' ' -f1) ms=$(stat -c %s "$d/blob")
+  mv "$d/blob" "$d/blobs/sha256/$m"
+  jq -cn --arg m "sha256:$m" --argjson ms "$ms" --arg ref "$ref" '{schemaVersion: 2, manifests: [{mediaType:
+    "application/vnd.oci.image.manifest.v1+json", digest: $m, size: $ms,
+    annotations: {"org.opencontainers.image.ref.name": $ref}}]}' >"$d/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
+  tar -C "$d" -cf "$out" oci-layout index.json blobs
+  rm -rf "$d"
+}
+
+# A caller scenario that cannot run here is dropped from the report (not counted as a failure).
+skip_scenario() { # NAME REASON
+  say "scenario $1 skipped: $2"
+  local s kept=()
+  for s in "${scenarios[@]}"; do [ "$s" = "$1" ] || kept+=("$s"); done
+  scenarios=("${kept[@]}")
+}
+
+bench_image=docker.io/library/vzb-busybox:latest
+
+scenario_podman() { # podman run --rm of /bin/true with --runtime set to each runtime (podman + conmon + runtime)
+  local t
+  for t in podman conmon; do
+    command -v "$t" >/dev/null 2>&1 || { skip_scenario podman "$t not installed"; return 0; }
+  done
+  local d=$BENCH_TMP/podman c=() r pm left
+  mkdir -p "$d/root" "$d/runroot" "$d/tmp" "$d/volumes" "$d/networks"
+  # Root may lack CAP_SYS_RESOURCE (podman's default ulimits raise hard limits); no network, file locks.
+  cat >"$d/containers.conf" <<'EOF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+netns = "none"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+lock_type = "file"
+EOF
+  export CONTAINERS_CONF=$d/containers.conf
+  pm="podman --root $d/root --runroot $d/runroot --tmpdir $d/tmp --volumepath $d/volumes"
+  pm+=" --network-config-dir $d/networks --storage-driver vfs --cgroup-manager cgroupfs --events-backend file"
+  host_dir_trace /var/lib/containers cache/blob-info-cache-v1.boltdb
+  caller_hooks+=("remove_cgroup_tree $BENCH_ID-podman")
+  caller_hooks+=("release_dir $d $d/")
+  caller_hooks+=("$pm rm --all --force --time 0 >/dev/null 2>&1")
+  bench_oci_archive "$d/image.tar" "$bench_image"
+  if ! TMPDIR=$d/tmp $pm load -i "$d/image.tar" >/dev/null 2>&1; then
+    say "podman: podman load failed"
+    failed_scenarios+=(podman)
+    caller_teardown
+    return 0
+  fi
+  for r in "${runtimes[@]}"; do
+    c+=("$pm run --rm --pull=never --cgroup-parent /$BENCH_ID-podman --runtime $(rt_bin "$r") $bench_image /bin/true")
+  done
+  bench_scenario podman "${c[@]}"
+  left=$($pm ps --all --quiet 2>/dev/null || true)
+  [ -z "$left" ] || problems+=("after podman: podman still lists containers: $(echo $left)")
+  caller_teardown
+  unset CONTAINERS_CONF
+}
+
+scenario_ctr() { # ctr run --rm of /bin/true through containerd's runc v2 shim with --runc-binary set to each runtime
+  local t
+  for t in containerd ctr containerd-shim-runc-v2; do
+    command -v "$t" >/dev/null 2>&1 || { skip_scenario ctr "$t not installed"; return 0; }
+  done
+  local d=$BENCH_TMP/ctr ns=$BENCH_ID-ctr c=() r i pid left
+  local sock=$d/containerd.sock
+  mkdir -p "$d/fifo" "$d/opt"
+  cat >"$d/config.toml" <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+EOF
+  host_dir_trace /run/containerd
+  caller_hooks+=("remove_cgroup_tree $ns")
+  caller_hooks+=("release_dir $d $sock")
+  containerd --config "$d/config.toml" </dev/null >"$d/containerd.log" 2>&1 &
+  pid=$!
+  caller_hooks+=("stop_pid $pid")
+  for ((i = 0; i < 300; i++)); do
+    ctr -a "$sock" version >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  bench_oci_archive "$d/image.tar" "$bench_image"
+  if ! ctr -a "$sock" -n "$ns" images import "$d/image.tar" >/dev/null 2>&1; then
+    say "ctr: containerd did not start or the image did not import; its log:"
+    tail -n 20 "$d/containerd.log" >&2 || true
+    failed_scenarios+=(ctr)
+    caller_teardown
+    return 0
+  fi
+  for r in "${runtimes[@]}"; do
+    c+=("ctr -a $sock -n $ns run --rm --fifo-dir $d/fifo --runc-root $d/rt-$r --runc-binary $(rt_bin "$r") $bench_image $(cid ctr "$r") /bin/true")
+  done
+  bench_scenario ctr "${c[@]}"
+  left=$(ctr -a "$sock" -n "$ns" containers ls -q 2>/dev/null || true)
+  [ -z "$left" ] || problems+=("after ctr: containerd still lists containers: $(echo $left)")
+  for r in "${runtimes[@]}"; do
+    left=$(ls -A "$d/rt-$r/$ns" 2>/dev/null || true)
+    [ -z "$left" ] || problems+=("after ctr: $r left state in its root: $(echo $left)")
+  done
+  caller_teardown
+}
+
+# ---------------------------------------------------------------------------------------------------------
 # Run
 # ---------------------------------------------------------------------------------------------------------
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
@@ -439,4 +662,11 @@ fi
 if [ -n "$notes" ]; then
   say "finished with problems (see above)"
   exit 1
+fi
+
+# VE networking: added start-up time, throughput against a plain veth pair, and the cost
+# of create as VEs accumulate. BENCH_NET=0 skips it.
+if [ "${BENCH_NET:-1}" = 1 ]; then
+  echo
+  VZRUN="$(rt_bin vzrun)" "$repo/hack/bench-net.sh"
 fi
