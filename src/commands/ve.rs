@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::cli::GlobalOpts;
 use crate::container::Root;
 use crate::ve::net::{self, Mode, RouteSpec};
+use crate::ve::resources::{self, ResourceConfig};
 use crate::ve::PREFIX;
 
 #[derive(clap::Subcommand, Debug)]
@@ -18,6 +19,8 @@ pub enum VeCommand {
     Set(SetArgs),
     /// Print a VE's network settings
     Show(ShowArgs),
+    /// Beancounters: held, maxheld, barrier, limit and failcnt per resource
+    Stat(StatArgs),
     /// List VEs (vzlist)
     List(ListArgs),
 }
@@ -46,9 +49,38 @@ pub struct SetArgs {
     /// Set the search domains (repeatable, or `inherit`); replaces the old ones
     #[arg(long)]
     pub searchdomain: Vec<String>,
+    /// Relative CPU weight (8..500000)
+    #[arg(long)]
+    pub cpuunits: Option<String>,
+    /// CPU limit in percent of one CPU (100 = one CPU)
+    #[arg(long)]
+    pub cpulimit: Option<String>,
+    /// Number of CPUs the VE may use and sees
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Memory limit (K/M/G/T or unlimited)
+    #[arg(long)]
+    pub ram: Option<String>,
+    /// Swap on top of ram (K/M/G/T or unlimited)
+    #[arg(long)]
+    pub swap: Option<String>,
+    /// Guaranteed memory, percent of ram
+    #[arg(long)]
+    pub memguarantee: Option<String>,
+    /// Maximum number of processes and threads
+    #[arg(long)]
+    pub numproc: Option<String>,
     /// Also write the new values into the bundle's config.json annotations
     #[arg(long)]
     pub save: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatArgs {
+    pub id: String,
+    /// Print JSON
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -74,6 +106,7 @@ pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
     match cmd {
         VeCommand::Set(args) => set(&root, args),
         VeCommand::Show(args) => show(&root, args),
+        VeCommand::Stat(args) => stat(&root, args),
         VeCommand::List(args) => list(&root, args),
     }
 }
@@ -178,6 +211,29 @@ fn set(root: &Root, args: SetArgs) -> Result<i32> {
             ));
         }
     }
+    let mut res = ResourceConfig::default();
+    let mut res_given = false;
+    for (name, value) in resource_flags(&args) {
+        if let Some(v) = value {
+            res.set(name, v)
+                .map_err(|e| flag_err(&format!("--{name}"), e))?;
+            res_given = true;
+        }
+    }
+    if res_given && (res.swap.is_some() || res.memguarantee.is_some()) && res.ram.is_none() {
+        // swap and memguarantee are relative to ram: take the VE's current limit.
+        let derived = super::create::load_spec(&root.ve_dir(&args.id))?;
+        let ram = derived
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| *r.memory())
+            .and_then(|m| m.limit());
+        res.ram = Some(ram.filter(|r| *r >= 0).map(|r| r as u64));
+        if res.memguarantee.is_some() && !matches!(res.ram, Some(Some(_))) {
+            return Err(flag_err("--memguarantee", "needs a limited --ram"));
+        }
+    }
     let net_change =
         !add.is_empty() || !del.is_empty() || !routes_add.is_empty() || !routes_del.is_empty();
     if net_change {
@@ -188,6 +244,9 @@ fn set(root: &Root, args: SetArgs) -> Result<i32> {
             .as_mut()
             .ok_or_else(|| anyhow!("--ipadd/--route-add: the VE was created without vzrun networking (set {PREFIX}net.ip)"))?;
         net::change(rec, pid, &add, &del, &routes_add, &routes_del)?;
+    }
+    if res_given {
+        super::update::apply(root, &loaded.container, &res.to_oci())?;
     }
     if let Some(h) = &args.hostname {
         set_hostname(pid, h)?;
@@ -278,6 +337,13 @@ fn save_to_bundle(bundle: &Path, args: &SetArgs, ve: &crate::ve::VeRecord) -> Re
                 format!("{PREFIX}net.searchdomain"),
                 json!(args.searchdomain.join(",")),
             );
+        }
+    }
+    if let Some(map) = spec.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+        for (name, value) in resource_flags(args) {
+            if let Some(v) = value {
+                map.insert(format!("{PREFIX}{name}"), json!(v));
+            }
         }
     }
     if let Some(h) = &args.hostname {
@@ -410,6 +476,59 @@ fn list(root: &Root, args: ListArgs) -> Result<i32> {
                 ips.join(" ")
             },
             r["hostname"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(0)
+}
+
+fn resource_flags(args: &SetArgs) -> [(&'static str, &Option<String>); 7] {
+    [
+        ("cpuunits", &args.cpuunits),
+        ("cpulimit", &args.cpulimit),
+        ("cpus", &args.cpus),
+        ("ram", &args.ram),
+        ("swap", &args.swap),
+        ("memguarantee", &args.memguarantee),
+        ("numproc", &args.numproc),
+    ]
+}
+
+fn stat(root: &Root, args: StatArgs) -> Result<i32> {
+    let loaded = root.load(&args.id)?;
+    let pid = match loaded.container.status() {
+        ContainerStatus::Stopped => bail!("container not running"),
+        _ => loaded
+            .container
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| anyhow!("container not running"))?,
+    };
+    let rows = resources::beancounters(pid, loaded.record.ve.numfile);
+    drop(loaded);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    let show = |v: u64| {
+        if v >= i64::MAX as u64 {
+            "unlimited".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    println!(
+        "{:<12} {:>12} {:>12} {:>20} {:>20} {:>8}",
+        "resource", "held", "maxheld", "barrier", "limit", "failcnt"
+    );
+    for r in rows {
+        println!(
+            "{:<12} {:>12} {:>12} {:>20} {:>20} {:>8}",
+            r.resource,
+            show(r.held),
+            show(r.maxheld),
+            show(r.barrier),
+            show(r.limit),
+            r.failcnt
         );
     }
     Ok(0)

@@ -4,16 +4,20 @@
 use std::collections::HashMap;
 
 use super::net::{self, NetConfig};
+use super::resources::{self, ResourceConfig};
 use super::{VeError, PREFIX};
 
 /// Keys vzrun understands, without the prefix.
 fn known(name: &str) -> bool {
     net::KEYS.contains(&name)
+        || resources::KEYS.contains(&name)
+        || resources::PENDING.contains(&name)
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct VeConfig {
     pub net: Option<NetConfig>,
+    pub resources: Option<ResourceConfig>,
 }
 
 impl VeConfig {
@@ -33,12 +37,13 @@ impl VeConfig {
         }
         Ok(VeConfig {
             net: NetConfig::parse(annotations)?,
+            resources: ResourceConfig::parse(annotations)?,
         })
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.net.is_none()
+        self.net.is_none() && self.resources.is_none()
     }
 }
 

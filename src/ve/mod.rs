@@ -16,6 +16,7 @@ pub mod annotations;
 pub mod firewall;
 pub mod net;
 pub mod netlink;
+pub mod resources;
 
 pub use annotations::VeConfig;
 
@@ -42,6 +43,9 @@ pub struct VeRecord {
     /// The hostname the VE was given (OCI `hostname`, or `ve set --hostname`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// RLIMIT_NOFILE from io.vzrun.numfile, shown as numfile's barrier by `ve stat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numfile: Option<u64>,
 }
 
 /// Where a VE lives on the host.
@@ -75,6 +79,10 @@ pub fn prepare(
     record: &mut VeRecord,
 ) -> Result<(), VeError> {
     record.hostname = spec.hostname().clone();
+    if let Some(r) = &config.resources {
+        r.apply_to_spec(spec)?;
+        record.numfile = r.numfile;
+    }
     let Some(netc) = &config.net else {
         return Ok(());
     };

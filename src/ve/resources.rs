@@ -1,0 +1,557 @@
+//! VE resource settings (OpenVZ's vzctl names) mapped onto the OCI `linux.resources`
+//! that libcgroups applies on cgroup v1 and v2 alike, plus beancounter-style accounting
+//! read back from the kernel's own counters.
+
+use std::collections::HashMap;
+
+use oci_spec::runtime::{
+    LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Spec,
+};
+use serde::Serialize;
+
+use super::{VeError, PREFIX};
+use crate::units::parse_size;
+
+/// Keys this module reads.
+pub const KEYS: &[&str] = &[
+    "cpuunits",
+    "cpulimit",
+    "cpus",
+    "ram",
+    "swap",
+    "memguarantee",
+    "numproc",
+    "numfile",
+];
+
+/// Keys the resources issue names that are not implemented yet: refused by name rather
+/// than ignored.
+pub const PENDING: &[&str] = &["diskspace", "diskinodes", "ioprio", "iolimit", "iopslimit"];
+
+const PERIOD: u64 = 100_000;
+
+/// `None` in a size field means "not given"; `Some(None)` means `unlimited`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceConfig {
+    pub cpuunits: Option<u64>,
+    pub cpulimit: Option<u64>,
+    pub cpus: Option<u32>,
+    pub ram: Option<Option<u64>>,
+    pub swap: Option<Option<u64>>,
+    pub memguarantee: Option<u64>,
+    pub numproc: Option<Option<u64>>,
+    pub numfile: Option<u64>,
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> VeError {
+    VeError::Annotation {
+        key: format!("{PREFIX}{key}"),
+        problem: problem.into(),
+    }
+}
+
+pub fn host_cpus() -> u64 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1)
+}
+
+fn number(key: &str, v: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a number ({lo}..{hi})"))?;
+    if !(lo..=hi).contains(&n) {
+        return Err(format!("{n} is out of range ({lo}..{hi})"));
+    }
+    let _ = key;
+    Ok(n)
+}
+
+impl ResourceConfig {
+    /// Parses one setting given under its vzctl name; `label` names it in errors.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let ncpu = host_cpus();
+        match name {
+            "cpuunits" => self.cpuunits = Some(number(name, value, 8, 500_000)?),
+            "cpulimit" => self.cpulimit = Some(number(name, value, 1, 100 * ncpu)?),
+            "cpus" => self.cpus = Some(number(name, value, 1, ncpu)? as u32),
+            "ram" => self.ram = Some(parse_size(value).map_err(|e| e.to_string())?),
+            "swap" => self.swap = Some(parse_size(value).map_err(|e| e.to_string())?),
+            "memguarantee" => self.memguarantee = Some(number(name, value, 0, 100)?),
+            "numproc" => self.numproc = Some(parse_size(value).map_err(|e| e.to_string())?),
+            "numfile" => self.numfile = Some(number(name, value, 16, 1 << 20)?),
+            other => return Err(format!("unknown resource {other:?}")),
+        }
+        Ok(())
+    }
+
+    pub fn parse(a: &HashMap<String, String>) -> Result<Option<ResourceConfig>, VeError> {
+        let mut c = ResourceConfig::default();
+        let mut any = false;
+        for key in PENDING {
+            if a.contains_key(&format!("{PREFIX}{key}")) {
+                return Err(bad(key, "not supported by this version of vzrun yet"));
+            }
+        }
+        for key in KEYS {
+            if let Some(v) = a.get(&format!("{PREFIX}{key}")) {
+                c.set(key, v).map_err(|e| bad(key, e))?;
+                any = true;
+            }
+        }
+        if c.swap.is_some() && c.ram.is_none() {
+            return Err(bad("swap", "needs io.vzrun.ram"));
+        }
+        if c.memguarantee.is_some() && !matches!(c.ram, Some(Some(_))) {
+            return Err(bad("memguarantee", "needs a limited io.vzrun.ram"));
+        }
+        Ok(any.then_some(c))
+    }
+
+    /// The OCI resources these settings mean. cpuunits scale like vzctl's (1000 units =
+    /// the default weight, 1024 shares); libcgroups turns shares into cpu.weight on v2.
+    pub fn to_oci(&self) -> LinuxResources {
+        let mut r = LinuxResources::default();
+        if self.cpuunits.is_some() || self.cpulimit.is_some() || self.cpus.is_some() {
+            let mut cpu = LinuxCpu::default();
+            if let Some(u) = self.cpuunits {
+                cpu.set_shares(Some((u * 1024 / 1000).clamp(2, 262_144)));
+            }
+            let limit = self.cpulimit.or(self.cpus.map(|n| n as u64 * 100));
+            if let Some(pct) = limit {
+                cpu.set_quota(Some((pct * PERIOD / 100) as i64));
+                cpu.set_period(Some(PERIOD));
+            }
+            if let Some(n) = self.cpus {
+                cpu.set_cpus(Some(if n == 1 {
+                    "0".to_string()
+                } else {
+                    format!("0-{}", n - 1)
+                }));
+            }
+            r.set_cpu(Some(cpu));
+        }
+        if self.ram.is_some() || self.swap.is_some() {
+            let mut m = LinuxMemory::default();
+            let ram = self.ram.map(|v| v.map(|b| b as i64).unwrap_or(-1));
+            m.set_limit(ram);
+            // OCI's swap is memory plus swap.
+            match (ram, self.swap) {
+                (Some(r), Some(Some(s))) if r >= 0 => {
+                    m.set_swap(Some(r + s as i64));
+                }
+                (_, Some(None)) => {
+                    m.set_swap(Some(-1));
+                }
+                _ => {}
+            }
+            if let (Some(Some(ram)), Some(pct)) = (self.ram, self.memguarantee) {
+                m.set_reservation(Some((ram * pct / 100) as i64));
+            }
+            r.set_memory(Some(m));
+        }
+        if let Some(n) = self.numproc {
+            let mut p = LinuxPids::default();
+            p.set_limit(n.map(|v| v as i64).unwrap_or(-1));
+            r.set_pids(Some(p));
+        }
+        r
+    }
+
+    /// Folds the settings into the spec, failing when `linux.resources` already says
+    /// something else for the same thing.
+    pub fn apply_to_spec(&self, spec: &mut Spec) -> Result<(), VeError> {
+        let want = self.to_oci();
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        let mut have = linux.resources().clone().unwrap_or_default();
+        let clash = |key: &str, ours: String, field: &str, theirs: String| {
+            bad(
+                key,
+                format!("{ours} disagrees with linux.resources.{field} ({theirs})"),
+            )
+        };
+        if let Some(w) = want.cpu() {
+            let mut cpu = have.cpu().clone().unwrap_or_default();
+            if let (Some(a), Some(b)) = (w.shares(), cpu.shares()) {
+                if a != b {
+                    return Err(clash(
+                        "cpuunits",
+                        format!("{} shares", a),
+                        "cpu.shares",
+                        b.to_string(),
+                    ));
+                }
+            }
+            if let (Some(a), Some(b)) = (w.quota(), cpu.quota()) {
+                if a != b {
+                    return Err(clash(
+                        "cpulimit",
+                        format!("quota {a}"),
+                        "cpu.quota",
+                        b.to_string(),
+                    ));
+                }
+            }
+            if let (Some(a), Some(b)) = (w.cpus(), cpu.cpus()) {
+                if a != b {
+                    return Err(clash("cpus", format!("cpuset {a}"), "cpu.cpus", b.clone()));
+                }
+            }
+            if w.shares().is_some() {
+                cpu.set_shares(w.shares());
+            }
+            if w.quota().is_some() {
+                cpu.set_quota(w.quota());
+                cpu.set_period(w.period());
+            }
+            if w.cpus().is_some() {
+                cpu.set_cpus(w.cpus().clone());
+            }
+            have.set_cpu(Some(cpu));
+        }
+        if let Some(w) = want.memory() {
+            let mut m = (*have.memory()).unwrap_or_default();
+            if let (Some(a), Some(b)) = (w.limit(), m.limit()) {
+                if a != b {
+                    return Err(clash("ram", a.to_string(), "memory.limit", b.to_string()));
+                }
+            }
+            if let (Some(a), Some(b)) = (w.swap(), m.swap()) {
+                if a != b {
+                    return Err(clash(
+                        "swap",
+                        format!("memory+swap {a}"),
+                        "memory.swap",
+                        b.to_string(),
+                    ));
+                }
+            }
+            if w.limit().is_some() {
+                m.set_limit(w.limit());
+            }
+            if w.swap().is_some() {
+                m.set_swap(w.swap());
+            }
+            if w.reservation().is_some() {
+                m.set_reservation(w.reservation());
+            }
+            have.set_memory(Some(m));
+        }
+        if let Some(w) = want.pids() {
+            if let Some(p) = have.pids() {
+                if p.limit() != w.limit() {
+                    return Err(clash(
+                        "numproc",
+                        w.limit().to_string(),
+                        "pids.limit",
+                        p.limit().to_string(),
+                    ));
+                }
+            }
+            have.set_pids(Some(*w));
+        }
+        linux.set_resources(Some(have));
+        spec.set_linux(Some(linux));
+        if let Some(n) = self.numfile {
+            if let Some(mut p) = spec.process().clone() {
+                let mut rl: Vec<PosixRlimit> = p.rlimits().clone().unwrap_or_default();
+                rl.retain(|r| r.typ() != PosixRlimitType::RlimitNofile);
+                if let Ok(l) = PosixRlimitBuilder::default()
+                    .typ(PosixRlimitType::RlimitNofile)
+                    .soft(n)
+                    .hard(n)
+                    .build()
+                {
+                    rl.push(l);
+                }
+                p.set_rlimits(Some(rl));
+                spec.set_process(Some(p));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One beancounter row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Counter {
+    pub resource: String,
+    pub held: u64,
+    pub maxheld: u64,
+    pub barrier: u64,
+    pub limit: u64,
+    pub failcnt: u64,
+}
+
+const UNLIMITED: u64 = i64::MAX as u64;
+
+fn read_u64(path: &std::path::Path) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    if s == "max" {
+        return Some(UNLIMITED);
+    }
+    s.parse().ok()
+}
+
+fn keyed(path: &std::path::Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+}
+
+/// The cgroup directory of `pid` for a v1 controller, or the v2 directory.
+fn cgroup_dir(pid: i32, controller: &str) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if ctrls.split(',').any(|c| c == controller) {
+            return Some(
+                std::path::Path::new("/sys/fs/cgroup")
+                    .join(controller)
+                    .join(path.trim_start_matches('/')),
+            );
+        }
+    }
+    for line in text.lines() {
+        if let Some(path) = line.strip_prefix("0::") {
+            let d = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+            if d.join("cgroup.controllers").exists()
+                && std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+            {
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+/// Beancounters from the kernel's own counters; what the kernel does not count is 0.
+pub fn beancounters(pid: i32, numfile: Option<u64>) -> Vec<Counter> {
+    let row = |name: &str, held, maxheld, barrier, limit, failcnt| Counter {
+        resource: name.to_string(),
+        held,
+        maxheld,
+        barrier,
+        limit,
+        failcnt,
+    };
+    let mut rows = Vec::new();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let page = 4096;
+    if let Some(m) = cgroup_dir(pid, "memory") {
+        if v2 {
+            let lim = read_u64(&m.join("memory.max")).unwrap_or(UNLIMITED);
+            let low = read_u64(&m.join("memory.low")).unwrap_or(0);
+            rows.push(row(
+                "physpages",
+                read_u64(&m.join("memory.current")).unwrap_or(0) / page,
+                read_u64(&m.join("memory.peak")).unwrap_or(0) / page,
+                if low == 0 { lim / page } else { low / page },
+                lim / page,
+                keyed(&m.join("memory.events"), "max ").unwrap_or(0),
+            ));
+            let sl = read_u64(&m.join("memory.swap.max")).unwrap_or(0);
+            rows.push(row(
+                "swappages",
+                read_u64(&m.join("memory.swap.current")).unwrap_or(0) / page,
+                read_u64(&m.join("memory.swap.peak")).unwrap_or(0) / page,
+                sl / page,
+                sl / page,
+                keyed(&m.join("memory.swap.events"), "fail ").unwrap_or(0),
+            ));
+            rows.push(row(
+                "kmemsize",
+                keyed(&m.join("memory.stat"), "kernel ").unwrap_or(0),
+                0,
+                UNLIMITED,
+                UNLIMITED,
+                0,
+            ));
+        } else {
+            let lim = read_u64(&m.join("memory.limit_in_bytes")).unwrap_or(UNLIMITED);
+            let soft = read_u64(&m.join("memory.soft_limit_in_bytes")).unwrap_or(lim);
+            rows.push(row(
+                "physpages",
+                read_u64(&m.join("memory.usage_in_bytes")).unwrap_or(0) / page,
+                read_u64(&m.join("memory.max_usage_in_bytes")).unwrap_or(0) / page,
+                soft.min(lim) / page,
+                lim / page,
+                // With swap limited too, the kernel charges memory+swap first and a refusal
+                // lands in memsw.failcnt; either way an allocation failed at ram.
+                // An OOM kill is a refused allocation too, even when the page counters
+                // reclaimed their way out of counting one.
+                read_u64(&m.join("memory.failcnt"))
+                    .unwrap_or(0)
+                    .max(read_u64(&m.join("memory.memsw.failcnt")).unwrap_or(0))
+                    .max(keyed(&m.join("memory.oom_control"), "oom_kill ").unwrap_or(0)),
+            ));
+            let msw = read_u64(&m.join("memory.memsw.limit_in_bytes")).unwrap_or(UNLIMITED);
+            let swap_lim = msw.saturating_sub(lim.min(msw));
+            let used = read_u64(&m.join("memory.memsw.usage_in_bytes"))
+                .unwrap_or(0)
+                .saturating_sub(read_u64(&m.join("memory.usage_in_bytes")).unwrap_or(0));
+            rows.push(row(
+                "swappages",
+                used / page,
+                0,
+                swap_lim / page,
+                swap_lim / page,
+                read_u64(&m.join("memory.memsw.failcnt")).unwrap_or(0),
+            ));
+            rows.push(row(
+                "kmemsize",
+                read_u64(&m.join("memory.kmem.usage_in_bytes")).unwrap_or(0),
+                read_u64(&m.join("memory.kmem.max_usage_in_bytes")).unwrap_or(0),
+                read_u64(&m.join("memory.kmem.limit_in_bytes")).unwrap_or(UNLIMITED),
+                read_u64(&m.join("memory.kmem.limit_in_bytes")).unwrap_or(UNLIMITED),
+                read_u64(&m.join("memory.kmem.failcnt")).unwrap_or(0),
+            ));
+        }
+    }
+    if let Some(p) = cgroup_dir(pid, "pids") {
+        let lim = read_u64(&p.join("pids.max")).unwrap_or(UNLIMITED);
+        rows.push(row(
+            "numproc",
+            read_u64(&p.join("pids.current")).unwrap_or(0),
+            read_u64(&p.join("pids.peak")).unwrap_or(0),
+            lim,
+            lim,
+            keyed(&p.join("pids.events"), "max ").unwrap_or(0),
+        ));
+    }
+    let nf = numfile.unwrap_or(UNLIMITED);
+    rows.push(row("numfile", 0, 0, nf, nf, 0));
+    rows.push(row("diskspace", 0, 0, UNLIMITED, UNLIMITED, 0));
+    rows.push(row("diskinodes", 0, 0, UNLIMITED, UNLIMITED, 0));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn vzctl_names_map_to_oci_resources() {
+        let c = ResourceConfig::parse(&ann(&[
+            ("cpuunits", "2000"),
+            ("cpulimit", "50"),
+            ("ram", "256M"),
+            ("swap", "128M"),
+            ("memguarantee", "50"),
+            ("numproc", "100"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let r = c.to_oci();
+        let cpu = r.cpu().as_ref().unwrap();
+        assert_eq!(cpu.shares(), Some(2048));
+        assert_eq!((cpu.quota(), cpu.period()), (Some(50_000), Some(100_000)));
+        let m = r.memory().unwrap();
+        assert_eq!(m.limit(), Some(256 << 20));
+        assert_eq!(m.swap(), Some(384 << 20), "OCI swap is memory+swap");
+        assert_eq!(m.reservation(), Some(128 << 20));
+        assert_eq!(r.pids().unwrap().limit(), 100);
+    }
+
+    #[test]
+    fn cpus_set_a_cpuset_and_a_quota() {
+        let c = ResourceConfig::parse(&ann(&[("cpus", "1")]))
+            .unwrap()
+            .unwrap();
+        let r = c.to_oci();
+        assert_eq!(r.cpu().as_ref().unwrap().cpus().as_deref(), Some("0"));
+        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(100_000));
+    }
+
+    #[test]
+    fn unlimited_values() {
+        let c = ResourceConfig::parse(&ann(&[("ram", "unlimited"), ("numproc", "unlimited")]))
+            .unwrap()
+            .unwrap();
+        let r = c.to_oci();
+        assert_eq!(r.memory().unwrap().limit(), Some(-1));
+        assert_eq!(r.pids().unwrap().limit(), -1);
+    }
+
+    #[test]
+    fn bad_values_name_field_and_range() {
+        for (k, v, words) in [
+            (
+                "cpuunits",
+                "5",
+                "io.vzrun.cpuunits: 5 is out of range (8..500000)",
+            ),
+            ("ram", "banana", "io.vzrun.ram: \"banana\" is not a size"),
+            (
+                "cpulimit",
+                "100000",
+                "io.vzrun.cpulimit: 100000 is out of range",
+            ),
+            ("memguarantee", "150", "io.vzrun.memguarantee"),
+            (
+                "diskspace",
+                "1G",
+                "not supported by this version of vzrun yet",
+            ),
+        ] {
+            let err =
+                ResourceConfig::parse(&ann(&[(k, v), ("ram", if k == "ram" { v } else { "64M" })]))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(words), "{k}={v}: {err}");
+        }
+        let err = ResourceConfig::parse(&ann(&[("swap", "1G")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs io.vzrun.ram"), "{err}");
+    }
+
+    #[test]
+    fn disagreement_with_linux_resources_names_both() {
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().unwrap();
+        let mut res = LinuxResources::default();
+        let mut m = LinuxMemory::default();
+        m.set_limit(Some(128 << 20));
+        res.set_memory(Some(m));
+        linux.set_resources(Some(res));
+        spec.set_linux(Some(linux));
+        let c = ResourceConfig::parse(&ann(&[("ram", "64M")]))
+            .unwrap()
+            .unwrap();
+        let err = c.apply_to_spec(&mut spec).unwrap_err().to_string();
+        assert!(
+            err.contains("io.vzrun.ram") && err.contains("linux.resources.memory.limit"),
+            "{err}"
+        );
+        let same = ResourceConfig::parse(&ann(&[("ram", "128M")]))
+            .unwrap()
+            .unwrap();
+        assert!(same.apply_to_spec(&mut spec).is_ok());
+    }
+
+    #[test]
+    fn numfile_sets_the_rlimit() {
+        let mut spec = Spec::default();
+        let c = ResourceConfig::parse(&ann(&[("numfile", "512")]))
+            .unwrap()
+            .unwrap();
+        c.apply_to_spec(&mut spec).unwrap();
+        let rl = spec.process().as_ref().unwrap().rlimits().clone().unwrap();
+        assert!(rl
+            .iter()
+            .any(|r| r.typ() == PosixRlimitType::RlimitNofile && r.hard() == 512));
+    }
+}
