@@ -16,7 +16,7 @@ use crate::ve::PREFIX;
 #[derive(clap::Subcommand, Debug)]
 pub enum VeCommand {
     /// Change settings of a running VE (vzctl set)
-    Set(SetArgs),
+    Set(Box<SetArgs>),
     /// Print a VE's network settings
     Show(ShowArgs),
     /// Beancounters: held, maxheld, barrier, limit and failcnt per resource
@@ -104,7 +104,7 @@ pub struct ListArgs {
 pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
     let root = Root::from_opts(global)?;
     match cmd {
-        VeCommand::Set(args) => set(&root, args),
+        VeCommand::Set(args) => set(&root, *args),
         VeCommand::Show(args) => show(&root, args),
         VeCommand::Stat(args) => stat(&root, args),
         VeCommand::List(args) => list(&root, args),
