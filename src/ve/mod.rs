@@ -155,3 +155,12 @@ pub fn teardown(record: &VeRecord) {
 pub fn checkpoint_available() -> bool {
     false
 }
+
+/// Annotations from `(key without prefix, value)` pairs, for the concerns' unit tests.
+#[cfg(test)]
+pub fn test_annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+        .collect()
+}

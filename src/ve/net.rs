@@ -280,6 +280,14 @@ pub fn parse_rule(text: &str) -> Result<RuleSpec, String> {
     })
 }
 
+fn semicolon_list(v: &str) -> Vec<String> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn list(v: &str) -> Vec<String> {
     v.split(',')
         .map(|s| s.trim().to_string())
@@ -348,26 +356,14 @@ impl NetConfig {
             );
         }
         for r in get("net.routes")
-            .map(|v| {
-                v.split(';')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
+            .map(|v| semicolon_list(&v))
             .unwrap_or_default()
         {
             c.routes
                 .push(parse_route(&r).map_err(|e| bad("net.routes", e))?);
         }
         for r in get("net.rules")
-            .map(|v| {
-                v.split(';')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
+            .map(|v| semicolon_list(&v))
             .unwrap_or_default()
         {
             c.rules
@@ -891,12 +887,7 @@ pub fn change(
 mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
-            .collect()
-    }
+    use crate::ve::test_annotations as ann;
 
     #[test]
     fn venet_addresses_are_single_hosts() {

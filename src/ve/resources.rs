@@ -435,12 +435,7 @@ pub fn beancounters(pid: i32, numfile: Option<u64>) -> Vec<Counter> {
 mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
-            .collect()
-    }
+    use crate::ve::test_annotations as ann;
 
     #[test]
     fn vzctl_names_map_to_oci_resources() {
