@@ -180,7 +180,16 @@ fn venet_addresses_routes_and_traffic() {
     .into_owned();
     assert!(r.contains(&host_if), "{r}");
     assert_eq!(rt.run(&["delete", "-f", &a.id]).code, 0);
-    assert!(!links_named(&host_if), "host link left behind");
+    // The pair goes with the VE's namespace, which the kernel tears down right after.
+    let mut gone = false;
+    for _ in 0..100 {
+        if !links_named(&host_if) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(gone, "host link left behind");
     assert!(!nft_tables().contains(&host_if), "nft table left behind");
     let r = String::from_utf8_lossy(
         &Command::new("ip")

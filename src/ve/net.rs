@@ -458,8 +458,10 @@ fn same_netns_as_host(pid: i32) -> bool {
 
 /// Checks against the host what can be checked before anything is made: the bridge
 /// exists, the uplink exists, and no address is already routed to someone else.
-pub fn preflight(c: &NetConfig) -> Result<(), VeError> {
+pub fn preflight(c: &NetConfig, root: &Path, id: &str) -> Result<(), VeError> {
     let mut nl = Netlink::new().map_err(nl_err)?;
+    // A VE of the same name deleted a moment ago may still hold its link and routes.
+    clear_stale_link(&mut nl, &host_ifname(root, id))?;
     if let Some(b) = &c.bridge {
         if nl.link_index(b).map_err(nl_err)?.is_none() {
             return Err(bad(
@@ -520,6 +522,7 @@ pub fn setup(
         Mode::Veth => Some(c.mac.unwrap_or_else(|| generated_mac(&host_if))),
         Mode::Venet => None,
     };
+    clear_stale_link(&mut nl, &host_if)?;
     nl.add_veth(
         &host_if,
         ve_if,
@@ -732,11 +735,43 @@ pub fn teardown(rec: &NetRecord) {
     if let Some(t) = &rec.nft_table {
         super::firewall::remove(t);
     }
+    // The host routes go now, so the addresses are free at once for another VE.
     if let Some(h) = &rec.host_if {
+        if let (Mode::Venet, Ok(Some(idx))) = (rec.mode, nl.link_index(h)) {
+            for a in &rec.ips {
+                let _ = nl.del_route(&Route {
+                    dst: Some((a.ip, a.prefix)),
+                    oif: Some(idx),
+                    onlink_scope: true,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    // A veth pair dies with the VE's own namespace, which the kernel tears down on its
+    // own once the init is gone; deleting it here would wait behind that teardown (RCU
+    // grace periods, tens of ms). Only a caller-owned namespace outlives the VE.
+    if let (Some(h), Some(_)) = (&rec.host_if, &rec.caller_netns) {
         if let Ok(Some(idx)) = nl.link_index(h) {
             let _ = nl.del_link(idx);
         }
     }
+}
+
+/// A host end with this VE's name may still be there while the kernel finishes tearing
+/// down the namespace of a VE of the same name that was just deleted: wait for it, and
+/// remove it if it lingers.
+fn clear_stale_link(nl: &mut Netlink, name: &str) -> Result<(), VeError> {
+    for _ in 0..250 {
+        if nl.link_index(name).map_err(nl_err)?.is_none() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    if let Some(idx) = nl.link_index(name).map_err(nl_err)? {
+        nl.del_link(idx).map_err(nl_err)?;
+    }
+    Ok(())
 }
 
 /// Adds and removes addresses and routes on a running VE (`ve set`).
