@@ -86,7 +86,7 @@ pub fn prepare(
     let Some(netc) = &config.net else {
         return Ok(());
     };
-    net::preflight(netc, ctx.root, ctx.id)?;
+    net::preflight(netc)?;
     let mut nrec = net::NetRecord {
         caller_netns: netns_path(spec),
         ..Default::default()

@@ -386,20 +386,32 @@ impl NetConfig {
     }
 }
 
-/// A name for the host end that is unique per state root and ID and fits IFNAMSIZ.
-pub fn host_ifname(root: &Path, id: &str) -> String {
+/// A name for the host end that fits IFNAMSIZ and is new for every incarnation of a VE:
+/// the pair of a VE just deleted may live on for a moment while the kernel tears its
+/// namespace down, and a VE created again under the same ID must not wait for it.
+pub fn host_ifname(root: &Path, id: &str, salt: u64) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
+    let salt = salt.to_le_bytes();
     for b in root
         .as_os_str()
         .as_encoded_bytes()
         .iter()
         .chain([0u8].iter())
         .chain(id.as_bytes())
+        .chain(salt.iter())
     {
         h ^= *b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("vz{:010x}", h & 0xff_ffff_ffff)
+}
+
+fn incarnation() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    now ^ ((std::process::id() as u64) << 32)
 }
 
 /// resolv.conf for the VE, or None when no DNS settings were given.
@@ -458,10 +470,8 @@ fn same_netns_as_host(pid: i32) -> bool {
 
 /// Checks against the host what can be checked before anything is made: the bridge
 /// exists, the uplink exists, and no address is already routed to someone else.
-pub fn preflight(c: &NetConfig, root: &Path, id: &str) -> Result<(), VeError> {
+pub fn preflight(c: &NetConfig) -> Result<(), VeError> {
     let mut nl = Netlink::new().map_err(nl_err)?;
-    // A VE of the same name deleted a moment ago may still hold its link and routes.
-    clear_stale_link(&mut nl, &host_ifname(root, id))?;
     if let Some(b) = &c.bridge {
         if nl.link_index(b).map_err(nl_err)?.is_none() {
             return Err(bad(
@@ -510,7 +520,7 @@ pub fn setup(
     rec.uplink = c.uplink.clone();
     rec.bridge = c.bridge.clone();
     let ns = netns_of(pid);
-    let host_if = host_ifname(root, id);
+    let host_if = host_ifname(root, id, incarnation());
     let ve_if = match c.mode {
         Mode::Venet => "venet0",
         Mode::Veth => "eth0",
@@ -522,7 +532,6 @@ pub fn setup(
         Mode::Veth => Some(c.mac.unwrap_or_else(|| generated_mac(&host_if))),
         Mode::Venet => None,
     };
-    clear_stale_link(&mut nl, &host_if)?;
     nl.add_veth(
         &host_if,
         ve_if,
@@ -756,22 +765,6 @@ pub fn teardown(rec: &NetRecord) {
             let _ = nl.del_link(idx);
         }
     }
-}
-
-/// A host end with this VE's name may still be there while the kernel finishes tearing
-/// down the namespace of a VE of the same name that was just deleted: wait for it, and
-/// remove it if it lingers.
-fn clear_stale_link(nl: &mut Netlink, name: &str) -> Result<(), VeError> {
-    for _ in 0..250 {
-        if nl.link_index(name).map_err(nl_err)?.is_none() {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    if let Some(idx) = nl.link_index(name).map_err(nl_err)? {
-        nl.del_link(idx).map_err(nl_err)?;
-    }
-    Ok(())
 }
 
 /// Adds and removes addresses and routes on a running VE (`ve set`).
@@ -1009,9 +1002,14 @@ mod tests {
 
     #[test]
     fn host_names_fit_ifnamsiz_and_differ() {
-        let a = host_ifname(Path::new("/run/vzrun"), "web1");
-        let b = host_ifname(Path::new("/run/vzrun"), "web2");
-        let c = host_ifname(Path::new("/tmp/other"), "web1");
+        let a = host_ifname(Path::new("/run/vzrun"), "web1", 1);
+        let b = host_ifname(Path::new("/run/vzrun"), "web2", 1);
+        let c = host_ifname(Path::new("/tmp/other"), "web1", 1);
+        assert_ne!(
+            a,
+            host_ifname(Path::new("/run/vzrun"), "web1", 2),
+            "a new incarnation, a new name"
+        );
         assert!(a.len() <= 15 && a.starts_with("vz"));
         assert!(a != b && a != c);
     }
