@@ -250,3 +250,49 @@ fn bad_and_conflicting_values_are_named() {
         "a refused ve set changes nothing"
     );
 }
+
+#[test]
+fn ve_list_shows_vzlist_fields_with_suffixes() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (id, _b) = start(
+        &rt,
+        "vzlist",
+        &["sleep", "600"],
+        json!({"io.vzrun.numproc": "33", "io.vzrun.ram": "48M"}),
+    );
+    let rows = rt
+        .run(&[
+            "ve",
+            "list",
+            "-o",
+            "ctid,status,numproc,numproc.l,numproc.f,ram.l",
+            "-s",
+            "ctid",
+            "-j",
+        ])
+        .json();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ctid"] == id.as_str())
+        .cloned()
+        .expect("listed");
+    assert_eq!(row["status"], "running");
+    assert_eq!(row["numproc.l"], 33);
+    assert!(row["numproc"].as_u64().unwrap() >= 1);
+    assert_eq!(row["numproc.f"], 0);
+    assert_eq!(row["ram.l"], (48u64 << 20) / 4096);
+    let table = rt.run(&["ve", "list", "-o", "ctid,numproc.l"]).stdout;
+    assert!(table.starts_with("CTID"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.trim_end().ends_with("33")),
+        "{table}"
+    );
+    let o = rt.run(&["ve", "list", "-o", "ctid,bogus"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("unknown field"), "{o:?}");
+}
