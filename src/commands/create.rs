@@ -50,6 +50,9 @@ pub struct CreateOpts<'a> {
     pub preserve_fds: i32,
     /// False only for a foreground `run` that relays stdio itself.
     pub detach: bool,
+    /// The bundle's config, when the caller has already read it (`run` does, to see
+    /// whether it needs a terminal): it is parsed once per start.
+    pub spec: Option<Spec>,
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
@@ -65,6 +68,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             no_pivot: args.no_pivot,
             preserve_fds: args.preserve_fds,
             detach: true,
+            spec: None,
         },
     )?;
     Ok(0)
@@ -179,7 +183,10 @@ pub fn create_container(
     crate::container::validate_id(opts.id)?;
     let bundle = fs::canonicalize(opts.bundle)
         .map_err(|e| anyhow!("bundle {}: {e}", opts.bundle.display()))?;
-    let mut spec = load_spec(&bundle)?;
+    let mut spec = match opts.spec {
+        Some(s) => s,
+        None => load_spec(&bundle)?,
+    };
     if spec.process().is_none() {
         bail!("config.json: process: missing");
     }

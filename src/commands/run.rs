@@ -51,8 +51,11 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     if !args.detach {
         super::become_subreaper()?;
     }
-    let terminal = crate::commands::create::load_spec(&args.bundle)
-        .ok()
+    // Read once here and handed to create; a config that does not load is reported by
+    // create, with the same words as for `vzrun create`.
+    let spec = super::create::load_spec(&args.bundle).ok();
+    let terminal = spec
+        .as_ref()
         .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
         .unwrap_or(false);
     let own_console = if !args.detach && terminal && args.console_socket.is_none() {
@@ -76,6 +79,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             no_pivot: args.no_pivot,
             preserve_fds: args.preserve_fds,
             detach: args.detach || console_socket.is_some(),
+            spec,
         },
     )?;
     let master = match &own_console {
