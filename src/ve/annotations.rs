@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
+use super::system::{self, SystemConfig};
 use super::{VeError, PREFIX};
 
 /// Keys vzrun understands, without the prefix.
@@ -12,12 +13,14 @@ fn known(name: &str) -> bool {
     net::KEYS.contains(&name)
         || resources::KEYS.contains(&name)
         || resources::PENDING.contains(&name)
+        || system::KEYS.contains(&name)
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct VeConfig {
     pub net: Option<NetConfig>,
     pub resources: Option<ResourceConfig>,
+    pub system: Option<SystemConfig>,
 }
 
 impl VeConfig {
@@ -38,12 +41,13 @@ impl VeConfig {
         Ok(VeConfig {
             net: NetConfig::parse(annotations)?,
             resources: ResourceConfig::parse(annotations)?,
+            system: SystemConfig::parse(annotations)?,
         })
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.net.is_none() && self.resources.is_none()
+        self.net.is_none() && self.resources.is_none() && self.system.is_none()
     }
 }
 

@@ -17,6 +17,8 @@ pub mod firewall;
 pub mod net;
 pub mod netlink;
 pub mod resources;
+pub mod system;
+pub mod template;
 
 pub use annotations::VeConfig;
 
@@ -140,6 +142,9 @@ pub fn configure(
 ) -> Result<(), VeError> {
     if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
         net::setup(netc, ctx.root, ctx.id, pid, nrec)?;
+    }
+    if let Some(sys) = &config.system {
+        system::configure(pid, sys)?;
     }
     Ok(())
 }

@@ -147,17 +147,7 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
         })?;
     }
     if let Some(h) = &args.hostname {
-        if h.is_empty()
-            || h.len() > 64
-            || !h
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return Err(flag_err(
-                "--hostname",
-                format!("{h:?} is not a valid hostname"),
-            ));
-        }
+        check_hostname(h)?;
     }
     let mut res = ResourceConfig::default();
     let mut res_given = false;
@@ -225,6 +215,21 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
         save_to_bundle(&loaded.record.bundle, &args, &loaded.record.ve)?;
     }
     Ok(0)
+}
+
+pub(super) fn check_hostname(h: &str) -> Result<()> {
+    if h.is_empty()
+        || h.len() > 64
+        || !h
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(flag_err(
+            "--hostname",
+            format!("{h:?} is not a valid hostname"),
+        ));
+    }
+    Ok(())
 }
 
 fn set_hostname(pid: i32, name: &str) -> Result<()> {
@@ -304,7 +309,7 @@ fn save_to_bundle(bundle: &Path, args: &SetArgs, ve: &crate::ve::VeRecord) -> Re
     Ok(())
 }
 
-fn resource_flags(args: &SetArgs) -> [(&'static str, &Option<String>); 7] {
+pub(super) fn resource_flags(args: &SetArgs) -> [(&'static str, &Option<String>); 7] {
     [
         ("cpuunits", &args.cpuunits),
         ("cpulimit", &args.cpulimit),
