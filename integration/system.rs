@@ -468,3 +468,190 @@ fn bad_input_leaves_no_half_ve() {
         eprintln!("SKIP (template build failure): debootstrap is not installed");
     }
 }
+
+/// The Debian template the tests and hack/bench-system.sh share: built once (about half
+/// a minute once debootstrap's package cache is warm) and kept in the default data
+/// directory, so later runs only boot it.
+const DEBIAN_DATA: &str = "/var/lib/vzrun";
+const DEBIAN_TEMPLATE: &str = "vzt-debian-12";
+
+/// Builds the shared Debian template if it is not cached yet; None (with the reason) when
+/// this host cannot.
+fn debian_template(rt: &Runtime) -> Result<(), String> {
+    let data = Path::new(DEBIAN_DATA);
+    if data
+        .join("templates")
+        .join(DEBIAN_TEMPLATE)
+        .join("template.json")
+        .exists()
+    {
+        return Ok(());
+    }
+    if !common::have("debootstrap") {
+        return Err("debootstrap is not installed (hack/setup.sh installs it)".into());
+    }
+    let o = vz(
+        rt,
+        data,
+        &[
+            "template",
+            "create",
+            DEBIAN_TEMPLATE,
+            "--dist",
+            "debian-12",
+            "--packages",
+            "lighttpd",
+        ],
+        None,
+    );
+    if o.code == 0 {
+        return Ok(());
+    }
+    let msg = o.error_msg();
+    if msg.contains("Failed getting release")
+        || msg.contains("Couldn't download")
+        || msg.contains("Temporary failure resolving")
+    {
+        return Err(format!("the Debian mirror is not reachable: {msg}"));
+    }
+    panic!("template create {DEBIAN_TEMPLATE}: {o:?}");
+}
+
+/// A tiny package and a flat repository for it, in a tar stream to unpack inside a VE.
+fn local_mirror() -> Result<Vec<u8>, String> {
+    if !common::have("dpkg-deb") || !common::have("dpkg-scanpackages") {
+        return Err("dpkg-deb or dpkg-scanpackages (dpkg-dev) missing".into());
+    }
+    let t = tempfile::tempdir().unwrap();
+    let pkg = t.path().join("pkg");
+    let repo = t.path().join("repo");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/share/vzt-hello")).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: vzt-hello\nVersion: 1.0\nArchitecture: all\n\
+         Maintainer: vzrun tests <tests@vzrun.invalid>\nDescription: system VE test package\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("usr/share/vzt-hello/hello"),
+        "hello from a package\n",
+    )
+    .unwrap();
+    let ok = std::process::Command::new("dpkg-deb")
+        .arg("--build")
+        .arg(&pkg)
+        .arg(repo.join("vzt-hello_1.0_all.deb"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "dpkg-deb --build");
+    let scan = std::process::Command::new("dpkg-scanpackages")
+        .arg(".")
+        .current_dir(&repo)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::write(repo.join("Packages"), &scan.stdout).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    Ok(tar.stdout)
+}
+
+#[test]
+fn debian_template_boots_sysvinit_installs_a_package_and_halts() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    if let Err(why) = debian_template(&rt) {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let ip = "198.51.100.215";
+    let ve = SysVe::create(
+        &rt,
+        Path::new(DEBIAN_DATA),
+        "sys-deb",
+        DEBIAN_TEMPLATE,
+        &["--ipadd", ip],
+    );
+    ve.start();
+    // sysvinit ran the runlevel-2 scripts, which started lighttpd.
+    let page = wait_http(ip, 30).expect("lighttpd answers after ve start");
+    assert!(page.contains("200 OK"), "{page}");
+    let cmdline = ve.sh("tr '\\0' ' ' < /proc/1/cmdline");
+    assert!(cmdline.starts_with("init"), "PID 1 is sysvinit: {cmdline}");
+    assert_eq!(ve.sh("runlevel").trim(), "N 2");
+    let procs = ve.sh("for p in /proc/[0-9]*; do cat $p/comm; done");
+    assert!(procs.contains("lighttpd"), "{procs}");
+    assert!(
+        procs.lines().count() <= 4,
+        "only the VE's own processes: {procs}"
+    );
+
+    // apt-get install from a local file mirror.
+    match local_mirror() {
+        Ok(tar) => {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(&tar).unwrap();
+            let unpack = ve
+                .rt
+                .command()
+                .env("VZRUN_DATA_DIR", DEBIAN_DATA)
+                .args([
+                    "exec",
+                    &ve.id,
+                    "sh",
+                    "-c",
+                    "mkdir -p /srv/repo && tar -x -C /srv/repo",
+                ])
+                .stdin(std::fs::File::open(f.path()).unwrap())
+                .status()
+                .unwrap();
+            assert!(unpack.success());
+            let apt = "-o Dir::Etc::sourcelist=/etc/apt/sources.list.d/vzt.list \
+                       -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0";
+            let o = ve.exec(&[
+                "sh",
+                "-c",
+                &format!(
+                    "echo 'deb [trusted=yes] file:/srv/repo ./' > /etc/apt/sources.list.d/vzt.list \
+                     && apt-get -q update {apt} && apt-get -q install -y {apt} vzt-hello"
+                ),
+            ]);
+            assert_eq!(o.code, 0, "apt-get install: {o:?}");
+            assert_eq!(
+                ve.sh("cat /usr/share/vzt-hello/hello").trim(),
+                "hello from a package"
+            );
+            assert!(ve
+                .sh("dpkg -s vzt-hello")
+                .contains("Status: install ok installed"));
+        }
+        Err(why) => eprintln!("SKIP (apt-get install): {why}"),
+    }
+
+    let o = ve.ve("stop", &["--timeout", "60"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("stopped: init shut the system down"),
+        "{o:?}"
+    );
+    // The shutdown went through runlevel 0: lighttpd was stopped by its script.
+    ve.start();
+    wait_http(ip, 30).expect("lighttpd after the second start");
+    let log = ve.sh("cat /var/log/lighttpd/error.log");
+    assert!(log.contains("server stopped by UID = 0"), "{log}");
+    if local_mirror().is_ok() {
+        assert!(
+            ve.exec(&["dpkg", "-s", "vzt-hello"]).code == 0,
+            "the package stays installed"
+        );
+    }
+}
