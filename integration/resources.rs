@@ -212,9 +212,9 @@ fn bad_and_conflicting_values_are_named() {
             "linux.resources.memory.limit",
         ),
         (
-            json!({"io.vzrun.diskspace": "1G"}),
+            json!({"io.vzrun.ioprio": "8"}),
             false,
-            "not supported by this version of vzrun yet",
+            "io.vzrun.ioprio: 8 is out of range (0..7)",
         ),
     ] {
         let bundle = Bundle::with(&["true"], |v| {

@@ -3,21 +3,21 @@
 
 use std::collections::HashMap;
 
+use super::disk::{self, DiskConfig};
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
 use super::{VeError, PREFIX};
 
 /// Keys vzrun understands, without the prefix.
 fn known(name: &str) -> bool {
-    net::KEYS.contains(&name)
-        || resources::KEYS.contains(&name)
-        || resources::PENDING.contains(&name)
+    net::KEYS.contains(&name) || resources::KEYS.contains(&name) || disk::KEYS.contains(&name)
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct VeConfig {
     pub net: Option<NetConfig>,
     pub resources: Option<ResourceConfig>,
+    pub disk: Option<DiskConfig>,
 }
 
 impl VeConfig {
@@ -38,12 +38,13 @@ impl VeConfig {
         Ok(VeConfig {
             net: NetConfig::parse(annotations)?,
             resources: ResourceConfig::parse(annotations)?,
+            disk: DiskConfig::parse(annotations)?,
         })
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.net.is_none() && self.resources.is_none()
+        self.net.is_none() && self.resources.is_none() && self.disk.is_none()
     }
 }
 
