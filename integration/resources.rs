@@ -434,3 +434,39 @@ fn iolimit_holds_a_direct_writer_and_lifts_live() {
     let secs = timed_direct_write(&rt, &id, "fast");
     assert!(secs < 1.5, "unthrottled 6 MiB took {secs:.2}s");
 }
+
+#[test]
+fn swap_adds_to_ram_and_holds_a_hog_where_the_host_swaps() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (id, _b) = start(
+        &rt,
+        "swap",
+        &["sleep", "600"],
+        json!({"io.vzrun.ram": "32M", "io.vzrun.swap": "32M"}),
+    );
+    let pid = rt.state(&id)["pid"].to_string();
+    if v2() {
+        assert_eq!(
+            read(cgroup(&pid, "").join("memory.swap.max")),
+            (32u64 << 20).to_string()
+        );
+    } else {
+        assert_eq!(
+            read(cgroup(&pid, "memory").join("memory.memsw.limit_in_bytes")),
+            (64u64 << 20).to_string(),
+            "v1 memsw is ram + swap"
+        );
+    }
+    assert_eq!(stat(&rt, &id, "swappages")["limit"], (32u64 << 20) / 4096);
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    if swaps.lines().count() < 2 {
+        eprintln!("SKIP (effect part): this host has no swap (/proc/swaps is empty), so a hog cannot spill past ram");
+        return;
+    }
+    let o = rt.run(&["exec", &id, "dd", "if=/dev/zero", "of=/tmp/a", "bs=1M", "count=48"]);
+    assert_eq!(o.code, 0, "48M fits in ram+swap: {o:?}");
+    assert!(stat(&rt, &id, "swappages")["held"].as_u64().unwrap() > 0);
+    let _ = rt.run(&["exec", &id, "dd", "if=/dev/zero", "of=/tmp/b", "bs=1M", "count=48"]);
+    assert!(stat(&rt, &id, "physpages")["failcnt"].as_u64().unwrap() > 0);
+}
