@@ -12,6 +12,7 @@
 #                          `run --rm` through podman/conmon and containerd's shim; skipped when not installed)
 #   BENCH_OUT=DIR          also write DIR/bench-results.md and the hyperfine JSON files (default: print only)
 #   BENCH_HYPERFINE_ARGS   extra arguments for every hyperfine call (word-split), e.g. "--style basic"
+#   BENCH_NET=0 / BENCH_RES=0   skip the network (hack/bench-net.sh) / resources (hack/bench-resources.sh) parts
 #
 # Host quirk handled here: crun 1.8 refuses every container on a cgroup v1 "hybrid" host ("cgroups in hybrid
 # mode not supported") when /sys/fs/cgroup/unified holds a controller. So the script re-executes itself once in
@@ -669,4 +670,11 @@ fi
 if [ "${BENCH_NET:-1}" = 1 ]; then
   echo
   VZRUN="$(rt_bin vzrun)" "$repo/hack/bench-net.sh"
+fi
+
+# VE resources: overhead of a VE with limits, ve list/stat over many VEs, run with a private disk area.
+# BENCH_RES=0 skips it.
+if [ "${BENCH_RES:-1}" = 1 ]; then
+  echo
+  VZRUN="$(rt_bin vzrun)" RUNC="$(rt_bin runc)" "$repo/hack/bench-resources.sh"
 fi

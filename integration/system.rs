@@ -236,6 +236,21 @@ fn busybox_system_ve_boots_its_services_and_shuts_down_cleanly() {
         left_in(rt.root.path()).is_empty(),
         "no container after stop"
     );
+    // The private area: the VE's image stays for the next start, detached and unmounted;
+    // the template itself was never written.
+    let image = ve.dir().join("private.img");
+    assert!(image.exists(), "the private area's image is kept");
+    let loops = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(loops.stdout.is_empty(), "loop device left: {loops:?}");
+    assert!(common::mounts_containing(&ve.id).is_empty());
+    assert!(!data
+        .path()
+        .join("templates/busybox/rootfs/etc/motd")
+        .exists());
     let log = std::fs::read_to_string(ve.dir().join("console.log")).unwrap();
     assert!(log.contains("stopped: init shut the system down"), "{log}");
     assert_eq!(ve.vz(&["state", &ve.id]).code, 1);

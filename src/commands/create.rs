@@ -191,7 +191,6 @@ pub fn create_container(
         bail!("config.json: process: missing");
     }
     let rootfs = rootfs_of(&spec, &bundle)?;
-    make_cwd(&spec, &rootfs);
     let ve_config = ve::config_from_spec(&spec)?;
     let has_seccomp = spec
         .linux()
@@ -233,6 +232,10 @@ pub fn create_container(
         let prepared = ve::prepare(&ctx, &ve_config, &mut spec, &mut record.ve);
         record.save(&ve_dir)?;
         prepared?;
+        // After prepare: a private area puts an overlay in front of the bundle's rootfs.
+        if let Some(r) = spec.root() {
+            make_cwd(&spec, r.path());
+        }
         spec.save(ve_dir.join("config.json"))
             .map_err(|e| anyhow!("write derived config: {e}"))?;
 

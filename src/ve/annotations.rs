@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::disk::{self, DiskConfig};
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
 use super::system::{self, SystemConfig};
@@ -12,7 +13,7 @@ use super::{VeError, PREFIX};
 fn known(name: &str) -> bool {
     net::KEYS.contains(&name)
         || resources::KEYS.contains(&name)
-        || resources::PENDING.contains(&name)
+        || disk::KEYS.contains(&name)
         || system::KEYS.contains(&name)
 }
 
@@ -21,6 +22,7 @@ pub struct VeConfig {
     pub net: Option<NetConfig>,
     pub resources: Option<ResourceConfig>,
     pub system: Option<SystemConfig>,
+    pub disk: Option<DiskConfig>,
 }
 
 impl VeConfig {
@@ -42,12 +44,16 @@ impl VeConfig {
             net: NetConfig::parse(annotations)?,
             resources: ResourceConfig::parse(annotations)?,
             system: SystemConfig::parse(annotations)?,
+            disk: DiskConfig::parse(annotations)?,
         })
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.net.is_none() && self.resources.is_none() && self.system.is_none()
+        self.net.is_none()
+            && self.resources.is_none()
+            && self.disk.is_none()
+            && self.system.is_none()
     }
 }
 

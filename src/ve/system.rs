@@ -213,9 +213,6 @@ pub struct SystemSpec<'a> {
     pub annotations: HashMap<String, String>,
     /// Capabilities switched on or off with --capability.
     pub capabilities: &'a [(String, bool)],
-    /// The private area: root.path stays the template, written through an overlay.
-    pub diskspace: Option<String>,
-    pub disk_image: Option<PathBuf>,
 }
 
 /// The OCI config of a system VE: runc's defaults for mounts, masked and read-only
@@ -232,15 +229,6 @@ pub fn spec(s: &SystemSpec) -> Result<Spec, VeError> {
     }
     let mut annotations = s.annotations.clone();
     annotations.insert(format!("{PREFIX}sysctl"), "namespaced".to_string());
-    if let Some(d) = &s.diskspace {
-        annotations.insert(format!("{PREFIX}diskspace"), d.clone());
-    }
-    if let Some(img) = &s.disk_image {
-        annotations.insert(
-            format!("{PREFIX}disk.image"),
-            img.to_string_lossy().into_owned(),
-        );
-    }
     let value = json!({
         "ociVersion": crate::state::OCI_VERSION,
         "process": {
@@ -418,13 +406,12 @@ mod tests {
             ("CAP_SYS_ADMIN".to_string(), true),
             ("CAP_MKNOD".to_string(), false),
         ];
+        let ann = crate::ve::test_annotations(&[("diskspace", "10G")]);
         let s = spec(&SystemSpec {
             template: &t,
             hostname: "ve1",
-            annotations: HashMap::new(),
+            annotations: ann,
             capabilities: &caps,
-            diskspace: Some("10G".into()),
-            disk_image: Some(PathBuf::from("/d/private.img")),
         })
         .unwrap();
         let p = s.process().as_ref().unwrap();
@@ -444,7 +431,6 @@ mod tests {
         let ann = s.annotations().clone().unwrap();
         assert_eq!(ann["io.vzrun.sysctl"], "namespaced");
         assert_eq!(ann["io.vzrun.diskspace"], "10G");
-        assert_eq!(ann["io.vzrun.disk.image"], "/d/private.img");
         let linux = s.linux().as_ref().unwrap();
         assert!(linux.seccomp().is_some());
         assert!(linux

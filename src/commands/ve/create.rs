@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -19,9 +18,6 @@ pub struct CreateArgs {
     /// The OS template to boot (`busybox` is built in)
     #[arg(long)]
     pub template: String,
-    /// Size of the VE's private area, `soft:hard` or one value (default 10G)
-    #[arg(long)]
-    pub diskspace: Option<String>,
     /// Switch a capability on or off: NAME:on|off (repeatable)
     #[arg(long = "capability")]
     pub capability: Vec<String>,
@@ -31,12 +27,6 @@ pub struct CreateArgs {
 }
 
 pub const DEFAULT_DISKSPACE: &str = "10G";
-
-/// The private area is an overlay on an image (`io.vzrun.diskspace`) once this vzrun
-/// supports it; until then each VE gets a private copy of the template.
-fn disk_supported() -> bool {
-    !crate::ve::resources::PENDING.contains(&"diskspace")
-}
 
 pub fn run(_root: &Root, args: CreateArgs) -> Result<i32> {
     let id = args.set.id.clone();
@@ -55,7 +45,7 @@ pub fn run(_root: &Root, args: CreateArgs) -> Result<i32> {
         .iter()
         .map(|c| system::parse_capability(c).map_err(|e| flag_err("--capability", e)))
         .collect::<Result<Vec<_>>>()?;
-    let annotations = annotations_from(&args.set)?;
+    let mut annotations = annotations_from(&args.set)?;
     let hostname = match &args.set.hostname {
         Some(h) => {
             super::set::check_hostname(h)?;
@@ -63,9 +53,6 @@ pub fn run(_root: &Root, args: CreateArgs) -> Result<i32> {
         }
         None => id.clone(),
     };
-    if let Some(d) = &args.diskspace {
-        check_diskspace(d)?;
-    }
     let data = template::data_dir();
     let tpl = template::open(&data, &args.template).map_err(|e| flag_err("--template", e))?;
 
@@ -80,34 +67,21 @@ pub fn run(_root: &Root, args: CreateArgs) -> Result<i32> {
         Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
     }
     let made = (|| -> Result<()> {
-        let (diskspace, image) = if disk_supported() {
-            (
-                Some(
-                    args.diskspace
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_DISKSPACE.to_string()),
-                ),
-                Some(dir.join(system::DISK_IMAGE)),
-            )
-        } else {
-            (None, None)
-        };
-        let mut spec = system::spec(&SystemSpec {
+        // The private area: an image in the VE's directory, holding the VE's writes over
+        // the template through an overlay; it survives stop/start and goes with destroy.
+        annotations
+            .entry(format!("{PREFIX}diskspace"))
+            .or_insert_with(|| DEFAULT_DISKSPACE.to_string());
+        annotations.insert(
+            format!("{PREFIX}disk.image"),
+            dir.join(system::DISK_IMAGE).to_string_lossy().into_owned(),
+        );
+        let spec = system::spec(&SystemSpec {
             template: &tpl,
             hostname: &hostname,
             annotations,
             capabilities: &caps,
-            diskspace,
-            disk_image: image,
         })?;
-        if !disk_supported() {
-            let copy = dir.join("root");
-            private_copy(&tpl.rootfs, &copy)?;
-            if let Some(mut r) = spec.root().clone() {
-                r.set_path(copy);
-                spec.set_root(Some(r));
-            }
-        }
         spec.save(dir.join("config.json"))
             .map_err(|e| anyhow!("write {}/config.json: {e}", dir.display()))?;
         VeConf {
@@ -126,41 +100,14 @@ pub fn run(_root: &Root, args: CreateArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn private_copy(from: &Path, to: &Path) -> Result<()> {
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg("--reflink=auto")
-        .arg(from)
-        .arg(to)
-        .output()
-        .context("run cp")?;
-    if !out.status.success() {
-        bail!(
-            "copy the template into the VE: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn check_diskspace(d: &str) -> Result<()> {
-    for part in d.split(':') {
-        crate::units::parse_size(part).map_err(|e| flag_err("--diskspace", e))?;
-    }
-    if d.split(':').count() > 2 {
-        return Err(flag_err("--diskspace", "expected SIZE or SOFT:HARD"));
-    }
-    Ok(())
-}
-
 /// The `ve set` flags as the annotations a VE's config carries, checked by the same
 /// parsers `create` uses; an error names the flag.
 pub fn annotations_from(set: &SetArgs) -> Result<HashMap<String, String>> {
     let mut a = HashMap::new();
-    let mut origin: HashMap<String, &str> = HashMap::new();
-    let mut put = |key: &str, value: String, flag: &'static str| {
+    let mut origin: HashMap<String, String> = HashMap::new();
+    let mut put = |key: &str, value: String, flag: &str| {
         a.insert(format!("{PREFIX}{key}"), value);
-        origin.insert(format!("{PREFIX}{key}"), flag);
+        origin.insert(format!("{PREFIX}{key}"), flag.to_string());
     };
     if !set.ipadd.is_empty() {
         put("net.ip", set.ipadd.join(","), "--ipadd");
@@ -178,18 +125,14 @@ pub fn annotations_from(set: &SetArgs) -> Result<HashMap<String, String>> {
             "--searchdomain",
         );
     }
-    for (name, value) in resource_flags(set) {
+    let disk = [
+        ("diskspace", &set.diskspace),
+        ("diskinodes", &set.diskinodes),
+    ];
+    for (name, value) in resource_flags(set).into_iter().chain(disk) {
         if let Some(v) = value {
-            let flag: &'static str = match name {
-                "cpuunits" => "--cpuunits",
-                "cpulimit" => "--cpulimit",
-                "cpus" => "--cpus",
-                "ram" => "--ram",
-                "swap" => "--swap",
-                "memguarantee" => "--memguarantee",
-                _ => "--numproc",
-            };
-            put(name, v.clone(), flag);
+            a.insert(format!("{PREFIX}{name}"), v.clone());
+            origin.insert(format!("{PREFIX}{name}"), format!("--{name}"));
         }
     }
     if let Err(e) = VeConfig::parse(&a) {
@@ -249,10 +192,8 @@ mod tests {
         let c = parse(&["ve1", "--template", "busybox", "--ipadd", "300.1.1.1"]);
         let err = annotations_from(&c.set).unwrap_err().to_string();
         assert!(err.starts_with("--ipadd: "), "{err}");
-        assert!(check_diskspace("10G:12G").is_ok());
-        assert!(check_diskspace("big")
-            .unwrap_err()
-            .to_string()
-            .starts_with("--diskspace: "));
+        let c = parse(&["ve1", "--template", "busybox", "--diskspace", "big"]);
+        let err = annotations_from(&c.set).unwrap_err().to_string();
+        assert!(err.starts_with("--diskspace: "), "{err}");
     }
 }
