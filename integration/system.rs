@@ -350,9 +350,11 @@ fn fast_stop_timeout_kill_and_enter() {
     );
     assert!(began.elapsed() < Duration::from_secs(10));
     assert!(left_in(rt.root.path()).is_empty());
-    let o = ve.ve("stop", &[]);
-    assert_ne!(o.code, 0);
-    assert!(o.error_msg().contains("is not running"), "{o:?}");
+    for verb in ["stop", "enter"] {
+        let o = ve.ve(verb, &[]);
+        assert_ne!(o.code, 0);
+        assert!(o.error_msg().contains("is not running"), "{verb}: {o:?}");
+    }
     // restart from stopped just starts.
     let o = ve.ve("restart", &["--timeout", "1"]);
     assert_eq!(o.code, 0, "{o:?}");

@@ -1,10 +1,12 @@
 //! `vzrun ve enter ID`: a login shell inside a running VE, on a terminal, through the
 //! same path as `vzrun exec -t`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
 use crate::commands::exec;
+use crate::container::Root;
 
 #[derive(clap::Args, Debug)]
 pub struct EnterArgs {
@@ -16,8 +18,12 @@ const LOGIN: &str = "cd /root 2>/dev/null || cd /; \
     s=$(sed -n 's/^root:[^:]*:0:[^:]*:[^:]*:[^:]*://p' /etc/passwd 2>/dev/null); \
     exec \"${s:-/bin/sh}\" -l";
 
-pub fn run(global: &GlobalOpts, args: EnterArgs) -> Result<i32> {
+pub fn run(root: &Root, global: &GlobalOpts, args: EnterArgs) -> Result<i32> {
     super::existing_ve(&args.id)?;
+    match root.read(&args.id) {
+        Ok((c, _)) if c.status() == ContainerStatus::Running => {}
+        _ => bail!("VE {} is not running (vzrun ve start {})", args.id, args.id),
+    }
     let term = std::env::var("TERM").unwrap_or_else(|_| "linux".to_string());
     exec::run(
         exec::Args {

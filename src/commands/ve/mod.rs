@@ -52,7 +52,7 @@ pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
         VeCommand::Start(args) => start::run(&root, global, args),
         VeCommand::Stop(args) => stop::run(&root, args),
         VeCommand::Restart(args) => restart::run(&root, global, args),
-        VeCommand::Enter(args) => enter::run(global, args),
+        VeCommand::Enter(args) => enter::run(&root, global, args),
         VeCommand::Destroy(args) => destroy::run(&root, args),
     }
 }
