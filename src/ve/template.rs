@@ -343,8 +343,8 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// A VE has no terminals to run gettys on and no hardware clock to set: take those out
-/// of the boot, so init neither respawns failing gettys nor waits on hwclock.
+/// A VE has no terminals to run gettys on and no hardware to look after: take those out
+/// of the boot, so init neither respawns failing gettys nor spends time on them.
 fn fit_debian_for_ve(rootfs: &Path) -> Result<(), TemplateError> {
     let inittab = rootfs.join("etc/inittab");
     if let Ok(text) = fs::read_to_string(&inittab) {
@@ -358,16 +358,28 @@ fn fit_debian_for_ve(rootfs: &Path) -> Result<(), TemplateError> {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     )
     .map_err(io("write", &hosts))?;
-    for dir in ["etc/rcS.d"] {
+    for dir in ["etc/rcS.d", "etc/rc0.d", "etc/rc6.d"] {
         if let Ok(rd) = fs::read_dir(rootfs.join(dir)) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().contains("hwclock") {
+                if not_for_a_ve(&e.file_name().to_string_lossy()) {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Boot scripts that look after hardware or the root filesystem's device, which a VE
+/// does not have (vzrun mounts its root and kernel filesystems): the hardware clock,
+/// backlight, configfs, and fsck of root and local disks. Links are named like
+/// `S03checkroot.sh`.
+fn not_for_a_ve(link: &str) -> bool {
+    let script = link.get(3..).unwrap_or_default();
+    matches!(
+        script,
+        "hwclock.sh" | "brightness" | "mount-configfs" | "checkroot.sh" | "checkfs.sh"
+    )
 }
 
 /// Comments out inittab lines that spawn gettys on terminals.
@@ -563,6 +575,26 @@ mod tests {
         );
         assert!(mirror_url("ftp://x").is_err());
         assert!(mirror_url("file://relative").is_err());
+    }
+
+    #[test]
+    fn hardware_scripts_are_left_out() {
+        for gone in [
+            "S03checkroot.sh",
+            "K01hwclock.sh",
+            "S08brightness",
+            "S04checkfs.sh",
+        ] {
+            assert!(not_for_a_ve(gone), "{gone}");
+        }
+        for kept in [
+            "S05checkroot-bootclean.sh",
+            "S01lighttpd",
+            "K06halt",
+            "README",
+        ] {
+            assert!(!not_for_a_ve(kept), "{kept}");
+        }
     }
 
     #[test]
