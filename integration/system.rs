@@ -671,4 +671,13 @@ fn debian_template_boots_sysvinit_installs_a_package_and_halts() {
             "the package stays installed"
         );
     }
+    // An init that cannot be asked (its FIFO removed) is killed, and the output says so.
+    ve.sh("rm /run/initctl");
+    let o = ve.ve("stop", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("could not ask its init to shut down") && o.stdout.contains("killed"),
+        "{o:?}"
+    );
+    assert_eq!(ve.vz(&["state", &ve.id]).code, 1);
 }

@@ -56,9 +56,11 @@ pub fn stop(root: &Root, id: &str, fast: bool, timeout: Duration) -> Result<Stri
                 .map(|p| p.as_raw())
                 .ok_or_else(|| anyhow!("VE {id} is not running"))?;
             let began = Instant::now();
-            system::request_shutdown(pid, conf.shutdown)?;
+            // An init that cannot be asked (its FIFO is gone, say) is killed like one
+            // that does not answer, rather than left running.
+            let asked = system::request_shutdown(pid, conf.shutdown);
             let mut clean = false;
-            while began.elapsed() < timeout {
+            while asked.is_ok() && began.elapsed() < timeout {
                 std::thread::sleep(Duration::from_millis(10));
                 if container.refresh_status().is_err()
                     || container.status() == ContainerStatus::Stopped
@@ -68,7 +70,9 @@ pub fn stop(root: &Root, id: &str, fast: bool, timeout: Duration) -> Result<Stri
                 }
             }
             let secs = began.elapsed().as_secs_f64();
-            if clean {
+            if let Err(e) = asked {
+                format!("VE {id} could not ask its init to shut down ({e}): killed")
+            } else if clean {
                 format!("VE {id} stopped: init shut the system down in {secs:.2} s")
             } else {
                 format!(
