@@ -15,7 +15,7 @@ pub struct DestroyArgs {
 
 pub fn run(root: &Root, args: DestroyArgs) -> Result<i32> {
     let id = &args.id;
-    let dir = super::existing_ve(id)?;
+    let (dir, _lock) = super::lock_ve(id)?;
     if let Ok((container, _)) = root.read(id) {
         if container.status() != ContainerStatus::Stopped {
             bail!("VE {id} is running: stop it first (vzrun ve stop {id})");

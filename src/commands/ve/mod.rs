@@ -57,6 +57,18 @@ pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
     }
 }
 
+/// A system VE's directory, locked against other `ve start/stop/destroy` calls on it
+/// (flock, released when the returned guard drops).
+pub(crate) fn lock_ve(id: &str) -> Result<(std::path::PathBuf, nix::fcntl::Flock<std::fs::File>)> {
+    let dir = existing_ve(id)?;
+    let file = std::fs::File::open(&dir).map_err(|e| anyhow!("open {}: {e}", dir.display()))?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("lock {}: {e}", dir.display()))?;
+    // The holder before us may have destroyed it.
+    existing_ve(id)?;
+    Ok((dir, lock))
+}
+
 /// The directory of a system VE made by `ve create`, or an error naming the ID.
 pub(crate) fn existing_ve(id: &str) -> Result<std::path::PathBuf> {
     crate::container::validate_id(id)?;

@@ -24,7 +24,7 @@ pub fn run(root: &Root, global: &GlobalOpts, args: StartArgs) -> Result<i32> {
 }
 
 pub fn start(root: &Root, global: &GlobalOpts, id: &str) -> Result<()> {
-    let dir = super::existing_ve(id)?;
+    let (dir, _lock) = super::lock_ve(id)?;
     VeConf::load(&dir)?;
     // A VE whose init ended by itself (a `halt` inside) leaves a stopped container.
     if let Ok((container, _)) = root.read(id) {

@@ -33,7 +33,7 @@ pub fn run(root: &Root, args: StopArgs) -> Result<i32> {
 
 /// How a stop ended, in words for the user and the console log.
 pub fn stop(root: &Root, id: &str, fast: bool, timeout: Duration) -> Result<String> {
-    let dir = super::existing_ve(id)?;
+    let (dir, _lock) = super::lock_ve(id)?;
     let conf = VeConf::load(&dir)?;
     let mut loaded = root
         .load(id)
