@@ -436,6 +436,13 @@ fn bad_input_leaves_no_half_ve() {
         "no container left by the failed start"
     );
     assert!(b.dir().join("config.json").exists(), "the VE itself stays");
+    let loops = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(b.dir().join("private.img"))
+        .output()
+        .unwrap();
+    assert!(loops.stdout.is_empty(), "loop device left: {loops:?}");
+    assert!(common::mounts_containing(&b.id).is_empty());
     assert_eq!(a.ve("stop", &["--fast"]).code, 0);
     b.start();
     assert_eq!(rt.status(&b.id), "running");

@@ -306,6 +306,7 @@ fn build(
 ) -> Result<TemplateInfo, TemplateError> {
     let parent = templates_dir(data);
     fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+    remove_abandoned_builds(&parent, name);
     let tmp = parent.join(format!(".{name}.build-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(io("create", &tmp))?;
@@ -335,6 +336,27 @@ fn build(
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             Err(e)
+        }
+    }
+}
+
+/// Removes build directories of this template left by builds that were killed (their
+/// process is gone); a build still running elsewhere keeps its own.
+fn remove_abandoned_builds(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.build-");
+    let Ok(rd) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }
@@ -629,6 +651,12 @@ mod tests {
             remove(data.path(), BUSYBOX, &users),
             Err(TemplateError::InUse { .. })
         ));
+        remove(data.path(), BUSYBOX, &[]).unwrap();
+        // A killed build's directory goes with the next build of that template.
+        let stale = data.path().join("templates/.busybox.build-999999999");
+        fs::create_dir_all(stale.join("rootfs")).unwrap();
+        create_busybox(data.path(), BUSYBOX).unwrap();
+        assert!(!stale.exists());
         remove(data.path(), BUSYBOX, &[]).unwrap();
         assert!(list(data.path()).is_empty());
         assert_eq!(
