@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::actions::{self, Actions};
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
 use super::{VeError, PREFIX};
@@ -10,6 +11,7 @@ use super::{VeError, PREFIX};
 /// Keys vzrun understands, without the prefix.
 fn known(name: &str) -> bool {
     net::KEYS.contains(&name)
+        || actions::KEYS.contains(&name)
         || resources::KEYS.contains(&name)
         || resources::PENDING.contains(&name)
 }
@@ -18,6 +20,7 @@ fn known(name: &str) -> bool {
 pub struct VeConfig {
     pub net: Option<NetConfig>,
     pub resources: Option<ResourceConfig>,
+    pub actions: Actions,
 }
 
 impl VeConfig {
@@ -38,12 +41,13 @@ impl VeConfig {
         Ok(VeConfig {
             net: NetConfig::parse(annotations)?,
             resources: ResourceConfig::parse(annotations)?,
+            actions: Actions::parse(annotations)?,
         })
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.net.is_none() && self.resources.is_none()
+        self.net.is_none() && self.resources.is_none() && self.actions.is_empty()
     }
 }
 
