@@ -137,6 +137,9 @@ fn counter_round_trip(rt: &Runtime) {
     let o = checkpoint(rt, &id, dir2.path(), &["--leave-running"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(rt.status(&id), "running");
+    let c1 = count(rt, &id);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(count(rt, &id) > c1, "{}: left frozen", rt.name);
     let id2 = common::unique_id("cnt2");
     let o = restore(rt, &id2, &b, dir2.path(), &[]);
     assert_eq!(o.code, 0, "{} restore as new ID: {o:?}", rt.name);

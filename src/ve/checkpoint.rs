@@ -356,6 +356,9 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         opts.external.push(format!("net[{ino}]:{NETNS_KEY}"));
     }
     write_descriptors(&o.image, t.pid)?;
+    // CRIU freezes the cgroup itself but then sleeps 100 ms before it looks whether the
+    // freeze took; a cgroup found frozen is used as it is (and left frozen).
+    let froze = freeze(t.cgroup_path);
     let mut req = rpc::Criu_req::new();
     if o.pre_dump {
         req.set_type(rpc::Criu_req_type::PRE_DUMP);
@@ -365,13 +368,70 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     }
     req.opts = MessageField::some(opts);
     let log = log_dir.join(DUMP_LOG);
-    criu::call(req, &keep, |_| Ok(()), |_| Ok(())).map_err(|err| CkptError::Criu {
+    let dumped = criu::call(req, &keep, |_| Ok(()), |_| Ok(()));
+    if let Some(f) = froze {
+        thaw(&f);
+    }
+    dumped.map_err(|err| CkptError::Criu {
         op: if o.pre_dump { "pre-dump" } else { "checkpoint" },
         err,
         tail: criu::log_tail(&log),
         log,
     })?;
     Ok(())
+}
+
+/// A cgroup vzrun froze for a dump, to thaw afterwards.
+struct Frozen {
+    file: PathBuf,
+    thawed: &'static str,
+}
+
+/// Freezes the VE's cgroup, polling every millisecond; None when it was frozen already
+/// (a paused VE stays paused) or cannot be frozen here (CRIU then freezes it).
+fn freeze(cgroup_path: &Path) -> Option<Frozen> {
+    let dir = PathBuf::from(freezer_path(cgroup_path)?);
+    let (file, frozen, thawed, done): (PathBuf, &str, &'static str, Box<dyn Fn() -> bool>) =
+        if dir.join("freezer.state").exists() {
+            let state = dir.join("freezer.state");
+            let s2 = state.clone();
+            (
+                state,
+                "FROZEN",
+                "THAWED",
+                Box::new(move || std::fs::read_to_string(&s2).is_ok_and(|v| v.trim() == "FROZEN")),
+            )
+        } else if dir.join("cgroup.freeze").exists() {
+            let events = dir.join("cgroup.events");
+            (
+                dir.join("cgroup.freeze"),
+                "1",
+                "0",
+                Box::new(move || {
+                    std::fs::read_to_string(&events).is_ok_and(|v| v.contains("frozen 1"))
+                }),
+            )
+        } else {
+            return None;
+        };
+    if done() {
+        return None;
+    }
+    std::fs::write(&file, frozen).ok()?;
+    let f = Frozen { file, thawed };
+    for _ in 0..10_000 {
+        if done() {
+            return Some(f);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Not frozen within 10 s: hand the cgroup back thawed and let CRIU try.
+    thaw(&f);
+    None
+}
+
+fn thaw(f: &Frozen) {
+    let _ = std::fs::write(&f.file, f.thawed);
 }
 
 const DESCRIPTORS: &str = "descriptors.json";
