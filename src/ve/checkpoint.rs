@@ -462,6 +462,44 @@ fn read_descriptors(image: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Creates the destinations of bind mounts that the rootfs lacks, as create would have:
+/// a restore into a fresh rootfs (podman's --import) has none of them, and CRIU mounts
+/// onto what is there. A destination that resolves outside the rootfs is left alone.
+fn make_mountpoints(rootfs: &Path, spec: &Spec) {
+    let Ok(base) = std::fs::canonicalize(rootfs) else {
+        return;
+    };
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        if !is_bind(m) {
+            continue;
+        }
+        let rel = m.destination().strip_prefix("/").unwrap_or(m.destination());
+        let target = base.join(rel);
+        if target.symlink_metadata().is_ok() {
+            continue;
+        }
+        let Some(parent) = target.parent() else {
+            continue;
+        };
+        if std::fs::create_dir_all(parent).is_err() {
+            continue;
+        }
+        let inside = std::fs::canonicalize(parent).is_ok_and(|p| p.starts_with(&base));
+        if !inside {
+            continue;
+        }
+        let dir = m
+            .source()
+            .as_ref()
+            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| md.is_dir()));
+        let _ = if dir {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::File::create(&target).map(|_| ())
+        };
+    }
+}
+
 /// A bind mount of the rootfs that CRIU uses as the restored root; undone on drop.
 struct RootMount {
     path: PathBuf,
@@ -514,6 +552,7 @@ pub fn restore(
         None => None,
     };
     let log_dir = o.work.clone().unwrap_or_else(|| o.image.clone());
+    make_mountpoints(t.rootfs, t.spec);
     let root = RootMount::new(t.rootfs, t.scratch)?;
     let mut opts = rpc::Criu_opts::new();
     let mut keep: Vec<RawFd> = vec![image_dir.as_raw_fd()];
