@@ -150,8 +150,8 @@ impl Podman {
         let o = self.out(&["logs", name]);
         o.stdout
             .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .last()
+            .rev()
+            .find_map(|l| l.trim().parse().ok())
             .unwrap_or(0)
     }
 }
