@@ -515,3 +515,75 @@ fn failed_restore_leaves_nothing_behind() {
     assert!(o.error_msg().contains("--manage-cgroups-mode"), "{o:?}");
     assert_ne!(rt.run(&["state", &id]).code, 0);
 }
+
+/// A bridge made by the test, removed on drop.
+struct TestBridge(String);
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+fn bridge_ports(br: &str) -> usize {
+    let o = Command::new("ip")
+        .args(["-o", "link", "show", "master", br])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+#[test]
+fn veth_ve_comes_back_on_its_bridge_with_its_mac() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let br = TestBridge(format!("vztck{}", std::process::id() % 100000));
+    let made = Command::new("sh")
+        .args([
+            "-c",
+            &format!("ip link add {0} type bridge && ip link set {0} up", br.0),
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let b = bundle(
+        &["sh", "-c", COUNTER],
+        json!({
+            "io.vzrun.net.mode": "veth",
+            "io.vzrun.net.bridge": br.0,
+            "io.vzrun.net.ip": "203.0.113.171/27",
+        }),
+    );
+    let id = common::unique_id("veth");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let mac = |rt: &Runtime| {
+        rt.run(&["exec", &id, "cat", "/sys/class/net/eth0/address"])
+            .stdout
+    };
+    let before = mac(&rt);
+    assert_eq!(bridge_ports(&br.0), 1);
+    let dir = images();
+    let o = checkpoint(&rt, &id, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        callers_wait(|| bridge_ports(&br.0) == 0),
+        "host end stays on the bridge"
+    );
+    let o = restore(&rt, &id, &b, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(mac(&rt), before, "the VE's MAC changed");
+    assert_eq!(bridge_ports(&br.0), 1);
+    let o = rt.run(&["exec", &id, "ip", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(o.stdout.contains("203.0.113.171/27"), "{o:?}");
+}
+
+fn callers_wait(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

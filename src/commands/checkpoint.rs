@@ -166,6 +166,10 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         },
         &opts,
     )?;
+    checkpoint::Meta {
+        mac: loaded.record.ve.net.as_ref().and_then(|n| n.mac.clone()),
+    }
+    .save(&opts.image)?;
     let mut state = oci_state(&loaded.container, &loaded.record, false);
     if !opts.leave_running {
         // CRIU has killed the processes; what is left is the container's shell.

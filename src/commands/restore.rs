@@ -111,6 +111,11 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         bail!("cannot allocate tty if runc will detach without setting console socket");
     }
     let exe = std::env::current_exe().context("own executable")?;
+    if let Some(net) = loaded.ve_config.net.as_mut() {
+        if net.mac.is_none() {
+            net.mac = checkpoint::Meta::load(&opts.image).mac_bytes();
+        }
+    }
     let mut claimed = super::create::claim(&root, &id, &loaded)?;
     let result = (|| -> Result<i32> {
         super::create::derive_spec(&root, global, &id, &mut loaded, &mut claimed)?;

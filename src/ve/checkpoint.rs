@@ -435,6 +435,45 @@ fn thaw(f: &Frozen) {
 }
 
 const DESCRIPTORS: &str = "descriptors.json";
+const META: &str = "vzrun.json";
+
+/// What vzrun keeps beside CRIU's image: the VE's MAC, so that a veth VE comes back with
+/// the address its neighbours have cached (a new link would get a new one).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl Meta {
+    pub fn save(&self, image: &Path) -> Result<(), CkptError> {
+        let path = image.join(META);
+        let text = serde_json::to_vec(self).map_err(|e| CkptError::Other(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|source| CkptError::Io {
+            what: "write",
+            path,
+            source,
+        })
+    }
+
+    /// Missing or unreadable (an image from another runtime): nothing to carry over.
+    pub fn load(image: &Path) -> Meta {
+        std::fs::read(image.join(META))
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn mac_bytes(&self) -> Option<[u8; 6]> {
+        let parts: Vec<u8> = self
+            .mac
+            .as_deref()?
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        parts.try_into().ok()
+    }
+}
 
 /// What the init's fds 0-2 were (runc's descriptors.json), so a restore can hand CRIU
 /// new ends for its stdio pipes.
@@ -684,6 +723,21 @@ fn send_console(sock: &Path, fd: OwnedFd) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_keeps_the_mac() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Meta::load(dir.path()).mac_bytes().is_none());
+        Meta {
+            mac: Some("02:18:4d:97:f9:52".into()),
+        }
+        .save(dir.path())
+        .unwrap();
+        assert_eq!(
+            Meta::load(dir.path()).mac_bytes(),
+            Some([2, 0x18, 0x4d, 0x97, 0xf9, 0x52])
+        );
+    }
 
     #[test]
     fn cgroup_modes_follow_runc_words() {
