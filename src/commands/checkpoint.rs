@@ -162,7 +162,6 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             rootfs: &loaded.record.rootfs,
             spec: &spec,
             cgroup_path: &cgroup_path,
-            external_netns: checkpoint::netns_is_external(&spec, loaded.record.ve.net.is_some()),
         },
         &opts,
     )?;

@@ -147,12 +147,13 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             },
         )?;
 
-        let netns = match checkpoint::spec_netns_path(spec) {
-            Some(p) => Some(
-                std::fs::File::open(&p)
-                    .with_context(|| format!("open network namespace {}", p.display()))?,
-            ),
-            None => {
+        let netns = match checkpoint::netns_source(spec) {
+            checkpoint::NetnsSource::Path(p) => std::fs::File::open(&p)
+                .with_context(|| format!("open network namespace {}", p.display()))?,
+            checkpoint::NetnsSource::Host => {
+                std::fs::File::open("/proc/self/ns/net").context("open host network namespace")?
+            }
+            checkpoint::NetnsSource::New => {
                 let made =
                     crate::ve::restore_netns(&ctx, &loaded.ve_config, &mut claimed.record.ve);
                 claimed.record.save(&ve_dir)?;
@@ -181,7 +182,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                 rootfs: &loaded.rootfs,
                 spec,
                 scratch: &ve_dir,
-                netns: netns.as_ref(),
+                netns: Some(&netns),
                 console_socket: args.console_socket.as_deref(),
             },
             &opts,

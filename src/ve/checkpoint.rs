@@ -7,10 +7,10 @@
 //! destination, and a network namespace that outlives the processes' network setup is
 //! external: not dumped, and on restore handed to CRIU as an inherited descriptor.
 //!
-//! A VE with vzrun networking keeps its network namespace external too: the restore makes
-//! a fresh namespace, configures it exactly as create does (links, addresses, routes,
-//! host-side venet routes or bridge port), and CRIU puts the processes and their sockets
-//! back into it. CRIU would otherwise try to dump the veth whose peer is on the host.
+//! A VE's own network namespace is external too (see [`NetnsSource`]): the restore makes
+//! a fresh namespace, configures it exactly as create does (loopback, links, addresses,
+//! routes, host-side venet routes or bridge port), and CRIU puts the processes and their
+//! sockets back into it.
 
 use std::fs::{DirBuilder, File};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -104,8 +104,6 @@ pub struct DumpTarget<'a> {
     pub spec: &'a Spec,
     /// The VE's cgroup path (as handed to libcontainer).
     pub cgroup_path: &'a Path,
-    /// True when the network namespace must stay out of the image (see the module doc).
-    pub external_netns: bool,
 }
 
 /// Where and how a VE comes back.
@@ -120,20 +118,37 @@ pub struct RestoreTarget<'a> {
     pub console_socket: Option<&'a Path>,
 }
 
-/// Whether a VE's network namespace is kept out of the image: the caller made it (its
-/// path is in the spec), or vzrun configures it.
-pub fn netns_is_external(spec: &Spec, vzrun_net: bool) -> bool {
-    vzrun_net || spec_netns_path(spec).is_some()
+/// Where a restored VE's network namespace comes from. It is always kept out of the
+/// image, as runc does for a namespace it made: CRIU would otherwise replay its links,
+/// addresses, routes and firewall by running ip and iptables (tens of ms), and it cannot
+/// dump a veth whose peer is on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsSource {
+    /// The caller's namespace, named by path in the spec (podman).
+    Path(PathBuf),
+    /// The host's: the spec has no network namespace.
+    Host,
+    /// A new one, configured like at create (loopback up, vzrun networking if any).
+    New,
 }
 
-pub fn spec_netns_path(spec: &Spec) -> Option<PathBuf> {
-    spec.linux()
-        .as_ref()?
-        .namespaces()
-        .as_ref()?
-        .iter()
-        .find(|n| n.typ() == LinuxNamespaceType::Network)
-        .and_then(|n| n.path().clone())
+pub fn netns_source(spec: &Spec) -> NetnsSource {
+    let ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|n| {
+            n.iter()
+                .find(|n| n.typ() == LinuxNamespaceType::Network)
+                .cloned()
+        });
+    match ns {
+        None => NetnsSource::Host,
+        Some(n) => match n.path() {
+            Some(p) => NetnsSource::Path(p.clone()),
+            None => NetnsSource::New,
+        },
+    }
 }
 
 fn cg_mode(text: Option<&str>) -> Result<Option<rpc::Criu_cg_mode>, CkptError> {
@@ -345,7 +360,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         keep.push(fd);
     }
     opts.ext_mnt = ext_mnt(external_mounts(t.spec, None, false));
-    if t.external_netns {
+    {
         let ino = std::fs::metadata(format!("/proc/{}/ns/net", t.pid))
             .map_err(|source| CkptError::Io {
                 what: "stat",

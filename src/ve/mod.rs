@@ -160,30 +160,34 @@ pub fn checkpoint_available() -> bool {
     criu::available()
 }
 
-/// For a restore: the VE's network namespace made and configured before CRIU puts the
-/// processes back into it (create configures it once the init exists instead). None when
-/// the VE has no vzrun networking.
+/// For a restore: a new network namespace for the VE, configured before CRIU puts the
+/// processes back into it (create configures it once the init exists instead): loopback
+/// up, and the VE's networking when it has any.
 pub fn restore_netns(
     ctx: &Ctx,
     config: &VeConfig,
     record: &mut VeRecord,
-) -> Result<Option<std::fs::File>, VeError> {
-    let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) else {
-        return Ok(None);
-    };
-    let ns = std::thread::spawn(|| -> std::io::Result<std::fs::File> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-        std::fs::File::open("/proc/thread-self/ns/net")
+) -> Result<std::fs::File, VeError> {
+    let ns = std::thread::spawn(|| -> Result<std::fs::File, String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let mut nl = netlink::Netlink::new().map_err(|e| e.to_string())?;
+        if let Some(lo) = nl.link_index("lo").map_err(|e| e.to_string())? {
+            nl.set_link(lo, true, None, None, None, None)
+                .map_err(|e| e.to_string())?;
+        }
+        std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())
     })
     .join()
     .map_err(|_| VeError::Net("new network namespace: worker panicked".into()))?
     .map_err(|e| VeError::Net(format!("new network namespace: {e}")))?;
-    let path = PathBuf::from(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&ns)
-    ));
-    net::setup_at(netc, ctx.root, ctx.id, &path, nrec)?;
-    Ok(Some(ns))
+    if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
+        let path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&ns)
+        ));
+        net::setup_at(netc, ctx.root, ctx.id, &path, nrec)?;
+    }
+    Ok(ns)
 }
 
 /// Annotations from `(key without prefix, value)` pairs, for the concerns' unit tests.
