@@ -597,3 +597,26 @@ fn callers_wait(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+#[test]
+fn failed_checkpoint_leaves_the_ve_running_as_before() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let b = bundle(&["sh", "-c", COUNTER], json!({"io.vzrun.ram": "64M"}));
+    let id = common::unique_id("fail");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let pid = rt.state(&id)["pid"].clone();
+    let dir = images();
+    // Nothing listens there: CRIU fails once it has frozen the VE and starts sending pages.
+    let o = checkpoint(&rt, &id, dir.path(), &["--page-server", "127.0.0.1:1"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.error_msg().contains("checkpoint failed"), "{o:?}");
+    assert_eq!(rt.status(&id), "running");
+    assert_eq!(rt.state(&id)["pid"], pid);
+    let c1 = count(&rt, &id);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(count(&rt, &id) > c1, "the VE is left frozen");
+    let freezer = cgroup_file(pid.as_i64().unwrap(), "freezer", "freezer.state");
+    assert!(freezer.is_empty() || freezer == "THAWED", "{freezer}");
+}
