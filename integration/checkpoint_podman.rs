@@ -192,8 +192,8 @@ fn assert_counts_up(pm: &Podman, rt: &str, name: &str) {
     }
 }
 
-fn flow(pm: &Podman, rt: &str, bin: &str) {
-    let name = common::unique_id("podck");
+fn flow(pm: &Podman, rt: &str, bin: &str, tty: bool) {
+    let name = common::unique_id(if tty { "podckt" } else { "podck" });
     let name2 = format!("{name}-imported");
     let _guard = Names(pm, vec![name.clone(), name2.clone()]);
     ok(
@@ -208,6 +208,7 @@ fn flow(pm: &Podman, rt: &str, bin: &str) {
             bin,
             "--name",
             &name,
+            if tty { "-t" } else { "--tty=false" },
             IMAGE,
             "sh",
             "-c",
@@ -270,7 +271,7 @@ fn flow(pm: &Podman, rt: &str, bin: &str) {
 fn podman_checkpoint_restore_export_import() {
     let Some(pm) = suite() else { return };
     for (rt, bin) in callers::runtimes() {
-        flow(pm, rt, &bin);
+        flow(pm, rt, &bin, false);
     }
     // vzrun's default root holds nothing of the suite's containers afterwards.
     let left: Vec<_> = std::fs::read_dir("/run/vzrun")
@@ -282,4 +283,14 @@ fn podman_checkpoint_restore_export_import() {
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The same with a terminal (`podman run -t`): CRIU hands the restored terminal's master
+/// to conmon through the console socket.
+#[test]
+fn podman_checkpoint_restore_with_a_terminal() {
+    let Some(pm) = suite() else { return };
+    for (rt, bin) in callers::runtimes() {
+        flow(pm, rt, &bin, true);
+    }
 }
