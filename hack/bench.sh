@@ -12,6 +12,8 @@
 #                          `run --rm` through podman/conmon and containerd's shim; skipped when not installed)
 #   BENCH_OUT=DIR          also write DIR/bench-results.md and the hyperfine JSON files (default: print only)
 #   BENCH_HYPERFINE_ARGS   extra arguments for every hyperfine call (word-split), e.g. "--style basic"
+#   BENCH_NET=0 / BENCH_RES=0   skip the network (hack/bench-net.sh) / resources (hack/bench-resources.sh) parts
+#   BENCH_SYS=0            skip the system VE part (hack/bench-system.sh)
 #
 # Host quirk handled here: crun 1.8 refuses every container on a cgroup v1 "hybrid" host ("cgroups in hybrid
 # mode not supported") when /sys/fs/cgroup/unified holds a controller. So the script re-executes itself once in
@@ -669,6 +671,20 @@ fi
 if [ "${BENCH_NET:-1}" = 1 ]; then
   echo
   VZRUN="$(rt_bin vzrun)" "$repo/hack/bench-net.sh"
+fi
+
+# VE resources: overhead of a VE with limits, ve list/stat over many VEs, run with a private disk area.
+# BENCH_RES=0 skips it.
+if [ "${BENCH_RES:-1}" = 1 ]; then
+  echo
+  VZRUN="$(rt_bin vzrun)" RUNC="$(rt_bin runc)" "$repo/hack/bench-resources.sh"
+fi
+
+# System VEs: ve start until the VE's own service answers (busybox, and Debian when its template is cached),
+# idle memory of a Debian VE, clean stop. BENCH_SYS=0 skips it.
+if [ "${BENCH_SYS:-1}" = 1 ]; then
+  echo
+  VZRUN="$(rt_bin vzrun)" "$repo/hack/bench-system.sh"
 fi
 
 # Checkpoint and restore of a VE with 256 MiB touched, against runc with the same CRIU.

@@ -14,6 +14,7 @@ packages=(
   runc crun busybox-static hyperfine jq time strace
   iproute2 iptables nftables tcpdump iperf3 e2fsprogs util-linux kmod
   podman containerd conmon uidmap slirp4netns fuse-overlayfs
+  debootstrap dpkg-dev
 )
 missing=()
 for p in "${packages[@]}"; do

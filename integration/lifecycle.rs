@@ -490,3 +490,49 @@ fn kill_all_reaches_orphans_after_the_init_exits() {
     assert!(gone, "kill --all left the orphan running");
     assert_eq!(rt.run(&["delete", &id]).code, 0);
 }
+
+/// `exec -t` on a container whose init has no terminal: runc allocates one and relays it
+/// (its own stdin must be a terminal, so both run under script(1)); vzrun must too.
+#[test]
+fn exec_t_gets_a_terminal_like_runc() {
+    require_root!();
+    if !common::have("script") {
+        eprintln!("SKIP: script(1) is not installed");
+        return;
+    }
+    let bundle = Bundle::busybox(&["sleep", "60"]);
+    let mut seen = Vec::new();
+    for rt in [Runtime::runc(), Runtime::vzrun()] {
+        let id = common::unique_id("exect");
+        rt.track(&id);
+        let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+        assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+        let cmd = format!(
+            "{} --root {} exec -t {id} sh -c 'tty; echo term=$TERM'",
+            rt.bin,
+            rt.root.path().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert!(out.status.success(), "{}: {text}", rt.name);
+        assert!(text.contains("/dev/pts/0"), "{}: {text}", rt.name);
+        // script(1) may put terminal control sequences before a line: take the words.
+        let words: Vec<String> = text
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| w.starts_with("/dev/") || w.starts_with("term="))
+            .map(str::to_string)
+            .collect();
+        seen.push((words, text.clone()));
+        let o = rt.run(&["delete", "-f", &id]);
+        assert_eq!(o.code, 0, "{o:?}");
+    }
+    assert_eq!(
+        seen[0].0, seen[1].0,
+        "runc vs vzrun: {:?} / {:?}",
+        seen[0].1, seen[1].1
+    );
+}

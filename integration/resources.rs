@@ -212,9 +212,9 @@ fn bad_and_conflicting_values_are_named() {
             "linux.resources.memory.limit",
         ),
         (
-            json!({"io.vzrun.diskspace": "1G"}),
+            json!({"io.vzrun.ioprio": "8"}),
             false,
-            "not supported by this version of vzrun yet",
+            "io.vzrun.ioprio: 8 is out of range (0..7)",
         ),
     ] {
         let bundle = Bundle::with(&["true"], |v| {
@@ -295,4 +295,194 @@ fn ve_list_shows_vzlist_fields_with_suffixes() {
     let o = rt.run(&["ve", "list", "-o", "ctid,bogus"]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("unknown field"), "{o:?}");
+}
+
+/// CPU time the VE's cgroup has used, in nanoseconds.
+fn cpu_used_ns(pid: &str) -> u64 {
+    if v2() {
+        let text = read(cgroup(pid, "").join("cpu.stat"));
+        let us: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("usage_usec");
+        us * 1000
+    } else {
+        read(cgroup(pid, "cpuacct").join("cpuacct.usage"))
+            .parse()
+            .expect("cpuacct.usage")
+    }
+}
+
+/// CPUs used by each VE over the same window.
+fn cpu_share(pids: &[&str], secs: f64) -> Vec<f64> {
+    let before: Vec<u64> = pids.iter().map(|p| cpu_used_ns(p)).collect();
+    let t = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    let wall = t.elapsed().as_nanos() as f64;
+    pids.iter()
+        .zip(before)
+        .map(|(p, b)| (cpu_used_ns(p) - b) as f64 / wall)
+        .collect()
+}
+
+const BUSY: &[&str] = &["sh", "-c", "while :; do :; done"];
+
+#[test]
+fn cpulimit_50_holds_a_busy_loop_at_half_a_cpu() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (id, _b) = start(&rt, "cpulim", BUSY, json!({"io.vzrun.cpulimit": "50"}));
+    let pid = rt.state(&id)["pid"].to_string();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let used = cpu_share(&[&pid], 2.0)[0];
+    assert!(
+        (0.35..=0.62).contains(&used),
+        "cpulimit 50 used {used:.2} CPUs"
+    );
+    // Raised live: the same loop now gets more.
+    assert_eq!(rt.run(&["ve", "set", &id, "--cpulimit", "100"]).code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let used = cpu_share(&[&pid], 2.0)[0];
+    assert!(used > 0.7, "cpulimit 100 used {used:.2} CPUs");
+}
+
+#[test]
+fn cpuunits_split_one_cpu_about_one_to_three() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (a, _ba) = start(
+        &rt,
+        "units1",
+        BUSY,
+        json!({"io.vzrun.cpuunits": "1000", "io.vzrun.cpus": "1"}),
+    );
+    let (b, _bb) = start(
+        &rt,
+        "units3",
+        BUSY,
+        json!({"io.vzrun.cpuunits": "3000", "io.vzrun.cpus": "1"}),
+    );
+    let (pa, pb) = (
+        rt.state(&a)["pid"].to_string(),
+        rt.state(&b)["pid"].to_string(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let used = cpu_share(&[&pa, &pb], 3.0);
+    let ratio = used[1] / used[0].max(0.001);
+    assert!(
+        (2.0..=4.5).contains(&ratio),
+        "cpuunits 3000 vs 1000 on one CPU: {:.2} vs {:.2} CPUs (ratio {ratio:.2})",
+        used[1],
+        used[0]
+    );
+}
+
+/// The throttle rule for the VE's device, in whichever cgroup version this host has.
+fn write_throttle(pid: &str) -> String {
+    if v2() {
+        read(cgroup(pid, "").join("io.max"))
+    } else {
+        read(cgroup(pid, "blkio").join("blkio.throttle.write_bps_device"))
+    }
+}
+
+fn timed_direct_write(rt: &Runtime, id: &str, name: &str) -> f64 {
+    let t = std::time::Instant::now();
+    let of = format!("of=/{name}");
+    let o = rt.run(&[
+        "exec",
+        id,
+        "dd",
+        "if=/dev/zero",
+        &of,
+        "bs=64k",
+        "count=96",
+        "oflag=direct",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    t.elapsed().as_secs_f64()
+}
+
+#[test]
+fn iolimit_holds_a_direct_writer_and_lifts_live() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::with(&["sleep", "600"], |v| {
+        v["root"]["readonly"] = json!(false);
+        v["annotations"] = json!({
+            "io.vzrun.diskspace": "64M", "io.vzrun.iolimit": "2M",
+            "io.vzrun.iopslimit": "500", "io.vzrun.ioprio": "6",
+        });
+    });
+    let id = common::unique_id("iolim");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", bundle.p(), &id]).code, 0);
+    let pid = rt.state(&id)["pid"].to_string();
+    let rule = write_throttle(&pid);
+    assert!(rule.contains("2097152"), "write throttle: {rule:?}");
+    // 6 MiB at 2 MiB/s: about three seconds, well above what the disk needs.
+    let secs = timed_direct_write(&rt, &id, "slow");
+    assert!(secs >= 2.0, "6 MiB under iolimit 2M took {secs:.2}s");
+    // I/O priority 6 of 0..7: best effort, Linux level 1.
+    // SAFETY: ioprio_get with integer arguments.
+    let prio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, pid.parse::<i64>().unwrap()) };
+    assert_eq!(prio, (2 << 13) | 1, "ioprio of the init");
+    let o = rt.run(&["ve", "set", &id, "--iolimit", "unlimited"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!write_throttle(&pid).contains("2097152"));
+    let secs = timed_direct_write(&rt, &id, "fast");
+    assert!(secs < 1.5, "unthrottled 6 MiB took {secs:.2}s");
+}
+
+#[test]
+fn swap_adds_to_ram_and_holds_a_hog_where_the_host_swaps() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (id, _b) = start(
+        &rt,
+        "swap",
+        &["sleep", "600"],
+        json!({"io.vzrun.ram": "32M", "io.vzrun.swap": "32M"}),
+    );
+    let pid = rt.state(&id)["pid"].to_string();
+    if v2() {
+        assert_eq!(
+            read(cgroup(&pid, "").join("memory.swap.max")),
+            (32u64 << 20).to_string()
+        );
+    } else {
+        assert_eq!(
+            read(cgroup(&pid, "memory").join("memory.memsw.limit_in_bytes")),
+            (64u64 << 20).to_string(),
+            "v1 memsw is ram + swap"
+        );
+    }
+    assert_eq!(stat(&rt, &id, "swappages")["limit"], (32u64 << 20) / 4096);
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    if swaps.lines().count() < 2 {
+        eprintln!("SKIP (effect part): this host has no swap (/proc/swaps is empty), so a hog cannot spill past ram");
+        return;
+    }
+    let o = rt.run(&[
+        "exec",
+        &id,
+        "dd",
+        "if=/dev/zero",
+        "of=/tmp/a",
+        "bs=1M",
+        "count=48",
+    ]);
+    assert_eq!(o.code, 0, "48M fits in ram+swap: {o:?}");
+    assert!(stat(&rt, &id, "swappages")["held"].as_u64().unwrap() > 0);
+    let _ = rt.run(&[
+        "exec",
+        &id,
+        "dd",
+        "if=/dev/zero",
+        "of=/tmp/b",
+        "bs=1M",
+        "count=48",
+    ]);
+    assert!(stat(&rt, &id, "physpages")["failcnt"].as_u64().unwrap() > 0);
 }

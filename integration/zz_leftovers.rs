@@ -8,6 +8,11 @@ fn nothing_left_behind_by_the_suite() {
     require_root!();
     let cgroups = common::cgroups_named(common::TEST_PREFIX);
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    let disks = common::disk_leftovers(common::TEST_PREFIX);
+    assert!(
+        disks.is_empty(),
+        "disk images or loop devices left behind: {disks:?}"
+    );
     let mounts = common::mounts_containing("vzt-");
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
     let default_root = std::path::Path::new("/run/vzrun");

@@ -82,6 +82,9 @@ pub enum Command {
     /// Read and change Virtual Environments (vzctl/vzlist style)
     #[command(subcommand)]
     Ve(commands::ve::VeCommand),
+    /// OS templates for system VEs (build, list, remove)
+    #[command(subcommand)]
+    Template(commands::template::TemplateCommand),
 }
 
 /// Go's flag package accepts `-flag` for a long flag and containerd relies on it

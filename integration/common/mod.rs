@@ -295,3 +295,27 @@ pub fn mounts_containing(needle: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Disk images in vzrun's data directory and loop devices whose backing file names
+/// contain `needle`: a VE's private area must go with it.
+pub fn disk_leftovers(needle: &str) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir("/var/lib/vzrun/private")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(needle))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(rd) = std::fs::read_dir("/sys/block") {
+        for e in rd.flatten() {
+            let f = e.path().join("loop/backing_file");
+            if let Ok(b) = std::fs::read_to_string(&f) {
+                if b.contains(needle) {
+                    left.push(format!("{}: {}", e.file_name().to_string_lossy(), b.trim()));
+                }
+            }
+        }
+    }
+    left
+}

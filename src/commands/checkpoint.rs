@@ -156,10 +156,16 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         .spec()
         .map_err(|e| anyhow!("read container config: {e}"))?
         .cgroup_path;
+    // The VE's root as its processes see it: a private area's overlay, else the bundle's.
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| loaded.record.rootfs.clone());
     checkpoint::dump(
         &DumpTarget {
             pid,
-            rootfs: &loaded.record.rootfs,
+            rootfs: &rootfs,
             spec: &spec,
             cgroup_path: &cgroup_path,
         },

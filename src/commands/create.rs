@@ -194,7 +194,6 @@ pub fn load_bundle(bundle: &Path, spec: Option<Spec>) -> Result<Loaded> {
         bail!("config.json: process: missing");
     }
     let rootfs = rootfs_of(&spec, &bundle)?;
-    make_cwd(&spec, &rootfs);
     let ve_config = ve::config_from_spec(&spec)?;
     let has_seccomp = spec
         .linux()
@@ -265,6 +264,10 @@ pub fn derive_spec(
     let prepared = ve::prepare(&ctx, &loaded.ve_config, spec, &mut claimed.record.ve);
     claimed.record.save(&claimed.ve_dir)?;
     prepared?;
+    // After prepare: a private area puts an overlay in front of the bundle's rootfs.
+    if let Some(r) = spec.root() {
+        make_cwd(spec, r.path());
+    }
     spec.save(claimed.ve_dir.join("config.json"))
         .map_err(|e| anyhow!("write derived config: {e}"))?;
     Ok(())

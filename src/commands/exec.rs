@@ -155,11 +155,26 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
     let mut lent = loaded.record.lent_sys_admin;
     let mut terminal = args.tty;
     let mut process_copy = None;
-    if let Some(path) = &args.process {
-        let data = std::fs::read(path).map_err(|e| anyhow!("--process {}: {e}", path.display()))?;
-        let de = &mut serde_json::Deserializer::from_slice(&data);
-        let mut process: oci_spec::runtime::Process = serde_path_to_error::deserialize(de)
-            .map_err(|e| anyhow!("--process: {}: {}", e.path(), e.inner()))?;
+    // libcontainer builds a process from the command line without a terminal, so `-t`
+    // on its own is handed over as a process document, as runc builds one.
+    let from_flags = if args.process.is_none() && args.tty {
+        Some(tty_process(&derived, &args, &env, uid, gid))
+    } else {
+        None
+    };
+    let given = match &args.process {
+        Some(path) => {
+            let data =
+                std::fs::read(path).map_err(|e| anyhow!("--process {}: {e}", path.display()))?;
+            let de = &mut serde_json::Deserializer::from_slice(&data);
+            Some(
+                serde_path_to_error::deserialize::<_, oci_spec::runtime::Process>(de)
+                    .map_err(|e| anyhow!("--process: {}: {}", e.path(), e.inner()))?,
+            )
+        }
+        None => from_flags,
+    };
+    if let Some(mut process) = given {
         terminal = terminal || process.terminal().unwrap_or(false);
         lent = lend_sys_admin(has_seccomp, &mut process);
         let copy = TempFile(
@@ -223,6 +238,67 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         let _ = t.join();
     }
     Ok(code)
+}
+
+/// The process libcontainer would make from the flags, with a terminal.
+fn tty_process(
+    derived: &oci_spec::runtime::Spec,
+    args: &Args,
+    env: &HashMap<String, String>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> oci_spec::runtime::Process {
+    let init = derived.process().clone().unwrap_or_default();
+    let mut p = oci_spec::runtime::Process::default();
+    p.set_terminal(Some(true));
+    p.set_args(Some(args.command.clone()));
+    let mut all: Vec<String> = init
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !env.contains_key(e.split('=').next().unwrap_or("")))
+        .collect();
+    all.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    p.set_env(Some(all));
+    p.set_cwd(args.cwd.clone().unwrap_or_else(|| PathBuf::from("/")));
+    let mut user = oci_spec::runtime::User::default();
+    user.set_uid(uid.unwrap_or(0));
+    user.set_gid(gid.unwrap_or(0));
+    if !args.additional_gids.is_empty() {
+        user.set_additional_gids(Some(args.additional_gids.clone()));
+    }
+    p.set_user(user);
+    let mut caps = init.capabilities().clone().unwrap_or_default();
+    let extra: Vec<oci_spec::runtime::Capability> = args
+        .cap
+        .iter()
+        .filter_map(|c| serde_json::from_value(serde_json::json!(c)).ok())
+        .collect();
+    if !extra.is_empty() {
+        let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut set = set.clone().unwrap_or_default();
+            set.extend(extra.iter().copied());
+            Some(set)
+        };
+        let (bnd, eff, perm) = (
+            add(caps.bounding()),
+            add(caps.effective()),
+            add(caps.permitted()),
+        );
+        caps.set_bounding(bnd);
+        caps.set_effective(eff);
+        caps.set_permitted(perm);
+    }
+    p.set_capabilities(Some(caps));
+    p.set_no_new_privileges(if args.no_new_privs {
+        Some(true)
+    } else {
+        init.no_new_privileges()
+    });
+    p.set_apparmor_profile(args.apparmor.clone());
+    p.set_rlimits(None);
+    p
 }
 
 #[cfg(test)]

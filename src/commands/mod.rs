@@ -28,6 +28,7 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod template;
 pub mod update;
 pub mod ve;
 pub mod version;
@@ -64,6 +65,7 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<i32> {
         Command::Checkpoint(a) => checkpoint::run(a, global),
         Command::Restore(a) => restore::run(a, global),
         Command::Ve(c) => ve::run(c, global),
+        Command::Template(c) => template::run(c, global),
     }
 }
 

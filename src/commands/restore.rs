@@ -177,9 +177,14 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
             freezer_state: None,
         };
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| loaded.rootfs.clone());
         let restored = checkpoint::restore(
             &RestoreTarget {
-                rootfs: &loaded.rootfs,
+                rootfs: &rootfs,
                 spec,
                 scratch: &ve_dir,
                 netns: Some(&netns),

@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 
 use super::actions::{self, Actions};
+use super::disk::{self, DiskConfig};
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
+use super::system::{self, SystemConfig};
 use super::{VeError, PREFIX};
 
 /// Keys vzrun understands, without the prefix.
@@ -13,7 +15,8 @@ fn known(name: &str) -> bool {
     net::KEYS.contains(&name)
         || actions::KEYS.contains(&name)
         || resources::KEYS.contains(&name)
-        || resources::PENDING.contains(&name)
+        || disk::KEYS.contains(&name)
+        || system::KEYS.contains(&name)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -21,6 +24,8 @@ pub struct VeConfig {
     pub net: Option<NetConfig>,
     pub resources: Option<ResourceConfig>,
     pub actions: Actions,
+    pub system: Option<SystemConfig>,
+    pub disk: Option<DiskConfig>,
 }
 
 impl VeConfig {
@@ -42,12 +47,18 @@ impl VeConfig {
             net: NetConfig::parse(annotations)?,
             resources: ResourceConfig::parse(annotations)?,
             actions: Actions::parse(annotations)?,
+            system: SystemConfig::parse(annotations)?,
+            disk: DiskConfig::parse(annotations)?,
         })
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.net.is_none() && self.resources.is_none() && self.actions.is_empty()
+        self.net.is_none()
+            && self.resources.is_none()
+            && self.disk.is_none()
+            && self.system.is_none()
+            && self.actions.is_empty()
     }
 }
 

@@ -16,10 +16,13 @@ pub mod actions;
 pub mod annotations;
 pub mod checkpoint;
 pub mod criu;
+pub mod disk;
 pub mod firewall;
 pub mod net;
 pub mod netlink;
 pub mod resources;
+pub mod system;
+pub mod template;
 
 pub use annotations::VeConfig;
 
@@ -49,6 +52,30 @@ pub struct VeRecord {
     /// RLIMIT_NOFILE from io.vzrun.numfile, shown as numfile's barrier by `ve stat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numfile: Option<u64>,
+    /// The private area (image, loop device, mounts), when io.vzrun.diskspace asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<disk::DiskRecord>,
+    /// The block device (major, minor) that I/O limits apply to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_dev: Option<(u64, u64)>,
+}
+
+/// FNV-1a over the parts: short stable names for host objects made per VE.
+pub fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// vzrun's data directory: VE disk images (and OS templates) live here, on disk rather
+/// than under the state root, which is often a tmpfs.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("VZRUN_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/vzrun"))
 }
 
 /// Where a VE lives on the host.
@@ -82,8 +109,25 @@ pub fn prepare(
     record: &mut VeRecord,
 ) -> Result<(), VeError> {
     record.hostname = spec.hostname().clone();
+    if let Some(d) = &config.disk {
+        let Some(mut root) = spec.root().clone() else {
+            return Err(VeError::Io("private area: the spec has no root".into()));
+        };
+        let rec = record.disk.insert(disk::DiskRecord::default());
+        let h = fnv(&[ctx.root.as_os_str().as_encoded_bytes()]);
+        let image =
+            data_dir()
+                .join("private")
+                .join(format!("{}-{:08x}.img", ctx.id, h & 0xffff_ffff));
+        let rootfs = disk::prepare(d, ctx.dir, &image, root.path(), rec)?;
+        root.set_path(rootfs);
+        spec.set_root(Some(root));
+    }
     if let Some(r) = &config.resources {
-        r.apply_to_spec(spec)?;
+        if r.needs_io_device() {
+            record.io_dev = Some(io_device(spec, record)?);
+        }
+        r.apply_to_spec(spec, record.io_dev)?;
         record.numfile = r.numfile;
     }
     let Some(netc) = &config.net else {
@@ -144,6 +188,14 @@ pub fn configure(
     if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
         net::setup(netc, ctx.root, ctx.id, pid, nrec)?;
     }
+    if let Some(p) = config.resources.as_ref().and_then(|r| r.ioprio) {
+        resources::set_process_ioprio(pid, p).map_err(|e| {
+            VeError::Io(format!("{PREFIX}ioprio: set the init's I/O priority: {e}"))
+        })?;
+    }
+    if let Some(sys) = &config.system {
+        system::configure(pid, sys)?;
+    }
     Ok(())
 }
 
@@ -152,6 +204,47 @@ pub fn teardown(record: &VeRecord) {
     if let Some(n) = &record.net {
         net::teardown(n);
     }
+    if let Some(d) = &record.disk {
+        disk::teardown(d);
+    }
+}
+
+/// The whole-disk device under the VE's files: its private area's loop device, else the
+/// disk holding the bundle's rootfs. I/O limits are per device in both cgroup versions.
+pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> {
+    use nix::sys::stat::{major, minor, stat};
+    if let Some(dev) = record.disk.as_ref().and_then(|d| d.loop_dev.as_ref()) {
+        let st = stat(dev.as_path()).map_err(|e| VeError::Io(format!("{}: {e}", dev.display())))?;
+        return Ok((major(st.st_rdev), minor(st.st_rdev)));
+    }
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let st = stat(root.as_path()).map_err(|e| VeError::Io(format!("{}: {e}", root.display())))?;
+    let (ma, mi) = (major(st.st_dev), minor(st.st_dev));
+    // A partition's limits belong on its disk: /sys/dev/block/M:m/partition marks one.
+    let sys = PathBuf::from(format!("/sys/dev/block/{ma}:{mi}"));
+    if !sys.exists() {
+        return Err(VeError::Annotation {
+            key: format!("{PREFIX}iolimit"),
+            problem: format!(
+                "the rootfs {} is not on a block device (device {ma}:{mi}); give the VE a private area with io.vzrun.diskspace",
+                root.display()
+            ),
+        });
+    }
+    if sys.join("partition").exists() {
+        if let Ok(parent) = std::fs::read_to_string(sys.join("../dev")) {
+            if let Some((a, b)) = parent.trim().split_once(':') {
+                if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                    return Ok((a, b));
+                }
+            }
+        }
+    }
+    Ok((ma, mi))
 }
 
 /// Whether checkpoint/restore can work on this host (CRIU present and `criu check`

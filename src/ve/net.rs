@@ -390,19 +390,12 @@ impl NetConfig {
 /// the pair of a VE just deleted may live on for a moment while the kernel tears its
 /// namespace down, and a VE created again under the same ID must not wait for it.
 pub fn host_ifname(root: &Path, id: &str, salt: u64) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let salt = salt.to_le_bytes();
-    for b in root
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .chain([0u8].iter())
-        .chain(id.as_bytes())
-        .chain(salt.iter())
-    {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    let h = super::fnv(&[
+        root.as_os_str().as_encoded_bytes(),
+        &[0u8],
+        id.as_bytes(),
+        &salt.to_le_bytes(),
+    ]);
     format!("vz{:010x}", h & 0xff_ffff_ffff)
 }
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use oci_spec::runtime::{
-    LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, Spec,
+    LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, LinuxThrottleDevice,
+    LinuxThrottleDeviceBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Spec,
 };
 use serde::Serialize;
 
@@ -23,11 +23,10 @@ pub const KEYS: &[&str] = &[
     "memguarantee",
     "numproc",
     "numfile",
+    "ioprio",
+    "iolimit",
+    "iopslimit",
 ];
-
-/// Keys the resources issue names that are not implemented yet: refused by name rather
-/// than ignored.
-pub const PENDING: &[&str] = &["diskspace", "diskinodes", "ioprio", "iolimit", "iopslimit"];
 
 const PERIOD: u64 = 100_000;
 
@@ -42,6 +41,10 @@ pub struct ResourceConfig {
     pub memguarantee: Option<u64>,
     pub numproc: Option<Option<u64>>,
     pub numfile: Option<u64>,
+    pub ioprio: Option<u8>,
+    /// Bytes per second, read and write each; `Some(None)` lifts the limit.
+    pub iolimit: Option<Option<u64>>,
+    pub iopslimit: Option<Option<u64>>,
 }
 
 fn bad(key: &str, problem: impl Into<String>) -> VeError {
@@ -82,6 +85,15 @@ impl ResourceConfig {
             "memguarantee" => self.memguarantee = Some(number(name, value, 0, 100)?),
             "numproc" => self.numproc = Some(parse_size(value).map_err(|e| e.to_string())?),
             "numfile" => self.numfile = Some(number(name, value, 16, 1 << 20)?),
+            "ioprio" => self.ioprio = Some(number(name, value, 0, 7)? as u8),
+            "iolimit" => self.iolimit = Some(parse_size(value).map_err(|e| e.to_string())?),
+            "iopslimit" => {
+                self.iopslimit = Some(if value.trim() == "unlimited" {
+                    None
+                } else {
+                    Some(number(name, value, 1, u32::MAX as u64)?)
+                })
+            }
             other => return Err(format!("unknown resource {other:?}")),
         }
         Ok(())
@@ -90,11 +102,6 @@ impl ResourceConfig {
     pub fn parse(a: &HashMap<String, String>) -> Result<Option<ResourceConfig>, VeError> {
         let mut c = ResourceConfig::default();
         let mut any = false;
-        for key in PENDING {
-            if a.contains_key(&format!("{PREFIX}{key}")) {
-                return Err(bad(key, "not supported by this version of vzrun yet"));
-            }
-        }
         for key in KEYS {
             if let Some(v) = a.get(&format!("{PREFIX}{key}")) {
                 c.set(key, v).map_err(|e| bad(key, e))?;
@@ -112,7 +119,14 @@ impl ResourceConfig {
 
     /// The OCI resources these settings mean. cpuunits scale like vzctl's (1000 units =
     /// the default weight, 1024 shares); libcgroups turns shares into cpu.weight on v2.
-    pub fn to_oci(&self) -> LinuxResources {
+    /// Whether these settings need the VE's block device to be found first.
+    pub fn needs_io_device(&self) -> bool {
+        self.iolimit.is_some() || self.iopslimit.is_some()
+    }
+
+    /// The OCI resources these settings mean; `dev` is the block device I/O limits apply
+    /// to (see `needs_io_device`).
+    pub fn to_oci(&self, dev: Option<(u64, u64)>) -> LinuxResources {
         let mut r = LinuxResources::default();
         if self.cpuunits.is_some() || self.cpulimit.is_some() || self.cpus.is_some() {
             let mut cpu = LinuxCpu::default();
@@ -157,13 +171,45 @@ impl ResourceConfig {
             p.set_limit(n.map(|v| v as i64).unwrap_or(-1));
             r.set_pids(Some(p));
         }
+        if self.ioprio.is_some() || self.needs_io_device() {
+            r.set_block_io(Some(self.block_io(dev)));
+        }
         r
+    }
+
+    fn block_io(&self, dev: Option<(u64, u64)>) -> LinuxBlockIo {
+        let mut b = LinuxBlockIo::default();
+        if let Some(p) = self.ioprio {
+            if weight_supported() {
+                b.set_weight(Some(ioprio_weight(p)));
+            }
+        }
+        let throttle = |rate: Option<u64>| -> Option<Vec<LinuxThrottleDevice>> {
+            let (major, minor) = dev?;
+            // The kernel's own "no limit" in both versions; 0 would mean something else in v2.
+            LinuxThrottleDeviceBuilder::default()
+                .major(major as i64)
+                .minor(minor as i64)
+                .rate(rate.unwrap_or(u64::MAX))
+                .build()
+                .ok()
+                .map(|t| vec![t])
+        };
+        if let Some(l) = self.iolimit {
+            b.set_throttle_read_bps_device(throttle(l));
+            b.set_throttle_write_bps_device(throttle(l));
+        }
+        if let Some(l) = self.iopslimit {
+            b.set_throttle_read_iops_device(throttle(l));
+            b.set_throttle_write_iops_device(throttle(l));
+        }
+        b
     }
 
     /// Folds the settings into the spec, failing when `linux.resources` already says
     /// something else for the same thing.
-    pub fn apply_to_spec(&self, spec: &mut Spec) -> Result<(), VeError> {
-        let want = self.to_oci();
+    pub fn apply_to_spec(&self, spec: &mut Spec, dev: Option<(u64, u64)>) -> Result<(), VeError> {
+        let want = self.to_oci(dev);
         let mut linux = spec.linux().clone().unwrap_or_default();
         let mut have = linux.resources().clone().unwrap_or_default();
         let clash = |key: &str, ours: String, field: &str, theirs: String| {
@@ -252,6 +298,65 @@ impl ResourceConfig {
             }
             have.set_pids(Some(*w));
         }
+        if let Some(w) = want.block_io() {
+            let mut b = have.block_io().clone().unwrap_or_default();
+            if let (Some(a), Some(h)) = (w.weight(), b.weight()) {
+                if a != h {
+                    return Err(clash(
+                        "ioprio",
+                        format!("weight {a}"),
+                        "blockIO.weight",
+                        h.to_string(),
+                    ));
+                }
+            }
+            if w.weight().is_some() {
+                b.set_weight(w.weight());
+            }
+            let lists = [
+                (
+                    w.throttle_read_bps_device(),
+                    b.throttle_read_bps_device().is_some(),
+                    "iolimit",
+                    "throttleReadBpsDevice",
+                ),
+                (
+                    w.throttle_write_bps_device(),
+                    b.throttle_write_bps_device().is_some(),
+                    "iolimit",
+                    "throttleWriteBpsDevice",
+                ),
+                (
+                    w.throttle_read_iops_device(),
+                    b.throttle_read_iops_device().is_some(),
+                    "iopslimit",
+                    "throttleReadIOPSDevice",
+                ),
+                (
+                    w.throttle_write_iops_device(),
+                    b.throttle_write_iops_device().is_some(),
+                    "iopslimit",
+                    "throttleWriteIOPSDevice",
+                ),
+            ];
+            for (ours, theirs, key, field) in lists {
+                if ours.is_some() && theirs {
+                    return Err(bad(
+                        key,
+                        format!("linux.resources.blockIO.{field} is set too; give one of them"),
+                    ));
+                }
+            }
+            if w.throttle_read_bps_device().is_some() {
+                b.set_throttle_read_bps_device(w.throttle_read_bps_device().clone());
+                b.set_throttle_write_bps_device(w.throttle_write_bps_device().clone());
+            }
+            if w.throttle_read_iops_device().is_some() {
+                b.set_throttle_read_iops_device(w.throttle_read_iops_device().clone());
+                b.set_throttle_write_iops_device(w.throttle_write_iops_device().clone());
+            }
+            have.set_block_io(Some(b));
+        }
         linux.set_resources(Some(have));
         spec.set_linux(Some(linux));
         if let Some(n) = self.numfile {
@@ -272,6 +377,66 @@ impl ResourceConfig {
         }
         Ok(())
     }
+}
+
+/// vzctl's I/O priority 0..7 (4 is the default) as a cgroup weight in OCI's 10..1000
+/// range: 0 gets 100 and 7 gets 1000, 4 lands near the default 500.
+pub fn ioprio_weight(p: u8) -> u16 {
+    100 + (p as u16) * 900 / 7
+}
+
+/// Whether this host's block I/O controller has a proportional weight file. It has one
+/// only with a scheduler that does weights (bfq); mq-deadline disks have none, and then
+/// ioprio acts through the processes' I/O priority alone.
+pub fn weight_supported() -> bool {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        // v2 shows io.weight / io.bfq.weight only below the root.
+        return std::fs::read_dir(root)
+            .map(|d| {
+                d.flatten().any(|e| {
+                    e.path().join("io.weight").exists() || e.path().join("io.bfq.weight").exists()
+                })
+            })
+            .unwrap_or(false);
+    }
+    let b = root.join("blkio");
+    b.join("blkio.weight").exists() || b.join("blkio.bfq.weight").exists()
+}
+
+/// Gives a process the best-effort I/O priority matching vzctl's ioprio (higher ioprio,
+/// more I/O: Linux levels run the other way). Children inherit it.
+pub fn set_process_ioprio(pid: i32, ioprio: u8) -> std::io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
+    let value = (IOPRIO_CLASS_BE << 13) | (7 - ioprio.min(7)) as libc::c_long;
+    // SAFETY: plain syscall with integer arguments.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            pid as libc::c_long,
+            value,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets RLIMIT_NOFILE of a running process, soft and hard.
+pub fn set_process_numfile(pid: i32, n: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: lim is a valid rlimit; the old value is not asked for.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One beancounter row.
@@ -331,7 +496,8 @@ fn cgroup_dir(pid: i32, controller: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Beancounters from the kernel's own counters; what the kernel does not count is 0.
-pub fn beancounters(pid: i32, numfile: Option<u64>) -> Vec<Counter> {
+pub fn beancounters(pid: i32, ve: &super::VeRecord) -> Vec<Counter> {
+    let numfile = ve.numfile;
     let row = |name: &str, held, maxheld, barrier, limit, failcnt| Counter {
         resource: name.to_string(),
         held,
@@ -426,8 +592,31 @@ pub fn beancounters(pid: i32, numfile: Option<u64>) -> Vec<Counter> {
     }
     let nf = numfile.unwrap_or(UNLIMITED);
     rows.push(row("numfile", 0, 0, nf, nf, 0));
-    rows.push(row("diskspace", 0, 0, UNLIMITED, UNLIMITED, 0));
-    rows.push(row("diskinodes", 0, 0, UNLIMITED, UNLIMITED, 0));
+    // Disk rows in 1K blocks as vzquota shows them. The kernel keeps no count of refused
+    // writes (ENOSPC) without quota support, so failcnt stays 0 rather than a guess.
+    match ve
+        .disk
+        .as_ref()
+        .and_then(|d| Some((d, super::disk::usage(d)?)))
+    {
+        Some((d, (used, total, iused, itotal))) => {
+            let soft = d.space.0.min(total);
+            rows.push(row(
+                "diskspace",
+                used / 1024,
+                0,
+                soft / 1024,
+                total / 1024,
+                0,
+            ));
+            let isoft = d.inodes.map(|i| i.0.min(itotal)).unwrap_or(itotal);
+            rows.push(row("diskinodes", iused, 0, isoft, itotal, 0));
+        }
+        None => {
+            rows.push(row("diskspace", 0, 0, UNLIMITED, UNLIMITED, 0));
+            rows.push(row("diskinodes", 0, 0, UNLIMITED, UNLIMITED, 0));
+        }
+    }
     rows
 }
 
@@ -449,7 +638,7 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        let r = c.to_oci();
+        let r = c.to_oci(None);
         let cpu = r.cpu().as_ref().unwrap();
         assert_eq!(cpu.shares(), Some(2048));
         assert_eq!((cpu.quota(), cpu.period()), (Some(50_000), Some(100_000)));
@@ -465,7 +654,7 @@ mod tests {
         let c = ResourceConfig::parse(&ann(&[("cpus", "1")]))
             .unwrap()
             .unwrap();
-        let r = c.to_oci();
+        let r = c.to_oci(None);
         assert_eq!(r.cpu().as_ref().unwrap().cpus().as_deref(), Some("0"));
         assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(100_000));
     }
@@ -475,7 +664,7 @@ mod tests {
         let c = ResourceConfig::parse(&ann(&[("ram", "unlimited"), ("numproc", "unlimited")]))
             .unwrap()
             .unwrap();
-        let r = c.to_oci();
+        let r = c.to_oci(None);
         assert_eq!(r.memory().unwrap().limit(), Some(-1));
         assert_eq!(r.pids().unwrap().limit(), -1);
     }
@@ -495,11 +684,8 @@ mod tests {
                 "io.vzrun.cpulimit: 100000 is out of range",
             ),
             ("memguarantee", "150", "io.vzrun.memguarantee"),
-            (
-                "diskspace",
-                "1G",
-                "not supported by this version of vzrun yet",
-            ),
+            ("ioprio", "9", "io.vzrun.ioprio: 9 is out of range (0..7)"),
+            ("iopslimit", "0", "io.vzrun.iopslimit: 0 is out of range"),
         ] {
             let err =
                 ResourceConfig::parse(&ann(&[(k, v), ("ram", if k == "ram" { v } else { "64M" })]))
@@ -526,7 +712,7 @@ mod tests {
         let c = ResourceConfig::parse(&ann(&[("ram", "64M")]))
             .unwrap()
             .unwrap();
-        let err = c.apply_to_spec(&mut spec).unwrap_err().to_string();
+        let err = c.apply_to_spec(&mut spec, None).unwrap_err().to_string();
         assert!(
             err.contains("io.vzrun.ram") && err.contains("linux.resources.memory.limit"),
             "{err}"
@@ -534,7 +720,7 @@ mod tests {
         let same = ResourceConfig::parse(&ann(&[("ram", "128M")]))
             .unwrap()
             .unwrap();
-        assert!(same.apply_to_spec(&mut spec).is_ok());
+        assert!(same.apply_to_spec(&mut spec, None).is_ok());
     }
 
     #[test]
@@ -543,7 +729,7 @@ mod tests {
         let c = ResourceConfig::parse(&ann(&[("numfile", "512")]))
             .unwrap()
             .unwrap();
-        c.apply_to_spec(&mut spec).unwrap();
+        c.apply_to_spec(&mut spec, None).unwrap();
         let rl = spec.process().as_ref().unwrap().rlimits().clone().unwrap();
         assert!(rl
             .iter()

@@ -94,7 +94,7 @@ pub fn run(root: &Root, args: ListArgs) -> Result<i32> {
         let status = crate::state::status_word(c.status());
         let counters = match (c.status(), c.pid()) {
             (ContainerStatus::Stopped, _) | (_, None) => Vec::new(),
-            (_, Some(pid)) => resources::beancounters(pid.as_raw(), rec.ve.numfile),
+            (_, Some(pid)) => resources::beancounters(pid.as_raw(), &rec.ve),
         };
         let mut row = serde_json::Map::new();
         for f in &fields {

@@ -5,8 +5,9 @@ use libcontainer::container::ContainerStatus;
 use serde_json::{json, Value};
 
 use crate::container::Root;
+use crate::ve::disk;
 use crate::ve::net::{self, Mode, RouteSpec};
-use crate::ve::resources::ResourceConfig;
+use crate::ve::resources::{self, ResourceConfig};
 use crate::ve::PREFIX;
 use std::net::IpAddr;
 use std::path::Path;
@@ -58,6 +59,24 @@ pub struct SetArgs {
     /// Maximum number of processes and threads
     #[arg(long)]
     pub numproc: Option<String>,
+    /// Maximum open files per process (lowering works live; raising needs CAP_SYS_RESOURCE)
+    #[arg(long)]
+    pub numfile: Option<String>,
+    /// Disk space of the private area, soft:hard or one size (a running VE can only grow)
+    #[arg(long)]
+    pub diskspace: Option<String>,
+    /// Inodes of the private area, soft:hard or one number (fixed when the image is made)
+    #[arg(long)]
+    pub diskinodes: Option<String>,
+    /// I/O priority 0..7 (higher gets more)
+    #[arg(long)]
+    pub ioprio: Option<String>,
+    /// I/O bandwidth limit in bytes/s, read and write each (K/M/G or unlimited)
+    #[arg(long)]
+    pub iolimit: Option<String>,
+    /// I/O operations per second limit, read and write each (or unlimited)
+    #[arg(long)]
+    pub iopslimit: Option<String>,
     /// Also write the new values into the bundle's config.json annotations
     #[arg(long)]
     pub save: bool,
@@ -147,17 +166,7 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
         })?;
     }
     if let Some(h) = &args.hostname {
-        if h.is_empty()
-            || h.len() > 64
-            || !h
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return Err(flag_err(
-                "--hostname",
-                format!("{h:?} is not a valid hostname"),
-            ));
-        }
+        check_hostname(h)?;
     }
     let mut res = ResourceConfig::default();
     let mut res_given = false;
@@ -182,6 +191,50 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
             return Err(flag_err("--memguarantee", "needs a limited --ram"));
         }
     }
+    let disk_space = args
+        .diskspace
+        .as_deref()
+        .map(|v| disk::parse_limit(v, false).map_err(|e| flag_err("--diskspace", e)))
+        .transpose()?;
+    let disk_inodes = args
+        .diskinodes
+        .as_deref()
+        .map(|v| disk::parse_limit(v, true).map_err(|e| flag_err("--diskinodes", e)))
+        .transpose()?;
+    if disk_space.is_some() || disk_inodes.is_some() {
+        let Some(d) = loaded.record.ve.disk.as_ref() else {
+            return Err(flag_err(
+                "--diskspace",
+                format!("the VE has no private area (create it with {PREFIX}diskspace)"),
+            ));
+        };
+        if let Some(l) = disk_space {
+            if l.hard < d.space.1 {
+                return Err(flag_err(
+                    "--diskspace",
+                    format!(
+                        "{} is below the current hard limit {}: a running VE's area can only grow",
+                        l.hard, d.space.1
+                    ),
+                ));
+            }
+        }
+        if let Some(l) = disk_inodes {
+            let total = disk::usage(d).map(|u| u.3).unwrap_or(0);
+            if l.hard != total && Some(l.hard) != d.inodes.map(|i| i.1) {
+                return Err(flag_err(
+                    "--diskinodes",
+                    format!(
+                        "the inode count is fixed when the image is made ({total} now); it grows with --diskspace"
+                    ),
+                ));
+            }
+        }
+    }
+    if res.needs_io_device() && loaded.record.ve.io_dev.is_none() {
+        let derived = crate::commands::create::load_spec(&root.ve_dir(&args.id))?;
+        loaded.record.ve.io_dev = Some(crate::ve::io_device(&derived, &loaded.record.ve)?);
+    }
     let net_change =
         !add.is_empty() || !del.is_empty() || !routes_add.is_empty() || !routes_del.is_empty();
     if net_change {
@@ -194,7 +247,38 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
         net::change(rec, pid, &add, &del, &routes_add, &routes_del)?;
     }
     if res_given {
-        crate::commands::update::apply(root, &loaded.container, &res.to_oci())?;
+        crate::commands::update::apply(
+            root,
+            &loaded.container,
+            &res.to_oci(loaded.record.ve.io_dev),
+        )?;
+        let pids = crate::commands::container_pids(&loaded.container)?;
+        if let Some(p) = res.ioprio {
+            for &pid in &pids {
+                // A process that exited meanwhile is no failure.
+                let _ = resources::set_process_ioprio(pid, p);
+            }
+        }
+        if let Some(n) = res.numfile {
+            for &pid in &pids {
+                resources::set_process_numfile(pid, n).map_err(|e| {
+                    flag_err(
+                        "--numfile",
+                        format!(
+                            "process {pid}: {e} (raising the hard limit needs CAP_SYS_RESOURCE)"
+                        ),
+                    )
+                })?;
+            }
+            loaded.record.ve.numfile = Some(n);
+        }
+    }
+    if let (Some(l), Some(d)) = (disk_space, loaded.record.ve.disk.as_mut()) {
+        disk::grow(d, l.hard)?;
+        d.space.0 = l.soft;
+    }
+    if let (Some(l), Some(d)) = (disk_inodes, loaded.record.ve.disk.as_mut()) {
+        d.inodes = Some((l.soft, l.hard));
     }
     if let Some(h) = &args.hostname {
         set_hostname(pid, h)?;
@@ -225,6 +309,21 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
         save_to_bundle(&loaded.record.bundle, &args, &loaded.record.ve)?;
     }
     Ok(0)
+}
+
+pub(super) fn check_hostname(h: &str) -> Result<()> {
+    if h.is_empty()
+        || h.len() > 64
+        || !h
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(flag_err(
+            "--hostname",
+            format!("{h:?} is not a valid hostname"),
+        ));
+    }
+    Ok(())
 }
 
 fn set_hostname(pid: i32, name: &str) -> Result<()> {
@@ -288,7 +387,11 @@ fn save_to_bundle(bundle: &Path, args: &SetArgs, ve: &crate::ve::VeRecord) -> Re
         }
     }
     if let Some(map) = spec.get_mut("annotations").and_then(|a| a.as_object_mut()) {
-        for (name, value) in resource_flags(args) {
+        let disk = [
+            ("diskspace", &args.diskspace),
+            ("diskinodes", &args.diskinodes),
+        ];
+        for (name, value) in resource_flags(args).into_iter().chain(disk) {
             if let Some(v) = value {
                 map.insert(format!("{PREFIX}{name}"), json!(v));
             }
@@ -304,7 +407,7 @@ fn save_to_bundle(bundle: &Path, args: &SetArgs, ve: &crate::ve::VeRecord) -> Re
     Ok(())
 }
 
-fn resource_flags(args: &SetArgs) -> [(&'static str, &Option<String>); 7] {
+pub(super) fn resource_flags(args: &SetArgs) -> [(&'static str, &Option<String>); 11] {
     [
         ("cpuunits", &args.cpuunits),
         ("cpulimit", &args.cpulimit),
@@ -313,5 +416,9 @@ fn resource_flags(args: &SetArgs) -> [(&'static str, &Option<String>); 7] {
         ("swap", &args.swap),
         ("memguarantee", &args.memguarantee),
         ("numproc", &args.numproc),
+        ("numfile", &args.numfile),
+        ("ioprio", &args.ioprio),
+        ("iolimit", &args.iolimit),
+        ("iopslimit", &args.iopslimit),
     ]
 }

@@ -24,7 +24,7 @@ pub fn run(root: &Root, args: StatArgs) -> Result<i32> {
             .map(|p| p.as_raw())
             .ok_or_else(|| anyhow!("container not running"))?,
     };
-    let rows = resources::beancounters(pid, loaded.record.ve.numfile);
+    let rows = resources::beancounters(pid, &loaded.record.ve);
     drop(loaded);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

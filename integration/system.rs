@@ -1,0 +1,731 @@
+//! System VEs: a VE that boots its template's init, which starts the services enabled
+//! in it; graceful and fast stop; `ve enter`; namespaced sysctls; OS templates (the
+//! built-in busybox one, and a Debian one made by debootstrap, cached between runs).
+//! Addresses: 198.51.100.210-239 only.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Out, Runtime};
+
+/// A private data directory (templates and VEs), removed at the end.
+struct Data {
+    dir: tempfile::TempDir,
+}
+
+impl Data {
+    fn new() -> Self {
+        Data {
+            dir: tempfile::Builder::new()
+                .prefix("vzt-data-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Runs vzrun with a data directory; output through files, since a VE's init could
+/// otherwise hold a pipe open.
+fn vz(rt: &Runtime, data: &Path, args: &[&str], input: Option<&str>) -> Out {
+    use std::io::Seek;
+    let mut out = tempfile::tempfile().unwrap();
+    let mut err = tempfile::tempfile().unwrap();
+    let stdin = match input {
+        Some(text) => {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            f.rewind().unwrap();
+            Stdio::from(f)
+        }
+        None => Stdio::null(),
+    };
+    let status = rt
+        .command()
+        .env("VZRUN_DATA_DIR", data)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(err.try_clone().unwrap()))
+        .status()
+        .expect("spawn vzrun");
+    let read = |f: &mut std::fs::File| {
+        let mut s = String::new();
+        f.rewind().unwrap();
+        f.read_to_string(&mut s).unwrap();
+        s
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    }
+}
+
+/// A system VE that is stopped (at once) and destroyed when the test ends, however it ends.
+struct SysVe<'a> {
+    rt: &'a Runtime,
+    data: PathBuf,
+    id: String,
+}
+
+impl<'a> SysVe<'a> {
+    fn create(rt: &'a Runtime, data: &Path, tag: &str, template: &str, extra: &[&str]) -> Self {
+        let id = common::unique_id(tag);
+        rt.track(&id);
+        let mut args = vec!["ve", "create", &id, "--template", template];
+        args.extend_from_slice(extra);
+        let o = vz(rt, data, &args, None);
+        assert_eq!(o.code, 0, "ve create {id}: {o:?}");
+        SysVe {
+            rt,
+            data: data.to_path_buf(),
+            id,
+        }
+    }
+
+    fn vz(&self, args: &[&str]) -> Out {
+        vz(self.rt, &self.data, args, None)
+    }
+
+    fn ve(&self, verb: &str, extra: &[&str]) -> Out {
+        let mut args = vec!["ve", verb, &self.id];
+        args.extend_from_slice(extra);
+        self.vz(&args)
+    }
+
+    fn start(&self) {
+        let o = self.ve("start", &[]);
+        assert_eq!(o.code, 0, "ve start {}: {o:?}", self.id);
+    }
+
+    fn exec(&self, cmd: &[&str]) -> Out {
+        let mut args = vec!["exec", &self.id];
+        args.extend_from_slice(cmd);
+        self.vz(&args)
+    }
+
+    fn sh(&self, script: &str) -> String {
+        let o = self.exec(&["sh", "-c", script]);
+        assert_eq!(o.code, 0, "{script}: {o:?}");
+        o.stdout
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.data.join("ve").join(&self.id)
+    }
+}
+
+impl Drop for SysVe<'_> {
+    fn drop(&mut self) {
+        let _ = self.ve("stop", &["--fast"]);
+        let _ = self.ve("destroy", &[]);
+    }
+}
+
+/// A plain HTTP GET from the host, so no client tool is needed.
+fn http_get(addr: &str) -> Option<String> {
+    let mut s =
+        TcpStream::connect_timeout(&format!("{addr}:80").parse().ok()?, Duration::from_secs(1))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn wait_http(addr: &str, secs: u64) -> Option<String> {
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(secs) {
+        if let Some(b) = http_get(addr) {
+            if b.starts_with("HTTP/") {
+                return Some(b);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn sysctl(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{}", name.replace('.', "/")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn left_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn busybox_system_ve_boots_its_services_and_shuts_down_cleanly() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ip = "198.51.100.210";
+    let ve = SysVe::create(
+        &rt,
+        data.path(),
+        "sys-boot",
+        "busybox",
+        &[
+            "--ipadd",
+            ip,
+            "--hostname",
+            "web.example.test",
+            "--nameserver",
+            "198.51.100.53",
+        ],
+    );
+    ve.start();
+    // rcS started the web server: vzrun only started init.
+    let page = wait_http(ip, 10).expect("the VE's web server answers after ve start");
+    assert!(page.contains("vzrun busybox system VE"), "{page}");
+    let ps = ve.sh("ps -o pid,comm");
+    assert!(ps.contains("init") && ps.contains("httpd"), "{ps}");
+    // Only the VE's processes: init, httpd and the ps itself.
+    let pids: Vec<&str> = ps.lines().skip(1).collect();
+    assert!(pids.len() <= 3, "ps sees more than the VE: {ps}");
+    assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ")), "{ps}");
+    assert_eq!(ve.sh("hostname").trim(), "web.example.test");
+    assert!(ve
+        .sh("cat /etc/resolv.conf")
+        .contains("nameserver 198.51.100.53"));
+    // A capability set for a system: network administration in its own namespace,
+    // no CAP_SYS_ADMIN.
+    let status = ve.sh("grep CapEff /proc/1/status");
+    let eff = u64::from_str_radix(status.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert!(eff & (1 << 12) != 0, "CAP_NET_ADMIN: {status}");
+    assert!(eff & (1 << 13) != 0, "CAP_NET_RAW: {status}");
+    assert!(eff & (1 << 21) == 0, "no CAP_SYS_ADMIN: {status}");
+    assert!(
+        ve.exec(&["mount", "-t", "tmpfs", "x", "/mnt"]).code != 0,
+        "mount needs CAP_SYS_ADMIN"
+    );
+    assert!(
+        ve.exec(&["ls", "/dev/console", "/dev/null", "/dev/pts/ptmx"])
+            .code
+            == 0
+    );
+    // /etc is the VE's to change, and the change survives a stop and a start.
+    ve.sh("echo 'edited' > /etc/motd");
+
+    let o = ve.ve("stop", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("stopped: init shut the system down"),
+        "{o:?}"
+    );
+    assert!(
+        left_in(rt.root.path()).is_empty(),
+        "no container after stop"
+    );
+    // The private area: the VE's image stays for the next start, detached and unmounted;
+    // the template itself was never written.
+    let image = ve.dir().join("private.img");
+    assert!(image.exists(), "the private area's image is kept");
+    let loops = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(loops.stdout.is_empty(), "loop device left: {loops:?}");
+    assert!(common::mounts_containing(&ve.id).is_empty());
+    assert!(!data
+        .path()
+        .join("templates/busybox/rootfs/etc/motd")
+        .exists());
+    let log = std::fs::read_to_string(ve.dir().join("console.log")).unwrap();
+    assert!(log.contains("stopped: init shut the system down"), "{log}");
+    assert_eq!(ve.vz(&["state", &ve.id]).code, 1);
+
+    ve.start();
+    wait_http(ip, 10).expect("web server after the second start");
+    assert_eq!(ve.sh("cat /etc/motd").trim(), "edited");
+    // The first boot's shutdown scripts ran (rcK), then the second boot's rcS.
+    let boot = ve.sh("cat /var/log/boot.log");
+    assert_eq!(
+        boot.lines().collect::<Vec<_>>(),
+        [
+            "rcS: system started",
+            "rcK: system stopped",
+            "rcS: system started"
+        ],
+        "{boot}"
+    );
+    let o = ve.ve("destroy", &[]);
+    assert_ne!(o.code, 0, "destroy of a running VE must be refused");
+    assert!(o.error_msg().contains("stop it first"), "{o:?}");
+    assert_eq!(ve.ve("stop", &[]).code, 0);
+    let o = ve.ve("destroy", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(left_in(&data.path().join("ve")).is_empty());
+    assert!(
+        !http_get(ip).unwrap_or_default().contains("vzrun busybox"),
+        "the web server is gone with the VE"
+    );
+}
+
+#[test]
+fn sysctls_set_inside_stay_inside() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(&rt, data.path(), "sys-sysctl", "busybox", &[]);
+    ve.start();
+    let names = [
+        ("net.ipv4.ip_default_ttl", "42"),
+        ("kernel.hostname", "renamed-inside"),
+        ("kernel.shmmax", "123456789"),
+        ("kernel.msgmax", "4321"),
+        ("fs.mqueue.msg_max", "17"),
+    ];
+    let before: Vec<String> = names.iter().map(|(n, _)| sysctl(n)).collect();
+    for (name, value) in names {
+        let o = ve.exec(&["sysctl", "-w", &format!("{name}={value}")]);
+        assert_eq!(o.code, 0, "sysctl -w {name} inside: {o:?}");
+        let got = ve.sh(&format!("sysctl -n {name}"));
+        assert_eq!(got.trim(), value, "{name} inside");
+    }
+    let after: Vec<String> = names.iter().map(|(n, _)| sysctl(n)).collect();
+    assert_eq!(before, after, "the host's values did not change");
+    assert_eq!(ve.sh("hostname").trim(), "renamed-inside");
+    // The host's own settings stay read-only.
+    for host_only in ["kernel.panic", "vm.swappiness"] {
+        let o = ve.exec(&["sysctl", "-w", &format!("{host_only}=1")]);
+        assert_ne!(o.code, 0, "{host_only} must not be writable: {o:?}");
+    }
+}
+
+#[test]
+fn fast_stop_timeout_kill_and_enter() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(&rt, data.path(), "sys-stop", "busybox", &[]);
+    ve.start();
+    // ve enter: a login shell inside, on a terminal.
+    let o = vz(
+        &rt,
+        data.path(),
+        &["ve", "enter", &ve.id],
+        Some("tty; echo marker-$((6*7)) $(hostname); exit\n"),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("/dev/pts/"), "a terminal: {o:?}");
+    assert!(o.stdout.contains(&format!("marker-42 {}", ve.id)), "{o:?}");
+    // --fast: no shutdown scripts.
+    let o = ve.ve("stop", &["--fast"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("killed (--fast)"), "{o:?}");
+    ve.start();
+    assert!(
+        !ve.sh("cat /var/log/boot.log").contains("rcK"),
+        "--fast skips rcK"
+    );
+    // A shutdown script that hangs: stop kills after the timeout.
+    ve.sh("printf '#!/bin/sh\\n[ \"$1\" = stop ] && sleep 600\\n' > /etc/rc.d/S99hang; chmod +x /etc/rc.d/S99hang");
+    let began = Instant::now();
+    let o = ve.ve("stop", &["--timeout", "1"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("did not shut down within 1 s: killed"),
+        "{o:?}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(left_in(rt.root.path()).is_empty());
+    for verb in ["stop", "enter"] {
+        let o = ve.ve(verb, &[]);
+        assert_ne!(o.code, 0);
+        assert!(o.error_msg().contains("is not running"), "{verb}: {o:?}");
+    }
+    // restart from stopped just starts.
+    let o = ve.ve("restart", &["--timeout", "1"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(rt.status(&ve.id), "running");
+}
+
+#[test]
+fn bad_input_leaves_no_half_ve() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ves = data.path().join("ve");
+    let id = common::unique_id("sys-bad");
+    rt.track(&id);
+    let o = vz(
+        &rt,
+        data.path(),
+        &["ve", "create", &id, "--template", "nope"],
+        None,
+    );
+    assert_ne!(o.code, 0);
+    assert!(
+        o.error_msg().contains("template \"nope\" does not exist"),
+        "{o:?}"
+    );
+    assert!(left_in(&ves).is_empty(), "{:?}", left_in(&ves));
+    for (flag, value) in [
+        ("--ram", "lots"),
+        ("--ipadd", "300.0.0.1"),
+        ("--capability", "sys_bogus:on"),
+        ("--diskspace", "big"),
+        ("--hostname", "bad name"),
+    ] {
+        let o = vz(
+            &rt,
+            data.path(),
+            &["ve", "create", &id, "--template", "busybox", flag, value],
+            None,
+        );
+        assert_ne!(o.code, 0, "{flag} {value}");
+        assert!(o.error_msg().starts_with(&format!("{flag}: ")), "{o:?}");
+        assert!(left_in(&ves).is_empty(), "{flag}: {:?}", left_in(&ves));
+    }
+    let o = vz(
+        &rt,
+        data.path(),
+        &["ve", "create", "a/b", "--template", "busybox"],
+        None,
+    );
+    assert!(
+        o.error_msg().contains("invalid container ID format"),
+        "{o:?}"
+    );
+
+    // A duplicate ID is refused and the first VE is untouched.
+    let ve = SysVe::create(&rt, data.path(), "sys-dup", "busybox", &[]);
+    let conf = std::fs::read(ve.dir().join("config.json")).unwrap();
+    let o = vz(
+        &rt,
+        data.path(),
+        &["ve", "create", &ve.id, "--template", "busybox"],
+        None,
+    );
+    assert_ne!(o.code, 0);
+    assert_eq!(o.error_msg(), format!("VE {} already exists", ve.id));
+    assert_eq!(std::fs::read(ve.dir().join("config.json")).unwrap(), conf);
+
+    // A start that fails halfway (its address is taken) leaves no container behind.
+    let ip = "198.51.100.211";
+    let a = SysVe::create(&rt, data.path(), "sys-ipa", "busybox", &["--ipadd", ip]);
+    let b = SysVe::create(&rt, data.path(), "sys-ipb", "busybox", &["--ipadd", ip]);
+    a.start();
+    let o = b.ve("start", &[]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.error_msg().contains(ip), "{o:?}");
+    assert_eq!(
+        b.vz(&["state", &b.id]).code,
+        1,
+        "no container left by the failed start"
+    );
+    assert!(b.dir().join("config.json").exists(), "the VE itself stays");
+    let loops = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(b.dir().join("private.img"))
+        .output()
+        .unwrap();
+    assert!(loops.stdout.is_empty(), "loop device left: {loops:?}");
+    assert!(common::mounts_containing(&b.id).is_empty());
+    assert_eq!(a.ve("stop", &["--fast"]).code, 0);
+    b.start();
+    assert_eq!(rt.status(&b.id), "running");
+
+    // Two starts at once: one boots the VE, the other is told it is running.
+    let c = SysVe::create(&rt, data.path(), "sys-twice", "busybox", &[]);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            let err = tempfile::tempfile().unwrap();
+            let child = rt
+                .command()
+                .env("VZRUN_DATA_DIR", data.path())
+                .args(["ve", "start", &c.id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(err.try_clone().unwrap()))
+                .spawn()
+                .unwrap();
+            (child, err)
+        })
+        .collect();
+    let outs: Vec<Out> = children
+        .into_iter()
+        .map(|(mut child, mut err)| {
+            use std::io::Seek;
+            let code = child.wait().unwrap().code().unwrap_or(-1);
+            let mut stderr = String::new();
+            err.rewind().unwrap();
+            err.read_to_string(&mut stderr).unwrap();
+            Out {
+                code,
+                stdout: String::new(),
+                stderr,
+            }
+        })
+        .collect();
+    let ok = outs.iter().filter(|o| o.code == 0).count();
+    assert_eq!(ok, 1, "{outs:?}");
+    let refused = outs.iter().find(|o| o.code != 0).unwrap();
+    assert!(
+        refused.error_msg().contains("already running"),
+        "{refused:?}"
+    );
+    assert_eq!(rt.status(&c.id), "running");
+
+    for verb in ["start", "stop", "enter", "destroy"] {
+        let o = vz(&rt, data.path(), &["ve", verb, "vzt-never-made"], None);
+        assert_ne!(o.code, 0, "{verb}");
+        assert!(
+            o.error_msg().contains("VE vzt-never-made does not exist"),
+            "{verb}: {o:?}"
+        );
+    }
+
+    let o = vz(
+        &rt,
+        data.path(),
+        &["template", "create", "x", "--dist", "plan9"],
+        None,
+    );
+    assert!(
+        o.error_msg().starts_with("--dist: unknown distribution"),
+        "{o:?}"
+    );
+    let o = vz(&rt, data.path(), &["template", "rm", "busybox"], None);
+    assert!(o.error_msg().contains("is used by VE"), "{o:?}");
+    if common::have("debootstrap") {
+        // A build that fails (no mirror there) says why and leaves no template.
+        let o = vz(
+            &rt,
+            data.path(),
+            &[
+                "template",
+                "create",
+                "broken",
+                "--dist",
+                "debian-12",
+                "--mirror",
+                "http://127.0.0.1:9/debian",
+            ],
+            None,
+        );
+        assert_ne!(o.code, 0);
+        assert!(o.error_msg().contains("debootstrap failed"), "{o:?}");
+        let templates = left_in(&data.path().join("templates"));
+        assert_eq!(templates, ["busybox"], "no half template: {templates:?}");
+    } else {
+        eprintln!("SKIP (template build failure): debootstrap is not installed");
+    }
+}
+
+/// The Debian template the tests and hack/bench-system.sh share: built once (about half
+/// a minute once debootstrap's package cache is warm) and kept in the default data
+/// directory, so later runs only boot it.
+const DEBIAN_DATA: &str = "/var/lib/vzrun";
+const DEBIAN_TEMPLATE: &str = "vzt-debian-12";
+
+/// Builds the shared Debian template if it is not cached yet; None (with the reason) when
+/// this host cannot.
+fn debian_template(rt: &Runtime) -> Result<(), String> {
+    let data = Path::new(DEBIAN_DATA);
+    if data
+        .join("templates")
+        .join(DEBIAN_TEMPLATE)
+        .join("template.json")
+        .exists()
+    {
+        return Ok(());
+    }
+    if !common::have("debootstrap") {
+        return Err("debootstrap is not installed (hack/setup.sh installs it)".into());
+    }
+    let o = vz(
+        rt,
+        data,
+        &[
+            "template",
+            "create",
+            DEBIAN_TEMPLATE,
+            "--dist",
+            "debian-12",
+            "--packages",
+            "lighttpd",
+        ],
+        None,
+    );
+    if o.code == 0 {
+        return Ok(());
+    }
+    let msg = o.error_msg();
+    if msg.contains("Failed getting release")
+        || msg.contains("Couldn't download")
+        || msg.contains("Temporary failure resolving")
+    {
+        return Err(format!("the Debian mirror is not reachable: {msg}"));
+    }
+    panic!("template create {DEBIAN_TEMPLATE}: {o:?}");
+}
+
+/// A tiny package and a flat repository for it, in a tar stream to unpack inside a VE.
+fn local_mirror() -> Result<Vec<u8>, String> {
+    if !common::have("dpkg-deb") || !common::have("dpkg-scanpackages") {
+        return Err("dpkg-deb or dpkg-scanpackages (dpkg-dev) missing".into());
+    }
+    let t = tempfile::tempdir().unwrap();
+    let pkg = t.path().join("pkg");
+    let repo = t.path().join("repo");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/share/vzt-hello")).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: vzt-hello\nVersion: 1.0\nArchitecture: all\n\
+         Maintainer: vzrun tests <tests@vzrun.invalid>\nDescription: system VE test package\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("usr/share/vzt-hello/hello"),
+        "hello from a package\n",
+    )
+    .unwrap();
+    let ok = std::process::Command::new("dpkg-deb")
+        .arg("--build")
+        .arg(&pkg)
+        .arg(repo.join("vzt-hello_1.0_all.deb"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "dpkg-deb --build");
+    let scan = std::process::Command::new("dpkg-scanpackages")
+        .arg(".")
+        .current_dir(&repo)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::write(repo.join("Packages"), &scan.stdout).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    Ok(tar.stdout)
+}
+
+#[test]
+fn debian_template_boots_sysvinit_installs_a_package_and_halts() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    if let Err(why) = debian_template(&rt) {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let ip = "198.51.100.215";
+    let ve = SysVe::create(
+        &rt,
+        Path::new(DEBIAN_DATA),
+        "sys-deb",
+        DEBIAN_TEMPLATE,
+        &["--ipadd", ip],
+    );
+    ve.start();
+    // sysvinit ran the runlevel-2 scripts, which started lighttpd.
+    let page = wait_http(ip, 30).expect("lighttpd answers after ve start");
+    assert!(page.contains("200 OK"), "{page}");
+    let cmdline = ve.sh("tr '\\0' ' ' < /proc/1/cmdline");
+    assert!(cmdline.starts_with("init"), "PID 1 is sysvinit: {cmdline}");
+    assert_eq!(ve.sh("runlevel").trim(), "N 2");
+    let procs = ve.sh("for p in /proc/[0-9]*; do cat $p/comm; done");
+    assert!(procs.contains("lighttpd"), "{procs}");
+    assert!(
+        procs.lines().count() <= 4,
+        "only the VE's own processes: {procs}"
+    );
+
+    // apt-get install from a local file mirror.
+    match local_mirror() {
+        Ok(tar) => {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(&tar).unwrap();
+            let unpack = ve
+                .rt
+                .command()
+                .env("VZRUN_DATA_DIR", DEBIAN_DATA)
+                .args([
+                    "exec",
+                    &ve.id,
+                    "sh",
+                    "-c",
+                    "mkdir -p /srv/repo && tar -x -C /srv/repo",
+                ])
+                .stdin(std::fs::File::open(f.path()).unwrap())
+                .status()
+                .unwrap();
+            assert!(unpack.success());
+            let apt = "-o Dir::Etc::sourcelist=/etc/apt/sources.list.d/vzt.list \
+                       -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0";
+            let o = ve.exec(&[
+                "sh",
+                "-c",
+                &format!(
+                    "echo 'deb [trusted=yes] file:/srv/repo ./' > /etc/apt/sources.list.d/vzt.list \
+                     && apt-get -q update {apt} && apt-get -q install -y {apt} vzt-hello"
+                ),
+            ]);
+            assert_eq!(o.code, 0, "apt-get install: {o:?}");
+            assert_eq!(
+                ve.sh("cat /usr/share/vzt-hello/hello").trim(),
+                "hello from a package"
+            );
+            assert!(ve
+                .sh("dpkg -s vzt-hello")
+                .contains("Status: install ok installed"));
+        }
+        Err(why) => eprintln!("SKIP (apt-get install): {why}"),
+    }
+
+    let o = ve.ve("stop", &["--timeout", "60"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("stopped: init shut the system down"),
+        "{o:?}"
+    );
+    // The shutdown went through runlevel 0: lighttpd was stopped by its script.
+    ve.start();
+    wait_http(ip, 30).expect("lighttpd after the second start");
+    let log = ve.sh("cat /var/log/lighttpd/error.log");
+    assert!(log.contains("server stopped by UID = 0"), "{log}");
+    if local_mirror().is_ok() {
+        assert!(
+            ve.exec(&["dpkg", "-s", "vzt-hello"]).code == 0,
+            "the package stays installed"
+        );
+    }
+    // An init that cannot be asked (its FIFO removed) is killed, and the output says so.
+    ve.sh("rm /run/initctl");
+    let o = ve.ve("stop", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("could not ask its init to shut down") && o.stdout.contains("killed"),
+        "{o:?}"
+    );
+    assert_eq!(ve.vz(&["state", &ve.id]).code, 1);
+}

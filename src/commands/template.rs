@@ -1,0 +1,97 @@
+//! `vzrun template ...`: OS templates that system VEs boot from (built once, cached in
+//! the data directory).
+
+use anyhow::Result;
+
+use crate::cli::GlobalOpts;
+use crate::ve::{system, template};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TemplateCommand {
+    /// Build an OS template (debootstrap, or busybox from the host)
+    Create(CreateArgs),
+    /// List the templates
+    List(ListArgs),
+    /// Remove a template no VE uses
+    Rm(RmArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    pub name: String,
+    /// Distribution: debian-11, debian-12, debian-13, or busybox
+    #[arg(long)]
+    pub dist: String,
+    /// Package mirror URL (http://, https://, file:// or a directory)
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Extra packages, comma separated
+    #[arg(long)]
+    pub packages: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    pub name: String,
+}
+
+pub fn run(cmd: TemplateCommand, _global: &GlobalOpts) -> Result<i32> {
+    let data = template::data_dir();
+    match cmd {
+        TemplateCommand::Create(a) => {
+            template::check_name(&a.name)?;
+            if template::list(&data).iter().any(|t| t.name == a.name) {
+                return Err(template::TemplateError::Exists(a.name).into());
+            }
+            let info = if a.dist == "busybox" {
+                if a.mirror.is_some() || a.packages.is_some() {
+                    anyhow::bail!("--mirror, --packages: not used by the busybox template");
+                }
+                template::create_busybox(&data, &a.name)?
+            } else {
+                let packages = template::parse_packages(a.packages.as_deref().unwrap_or(""))?;
+                template::suite_of(&a.dist)?;
+                if let Some(m) = &a.mirror {
+                    template::mirror_url(m)?;
+                }
+                eprintln!(
+                    "Building template {} ({}) with debootstrap...",
+                    a.name, a.dist
+                );
+                template::create_debian(&data, &a.name, &a.dist, a.mirror.as_deref(), &packages)?
+            };
+            println!("Template {} created ({})", info.name, info.dist);
+            Ok(0)
+        }
+        TemplateCommand::List(a) => {
+            let all = template::list(&data);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(0);
+            }
+            println!("{:<20} {:<10} {:<22} PACKAGES", "NAME", "DIST", "CREATED");
+            for t in all {
+                println!(
+                    "{:<20} {:<10} {:<22} {}",
+                    t.name,
+                    t.dist,
+                    t.created,
+                    t.packages.join(",")
+                );
+            }
+            Ok(0)
+        }
+        TemplateCommand::Rm(a) => {
+            template::remove(&data, &a.name, &system::ves(&data))?;
+            println!("Template {} removed", a.name);
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `vzrun ve restart ID`: a clean stop, then a start.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::GlobalOpts;
+use crate::container::Root;
+
+#[derive(clap::Args, Debug)]
+pub struct RestartArgs {
+    pub id: String,
+    /// Kill instead of shutting down cleanly
+    #[arg(long)]
+    pub fast: bool,
+    /// Seconds to wait for a clean shutdown before killing
+    #[arg(long, default_value_t = super::stop::DEFAULT_TIMEOUT)]
+    pub timeout: u64,
+}
+
+pub fn run(root: &Root, global: &GlobalOpts, args: RestartArgs) -> Result<i32> {
+    if root.read(&args.id).is_ok() {
+        let msg = super::stop::stop(root, &args.id, args.fast, Duration::from_secs(args.timeout))?;
+        println!("{msg}");
+    }
+    super::start::start(root, global, &args.id)?;
+    println!("VE {} started", args.id);
+    Ok(0)
+}
