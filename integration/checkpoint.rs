@@ -620,3 +620,61 @@ fn failed_checkpoint_leaves_the_ve_running_as_before() {
     let freezer = cgroup_file(pid.as_i64().unwrap(), "freezer", "freezer.state");
     assert!(freezer.is_empty() || freezer == "THAWED", "{freezer}");
 }
+
+#[test]
+fn private_area_comes_back_with_the_ve() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::with(
+        &["sh", "-c", &format!("echo private > /root/f; {COUNTER}")],
+        |v| {
+            v["root"]["readonly"] = json!(false);
+            v["annotations"] = json!({"io.vzrun.diskspace": "64M"});
+        },
+    );
+    let id = common::unique_id("disk");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(callers_wait(|| rt
+        .run(&["exec", &id, "cat", "/root/f"])
+        .stdout
+        .contains("private")));
+    let o = rt.run(&["exec", &id, "sh", "-c", "echo later >> /root/f"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let images_of = |id: &str| -> Vec<String> {
+        std::fs::read_dir("/var/lib/vzrun/private")
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with(&format!("{id}-")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(images_of(&id).len(), 1);
+
+    let dir = images();
+    let o = checkpoint(&rt, &id, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(dir.path().join("img/vzrun-private.img").exists());
+    assert!(images_of(&id).is_empty(), "the VE's image stayed behind");
+    let o = restore(&rt, &id, &b, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = rt.run(&["exec", &id, "cat", "/root/f"]);
+    assert_eq!(o.stdout, "private\nlater\n", "{o:?}");
+    assert!(
+        !common::rootfs().join("root/f").exists(),
+        "wrote the bundle"
+    );
+    // Restored again under a new ID from the same checkpoint: its own copy.
+    let id2 = common::unique_id("disk2");
+    let o = restore(&rt, &id2, &b, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(images_of(&id2).len(), 1);
+    for i in [&id, &id2] {
+        assert_eq!(rt.run(&["delete", "-f", i]).code, 0);
+        assert!(images_of(i).is_empty(), "{i}: image left");
+        assert!(common::mounts_containing(i).is_empty(), "{i}: mount left");
+    }
+}

@@ -177,12 +177,31 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     .save(&opts.image)?;
     let mut state = oci_state(&loaded.container, &loaded.record, false);
     if !opts.leave_running {
+        // The private area outlives the VE inside the checkpoint: delete keeps the image
+        // (marked persistent for it), then it moves into the image directory.
+        let private = loaded
+            .record
+            .ve
+            .disk
+            .as_ref()
+            .filter(|d| !d.persistent && d.image.exists())
+            .map(|d| d.image.clone());
+        if private.is_some() {
+            let mut rec = loaded.record.clone();
+            if let Some(d) = rec.ve.disk.as_mut() {
+                d.persistent = true;
+            }
+            rec.save(&root.ve_dir(&id))?;
+        }
         // CRIU has killed the processes; what is left is the container's shell.
         let crate::container::Loaded {
             container, _lock, ..
         } = loaded;
         drop(container);
         super::delete::delete_locked(&root, &id, true, _lock)?;
+        if let Some(img) = private {
+            checkpoint::move_image(&img, &opts.image.join(checkpoint::PRIVATE_IMAGE))?;
+        }
         state.status = "stopped".into();
         state.pid = 0;
     } else {

@@ -449,6 +449,53 @@ fn thaw(f: &Frozen) {
     let _ = std::fs::write(&f.file, f.thawed);
 }
 
+/// The private area's image inside a checkpoint, for a VE that does not outlive it.
+pub const PRIVATE_IMAGE: &str = "vzrun-private.img";
+
+/// Moves a private area's image (renamed, or copied sparse across filesystems).
+pub fn move_image(from: &Path, to: &Path) -> Result<(), CkptError> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    copy_image(from, to)?;
+    std::fs::remove_file(from).map_err(|source| CkptError::Io {
+        what: "remove",
+        path: from.to_path_buf(),
+        source,
+    })
+}
+
+/// Copies an image file keeping it sparse (and sharing extents where the filesystem can).
+pub fn copy_image(from: &Path, to: &Path) -> Result<(), CkptError> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| CkptError::Io {
+            what: "create",
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let out = std::process::Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto", "--"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|source| CkptError::Io {
+            what: "run cp for",
+            path: from.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(to);
+        return Err(CkptError::Other(format!(
+            "copy {} to {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 const DESCRIPTORS: &str = "descriptors.json";
 const META: &str = "vzrun.json";
 

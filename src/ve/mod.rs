@@ -78,6 +78,14 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/vzrun"))
 }
 
+/// Where a VE's private area image lives unless the user named one.
+pub fn private_image(root: &Path, id: &str) -> PathBuf {
+    let h = fnv(&[root.as_os_str().as_encoded_bytes()]);
+    data_dir()
+        .join("private")
+        .join(format!("{id}-{:08x}.img", h & 0xffff_ffff))
+}
+
 /// Where a VE lives on the host.
 pub struct Ctx<'a> {
     pub root: &'a Path,
@@ -114,11 +122,7 @@ pub fn prepare(
             return Err(VeError::Io("private area: the spec has no root".into()));
         };
         let rec = record.disk.insert(disk::DiskRecord::default());
-        let h = fnv(&[ctx.root.as_os_str().as_encoded_bytes()]);
-        let image =
-            data_dir()
-                .join("private")
-                .join(format!("{}-{:08x}.img", ctx.id, h & 0xffff_ffff));
+        let image = private_image(ctx.root, ctx.id);
         let rootfs = disk::prepare(d, ctx.dir, &image, root.path(), rec)?;
         root.set_path(rootfs);
         spec.set_root(Some(root));
