@@ -678,3 +678,86 @@ fn private_area_comes_back_with_the_ve() {
         assert!(common::mounts_containing(i).is_empty(), "{i}: mount left");
     }
 }
+
+/// The server's namespace made by the test and named in the spec by path, as podman
+/// with netavark does; the same flow under runc and vzrun.
+fn tcp_in_caller_namespace(rt: &Runtime, addr: &str, tag: &str, client: &ClientNs) {
+    let server = ClientNs::new(addr, tag);
+    let b = Bundle::with(
+        &[
+            "sh",
+            "-c",
+            "exec </dev/null >/dev/null 2>&1; nc -l -p 5000 -e cat",
+        ],
+        |v| {
+            for ns in v["linux"]["namespaces"].as_array_mut().unwrap() {
+                if ns["type"] == "network" {
+                    ns["path"] = json!(server.path());
+                }
+            }
+        },
+    );
+    let id = common::unique_id(tag);
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+    let mut s = connect_in(&client.path(), &format!("{addr}:5000"));
+    assert_eq!(echo(&mut s, "before"), "before");
+    let dir = images();
+    let o = checkpoint(rt, &id, dir.path(), &["--tcp-established"]);
+    assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+    let o = restore(rt, &id, &b, dir.path(), &["--tcp-established"]);
+    assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+    assert_eq!(
+        echo(&mut s, "after"),
+        "after",
+        "{}: connection lost",
+        rt.name
+    );
+    drop(s);
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    // The caller's namespace is the caller's: it is still there.
+    assert!(server.path().exists(), "{}", rt.name);
+}
+
+#[test]
+fn tcp_in_a_caller_namespace_like_runc() {
+    require_criu!();
+    if !criu_dumps_inet_sockets() {
+        eprintln!(
+            "SKIP: this CRIU cannot dump inet sockets on this kernel (SO_PASSCRED: \
+             EOPNOTSUPP); CRIU >= 4.2 can (hack/install-criu.sh with CRIU_SUITE=sid)"
+        );
+        return;
+    }
+    let client = ClientNs::new("203.0.113.165", "c");
+    tcp_in_caller_namespace(&Runtime::runc(), "203.0.113.166", "r", &client);
+    tcp_in_caller_namespace(&Runtime::vzrun(), "203.0.113.167", "v", &client);
+}
+
+/// CRIU before 4.2 fails on every inet socket on kernels from 6.16: `criu --version`
+/// tells which one the runtimes will use.
+fn criu_dumps_inet_sockets() -> bool {
+    let bin = std::env::var("VZRUN_CRIU").unwrap_or_else(|_| "criu".into());
+    let out = Command::new(&bin).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Vec<u32> = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .split('.')
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v >= vec![4, 2] {
+        return true;
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().to_string())
+        .unwrap_or_default();
+    let k: Vec<u32> = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    k < vec![6, 16]
+}
