@@ -387,11 +387,14 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     if let Some(f) = froze {
         thaw(&f);
     }
-    dumped.map_err(|err| CkptError::Criu {
-        op: if o.pre_dump { "pre-dump" } else { "checkpoint" },
-        err,
-        tail: criu::log_tail(&log),
-        log,
+    dumped.map_err(|err| {
+        let tail = criu::log_tail(&log);
+        CkptError::Criu {
+            op: if o.pre_dump { "pre-dump" } else { "checkpoint" },
+            err: criu::with_tail(err, &tail),
+            tail,
+            log,
+        }
     })?;
     Ok(())
 }
@@ -750,11 +753,14 @@ pub fn restore(
             Ok(())
         },
     )
-    .map_err(|err| CkptError::Criu {
-        op: "restore",
-        err,
-        tail: criu::log_tail(&log),
-        log,
+    .map_err(|err| {
+        let tail = criu::log_tail(&log);
+        CkptError::Criu {
+            op: "restore",
+            err: criu::with_tail(err, &tail),
+            tail,
+            log,
+        }
     })?;
     drop(root);
     drop(stdio);

@@ -276,12 +276,29 @@ fn cache_file() -> PathBuf {
     }
 }
 
+/// The error to show: CRIU's own message repeats the log's first error line, which the
+/// log's tail names better, so it is dropped when there is a tail.
+pub fn with_tail(err: CriuError, tail: &str) -> CriuError {
+    match err {
+        CriuError::Failed { errno, .. } if !tail.is_empty() => CriuError::Failed {
+            errno,
+            msg: String::new(),
+        },
+        e => e,
+    }
+}
+
 /// The last error lines of a CRIU log, to name the cause in vzrun's own error.
 pub fn log_tail(log: &Path) -> String {
     let Ok(text) = std::fs::read_to_string(log) else {
         return String::new();
     };
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error")).collect();
+    // CRIU's first error is often its failed attempt to raise RLIMIT_NOFILE (no
+    // CAP_SYS_RESOURCE), which it survives: not a cause.
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .collect();
     let picked: Vec<&str> = if errors.is_empty() {
         text.lines()
             .rev()
