@@ -172,6 +172,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         &opts,
     )?;
     checkpoint::Meta {
+        id: Some(id.clone()),
         mac: loaded.record.ve.net.as_ref().and_then(|n| n.mac.clone()),
     }
     .save(&opts.image)?;
@@ -195,10 +196,12 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         }
         // CRIU has killed the processes; what is left is the container's shell.
         let crate::container::Loaded {
-            container, _lock, ..
+            container,
+            _lock: lock,
+            ..
         } = loaded;
         drop(container);
-        super::delete::delete_locked(&root, &id, true, _lock)?;
+        super::delete::delete_locked(&root, &id, true, lock)?;
         if let Some(img) = private {
             checkpoint::move_image(&img, &opts.image.join(checkpoint::PRIVATE_IMAGE))?;
         }
@@ -206,6 +209,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         state.pid = 0;
     } else {
         drop(loaded);
+        // An area saved by an earlier checkpoint into this directory is not this one's.
+        let _ = std::fs::remove_file(opts.image.join(checkpoint::PRIVATE_IMAGE));
     }
     actions.run(
         Point::PostCheckpoint,

@@ -112,8 +112,9 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     }
     let exe = std::env::current_exe().context("own executable")?;
     if let Some(net) = loaded.ve_config.net.as_mut() {
-        if net.mac.is_none() {
-            net.mac = checkpoint::Meta::load(&opts.image).mac_bytes();
+        let meta = checkpoint::Meta::load(&opts.image);
+        if net.mac.is_none() && meta.id.as_deref() == Some(id.as_str()) {
+            net.mac = meta.mac_bytes();
         }
     }
     let mut claimed = super::create::claim(&root, &id, &loaded)?;

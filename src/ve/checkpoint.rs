@@ -502,10 +502,13 @@ pub fn copy_image(from: &Path, to: &Path) -> Result<(), CkptError> {
 const DESCRIPTORS: &str = "descriptors.json";
 const META: &str = "vzrun.json";
 
-/// What vzrun keeps beside CRIU's image: the VE's MAC, so that a veth VE comes back with
-/// the address its neighbours have cached (a new link would get a new one).
+/// What vzrun keeps beside CRIU's image: the VE's ID and MAC, so that a veth VE restored
+/// under its own ID comes back with the address its neighbours have cached (a new link
+/// would get a new one). A restore under another ID is a second VE: it gets its own.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
 }
@@ -797,6 +800,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(Meta::load(dir.path()).mac_bytes().is_none());
         Meta {
+            id: Some("a".into()),
             mac: Some("02:18:4d:97:f9:52".into()),
         }
         .save(dir.path())
