@@ -1,7 +1,7 @@
 //! containerd 1.6's checkpoint and restore with vzrun as the runc binary, beside runc:
 //! `ctr task checkpoint` (the shim calls `checkpoint --image-path --work-path
-//! [--leave-running]`), then `ctr containers checkpoint --task` into a checkpoint image and
-//! `ctr containers restore --live` of it after the container is gone (the shim calls
+//! [--leave-running]`), then `ctr containers checkpoint --rw --task` into a checkpoint image and
+//! `ctr containers restore --rw --live` of it after the container is gone (the shim calls
 //! `restore ... -no-subreaper --bundle`). The task counts in its shell and prints to the
 //! shim's pipes.
 //!
@@ -271,10 +271,12 @@ fn flow(c: &Containerd, rt: &str) {
         "{rt}: stopped counting"
     );
 
-    // A checkpoint image, then the container gone and restored from it.
+    // A checkpoint image, then the container gone and restored from it. --rw: the
+    // counter's file (which the shell may hold open at the dump) comes back too.
     let o = c.out(&[
         "containers",
         "checkpoint",
+        "--rw",
         "--task",
         "--image",
         &id,
@@ -294,7 +296,7 @@ fn flow(c: &Containerd, rt: &str) {
     let log = std::fs::File::create(c.dir.join(format!("{id}.restore.log"))).unwrap();
     let mut restore = c
         .ctr()
-        .args(["containers", "restore", "--live", &id, &reference])
+        .args(["containers", "restore", "--rw", "--live", &id, &reference])
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
