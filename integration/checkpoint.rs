@@ -736,19 +736,24 @@ fn tcp_in_a_caller_namespace_like_runc() {
 }
 
 /// CRIU before 4.2 fails on every inet socket on kernels from 6.16: `criu --version`
-/// tells which one the runtimes will use.
+/// tells which one the runtimes will use (runc the one in PATH, vzrun `$VZRUN_CRIU` when
+/// set).
 fn criu_dumps_inet_sockets() -> bool {
-    let bin = std::env::var("VZRUN_CRIU").unwrap_or_else(|_| "criu".into());
-    let out = Command::new(&bin).arg("--version").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let v: Vec<u32> = text
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .split('.')
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v >= vec![4, 2] {
+    let version = |bin: &str| -> Vec<u32> {
+        let out = Command::new(bin).arg("--version").output();
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        text.split_whitespace()
+            .nth(1)
+            .unwrap_or("0")
+            .split('.')
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
+    let mut bins = vec!["criu".to_string()];
+    bins.extend(std::env::var("VZRUN_CRIU").ok());
+    if bins.iter().all(|b| version(b) >= vec![4, 2]) {
         return true;
     }
     let release = nix::sys::utsname::uname()
