@@ -686,3 +686,10 @@ if [ "${BENCH_SYS:-1}" = 1 ]; then
   echo
   VZRUN="$(rt_bin vzrun)" "$repo/hack/bench-system.sh"
 fi
+
+# Checkpoint and restore of a VE with 256 MiB touched, against runc with the same CRIU.
+# BENCH_CKPT=0 skips it.
+if [ "${BENCH_CKPT:-1}" = 1 ]; then
+  echo
+  VZRUN="$(rt_bin vzrun)" RUNC="$(rt_bin runc)" "$repo/hack/bench-ckpt.sh"
+fi

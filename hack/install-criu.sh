@@ -15,6 +15,9 @@
 # Idempotent: does nothing when `/usr/local/sbin/criu check` already says "Looks good". Exits non-zero unless
 # the final `criu check` passes. Needs root and network access to the Debian mirror.
 #
+# trixie's criu 4.1.1 cannot dump any inet socket on kernels from 6.16 (they refuse SO_PASSCRED/SO_PASSSEC
+# on non-unix sockets, and 4.1.1 fails the dump on that); CRIU 4.2 copes. CRIU_SUITE=sid installs 4.2.x the
+# same way (measured: 4.2.1, criu check passes, TCP connections survive checkpoint/restore).
 # Environment: CRIU_PREFIX (default /opt/vzrun/criu), CRIU_WRAPPER (default /usr/local/sbin/criu),
 #              CRIU_SUITE (default trixie), DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #              CRIU_FORCE=1 reinstalls even when the current one works.
@@ -93,6 +96,14 @@ apt_opts=(
 
 say "fetching the $suite package index from $mirror"
 apt-get "${apt_opts[@]}" -qq update || die "apt-get update for $suite failed (no network to $mirror?)"
+
+# Library names move between suites (sid has libnet9, not libnet1): keep only what this suite has; the
+# transitive Depends below bring in the renamed ones.
+have=()
+for p in "${packages[@]}"; do
+  if apt-cache "${apt_opts[@]}" show "$p" >/dev/null 2>&1; then have+=("$p"); fi
+done
+packages=("${have[@]}")
 
 # Add the transitive Depends/Pre-Depends of criu as the trixie index states them (virtual packages and
 # alternatives show up as <name> lines or with a leading '|' in the indented part, which is skipped).

@@ -92,18 +92,37 @@ pub enum Command {
 /// the command knows; anything else (short clusters, container arguments) is left alone.
 pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     let cmd = Cli::command();
-    let mut longs: Vec<String> = cmd
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .collect();
+    // Long names, and short ones as one-letter names, with whether they take a value.
+    let longs_of = |c: &clap::Command| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = c
+            .get_arguments()
+            .filter_map(|a| {
+                a.get_long()
+                    .map(|l| (l.to_string(), a.get_action().takes_values()))
+            })
+            .collect();
+        v.extend(c.get_arguments().filter_map(|a| {
+            a.get_short()
+                .map(|ch| (ch.to_string(), a.get_action().takes_values()))
+        }));
+        v
+    };
+    let mut longs = longs_of(&cmd);
     let mut out = Vec::with_capacity(args.len());
     let mut sub_seen = false;
     let mut positional_seen = false;
+    // The previous token was a long flag whose value comes next (`--image-path DIR`): the
+    // value is not the container id, and flags after it are still flags.
+    let mut value_next = false;
     for (i, arg) in args.into_iter().enumerate() {
         let Some(s) = arg.to_str() else {
             out.push(arg);
             continue;
         };
+        if std::mem::take(&mut value_next) && !positional_seen {
+            out.push(arg);
+            continue;
+        }
         if i == 0 || positional_seen || s == "--" {
             if s == "--" {
                 positional_seen = true;
@@ -115,10 +134,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
             if !sub_seen {
                 if let Some(sub) = cmd.find_subcommand(s) {
                     sub_seen = true;
-                    longs.extend(
-                        sub.get_arguments()
-                            .filter_map(|a| a.get_long().map(str::to_string)),
-                    );
+                    longs.extend(longs_of(sub));
                 }
             } else {
                 // After the container id, everything belongs to the contained command.
@@ -127,13 +143,20 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
             out.push(arg);
             continue;
         }
-        if !s.starts_with("--") && s.len() > 2 {
-            let name = s[1..].split('=').next().unwrap_or_default();
-            if longs.iter().any(|l| l == name) {
-                let mut fixed = OsString::from("-");
-                fixed.push(s);
-                out.push(fixed);
-                continue;
+        let long = s.strip_prefix("--").or_else(|| s.strip_prefix('-'));
+        if let Some(body) = long.filter(|b| !b.is_empty()) {
+            let (name, inline) = match body.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (body, false),
+            };
+            if let Some((_, takes)) = longs.iter().find(|(l, _)| l == name) {
+                value_next = *takes && !inline;
+                if !s.starts_with("--") && name.len() > 1 {
+                    let mut fixed = OsString::from("-");
+                    fixed.push(s);
+                    out.push(fixed);
+                    continue;
+                }
             }
         }
         out.push(arg);
@@ -284,6 +307,33 @@ mod tests {
         assert_eq!(
             norm(&["vzrun", "restore", "-no-subreaper", "--bundle", "b", "id"]),
             ["vzrun", "restore", "--no-subreaper", "--bundle", "b", "id"]
+        );
+        // containerd's shim puts flag values before -no-subreaper.
+        assert_eq!(
+            norm(&[
+                "vzrun",
+                "restore",
+                "--image-path",
+                "/i",
+                "-b",
+                "/b",
+                "-no-subreaper",
+                "id"
+            ]),
+            [
+                "vzrun",
+                "restore",
+                "--image-path",
+                "/i",
+                "-b",
+                "/b",
+                "--no-subreaper",
+                "id"
+            ]
+        );
+        assert_eq!(
+            norm(&["vzrun", "exec", "c", "sh", "-no-subreaper"]),
+            ["vzrun", "exec", "c", "sh", "-no-subreaper"]
         );
         assert_eq!(
             norm(&["vzrun", "-root", "/r", "state", "x"]),

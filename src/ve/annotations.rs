@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::actions::{self, Actions};
 use super::disk::{self, DiskConfig};
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
@@ -12,6 +13,7 @@ use super::{VeError, PREFIX};
 /// Keys vzrun understands, without the prefix.
 fn known(name: &str) -> bool {
     net::KEYS.contains(&name)
+        || actions::KEYS.contains(&name)
         || resources::KEYS.contains(&name)
         || disk::KEYS.contains(&name)
         || system::KEYS.contains(&name)
@@ -21,6 +23,7 @@ fn known(name: &str) -> bool {
 pub struct VeConfig {
     pub net: Option<NetConfig>,
     pub resources: Option<ResourceConfig>,
+    pub actions: Actions,
     pub system: Option<SystemConfig>,
     pub disk: Option<DiskConfig>,
 }
@@ -43,6 +46,7 @@ impl VeConfig {
         Ok(VeConfig {
             net: NetConfig::parse(annotations)?,
             resources: ResourceConfig::parse(annotations)?,
+            actions: Actions::parse(annotations)?,
             system: SystemConfig::parse(annotations)?,
             disk: DiskConfig::parse(annotations)?,
         })
@@ -54,6 +58,7 @@ impl VeConfig {
             && self.resources.is_none()
             && self.disk.is_none()
             && self.system.is_none()
+            && self.actions.is_empty()
     }
 }
 

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Spec};
 use serde::{Deserialize, Serialize};
 
+pub mod actions;
 pub mod annotations;
+pub mod checkpoint;
+pub mod criu;
 pub mod disk;
 pub mod firewall;
 pub mod net;
@@ -75,6 +78,14 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/vzrun"))
 }
 
+/// Where a VE's private area image lives unless the user named one.
+pub fn private_image(root: &Path, id: &str) -> PathBuf {
+    let h = fnv(&[root.as_os_str().as_encoded_bytes()]);
+    data_dir()
+        .join("private")
+        .join(format!("{id}-{:08x}.img", h & 0xffff_ffff))
+}
+
 /// Where a VE lives on the host.
 pub struct Ctx<'a> {
     pub root: &'a Path,
@@ -111,11 +122,7 @@ pub fn prepare(
             return Err(VeError::Io("private area: the spec has no root".into()));
         };
         let rec = record.disk.insert(disk::DiskRecord::default());
-        let h = fnv(&[ctx.root.as_os_str().as_encoded_bytes()]);
-        let image =
-            data_dir()
-                .join("private")
-                .join(format!("{}-{:08x}.img", ctx.id, h & 0xffff_ffff));
+        let image = private_image(ctx.root, ctx.id);
         let rootfs = disk::prepare(d, ctx.dir, &image, root.path(), rec)?;
         root.set_path(rootfs);
         spec.set_root(Some(root));
@@ -244,9 +251,40 @@ pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> 
     Ok((ma, mi))
 }
 
-/// Whether checkpoint/restore can work on this host (CRIU present and usable).
+/// Whether checkpoint/restore can work on this host (CRIU present and `criu check`
+/// passing; the answer is cached).
 pub fn checkpoint_available() -> bool {
-    false
+    criu::available()
+}
+
+/// For a restore: a new network namespace for the VE, configured before CRIU puts the
+/// processes back into it (create configures it once the init exists instead): loopback
+/// up, and the VE's networking when it has any.
+pub fn restore_netns(
+    ctx: &Ctx,
+    config: &VeConfig,
+    record: &mut VeRecord,
+) -> Result<std::fs::File, VeError> {
+    let ns = std::thread::spawn(|| -> Result<std::fs::File, String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let mut nl = netlink::Netlink::new().map_err(|e| e.to_string())?;
+        if let Some(lo) = nl.link_index("lo").map_err(|e| e.to_string())? {
+            nl.set_link(lo, true, None, None, None, None)
+                .map_err(|e| e.to_string())?;
+        }
+        std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())
+    })
+    .join()
+    .map_err(|_| VeError::Net("new network namespace: worker panicked".into()))?
+    .map_err(|e| VeError::Net(format!("new network namespace: {e}")))?;
+    if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
+        let path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&ns)
+        ));
+        net::setup_at(netc, ctx.root, ctx.id, &path, nrec)?;
+    }
+    Ok(ns)
 }
 
 /// Annotations from `(key without prefix, value)` pairs, for the concerns' unit tests.

@@ -1,0 +1,862 @@
+//! Checkpoint (dump) and restore of a VE's processes with CRIU, over its RPC service.
+//!
+//! libcontainer can dump but not restore, and its dump sets CRIU's root to the bundle and
+//! cannot treat a VE's own network namespace as external. Both directions are here, with
+//! runc's choices: CRIU's root is the rootfs, bind mounts (and the /dev/null used for
+//! masked paths, and the host's cgroup v1 mounts) are external mounts named by their
+//! destination, and a network namespace that outlives the processes' network setup is
+//! external: not dumped, and on restore handed to CRIU as an inherited descriptor.
+//!
+//! A VE's own network namespace is external too (see [`NetnsSource`]): the restore makes
+//! a fresh namespace, configures it exactly as create does (loopback, links, addresses,
+//! routes, host-side venet routes or bridge port), and CRIU puts the processes and their
+//! sockets back into it.
+
+use std::fs::{DirBuilder, File};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use protobuf::MessageField;
+
+use super::criu::{self, rpc, CriuError};
+
+/// CRIU's name for the external network namespace, as runc and crun name it, so images
+/// taken by either runtime can be restored by the other where the rest matches.
+pub const NETNS_KEY: &str = "extRootNetNS";
+const DUMP_LOG: &str = "dump.log";
+const RESTORE_LOG: &str = "restore.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CkptError {
+    #[error("{flag}: {problem}")]
+    Flag { flag: String, problem: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{op} failed: {err}{tail}", tail = tail_text(.log, .tail))]
+    Criu {
+        op: &'static str,
+        err: CriuError,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn tail_text(log: &Path, tail: &str) -> String {
+    if tail.is_empty() {
+        format!(" (see {})", log.display())
+    } else {
+        format!(": {tail} (see {})", log.display())
+    }
+}
+
+/// The dump options callers pass (runc's flag set).
+#[derive(Debug, Clone, Default)]
+pub struct DumpOpts {
+    pub image: PathBuf,
+    pub work: Option<PathBuf>,
+    pub parent: Option<PathBuf>,
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub pre_dump: bool,
+    pub manage_cgroups_mode: Option<String>,
+    pub empty_ns: Vec<String>,
+    pub page_server: Option<String>,
+    pub lazy_pages: bool,
+    pub status_fd: Option<i32>,
+    pub auto_dedup: bool,
+}
+
+/// The restore options callers pass.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOpts {
+    pub image: PathBuf,
+    pub work: Option<PathBuf>,
+    pub parent: Option<PathBuf>,
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub manage_cgroups_mode: Option<String>,
+    pub empty_ns: Vec<String>,
+    pub auto_dedup: bool,
+    pub lazy_pages: bool,
+    pub lsm_profile: Option<String>,
+    pub lsm_mount_context: Option<String>,
+}
+
+/// The VE being dumped.
+pub struct DumpTarget<'a> {
+    pub pid: i32,
+    pub rootfs: &'a Path,
+    /// The derived spec the VE was created from.
+    pub spec: &'a Spec,
+    /// The VE's cgroup path (as handed to libcontainer).
+    pub cgroup_path: &'a Path,
+}
+
+/// Where and how a VE comes back.
+pub struct RestoreTarget<'a> {
+    pub rootfs: &'a Path,
+    pub spec: &'a Spec,
+    /// A scratch directory of the VE's own, for CRIU's root mount point.
+    pub scratch: &'a Path,
+    /// The network namespace to restore into, when it is external.
+    pub netns: Option<&'a File>,
+    /// Where a restored terminal's master goes.
+    pub console_socket: Option<&'a Path>,
+}
+
+/// Where a restored VE's network namespace comes from. It is always kept out of the
+/// image, as runc does for a namespace it made: CRIU would otherwise replay its links,
+/// addresses, routes and firewall by running ip and iptables (tens of ms), and it cannot
+/// dump a veth whose peer is on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsSource {
+    /// The caller's namespace, named by path in the spec (podman).
+    Path(PathBuf),
+    /// The host's: the spec has no network namespace.
+    Host,
+    /// A new one, configured like at create (loopback up, vzrun networking if any).
+    New,
+}
+
+pub fn netns_source(spec: &Spec) -> NetnsSource {
+    let ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|n| {
+            n.iter()
+                .find(|n| n.typ() == LinuxNamespaceType::Network)
+                .cloned()
+        });
+    match ns {
+        None => NetnsSource::Host,
+        Some(n) => match n.path() {
+            Some(p) => NetnsSource::Path(p.clone()),
+            None => NetnsSource::New,
+        },
+    }
+}
+
+fn cg_mode(text: Option<&str>) -> Result<Option<rpc::Criu_cg_mode>, CkptError> {
+    Ok(Some(match text {
+        None | Some("") => return Ok(None),
+        Some("soft") => rpc::Criu_cg_mode::SOFT,
+        Some("full") => rpc::Criu_cg_mode::FULL,
+        Some("strict") => rpc::Criu_cg_mode::STRICT,
+        Some("ignore") => rpc::Criu_cg_mode::IGNORE,
+        Some(other) => {
+            return Err(CkptError::Flag {
+                flag: "--manage-cgroups-mode".into(),
+                problem: format!("invalid value {other:?} (want soft, full, strict or ignore)"),
+            })
+        }
+    }))
+}
+
+fn empty_ns_flags(names: &[String]) -> Result<u32, CkptError> {
+    let mut flags = 0u32;
+    for n in names {
+        flags |= match n.as_str() {
+            "network" | "net" => libc::CLONE_NEWNET as u32,
+            other => {
+                return Err(CkptError::Flag {
+                    flag: "--empty-ns".into(),
+                    problem: format!("namespace {other:?} is not supported (only network)"),
+                })
+            }
+        };
+    }
+    Ok(flags)
+}
+
+fn page_server(text: &str) -> Result<rpc::Criu_page_server_info, CkptError> {
+    let bad = || CkptError::Flag {
+        flag: "--page-server".into(),
+        problem: format!("{text:?} is not ADDRESS:PORT"),
+    };
+    let (addr, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: i32 = port.parse().map_err(|_| bad())?;
+    let mut ps = rpc::Criu_page_server_info::new();
+    ps.set_address(addr.trim_matches(|c| c == '[' || c == ']').to_string());
+    ps.set_port(port);
+    Ok(ps)
+}
+
+fn make_dir(path: &Path) -> Result<File, CkptError> {
+    if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(path) {
+        return Err(CkptError::Io {
+            what: "create",
+            path: path.to_path_buf(),
+            source: e,
+        });
+    }
+    open_dir(path)
+}
+
+fn open_dir(path: &Path) -> Result<File, CkptError> {
+    File::open(path).map_err(|source| CkptError::Io {
+        what: "open",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}
+
+fn has_masked_paths(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.masked_paths().as_ref())
+        .is_some_and(|m| !m.is_empty())
+}
+
+/// External mounts as (key, host path): the bind mounts by destination, /dev/null for
+/// masked paths, and on cgroup v1 the host's controller mounts that libcontainer binds.
+/// `restore` maps each key to where the source lives now.
+fn external_mounts(spec: &Spec, bundle_dir: Option<&Path>, restore: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let dest = m.destination().display().to_string();
+        if is_bind(m) {
+            let val = if restore {
+                match m.source() {
+                    Some(s) if s.is_absolute() => s.display().to_string(),
+                    Some(s) => bundle_dir
+                        .map(|b| b.join(s))
+                        .unwrap_or_else(|| s.clone())
+                        .display()
+                        .to_string(),
+                    None => dest.clone(),
+                }
+            } else {
+                dest.clone()
+            };
+            out.push((dest, val));
+        } else if m.typ().as_deref() == Some("cgroup") {
+            if let Ok(
+                libcgroups::common::CgroupSetup::Legacy | libcgroups::common::CgroupSetup::Hybrid,
+            ) = libcgroups::common::get_cgroup_setup()
+            {
+                for mp in libcgroups::v1::util::list_subsystem_mount_points().unwrap_or_default() {
+                    let p = mp.display().to_string();
+                    if p.starts_with("/sys/fs/cgroup") {
+                        out.push((p.clone(), p));
+                    }
+                }
+            }
+        }
+    }
+    if has_masked_paths(spec) {
+        out.push(("/dev/null".into(), "/dev/null".into()));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn ext_mnt(list: Vec<(String, String)>) -> Vec<rpc::Ext_mount_map> {
+    list.into_iter()
+        .map(|(k, v)| {
+            let mut m = rpc::Ext_mount_map::new();
+            m.set_key(k);
+            m.set_val(v);
+            m
+        })
+        .collect()
+}
+
+fn freezer_path(cgroup_path: &Path) -> Option<String> {
+    use libcgroups::common::{get_cgroup_setup, CgroupSetup};
+    let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    match get_cgroup_setup().ok()? {
+        CgroupSetup::Unified => Some(Path::new("/sys/fs/cgroup").join(rel).display().to_string()),
+        _ => {
+            let mp = libcgroups::v1::util::get_subsystem_mount_point(
+                &libcgroups::v1::ControllerType::Freezer,
+            )
+            .ok()?;
+            Some(mp.join(rel).display().to_string())
+        }
+    }
+}
+
+fn is_terminal(spec: &Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
+/// Dumps the VE's process tree into `o.image`. The VE keeps running when CRIU fails,
+/// and with `leave_running`; otherwise CRIU has killed its processes on success.
+pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
+    let image_dir = make_dir(&o.image)?;
+    let work_dir = match &o.work {
+        Some(w) => Some(make_dir(w)?),
+        None => None,
+    };
+    let log_dir = o.work.clone().unwrap_or_else(|| o.image.clone());
+    let mut opts = rpc::Criu_opts::new();
+    let mut keep: Vec<RawFd> = vec![image_dir.as_raw_fd()];
+    opts.set_images_dir_fd(image_dir.as_raw_fd());
+    if let Some(w) = &work_dir {
+        opts.set_work_dir_fd(w.as_raw_fd());
+        keep.push(w.as_raw_fd());
+    }
+    opts.set_log_file(DUMP_LOG.into());
+    opts.set_log_level(4);
+    opts.set_pid(t.pid);
+    opts.set_root(t.rootfs.display().to_string());
+    opts.set_leave_running(o.leave_running);
+    opts.set_tcp_established(o.tcp_established);
+    opts.set_ext_unix_sk(o.ext_unix_sk);
+    opts.set_shell_job(o.shell_job);
+    opts.set_file_locks(o.file_locks);
+    opts.set_auto_dedup(o.auto_dedup);
+    opts.set_manage_cgroups(true);
+    if let Some(m) = cg_mode(o.manage_cgroups_mode.as_deref())? {
+        opts.set_manage_cgroups_mode(m);
+    }
+    if is_terminal(t.spec) {
+        opts.set_orphan_pts_master(true);
+    }
+    if let Some(f) = freezer_path(t.cgroup_path) {
+        opts.set_freeze_cgroup(f);
+    }
+    let empty = empty_ns_flags(&o.empty_ns)?;
+    if empty != 0 {
+        opts.set_empty_ns(empty);
+    }
+    if let Some(p) = &o.parent {
+        opts.set_parent_img(p.display().to_string());
+    }
+    if let Some(ps) = &o.page_server {
+        opts.ps = MessageField::some(page_server(ps)?);
+    }
+    if o.lazy_pages {
+        opts.set_lazy_pages(true);
+    }
+    if let Some(fd) = o.status_fd {
+        opts.set_status_fd(fd);
+        keep.push(fd);
+    }
+    opts.ext_mnt = ext_mnt(external_mounts(t.spec, None, false));
+    {
+        let ino = std::fs::metadata(format!("/proc/{}/ns/net", t.pid))
+            .map_err(|source| CkptError::Io {
+                what: "stat",
+                path: PathBuf::from(format!("/proc/{}/ns/net", t.pid)),
+                source,
+            })?
+            .ino();
+        opts.external.push(format!("net[{ino}]:{NETNS_KEY}"));
+    }
+    write_descriptors(&o.image, t.pid)?;
+    // CRIU freezes the cgroup itself but then sleeps 100 ms before it looks whether the
+    // freeze took; a cgroup found frozen is used as it is (and left frozen).
+    let froze = freeze(t.cgroup_path);
+    let mut req = rpc::Criu_req::new();
+    if o.pre_dump {
+        req.set_type(rpc::Criu_req_type::PRE_DUMP);
+        opts.set_track_mem(true);
+    } else {
+        req.set_type(rpc::Criu_req_type::DUMP);
+    }
+    req.opts = MessageField::some(opts);
+    let log = log_dir.join(DUMP_LOG);
+    let dumped = criu::call(req, &keep, |_| Ok(()), |_| Ok(()));
+    if let Some(f) = froze {
+        thaw(&f);
+    }
+    dumped.map_err(|err| {
+        let tail = criu::log_tail(&log);
+        CkptError::Criu {
+            op: if o.pre_dump { "pre-dump" } else { "checkpoint" },
+            err: criu::with_tail(err, &tail),
+            tail,
+            log,
+        }
+    })?;
+    Ok(())
+}
+
+/// A cgroup vzrun froze for a dump, to thaw afterwards.
+struct Frozen {
+    file: PathBuf,
+    thawed: &'static str,
+}
+
+/// Freezes the VE's cgroup, polling every millisecond; None when it was frozen already
+/// (a paused VE stays paused) or cannot be frozen here (CRIU then freezes it).
+fn freeze(cgroup_path: &Path) -> Option<Frozen> {
+    let dir = PathBuf::from(freezer_path(cgroup_path)?);
+    let (file, frozen, thawed, done): (PathBuf, &str, &'static str, Box<dyn Fn() -> bool>) =
+        if dir.join("freezer.state").exists() {
+            let state = dir.join("freezer.state");
+            let s2 = state.clone();
+            (
+                state,
+                "FROZEN",
+                "THAWED",
+                Box::new(move || std::fs::read_to_string(&s2).is_ok_and(|v| v.trim() == "FROZEN")),
+            )
+        } else if dir.join("cgroup.freeze").exists() {
+            let events = dir.join("cgroup.events");
+            (
+                dir.join("cgroup.freeze"),
+                "1",
+                "0",
+                Box::new(move || {
+                    std::fs::read_to_string(&events).is_ok_and(|v| v.contains("frozen 1"))
+                }),
+            )
+        } else {
+            return None;
+        };
+    if done() {
+        return None;
+    }
+    std::fs::write(&file, frozen).ok()?;
+    let f = Frozen { file, thawed };
+    for _ in 0..10_000 {
+        if done() {
+            return Some(f);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Not frozen within 10 s: hand the cgroup back thawed and let CRIU try.
+    thaw(&f);
+    None
+}
+
+fn thaw(f: &Frozen) {
+    let _ = std::fs::write(&f.file, f.thawed);
+}
+
+/// The private area's image inside a checkpoint, for a VE that does not outlive it.
+pub const PRIVATE_IMAGE: &str = "vzrun-private.img";
+
+/// Moves a private area's image (renamed, or copied sparse across filesystems).
+pub fn move_image(from: &Path, to: &Path) -> Result<(), CkptError> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    copy_image(from, to)?;
+    std::fs::remove_file(from).map_err(|source| CkptError::Io {
+        what: "remove",
+        path: from.to_path_buf(),
+        source,
+    })
+}
+
+/// Copies an image file keeping it sparse (and sharing extents where the filesystem can).
+pub fn copy_image(from: &Path, to: &Path) -> Result<(), CkptError> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| CkptError::Io {
+            what: "create",
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let out = std::process::Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto", "--"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|source| CkptError::Io {
+            what: "run cp for",
+            path: from.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(to);
+        return Err(CkptError::Other(format!(
+            "copy {} to {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+const DESCRIPTORS: &str = "descriptors.json";
+const META: &str = "vzrun.json";
+
+/// What vzrun keeps beside CRIU's image: the VE's ID and MAC, so that a veth VE restored
+/// under its own ID comes back with the address its neighbours have cached (a new link
+/// would get a new one). A restore under another ID is a second VE: it gets its own.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl Meta {
+    pub fn save(&self, image: &Path) -> Result<(), CkptError> {
+        let path = image.join(META);
+        let text = serde_json::to_vec(self).map_err(|e| CkptError::Other(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|source| CkptError::Io {
+            what: "write",
+            path,
+            source,
+        })
+    }
+
+    /// Missing or unreadable (an image from another runtime): nothing to carry over.
+    pub fn load(image: &Path) -> Meta {
+        std::fs::read(image.join(META))
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn mac_bytes(&self) -> Option<[u8; 6]> {
+        let parts: Vec<u8> = self
+            .mac
+            .as_deref()?
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        parts.try_into().ok()
+    }
+}
+
+/// What the init's fds 0-2 were (runc's descriptors.json), so a restore can hand CRIU
+/// new ends for its stdio pipes.
+fn write_descriptors(image: &Path, pid: i32) -> Result<(), CkptError> {
+    let list: Vec<String> = (0..3)
+        .map(|n| {
+            std::fs::read_link(format!("/proc/{pid}/fd/{n}"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "/dev/null".into())
+        })
+        .collect();
+    let path = image.join(DESCRIPTORS);
+    let text = serde_json::to_string(&list).map_err(|e| CkptError::Other(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|source| CkptError::Io {
+        what: "write",
+        path,
+        source,
+    })
+}
+
+fn read_descriptors(image: &Path) -> Vec<String> {
+    std::fs::read(image.join(DESCRIPTORS))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_default()
+}
+
+/// Creates the destinations of bind mounts that the rootfs lacks, as create would have:
+/// a restore into a fresh rootfs (podman's --import) has none of them, and CRIU mounts
+/// onto what is there. A destination that resolves outside the rootfs is left alone.
+fn make_mountpoints(rootfs: &Path, spec: &Spec) {
+    let Ok(base) = std::fs::canonicalize(rootfs) else {
+        return;
+    };
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        if !is_bind(m) {
+            continue;
+        }
+        let rel = m.destination().strip_prefix("/").unwrap_or(m.destination());
+        let target = base.join(rel);
+        if target.symlink_metadata().is_ok() {
+            continue;
+        }
+        let Some(parent) = target.parent() else {
+            continue;
+        };
+        if std::fs::create_dir_all(parent).is_err() {
+            continue;
+        }
+        let inside = std::fs::canonicalize(parent).is_ok_and(|p| p.starts_with(&base));
+        if !inside {
+            continue;
+        }
+        let dir = m
+            .source()
+            .as_ref()
+            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| md.is_dir()));
+        let _ = if dir {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::File::create(&target).map(|_| ())
+        };
+    }
+}
+
+/// A bind mount of the rootfs that CRIU uses as the restored root; undone on drop.
+struct RootMount {
+    path: PathBuf,
+}
+
+impl RootMount {
+    fn new(rootfs: &Path, scratch: &Path) -> Result<Self, CkptError> {
+        use nix::mount::{mount, MsFlags};
+        let path = scratch.join("criu-root");
+        std::fs::create_dir_all(&path).map_err(|source| CkptError::Io {
+            what: "create",
+            path: path.clone(),
+            source,
+        })?;
+        // CRIU wants its root to be a mount point of its own.
+        mount(
+            Some(rootfs),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| CkptError::Io {
+            what: "bind-mount rootfs on",
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        Ok(RootMount { path })
+    }
+}
+
+impl Drop for RootMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Restores a VE's process tree from `o.image`; returns the pid of its init. `started`
+/// gets CRIU's pid before CRIU forks anything (the caller moves it into the VE's cgroup,
+/// so every restored process is born there). On error CRIU has killed what it restored.
+pub fn restore(
+    t: &RestoreTarget,
+    o: &RestoreOpts,
+    started: impl FnOnce(i32) -> Result<(), String>,
+) -> Result<i32, CkptError> {
+    let image_dir = open_dir(&o.image)?;
+    let work_dir = match &o.work {
+        Some(w) => Some(make_dir(w)?),
+        None => None,
+    };
+    let log_dir = o.work.clone().unwrap_or_else(|| o.image.clone());
+    make_mountpoints(t.rootfs, t.spec);
+    let root = RootMount::new(t.rootfs, t.scratch)?;
+    let mut opts = rpc::Criu_opts::new();
+    let mut keep: Vec<RawFd> = vec![image_dir.as_raw_fd()];
+    opts.set_images_dir_fd(image_dir.as_raw_fd());
+    if let Some(w) = &work_dir {
+        opts.set_work_dir_fd(w.as_raw_fd());
+        keep.push(w.as_raw_fd());
+    }
+    opts.set_log_file(RESTORE_LOG.into());
+    opts.set_log_level(4);
+    opts.set_root(root.path.display().to_string());
+    opts.set_rst_sibling(true);
+    opts.set_evasive_devices(true);
+    opts.set_notify_scripts(true);
+    opts.set_tcp_established(o.tcp_established);
+    opts.set_tcp_close(o.tcp_close);
+    opts.set_ext_unix_sk(o.ext_unix_sk);
+    opts.set_shell_job(o.shell_job);
+    opts.set_file_locks(o.file_locks);
+    opts.set_auto_dedup(o.auto_dedup);
+    opts.set_lazy_pages(o.lazy_pages);
+    if let Some(p) = &o.parent {
+        opts.set_parent_img(p.display().to_string());
+    }
+    if let Some(p) = &o.lsm_profile {
+        opts.set_lsm_profile(p.clone());
+    }
+    if let Some(c) = &o.lsm_mount_context {
+        opts.set_lsm_mount_context(c.clone());
+    }
+    // The caller has made the VE's cgroup and put CRIU into it; CRIU leaves cgroups alone
+    // unless asked, so the limits are the spec's, not the image's.
+    match cg_mode(o.manage_cgroups_mode.as_deref())? {
+        None | Some(rpc::Criu_cg_mode::IGNORE) => {
+            opts.set_manage_cgroups(false);
+            opts.set_manage_cgroups_mode(rpc::Criu_cg_mode::IGNORE);
+        }
+        Some(m) => {
+            opts.set_manage_cgroups(true);
+            opts.set_manage_cgroups_mode(m);
+        }
+    }
+    let empty = empty_ns_flags(&o.empty_ns)?;
+    if empty != 0 {
+        opts.set_empty_ns(empty);
+    }
+    if is_terminal(t.spec) {
+        opts.set_orphan_pts_master(true);
+    }
+    opts.ext_mnt = ext_mnt(external_mounts(t.spec, None, true));
+    if let Some(ns) = t.netns {
+        let mut inh = rpc::Inherit_fd::new();
+        inh.set_key(NETNS_KEY.into());
+        inh.set_fd(ns.as_raw_fd());
+        opts.inherit_fd.push(inh);
+        keep.push(ns.as_raw_fd());
+    }
+    // The init's stdio pipes (a shim's or conmon's) died with the old caller: CRIU gets
+    // ours instead, as runc does.
+    let mut stdio: Vec<OwnedFd> = Vec::new();
+    for (n, what) in read_descriptors(&o.image).iter().enumerate().take(3) {
+        if !what.starts_with("pipe:") {
+            continue;
+        }
+        let Ok(fd) = nix::unistd::dup(n as RawFd) else {
+            continue;
+        };
+        // SAFETY: dup just returned this descriptor to us.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut inh = rpc::Inherit_fd::new();
+        inh.set_key(what.clone());
+        inh.set_fd(fd.as_raw_fd());
+        opts.inherit_fd.push(inh);
+        keep.push(fd.as_raw_fd());
+        stdio.push(fd);
+    }
+    let mut req = rpc::Criu_req::new();
+    req.set_type(rpc::Criu_req_type::RESTORE);
+    req.opts = MessageField::some(opts);
+    let log = log_dir.join(RESTORE_LOG);
+    let console = t.console_socket.map(Path::to_path_buf);
+    let resp = criu::call(
+        req,
+        &keep,
+        |pid| started(pid).map_err(CriuError::Notify),
+        |n| {
+            if n.script == "orphan-pts-master" {
+                if let (Some(sock), Some(fd)) = (&console, n.fd) {
+                    send_console(sock, fd).map_err(|e| {
+                        CriuError::Notify(format!("console socket {}: {e}", sock.display()))
+                    })?;
+                }
+            }
+            Ok(())
+        },
+    )
+    .map_err(|err| {
+        let tail = criu::log_tail(&log);
+        CkptError::Criu {
+            op: "restore",
+            err: criu::with_tail(err, &tail),
+            tail,
+            log,
+        }
+    })?;
+    drop(root);
+    drop(stdio);
+    let pid = resp.restore.pid();
+    if pid <= 0 {
+        return Err(CkptError::Other("criu restored no process".into()));
+    }
+    Ok(pid)
+}
+
+/// Hands a terminal's master to the console socket, as `create --console-socket` does.
+fn send_console(sock: &Path, fd: OwnedFd) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let stream = std::os::unix::net::UnixStream::connect(sock)?;
+    let fds = [fd.as_raw_fd()];
+    let name = b"/dev/ptmx";
+    sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(name)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_keeps_the_mac() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Meta::load(dir.path()).mac_bytes().is_none());
+        Meta {
+            id: Some("a".into()),
+            mac: Some("02:18:4d:97:f9:52".into()),
+        }
+        .save(dir.path())
+        .unwrap();
+        assert_eq!(
+            Meta::load(dir.path()).mac_bytes(),
+            Some([2, 0x18, 0x4d, 0x97, 0xf9, 0x52])
+        );
+    }
+
+    #[test]
+    fn cgroup_modes_follow_runc_words() {
+        assert!(cg_mode(None).unwrap().is_none());
+        assert_eq!(
+            cg_mode(Some("soft")).unwrap(),
+            Some(rpc::Criu_cg_mode::SOFT)
+        );
+        let err = cg_mode(Some("hard")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--manage-cgroups-mode: invalid value \"hard\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn page_server_takes_address_and_port() {
+        let ps = page_server("192.0.2.1:27").unwrap();
+        assert_eq!((ps.address(), ps.port()), ("192.0.2.1", 27));
+        let ps = page_server("[2001:db8::1]:27").unwrap();
+        assert_eq!(ps.address(), "2001:db8::1");
+        assert!(page_server("nope").is_err());
+    }
+
+    #[test]
+    fn only_the_network_namespace_can_be_empty() {
+        assert_eq!(
+            empty_ns_flags(&["network".into()]).unwrap(),
+            libc::CLONE_NEWNET as u32
+        );
+        assert!(empty_ns_flags(&["pid".into()]).is_err());
+    }
+
+    #[test]
+    fn bind_mounts_are_external_by_destination() {
+        let spec: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","mounts":[
+                {"destination":"/etc/resolv.conf","type":"bind","source":"/run/x/resolv.conf","options":["rbind"]},
+                {"destination":"/proc","type":"proc","source":"proc"}],
+               "linux":{"maskedPaths":["/proc/kcore"]}}"#,
+        )
+        .unwrap();
+        let dump = external_mounts(&spec, None, false);
+        assert!(dump.contains(&("/etc/resolv.conf".into(), "/etc/resolv.conf".into())));
+        assert!(dump.contains(&("/dev/null".into(), "/dev/null".into())));
+        assert!(!dump.iter().any(|(k, _)| k == "/proc"));
+        let rst = external_mounts(&spec, None, true);
+        assert!(rst.contains(&("/etc/resolv.conf".into(), "/run/x/resolv.conf".into())));
+    }
+}
