@@ -27,8 +27,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# CRIU from sid first: on kernels from 6.16 only CRIU >= 4.2 can dump TCP sockets (trixie's 4.1.1 cannot dump
+# any inet socket there). sid moves, so trixie's 4.1.1 (the measured recipe) is the fallback.
 if [ -x hack/install-criu.sh ]; then
-  hack/install-criu.sh
+  if ! criu --version 2>/dev/null | grep -q 'Version: 4\.[2-9]'; then
+    CRIU_SUITE=${CRIU_SUITE:-sid} CRIU_FORCE=1 hack/install-criu.sh ||
+      { say "CRIU from ${CRIU_SUITE:-sid} failed; falling back to trixie"; CRIU_SUITE=trixie CRIU_FORCE=1 hack/install-criu.sh; }
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
