@@ -737,37 +737,6 @@ fn podman_annotation_reaches_vzrun() {
     assert_nothing_left("vzrun", id);
 }
 
-/// podman asks `<runtime> checkpoint --help` whether the runtime can checkpoint: vzrun
-/// says no (exit 1), so `podman container checkpoint` fails with a message saying so, and
-/// the container goes on running. runc answers the probe with success.
-#[test]
-fn podman_checkpoint_is_refused_cleanly() {
-    let pm = suite_or_skip!();
-    let probe = |bin: &str| run(Command::new(bin).args(["checkpoint", "--help"])).code;
-    assert_eq!(probe("runc"), 0, "runc checkpoint --help");
-    assert_ne!(
-        probe(common::VZRUN),
-        0,
-        "vzrun checkpoint --help must fail until it can checkpoint"
-    );
-    let c = pm.run_detached(common::VZRUN, "pod-ckpt", &[], &["sleep", "1000"]);
-    let id = c.id();
-    let o = pm.out(&["container", "checkpoint", &c.name]);
-    assert_ne!(o.code, 0, "podman checkpointed with vzrun: {o:?}");
-    assert!(
-        o.stderr.contains("does not support checkpoint"),
-        "the podman user is not told that the runtime cannot checkpoint: {o:?}"
-    );
-    assert_eq!(
-        c.status(),
-        "running",
-        "the container did not survive the refused checkpoint"
-    );
-    assert_eq!(c.exec(&["echo", "alive"]).stdout, "alive\n");
-    drop(c);
-    assert_nothing_left("vzrun", &id);
-}
-
 /// A create that fails under every runtime (the command does not exist): podman's exit code
 /// (127: command not found) and a message naming the command reach the user. vzrun's error
 /// arrives on stderr since podman gives it no `--log`.

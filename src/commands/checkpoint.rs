@@ -1,18 +1,21 @@
-//! `vzrun checkpoint`: not available yet. It answers with a clear error and exit status 1
-//! even for `--help`, because podman takes a successful `checkpoint --help` to mean that
-//! the runtime can checkpoint.
+//! `vzrun checkpoint`: dump a running VE with CRIU (vzctl chkpnt), around the
+//! pre-checkpoint and post-checkpoint action scripts. Without --leave-running the VE is
+//! gone afterwards, as with runc. `checkpoint --help` succeeds only where CRIU works:
+//! podman takes its exit status to mean that the runtime can checkpoint.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
+use crate::container::Root;
+use crate::state::oci_state;
+use crate::ve::actions::{Action, Point, Runner};
+use crate::ve::checkpoint::{self, DumpOpts, DumpTarget};
 
 #[derive(clap::Args, Debug)]
-#[command(
-    about = "Checkpoint a running container (not supported yet)",
-    disable_help_flag = true
-)]
+#[command(about = "Checkpoint a running container", disable_help_flag = true)]
 pub struct Args {
     #[arg(short = 'h', long = "help")]
     pub help: bool,
@@ -49,6 +52,151 @@ pub struct Args {
     pub id: Option<String>,
 }
 
-pub fn run(_args: Args, _global: &GlobalOpts) -> Result<i32> {
-    bail!("checkpoint is not supported by this version of vzrun")
+const HELP: &str = "Checkpoint a running container
+
+Usage: vzrun checkpoint [OPTIONS] <container-id>
+
+Options:
+      --image-path <DIR>           path for saving criu image files (default ./checkpoint)
+      --work-path <DIR>            path for saving work files and logs
+      --parent-path <DIR>          path for previous criu image files in pre-dump
+      --leave-running              leave the process running after checkpointing
+      --tcp-established            allow open tcp connections
+      --ext-unix-sk                allow external unix sockets
+      --shell-job                  allow shell jobs
+      --file-locks                 handle file locks, for safety
+      --pre-dump                   dump container's memory information only, leave the container running after this
+      --manage-cgroups-mode <MODE> cgroups mode: soft (default), full, strict or ignore
+      --empty-ns <NS>              create a namespace, but don't restore its properties
+      --page-server <ADDR:PORT>    ADDRESS:PORT of the page server
+      --lazy-pages                 use userfaultfd to lazily restore memory pages
+      --status-fd <FD>             criu writes \\0 to this FD once lazy-pages is ready
+      --auto-dedup                 enable auto deduplication of memory images
+  -h, --help                       print help
+
+Action scripts (annotations): io.vzrun.hooks.pre-checkpoint, io.vzrun.hooks.post-checkpoint
+(a host command, or ve:CMD run inside the VE).
+";
+
+pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
+    if args.help {
+        if !crate::ve::checkpoint_available() {
+            bail!("checkpoint is not available: criu is missing or `criu check` fails");
+        }
+        print!("{HELP}");
+        return Ok(0);
+    }
+    let Some(id) = args.id.clone() else {
+        bail!("\"checkpoint\" requires exactly 1 argument(s)");
+    };
+    let root = Root::from_opts(global)?;
+    let image = match &args.image_path {
+        Some(p) => p.clone(),
+        None => std::env::current_dir()
+            .context("current directory")?
+            .join("checkpoint"),
+    };
+    let opts = DumpOpts {
+        image,
+        work: args.work_path.clone(),
+        parent: args.parent_path.clone(),
+        leave_running: args.leave_running || args.pre_dump,
+        tcp_established: args.tcp_established,
+        ext_unix_sk: args.ext_unix_sk,
+        shell_job: args.shell_job,
+        file_locks: args.file_locks,
+        pre_dump: args.pre_dump,
+        manage_cgroups_mode: args.manage_cgroups_mode.clone(),
+        empty_ns: args.empty_ns.clone(),
+        page_server: args.page_server.clone(),
+        lazy_pages: args.lazy_pages,
+        status_fd: args.status_fd,
+        auto_dedup: args.auto_dedup,
+    };
+
+    // The action scripts run without the container's lock: a ve: command is a
+    // `vzrun exec`, which takes it.
+    let (actions, pid, state) = {
+        let loaded = root.load(&id)?;
+        running(&id, loaded.container.status())?;
+        let spec = super::create::load_spec(&root.ve_dir(&id))?;
+        let actions = crate::ve::config_from_spec(&spec)?.actions;
+        let state = serde_json::to_string(&oci_state(&loaded.container, &loaded.record, false))?;
+        (actions, loaded.container.pid().map(|p| p.as_raw()), state)
+    };
+    if !opts.leave_running && matches!(actions.get(Point::PostCheckpoint), Some(Action::Ve(_))) {
+        bail!(
+            "annotation io.vzrun.hooks.post-checkpoint: a ve: command needs --leave-running \
+             (the VE is gone after the checkpoint)"
+        );
+    }
+    let exe = std::env::current_exe().context("own executable")?;
+    actions
+        .run(
+            Point::PreCheckpoint,
+            &Runner {
+                vzrun: &exe,
+                root: &root.path,
+                id: &id,
+                state,
+            },
+        )
+        .map_err(|e| anyhow!("{e}: checkpoint aborted, the VE keeps running"))?;
+
+    let loaded = root.load(&id)?;
+    running(&id, loaded.container.status())?;
+    let now = loaded.container.pid().map(|p| p.as_raw());
+    if now != pid {
+        bail!("container {id} changed while its pre-checkpoint script ran");
+    }
+    let pid = now.ok_or_else(|| anyhow!("container {id} has no process"))?;
+    let spec = super::create::load_spec(&root.ve_dir(&id))?;
+    let cgroup_path = loaded
+        .container
+        .spec()
+        .map_err(|e| anyhow!("read container config: {e}"))?
+        .cgroup_path;
+    checkpoint::dump(
+        &DumpTarget {
+            pid,
+            rootfs: &loaded.record.rootfs,
+            spec: &spec,
+            cgroup_path: &cgroup_path,
+            external_netns: checkpoint::netns_is_external(&spec, loaded.record.ve.net.is_some()),
+        },
+        &opts,
+    )?;
+    let mut state = oci_state(&loaded.container, &loaded.record, false);
+    if !opts.leave_running {
+        // CRIU has killed the processes; what is left is the container's shell.
+        let crate::container::Loaded {
+            container, _lock, ..
+        } = loaded;
+        drop(container);
+        super::delete::delete_locked(&root, &id, true, _lock)?;
+        state.status = "stopped".into();
+        state.pid = 0;
+    } else {
+        drop(loaded);
+    }
+    actions.run(
+        Point::PostCheckpoint,
+        &Runner {
+            vzrun: &exe,
+            root: &root.path,
+            id: &id,
+            state: serde_json::to_string(&state)?,
+        },
+    )?;
+    Ok(0)
+}
+
+fn running(id: &str, status: ContainerStatus) -> Result<()> {
+    if !matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
+        bail!(
+            "container {id} is not running: {}",
+            crate::state::status_word(status)
+        );
+    }
+    Ok(())
 }

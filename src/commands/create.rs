@@ -173,17 +173,20 @@ fn make_cwd(spec: &Spec, rootfs: &Path) {
     }
 }
 
-/// Creates the container; on any failure nothing stays behind: libcontainer removes its
-/// own directory and cgroup, and the VE layer's record drives the rest of the cleanup.
-pub fn create_container(
-    root: &Root,
-    global: &GlobalOpts,
-    opts: CreateOpts,
-) -> Result<(Container, Lock)> {
-    crate::container::validate_id(opts.id)?;
-    let bundle = fs::canonicalize(opts.bundle)
-        .map_err(|e| anyhow!("bundle {}: {e}", opts.bundle.display()))?;
-    let mut spec = match opts.spec {
+/// A bundle read and checked, before anything exists on the host.
+pub struct Loaded {
+    pub bundle: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+    pub ve_config: ve::VeConfig,
+    pub lent: bool,
+}
+
+/// Reads and checks a bundle the same way for `create`, `run` and `restore`.
+pub fn load_bundle(bundle: &Path, spec: Option<Spec>) -> Result<Loaded> {
+    let bundle =
+        fs::canonicalize(bundle).map_err(|e| anyhow!("bundle {}: {e}", bundle.display()))?;
+    let mut spec = match spec {
         Some(s) => s,
         None => load_spec(&bundle)?,
     };
@@ -202,43 +205,107 @@ pub fn create_container(
         lent = lend_sys_admin(has_seccomp, &mut process);
         spec.set_process(Some(process));
     }
-    let executor = VzExecutor::new(&spec, lent)?;
+    Ok(Loaded {
+        bundle,
+        spec,
+        rootfs,
+        ve_config,
+        lent,
+    })
+}
 
-    let lock = root.claim(opts.id)?;
-    let ve_dir = root.ve_dir(opts.id);
-    let mut record = Record {
-        bundle: bundle.clone(),
-        rootfs: rootfs.clone(),
-        ve: Default::default(),
-        lent_sys_admin: lent,
+/// A claimed ID with vzrun's record of it.
+pub struct Claimed {
+    pub lock: Lock,
+    pub ve_dir: PathBuf,
+    pub record: Record,
+}
+
+pub fn claim(root: &Root, id: &str, loaded: &Loaded) -> Result<Claimed> {
+    let lock = root.claim(id)?;
+    Ok(Claimed {
+        lock,
+        ve_dir: root.ve_dir(id),
+        record: Record {
+            bundle: loaded.bundle.clone(),
+            rootfs: loaded.rootfs.clone(),
+            ve: Default::default(),
+            lent_sys_admin: loaded.lent,
+        },
+    })
+}
+
+/// The spec libcontainer (or CRIU) gets: absolute rootfs, vzrun's cgroup path, and what
+/// the VE layer prepares on the host; written to `<root>/.vzrun/<id>/config.json`.
+pub fn derive_spec(
+    root: &Root,
+    global: &GlobalOpts,
+    id: &str,
+    loaded: &mut Loaded,
+    claimed: &mut Claimed,
+) -> Result<()> {
+    let spec = &mut loaded.spec;
+    if let Some(r) = spec.root().clone() {
+        let mut r = r;
+        r.set_path(loaded.rootfs.clone());
+        spec.set_root(Some(r));
+    }
+    if let Some(linux) = spec.linux().clone() {
+        let mut linux = linux;
+        linux.set_cgroups_path(Some(cgroup_path(spec, id, global.systemd_cgroup)));
+        spec.set_linux(Some(linux));
+    }
+    claimed.record.save(&claimed.ve_dir)?;
+    let ctx = ve::Ctx {
+        root: &root.path,
+        id,
+        dir: &claimed.ve_dir,
     };
+    let prepared = ve::prepare(&ctx, &loaded.ve_config, spec, &mut claimed.record.ve);
+    claimed.record.save(&claimed.ve_dir)?;
+    prepared?;
+    // After prepare: a private area puts an overlay in front of the bundle's rootfs.
+    if let Some(r) = spec.root() {
+        make_cwd(spec, r.path());
+    }
+    spec.save(claimed.ve_dir.join("config.json"))
+        .map_err(|e| anyhow!("write derived config: {e}"))?;
+    Ok(())
+}
+
+/// Undoes a failed create or restore: the VE layer's host objects, a libcontainer
+/// directory without state, and the claimed ID.
+pub fn abandon(root: &Root, id: &str, claimed: Claimed) {
+    ve::teardown(&claimed.record.ve);
+    // libcontainer removes its directory itself, except when it failed before making
+    // it; a stale one would make the ID look taken.
+    let cdir = root.container_dir(id);
+    if cdir.exists() && !cdir.join("state.json").exists() {
+        let _ = fs::remove_dir_all(&cdir);
+    }
+    root.release(id);
+    drop(claimed.lock);
+}
+
+/// Creates the container; on any failure nothing stays behind: libcontainer removes its
+/// own directory and cgroup, and the VE layer's record drives the rest of the cleanup.
+pub fn create_container(
+    root: &Root,
+    global: &GlobalOpts,
+    opts: CreateOpts,
+) -> Result<(Container, Lock)> {
+    crate::container::validate_id(opts.id)?;
+    let mut loaded = load_bundle(opts.bundle, opts.spec)?;
+    let executor = VzExecutor::new(&loaded.spec, loaded.lent)?;
+    let mut claimed = claim(root, opts.id, &loaded)?;
     let result = (|| -> Result<Container> {
-        if let Some(r) = spec.root().clone() {
-            let mut r = r;
-            r.set_path(rootfs.clone());
-            spec.set_root(Some(r));
-        }
-        if let Some(linux) = spec.linux().clone() {
-            let mut linux = linux;
-            linux.set_cgroups_path(Some(cgroup_path(&spec, opts.id, global.systemd_cgroup)));
-            spec.set_linux(Some(linux));
-        }
-        record.save(&ve_dir)?;
+        derive_spec(root, global, opts.id, &mut loaded, &mut claimed)?;
+        let ve_dir = &claimed.ve_dir;
         let ctx = ve::Ctx {
             root: &root.path,
             id: opts.id,
-            dir: &ve_dir,
+            dir: ve_dir,
         };
-        let prepared = ve::prepare(&ctx, &ve_config, &mut spec, &mut record.ve);
-        record.save(&ve_dir)?;
-        prepared?;
-        // After prepare: a private area puts an overlay in front of the bundle's rootfs.
-        if let Some(r) = spec.root() {
-            make_cwd(&spec, r.path());
-        }
-        spec.save(ve_dir.join("config.json"))
-            .map_err(|e| anyhow!("write derived config: {e}"))?;
-
         let builder = ContainerBuilder::new(opts.id.to_string(), SyscallType::default())
             .with_root_path(&root.path)
             .map_err(|e| anyhow!("{e}"))?
@@ -248,7 +315,7 @@ pub fn create_container(
             .with_preserved_fds(opts.preserve_fds)
             .with_executor(executor);
         let mut container = builder
-            .as_init(&ve_dir)
+            .as_init(ve_dir)
             .with_systemd(false)
             .with_detach(opts.detach)
             .with_no_pivot(opts.no_pivot)
@@ -256,8 +323,13 @@ pub fn create_container(
             .map_err(|e| anyhow!("{}", describe(&e)))?;
         container.refresh_status().map_err(|e| anyhow!("{e}"))?;
         if let Some(pid) = container.pid() {
-            let configured = ve::configure(&ctx, &ve_config, pid.as_raw(), &mut record.ve);
-            record.save(&ve_dir)?;
+            let configured = ve::configure(
+                &ctx,
+                &loaded.ve_config,
+                pid.as_raw(),
+                &mut claimed.record.ve,
+            );
+            claimed.record.save(ve_dir)?;
             if let Err(e) = configured {
                 let _ = container.delete(true);
                 return Err(e.into());
@@ -267,22 +339,14 @@ pub fn create_container(
             "created {} (pid {:?}) from {}",
             opts.id,
             container.pid().map(|p| p.as_raw()),
-            bundle.display()
+            loaded.bundle.display()
         ));
         Ok(container)
     })();
     match result {
-        Ok(container) => Ok((container, lock)),
+        Ok(container) => Ok((container, claimed.lock)),
         Err(e) => {
-            ve::teardown(&record.ve);
-            // libcontainer removes its directory itself, except when it failed before
-            // making it; a stale one would make the ID look taken.
-            let cdir = root.container_dir(opts.id);
-            if cdir.exists() && !cdir.join("state.json").exists() {
-                let _ = fs::remove_dir_all(&cdir);
-            }
-            root.release(opts.id);
-            drop(lock);
+            abandon(root, opts.id, claimed);
             Err(e)
         }
     }

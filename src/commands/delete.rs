@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::container::{Lock, Root};
 use crate::state::{status_word, Record};
 use crate::ve;
 
@@ -36,6 +36,12 @@ pub fn delete_container(root: &Root, id: &str, force: bool) -> Result<()> {
             return Err(e);
         }
     };
+    delete_locked(root, id, force, lock)
+}
+
+/// [`delete_container`] for a caller that already holds the container's lock (a
+/// checkpoint that stopped the VE, a restore whose post-restore script failed).
+pub fn delete_locked(root: &Root, id: &str, force: bool, lock: Lock) -> Result<()> {
     let ve_dir = root.ve_dir(id);
     let record = Record::load(&ve_dir).unwrap_or_default();
     match root.read(id) {

@@ -1,13 +1,25 @@
-//! `vzrun restore`: not available yet; a clear error with exit status 1.
+//! `vzrun restore`: bring a checkpointed VE back (vzctl restore). The bundle is
+//! prepared exactly as `create` prepares it (same derived spec, cgroup, network setup on
+//! the host), CRIU restores the processes into it, and libcontainer's state is written so
+//! that the VE is an ordinary container afterwards. Action scripts: pre-restore before
+//! anything is made, post-restore once the VE runs.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcontainer::config::YoukiConfig;
+use libcontainer::container::{Container, ContainerStatus};
+use nix::unistd::Pid;
 
 use crate::cli::GlobalOpts;
+use crate::container::Root;
+use crate::state::{oci_state, OciState, OCI_VERSION};
+use crate::ve::actions::{Point, Runner};
+use crate::ve::checkpoint::{self, RestoreOpts, RestoreTarget};
 
 #[derive(clap::Args, Debug)]
-#[command(about = "Restore a container from a checkpoint (not supported yet)")]
+#[command(about = "Restore a container from a previous checkpoint")]
 pub struct Args {
     #[arg(long = "image-path")]
     pub image_path: Option<PathBuf>,
@@ -49,11 +61,211 @@ pub struct Args {
     pub lsm_profile: Option<String>,
     #[arg(long = "lsm-mount-context")]
     pub lsm_mount_context: Option<String>,
+    /// Keep the restored VE running when its post-restore action script fails
     #[arg(long = "keep-on-hook-failure")]
     pub keep_on_hook_failure: bool,
     pub id: Option<String>,
 }
 
-pub fn run(_args: Args, _global: &GlobalOpts) -> Result<i32> {
-    bail!("restore is not supported by this version of vzrun")
+pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
+    let Some(id) = args.id.clone() else {
+        bail!("\"restore\" requires exactly 1 argument(s)");
+    };
+    crate::container::validate_id(&id)?;
+    if args.tcp_established && args.tcp_close {
+        bail!("--tcp-established and --tcp-close cannot be used together");
+    }
+    let root = Root::from_opts(global)?;
+    let cwd = std::env::current_dir().context("current directory")?;
+    let opts = RestoreOpts {
+        image: args
+            .image_path
+            .clone()
+            .unwrap_or_else(|| cwd.join("checkpoint")),
+        work: args.work_path.clone(),
+        parent: args.parent_path.clone(),
+        tcp_established: args.tcp_established,
+        tcp_close: args.tcp_close,
+        ext_unix_sk: args.ext_unix_sk,
+        shell_job: args.shell_job,
+        file_locks: args.file_locks,
+        manage_cgroups_mode: args.manage_cgroups_mode.clone(),
+        empty_ns: args.empty_ns.clone(),
+        auto_dedup: args.auto_dedup,
+        lazy_pages: args.lazy_pages,
+        lsm_profile: args.lsm_profile.clone(),
+        lsm_mount_context: args.lsm_mount_context.clone(),
+    };
+    if !opts.image.is_dir() {
+        bail!("--image-path: {} is not a directory", opts.image.display());
+    }
+    let bundle = args.bundle.clone().unwrap_or(cwd);
+    let mut loaded = super::create::load_bundle(&bundle, None)?;
+    let terminal = loaded
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    if terminal && args.console_socket.is_none() {
+        bail!("cannot allocate tty if runc will detach without setting console socket");
+    }
+    let exe = std::env::current_exe().context("own executable")?;
+    let mut claimed = super::create::claim(&root, &id, &loaded)?;
+    let result = (|| -> Result<i32> {
+        super::create::derive_spec(&root, global, &id, &mut loaded, &mut claimed)?;
+        let spec = &loaded.spec;
+        let ve_dir = claimed.ve_dir.clone();
+        let ctx = crate::ve::Ctx {
+            root: &root.path,
+            id: &id,
+            dir: &ve_dir,
+        };
+        let creating = OciState {
+            oci_version: OCI_VERSION.to_string(),
+            id: id.clone(),
+            pid: 0,
+            status: "creating".into(),
+            bundle: loaded.bundle.clone(),
+            rootfs: loaded.rootfs.clone(),
+            created: crate::state::format_time(None),
+            owner: String::new(),
+            annotations: spec.annotations().clone().filter(|a| !a.is_empty()),
+        };
+        loaded.ve_config.actions.run(
+            Point::PreRestore,
+            &Runner {
+                vzrun: &exe,
+                root: &root.path,
+                id: &id,
+                state: serde_json::to_string(&creating)?,
+            },
+        )?;
+
+        let netns = match checkpoint::spec_netns_path(spec) {
+            Some(p) => Some(
+                std::fs::File::open(&p)
+                    .with_context(|| format!("open network namespace {}", p.display()))?,
+            ),
+            None => {
+                let made =
+                    crate::ve::restore_netns(&ctx, &loaded.ve_config, &mut claimed.record.ve);
+                claimed.record.save(&ve_dir)?;
+                made?
+            }
+        };
+
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| anyhow!("config.json: linux: missing"))?;
+        let cgroup_path = linux
+            .cgroups_path()
+            .clone()
+            .ok_or_else(|| anyhow!("no cgroup path"))?;
+        let manager = super::cgroup_manager_at(cgroup_path, &id)?;
+        let resources = linux.resources().clone().unwrap_or_default();
+        let controller = ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
+            freezer_state: None,
+        };
+        let restored = checkpoint::restore(
+            &RestoreTarget {
+                rootfs: &loaded.rootfs,
+                spec,
+                scratch: &ve_dir,
+                netns: netns.as_ref(),
+                console_socket: args.console_socket.as_deref(),
+            },
+            &opts,
+            |criu_pid| {
+                manager
+                    .add_task(Pid::from_raw(criu_pid))
+                    .map_err(|e| format!("cgroup: {e}"))?;
+                manager
+                    .apply(&controller)
+                    .map_err(|e| format!("cgroup limits: {e}"))
+            },
+        );
+        let pid = match restored {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = manager.remove();
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = write_state(&root, &id, &ve_dir, spec, pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+            let _ = manager.remove();
+            return Err(e);
+        }
+        if let Some(pf) = &args.pid_file {
+            std::fs::write(pf, pid.to_string())
+                .with_context(|| format!("write pid file {}", pf.display()))?;
+        }
+        Ok(pid)
+    })();
+    let pid = match result {
+        Ok(pid) => pid,
+        Err(e) => {
+            super::create::abandon(&root, &id, claimed);
+            return Err(e);
+        }
+    };
+    drop(claimed.lock);
+    crate::logging::debug(&format!("restored {id} (pid {pid})"));
+
+    let state = {
+        let l = root.load(&id)?;
+        serde_json::to_string(&oci_state(&l.container, &l.record, false))?
+    };
+    let hooked = loaded.ve_config.actions.run(
+        Point::PostRestore,
+        &Runner {
+            vzrun: &exe,
+            root: &root.path,
+            id: &id,
+            state,
+        },
+    );
+    if let Err(e) = hooked {
+        if args.keep_on_hook_failure {
+            bail!("{e} (the restored VE {id} keeps running: --keep-on-hook-failure)");
+        }
+        super::delete::delete_container(&root, &id, true)?;
+        bail!("{e} (the restored VE {id} was removed)");
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    Ok(super::wait_exit(pid))
+}
+
+/// libcontainer's own state for the restored init, so that every other command loads
+/// it like a created container.
+fn write_state(
+    root: &Root,
+    id: &str,
+    ve_dir: &std::path::Path,
+    spec: &oci_spec::runtime::Spec,
+    pid: i32,
+) -> Result<()> {
+    let cdir = root.container_dir(id);
+    std::fs::create_dir(&cdir).with_context(|| format!("create {}", cdir.display()))?;
+    YoukiConfig::from_spec(spec, id)
+        .map_err(|e| anyhow!("container config: {e}"))?
+        .save(&cdir)
+        .map_err(|e| anyhow!("save container config: {e}"))?;
+    let mut c = Container::new(id, ContainerStatus::Created, Some(pid), ve_dir, &cdir)
+        .map_err(|e| anyhow!("container state: {e}"))?;
+    c.set_status(ContainerStatus::Created)
+        .set_creator(nix::unistd::geteuid().as_raw())
+        .set_systemd(false)
+        .set_annotations(spec.annotations().clone())
+        .set_status(ContainerStatus::Running);
+    c.save().map_err(|e| anyhow!("save container state: {e}"))?;
+    Ok(())
 }

@@ -4,13 +4,17 @@
 use std::collections::HashMap;
 
 use super::disk::{self, DiskConfig};
+use super::actions::{self, Actions};
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
 use super::{VeError, PREFIX};
 
 /// Keys vzrun understands, without the prefix.
 fn known(name: &str) -> bool {
-    net::KEYS.contains(&name) || resources::KEYS.contains(&name) || disk::KEYS.contains(&name)
+    net::KEYS.contains(&name)
+        || actions::KEYS.contains(&name)
+        || resources::KEYS.contains(&name)
+        || disk::KEYS.contains(&name)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -18,6 +22,7 @@ pub struct VeConfig {
     pub net: Option<NetConfig>,
     pub resources: Option<ResourceConfig>,
     pub disk: Option<DiskConfig>,
+    pub actions: Actions,
 }
 
 impl VeConfig {
@@ -39,12 +44,16 @@ impl VeConfig {
             net: NetConfig::parse(annotations)?,
             resources: ResourceConfig::parse(annotations)?,
             disk: DiskConfig::parse(annotations)?,
+            actions: Actions::parse(annotations)?,
         })
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.net.is_none() && self.resources.is_none() && self.disk.is_none()
+        self.net.is_none()
+            && self.resources.is_none()
+            && self.disk.is_none()
+            && self.actions.is_empty()
     }
 }
 

@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Mount, Spec};
 use serde::{Deserialize, Serialize};
 
+pub mod actions;
 pub mod annotations;
 pub mod disk;
+pub mod checkpoint;
+pub mod criu;
 pub mod firewall;
 pub mod net;
 pub mod netlink;
@@ -239,9 +242,36 @@ pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> 
     Ok((ma, mi))
 }
 
-/// Whether checkpoint/restore can work on this host (CRIU present and usable).
+/// Whether checkpoint/restore can work on this host (CRIU present and `criu check`
+/// passing; the answer is cached).
 pub fn checkpoint_available() -> bool {
-    false
+    criu::available()
+}
+
+/// For a restore: the VE's network namespace made and configured before CRIU puts the
+/// processes back into it (create configures it once the init exists instead). None when
+/// the VE has no vzrun networking.
+pub fn restore_netns(
+    ctx: &Ctx,
+    config: &VeConfig,
+    record: &mut VeRecord,
+) -> Result<Option<std::fs::File>, VeError> {
+    let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) else {
+        return Ok(None);
+    };
+    let ns = std::thread::spawn(|| -> std::io::Result<std::fs::File> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+        std::fs::File::open("/proc/thread-self/ns/net")
+    })
+    .join()
+    .map_err(|_| VeError::Net("new network namespace: worker panicked".into()))?
+    .map_err(|e| VeError::Net(format!("new network namespace: {e}")))?;
+    let path = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&ns)
+    ));
+    net::setup_at(netc, ctx.root, ctx.id, &path, nrec)?;
+    Ok(Some(ns))
 }
 
 /// Annotations from `(key without prefix, value)` pairs, for the concerns' unit tests.

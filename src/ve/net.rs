@@ -509,10 +509,22 @@ pub fn setup(
             "the VE shares the host's network namespace (the spec has no network namespace)",
         ));
     }
+    setup_at(c, root, id, &netns_of(pid), rec)
+}
+
+/// [`setup`] for a namespace named by a path (a restore configures the namespace it made
+/// before CRIU brings the processes back into it).
+pub fn setup_at(
+    c: &NetConfig,
+    root: &Path,
+    id: &str,
+    ns: &Path,
+    rec: &mut NetRecord,
+) -> Result<(), VeError> {
     rec.mode = c.mode;
     rec.uplink = c.uplink.clone();
     rec.bridge = c.bridge.clone();
-    let ns = netns_of(pid);
+    let ns = ns.to_path_buf();
     let host_if = host_ifname(root, id, incarnation());
     let ve_if = match c.mode {
         Mode::Venet => "venet0",

@@ -1,0 +1,269 @@
+//! Action scripts around checkpoint and restore (vzctl's `*.chkpnt`/`*.restore` scripts):
+//! `io.vzrun.hooks.{pre,post}-{checkpoint,restore}`. A value is a host command, run like
+//! an OCI hook (state JSON on stdin, a cleared environment, a timeout), or `ve:CMD`, run
+//! inside the VE through `vzrun exec`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{VeError, PREFIX};
+
+pub const KEYS: &[&str] = &[
+    "hooks.pre-checkpoint",
+    "hooks.post-checkpoint",
+    "hooks.pre-restore",
+    "hooks.post-restore",
+    "hooks.timeout",
+];
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Point {
+    PreCheckpoint,
+    PostCheckpoint,
+    PreRestore,
+    PostRestore,
+}
+
+impl Point {
+    pub fn name(self) -> &'static str {
+        match self {
+            Point::PreCheckpoint => "pre-checkpoint",
+            Point::PostCheckpoint => "post-checkpoint",
+            Point::PreRestore => "pre-restore",
+            Point::PostRestore => "post-restore",
+        }
+    }
+
+    const ALL: [Point; 4] = [
+        Point::PreCheckpoint,
+        Point::PostCheckpoint,
+        Point::PreRestore,
+        Point::PostRestore,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Host(String),
+    /// Run inside the VE.
+    Ve(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Actions {
+    map: HashMap<Point, Action>,
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("action script {point}: {problem}")]
+    Failed {
+        point: &'static str,
+        problem: String,
+    },
+}
+
+/// Where and how to run one action.
+pub struct Runner<'a> {
+    /// The vzrun binary and global flags, for `ve:` commands (`vzrun --root R exec ID`).
+    pub vzrun: &'a Path,
+    pub root: &'a Path,
+    pub id: &'a str,
+    /// The OCI state document the script reads on stdin.
+    pub state: String,
+}
+
+impl Actions {
+    pub fn parse(a: &HashMap<String, String>) -> Result<Self, VeError> {
+        let mut out = Actions::default();
+        for p in Point::ALL {
+            let key = format!("{PREFIX}hooks.{}", p.name());
+            let Some(v) = a.get(&key) else { continue };
+            let bad = |problem: &str| VeError::Annotation {
+                key: key.clone(),
+                problem: problem.to_string(),
+            };
+            let v = v.trim();
+            let action = match v.strip_prefix("ve:") {
+                Some(cmd) if cmd.trim().is_empty() => return Err(bad("empty command after ve:")),
+                Some(_) if p == Point::PreRestore => {
+                    return Err(bad(
+                        "a ve: command cannot run before restore (the VE does not exist yet)",
+                    ))
+                }
+                Some(cmd) => Action::Ve(cmd.trim().to_string()),
+                None if v.is_empty() => return Err(bad("empty command")),
+                None => Action::Host(v.to_string()),
+            };
+            out.map.insert(p, action);
+        }
+        let tkey = format!("{PREFIX}hooks.timeout");
+        if let Some(t) = a.get(&tkey) {
+            let secs: u64 = t
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| (1..=86400).contains(s))
+                .ok_or_else(|| VeError::Annotation {
+                    key: tkey.clone(),
+                    problem: format!("{t:?} is not a number of seconds in 1..86400"),
+                })?;
+            out.timeout = Some(Duration::from_secs(secs));
+        }
+        Ok(out)
+    }
+
+    pub fn get(&self, p: Point) -> Option<&Action> {
+        self.map.get(&p)
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Runs the action for `p`, if any; an exit status other than 0, a signal or the
+    /// timeout is an error naming the point.
+    pub fn run(&self, p: Point, r: &Runner) -> Result<(), ActionError> {
+        let Some(action) = self.map.get(&p) else {
+            return Ok(());
+        };
+        let fail = |problem: String| ActionError::Failed {
+            point: p.name(),
+            problem,
+        };
+        let mut cmd = match action {
+            Action::Host(c) => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c").arg(c);
+                cmd
+            }
+            Action::Ve(c) => {
+                let mut cmd = Command::new(r.vzrun);
+                cmd.arg("--root")
+                    .arg(r.root)
+                    .arg("exec")
+                    .arg(r.id)
+                    .arg("/bin/sh")
+                    .arg("-c")
+                    .arg(c);
+                cmd
+            }
+        };
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("VZRUN_ACTION", p.name())
+            .env("VZRUN_ID", r.id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().map_err(|e| fail(format!("start: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A script that does not read its stdin is fine.
+            let _ = stdin.write_all(r.state.as_bytes());
+        }
+        let limit = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) if st.success() => return Ok(()),
+                Ok(Some(st)) => return Err(fail(format!("failed: {st}"))),
+                Ok(None) if start.elapsed() >= limit => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(fail(format!("timed out after {}s", limit.as_secs())));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => return Err(fail(format!("wait: {e}"))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ve::test_annotations;
+
+    #[test]
+    fn host_and_ve_commands() {
+        let a = Actions::parse(&test_annotations(&[
+            ("hooks.pre-checkpoint", "ve: sync"),
+            ("hooks.post-restore", "/bin/true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            a.get(Point::PreCheckpoint),
+            Some(&Action::Ve("sync".into()))
+        );
+        assert_eq!(
+            a.get(Point::PostRestore),
+            Some(&Action::Host("/bin/true".into()))
+        );
+        assert!(a.get(Point::PreRestore).is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Actions::parse(&test_annotations(&[("hooks.pre-restore", "ve:x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("annotation io.vzrun.hooks.pre-restore:"),
+            "{err}"
+        );
+        let err = Actions::parse(&test_annotations(&[("hooks.timeout", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("io.vzrun.hooks.timeout"), "{err}");
+        assert!(Actions::parse(&test_annotations(&[("hooks.post-checkpoint", " ")])).is_err());
+    }
+
+    #[test]
+    fn scripts_get_state_and_fail_with_their_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let a = Actions::parse(&test_annotations(&[
+            (
+                "hooks.pre-checkpoint",
+                &format!(
+                    "cat > {} && echo $VZRUN_ACTION >> {}",
+                    out.display(),
+                    out.display()
+                ),
+            ),
+            ("hooks.post-checkpoint", "exit 3"),
+            ("hooks.timeout", "1"),
+            ("hooks.pre-restore", "sleep 5"),
+        ]))
+        .unwrap();
+        let r = Runner {
+            vzrun: Path::new("/bin/false"),
+            root: Path::new("/nonexistent"),
+            id: "x",
+            state: "{\"id\":\"x\"}".into(),
+        };
+        a.run(Point::PreCheckpoint, &r).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"id\":\"x\"}pre-checkpoint\n"
+        );
+        let err = a.run(Point::PostCheckpoint, &r).unwrap_err().to_string();
+        assert!(
+            err.contains("post-checkpoint") && err.contains("3"),
+            "{err}"
+        );
+        let err = a.run(Point::PreRestore, &r).unwrap_err().to_string();
+        assert!(err.contains("timed out"), "{err}");
+        a.run(Point::PostRestore, &r).unwrap();
+    }
+}
