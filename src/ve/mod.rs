@@ -18,6 +18,7 @@ pub mod disk;
 pub mod checkpoint;
 pub mod criu;
 pub mod firewall;
+pub mod migrate;
 pub mod net;
 pub mod netlink;
 pub mod resources;
@@ -76,6 +77,15 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/vzrun"))
 }
 
+/// Where a VE's private area image lives unless the user named one: per state root and
+/// ID, so two roots on one host never share an image.
+pub fn default_image(root: &Path, id: &str) -> PathBuf {
+    let h = fnv(&[root.as_os_str().as_encoded_bytes()]);
+    data_dir()
+        .join("private")
+        .join(format!("{id}-{:08x}.img", h & 0xffff_ffff))
+}
+
 /// Where a VE lives on the host.
 pub struct Ctx<'a> {
     pub root: &'a Path,
@@ -112,11 +122,7 @@ pub fn prepare(
             return Err(VeError::Io("private area: the spec has no root".into()));
         };
         let rec = record.disk.insert(disk::DiskRecord::default());
-        let h = fnv(&[ctx.root.as_os_str().as_encoded_bytes()]);
-        let image =
-            data_dir()
-                .join("private")
-                .join(format!("{}-{:08x}.img", ctx.id, h & 0xffff_ffff));
+        let image = default_image(ctx.root, ctx.id);
         let rootfs = disk::prepare(d, ctx.dir, &image, root.path(), rec)?;
         root.set_path(rootfs);
         spec.set_root(Some(root));
