@@ -79,6 +79,10 @@ pub enum Command {
     Spec(commands::spec::Args),
     Checkpoint(commands::checkpoint::Args),
     Restore(commands::restore::Args),
+    /// Move a running VE to another host (vzmigrate)
+    Migrate(commands::migrate::Args),
+    /// Receive VEs from `vzrun migrate`
+    MigrateListen(commands::migrate_listen::Args),
     /// Read and change Virtual Environments (vzctl/vzlist style)
     #[command(subcommand)]
     Ve(commands::ve::VeCommand),

@@ -63,6 +63,17 @@ impl Root {
         Ok(Root { path })
     }
 
+    /// The name part vzrun's default cgroup path carries for this root: nothing for the
+    /// default root, a short hash of the path otherwise, so that two roots on one host
+    /// (two "hosts" of a migration test, a private test root) never share a cgroup.
+    pub fn cgroup_tag(&self) -> String {
+        if self.path == default_root() {
+            return String::new();
+        }
+        let h = crate::ve::fnv(&[self.path.as_os_str().as_encoded_bytes()]);
+        format!("{:08x}-", h & 0xffff_ffff)
+    }
+
     pub fn ensure(&self) -> Result<()> {
         fs::create_dir_all(self.path.join(VE_DIR))
             .with_context(|| format!("create state root {}", self.path.display()))

@@ -100,7 +100,7 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
 
 /// The cgroup path libcontainer gets: the spec's, a systemd `slice:prefix:name` turned
 /// into the cgroupfs path systemd would use, or vzrun's own default.
-fn cgroup_path(spec: &Spec, id: &str, systemd: bool) -> PathBuf {
+fn cgroup_path(spec: &Spec, id: &str, tag: &str, systemd: bool) -> PathBuf {
     let given = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     match given {
         Some(p) if systemd && p.to_string_lossy().contains(':') => {
@@ -121,7 +121,7 @@ fn cgroup_path(spec: &Spec, id: &str, systemd: bool) -> PathBuf {
             PathBuf::from(format!("/{slice}/{unit}"))
         }
         Some(p) => p,
-        None => PathBuf::from(format!("/vzrun-{id}")),
+        None => PathBuf::from(format!("/vzrun-{tag}{id}")),
     }
 }
 
@@ -252,7 +252,12 @@ pub fn derive_spec(
     }
     if let Some(linux) = spec.linux().clone() {
         let mut linux = linux;
-        linux.set_cgroups_path(Some(cgroup_path(spec, id, global.systemd_cgroup)));
+        linux.set_cgroups_path(Some(cgroup_path(
+            spec,
+            id,
+            &root.cgroup_tag(),
+            global.systemd_cgroup,
+        )));
         spec.set_linux(Some(linux));
     }
     claimed.record.save(&claimed.ve_dir)?;
@@ -382,11 +387,11 @@ mod tests {
     #[test]
     fn default_cgroup_is_named_after_vzrun() {
         assert_eq!(
-            cgroup_path(&spec_with_cgroup(None), "web1", false),
+            cgroup_path(&spec_with_cgroup(None), "web1", "", false),
             PathBuf::from("/vzrun-web1")
         );
         assert_eq!(
-            cgroup_path(&spec_with_cgroup(Some("/libpod_parent/x")), "x", false),
+            cgroup_path(&spec_with_cgroup(Some("/libpod_parent/x")), "x", "", false),
             PathBuf::from("/libpod_parent/x")
         );
     }
@@ -397,6 +402,7 @@ mod tests {
             cgroup_path(
                 &spec_with_cgroup(Some("system.slice:vzrun:abc")),
                 "abc",
+                "",
                 true
             ),
             PathBuf::from("/system.slice/vzrun-abc.scope")

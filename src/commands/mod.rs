@@ -20,6 +20,8 @@ pub mod exec;
 pub mod features;
 pub mod kill;
 pub mod list;
+pub mod migrate;
+pub mod migrate_listen;
 pub mod pause;
 pub mod ps;
 pub mod restore;
@@ -63,6 +65,8 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<i32> {
         Command::Features(a) => features::run(a, global),
         Command::Spec(a) => spec::run(a, global),
         Command::Checkpoint(a) => checkpoint::run(a, global),
+        Command::Migrate(a) => migrate::run(a, global),
+        Command::MigrateListen(a) => migrate_listen::run(a, global),
         Command::Restore(a) => restore::run(a, global),
         Command::Ve(c) => ve::run(c, global),
         Command::Template(c) => template::run(c, global),

@@ -14,7 +14,12 @@ pub struct Args {
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let root = Root::from_opts(global)?;
-    let mut loaded = root.load(&args.id)?;
+    pause_container(&root, &args.id)?;
+    Ok(0)
+}
+
+pub fn pause_container(root: &Root, id: &str) -> Result<()> {
+    let mut loaded = root.load(id)?;
     if loaded.container.status() != ContainerStatus::Running {
         bail!("container not running");
     }
@@ -22,5 +27,5 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         .container
         .pause()
         .map_err(|e| anyhow!("{}", super::create::describe(&e)))?;
-    Ok(0)
+    Ok(())
 }

@@ -369,11 +369,13 @@ pub fn prepare(
     rec.inodes = cfg.inodes.map(|l| (l.soft, l.hard));
     let hard = cfg.space.hard / BLOCK * BLOCK;
     let exists = rec.image.exists();
-    if exists && !rec.persistent {
+    // An image that arrived with a migration is this VE's, though not user-named.
+    let adopt = exists && !rec.persistent && fs::remove_file(adopt_marker(&rec.image)).is_ok();
+    if exists && !rec.persistent && !adopt {
         // A stale image under a fresh VE's name is a leftover, not the user's data.
         fs::remove_file(&rec.image).map_err(|e| io(rec.image.display(), e))?;
     }
-    if !(exists && rec.persistent) {
+    if !(exists && (rec.persistent || adopt)) {
         if let Some(parent) = rec.image.parent() {
             fs::create_dir_all(parent).map_err(|e| io(parent.display(), e))?;
         }
@@ -393,8 +395,8 @@ pub fn prepare(
         drop(f);
         mkfs(&rec.image, cfg.inodes.map(|l| l.hard))?;
     } else {
-        // A persistent image from an earlier run: grow it offline if asked for more,
-        // then hold back whatever is above the hard limit.
+        // A persistent image from an earlier run, or one a migration brought: grow it
+        // offline if asked for more, then hold back whatever is above the hard limit.
         rec.fs_size = fs::metadata(&rec.image)
             .map_err(|e| io(rec.image.display(), e))?
             .len();
@@ -466,6 +468,14 @@ pub fn prepare(
     .map_err(|e| io(format!("overlay over {}", lower.display()), e))?;
     rec.rootfs = Some(rootfs.clone());
     Ok(rootfs)
+}
+
+/// Next to an image, marks it as brought by `migrate-listen` for the VE about to be
+/// restored: prepare then takes it over instead of removing it as a leftover.
+pub fn adopt_marker(image: &Path) -> PathBuf {
+    let mut p = image.as_os_str().to_owned();
+    p.push(".adopt");
+    PathBuf::from(p)
 }
 
 /// overlayfs splits its options at commas and lowerdir at colons.

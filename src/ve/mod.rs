@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod criu;
 pub mod disk;
 pub mod firewall;
+pub mod migrate;
 pub mod net;
 pub mod netlink;
 pub mod resources;
@@ -78,7 +79,8 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/vzrun"))
 }
 
-/// Where a VE's private area image lives unless the user named one.
+/// Where a VE's private area image lives unless the user named one: per state root and
+/// ID, so two roots on one host never share an image.
 pub fn private_image(root: &Path, id: &str) -> PathBuf {
     let h = fnv(&[root.as_os_str().as_encoded_bytes()]);
     data_dir()
