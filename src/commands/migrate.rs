@@ -367,29 +367,6 @@ fn cold(
     }
 }
 
-/// The CRIU processes this command started (swrk children), for an abort.
-fn kill_criu_children() {
-    let me = std::process::id().to_string();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .unwrap_or_default();
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == me && String::from_utf8_lossy(&cmd).contains("swrk") {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn postcopy(
     root: &Root,
@@ -442,7 +419,7 @@ fn postcopy(
     })();
     if let Err(e) = outcome {
         // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
-        kill_criu_children();
+        mig::kill_criu_children();
         let _ = dumper.join();
         let _ = super::resume::resume_container(root, &args.id);
         return Err(e.context(format!("the VE {} keeps running here", args.id)));

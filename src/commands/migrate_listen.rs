@@ -246,8 +246,10 @@ fn receive_ve(
                             .and_then(|s| s.parse().ok())
                             .ok_or_else(|| anyhow!("restore: no page server address"))?;
                     inc.lazy = Some(lazy_pages(&images, ps)?);
+                    lazy_restore(global, id, &bundle, &images, inc)?;
+                } else {
+                    restore(global, id, &bundle, &images, false)?;
                 }
-                restore(global, id, &bundle, &images, lazy)?;
                 ch.send_json(
                     kind::DONE,
                     &json!({"restore_ms": started.elapsed().as_millis() as u64}),
@@ -355,6 +357,54 @@ fn stop_page_server(pid: Option<i32>) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+}
+
+/// A post-copy restore, watched: when the lazy-pages daemon gives up (its page server
+/// is gone, or CRIU cannot serve pages on this kernel) the restore would wait for pages
+/// for ever, so it is stopped and reported.
+fn lazy_restore(
+    global: &GlobalOpts,
+    id: &str,
+    bundle: &Path,
+    images: &Path,
+    inc: &mut Incoming,
+) -> Result<()> {
+    let (g, i, b, im) = (
+        global.clone(),
+        id.to_string(),
+        bundle.to_path_buf(),
+        images.to_path_buf(),
+    );
+    let worker = std::thread::spawn(move || restore(&g, &i, &b, &im, true));
+    let mut daemon_failed: Option<Instant> = None;
+    while !worker.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Some(d) = inc.lazy.as_mut() {
+            if let Ok(Some(st)) = d.try_wait() {
+                if !st.success() && daemon_failed.is_none() {
+                    daemon_failed = Some(Instant::now());
+                }
+            }
+        }
+        if daemon_failed.is_some_and(|t| t.elapsed() > std::time::Duration::from_secs(2)) {
+            mig::kill_criu_children();
+        }
+    }
+    let r = worker
+        .join()
+        .map_err(|_| anyhow!("restore thread panicked"))?;
+    if daemon_failed.is_some() {
+        let tail = std::fs::read_to_string(images.join("lazy-pages.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Error"))
+            .last()
+            .unwrap_or("")
+            .to_string();
+        r.context(format!("CRIU's lazy-pages daemon failed: {tail}"))?;
+        bail!("CRIU's lazy-pages daemon failed: {tail}");
+    }
+    r
 }
 
 fn restore(global: &GlobalOpts, id: &str, bundle: &Path, images: &Path, lazy: bool) -> Result<()> {

@@ -667,6 +667,30 @@ fn proto_field(data: &[u8], want: u64) -> Option<ProtoValue<'_>> {
     None
 }
 
+/// Kills the CRIU processes this process started (RPC workers, `criu swrk`): the way to
+/// abort a dump or restore that waits on a peer that is gone. Best effort.
+pub fn kill_criu_children() {
+    let me = std::process::id().to_string();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .unwrap_or_default();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == me && String::from_utf8_lossy(&cmd).contains("swrk") {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+    }
+}
+
 /// Progress on a terminal (one line rewritten in place) or plain log lines otherwise.
 pub struct Progress {
     tty: bool,

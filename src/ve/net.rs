@@ -386,6 +386,57 @@ impl NetConfig {
     }
 }
 
+/// Broadcasts an ARP request for `ip` from `ip` itself on the link `ifindex`, so that
+/// neighbours update their caches to `mac`.
+fn gratuitous_arp(ifindex: u32, mac: &[u8], ip: std::net::Ipv4Addr) -> std::io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if mac.len() != 6 {
+        return Ok(());
+    }
+    const ETH_P_ARP: u16 = 0x0806;
+    let mut frame = Vec::with_capacity(42);
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(mac);
+    frame.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    // htype Ethernet, ptype IPv4, hlen 6, plen 4, op request
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(mac);
+    frame.extend_from_slice(&ip.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&ip.octets());
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, ETH_P_ARP.to_be() as i32) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_ll; the fields used are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = ETH_P_ARP.to_be();
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    for _ in 0..2 {
+        // SAFETY: frame and addr outlive the call; lengths are theirs.
+        let rc = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A name for the host end that fits IFNAMSIZ and is new for every incarnation of a VE:
 /// the pair of a VE just deleted may live on for a moment while the kernel tears its
 /// namespace down, and a VE created again under the same ID must not wait for it.
@@ -586,6 +637,16 @@ pub fn setup_at(
                 for a in &c.ips {
                     nl.add_proxy(up, a.ip).map_err(nl_err)?;
                     rec.proxied.push(a.ip);
+                }
+                // Tell the LAN at once that these addresses answer here now (a VE that
+                // arrived by migration or restore, or an address another host had), as
+                // vzctl's arpsend does; neighbours would otherwise wait for their cache.
+                if let Ok(Some(mac)) = nl.link_mac(up) {
+                    for a in &c.ips {
+                        if let IpAddr::V4(v4) = a.ip {
+                            let _ = gratuitous_arp(up, &mac, v4);
+                        }
+                    }
                 }
             }
         }

@@ -1,0 +1,505 @@
+//! Moving a VE between two "hosts" on one machine: two vzrun roots, the destination's
+//! `migrate-listen` inside a network namespace made here, both hosts and a client
+//! namespace on one test LAN (a bridge), the VE's address published on it by proxy ARP.
+//! Checks what a user sees: the VE arrives running with its address and its processes'
+//! state, a TCP client stays connected, a wrong key is refused, and a listener that dies
+//! mid-way leaves the VE running on the source. Addresses: 198.51.100.240/28 and 203.0.113.224/29, one /29 per test.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Bundle, Runtime};
+use serde_json::json;
+
+fn sh(cmd: &str) {
+    let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(o.status.success(), "{cmd}: {o:?}");
+}
+
+fn criu_ok() -> bool {
+    Command::new("criu")
+        .arg("check")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+macro_rules! require_criu {
+    () => {
+        require_root!();
+        if !criu_ok() {
+            eprintln!("SKIP: criu is missing or `criu check` fails (hack/install-criu.sh)");
+            return;
+        }
+    };
+}
+
+/// The test LAN: a bridge on the host (the source host's uplink), the destination's
+/// namespace with an uplink of the same name, and a client namespace. Removed on drop.
+struct Lan {
+    tag: String,
+    dst: String,
+    cli: String,
+    /// The test's /29: .1 the source host, .2 the destination, .3 the client, .4 the VE.
+    net: (&'static str, u8),
+}
+
+impl Lan {
+    fn new(n: u8) -> Lan {
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let lan = Lan {
+            dst: format!("vzt-mdst-{tag}"),
+            cli: format!("vzt-mcli-{tag}"),
+            tag,
+            net: [("198.51.100", 240), ("198.51.100", 248), ("203.0.113", 224)][n as usize - 1],
+        };
+        let (a1, a2, a3) = (lan.ip(1), lan.ip(2), lan.ip(3));
+        let (br, t) = (lan.uplink(), &lan.tag);
+        let (dst, cli) = (&lan.dst, &lan.cli);
+        sh(&format!(
+            "ip link add {br} type bridge && ip addr add {a1}/29 dev {br} && ip link set {br} up && \
+             echo 1 > /proc/sys/net/ipv4/conf/{br}/forwarding && \
+             ip netns add {dst} && ip netns add {cli} && \
+             ip link add vzmd{t} type veth peer name {br} netns {dst} && ip link set vzmd{t} master {br} up && \
+             ip -n {dst} link set lo up && ip -n {dst} addr add {a2}/29 dev {br} && ip -n {dst} link set {br} up && \
+             ip netns exec {dst} sh -c 'echo 1 > /proc/sys/net/ipv4/conf/all/forwarding' && \
+             ip link add vzmc{t} type veth peer name eth0 netns {cli} && ip link set vzmc{t} master {br} up && \
+             ip -n {cli} link set lo up && ip -n {cli} addr add {a3}/29 dev eth0 && ip -n {cli} link set eth0 up"
+        ));
+        lan
+    }
+
+    fn ip(&self, host: u8) -> String {
+        format!("{}.{}", self.net.0, self.net.1 + host)
+    }
+
+    fn ve_ip(&self) -> String {
+        self.ip(4)
+    }
+
+    fn uplink(&self) -> String {
+        format!("vzmb{}", self.tag)
+    }
+
+    fn ns(name: &str) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{name}"))
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for cmd in [
+            format!("ip link del vzmd{}", self.tag),
+            format!("ip link del vzmc{}", self.tag),
+            format!("ip link del {}", self.uplink()),
+            format!("ip netns del {}", self.dst),
+            format!("ip netns del {}", self.cli),
+        ] {
+            let _ = Command::new("sh").args(["-c", &cmd]).status();
+        }
+    }
+}
+
+/// A `migrate-listen --once` in the destination's namespace; killed on drop.
+struct Listener {
+    child: Child,
+    addr: String,
+}
+
+impl Listener {
+    fn start(rt: &Runtime, lan: &Lan, key: &Path) -> Listener {
+        // nsenter, not `ip netns exec`: that remounts /sys, and the cgroup mounts with it.
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lan.dst))
+            .args([common::VZRUN, "--root"])
+            .arg(rt.root.path())
+            .args([
+                "migrate-listen",
+                "--listen",
+                &format!("{}:0", lan.ip(2)),
+                "--key-file",
+            ])
+            .arg(key)
+            .arg("--once")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("listener said {line:?}"))
+            .to_string();
+        Listener { child, addr }
+    }
+
+    fn stderr(&mut self) -> String {
+        let _ = self.child.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes what a destination keeps for a VE that arrived (its bundle), even on failure.
+struct Arrived(String);
+
+impl Drop for Arrived {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/var/lib/vzrun/migrated/{}", self.0));
+    }
+}
+
+fn key(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn start_ve(rt: &Runtime, lan: &Lan, id: &str) -> Bundle {
+    let b = Bundle::with(
+        &[
+            "sh",
+            "-c",
+            "exec </dev/null >/dev/null 2>&1; nc -ll -p 7000 -e cat & \
+             i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done",
+        ],
+        |v| {
+            v["annotations"] =
+                json!({"io.vzrun.net.ip": lan.ve_ip(), "io.vzrun.net.uplink": lan.uplink()});
+            v["mounts"].as_array_mut().unwrap().push(
+                json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+            );
+        },
+    );
+    rt.track(id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    b
+}
+
+fn count(rt: &Runtime, id: &str) -> u64 {
+    let o = rt.run(&["exec", id, "cat", "/tmp/count"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    o.stdout.trim().parse().unwrap_or(0)
+}
+
+/// A TCP client in the client namespace that echoes a line every 20 ms until stopped;
+/// returns the longest wait for an answer and the first error, if any.
+fn client(lan: &Lan, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Duration, Option<String>)> {
+    let ns = std::fs::File::open(Lan::ns(&lan.cli)).unwrap();
+    let ve = lan.ve_ip();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let addr = format!("{ve}:7000").parse().unwrap();
+        let mut s = None;
+        for _ in 0..50 {
+            if let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                s = Some(c);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let Some(mut s) = s else {
+            return (Duration::ZERO, Some("could not connect".into()));
+        };
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut longest = Duration::ZERO;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let msg = format!("{n:08}\n");
+            let t = Instant::now();
+            let mut buf = [0u8; 9];
+            if let Err(e) = s
+                .write_all(msg.as_bytes())
+                .and_then(|_| s.read_exact(&mut buf))
+            {
+                return (longest, Some(format!("after {n} echoes: {e}")));
+            }
+            if buf != msg.as_bytes() {
+                return (
+                    longest,
+                    Some(format!("echo {n}: got {:?}", String::from_utf8_lossy(&buf))),
+                );
+            }
+            longest = longest.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (longest, None)
+    })
+}
+
+fn suspended(stderr: &str) -> f64 {
+    stderr
+        .split("suspended ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no suspended time in: {stderr}"))
+}
+
+fn route_in(ns: Option<&str>, ip: &str) -> String {
+    let mut c = Command::new("ip");
+    if let Some(n) = ns {
+        c.args(["-n", n]);
+    }
+    let o = c.args(["route", "show", ip]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn cold_migration_moves_the_ve_and_keeps_its_tcp_client() {
+    require_criu!();
+    let lan = Lan::new(1);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("mig");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve(&src, &lan, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = Arc::new(AtomicBool::new(false));
+    let cl = client(&lan, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = count(&src, &id);
+    assert!(
+        !route_in(None, &lan.ve_ip()).is_empty(),
+        "the source routes the VE's address"
+    );
+
+    let mut l = Listener::start(&dst, &lan, &k);
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let listener_log = l.stderr();
+    assert_eq!(o.code, 0, "{o:?}\nlistener: {listener_log}");
+    let susp = suspended(&o.stderr);
+    assert!(o.stderr.contains("mode: cold"), "{}", o.stderr);
+
+    // Arrived running, with its address and its processes' state.
+    assert_eq!(dst.status(&id), "running");
+    let after = count(&dst, &id);
+    assert!(after >= before, "counter went back: {before} -> {after}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        count(&dst, &id) > after,
+        "the counter runs on the destination"
+    );
+    let a = dst.run(&[
+        "exec", &id, "ip", "-o", "-4", "addr", "show", "dev", "venet0",
+    ]);
+    assert!(a.stdout.contains(&lan.ve_ip()), "{a:?}");
+    // The address moved: routed on the destination, gone from the source.
+    assert!(
+        !route_in(Some(&lan.dst), &lan.ve_ip()).is_empty(),
+        "destination routes it"
+    );
+    assert!(
+        route_in(None, &lan.ve_ip()).is_empty(),
+        "source still routes it"
+    );
+    assert_ne!(src.run(&["state", &id]).code, 0, "the source VE is gone");
+
+    // The client saw a pause, not a reset.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (longest, err) = cl.join().unwrap();
+    assert!(err.is_none(), "client: {err:?}");
+    assert!(
+        longest.as_secs_f64() <= susp + 1.5,
+        "longest client gap {longest:?} vs suspended {susp} s"
+    );
+    assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
+    assert!(common::disk_leftovers(&id).is_empty());
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_a_dead_listener_leaves_the_ve_running() {
+    require_criu!();
+    let lan = Lan::new(2);
+    let keys = tempfile::tempdir().unwrap();
+    let good = key(keys.path(), "good", "vzt-shared-key-0123456789abcdef");
+    let bad = key(keys.path(), "bad", "vzt-another-key-fedcba9876543210");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("migk");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve(&src, &lan, &id);
+
+    let mut l = Listener::start(&dst, &lan, &good);
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", bad.to_str().unwrap()]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("authentication failed"), "{o:?}");
+    let log = l.stderr();
+    assert!(log.contains("does not hold the key"), "{log}");
+    assert_eq!(src.status(&id), "running");
+    assert_ne!(dst.run(&["state", &id]).code, 0);
+
+    // The listener dies while the rootfs is on its way: the VE keeps running here, and
+    // its counter goes on.
+    let l = Listener::start(&dst, &lan, &good);
+    let mut m = src
+        .command()
+        .args([
+            "migrate",
+            &id,
+            &l.addr,
+            "--key-file",
+            good.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = PathBuf::from(format!("/var/lib/vzrun/migrated/{id}"));
+    let t = Instant::now();
+    while !staging.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(l);
+    let st = m.wait().unwrap();
+    let mut err = String::new();
+    m.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!st.success(), "{err}");
+    assert_eq!(src.status(&id), "running", "{err}");
+    let c = count(&src, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count(&src, &id) > c, "the source VE still runs");
+    assert_ne!(
+        dst.run(&["state", &id]).code,
+        0,
+        "nothing runs on the destination"
+    );
+    assert!(
+        !route_in(None, &lan.ve_ip()).is_empty(),
+        "the source still routes its address"
+    );
+}
+
+#[test]
+fn online_modes_say_what_this_host_allows() {
+    require_criu!();
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef");
+    let src = Runtime::vzrun();
+    // Pre-copy needs soft-dirty tracking; where it is missing, it is refused by name
+    // before anything moves.
+    let soft_dirty = Command::new("criu")
+        .args(["check", "--feature", "mem_dirty_track"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let o = src.run(&[
+        "migrate",
+        "nope",
+        "127.0.0.1:9",
+        "--key-file",
+        k.to_str().unwrap(),
+        "--online",
+        "--mode",
+        "precopy",
+    ]);
+    assert_ne!(o.code, 0);
+    if soft_dirty {
+        assert!(!o.stderr.contains("soft-dirty"), "{o:?}");
+        eprintln!("SKIP (pre-copy run): not exercised by this suite yet on soft-dirty kernels");
+    } else {
+        assert!(
+            o.stderr.contains("--mode precopy") && o.stderr.contains("soft-dirty"),
+            "{o:?}"
+        );
+    }
+    let o = src.run(&["migrate", "--help"]);
+    assert!(
+        o.stdout.contains("the VE is lost"),
+        "post-copy risk is in --help: {o:?}"
+    );
+    let o = src.run(&[
+        "migrate",
+        "x",
+        "127.0.0.1:9",
+        "--key-file",
+        k.to_str().unwrap(),
+        "--online",
+        "--mode",
+        "fast",
+    ]);
+    assert!(
+        o.stderr.contains("--mode: ") && o.stderr.contains("fast"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn postcopy_moves_the_ve_or_leaves_it_running_here() {
+    require_criu!();
+    let lan = Lan::new(3);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("migp");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve(&src, &lan, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = count(&src, &id);
+    let mut l = Listener::start(&dst, &lan, &k);
+    let o = src.run(&[
+        "migrate",
+        &id,
+        &l.addr,
+        "--key-file",
+        k.to_str().unwrap(),
+        "--online",
+        "--mode",
+        "postcopy",
+    ]);
+    let log = l.stderr();
+    if o.code == 0 {
+        assert!(o.stderr.contains("mode: postcopy"), "{}", o.stderr);
+        assert_eq!(dst.status(&id), "running");
+        assert!(count(&dst, &id) >= before);
+        assert_ne!(src.run(&["state", &id]).code, 0, "the source VE is gone");
+        return;
+    }
+    // CRIU's lazy page transfer fails on some kernels (here: "page-pipe: splice: Bad file
+    // descriptor" in CRIU 4.1 and 4.2 alike, runc included): then the move must not lose
+    // the VE.
+    eprintln!(
+        "SKIP (post-copy move): failed here: {}\nlistener: {log}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("keeps running here"), "{o:?}");
+    assert_eq!(src.status(&id), "running");
+    let c = count(&src, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count(&src, &id) > c, "the source VE runs on");
+    assert_ne!(
+        dst.run(&["state", &id]).code,
+        0,
+        "nothing runs on the destination"
+    );
+}
