@@ -397,8 +397,7 @@ fn lazy_restore(
         let tail = std::fs::read_to_string(images.join("lazy-pages.log"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("Error"))
-            .last()
+            .rfind(|l| l.contains("Error"))
             .unwrap_or("")
             .to_string();
         r.context(format!("CRIU's lazy-pages daemon failed: {tail}"))?;
