@@ -12,8 +12,7 @@
 #                          `run --rm` through podman/conmon and containerd's shim; skipped when not installed)
 #   BENCH_OUT=DIR          also write DIR/bench-results.md and the hyperfine JSON files (default: print only)
 #   BENCH_HYPERFINE_ARGS   extra arguments for every hyperfine call (word-split), e.g. "--style basic"
-#   BENCH_NET=0 / BENCH_RES=0   skip the network (hack/bench-net.sh) / resources (hack/bench-resources.sh) parts
-#   BENCH_SYS=0            skip the system VE part (hack/bench-system.sh)
+#   BENCH_NET=0 BENCH_RES=0 BENCH_SYS=0 BENCH_CKPT=0 BENCH_MIG=0   skip a VE part (see the end of this script)
 #
 # Host quirk handled here: crun 1.8 refuses every container on a cgroup v1 "hybrid" host ("cgroups in hybrid
 # mode not supported") when /sys/fs/cgroup/unified holds a controller. So the script re-executes itself once in
@@ -666,30 +665,16 @@ if [ -n "$notes" ]; then
   exit 1
 fi
 
-# VE networking: added start-up time, throughput against a plain veth pair, and the cost
-# of create as VEs accumulate. BENCH_NET=0 skips it.
-if [ "${BENCH_NET:-1}" = 1 ]; then
+# The VE parts, one script each (each also runs alone):
+#   NET   hack/bench-net.sh        added start-up time of a venet address, throughput against plain veth, 200 VEs
+#   RES   hack/bench-resources.sh  overhead of a VE with limits, ve list/stat over 200 VEs, run with a disk area
+#   SYS   hack/bench-system.sh     ve start until the VE's own service answers, idle Debian VE memory, clean stop
+#   CKPT  hack/bench-ckpt.sh       checkpoint/restore of a VE with 256 MiB touched against runc, same CRIU
+#   MIG   hack/bench-migrate.sh    suspended and total time of a cold and an online move of a 512 MiB VE
+# BENCH_<NAME>=0 skips one.
+for part in NET:net RES:resources SYS:system CKPT:ckpt MIG:migrate; do
+  var=BENCH_${part%%:*}
+  [ "${!var:-1}" = 1 ] || continue
   echo
-  VZRUN="$(rt_bin vzrun)" "$repo/hack/bench-net.sh"
-fi
-
-# VE resources: overhead of a VE with limits, ve list/stat over many VEs, run with a private disk area.
-# BENCH_RES=0 skips it.
-if [ "${BENCH_RES:-1}" = 1 ]; then
-  echo
-  VZRUN="$(rt_bin vzrun)" RUNC="$(rt_bin runc)" "$repo/hack/bench-resources.sh"
-fi
-
-# System VEs: ve start until the VE's own service answers (busybox, and Debian when its template is cached),
-# idle memory of a Debian VE, clean stop. BENCH_SYS=0 skips it.
-if [ "${BENCH_SYS:-1}" = 1 ]; then
-  echo
-  VZRUN="$(rt_bin vzrun)" "$repo/hack/bench-system.sh"
-fi
-
-# Checkpoint and restore of a VE with 256 MiB touched, against runc with the same CRIU.
-# BENCH_CKPT=0 skips it.
-if [ "${BENCH_CKPT:-1}" = 1 ]; then
-  echo
-  VZRUN="$(rt_bin vzrun)" RUNC="$(rt_bin runc)" "$repo/hack/bench-ckpt.sh"
-fi
+  VZRUN="$(rt_bin vzrun)" RUNC="$(rt_bin runc)" "$repo/hack/bench-${part#*:}.sh"
+done
