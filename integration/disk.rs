@@ -16,13 +16,7 @@ fn disk_bundle(args: &[&str], ann: Value) -> Bundle {
 }
 
 fn stat_row(rt: &Runtime, id: &str, resource: &str) -> Value {
-    let rows = rt.run(&["ve", "stat", "--json", id]).json();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == resource)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {resource} row: {rows}"))
+    common::ve_stat_row(rt, id, resource)
 }
 
 /// `df -k /` inside: (used, available) in KiB.

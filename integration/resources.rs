@@ -51,13 +51,7 @@ fn start(rt: &Runtime, tag: &str, args: &[&str], ann: Value) -> (String, Bundle)
 }
 
 fn stat(rt: &Runtime, id: &str, resource: &str) -> Value {
-    let rows = rt.run(&["ve", "stat", "--json", id]).json();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == resource)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {resource} row: {rows}"))
+    common::ve_stat_row(rt, id, resource)
 }
 
 #[test]

@@ -319,3 +319,11 @@ pub fn disk_leftovers(needle: &str) -> Vec<String> {
     }
     left
 }
+
+/// One row of `vzrun ve stat --json ID`.
+pub fn ve_stat_row(rt: &Runtime, id: &str, resource: &str) -> Value {
+    let rows = rt.run(&["ve", "stat", "--json", id]).json();
+    rows.as_array()
+        .and_then(|a| a.iter().find(|r| r["resource"] == resource).cloned())
+        .unwrap_or_else(|| panic!("no {resource} row: {rows}"))
+}

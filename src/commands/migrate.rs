@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -73,12 +73,7 @@ fn hello(
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file)?;
     let root = Root::from_opts(global)?;
-    let addr: SocketAddr = args
-        .destination
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| anyhow!("destination {:?} is not HOST:PORT", args.destination))?;
+    let addr = mig::parse_addr("destination", &args.destination)?;
     let soft_dirty = ckpt_feature("mem_dirty_track");
     let mode = mig::pick_mode(args.online, &args.mode, soft_dirty)?;
     let progress = Progress::new(false);
@@ -135,37 +130,25 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let out = crate::ve::data_dir().join("migrate-out").join(&args.id);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
-    let result = match mode {
-        Mode::Cold => cold(
-            &root,
-            &args,
-            &mut ch,
-            &out,
-            disk.as_ref(),
-            &mut hashes,
-            &progress,
-        ),
-        Mode::Postcopy => postcopy(
-            &root,
-            &args,
-            &mut ch,
-            &out,
-            disk.as_ref(),
-            &mut hashes,
-            &progress,
-            local_ip,
-        ),
-        Mode::Precopy => precopy(
-            &root,
-            &args,
-            &mut ch,
-            &out,
-            disk.as_ref(),
-            &mut hashes,
-            &progress,
-        ),
+    let mut mv = Move {
+        root: &root,
+        args: &args,
+        ch,
+        out,
+        disk,
+        hashes,
+        progress,
     };
-    let _ = std::fs::remove_dir_all(&out);
+    let result = match mode {
+        Mode::Cold => {
+            let out = mv.out.clone();
+            mv.frozen_final(&out, None, None, 0, 0)
+        }
+        Mode::Postcopy => mv.postcopy(local_ip),
+        Mode::Precopy => mv.precopy(),
+    };
+    let _ = std::fs::remove_dir_all(&mv.out);
+    let (mut ch, progress) = (mv.ch, mv.progress);
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -279,38 +262,6 @@ fn dump_opts(image: &Path) -> DumpOpts {
     }
 }
 
-/// The last disk pass with the VE frozen: its filesystem flushed, only changed chunks.
-fn final_disk(
-    ch: &mut Channel,
-    disk: Option<&crate::ve::disk::DiskRecord>,
-    hashes: &mut HashMap<u64, u64>,
-    progress: &Progress,
-) -> Result<()> {
-    let Some(d) = disk else { return Ok(()) };
-    if let Some(p) = &d.private {
-        let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
-            .with_context(|| format!("sync {}", p.display()))?;
-    }
-    let n = mig::send_disk(ch, &d.image, "disk", hashes, &mut |_| {})?;
-    progress.line(&format!(
-        "disk pass 2 (frozen): {:.1} KiB changed",
-        n as f64 / 1024.0
-    ));
-    Ok(())
-}
-
-/// Asks the destination to restore and waits for its answer.
-fn restore_remote(ch: &mut Channel, req: Value, progress: &Progress) -> Result<Value> {
-    ch.send_json(kind::RESTORE, &req)?;
-    let done: Value = ch.expect_json(kind::DONE)?;
-    progress.line(&format!(
-        "restored on the destination in {} ms",
-        done["restore_ms"].as_u64().unwrap_or(0)
-    ));
-    Ok(done)
-}
-
 /// After a successful move: the source VE goes (or stays, stopped, with --keep-source).
 fn retire_source(root: &Root, id: &str, keep: bool, progress: &Progress) -> Result<()> {
     if keep {
@@ -326,193 +277,205 @@ fn retire_source(root: &Root, id: &str, keep: bool, progress: &Progress) -> Resu
     Ok(())
 }
 
-fn cold(
-    root: &Root,
-    args: &Args,
-    ch: &mut Channel,
-    out: &Path,
-    disk: Option<&crate::ve::disk::DiskRecord>,
-    hashes: &mut HashMap<u64, u64>,
-    progress: &Progress,
-) -> Result<Report> {
-    // Frozen for the whole move, and thawed again if the destination fails: the VE is
-    // dumped with leave_running inside a frozen cgroup, which CRIU leaves frozen.
-    super::pause::pause_container(root, &args.id)?;
-    let frozen = Instant::now();
-    let outcome = (|| -> Result<Value> {
-        let t = target(root, &args.id)?;
-        let mut o = dump_opts(out);
-        o.leave_running = true;
-        t.dump(&o, &args.id)?;
-        progress.line(&format!("checkpoint: {} ms", frozen.elapsed().as_millis()));
-        final_disk(ch, disk, hashes, progress)?;
-        let n = mig::send_dir(ch, out)?;
-        progress.line(&format!("images: {:.1} MiB sent", n as f64 / 1048576.0));
-        restore_remote(ch, json!({"lazy": false}), progress)
-    })();
-    match outcome {
-        Ok(_) => {
-            let suspended = frozen.elapsed();
-            retire_source(root, &args.id, args.keep_source, progress)?;
-            Ok(Report {
-                rounds: 0,
-                suspended,
-                memory_bytes: 0,
-            })
-        }
-        Err(e) => {
-            let _ = super::resume::resume_container(root, &args.id);
-            Err(e.context(format!("the VE {} keeps running here", args.id)))
-        }
-    }
+/// One move in progress: the channel to the destination and what the source side keeps.
+struct Move<'a> {
+    root: &'a Root,
+    args: &'a Args,
+    ch: Channel,
+    /// Local directory for CRIU's images (only the non-memory ones where pages go
+    /// straight to the destination).
+    out: PathBuf,
+    disk: Option<crate::ve::disk::DiskRecord>,
+    /// Chunk hashes of the disk image as sent, for the pass with the VE frozen.
+    hashes: HashMap<u64, u64>,
+    progress: Progress,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn postcopy(
-    root: &Root,
-    args: &Args,
-    ch: &mut Channel,
-    out: &Path,
-    disk: Option<&crate::ve::disk::DiskRecord>,
-    hashes: &mut HashMap<u64, u64>,
-    progress: &Progress,
-    local_ip: std::net::IpAddr,
-) -> Result<Report> {
-    let t = target(root, &args.id)?;
-    // A port for CRIU's page server on the address the destination already reaches us at.
-    let port = std::net::TcpListener::bind((local_ip, 0))?
-        .local_addr()?
-        .port();
-    let ps = SocketAddr::new(local_ip, port).to_string();
-    let (status_r, status_w) = nix::unistd::pipe()?;
-    let mut o = dump_opts(out);
-    o.lazy_pages = true;
-    o.page_server = Some(ps.clone());
-    o.status_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&status_w));
-    let frozen = Instant::now();
-    let dumper = {
-        let id = args.id.clone();
-        std::thread::spawn(move || {
-            let r = t.dump(&o, &id);
-            drop(status_w);
-            r
-        })
-    };
-    // CRIU writes one byte once everything but memory is dumped and its page server
-    // listens; an end of file means it failed (the VE is thawed by CRIU then).
-    let mut ready = [0u8; 1];
-    let got = std::fs::File::from(status_r).read(&mut ready).unwrap_or(0);
-    if got == 0 {
-        let r = dumper.join().map_err(|_| anyhow!("dump thread panicked"))?;
-        r?;
-        bail!("CRIU ended before its lazy page server was ready");
-    }
-    progress.line(&format!(
-        "frozen; non-memory state dumped in {} ms, pages served from {ps}",
-        frozen.elapsed().as_millis()
-    ));
-    let outcome = (|| -> Result<Value> {
-        final_disk(ch, disk, hashes, progress)?;
-        let n = mig::send_dir(ch, out)?;
-        progress.line(&format!("images: {:.1} KiB sent", n as f64 / 1024.0));
-        restore_remote(ch, json!({"lazy": true, "page_server": ps}), progress)
-    })();
-    if let Err(e) = outcome {
-        // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
-        mig::kill_criu_children();
-        let _ = dumper.join();
-        let _ = super::resume::resume_container(root, &args.id);
-        return Err(e.context(format!("the VE {} keeps running here", args.id)));
-    }
-    let suspended = frozen.elapsed();
-    progress.line("running on the destination; its pages follow");
-    // The dump ends once the destination has every page.
-    let r = dumper.join().map_err(|_| anyhow!("dump thread panicked"))?;
-    if let Err(e) = r {
-        bail!(
-            "the VE runs on the destination, but the page transfer reported: {e} \
-             (the source VE {} is left as it is)",
-            args.id
-        );
-    }
-    let lazy = mig::stats_pages_written(&out.join("stats-dump")).unwrap_or(0);
-    progress.line(&format!(
-        "all pages moved after {:.3} s",
-        frozen.elapsed().as_secs_f64()
-    ));
-    retire_source(root, &args.id, args.keep_source, progress)?;
-    Ok(Report {
-        rounds: 0,
-        suspended,
-        memory_bytes: lazy * 4096,
-    })
-}
-
-fn precopy(
-    root: &Root,
-    args: &Args,
-    ch: &mut Channel,
-    out: &Path,
-    disk: Option<&crate::ve::disk::DiskRecord>,
-    hashes: &mut HashMap<u64, u64>,
-    progress: &Progress,
-) -> Result<Report> {
-    // Each round's pages go to the destination's CRIU page server straight into its
-    // image directory for that round; only the small non-memory images pass through here.
-    let mut written: Vec<u64> = Vec::new();
-    let mut parent: Option<PathBuf> = None;
-    let mut round = 0u32;
-    let stop = loop {
-        round += 1;
-        let dir = out.join(format!("round-{round}"));
-        let ps: Value = ch.exchange(
-            kind::PROGRESS,
-            json!({"page_server_for": format!("round-{round}")}),
+impl Move<'_> {
+    /// The last disk pass with the VE frozen: its filesystem flushed, only changed chunks.
+    fn final_disk(&mut self) -> Result<()> {
+        let Some(d) = &self.disk else { return Ok(()) };
+        if let Some(p) = &d.private {
+            let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+            nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
+                .with_context(|| format!("sync {}", p.display()))?;
+        }
+        let n = mig::send_disk(
+            &mut self.ch,
+            &d.image,
+            "disk",
+            &mut self.hashes,
+            &mut |_| {},
         )?;
-        let t = target(root, &args.id)?;
-        let mut o = dump_opts(&dir);
-        o.pre_dump = true;
-        o.leave_running = true;
-        o.parent = parent.clone();
-        o.page_server = ps["address"].as_str().map(String::from);
-        t.dump(&o, &args.id)?;
-        let pages = mig::stats_pages_written(&dir.join("stats-dump")).unwrap_or(0);
-        written.push(pages);
-        progress.line(&format!("round {round}: {pages} pages sent"));
-        parent = Some(PathBuf::from(format!("../round-{round}")));
-        if let Some(s) = mig::precopy_stop(&written, 64, args.max_rounds) {
-            break s;
+        self.progress.line(&format!(
+            "disk pass 2 (frozen): {:.1} KiB changed",
+            n as f64 / 1024.0
+        ));
+        Ok(())
+    }
+
+    /// Sends the images in `dir` and has the destination restore; waits for its answer.
+    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<()> {
+        let n = mig::send_dir(&mut self.ch, dir)?;
+        self.progress
+            .line(&format!("images: {:.1} KiB sent", n as f64 / 1024.0));
+        self.ch.send_json(kind::RESTORE, &req)?;
+        let done: Value = self.ch.expect_json(kind::DONE)?;
+        self.progress.line(&format!(
+            "restored on the destination in {} ms",
+            done["restore_ms"].as_u64().unwrap_or(0)
+        ));
+        Ok(())
+    }
+
+    /// The frozen part of a cold move and of pre-copy's last round: the VE stays frozen
+    /// (dumped with leave_running inside a frozen cgroup, which CRIU leaves frozen) until
+    /// the destination runs it, and is thawed again if anything fails before that.
+    fn frozen_final(
+        &mut self,
+        dir: &Path,
+        parent: Option<PathBuf>,
+        page_server_for: Option<&str>,
+        rounds: u32,
+        memory_bytes: u64,
+    ) -> Result<Report> {
+        let (root, id) = (self.root, self.args.id.clone());
+        super::pause::pause_container(root, &id)?;
+        let frozen = Instant::now();
+        let outcome = (|| -> Result<()> {
+            let mut o = dump_opts(dir);
+            o.leave_running = true;
+            o.parent = parent;
+            if let Some(name) = page_server_for {
+                let ps = self
+                    .ch
+                    .exchange(kind::PROGRESS, json!({ "page_server_for": name }))?;
+                o.page_server = ps["address"].as_str().map(String::from);
+            }
+            target(root, &id)?.dump(&o, &id)?;
+            self.progress
+                .line(&format!("checkpoint: {} ms", frozen.elapsed().as_millis()));
+            self.final_disk()?;
+            self.restore_remote(dir, json!({"lazy": false}))
+        })();
+        if let Err(e) = outcome {
+            let _ = super::resume::resume_container(root, &id);
+            return Err(e.context(format!("the VE {id} keeps running here")));
         }
-    };
-    progress.line(&format!("pre-copy ends after {round} rounds: {stop:?}"));
-    super::pause::pause_container(root, &args.id)?;
-    let frozen = Instant::now();
-    let outcome = (|| -> Result<Value> {
-        let dir = out.join("final");
-        let ps: Value = ch.exchange(kind::PROGRESS, json!({"page_server_for": "final"}))?;
-        let t = target(root, &args.id)?;
-        let mut o = dump_opts(&dir);
-        o.leave_running = true;
-        o.parent = parent.clone();
-        o.page_server = ps["address"].as_str().map(String::from);
-        t.dump(&o, &args.id)?;
-        final_disk(ch, disk, hashes, progress)?;
-        mig::send_dir(ch, &dir)?;
-        restore_remote(ch, json!({"lazy": false, "dir": "final"}), progress)
-    })();
-    match outcome {
-        Ok(_) => {
-            let suspended = frozen.elapsed();
-            retire_source(root, &args.id, args.keep_source, progress)?;
-            Ok(Report {
-                rounds: round,
-                suspended,
-                memory_bytes: written.iter().sum::<u64>() * 4096,
+        let suspended = frozen.elapsed();
+        retire_source(root, &id, self.args.keep_source, &self.progress)?;
+        Ok(Report {
+            rounds,
+            suspended,
+            memory_bytes,
+        })
+    }
+
+    fn postcopy(&mut self, local_ip: std::net::IpAddr) -> Result<Report> {
+        let (root, id) = (self.root, self.args.id.clone());
+        let t = target(root, &id)?;
+        // A port for CRIU's page server on the address the destination reaches us at.
+        let port = std::net::TcpListener::bind((local_ip, 0))?
+            .local_addr()?
+            .port();
+        let ps = SocketAddr::new(local_ip, port).to_string();
+        let (status_r, status_w) = nix::unistd::pipe()?;
+        let mut o = dump_opts(&self.out);
+        o.lazy_pages = true;
+        o.page_server = Some(ps.clone());
+        o.status_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&status_w));
+        let frozen = Instant::now();
+        let dumper = {
+            let id = id.clone();
+            std::thread::spawn(move || {
+                let r = t.dump(&o, &id);
+                drop(status_w);
+                r
             })
+        };
+        // CRIU writes one byte once everything but memory is dumped and its page server
+        // listens; an end of file means it failed (the VE is thawed by CRIU then).
+        let mut ready = [0u8; 1];
+        let got = std::fs::File::from(status_r).read(&mut ready).unwrap_or(0);
+        if got == 0 {
+            let r = dumper.join().map_err(|_| anyhow!("dump thread panicked"))?;
+            r?;
+            bail!("CRIU ended before its lazy page server was ready");
         }
-        Err(e) => {
-            let _ = super::resume::resume_container(root, &args.id);
-            Err(e.context(format!("the VE {} keeps running here", args.id)))
+        self.progress.line(&format!(
+            "frozen; non-memory state dumped in {} ms, pages served from {ps}",
+            frozen.elapsed().as_millis()
+        ));
+        let out = self.out.clone();
+        let outcome = (|| -> Result<()> {
+            self.final_disk()?;
+            self.restore_remote(&out, json!({"lazy": true, "page_server": ps}))
+        })();
+        if let Err(e) = outcome {
+            // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
+            mig::kill_criu_children();
+            let _ = dumper.join();
+            let _ = super::resume::resume_container(root, &id);
+            return Err(e.context(format!("the VE {id} keeps running here")));
         }
+        let suspended = frozen.elapsed();
+        self.progress
+            .line("running on the destination; its pages follow");
+        // The dump ends once the destination has every page.
+        let r = dumper.join().map_err(|_| anyhow!("dump thread panicked"))?;
+        if let Err(e) = r {
+            bail!(
+                "the VE runs on the destination, but the page transfer reported: {e} \
+                 (the source VE {id} is left as it is)"
+            );
+        }
+        let lazy = mig::stats_pages_written(&out.join("stats-dump")).unwrap_or(0);
+        self.progress.line(&format!(
+            "all pages moved after {:.3} s",
+            frozen.elapsed().as_secs_f64()
+        ));
+        retire_source(root, &id, self.args.keep_source, &self.progress)?;
+        Ok(Report {
+            rounds: 0,
+            suspended,
+            memory_bytes: lazy * 4096,
+        })
+    }
+
+    /// Rounds of pre-dumps while the VE runs, each round's pages going to a CRIU page
+    /// server of the destination straight into that round's image directory; then the
+    /// frozen final dump of what is still dirty.
+    fn precopy(&mut self) -> Result<Report> {
+        let (root, id) = (self.root, self.args.id.clone());
+        let mut written: Vec<u64> = Vec::new();
+        let mut parent: Option<PathBuf> = None;
+        let mut round = 0u32;
+        let stop = loop {
+            round += 1;
+            let name = format!("round-{round}");
+            let dir = self.out.join(&name);
+            let ps = self
+                .ch
+                .exchange(kind::PROGRESS, json!({ "page_server_for": name }))?;
+            let mut o = dump_opts(&dir);
+            o.pre_dump = true;
+            o.leave_running = true;
+            o.parent = parent.clone();
+            o.page_server = ps["address"].as_str().map(String::from);
+            target(root, &id)?.dump(&o, &id)?;
+            let pages = mig::stats_pages_written(&dir.join("stats-dump")).unwrap_or(0);
+            written.push(pages);
+            self.progress
+                .line(&format!("round {round}: {pages} pages sent"));
+            parent = Some(PathBuf::from(format!("../{name}")));
+            if let Some(s) = mig::precopy_stop(&written, 64, self.args.max_rounds) {
+                break s;
+            }
+        };
+        self.progress
+            .line(&format!("pre-copy ends after {round} rounds: {stop:?}"));
+        let dir = self.out.join("final");
+        let sent = written.iter().sum::<u64>() * 4096;
+        self.frozen_final(&dir, parent, Some("final"), round, sent)
     }
 }

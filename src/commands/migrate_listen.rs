@@ -4,7 +4,7 @@
 //! or half-restored VE.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -33,12 +33,7 @@ pub struct Args {
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file)?;
     let root = Root::from_opts(global)?;
-    let addr: SocketAddr = args
-        .listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| anyhow!("--listen {:?} is not HOST:PORT", args.listen))?;
+    let addr = mig::parse_addr("--listen", &args.listen)?;
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;

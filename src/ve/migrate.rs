@@ -667,6 +667,15 @@ fn proto_field(data: &[u8], want: u64) -> Option<ProtoValue<'_>> {
     None
 }
 
+/// HOST:PORT (a name or an address) as given to `flag`.
+pub fn parse_addr(flag: &str, text: &str) -> Result<std::net::SocketAddr, MigError> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| MigError::Mode(format!("{flag}: {text:?} is not HOST:PORT")))
+}
+
 /// Kills the CRIU processes this process started (RPC workers, `criu swrk`): the way to
 /// abort a dump or restore that waits on a peer that is gone. Best effort.
 pub fn kill_criu_children() {
