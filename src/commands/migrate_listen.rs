@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
 use crate::container::Root;
-use crate::ve::migrate::{self as mig, kind, Channel, FileHeader, Key, Mode};
+use crate::ve::migrate::{self as mig, kind, Channel, FileHeader, Key};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Receive VEs moved here with `vzrun migrate`")]
@@ -249,7 +249,6 @@ fn receive_ve(
                     kind::DONE,
                     &json!({"restore_ms": started.elapsed().as_millis() as u64}),
                 )?;
-                let _ = serde_json::from_value::<Mode>(hello["mode"].clone());
                 return Ok(());
             }
             other => bail!("unexpected frame {other}"),
