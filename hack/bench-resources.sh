@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Resource-management benchmarks (issue: VE resources). Run by hack/bench.sh, or alone, as root.
-#   1. Overhead: a CPU-bound job and a syscall-heavy job inside a VE with limits set but not reached, against
+#   1. Overhead: a CPU-bound job and a syscall-heavy job (about a second each) inside a VE with limits set but not reached, against
 #      the same busybox binary on the host. The VE figure has `vzrun exec VE true` subtracted, so what remains
 #      is the job's own cost under the VE's cgroups and namespaces.
 #   2. `ve list` over BENCH_VES running VEs (target < 100 ms) and `ve stat` of one (target < 10 ms), with
@@ -39,8 +39,8 @@ mkbundle() { # DIR ARGS_JSON ANNOTATIONS_JSON [READONLY]
 median() { jq -r --arg c "$2" '.results[] | select(.command == $c) | .median * 1000 | . * 100 | round / 100' "$1"; }
 hf() { hyperfine -N --warmup 2 --runs "$runs" --style basic "$@" >&2; }
 
-cpu_job='i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'
-sys_job='dd if=/dev/zero of=/dev/null bs=1 count=300000 2>/dev/null'
+cpu_job='i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done'
+sys_job='dd if=/dev/zero of=/dev/null bs=1 count=1500000 2>/dev/null'
 
 # 1. Overhead --------------------------------------------------------------------------------------------
 limits='{"io.vzrun.cpuunits":"1000","io.vzrun.cpulimit":"'$((100 * $(nproc)))'","io.vzrun.ram":"1G",
