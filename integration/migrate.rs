@@ -331,6 +331,9 @@ fn cold_migration_moves_the_ve_and_keeps_its_tcp_client() {
         "longest client gap {longest:?} vs suspended {susp} s"
     );
     assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
+    // The moved VE's bundle stays on the destination until its owner removes it.
+    assert!(Path::new(&format!("/var/lib/vzrun/migrated/{id}/bundle/config.json")).exists());
+    drop(_arrived);
     assert!(common::disk_leftovers(&id).is_empty());
 }
 

@@ -296,17 +296,23 @@ pub fn mounts_containing(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// Disk images in vzrun's data directory and loop devices whose backing file names
-/// contain `needle`: a VE's private area must go with it.
+/// Disk images and migrated bundles in vzrun's data directory, and loop devices whose
+/// backing file names contain `needle`: what a VE had on the host must go with it.
 pub fn disk_leftovers(needle: &str) -> Vec<String> {
-    let mut left: Vec<String> = std::fs::read_dir("/var/lib/vzrun/private")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains(needle))
-                .collect()
+    // Private area images, and what a migration's destination keeps for a VE.
+    let mut left: Vec<String> = ["/var/lib/vzrun/private", "/var/lib/vzrun/migrated"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(d)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
         })
-        .unwrap_or_default();
+        .filter(|p| p.rsplit('/').next().is_some_and(|n| n.contains(needle)))
+        .collect();
     if let Ok(rd) = std::fs::read_dir("/sys/block") {
         for e in rd.flatten() {
             let f = e.path().join("loop/backing_file");
