@@ -236,6 +236,16 @@ fn busybox_system_ve_boots_its_services_and_shuts_down_cleanly() {
         left_in(rt.root.path()).is_empty(),
         "no container after stop"
     );
+    // vzlist -a: a stopped system VE is still listed, with its address.
+    let rows = ve
+        .vz(&["ve", "list", "-a", "-j", "-o", "ctid,status,ip"])
+        .json();
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["ctid"] == ve.id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("ve list -a: {rows}"));
+    assert_eq!(row["status"], "stopped", "{row}");
+    assert!(!row["ip"].as_array().is_none_or(|a| a.is_empty()), "{row}");
     // The private area: the VE's image stays for the next start, detached and unmounted;
     // the template itself was never written.
     let image = ve.dir().join("private.img");

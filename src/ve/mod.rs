@@ -74,9 +74,10 @@ pub fn fnv(parts: &[&[u8]]) -> u64 {
 /// vzrun's data directory: VE disk images (and OS templates) live here, on disk rather
 /// than under the state root, which is often a tmpfs.
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("VZRUN_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/vzrun"))
+    match std::env::var_os("VZRUN_DATA_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/var/lib/vzrun"),
+    }
 }
 
 /// Where a VE's private area image lives unless the user named one: per state root and

@@ -88,12 +88,7 @@ pub struct Template {
     pub rootfs: PathBuf,
 }
 
-pub fn data_dir() -> PathBuf {
-    match std::env::var_os("VZRUN_DATA_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("/var/lib/vzrun"),
-    }
-}
+pub use super::data_dir;
 
 fn templates_dir(data: &Path) -> PathBuf {
     data.join("templates")

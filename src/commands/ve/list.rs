@@ -23,6 +23,43 @@ pub struct ListArgs {
     /// Do not print the header
     #[arg(short = 'H', long = "no-header")]
     pub no_header: bool,
+    /// Also list system VEs that are not running (made with `ve create`)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+/// A stopped system VE's row: what its config says; counters are "-" as in vzlist.
+fn stopped_row(
+    id: &str,
+    dir: &std::path::Path,
+    fields: &[String],
+) -> serde_json::Map<String, Value> {
+    let config: Value = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or(Value::Null);
+    let ips: Vec<String> = config["annotations"]["io.vzrun.net.ip"]
+        .as_str()
+        .map(|s| {
+            s.split(',')
+                .map(|a| a.split('/').next().unwrap_or(a).trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    fields
+        .iter()
+        .map(|f| {
+            let v = match f.as_str() {
+                "ctid" => json!(id),
+                "status" => json!("stopped"),
+                "ip" => json!(ips),
+                "hostname" => config["hostname"].clone(),
+                _ => Value::Null,
+            };
+            (f.clone(), v)
+        })
+        .collect()
 }
 
 /// The value of one vzlist field for one VE; beancounter fields read the kernel's counters.
@@ -101,6 +138,22 @@ pub fn run(root: &Root, args: ListArgs) -> Result<i32> {
             row.insert(f.clone(), list_field(f, &id, status, &rec, &counters)?);
         }
         rows.push(row);
+    }
+    if args.all {
+        let ves = crate::ve::system::ves_dir(&crate::ve::data_dir());
+        let mut stopped: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&ves)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        stopped.sort();
+        for (id, dir) in stopped {
+            if !root.container_dir(&id).exists() && dir.join("config.json").exists() {
+                rows.push(stopped_row(&id, &dir, &fields));
+            }
+        }
     }
     if let Some(key) = &args.sort {
         if !fields.contains(key) {
