@@ -112,6 +112,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         lazy_pages: args.lazy_pages,
         status_fd: args.status_fd,
         auto_dedup: args.auto_dedup,
+        skip_in_flight: false,
     };
 
     // The action scripts run without the container's lock: a ve: command is a

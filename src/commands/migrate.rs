@@ -259,6 +259,8 @@ fn dump_opts(image: &Path) -> DumpOpts {
         lazy_pages: false,
         status_fd: None,
         auto_dedup: false,
+        // A client connecting at the moment of the dump must not fail the move.
+        skip_in_flight: true,
     }
 }
 
@@ -342,7 +344,15 @@ impl Move<'_> {
         let (root, id) = (self.root, self.args.id.clone());
         super::pause::pause_container(root, &id)?;
         let frozen = Instant::now();
+        // The dump leaves the VE's sockets live (leave_running, for a way back): keep
+        // them off the wire until the VE runs on the destination or is thawed here.
+        let net = root.load(&id)?.record.ve.net;
+        let cut = |up: bool| match &net {
+            Some(n) => crate::ve::net::set_host_link(n, up),
+            None => Ok(()),
+        };
         let outcome = (|| -> Result<()> {
+            cut(false)?;
             let mut o = dump_opts(dir);
             o.leave_running = true;
             o.parent = parent;
@@ -359,6 +369,7 @@ impl Move<'_> {
             self.restore_remote(dir, json!({"lazy": false}))
         })();
         if let Err(e) = outcome {
+            let _ = cut(true);
             let _ = super::resume::resume_container(root, &id);
             return Err(e.context(format!("the VE {id} keeps running here")));
         }

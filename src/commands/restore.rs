@@ -179,7 +179,13 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                 let made =
                     crate::ve::restore_netns(&ctx, &loaded.ve_config, &mut claimed.record.ve);
                 claimed.record.save(&ve_dir)?;
-                made?
+                let made = made?;
+                // Off the wire until CRIU has the sockets back: a client's packet that
+                // arrived before would find no socket and be answered with a reset.
+                if let Some(n) = &claimed.record.ve.net {
+                    crate::ve::net::set_host_link(n, false)?;
+                }
+                made
             }
         };
 
@@ -234,6 +240,10 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
             let _ = manager.remove();
             return Err(e);
+        }
+        if let Some(n) = &claimed.record.ve.net {
+            crate::ve::net::set_host_link(n, true)?;
+            crate::ve::net::announce(n);
         }
         if let Some(pf) = &args.pid_file {
             std::fs::write(pf, pid.to_string())

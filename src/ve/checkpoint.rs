@@ -75,6 +75,8 @@ pub struct DumpOpts {
     pub lazy_pages: bool,
     pub status_fd: Option<i32>,
     pub auto_dedup: bool,
+    /// Leave connections still being set up out of the dump (CRIU --skip-in-flight).
+    pub skip_in_flight: bool,
 }
 
 /// The restore options callers pass.
@@ -332,6 +334,9 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     opts.set_shell_job(o.shell_job);
     opts.set_file_locks(o.file_locks);
     opts.set_auto_dedup(o.auto_dedup);
+    if o.skip_in_flight {
+        opts.set_tcp_skip_in_flight(true);
+    }
     opts.set_manage_cgroups(true);
     if let Some(m) = cg_mode(o.manage_cgroups_mode.as_deref())? {
         opts.set_manage_cgroups_mode(m);

@@ -386,6 +386,56 @@ impl NetConfig {
     }
 }
 
+/// Takes the VE's link to the host down (or up again). While a VE is moved its TCP
+/// sockets must stay silent here: the kernel would otherwise answer a client's packets
+/// (acknowledging data the destination never gets) or, when the VE is removed, close
+/// the connections with a FIN. Without a host-side link (a caller's namespace) nothing
+/// is done.
+pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), VeError> {
+    let Some(host_if) = &rec.host_if else {
+        return Ok(());
+    };
+    let mut nl = Netlink::new().map_err(nl_err)?;
+    let Some(idx) = nl.link_index(host_if).map_err(nl_err)? else {
+        return Ok(());
+    };
+    nl.set_up(idx, up).map_err(nl_err)?;
+    // Taking a link down flushes the routes through it: a venet VE's host routes come
+    // back with the link.
+    if up && rec.mode == Mode::Venet {
+        for a in &rec.ips {
+            let r = Route {
+                dst: Some((a.ip, a.prefix)),
+                oif: Some(idx),
+                onlink_scope: true,
+                ..Default::default()
+            };
+            if !nl.has_host_route(a.ip).unwrap_or(false) {
+                nl.add_route(&r).map_err(nl_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tells the LAN at once that the VE's IPv4 addresses answer on this host's uplink now
+/// (a VE that arrived by migration or restore, or an address another host had), as
+/// vzctl's arpsend does; neighbours would otherwise wait for their caches to expire.
+pub fn announce(rec: &NetRecord) {
+    let Some(u) = &rec.uplink else { return };
+    let Ok(mut nl) = Netlink::new() else { return };
+    let Ok(Some(up)) = nl.link_index(u) else {
+        return;
+    };
+    if let Ok(Some(mac)) = nl.link_mac(up) {
+        for ip in &rec.proxied {
+            if let IpAddr::V4(v4) = ip {
+                let _ = gratuitous_arp(up, &mac, *v4);
+            }
+        }
+    }
+}
+
 /// Broadcasts an ARP request for `ip` from `ip` itself on the link `ifindex`, so that
 /// neighbours update their caches to `mac`.
 fn gratuitous_arp(ifindex: u32, mac: &[u8], ip: std::net::Ipv4Addr) -> std::io::Result<()> {
@@ -638,16 +688,7 @@ pub fn setup_at(
                     nl.add_proxy(up, a.ip).map_err(nl_err)?;
                     rec.proxied.push(a.ip);
                 }
-                // Tell the LAN at once that these addresses answer here now (a VE that
-                // arrived by migration or restore, or an address another host had), as
-                // vzctl's arpsend does; neighbours would otherwise wait for their cache.
-                if let Ok(Some(mac)) = nl.link_mac(up) {
-                    for a in &c.ips {
-                        if let IpAddr::V4(v4) = a.ip {
-                            let _ = gratuitous_arp(up, &mac, v4);
-                        }
-                    }
-                }
+                announce(rec);
             }
         }
         Mode::Veth => {

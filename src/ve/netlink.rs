@@ -230,6 +230,17 @@ impl Netlink {
         self.ack("set link", RouteNetlinkMessage::SetLink(m), 0)
     }
 
+    /// Brings a link up or takes it down (set_link only ever brings links up).
+    pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        if up {
+            m.header.flags |= LinkFlags::Up;
+        }
+        m.header.change_mask |= LinkFlags::Up;
+        self.ack("set link up/down", RouteNetlinkMessage::SetLink(m), 0)
+    }
+
     pub fn del_link(&mut self, index: u32) -> Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
