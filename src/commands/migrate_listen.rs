@@ -272,7 +272,7 @@ fn write_config(bundle: &Path, config: &Value, disk: Option<&Path>) -> Result<()
         a.remove("io.vzrun.disk.image");
     }
     if let Some(d) = disk {
-        std::fs::write(crate::ve::disk::adopt_marker(d), b"")?;
+        crate::ve::disk::hand_over(d)?;
     }
     std::fs::write(
         bundle.join("config.json"),

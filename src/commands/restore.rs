@@ -119,28 +119,24 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     }
     let mut claimed = super::create::claim(&root, &id, &loaded)?;
     // A private area saved in the checkpoint: a copy goes where the VE's own image lives
-    // (the checkpoint can be restored again), and the VE owns it like one it made.
+    // (the checkpoint can be restored again), handed over for create's prepare to take
+    // as the VE's own, as a migrated one is.
     let mut copied: Option<std::path::PathBuf> = None;
     let result = (|| -> Result<i32> {
         let saved = opts.image.join(checkpoint::PRIVATE_IMAGE);
-        if let Some(disk) = loaded.ve_config.disk.as_mut() {
+        if let Some(disk) = loaded.ve_config.disk.as_ref() {
             if disk.image.is_none() && saved.exists() {
                 let target = crate::ve::private_image(&root.path, &id);
                 if target.exists() {
                     bail!("private area {} exists already", target.display());
                 }
-                checkpoint::copy_image(&saved, &target)?;
                 copied = Some(target.clone());
-                disk.image = Some(target);
+                checkpoint::copy_image(&saved, &target)?;
+                crate::ve::disk::hand_over(&target)
+                    .with_context(|| format!("mark {}", target.display()))?;
             }
         }
         super::create::derive_spec(&root, global, &id, &mut loaded, &mut claimed)?;
-        if copied.is_some() {
-            if let Some(d) = claimed.record.ve.disk.as_mut() {
-                d.persistent = false;
-            }
-            claimed.record.save(&claimed.ve_dir)?;
-        }
         let spec = &loaded.spec;
         let ve_dir = claimed.ve_dir.clone();
         let ctx = crate::ve::Ctx {
@@ -257,6 +253,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             super::create::abandon(&root, &id, claimed);
             if let Some(t) = &copied {
                 let _ = std::fs::remove_file(t);
+                let _ = std::fs::remove_file(crate::ve::disk::adopt_marker(t));
             }
             return Err(e);
         }

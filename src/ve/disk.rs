@@ -369,7 +369,8 @@ pub fn prepare(
     rec.inodes = cfg.inodes.map(|l| (l.soft, l.hard));
     let hard = cfg.space.hard / BLOCK * BLOCK;
     let exists = rec.image.exists();
-    // An image that arrived with a migration is this VE's, though not user-named.
+    // An image handed over by a restore or a migration is this VE's, though not
+    // user-named.
     let adopt = exists && !rec.persistent && fs::remove_file(adopt_marker(&rec.image)).is_ok();
     if exists && !rec.persistent && !adopt {
         // A stale image under a fresh VE's name is a leftover, not the user's data.
@@ -470,8 +471,13 @@ pub fn prepare(
     Ok(rootfs)
 }
 
-/// Next to an image, marks it as brought by `migrate-listen` for the VE about to be
-/// restored: prepare then takes it over instead of removing it as a leftover.
+/// Marks an image put at a VE's own image path (by a restore or `migrate-listen`) as
+/// that VE's: the next prepare takes it over instead of removing it as a leftover, and
+/// the VE owns it like one it made (removed with the VE).
+pub fn hand_over(image: &Path) -> std::io::Result<()> {
+    fs::write(adopt_marker(image), b"")
+}
+
 pub fn adopt_marker(image: &Path) -> PathBuf {
     let mut p = image.as_os_str().to_owned();
     p.push(".adopt");
