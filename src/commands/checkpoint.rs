@@ -150,33 +150,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     if now != pid {
         bail!("container {id} changed while its pre-checkpoint script ran");
     }
-    let pid = now.ok_or_else(|| anyhow!("container {id} has no process"))?;
-    let spec = super::create::load_spec(&root.ve_dir(&id))?;
-    let cgroup_path = loaded
-        .container
-        .spec()
-        .map_err(|e| anyhow!("read container config: {e}"))?
-        .cgroup_path;
-    // The VE's root as its processes see it: a private area's overlay, else the bundle's.
-    let rootfs = spec
-        .root()
-        .as_ref()
-        .map(|r| r.path().clone())
-        .unwrap_or_else(|| loaded.record.rootfs.clone());
-    checkpoint::dump(
-        &DumpTarget {
-            pid,
-            rootfs: &rootfs,
-            spec: &spec,
-            cgroup_path: &cgroup_path,
-        },
-        &opts,
-    )?;
-    checkpoint::Meta {
-        id: Some(id.clone()),
-        mac: loaded.record.ve.net.as_ref().and_then(|n| n.mac.clone()),
-    }
-    .save(&opts.image)?;
+    Source::of(&root, &id, &loaded)?.dump(&opts, &id)?;
     let mut state = oci_state(&loaded.container, &loaded.record, false);
     if !opts.leave_running {
         // The private area outlives the VE inside the checkpoint: delete keeps the image
@@ -223,6 +197,63 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         },
     )?;
     Ok(0)
+}
+
+/// What a dump needs of a running VE, read under its lock (`checkpoint`, `migrate`).
+pub struct Source {
+    pid: i32,
+    /// The VE's root as its processes see it: a private area's overlay, else the bundle's.
+    rootfs: PathBuf,
+    spec: oci_spec::runtime::Spec,
+    cgroup: PathBuf,
+    mac: Option<String>,
+}
+
+impl Source {
+    pub fn of(root: &Root, id: &str, loaded: &crate::container::Loaded) -> Result<Source> {
+        let pid = loaded
+            .container
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| anyhow!("container {id} has no process"))?;
+        let spec = super::create::load_spec(&root.ve_dir(id))?;
+        let cgroup = loaded
+            .container
+            .spec()
+            .map_err(|e| anyhow!("read container config: {e}"))?
+            .cgroup_path;
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| loaded.record.rootfs.clone());
+        Ok(Source {
+            pid,
+            rootfs,
+            spec,
+            cgroup,
+            mac: loaded.record.ve.net.as_ref().and_then(|n| n.mac.clone()),
+        })
+    }
+
+    /// Dumps the VE into `o.image`, with what a restore under the same ID needs (its MAC).
+    pub fn dump(&self, o: &DumpOpts, id: &str) -> Result<()> {
+        checkpoint::dump(
+            &DumpTarget {
+                pid: self.pid,
+                rootfs: &self.rootfs,
+                spec: &self.spec,
+                cgroup_path: &self.cgroup,
+            },
+            o,
+        )?;
+        checkpoint::Meta {
+            id: Some(id.to_string()),
+            mac: self.mac.clone(),
+        }
+        .save(&o.image)?;
+        Ok(())
+    }
 }
 
 fn running(id: &str, status: ContainerStatus) -> Result<()> {

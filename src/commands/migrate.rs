@@ -16,9 +16,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 use serde_json::{json, Value};
 
+use super::checkpoint::Source;
 use crate::cli::GlobalOpts;
 use crate::container::Root;
-use crate::ve::checkpoint::{self as ckpt, DumpOpts, DumpTarget};
+use crate::ve::checkpoint::DumpOpts;
 use crate::ve::migrate::{self as mig, kind, Channel, Key, Mode, Progress};
 
 #[derive(clap::Args, Debug)]
@@ -185,61 +186,8 @@ fn ckpt_feature(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Everything dump needs about the VE, read under its lock.
-struct Target {
-    pid: i32,
-    rootfs: PathBuf,
-    spec: oci_spec::runtime::Spec,
-    cgroup: PathBuf,
-    mac: Option<String>,
-}
-
-impl Target {
-    fn dump(&self, o: &DumpOpts, id: &str) -> Result<()> {
-        ckpt::dump(
-            &DumpTarget {
-                pid: self.pid,
-                rootfs: &self.rootfs,
-                spec: &self.spec,
-                cgroup_path: &self.cgroup,
-            },
-            o,
-        )?;
-        // The destination restores under the same ID: it keeps the VE's MAC.
-        ckpt::Meta {
-            id: Some(id.to_string()),
-            mac: self.mac.clone(),
-        }
-        .save(&o.image)?;
-        Ok(())
-    }
-}
-
-fn target(root: &Root, id: &str) -> Result<Target> {
-    let loaded = root.load(id)?;
-    let pid = loaded
-        .container
-        .pid()
-        .map(|p| p.as_raw())
-        .ok_or_else(|| anyhow!("container {id} has no process"))?;
-    let spec = super::create::load_spec(&root.ve_dir(id))?;
-    let cgroup = loaded
-        .container
-        .spec()
-        .map_err(|e| anyhow!("read container config: {e}"))?
-        .cgroup_path;
-    let rootfs = spec
-        .root()
-        .as_ref()
-        .map(|r| r.path().clone())
-        .unwrap_or_else(|| loaded.record.rootfs.clone());
-    Ok(Target {
-        pid,
-        rootfs,
-        spec,
-        cgroup,
-        mac: loaded.record.ve.net.as_ref().and_then(|n| n.mac.clone()),
-    })
+fn target(root: &Root, id: &str) -> Result<Source> {
+    Source::of(root, id, &root.load(id)?)
 }
 
 fn dump_opts(image: &Path) -> DumpOpts {
