@@ -37,8 +37,6 @@ impl Data {
 /// otherwise hold a pipe open.
 fn vz(rt: &Runtime, data: &Path, args: &[&str], input: Option<&str>) -> Out {
     use std::io::Seek;
-    let mut out = tempfile::tempfile().unwrap();
-    let mut err = tempfile::tempfile().unwrap();
     let stdin = match input {
         Some(text) => {
             let mut f = tempfile::tempfile().unwrap();
@@ -48,26 +46,9 @@ fn vz(rt: &Runtime, data: &Path, args: &[&str], input: Option<&str>) -> Out {
         }
         None => Stdio::null(),
     };
-    let status = rt
-        .command()
-        .env("VZRUN_DATA_DIR", data)
-        .args(args)
-        .stdin(stdin)
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(err.try_clone().unwrap()))
-        .status()
-        .expect("spawn vzrun");
-    let read = |f: &mut std::fs::File| {
-        let mut s = String::new();
-        f.rewind().unwrap();
-        f.read_to_string(&mut s).unwrap();
-        s
-    };
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: read(&mut out),
-        stderr: read(&mut err),
-    }
+    let mut cmd = rt.command();
+    cmd.env("VZRUN_DATA_DIR", data).args(args);
+    common::output_of(cmd, stdin)
 }
 
 /// A system VE that is stopped (at once) and destroyed when the test ends, however it ends.

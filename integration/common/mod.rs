@@ -150,28 +150,9 @@ impl Runtime {
     }
 
     fn run_with(&self, args: &[&str], stdin: Stdio) -> Out {
-        use std::io::{Read, Seek};
-        let mut out = tempfile::tempfile().expect("tempfile");
-        let mut err = tempfile::tempfile().expect("tempfile");
-        let status = self
-            .command()
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(err.try_clone().unwrap()))
-            .status()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin));
-        let read = |f: &mut std::fs::File| {
-            let mut s = String::new();
-            f.rewind().unwrap();
-            f.read_to_string(&mut s).unwrap();
-            s
-        };
-        Out {
-            code: status.code().unwrap_or(-1),
-            stdout: read(&mut out),
-            stderr: read(&mut err),
-        }
+        let mut cmd = self.command();
+        cmd.args(args);
+        output_of(cmd, stdin)
     }
 
     /// Remembers an ID for the cleanup at drop.
@@ -332,4 +313,29 @@ pub fn ve_stat_row(rt: &Runtime, id: &str, resource: &str) -> Value {
     rows.as_array()
         .and_then(|a| a.iter().find(|r| r["resource"] == resource).cloned())
         .unwrap_or_else(|| panic!("no {resource} row: {rows}"))
+}
+
+/// Runs a command to its end with output through files rather than pipes: a container
+/// started by the command inherits its stdio and would hold a pipe open for ever.
+pub fn output_of(mut cmd: Command, stdin: Stdio) -> Out {
+    use std::io::{Read, Seek};
+    let mut out = tempfile::tempfile().expect("tempfile");
+    let mut err = tempfile::tempfile().expect("tempfile");
+    let status = cmd
+        .stdin(stdin)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(err.try_clone().unwrap()))
+        .status()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    let read = |f: &mut std::fs::File| {
+        let mut s = String::new();
+        f.rewind().unwrap();
+        f.read_to_string(&mut s).unwrap();
+        s
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    }
 }
