@@ -144,29 +144,7 @@ fn setup() -> Result<Podman, String> {
 impl Podman {
     /// `podman` with the suite's private storage, state, config and cgroup manager.
     fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        let d = &self.dir;
-        c.env("CONTAINERS_CONF", &self.conf)
-            .env("TMPDIR", d.join("tmp"))
-            .arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("runroot"))
-            .arg("--tmpdir")
-            .arg(d.join("tmp"))
-            .arg("--volumepath")
-            .arg(d.join("volumes"))
-            .arg("--network-config-dir")
-            .arg(d.join("networks"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ]);
-        c
+        callers::podman_cmd(&self.dir, &self.conf)
     }
 
     fn out(&self, args: &[&str]) -> Out {

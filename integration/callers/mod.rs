@@ -736,3 +736,30 @@ pub fn wrapper_records(dir: &Path, name: &str) -> (Vec<String>, Vec<String>) {
     logs.sort();
     (argv, logs.into_iter().map(|(_, s)| s).collect())
 }
+
+/// `podman` with a suite's private storage, state, temp and network config under `dir`,
+/// its containers.conf, the cgroupfs manager and file events (no systemd here).
+pub fn podman_cmd(dir: &Path, conf: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", conf)
+        .env("TMPDIR", dir.join("tmp"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("runroot"))
+        .arg("--tmpdir")
+        .arg(dir.join("tmp"))
+        .arg("--volumepath")
+        .arg(dir.join("volumes"))
+        .arg("--network-config-dir")
+        .arg(dir.join("networks"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]);
+    c
+}
