@@ -1168,6 +1168,14 @@ fn ctr_kill_delete_matches_runc_and_leaves_nothing() {
             "{rt}: init not in a cgroup named after the container: {}",
             cgroup.display()
         );
+        // The shell sets its trap before it starts sleep: once sleep runs, a SIGTERM
+        // reaches the trap rather than the default action.
+        let procs = cgroup.join("cgroup.procs");
+        assert!(
+            callers::wait_until(5, || read_trim(&procs).lines().count() == 2),
+            "{rt}: processes: {}",
+            read_trim(&procs)
+        );
         let k = ctd.ctr_out(&["tasks", "kill", &t.id]);
         assert_eq!(k.code, 0, "{rt}: kill: {k:?}");
         assert!(

@@ -75,6 +75,21 @@ const fn stdin(args: &'static [&'static str], input: &'static str) -> Step {
 const WAIT_STOPPED: &[&str] = &["@wait-stopped"];
 /// A pseudo-step that waits for the container to report `running`.
 const WAIT_RUNNING: &[&str] = &["@wait-running"];
+/// A pseudo-step that waits until the init catches SIGUSR1: a signal sent before the
+/// shell has run its `trap` would kill it, under either runtime.
+const WAIT_USR1_TRAP: &[&str] = &["@wait-usr1-trap"];
+
+/// Whether the process catches SIGUSR1, from the SigCgt mask in /proc.
+fn catches_usr1(pid: u64) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (SIGUSR1 - 1)) != 0)
+}
+
+const SIGUSR1: u32 = 10;
 
 /// Keys whose values differ between runs by nature.
 fn normalise(v: &mut Value) {
@@ -135,6 +150,22 @@ fn play(rt: &Runtime, bundle: &Bundle, id: &str, steps: &[Step]) -> Vec<Out> {
     rt.track(id);
     let mut outs = Vec::new();
     for step in steps {
+        if step.args == WAIT_USR1_TRAP {
+            let pid = rt.state(id)["pid"].as_u64().unwrap_or_default();
+            let caught = (0..200).any(|_| {
+                catches_usr1(pid) || {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    false
+                }
+            });
+            assert!(caught, "{}: {id}'s init never trapped USR1", rt.name);
+            outs.push(Out {
+                code: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+            });
+            continue;
+        }
         if step.args == WAIT_STOPPED || step.args == WAIT_RUNNING {
             let want = if step.args == WAIT_STOPPED {
                 "stopped"
@@ -394,6 +425,7 @@ diff!(
     none,
     [
         s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(WAIT_USR1_TRAP),
         s(&["kill", "{id}", "USR1"]),
         s(&["kill", "{id}", "SIGUSR1"]),
         s(&["kill", "{id}", "10"]),
