@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests and the integration suites in integration/, which start
 # real VEs (and real podman/containerd where an issue names them). Needs root and
-# hack/setup.sh. Exits non-zero on any failure; ends with cargo's summary lines.
+# hack/setup.sh. Runs every suite even after a failure, exits non-zero on any, and ends
+# with cargo's summary lines.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -11,4 +12,4 @@ fi
 [ -d bundles/busybox/rootfs/bin ] || hack/mkrootfs.sh >/dev/null
 # Integration tests start many VEs; a few at a time keeps a 2-core machine responsive.
 threads=${VZRUN_TEST_THREADS:-4}
-cargo test --release --locked -- --test-threads="$threads" "$@"
+cargo test --release --locked --no-fail-fast -- --test-threads="$threads" "$@"

@@ -420,7 +420,7 @@ diff!(
     &[
         "sh",
         "-c",
-        "trap 'echo got' USR1; sleep 300 & wait; sleep 300 & wait"
+        "trap 'echo got' USR1; while :; do sleep 300 & wait; done"
     ],
     none,
     [
