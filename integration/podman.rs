@@ -424,7 +424,7 @@ fn podman_detached_lifecycle_matches_runc() {
             &[
                 "sh",
                 "-c",
-                "trap 'echo got-term; exit 3' TERM; echo started; while :; do sleep 0.1; done",
+                "trap 'echo got-term; exit 3' TERM; echo started; sleep 1000 & wait",
             ],
         );
         let id = c.id();
