@@ -172,16 +172,11 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                 std::fs::File::open("/proc/self/ns/net").context("open host network namespace")?
             }
             checkpoint::NetnsSource::New => {
+                // Its host end stays down until CRIU has the sockets back.
                 let made =
                     crate::ve::restore_netns(&ctx, &loaded.ve_config, &mut claimed.record.ve);
                 claimed.record.save(&ve_dir)?;
-                let made = made?;
-                // Off the wire until CRIU has the sockets back: a client's packet that
-                // arrived before would find no socket and be answered with a reset.
-                if let Some(n) = &claimed.record.ve.net {
-                    crate::ve::net::set_host_link(n, false)?;
-                }
-                made
+                made?
             }
         };
 

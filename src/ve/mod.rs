@@ -262,7 +262,8 @@ pub fn checkpoint_available() -> bool {
 
 /// For a restore: a new network namespace for the VE, configured before CRIU puts the
 /// processes back into it (create configures it once the init exists instead): loopback
-/// up, and the VE's networking when it has any.
+/// up, and the VE's networking when it has any, with its host end down until the caller
+/// calls [`net::set_host_link`] once the sockets are back.
 pub fn restore_netns(
     ctx: &Ctx,
     config: &VeConfig,
@@ -285,7 +286,7 @@ pub fn restore_netns(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&ns)
         ));
-        net::setup_at(netc, ctx.root, ctx.id, &path, nrec)?;
+        net::setup_at(netc, ctx.root, ctx.id, &path, nrec, false)?;
     }
     Ok(ns)
 }

@@ -610,17 +610,21 @@ pub fn setup(
             "the VE shares the host's network namespace (the spec has no network namespace)",
         ));
     }
-    setup_at(c, root, id, &netns_of(pid), rec)
+    setup_at(c, root, id, &netns_of(pid), rec, true)
 }
 
 /// [`setup`] for a namespace named by a path (a restore configures the namespace it made
-/// before CRIU brings the processes back into it).
+/// before CRIU brings the processes back into it). With `on_wire` false the host end
+/// stays down, without host routes and unannounced, until [`set_host_link`] brings it
+/// up: a restore must not take packets before CRIU has its sockets back, or the kernel
+/// answers a client's segment with a reset.
 pub fn setup_at(
     c: &NetConfig,
     root: &Path,
     id: &str,
     ns: &Path,
     rec: &mut NetRecord,
+    on_wire: bool,
 ) -> Result<(), VeError> {
     rec.mode = c.mode;
     rec.uplink = c.uplink.clone();
@@ -664,12 +668,13 @@ pub fn setup_at(
     // The host end.
     match c.mode {
         Mode::Venet => {
-            nl.set_link(host_idx, true, Some(true), Some(&mac), None, None)
+            nl.set_link(host_idx, on_wire, Some(true), Some(&mac), None, None)
                 .map_err(nl_err)?;
             let _ = netlink::sysctl(&format!("net/ipv4/conf/{host_if}/forwarding"), "1");
             let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/forwarding"), "1");
             let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/force_forwarding"), "1");
-            for a in &c.ips {
+            // A route through a down link is refused; set_host_link adds them with it.
+            for a in c.ips.iter().filter(|_| on_wire) {
                 nl.add_route(&Route {
                     dst: Some((a.ip, a.prefix)),
                     oif: Some(host_idx),
@@ -688,7 +693,9 @@ pub fn setup_at(
                     nl.add_proxy(up, a.ip).map_err(nl_err)?;
                     rec.proxied.push(a.ip);
                 }
-                announce(rec);
+                if on_wire {
+                    announce(rec);
+                }
             }
         }
         Mode::Veth => {
@@ -699,7 +706,7 @@ pub fn setup_at(
                     format!("bridge {bridge:?} does not exist on the host"),
                 )
             })?;
-            nl.set_link(host_idx, true, None, None, Some(bidx), None)
+            nl.set_link(host_idx, on_wire, None, None, Some(bidx), None)
                 .map_err(nl_err)?;
             // Unknown unicast is not flooded to a VE's port, so one VE never sees frames
             // meant for another; its own MAC is pinned to its port.
