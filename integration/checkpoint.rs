@@ -14,21 +14,6 @@ use std::time::Duration;
 use common::{Bundle, Runtime};
 use serde_json::{json, Value};
 
-macro_rules! require_criu {
-    () => {
-        require_root!();
-        if !Command::new("criu")
-            .arg("check")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-        {
-            eprintln!("SKIP: criu is missing or `criu check` fails (hack/install-criu.sh)");
-            return;
-        }
-    };
-}
-
 /// A shell loop whose counter lives in the shell (a restarted process would count from
 /// 1 again), written to tmpfs so the test can read it. Its stdio is the VE's own
 /// /dev/null: the test harness hands it host files, which no runtime can checkpoint.

@@ -25,27 +25,10 @@ struct Podman {
 
 static SUITE: OnceLock<Result<Podman, String>> = OnceLock::new();
 
-fn criu_works() -> bool {
-    Command::new("criu")
-        .arg("check")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn suite() -> Option<&'static Podman> {
-    if let Some(why) = common::skip_reason() {
+    let tools = ["podman", "conmon", "runc", "tar", "sha256sum"];
+    if let Some(why) = callers::missing_tool(&tools).or_else(common::criu_missing) {
         eprintln!("SKIP: {why}");
-        return None;
-    }
-    for t in ["podman", "conmon", "runc", "tar", "sha256sum"] {
-        if !common::have(t) {
-            eprintln!("SKIP: {t} is not installed");
-            return None;
-        }
-    }
-    if !criu_works() {
-        eprintln!("SKIP: criu is missing or `criu check` fails (hack/install-criu.sh)");
         return None;
     }
     match SUITE.get_or_init(setup) {

@@ -5,6 +5,9 @@
 //! - a CRI runtime handler `vzrun` in the config (`runtime_type = "io.containerd.runc.v2"`,
 //!   `options.BinaryName = "<vzrun>"`), driven over the CRI gRPC API as a kubelet would.
 //!
+//! The checkpoint case (issue #6) runs `ctr task checkpoint` and `ctr containers
+//! checkpoint`/`restore` through the same shim, with CRIU.
+//!
 //! Every case runs the same operation with runc and with vzrun and compares what the user
 //! of the caller sees. There is no registry here: the suite builds an OCI image archive of
 //! bundles/busybox/rootfs once and imports it with `ctr images import`.
@@ -48,29 +51,18 @@ struct Containerd {
 static DAEMON: Mutex<Option<Child>> = Mutex::new(None);
 static SUITE: OnceLock<Result<Containerd, String>> = OnceLock::new();
 
-fn missing_tool() -> Option<String> {
-    if let Some(why) = common::skip_reason() {
-        return Some(why);
-    }
-    for t in [
+/// The suite's daemon, started by the first test that needs it; `None` (after printing
+/// `SKIP: reason`) when the host lacks root or a tool.
+fn suite() -> Option<&'static Containerd> {
+    let tools = [
         "containerd",
         "ctr",
         "containerd-shim-runc-v2",
         "runc",
         "tar",
         "sha256sum",
-    ] {
-        if !common::have(t) {
-            return Some(format!("{t} is not installed"));
-        }
-    }
-    None
-}
-
-/// The suite's daemon, started by the first test that needs it; `None` (after printing
-/// `SKIP: reason`) when the host lacks root or a tool.
-fn suite() -> Option<&'static Containerd> {
-    if let Some(why) = missing_tool() {
+    ];
+    if let Some(why) = callers::missing_tool(&tools) {
         eprintln!("SKIP: {why}");
         return None;
     }
@@ -186,7 +178,14 @@ fn start_containerd() -> Result<Containerd, String> {
         callers::at_exit(move || teardown(&dir, &sock, &ns, &cri_cgroup, &run_containerd));
     }
     std::fs::write(dir.join("config.toml"), config_toml(&dir, &sock)).unwrap();
-    for sub in ["cni/bin", "cni/conf", "fifo", "runc-root", "cri-root"] {
+    for sub in [
+        "cni/bin",
+        "cni/conf",
+        "fifo",
+        "runc-root",
+        "cri-root",
+        "images",
+    ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
@@ -1430,6 +1429,133 @@ fn ctr_create_error_reaches_user() {
         seen[1], seen[0],
         "exit code of ctr for a missing binary (vzrun, runc)"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint and restore (issue #6)
+// ---------------------------------------------------------------------------------------
+
+/// Counts in the shell, so a restarted process would start again near 1.
+const COUNTER: &str =
+    "i=0; while true; do i=$((i+1)); echo $i; echo $i > /tmp/count; sleep 0.05; done";
+
+fn count(t: &Task) -> u64 {
+    let exec_id = format!("x{}", std::process::id());
+    let o = t.ctd.ctr_out(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        &exec_id,
+        &t.id,
+        "cat",
+        "/tmp/count",
+    ]);
+    o.stdout.trim().parse().unwrap_or(0)
+}
+
+/// A checkpoint image in the suite's image store, removed when dropped.
+struct CheckpointImage<'a>(&'a Containerd, String);
+
+impl Drop for CheckpointImage<'_> {
+    fn drop(&mut self) {
+        self.0.ctr_out(&["images", "rm", &self.1]);
+    }
+}
+
+/// `ctr task checkpoint` (the shim calls `checkpoint --image-path --work-path
+/// [--leave-running]`), then `ctr containers checkpoint --rw --task` into a checkpoint
+/// image and `ctr containers restore --rw --live` of it once the container is gone (the
+/// shim calls `restore ... -no-subreaper --bundle`): the same flow with runc and vzrun.
+#[test]
+fn ctr_task_checkpoint_and_container_restore() {
+    let ctd = suite_or_skip!();
+    if let Some(why) = common::criu_missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    for (rt, _) in callers::runtimes() {
+        let t = ctd.run_detached(rt, "ctdck", &[], &["sh", "-c", COUNTER]);
+        let id = t.id.clone();
+        assert!(
+            callers::wait_until(5, || count(&t) > 5),
+            "{rt}: not counting"
+        );
+
+        // A checkpoint to a directory that leaves the task running.
+        let img = ctd.dir.join("images").join(&id);
+        let o = ctd.ctr_out(&[
+            "tasks",
+            "checkpoint",
+            "--image-path",
+            img.to_str().unwrap(),
+            &id,
+        ]);
+        assert_eq!(o.code, 0, "{rt}: ctr task checkpoint: {o:?}");
+        assert!(
+            img.join("inventory.img").exists(),
+            "{rt}: no image in {}",
+            img.display()
+        );
+        assert_eq!(t.status(), "RUNNING", "{rt}");
+        let n = count(&t);
+        assert!(
+            callers::wait_until(5, || count(&t) > n),
+            "{rt}: stopped counting"
+        );
+
+        // A checkpoint image, then the container gone and restored from it. --rw: the
+        // counter's file (which the shell may hold open at the dump) comes back too.
+        let image = CheckpointImage(ctd, format!("vzt.example/ckpt/{id}:1"));
+        let o = ctd.ctr_out(&[
+            "containers",
+            "checkpoint",
+            "--rw",
+            "--task",
+            "--image",
+            &id,
+            &image.1,
+        ]);
+        assert_eq!(o.code, 0, "{rt}: ctr containers checkpoint: {o:?}");
+        let at = count(&t);
+        assert_eq!(t.kill_and_delete().code, 0, "{rt}: tasks rm");
+
+        // `ctr containers restore --live` stays attached to the task: run it aside.
+        let log_path = ctd.dir.join(format!("{id}.restore.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let restore = ctd
+            .ctr()
+            .args(["containers", "restore", "--rw", "--live", &id, &image.1])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let _restore = Reaped(restore);
+        assert!(
+            callers::wait_until(20, || t.status() == "RUNNING"),
+            "{rt}: restored task not running: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        let mut after = 0;
+        callers::wait_until(5, || {
+            after = count(&t);
+            after > at
+        });
+        // The image was taken after `at` was read: the count goes on from there.
+        assert!(
+            after > at,
+            "{rt}: count {after} after restore, {at} at checkpoint"
+        );
+    }
+}
+
+/// A child process stopped (TERM, then KILL) when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        callers::stop_child(&mut self.0, Duration::from_secs(10));
+    }
 }
 
 // ---------------------------------------------------------------------------------------

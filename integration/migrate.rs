@@ -22,26 +22,6 @@ fn sh(cmd: &str) {
     assert!(o.status.success(), "{cmd}: {o:?}");
 }
 
-fn criu_ok() -> bool {
-    Command::new("criu")
-        .arg("check")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-macro_rules! require_criu {
-    () => {
-        require_root!();
-        if !criu_ok() {
-            eprintln!("SKIP: criu is missing or `criu check` fails (hack/install-criu.sh)");
-            return;
-        }
-    };
-}
-
 /// The test LAN: a bridge on the host (the source host's uplink), the destination's
 /// namespace with an uplink of the same name, and a client namespace. Removed on drop.
 struct Lan {

@@ -37,20 +37,8 @@ struct Podman {
 
 static SUITE: OnceLock<Result<Podman, String>> = OnceLock::new();
 
-fn missing_tool() -> Option<String> {
-    if let Some(why) = common::skip_reason() {
-        return Some(why);
-    }
-    for t in ["podman", "conmon", "runc", "tar", "sha256sum"] {
-        if !common::have(t) {
-            return Some(format!("{t} is not installed"));
-        }
-    }
-    None
-}
-
 fn suite() -> Option<&'static Podman> {
-    if let Some(why) = missing_tool() {
+    if let Some(why) = callers::missing_tool(&["podman", "conmon", "runc", "tar", "sha256sum"]) {
         eprintln!("SKIP: {why}");
         return None;
     }

@@ -91,6 +91,16 @@ fn wait_deadline(child: &mut Child, deadline: Duration) -> (i32, bool) {
     }
 }
 
+/// Why a caller suite cannot run here: no root or bundle, or one of `tools` missing.
+pub fn missing_tool(tools: &[&str]) -> Option<String> {
+    common::skip_reason().or_else(|| {
+        tools
+            .iter()
+            .find(|t| !common::have(t))
+            .map(|t| format!("{t} is not installed"))
+    })
+}
+
 pub fn run(cmd: &mut Command) -> Out {
     run_with_deadline(cmd, None, DEADLINE)
 }

@@ -52,6 +52,28 @@ macro_rules! require_root {
     };
 }
 
+/// Returns a reason to skip a checkpoint test: no CRIU, or `criu check` fails.
+pub fn criu_missing() -> Option<String> {
+    let ok = Command::new("criu")
+        .arg("check")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!ok).then(|| "criu is missing or `criu check` fails (hack/install-criu.sh)".into())
+}
+
+#[macro_export]
+macro_rules! require_criu {
+    () => {
+        $crate::require_root!();
+        if let Some(why) = $crate::common::criu_missing() {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
 pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
