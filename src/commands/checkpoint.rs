@@ -12,21 +12,35 @@ use crate::cli::GlobalOpts;
 use crate::container::Root;
 use crate::state::oci_state;
 use crate::ve::actions::{Action, Point, Runner};
-use crate::ve::checkpoint::{self, DumpOpts, DumpTarget};
+use crate::ve::checkpoint::{self, CriuOpts, DumpOpts, DumpTarget};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Checkpoint a running container", disable_help_flag = true)]
 pub struct Args {
     #[arg(short = 'h', long = "help")]
     pub help: bool,
+    #[command(flatten)]
+    pub criu: CriuFlags,
+    #[arg(long = "leave-running")]
+    pub leave_running: bool,
+    #[arg(long = "pre-dump")]
+    pub pre_dump: bool,
+    #[arg(long = "page-server")]
+    pub page_server: Option<String>,
+    #[arg(long = "status-fd")]
+    pub status_fd: Option<i32>,
+    pub id: Option<String>,
+}
+
+/// The flags checkpoint and restore share, as runc names them.
+#[derive(clap::Args, Debug, Default)]
+pub struct CriuFlags {
     #[arg(long = "image-path")]
     pub image_path: Option<PathBuf>,
     #[arg(long = "work-path")]
     pub work_path: Option<PathBuf>,
     #[arg(long = "parent-path")]
     pub parent_path: Option<PathBuf>,
-    #[arg(long = "leave-running")]
-    pub leave_running: bool,
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
     #[arg(long = "ext-unix-sk")]
@@ -35,21 +49,39 @@ pub struct Args {
     pub shell_job: bool,
     #[arg(long = "file-locks")]
     pub file_locks: bool,
-    #[arg(long = "pre-dump")]
-    pub pre_dump: bool,
     #[arg(long = "manage-cgroups-mode")]
     pub manage_cgroups_mode: Option<String>,
     #[arg(long = "empty-ns")]
     pub empty_ns: Vec<String>,
-    #[arg(long = "page-server")]
-    pub page_server: Option<String>,
-    #[arg(long = "lazy-pages")]
-    pub lazy_pages: bool,
-    #[arg(long = "status-fd")]
-    pub status_fd: Option<i32>,
     #[arg(long = "auto-dedup")]
     pub auto_dedup: bool,
-    pub id: Option<String>,
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
+}
+
+impl CriuFlags {
+    /// The options; the image directory defaults to ./checkpoint, as runc's does.
+    pub fn opts(&self) -> Result<CriuOpts> {
+        let image = match &self.image_path {
+            Some(p) => p.clone(),
+            None => std::env::current_dir()
+                .context("current directory")?
+                .join("checkpoint"),
+        };
+        Ok(CriuOpts {
+            image,
+            work: self.work_path.clone(),
+            parent: self.parent_path.clone(),
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            shell_job: self.shell_job,
+            file_locks: self.file_locks,
+            manage_cgroups_mode: self.manage_cgroups_mode.clone(),
+            empty_ns: self.empty_ns.clone(),
+            auto_dedup: self.auto_dedup,
+            lazy_pages: self.lazy_pages,
+        })
+    }
 }
 
 const HELP: &str = "Checkpoint a running container
@@ -90,28 +122,12 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         bail!("\"checkpoint\" requires exactly 1 argument(s)");
     };
     let root = Root::from_opts(global)?;
-    let image = match &args.image_path {
-        Some(p) => p.clone(),
-        None => std::env::current_dir()
-            .context("current directory")?
-            .join("checkpoint"),
-    };
     let opts = DumpOpts {
-        image,
-        work: args.work_path.clone(),
-        parent: args.parent_path.clone(),
+        criu: args.criu.opts()?,
         leave_running: args.leave_running || args.pre_dump,
-        tcp_established: args.tcp_established,
-        ext_unix_sk: args.ext_unix_sk,
-        shell_job: args.shell_job,
-        file_locks: args.file_locks,
         pre_dump: args.pre_dump,
-        manage_cgroups_mode: args.manage_cgroups_mode.clone(),
-        empty_ns: args.empty_ns.clone(),
         page_server: args.page_server.clone(),
-        lazy_pages: args.lazy_pages,
         status_fd: args.status_fd,
-        auto_dedup: args.auto_dedup,
         skip_in_flight: false,
     };
 
@@ -178,14 +194,14 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         drop(container);
         super::delete::delete_locked(&root, &id, true, lock)?;
         if let Some(img) = private {
-            checkpoint::move_image(&img, &opts.image.join(checkpoint::PRIVATE_IMAGE))?;
+            checkpoint::move_image(&img, &opts.criu.image.join(checkpoint::PRIVATE_IMAGE))?;
         }
         state.status = "stopped".into();
         state.pid = 0;
     } else {
         drop(loaded);
         // An area saved by an earlier checkpoint into this directory is not this one's.
-        let _ = std::fs::remove_file(opts.image.join(checkpoint::PRIVATE_IMAGE));
+        let _ = std::fs::remove_file(opts.criu.image.join(checkpoint::PRIVATE_IMAGE));
     }
     actions.run(
         Point::PostCheckpoint,
@@ -251,7 +267,7 @@ impl Source {
             id: Some(id.to_string()),
             mac: self.mac.clone(),
         }
-        .save(&o.image)?;
+        .save(&o.criu.image)?;
         Ok(())
     }
 }

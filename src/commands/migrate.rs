@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::checkpoint::Source;
 use crate::cli::GlobalOpts;
 use crate::container::Root;
-use crate::ve::checkpoint::DumpOpts;
+use crate::ve::checkpoint::{CriuOpts, DumpOpts};
 use crate::ve::migrate::{self as mig, kind, Channel, Key, Mode, Progress};
 
 #[derive(clap::Args, Debug)]
@@ -192,23 +192,15 @@ fn target(root: &Root, id: &str) -> Result<Source> {
 
 fn dump_opts(image: &Path) -> DumpOpts {
     DumpOpts {
-        image: image.to_path_buf(),
-        work: None,
-        parent: None,
-        leave_running: false,
-        tcp_established: true,
-        ext_unix_sk: false,
-        shell_job: false,
-        file_locks: true,
-        pre_dump: false,
-        manage_cgroups_mode: None,
-        empty_ns: vec![],
-        page_server: None,
-        lazy_pages: false,
-        status_fd: None,
-        auto_dedup: false,
+        criu: CriuOpts {
+            image: image.to_path_buf(),
+            tcp_established: true,
+            file_locks: true,
+            ..Default::default()
+        },
         // A client connecting at the moment of the dump must not fail the move.
         skip_in_flight: true,
+        ..Default::default()
     }
 }
 
@@ -303,7 +295,7 @@ impl Move<'_> {
             cut(false)?;
             let mut o = dump_opts(dir);
             o.leave_running = true;
-            o.parent = parent;
+            o.criu.parent = parent;
             if let Some(name) = page_server_for {
                 let ps = self
                     .ch
@@ -340,7 +332,7 @@ impl Move<'_> {
         let ps = SocketAddr::new(local_ip, port).to_string();
         let (status_r, status_w) = nix::unistd::pipe()?;
         let mut o = dump_opts(&self.out);
-        o.lazy_pages = true;
+        o.criu.lazy_pages = true;
         o.page_server = Some(ps.clone());
         o.status_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&status_w));
         let frozen = Instant::now();
@@ -419,7 +411,7 @@ impl Move<'_> {
             let mut o = dump_opts(&dir);
             o.pre_dump = true;
             o.leave_running = true;
-            o.parent = parent.clone();
+            o.criu.parent = parent.clone();
             o.page_server = ps["address"].as_str().map(String::from);
             target(root, &id)?.dump(&o, &id)?;
             let pages = mig::stats_pages_written(&dir.join("stats-dump")).unwrap_or(0);

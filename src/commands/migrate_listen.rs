@@ -403,24 +403,20 @@ fn lazy_restore(
 fn restore(global: &GlobalOpts, id: &str, bundle: &Path, images: &Path, lazy: bool) -> Result<()> {
     super::restore::run(
         super::restore::Args {
-            image_path: Some(images.to_path_buf()),
-            work_path: None,
-            parent_path: None,
+            criu: super::checkpoint::CriuFlags {
+                image_path: Some(images.to_path_buf()),
+                tcp_established: true,
+                file_locks: true,
+                lazy_pages: lazy,
+                ..Default::default()
+            },
             bundle: Some(bundle.to_path_buf()),
             detach: true,
             pid_file: None,
             console_socket: None,
             no_pivot: false,
             no_subreaper: false,
-            tcp_established: true,
             tcp_close: false,
-            ext_unix_sk: false,
-            shell_job: false,
-            file_locks: true,
-            manage_cgroups_mode: None,
-            empty_ns: vec![],
-            auto_dedup: false,
-            lazy_pages: lazy,
             lsm_profile: None,
             lsm_mount_context: None,
             keep_on_hook_failure: false,

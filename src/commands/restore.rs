@@ -21,12 +21,8 @@ use crate::ve::checkpoint::{self, RestoreOpts, RestoreTarget};
 #[derive(clap::Args, Debug)]
 #[command(about = "Restore a container from a previous checkpoint")]
 pub struct Args {
-    #[arg(long = "image-path")]
-    pub image_path: Option<PathBuf>,
-    #[arg(long = "work-path")]
-    pub work_path: Option<PathBuf>,
-    #[arg(long = "parent-path")]
-    pub parent_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub criu: super::checkpoint::CriuFlags,
     #[arg(short = 'b', long)]
     pub bundle: Option<PathBuf>,
     #[arg(short = 'd', long)]
@@ -39,24 +35,8 @@ pub struct Args {
     pub no_pivot: bool,
     #[arg(long = "no-subreaper")]
     pub no_subreaper: bool,
-    #[arg(long = "tcp-established")]
-    pub tcp_established: bool,
     #[arg(long = "tcp-close")]
     pub tcp_close: bool,
-    #[arg(long = "ext-unix-sk")]
-    pub ext_unix_sk: bool,
-    #[arg(long = "shell-job")]
-    pub shell_job: bool,
-    #[arg(long = "file-locks")]
-    pub file_locks: bool,
-    #[arg(long = "manage-cgroups-mode")]
-    pub manage_cgroups_mode: Option<String>,
-    #[arg(long = "empty-ns")]
-    pub empty_ns: Vec<String>,
-    #[arg(long = "auto-dedup")]
-    pub auto_dedup: bool,
-    #[arg(long = "lazy-pages")]
-    pub lazy_pages: bool,
     #[arg(long = "lsm-profile")]
     pub lsm_profile: Option<String>,
     #[arg(long = "lsm-mount-context")]
@@ -72,32 +52,22 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         bail!("\"restore\" requires exactly 1 argument(s)");
     };
     crate::container::validate_id(&id)?;
-    if args.tcp_established && args.tcp_close {
+    if args.criu.tcp_established && args.tcp_close {
         bail!("--tcp-established and --tcp-close cannot be used together");
     }
     let root = Root::from_opts(global)?;
     let cwd = std::env::current_dir().context("current directory")?;
     let opts = RestoreOpts {
-        image: args
-            .image_path
-            .clone()
-            .unwrap_or_else(|| cwd.join("checkpoint")),
-        work: args.work_path.clone(),
-        parent: args.parent_path.clone(),
-        tcp_established: args.tcp_established,
+        criu: args.criu.opts()?,
         tcp_close: args.tcp_close,
-        ext_unix_sk: args.ext_unix_sk,
-        shell_job: args.shell_job,
-        file_locks: args.file_locks,
-        manage_cgroups_mode: args.manage_cgroups_mode.clone(),
-        empty_ns: args.empty_ns.clone(),
-        auto_dedup: args.auto_dedup,
-        lazy_pages: args.lazy_pages,
         lsm_profile: args.lsm_profile.clone(),
         lsm_mount_context: args.lsm_mount_context.clone(),
     };
-    if !opts.image.is_dir() {
-        bail!("--image-path: {} is not a directory", opts.image.display());
+    if !opts.criu.image.is_dir() {
+        bail!(
+            "--image-path: {} is not a directory",
+            opts.criu.image.display()
+        );
     }
     let bundle = args.bundle.clone().unwrap_or(cwd);
     let mut loaded = super::create::load_bundle(&bundle, None)?;
@@ -112,7 +82,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     }
     let exe = std::env::current_exe().context("own executable")?;
     if let Some(net) = loaded.ve_config.net.as_mut() {
-        let meta = checkpoint::Meta::load(&opts.image);
+        let meta = checkpoint::Meta::load(&opts.criu.image);
         if net.mac.is_none() && meta.id.as_deref() == Some(id.as_str()) {
             net.mac = meta.mac_bytes();
         }
@@ -123,7 +93,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     // as the VE's own, as a migrated one is.
     let mut copied: Option<std::path::PathBuf> = None;
     let result = (|| -> Result<i32> {
-        let saved = opts.image.join(checkpoint::PRIVATE_IMAGE);
+        let saved = opts.criu.image.join(checkpoint::PRIVATE_IMAGE);
         if let Some(disk) = loaded.ve_config.disk.as_ref() {
             if disk.image.is_none() && saved.exists() {
                 let target = crate::ve::private_image(&root.path, &id);

@@ -57,24 +57,30 @@ fn tail_text(log: &Path, tail: &str) -> String {
     }
 }
 
-/// The dump options callers pass (runc's flag set).
+/// What checkpoint and restore both take (runc's flags of the same names).
 #[derive(Debug, Clone, Default)]
-pub struct DumpOpts {
+pub struct CriuOpts {
     pub image: PathBuf,
     pub work: Option<PathBuf>,
     pub parent: Option<PathBuf>,
-    pub leave_running: bool,
     pub tcp_established: bool,
     pub ext_unix_sk: bool,
     pub shell_job: bool,
     pub file_locks: bool,
-    pub pre_dump: bool,
     pub manage_cgroups_mode: Option<String>,
     pub empty_ns: Vec<String>,
-    pub page_server: Option<String>,
-    pub lazy_pages: bool,
-    pub status_fd: Option<i32>,
     pub auto_dedup: bool,
+    pub lazy_pages: bool,
+}
+
+/// The dump options callers pass (runc's flag set).
+#[derive(Debug, Clone, Default)]
+pub struct DumpOpts {
+    pub criu: CriuOpts,
+    pub leave_running: bool,
+    pub pre_dump: bool,
+    pub page_server: Option<String>,
+    pub status_fd: Option<i32>,
     /// Leave connections still being set up out of the dump (CRIU --skip-in-flight).
     pub skip_in_flight: bool,
 }
@@ -82,20 +88,75 @@ pub struct DumpOpts {
 /// The restore options callers pass.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOpts {
-    pub image: PathBuf,
-    pub work: Option<PathBuf>,
-    pub parent: Option<PathBuf>,
-    pub tcp_established: bool,
+    pub criu: CriuOpts,
     pub tcp_close: bool,
-    pub ext_unix_sk: bool,
-    pub shell_job: bool,
-    pub file_locks: bool,
-    pub manage_cgroups_mode: Option<String>,
-    pub empty_ns: Vec<String>,
-    pub auto_dedup: bool,
-    pub lazy_pages: bool,
     pub lsm_profile: Option<String>,
     pub lsm_mount_context: Option<String>,
+}
+
+/// A CRIU request being built, with what both directions share already set; the image
+/// and work directories go to CRIU as descriptors, open until the request is made.
+struct Request {
+    opts: rpc::Criu_opts,
+    keep: Vec<RawFd>,
+    log: PathBuf,
+    _dirs: Vec<File>,
+}
+
+impl CriuOpts {
+    /// A dump makes its image directory (`create_images`); a restore needs one to exist.
+    fn request(&self, create_images: bool, log_name: &str) -> Result<Request, CkptError> {
+        let image_dir = if create_images {
+            make_dir(&self.image)?
+        } else {
+            open_dir(&self.image)?
+        };
+        let mut opts = rpc::Criu_opts::new();
+        let mut keep = vec![image_dir.as_raw_fd()];
+        opts.set_images_dir_fd(image_dir.as_raw_fd());
+        let mut dirs = vec![image_dir];
+        if let Some(w) = &self.work {
+            let w = make_dir(w)?;
+            opts.set_work_dir_fd(w.as_raw_fd());
+            keep.push(w.as_raw_fd());
+            dirs.push(w);
+        }
+        opts.set_log_file(log_name.into());
+        opts.set_log_level(4);
+        opts.set_tcp_established(self.tcp_established);
+        opts.set_ext_unix_sk(self.ext_unix_sk);
+        opts.set_shell_job(self.shell_job);
+        opts.set_file_locks(self.file_locks);
+        opts.set_auto_dedup(self.auto_dedup);
+        if self.lazy_pages {
+            opts.set_lazy_pages(true);
+        }
+        if let Some(p) = &self.parent {
+            opts.set_parent_img(p.display().to_string());
+        }
+        let empty = empty_ns_flags(&self.empty_ns)?;
+        if empty != 0 {
+            opts.set_empty_ns(empty);
+        }
+        let log = self.work.as_ref().unwrap_or(&self.image).join(log_name);
+        Ok(Request {
+            opts,
+            keep,
+            log,
+            _dirs: dirs,
+        })
+    }
+}
+
+/// A failed CRIU call, with the end of its log.
+fn criu_failed(op: &'static str, err: CriuError, log: PathBuf) -> CkptError {
+    let tail = criu::log_tail(&log);
+    CkptError::Criu {
+        op,
+        err: criu::with_tail(err, &tail),
+        tail,
+        log,
+    }
 }
 
 /// The VE being dumped.
@@ -311,34 +372,20 @@ fn is_terminal(spec: &Spec) -> bool {
 /// Dumps the VE's process tree into `o.image`. The VE keeps running when CRIU fails,
 /// and with `leave_running`; otherwise CRIU has killed its processes on success.
 pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
-    let image_dir = make_dir(&o.image)?;
-    let work_dir = match &o.work {
-        Some(w) => Some(make_dir(w)?),
-        None => None,
-    };
-    let log_dir = o.work.clone().unwrap_or_else(|| o.image.clone());
-    let mut opts = rpc::Criu_opts::new();
-    let mut keep: Vec<RawFd> = vec![image_dir.as_raw_fd()];
-    opts.set_images_dir_fd(image_dir.as_raw_fd());
-    if let Some(w) = &work_dir {
-        opts.set_work_dir_fd(w.as_raw_fd());
-        keep.push(w.as_raw_fd());
-    }
-    opts.set_log_file(DUMP_LOG.into());
-    opts.set_log_level(4);
+    let Request {
+        mut opts,
+        mut keep,
+        log,
+        _dirs,
+    } = o.criu.request(true, DUMP_LOG)?;
     opts.set_pid(t.pid);
     opts.set_root(t.rootfs.display().to_string());
     opts.set_leave_running(o.leave_running);
-    opts.set_tcp_established(o.tcp_established);
-    opts.set_ext_unix_sk(o.ext_unix_sk);
-    opts.set_shell_job(o.shell_job);
-    opts.set_file_locks(o.file_locks);
-    opts.set_auto_dedup(o.auto_dedup);
     if o.skip_in_flight {
         opts.set_tcp_skip_in_flight(true);
     }
     opts.set_manage_cgroups(true);
-    if let Some(m) = cg_mode(o.manage_cgroups_mode.as_deref())? {
+    if let Some(m) = cg_mode(o.criu.manage_cgroups_mode.as_deref())? {
         opts.set_manage_cgroups_mode(m);
     }
     if is_terminal(t.spec) {
@@ -347,18 +394,8 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     if let Some(f) = freezer_path(t.cgroup_path) {
         opts.set_freeze_cgroup(f);
     }
-    let empty = empty_ns_flags(&o.empty_ns)?;
-    if empty != 0 {
-        opts.set_empty_ns(empty);
-    }
-    if let Some(p) = &o.parent {
-        opts.set_parent_img(p.display().to_string());
-    }
     if let Some(ps) = &o.page_server {
         opts.ps = MessageField::some(page_server(ps)?);
-    }
-    if o.lazy_pages {
-        opts.set_lazy_pages(true);
     }
     if let Some(fd) = o.status_fd {
         opts.set_status_fd(fd);
@@ -375,7 +412,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
             .ino();
         opts.external.push(format!("net[{ino}]:{NETNS_KEY}"));
     }
-    write_descriptors(&o.image, t.pid)?;
+    write_descriptors(&o.criu.image, t.pid)?;
     // CRIU freezes the cgroup itself but then sleeps 100 ms before it looks whether the
     // freeze took; a cgroup found frozen is used as it is (and left frozen).
     let froze = freeze(t.cgroup_path);
@@ -387,20 +424,12 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         req.set_type(rpc::Criu_req_type::DUMP);
     }
     req.opts = MessageField::some(opts);
-    let log = log_dir.join(DUMP_LOG);
     let dumped = criu::call(req, &keep, |_| Ok(()), |_| Ok(()));
     if let Some(f) = froze {
         thaw(&f);
     }
-    dumped.map_err(|err| {
-        let tail = criu::log_tail(&log);
-        CkptError::Criu {
-            op: if o.pre_dump { "pre-dump" } else { "checkpoint" },
-            err: criu::with_tail(err, &tail),
-            tail,
-            log,
-        }
-    })?;
+    let op = if o.pre_dump { "pre-dump" } else { "checkpoint" };
+    dumped.map_err(|err| criu_failed(op, err, log))?;
     Ok(())
 }
 
@@ -658,37 +687,19 @@ pub fn restore(
     o: &RestoreOpts,
     started: impl FnOnce(i32) -> Result<(), String>,
 ) -> Result<i32, CkptError> {
-    let image_dir = open_dir(&o.image)?;
-    let work_dir = match &o.work {
-        Some(w) => Some(make_dir(w)?),
-        None => None,
-    };
-    let log_dir = o.work.clone().unwrap_or_else(|| o.image.clone());
+    let Request {
+        mut opts,
+        mut keep,
+        log,
+        _dirs,
+    } = o.criu.request(false, RESTORE_LOG)?;
     make_mountpoints(t.rootfs, t.spec);
     let root = RootMount::new(t.rootfs, t.scratch)?;
-    let mut opts = rpc::Criu_opts::new();
-    let mut keep: Vec<RawFd> = vec![image_dir.as_raw_fd()];
-    opts.set_images_dir_fd(image_dir.as_raw_fd());
-    if let Some(w) = &work_dir {
-        opts.set_work_dir_fd(w.as_raw_fd());
-        keep.push(w.as_raw_fd());
-    }
-    opts.set_log_file(RESTORE_LOG.into());
-    opts.set_log_level(4);
     opts.set_root(root.path.display().to_string());
     opts.set_rst_sibling(true);
     opts.set_evasive_devices(true);
     opts.set_notify_scripts(true);
-    opts.set_tcp_established(o.tcp_established);
     opts.set_tcp_close(o.tcp_close);
-    opts.set_ext_unix_sk(o.ext_unix_sk);
-    opts.set_shell_job(o.shell_job);
-    opts.set_file_locks(o.file_locks);
-    opts.set_auto_dedup(o.auto_dedup);
-    opts.set_lazy_pages(o.lazy_pages);
-    if let Some(p) = &o.parent {
-        opts.set_parent_img(p.display().to_string());
-    }
     if let Some(p) = &o.lsm_profile {
         opts.set_lsm_profile(p.clone());
     }
@@ -697,7 +708,7 @@ pub fn restore(
     }
     // The caller has made the VE's cgroup and put CRIU into it; CRIU leaves cgroups alone
     // unless asked, so the limits are the spec's, not the image's.
-    match cg_mode(o.manage_cgroups_mode.as_deref())? {
+    match cg_mode(o.criu.manage_cgroups_mode.as_deref())? {
         None | Some(rpc::Criu_cg_mode::IGNORE) => {
             opts.set_manage_cgroups(false);
             opts.set_manage_cgroups_mode(rpc::Criu_cg_mode::IGNORE);
@@ -706,10 +717,6 @@ pub fn restore(
             opts.set_manage_cgroups(true);
             opts.set_manage_cgroups_mode(m);
         }
-    }
-    let empty = empty_ns_flags(&o.empty_ns)?;
-    if empty != 0 {
-        opts.set_empty_ns(empty);
     }
     if is_terminal(t.spec) {
         opts.set_orphan_pts_master(true);
@@ -725,7 +732,7 @@ pub fn restore(
     // The init's stdio pipes (a shim's or conmon's) died with the old caller: CRIU gets
     // ours instead, as runc does.
     let mut stdio: Vec<OwnedFd> = Vec::new();
-    for (n, what) in read_descriptors(&o.image).iter().enumerate().take(3) {
+    for (n, what) in read_descriptors(&o.criu.image).iter().enumerate().take(3) {
         if !what.starts_with("pipe:") {
             continue;
         }
@@ -744,7 +751,6 @@ pub fn restore(
     let mut req = rpc::Criu_req::new();
     req.set_type(rpc::Criu_req_type::RESTORE);
     req.opts = MessageField::some(opts);
-    let log = log_dir.join(RESTORE_LOG);
     let console = t.console_socket.map(Path::to_path_buf);
     let resp = criu::call(
         req,
@@ -761,15 +767,7 @@ pub fn restore(
             Ok(())
         },
     )
-    .map_err(|err| {
-        let tail = criu::log_tail(&log);
-        CkptError::Criu {
-            op: "restore",
-            err: criu::with_tail(err, &tail),
-            tail,
-            log,
-        }
-    })?;
+    .map_err(|err| criu_failed("restore", err, log))?;
     drop(root);
     drop(stdio);
     let pid = resp.restore.pid();
