@@ -35,26 +35,37 @@ pub struct Args {
 /// The flags checkpoint and restore share, as runc names them.
 #[derive(clap::Args, Debug, Default)]
 pub struct CriuFlags {
+    /// Path to CRIU image files (default ./checkpoint)
     #[arg(long = "image-path")]
     pub image_path: Option<PathBuf>,
+    /// Path for CRIU work files and logs
     #[arg(long = "work-path")]
     pub work_path: Option<PathBuf>,
+    /// Path for previous CRIU image files (pre-dump)
     #[arg(long = "parent-path")]
     pub parent_path: Option<PathBuf>,
+    /// Allow open TCP connections
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
+    /// Allow external unix sockets
     #[arg(long = "ext-unix-sk")]
     pub ext_unix_sk: bool,
+    /// Allow shell jobs
     #[arg(long = "shell-job")]
     pub shell_job: bool,
+    /// Handle file locks, for safety
     #[arg(long = "file-locks")]
     pub file_locks: bool,
+    /// Cgroups mode: soft (default), full, strict or ignore
     #[arg(long = "manage-cgroups-mode")]
     pub manage_cgroups_mode: Option<String>,
+    /// Create a namespace, but do not restore its properties
     #[arg(long = "empty-ns")]
     pub empty_ns: Vec<String>,
+    /// Enable auto deduplication of memory images
     #[arg(long = "auto-dedup")]
     pub auto_dedup: bool,
+    /// Use userfaultfd to lazily restore memory pages
     #[arg(long = "lazy-pages")]
     pub lazy_pages: bool,
 }

@@ -23,22 +23,31 @@ use crate::ve::checkpoint::{self, RestoreOpts, RestoreTarget};
 pub struct Args {
     #[command(flatten)]
     pub criu: super::checkpoint::CriuFlags,
+    /// Path to the bundle (default: the current directory)
     #[arg(short = 'b', long)]
     pub bundle: Option<PathBuf>,
+    /// Detach from the container's process
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// File to write the process id to
     #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the terminal's master
     #[arg(long = "console-socket")]
     pub console_socket: Option<PathBuf>,
+    /// Do not use pivot_root (accepted for compatibility)
     #[arg(long = "no-pivot")]
     pub no_pivot: bool,
+    /// Do not make vzrun a subreaper (accepted for compatibility)
     #[arg(long = "no-subreaper")]
     pub no_subreaper: bool,
+    /// Close restored TCP connections instead of reviving them
     #[arg(long = "tcp-close")]
     pub tcp_close: bool,
+    /// LSM profile for the restored processes (TYPE:NAME)
     #[arg(long = "lsm-profile")]
     pub lsm_profile: Option<String>,
+    /// SELinux context for mounts of the restored VE
     #[arg(long = "lsm-mount-context")]
     pub lsm_mount_context: Option<String>,
     /// Keep the restored VE running when its post-restore action script fails
