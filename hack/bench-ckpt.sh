@@ -9,15 +9,11 @@
 # one's result).
 # Environment: VZRUN (default /usr/local/bin/vzrun), RUNC (runc), BENCH_CKPT_ROUNDS (5), BENCH_CKPT_MIB (256).
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-vz=${VZRUN:-/usr/local/bin/vzrun}
-runc=${RUNC:-runc}
+. "$(dirname "$0")/bench-lib.sh"
 rounds=${BENCH_CKPT_ROUNDS:-5}
 mib=${BENCH_CKPT_MIB:-256}
-[ "$(id -u)" = 0 ] || { echo "bench-ckpt.sh must run as root" >&2; exit 1; }
-for t in jq criu "$runc"; do command -v "$t" >/dev/null || { echo "bench-ckpt: $t missing (hack/setup.sh)" >&2; exit 1; }; done
+bench_require bench-ckpt jq criu "$runc"
 criu check >/dev/null 2>&1 || { echo "bench-ckpt: criu check fails (hack/install-criu.sh)" >&2; exit 1; }
-[ -d "$here/bundles/busybox/rootfs/bin" ] || "$here/hack/mkrootfs.sh" >/dev/null
 
 tmp=$(mktemp -d /tmp/vzrun-bench-ckpt.XXXXXX)
 cleanup() {

@@ -6,13 +6,11 @@
 # and the total time that `migrate` prints, medians. Target: online suspended <= 1/5 of cold and < 300 ms.
 # Environment: VZRUN (default /usr/local/bin/vzrun), BENCH_MIG_RUNS (3), BENCH_MIG_MB (512), BENCH_MIG_HOT_MB (32).
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-vz=${VZRUN:-/usr/local/bin/vzrun}
+. "$(dirname "$0")/bench-lib.sh"
 runs=${BENCH_MIG_RUNS:-3}
 mb=${BENCH_MIG_MB:-512}
 hot=${BENCH_MIG_HOT_MB:-32}
-[ "$(id -u)" = 0 ] || { echo "bench-migrate.sh must run as root" >&2; exit 1; }
-command -v gcc >/dev/null || { echo "bench-migrate: gcc missing" >&2; exit 1; }
+bench_require bench-migrate gcc
 criu check >/dev/null 2>&1 || { echo "bench-migrate: criu check fails; skipped" >&2; exit 0; }
 
 tmp=$(mktemp -d /tmp/vzrun-bench-mig.XXXXXX)

@@ -8,14 +8,11 @@
 # Addresses: 198.51.100.0/24 and 203.0.113.0/24 only; everything is removed on exit.
 # Environment: VZRUN (default /usr/local/bin/vzrun), BENCH_RUNS (30), BENCH_VES (200), BENCH_IPERF_SECS (5).
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-vz=${VZRUN:-/usr/local/bin/vzrun}
+. "$(dirname "$0")/bench-lib.sh"
 runs=${BENCH_RUNS:-30}
 nves=${BENCH_VES:-200}
 secs=${BENCH_IPERF_SECS:-5}
-[ "$(id -u)" = 0 ] || { echo "bench-net.sh must run as root" >&2; exit 1; }
-for t in hyperfine iperf3 jq nsenter; do command -v $t >/dev/null || { echo "bench-net: $t missing (hack/setup.sh)" >&2; exit 1; }; done
-[ -d "$here/bundles/busybox/rootfs/bin" ] || "$here/hack/mkrootfs.sh" >/dev/null
+bench_require bench-net hyperfine iperf3 jq nsenter
 
 tmp=$(mktemp -d /tmp/vzrun-bench-net.XXXXXX)
 root=$tmp/root

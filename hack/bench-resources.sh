@@ -8,15 +8,11 @@
 #   3. `run /bin/true` with a private disk area (io.vzrun.diskspace) against without (target: <= 30 ms added).
 # Environment: VZRUN (default /usr/local/bin/vzrun), RUNC (runc), BENCH_RUNS (20), BENCH_VES (200).
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-vz=${VZRUN:-/usr/local/bin/vzrun}
-runc=${RUNC:-runc}
+. "$(dirname "$0")/bench-lib.sh"
 runs=${BENCH_RUNS:-20}
 nves=${BENCH_VES:-200}
-[ "$(id -u)" = 0 ] || { echo "bench-resources.sh must run as root" >&2; exit 1; }
-for t in hyperfine jq; do command -v $t >/dev/null || { echo "bench-resources: $t missing (hack/setup.sh)" >&2; exit 1; }; done
+bench_require bench-resources hyperfine jq
 rootfs=$here/bundles/busybox/rootfs
-[ -x "$rootfs/bin/busybox" ] || "$here/hack/mkrootfs.sh" >/dev/null
 
 tmp=$(mktemp -d /tmp/vzrun-bench-res.XXXXXX)
 root=$tmp/root

@@ -26,14 +26,13 @@ if [ "${1:-}" = __start_wait ]; then
   exit 1
 fi
 
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/bench-lib.sh"
 self=$here/hack/bench-system.sh
-export VZRUN=${VZRUN:-/usr/local/bin/vzrun}
+export VZRUN=$vz
 runs=${BENCH_SYS_RUNS:-10}
 deb_data=${BENCH_DEB_DATA:-/var/lib/vzrun}
 deb_tpl=${BENCH_DEB_TEMPLATE:-vzt-debian-12}
-[ "$(id -u)" = 0 ] || { echo "bench-system.sh must run as root" >&2; exit 1; }
-command -v hyperfine >/dev/null || { echo "bench-system: hyperfine missing (hack/setup.sh)" >&2; exit 1; }
+bench_require bench-system hyperfine
 
 tmp=$(mktemp -d /tmp/vzrun-bench-sys.XXXXXX)
 export ROOT=$tmp/root
