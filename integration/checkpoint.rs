@@ -12,28 +12,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Bundle, Runtime};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A shell loop whose counter lives in the shell (a restarted process would count from
 /// 1 again), written to tmpfs so the test can read it. Its stdio is the VE's own
 /// /dev/null: the test harness hands it host files, which no runtime can checkpoint.
 const COUNTER: &str = "exec </dev/null >/dev/null 2>&1; i=0; \
      while true; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.05; done";
-
-fn bundle(args: &[&str], ann: Value) -> Bundle {
-    Bundle::with(args, |v| {
-        v["annotations"] = ann;
-        let caps = json!([
-            "CAP_NET_ADMIN",
-            "CAP_NET_RAW",
-            "CAP_NET_BIND_SERVICE",
-            "CAP_KILL"
-        ]);
-        for set in ["bounding", "effective", "permitted"] {
-            v["process"]["capabilities"][set] = caps.clone();
-        }
-    })
-}
 
 fn count(rt: &Runtime, id: &str) -> u64 {
     let o = rt.run(&["exec", id, "cat", "/dev/shm/count"]);
@@ -84,7 +69,7 @@ fn restore(rt: &Runtime, id: &str, b: &Bundle, dir: &Path, extra: &[&str]) -> co
 
 /// Checkpoint, restore and what a user does afterwards, the same with runc and vzrun.
 fn counter_round_trip(rt: &Runtime) {
-    let b = bundle(&["sh", "-c", COUNTER], json!({}));
+    let b = Bundle::ve(&["sh", "-c", COUNTER], json!({}));
     let id = common::unique_id("cnt");
     rt.track(&id);
     let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
@@ -313,7 +298,7 @@ fn tcp_connection_addresses_routes_and_limits_survive() {
     require_criu!();
     let rt = Runtime::vzrun();
     let client = ClientNs::new("203.0.113.161", "t");
-    let b = bundle(
+    let b = Bundle::ve(
         &[
             "sh",
             "-c",
@@ -385,7 +370,7 @@ fn action_scripts_fire_in_order_with_their_state() {
             log.display()
         )
     };
-    let b = bundle(
+    let b = Bundle::ve(
         &["sh", "-c", COUNTER],
         json!({
             "io.vzrun.hooks.pre-checkpoint": "ve: echo flushed > /dev/shm/flushed",
@@ -418,7 +403,7 @@ fn action_scripts_fire_in_order_with_their_state() {
 fn failing_pre_checkpoint_aborts_and_leaves_the_ve_running() {
     require_criu!();
     let rt = Runtime::vzrun();
-    let b = bundle(
+    let b = Bundle::ve(
         &["sh", "-c", COUNTER],
         json!({"io.vzrun.hooks.pre-checkpoint": "exit 4"}),
     );
@@ -442,7 +427,7 @@ fn failing_pre_checkpoint_aborts_and_leaves_the_ve_running() {
 fn failing_post_restore_keeps_or_removes_the_ve() {
     require_criu!();
     let rt = Runtime::vzrun();
-    let b = bundle(
+    let b = Bundle::ve(
         &["sh", "-c", COUNTER],
         json!({"io.vzrun.hooks.post-restore": "exit 5"}),
     );
@@ -473,7 +458,7 @@ fn failing_post_restore_keeps_or_removes_the_ve() {
 fn failed_restore_leaves_nothing_behind() {
     require_criu!();
     let rt = Runtime::vzrun();
-    let b = bundle(
+    let b = Bundle::ve(
         &["sh", "-c", COUNTER],
         json!({"io.vzrun.net.ip": "203.0.113.162", "io.vzrun.ram": "64M"}),
     );
@@ -541,7 +526,7 @@ fn veth_ve_comes_back_on_its_bridge_with_its_mac() {
         .status()
         .unwrap();
     assert!(made.success());
-    let b = bundle(
+    let b = Bundle::ve(
         &["sh", "-c", COUNTER],
         json!({
             "io.vzrun.net.mode": "veth",
@@ -587,7 +572,7 @@ fn callers_wait(mut f: impl FnMut() -> bool) -> bool {
 fn failed_checkpoint_leaves_the_ve_running_as_before() {
     require_criu!();
     let rt = Runtime::vzrun();
-    let b = bundle(&["sh", "-c", COUNTER], json!({"io.vzrun.ram": "64M"}));
+    let b = Bundle::ve(&["sh", "-c", COUNTER], json!({"io.vzrun.ram": "64M"}));
     let id = common::unique_id("fail");
     rt.track(&id);
     assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);

@@ -7,7 +7,7 @@ mod common;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use common::{Bundle, Runtime};
 use serde_json::{json, Value};
@@ -234,51 +234,28 @@ fn concurrent_calls_on_one_id_are_serialised() {
     let id = common::unique_id("race");
     rt.track(&id);
     // stderr goes to files: the winner's init inherits it and would hold a pipe open.
-    let children: Vec<_> = (0..8)
-        .map(|_| {
-            let err = tempfile::tempfile().unwrap();
-            let child = rt
-                .command()
-                .args(["create", "-b", bundle.p(), &id])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(err.try_clone().unwrap()))
-                .spawn()
-                .unwrap();
-            (child, err)
-        })
-        .collect();
-    let outs: Vec<(bool, String)> = children
-        .into_iter()
-        .map(|(mut c, mut err)| {
-            use std::io::Seek;
-            let ok = c.wait().unwrap().success();
-            let mut text = String::new();
-            err.rewind().unwrap();
-            err.read_to_string(&mut text).unwrap();
-            (ok, text)
-        })
-        .collect();
-    let ok = outs.iter().filter(|o| o.0).count();
+    let commands = |verbs: &[&str]| -> Vec<Command> {
+        verbs
+            .iter()
+            .map(|verb| {
+                let mut cmd = rt.command();
+                cmd.arg(verb);
+                if *verb == "create" {
+                    cmd.args(["-b", bundle.p()]);
+                }
+                cmd.arg(&id);
+                cmd
+            })
+            .collect()
+    };
+    let outs = common::outputs_of(commands(&["create"; 8]));
+    let ok = outs.iter().filter(|o| o.code == 0).count();
     assert_eq!(ok, 1, "exactly one create wins: {outs:?}");
-    for (_, e) in outs.iter().filter(|o| !o.0) {
-        assert!(e.contains("already exists"), "{e}");
+    for o in outs.iter().filter(|o| o.code != 0) {
+        assert!(o.stderr.contains("already exists"), "{o:?}");
     }
     // Starts, states and kills at once: all answer, state stays readable.
-    let busy: Vec<_> = ["start", "state", "state", "kill"]
-        .iter()
-        .map(|cmd| {
-            rt.command()
-                .args([*cmd, &id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut c in busy {
-        c.wait().unwrap();
-    }
+    common::outputs_of(commands(&["start", "state", "state", "kill"]));
     let st = rt.state(&id);
     assert!(
         ["running", "stopped"].contains(&st["status"].as_str().unwrap()),

@@ -10,23 +10,6 @@ use std::process::Command;
 use common::{Bundle, Runtime};
 use serde_json::{json, Value};
 
-/// A VE bundle whose process holds the network capabilities a VE owner has.
-fn ve_bundle(args: &[&str], ann: Value) -> Bundle {
-    Bundle::with(args, |v| {
-        let caps = json!([
-            "CAP_NET_ADMIN",
-            "CAP_NET_RAW",
-            "CAP_NET_BIND_SERVICE",
-            "CAP_KILL",
-            "CAP_AUDIT_WRITE"
-        ]);
-        for set in ["bounding", "effective", "permitted"] {
-            v["process"]["capabilities"][set] = caps.clone();
-        }
-        v["annotations"] = ann;
-    })
-}
-
 struct Ve<'a> {
     rt: &'a Runtime,
     id: String,
@@ -35,7 +18,7 @@ struct Ve<'a> {
 
 impl<'a> Ve<'a> {
     fn start(rt: &'a Runtime, tag: &str, ann: Value) -> Ve<'a> {
-        let bundle = ve_bundle(&["sleep", "600"], ann);
+        let bundle = Bundle::ve(&["sleep", "600"], ann);
         let id = common::unique_id(tag);
         rt.track(&id);
         let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
@@ -583,7 +566,7 @@ fn bad_network_input_is_named_and_leaves_nothing() {
             "io.vzrun.net.routes",
         ),
     ] {
-        let bundle = ve_bundle(&["true"], ann.clone());
+        let bundle = Bundle::ve(&["true"], ann.clone());
         let id = common::unique_id("badnet");
         let o = rt.run(&["run", "-b", bundle.p(), &id]);
         assert_ne!(o.code, 0, "{ann}: {o:?}");

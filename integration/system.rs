@@ -440,36 +440,16 @@ fn bad_input_leaves_no_half_ve() {
 
     // Two starts at once: one boots the VE, the other is told it is running.
     let c = SysVe::create(&rt, data.path(), "sys-twice", "busybox", &[]);
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            let err = tempfile::tempfile().unwrap();
-            let child = rt
-                .command()
-                .env("VZRUN_DATA_DIR", data.path())
-                .args(["ve", "start", &c.id])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(err.try_clone().unwrap()))
-                .spawn()
-                .unwrap();
-            (child, err)
-        })
-        .collect();
-    let outs: Vec<Out> = children
-        .into_iter()
-        .map(|(mut child, mut err)| {
-            use std::io::Seek;
-            let code = child.wait().unwrap().code().unwrap_or(-1);
-            let mut stderr = String::new();
-            err.rewind().unwrap();
-            err.read_to_string(&mut stderr).unwrap();
-            Out {
-                code,
-                stdout: String::new(),
-                stderr,
-            }
-        })
-        .collect();
+    let outs = common::outputs_of(
+        (0..2)
+            .map(|_| {
+                let mut cmd = rt.command();
+                cmd.env("VZRUN_DATA_DIR", data.path())
+                    .args(["ve", "start", &c.id]);
+                cmd
+            })
+            .collect(),
+    );
     let ok = outs.iter().filter(|o| o.code == 0).count();
     assert_eq!(ok, 1, "{outs:?}");
     let refused = outs.iter().find(|o| o.code != 0).unwrap();

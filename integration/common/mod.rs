@@ -239,6 +239,24 @@ impl Bundle {
         Self::with(args, |_| {})
     }
 
+    /// A VE bundle with `annotations`, whose process holds the network capabilities a
+    /// VE's owner has.
+    pub fn ve(args: &[&str], annotations: Value) -> Self {
+        Self::with(args, |v| {
+            let caps = serde_json::json!([
+                "CAP_NET_ADMIN",
+                "CAP_NET_RAW",
+                "CAP_NET_BIND_SERVICE",
+                "CAP_KILL",
+                "CAP_AUDIT_WRITE"
+            ]);
+            for set in ["bounding", "effective", "permitted"] {
+                v["process"]["capabilities"][set] = caps.clone();
+            }
+            v["annotations"] = annotations;
+        })
+    }
+
     pub fn with(args: &[&str], edit: impl FnOnce(&mut Value)) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vzt-bundle-")
@@ -340,24 +358,51 @@ pub fn ve_stat_row(rt: &Runtime, id: &str, resource: &str) -> Value {
 /// Runs a command to its end with output through files rather than pipes: a container
 /// started by the command inherits its stdio and would hold a pipe open for ever.
 pub fn output_of(mut cmd: Command, stdin: Stdio) -> Out {
-    use std::io::{Read, Seek};
-    let mut out = tempfile::tempfile().expect("tempfile");
-    let mut err = tempfile::tempfile().expect("tempfile");
-    let status = cmd
-        .stdin(stdin)
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(err.try_clone().unwrap()))
-        .status()
-        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
-    let read = |f: &mut std::fs::File| {
-        let mut s = String::new();
-        f.rewind().unwrap();
-        f.read_to_string(&mut s).unwrap();
-        s
-    };
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: read(&mut out),
-        stderr: read(&mut err),
+    cmd.stdin(stdin);
+    Started::new(&mut cmd).finish()
+}
+
+/// Starts all the commands at once (stdin closed, output through files as in
+/// [`output_of`]), then waits for each: for races between commands.
+pub fn outputs_of(cmds: Vec<Command>) -> Vec<Out> {
+    let started: Vec<Started> = cmds
+        .into_iter()
+        .map(|mut cmd| Started::new(cmd.stdin(Stdio::null())))
+        .collect();
+    started.into_iter().map(Started::finish).collect()
+}
+
+/// A command running with its stdout and stderr going to temporary files.
+struct Started {
+    child: std::process::Child,
+    out: std::fs::File,
+    err: std::fs::File,
+}
+
+impl Started {
+    fn new(cmd: &mut Command) -> Started {
+        let out = tempfile::tempfile().expect("tempfile");
+        let err = tempfile::tempfile().expect("tempfile");
+        let child = cmd
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(err.try_clone().unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        Started { child, out, err }
+    }
+
+    fn finish(mut self) -> Out {
+        use std::io::{Read, Seek};
+        let read = |f: &mut std::fs::File| {
+            let mut s = String::new();
+            f.rewind().unwrap();
+            f.read_to_string(&mut s).unwrap();
+            s
+        };
+        Out {
+            code: self.child.wait().map_or(-1, |s| s.code().unwrap_or(-1)),
+            stdout: read(&mut self.out),
+            stderr: read(&mut self.err),
+        }
     }
 }
