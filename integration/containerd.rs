@@ -733,21 +733,11 @@ fn read_trim(p: &Path) -> String {
         .to_string()
 }
 
-fn dir_entries(p: &Path) -> Vec<String> {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// What a container may leave behind once deleted: runtime state (in the root the shim gave
 /// the runtime), cgroups, mounts and processes that name it.
 fn leftovers(state_root: &Path, id: &str) -> Vec<String> {
     let mut left = Vec::new();
-    for e in dir_entries(state_root) {
+    for e in common::dir_entries(state_root) {
         left.push(format!("runtime state: {}/{e}", state_root.display()));
     }
     for c in common::cgroups_named(id) {
@@ -1744,10 +1734,10 @@ fn cri_pod_lifecycle_matches_runc() {
         let pod = Pod::run(ctd, handler, "cri-pod");
         // The sandbox's init runs under this handler's runtime.
         assert!(
-            dir_entries(&root).contains(&pod.id),
+            common::dir_entries(&root).contains(&pod.id),
             "{handler}: the sandbox is not in {}: {:?}",
             root.display(),
-            dir_entries(&root)
+            common::dir_entries(&root)
         );
         let cid = pod
             .create(
@@ -1764,7 +1754,7 @@ fn cri_pod_lifecycle_matches_runc() {
         cri_ok(ctd, "StartContainer", Pb::new().str(1, &cid));
         assert_eq!(cri_state(ctd, &cid).0, 1, "{handler}: running");
         assert!(
-            dir_entries(&root).contains(&cid),
+            common::dir_entries(&root).contains(&cid),
             "{handler}: container not in its runtime's root"
         );
         let ex = cri_ok(

@@ -144,16 +144,6 @@ fn sysctl(name: &str) -> String {
         .to_string()
 }
 
-fn left_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn busybox_system_ve_boots_its_services_and_shuts_down_cleanly() {
     require_root!();
@@ -214,7 +204,7 @@ fn busybox_system_ve_boots_its_services_and_shuts_down_cleanly() {
         "{o:?}"
     );
     assert!(
-        left_in(rt.root.path()).is_empty(),
+        common::dir_entries(rt.root.path()).is_empty(),
         "no container after stop"
     );
     // vzlist -a: a stopped system VE is still listed, with its address.
@@ -266,7 +256,7 @@ fn busybox_system_ve_boots_its_services_and_shuts_down_cleanly() {
     assert_eq!(ve.ve("stop", &[]).code, 0);
     let o = ve.ve("destroy", &[]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(left_in(&data.path().join("ve")).is_empty());
+    assert!(common::dir_entries(&data.path().join("ve")).is_empty());
     assert!(
         !http_get(ip).unwrap_or_default().contains("vzrun busybox"),
         "the web server is gone with the VE"
@@ -340,7 +330,7 @@ fn fast_stop_timeout_kill_and_enter() {
         "{o:?}"
     );
     assert!(began.elapsed() < Duration::from_secs(10));
-    assert!(left_in(rt.root.path()).is_empty());
+    assert!(common::dir_entries(rt.root.path()).is_empty());
     for verb in ["stop", "enter"] {
         let o = ve.ve(verb, &[]);
         assert_ne!(o.code, 0);
@@ -371,7 +361,11 @@ fn bad_input_leaves_no_half_ve() {
         o.error_msg().contains("template \"nope\" does not exist"),
         "{o:?}"
     );
-    assert!(left_in(&ves).is_empty(), "{:?}", left_in(&ves));
+    assert!(
+        common::dir_entries(&ves).is_empty(),
+        "{:?}",
+        common::dir_entries(&ves)
+    );
     for (flag, value) in [
         ("--ram", "lots"),
         ("--ipadd", "300.0.0.1"),
@@ -387,7 +381,11 @@ fn bad_input_leaves_no_half_ve() {
         );
         assert_ne!(o.code, 0, "{flag} {value}");
         assert!(o.error_msg().starts_with(&format!("{flag}: ")), "{o:?}");
-        assert!(left_in(&ves).is_empty(), "{flag}: {:?}", left_in(&ves));
+        assert!(
+            common::dir_entries(&ves).is_empty(),
+            "{flag}: {:?}",
+            common::dir_entries(&ves)
+        );
     }
     let o = vz(
         &rt,
@@ -498,7 +496,7 @@ fn bad_input_leaves_no_half_ve() {
         );
         assert_ne!(o.code, 0);
         assert!(o.error_msg().contains("debootstrap failed"), "{o:?}");
-        let templates = left_in(&data.path().join("templates"));
+        let templates = common::dir_entries(&data.path().join("templates"));
         assert_eq!(templates, ["busybox"], "no half template: {templates:?}");
     } else {
         eprintln!("SKIP (template build failure): debootstrap is not installed");

@@ -16,13 +16,7 @@ fn nothing_left_behind_by_the_suite() {
     let mounts = common::mounts_containing("vzt-");
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
     let default_root = std::path::Path::new("/run/vzrun");
-    let left: Vec<String> = std::fs::read_dir(default_root)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = common::dir_entries(default_root);
     let ours: Vec<&String> = left
         .iter()
         .filter(|n| n.starts_with(common::TEST_PREFIX))

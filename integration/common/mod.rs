@@ -218,9 +218,7 @@ impl Drop for Runtime {
                 .output();
         }
         if self.name == "vzrun" && !std::thread::panicking() {
-            let left: Vec<_> = std::fs::read_dir(self.root.path())
-                .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-                .unwrap_or_default();
+            let left = dir_entries(self.root.path());
             assert!(
                 left.is_empty(),
                 "vzrun left state behind in its root: {left:?}"
@@ -353,6 +351,17 @@ pub fn ve_stat_row(rt: &Runtime, id: &str, resource: &str) -> Value {
     rows.as_array()
         .and_then(|a| a.iter().find(|r| r["resource"] == resource).cloned())
         .unwrap_or_else(|| panic!("no {resource} row: {rows}"))
+}
+
+/// The names in a directory; none when it does not exist.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs a command to its end with output through files rather than pipes: a container
