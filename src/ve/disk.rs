@@ -22,7 +22,7 @@ use std::process::Command;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{VeError, PREFIX};
+use super::{bad, VeError, PREFIX};
 use crate::units::parse_size;
 
 /// Keys this module reads.
@@ -154,13 +154,6 @@ pub struct DiskRecord {
     /// Blocks currently held back for nobody.
     #[serde(default)]
     pub reserved: u64,
-}
-
-fn bad(key: &str, problem: impl Into<String>) -> VeError {
-    VeError::Annotation {
-        key: format!("{PREFIX}{key}"),
-        problem: problem.into(),
-    }
 }
 
 fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> VeError {

@@ -42,6 +42,14 @@ pub enum VeError {
     Io(String),
 }
 
+/// A bad value of the annotation `io.vzrun.KEY`.
+pub(crate) fn bad(key: &str, problem: impl Into<String>) -> VeError {
+    VeError::Annotation {
+        key: format!("{PREFIX}{key}"),
+        problem: problem.into(),
+    }
+}
+
 /// What the VE layer made on the host for one container.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct VeRecord {
@@ -234,13 +242,13 @@ pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> 
     // A partition's limits belong on its disk: /sys/dev/block/M:m/partition marks one.
     let sys = PathBuf::from(format!("/sys/dev/block/{ma}:{mi}"));
     if !sys.exists() {
-        return Err(VeError::Annotation {
-            key: format!("{PREFIX}iolimit"),
-            problem: format!(
+        return Err(bad(
+            "iolimit",
+            format!(
                 "the rootfs {} is not on a block device (device {ma}:{mi}); give the VE a private area with io.vzrun.diskspace",
                 root.display()
             ),
-        });
+        ));
     }
     if sys.join("partition").exists() {
         if let Ok(parent) = std::fs::read_to_string(sys.join("../dev")) {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::netlink::{self, in_netns, Netlink, NlError, Route};
-use super::{VeError, PREFIX};
+use super::{bad, VeError, PREFIX};
 
 pub const KEYS: &[&str] = &[
     "net.mode",
@@ -103,13 +103,6 @@ pub struct NetRecord {
     pub bridge: Option<String>,
     pub mac: Option<String>,
     pub resolv_conf: Option<PathBuf>,
-}
-
-fn bad(key: &str, problem: impl Into<String>) -> VeError {
-    VeError::Annotation {
-        key: format!("{PREFIX}{key}"),
-        problem: problem.into(),
-    }
 }
 
 pub fn parse_addr(text: &str, default_prefix: Option<u8>) -> Result<Addr, String> {

@@ -10,7 +10,7 @@ use oci_spec::runtime::{
 };
 use serde::Serialize;
 
-use super::{VeError, PREFIX};
+use super::{bad, VeError, PREFIX};
 use crate::units::parse_size;
 
 /// Keys this module reads.
@@ -47,10 +47,21 @@ pub struct ResourceConfig {
     pub iopslimit: Option<Option<u64>>,
 }
 
-fn bad(key: &str, problem: impl Into<String>) -> VeError {
-    VeError::Annotation {
-        key: format!("{PREFIX}{key}"),
-        problem: problem.into(),
+/// Refuses an annotation whose value disagrees with the same setting given in the spec's
+/// `linux.resources.FIELD`; `ours` words the annotation's value for the message.
+fn agree<T: PartialEq + std::fmt::Display>(
+    key: &str,
+    want: Option<T>,
+    field: &str,
+    have: Option<T>,
+    ours: impl FnOnce(&T) -> String,
+) -> Result<(), VeError> {
+    match (want, have) {
+        (Some(a), Some(b)) if a != b => Err(bad(
+            key,
+            format!("{} disagrees with linux.resources.{field} ({b})", ours(&a)),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -212,39 +223,21 @@ impl ResourceConfig {
         let want = self.to_oci(dev);
         let mut linux = spec.linux().clone().unwrap_or_default();
         let mut have = linux.resources().clone().unwrap_or_default();
-        let clash = |key: &str, ours: String, field: &str, theirs: String| {
-            bad(
-                key,
-                format!("{ours} disagrees with linux.resources.{field} ({theirs})"),
-            )
-        };
         if let Some(w) = want.cpu() {
             let mut cpu = have.cpu().clone().unwrap_or_default();
-            if let (Some(a), Some(b)) = (w.shares(), cpu.shares()) {
-                if a != b {
-                    return Err(clash(
-                        "cpuunits",
-                        format!("{} shares", a),
-                        "cpu.shares",
-                        b.to_string(),
-                    ));
-                }
-            }
-            if let (Some(a), Some(b)) = (w.quota(), cpu.quota()) {
-                if a != b {
-                    return Err(clash(
-                        "cpulimit",
-                        format!("quota {a}"),
-                        "cpu.quota",
-                        b.to_string(),
-                    ));
-                }
-            }
-            if let (Some(a), Some(b)) = (w.cpus(), cpu.cpus()) {
-                if a != b {
-                    return Err(clash("cpus", format!("cpuset {a}"), "cpu.cpus", b.clone()));
-                }
-            }
+            agree("cpuunits", w.shares(), "cpu.shares", cpu.shares(), |a| {
+                format!("{a} shares")
+            })?;
+            agree("cpulimit", w.quota(), "cpu.quota", cpu.quota(), |a| {
+                format!("quota {a}")
+            })?;
+            agree(
+                "cpus",
+                w.cpus().as_ref(),
+                "cpu.cpus",
+                cpu.cpus().as_ref(),
+                |a| format!("cpuset {a}"),
+            )?;
             if w.shares().is_some() {
                 cpu.set_shares(w.shares());
             }
@@ -259,21 +252,12 @@ impl ResourceConfig {
         }
         if let Some(w) = want.memory() {
             let mut m = (*have.memory()).unwrap_or_default();
-            if let (Some(a), Some(b)) = (w.limit(), m.limit()) {
-                if a != b {
-                    return Err(clash("ram", a.to_string(), "memory.limit", b.to_string()));
-                }
-            }
-            if let (Some(a), Some(b)) = (w.swap(), m.swap()) {
-                if a != b {
-                    return Err(clash(
-                        "swap",
-                        format!("memory+swap {a}"),
-                        "memory.swap",
-                        b.to_string(),
-                    ));
-                }
-            }
+            agree("ram", w.limit(), "memory.limit", m.limit(), |a| {
+                a.to_string()
+            })?;
+            agree("swap", w.swap(), "memory.swap", m.swap(), |a| {
+                format!("memory+swap {a}")
+            })?;
             if w.limit().is_some() {
                 m.set_limit(w.limit());
             }
@@ -286,30 +270,17 @@ impl ResourceConfig {
             have.set_memory(Some(m));
         }
         if let Some(w) = want.pids() {
-            if let Some(p) = have.pids() {
-                if p.limit() != w.limit() {
-                    return Err(clash(
-                        "numproc",
-                        w.limit().to_string(),
-                        "pids.limit",
-                        p.limit().to_string(),
-                    ));
-                }
-            }
+            let theirs = have.pids().as_ref().map(|p| p.limit());
+            agree("numproc", Some(w.limit()), "pids.limit", theirs, |a| {
+                a.to_string()
+            })?;
             have.set_pids(Some(*w));
         }
         if let Some(w) = want.block_io() {
             let mut b = have.block_io().clone().unwrap_or_default();
-            if let (Some(a), Some(h)) = (w.weight(), b.weight()) {
-                if a != h {
-                    return Err(clash(
-                        "ioprio",
-                        format!("weight {a}"),
-                        "blockIO.weight",
-                        h.to_string(),
-                    ));
-                }
-            }
+            agree("ioprio", w.weight(), "blockIO.weight", b.weight(), |a| {
+                format!("weight {a}")
+            })?;
             if w.weight().is_some() {
                 b.set_weight(w.weight());
             }
