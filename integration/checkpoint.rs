@@ -118,8 +118,11 @@ fn counter_round_trip(rt: &Runtime) {
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(rt.status(&id), "running");
     let c1 = count(rt, &id);
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(count(rt, &id) > c1, "{}: left frozen", rt.name);
+    assert!(
+        callers_wait(|| count(rt, &id) > c1),
+        "{}: left frozen",
+        rt.name
+    );
     let id2 = common::unique_id("cnt2");
     let o = restore(rt, &id2, &b, dir2.path(), &[]);
     assert_eq!(o.code, 0, "{} restore as new ID: {o:?}", rt.name);
@@ -591,6 +594,53 @@ fn failed_checkpoint_leaves_the_ve_running_as_before() {
     assert!(freezer.is_empty() || freezer == "THAWED", "{freezer}");
 }
 
+/// A restored VE is in a new cgroup whose counters start at zero; `ve stat` carries the
+/// maxheld and failcnt saved at the checkpoint on, as a VE's beancounters would.
+#[test]
+fn beancounter_counts_carry_on_after_a_restore() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    // A subshell forks until numproc refuses (the failure ends only the subshell), the
+    // sleeps it started end, then the counter runs well under the limit.
+    let b = Bundle::ve(
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "(for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1 & done); sleep 2; {COUNTER}"
+            ),
+        ],
+        json!({"io.vzrun.numproc": "6"}),
+    );
+    let id = common::unique_id("bc");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    // Read from the host: an exec would take one of the VE's six processes and could
+    // make the shell's own fork fail.
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let count_file = PathBuf::from(format!("/proc/{pid}/root/dev/shm/count"));
+    assert!(
+        callers_wait(|| count_file.exists()),
+        "the counter never started: {:?}",
+        rt.state(&id)
+    );
+    let before = common::ve_stat_row(&rt, &id, "numproc");
+    assert_eq!(before["maxheld"], 6, "{before}");
+    assert!(before["failcnt"].as_u64() > Some(0), "{before}");
+    let dir = images();
+    let o = checkpoint(&rt, &id, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = restore(&rt, &id, &b, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let after = common::ve_stat_row(&rt, &id, "numproc");
+    assert_eq!(
+        (&after["maxheld"], &after["failcnt"], &after["limit"]),
+        (&before["maxheld"], &before["failcnt"], &before["limit"]),
+        "numproc's counts after the restore"
+    );
+    assert!(after["held"].as_u64() < Some(6), "{after}");
+}
+
 #[test]
 fn private_area_comes_back_with_the_ve() {
     require_criu!();
@@ -613,14 +663,10 @@ fn private_area_comes_back_with_the_ve() {
     let o = rt.run(&["exec", &id, "sh", "-c", "echo later >> /root/f"]);
     assert_eq!(o.code, 0, "{o:?}");
     let images_of = |id: &str| -> Vec<String> {
-        std::fs::read_dir("/var/lib/vzrun/private")
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .filter(|n| n.starts_with(&format!("{id}-")))
-                    .collect()
-            })
-            .unwrap_or_default()
+        common::dir_entries(Path::new("/var/lib/vzrun/private"))
+            .into_iter()
+            .filter(|n| n.starts_with(&format!("{id}-")))
+            .collect()
     };
     assert_eq!(images_of(&id).len(), 1);
 

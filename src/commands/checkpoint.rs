@@ -234,6 +234,8 @@ pub struct Source {
     spec: oci_spec::runtime::Spec,
     cgroup: PathBuf,
     mac: Option<String>,
+    /// Read before the dump: afterwards the processes may be gone.
+    counters: Vec<crate::ve::resources::Carried>,
 }
 
 impl Source {
@@ -260,10 +262,15 @@ impl Source {
             spec,
             cgroup,
             mac: loaded.record.ve.net.as_ref().and_then(|n| n.mac.clone()),
+            counters: crate::ve::resources::beancounters(pid, &loaded.record.ve)
+                .iter()
+                .map(|c| c.carried())
+                .collect(),
         })
     }
 
-    /// Dumps the VE into `o.image`, with what a restore under the same ID needs (its MAC).
+    /// Dumps the VE into `o.image`, with what a restore needs: its MAC (for the same ID)
+    /// and its beancounters' counts.
     pub fn dump(&self, o: &DumpOpts, id: &str) -> Result<()> {
         checkpoint::dump(
             &DumpTarget {
@@ -277,6 +284,7 @@ impl Source {
         checkpoint::Meta {
             id: Some(id.to_string()),
             mac: self.mac.clone(),
+            counters: self.counters.clone(),
         }
         .save(&o.criu.image)?;
         Ok(())

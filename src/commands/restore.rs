@@ -90,13 +90,14 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         bail!("cannot allocate tty if runc will detach without setting console socket");
     }
     let exe = std::env::current_exe().context("own executable")?;
+    let meta = checkpoint::Meta::load(&opts.criu.image);
     if let Some(net) = loaded.ve_config.net.as_mut() {
-        let meta = checkpoint::Meta::load(&opts.criu.image);
         if net.mac.is_none() && meta.id.as_deref() == Some(id.as_str()) {
             net.mac = meta.mac_bytes();
         }
     }
     let mut claimed = super::create::claim(&root, &id, &loaded)?;
+    claimed.record.ve.carried = meta.counters;
     // A private area saved in the checkpoint: a copy goes where the VE's own image lives
     // (the checkpoint can be restored again), handed over for create's prepare to take
     // as the VE's own, as a migrated one is.

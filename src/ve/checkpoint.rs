@@ -545,6 +545,9 @@ pub struct Meta {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The beancounters' maxheld and failcnt at the dump, to carry on after a restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<super::resources::Carried>,
 }
 
 impl Meta {
@@ -805,6 +808,7 @@ mod tests {
         Meta {
             id: Some("a".into()),
             mac: Some("02:18:4d:97:f9:52".into()),
+            counters: vec![],
         }
         .save(dir.path())
         .unwrap();

@@ -64,6 +64,10 @@ pub struct VeRecord {
     /// The private area (image, loop device, mounts), when io.vzrun.diskspace asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<disk::DiskRecord>,
+    /// Beancounters' maxheld and failcnt from before a restore (or a migration): the new
+    /// cgroup counts from zero, and `ve stat` adds these so the counts carry on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<resources::Carried>,
     /// The block device (major, minor) that I/O limits apply to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_dev: Option<(u64, u64)>,

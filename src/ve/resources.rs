@@ -8,7 +8,7 @@ use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, LinuxThrottleDevice,
     LinuxThrottleDeviceBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Spec,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{bad, VeError, PREFIX};
 use crate::units::parse_size;
@@ -421,6 +421,34 @@ pub struct Counter {
     pub failcnt: u64,
 }
 
+/// A beancounter's counts that outlive its cgroup (saved in a checkpoint).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    pub resource: String,
+    pub maxheld: u64,
+    pub failcnt: u64,
+}
+
+impl Counter {
+    pub fn carried(&self) -> Carried {
+        Carried {
+            resource: self.resource.clone(),
+            maxheld: self.maxheld,
+            failcnt: self.failcnt,
+        }
+    }
+}
+
+/// Adds counts from before a restore: failures add up, the peak is the higher one.
+fn carry_over(rows: &mut [Counter], carried: &[Carried]) {
+    for c in carried {
+        if let Some(r) = rows.iter_mut().find(|r| r.resource == c.resource) {
+            r.failcnt += c.failcnt;
+            r.maxheld = r.maxheld.max(c.maxheld);
+        }
+    }
+}
+
 const UNLIMITED: u64 = i64::MAX as u64;
 
 fn read_u64(path: &std::path::Path) -> Option<u64> {
@@ -588,6 +616,7 @@ pub fn beancounters(pid: i32, ve: &super::VeRecord) -> Vec<Counter> {
             rows.push(row("diskinodes", 0, 0, UNLIMITED, UNLIMITED, 0));
         }
     }
+    carry_over(&mut rows, &ve.carried);
     rows
 }
 
@@ -618,6 +647,30 @@ mod tests {
         assert_eq!(m.swap(), Some(384 << 20), "OCI swap is memory+swap");
         assert_eq!(m.reservation(), Some(128 << 20));
         assert_eq!(r.pids().unwrap().limit(), 100);
+    }
+
+    #[test]
+    fn counts_from_before_a_restore_carry_on() {
+        let row = |resource: &str, maxheld, failcnt| Counter {
+            resource: resource.into(),
+            held: 1,
+            maxheld,
+            barrier: 10,
+            limit: 10,
+            failcnt,
+        };
+        let mut rows = vec![row("numproc", 3, 0), row("physpages", 50, 2)];
+        carry_over(
+            &mut rows,
+            &[
+                row("numproc", 10, 4).carried(),
+                row("physpages", 20, 1).carried(),
+                row("gone", 1, 1).carried(),
+            ],
+        );
+        assert_eq!((rows[0].maxheld, rows[0].failcnt), (10, 4));
+        assert_eq!((rows[1].maxheld, rows[1].failcnt), (50, 3));
+        assert_eq!(rows[0].held, 1);
     }
 
     #[test]
