@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Bundle, Out, Runtime};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// What to compare of a step's stdout.
 #[derive(Clone, Copy, PartialEq)]
@@ -497,6 +497,47 @@ diff!(
         ]),
         s(&["exec", "--cwd", "/etc", "{id}", "pwd"]),
         s(&["exec", "--user", "65534:65534", "{id}", "id"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+/// The container's process is where a plain exec starts from: its user, cwd, open-file
+/// limit and environment, each changed only by a flag.
+fn non_root_in_tmp_with_64_files(v: &mut Value) {
+    v["process"]["user"] = json!({"uid": 65534, "gid": 65534, "additionalGids": [100]});
+    v["process"]["cwd"] = json!("/tmp");
+    v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64}]);
+    v["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("GREETING=from-config"));
+}
+diff!(
+    exec_starts_from_the_container_process,
+    SLEEP,
+    non_root_in_tmp_with_64_files,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&[
+            "exec",
+            "{id}",
+            "sh",
+            "-c",
+            "id; pwd; ulimit -n; echo $GREETING"
+        ]),
+        s(&[
+            "exec",
+            "--user",
+            "0",
+            "--cwd",
+            "/",
+            "--env",
+            "GREETING=from-flag",
+            "{id}",
+            "sh",
+            "-c",
+            "id; pwd; echo $GREETING"
+        ]),
+        s(&["exec", "-g", "7", "{id}", "id"]),
         s(&["delete", "-f", "{id}"]),
     ]
 );

@@ -398,6 +398,48 @@ fn timed_direct_write(rt: &Runtime, id: &str, name: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The open-file limit of the process, from /proc.
+fn max_open_files(pid: &str) -> String {
+    read(PathBuf::from(format!("/proc/{pid}/limits")))
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn numfile_limits_open_files_and_lowers_live() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (id, _b) = start(
+        &rt,
+        "nofile",
+        &["sleep", "600"],
+        json!({"io.vzrun.numfile": "64"}),
+    );
+    let pid = rt.state(&id)["pid"].to_string();
+    assert_eq!(max_open_files(&pid), "64");
+    // Descriptor 70 is past the limit, 40 is within it (the shell's `exec N<` needs N
+    // below RLIMIT_NOFILE), also for a process exec'd later.
+    let open = |fd: u32| {
+        rt.run(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            &format!("exec {fd}</dev/null && echo opened"),
+        ])
+        .stdout
+        .contains("opened")
+    };
+    assert!(open(40) && !open(70), "numfile 64 inside");
+    let o = rt.run(&["ve", "set", &id, "--numfile", "32"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(max_open_files(&pid), "32", "the running init");
+    assert!(!open(40), "numfile 32 for a new process");
+    assert_eq!(stat(&rt, &id, "numfile")["limit"], 32);
+}
+
 #[test]
 fn iolimit_holds_a_direct_writer_and_lifts_live() {
     require_root!();

@@ -1,6 +1,5 @@
 //! `vzrun exec`: run another process inside a running container.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
@@ -137,13 +136,6 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         }
         None => (None, None),
     };
-    let mut env = HashMap::new();
-    for kv in &args.env {
-        match kv.split_once('=') {
-            Some((k, v)) => env.insert(k.to_string(), v.to_string()),
-            None => env.insert(kv.clone(), String::new()),
-        };
-    }
     // The process document is read once (it may be a pipe such as /dev/stdin) and handed
     // to libcontainer as a private copy, with CAP_SYS_ADMIN lent if seccomp needs it.
     let derived = super::create::load_spec(&root.ve_dir(&args.id))?;
@@ -152,39 +144,40 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
         .is_some();
-    let mut lent = loaded.record.lent_sys_admin;
-    let mut terminal = args.tty;
-    let mut process_copy = None;
-    // libcontainer builds a process from the command line without a terminal, so `-t`
-    // on its own is handed over as a process document, as runc builds one.
-    let from_flags = if args.process.is_none() && args.tty {
-        Some(tty_process(&derived, &args, &env, uid, gid))
-    } else {
-        None
-    };
-    let given = match &args.process {
+    // Without --process the process is built as runc builds it from the flags: the
+    // container's own (user, cwd, rlimits such as numfile, capabilities) with the flags'
+    // changes. libcontainer would start from defaults (root, /, 1024 open files).
+    let mut process = match &args.process {
         Some(path) => {
             let data =
                 std::fs::read(path).map_err(|e| anyhow!("--process {}: {e}", path.display()))?;
             let de = &mut serde_json::Deserializer::from_slice(&data);
-            Some(
-                serde_path_to_error::deserialize::<_, oci_spec::runtime::Process>(de)
-                    .map_err(|e| anyhow!("--process: {}: {}", e.path(), e.inner()))?,
-            )
+            serde_path_to_error::deserialize::<_, oci_spec::runtime::Process>(de)
+                .map_err(|e| anyhow!("--process: {}: {}", e.path(), e.inner()))?
         }
-        None => from_flags,
+        None => {
+            let mut p = process_from_flags(&derived, &args, uid, gid);
+            // `ve set --numfile` changed the VE's processes after the spec was written.
+            if let Some(n) = loaded.record.ve.numfile {
+                crate::ve::resources::set_numfile(&mut p, n);
+            }
+            p
+        }
     };
-    if let Some(mut process) = given {
-        terminal = terminal || process.terminal().unwrap_or(false);
-        lent = lend_sys_admin(has_seccomp, &mut process);
-        let copy = TempFile(
-            root.ve_dir(&args.id)
-                .join(format!("process-{}.json", std::process::id())),
-        );
-        std::fs::write(&copy.0, serde_json::to_vec(&process)?)
-            .map_err(|e| anyhow!("write {}: {e}", copy.0.display()))?;
-        process_copy = Some(copy);
-    }
+    let terminal = args.tty || process.terminal().unwrap_or(false);
+    // A process built from the container's carries the init's capabilities, CAP_SYS_ADMIN
+    // included where create lent it for seccomp: returned the same way, unless asked for.
+    let lent = if args.process.is_none() && loaded.record.lent_sys_admin {
+        !args.cap.iter().any(|c| c == "CAP_SYS_ADMIN")
+    } else {
+        lend_sys_admin(has_seccomp, &mut process)
+    };
+    let process_copy = TempFile(
+        root.ve_dir(&args.id)
+            .join(format!("process-{}.json", std::process::id())),
+    );
+    std::fs::write(&process_copy.0, serde_json::to_vec(&process)?)
+        .map_err(|e| anyhow!("write {}: {e}", process_copy.0.display()))?;
     if !args.detach {
         super::become_subreaper()?;
     }
@@ -208,19 +201,10 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         .with_executor(executor)
         .as_tenant()
         .with_detach(args.detach || console_socket.is_some())
-        .with_cwd(args.cwd.clone())
-        .with_env(env)
-        .with_container_args(args.command.clone())
-        .with_process(process_copy.as_ref().map(|c| c.0.clone()))
-        .with_no_new_privs(args.no_new_privs)
-        .with_capabilities(args.cap.clone())
-        .with_additional_gids(args.additional_gids.clone())
-        .with_user(uid)
-        .with_group(gid)
+        .with_process(Some(process_copy.0.clone()))
         .with_ignore_paused(args.ignore_paused)
         .with_sub_cgroup(args.cgroup.clone())
         .with_process_label(args.process_label.clone())
-        .with_apparmor(args.apparmor.clone())
         .build()
         .map_err(|e| fail(super::create::describe(&e)))?;
     drop(loaded);
@@ -240,42 +224,71 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
     Ok(code)
 }
 
-/// The process libcontainer would make from the flags, with a terminal.
-fn tty_process(
+/// The process `runc exec` makes from its flags: the container's own process with the
+/// command, a terminal only with -t, the extra environment (a variable given again
+/// replaces the container's), and what --cwd, --user, --additional-gids (added to the
+/// container's), --cap,
+/// --no-new-privs, --apparmor and --process-label change.
+fn process_from_flags(
     derived: &oci_spec::runtime::Spec,
     args: &Args,
-    env: &HashMap<String, String>,
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> oci_spec::runtime::Process {
-    let init = derived.process().clone().unwrap_or_default();
-    let mut p = oci_spec::runtime::Process::default();
-    p.set_terminal(Some(true));
+    let mut p = derived.process().clone().unwrap_or_default();
+    p.set_terminal(Some(args.tty));
+    p.set_console_size(None);
     p.set_args(Some(args.command.clone()));
-    let mut all: Vec<String> = init
+    let key = |kv: &str| kv.split('=').next().unwrap_or("").to_string();
+    let given: Vec<String> = args
+        .env
+        .iter()
+        .map(|kv| {
+            if kv.contains('=') {
+                kv.clone()
+            } else {
+                format!("{kv}=")
+            }
+        })
+        .collect();
+    let mut env: Vec<String> = p
         .env()
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| !env.contains_key(e.split('=').next().unwrap_or("")))
+        .filter(|kv| !given.iter().any(|g| key(g) == key(kv)))
         .collect();
-    all.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
-    p.set_env(Some(all));
-    p.set_cwd(args.cwd.clone().unwrap_or_else(|| PathBuf::from("/")));
-    let mut user = oci_spec::runtime::User::default();
-    user.set_uid(uid.unwrap_or(0));
-    user.set_gid(gid.unwrap_or(0));
+    for (i, kv) in given.iter().enumerate() {
+        // A variable given twice on the command line: the last one counts.
+        if !given[i + 1..].iter().any(|g| key(g) == key(kv)) {
+            env.push(kv.clone());
+        }
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &args.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    let mut user = p.user().clone();
+    if let Some(uid) = uid {
+        user.set_uid(uid);
+    }
+    if let Some(gid) = gid {
+        user.set_gid(gid);
+    }
     if !args.additional_gids.is_empty() {
-        user.set_additional_gids(Some(args.additional_gids.clone()));
+        // runc adds them to the container's own.
+        let mut gids = user.additional_gids().clone().unwrap_or_default();
+        gids.extend(&args.additional_gids);
+        user.set_additional_gids(Some(gids));
     }
     p.set_user(user);
-    let mut caps = init.capabilities().clone().unwrap_or_default();
     let extra: Vec<oci_spec::runtime::Capability> = args
         .cap
         .iter()
         .filter_map(|c| serde_json::from_value(serde_json::json!(c)).ok())
         .collect();
     if !extra.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
         let add = |set: &Option<oci_spec::runtime::Capabilities>| {
             let mut set = set.clone().unwrap_or_default();
             set.extend(extra.iter().copied());
@@ -289,15 +302,17 @@ fn tty_process(
         caps.set_bounding(bnd);
         caps.set_effective(eff);
         caps.set_permitted(perm);
+        p.set_capabilities(Some(caps));
     }
-    p.set_capabilities(Some(caps));
-    p.set_no_new_privileges(if args.no_new_privs {
-        Some(true)
-    } else {
-        init.no_new_privileges()
-    });
-    p.set_apparmor_profile(args.apparmor.clone());
-    p.set_rlimits(None);
+    if args.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if let Some(a) = &args.apparmor {
+        p.set_apparmor_profile(Some(a.clone()));
+    }
+    if let Some(l) = &args.process_label {
+        p.set_selinux_label(Some(l.clone()));
+    }
     p
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, LinuxThrottleDevice,
-    LinuxThrottleDeviceBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Spec,
+    LinuxThrottleDeviceBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Spec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -332,22 +332,27 @@ impl ResourceConfig {
         spec.set_linux(Some(linux));
         if let Some(n) = self.numfile {
             if let Some(mut p) = spec.process().clone() {
-                let mut rl: Vec<PosixRlimit> = p.rlimits().clone().unwrap_or_default();
-                rl.retain(|r| r.typ() != PosixRlimitType::RlimitNofile);
-                if let Ok(l) = PosixRlimitBuilder::default()
-                    .typ(PosixRlimitType::RlimitNofile)
-                    .soft(n)
-                    .hard(n)
-                    .build()
-                {
-                    rl.push(l);
-                }
-                p.set_rlimits(Some(rl));
+                set_numfile(&mut p, n);
                 spec.set_process(Some(p));
             }
         }
         Ok(())
     }
+}
+
+/// numfile is the open-file limit (RLIMIT_NOFILE, soft and hard) of a VE's process.
+pub fn set_numfile(p: &mut Process, n: u64) {
+    let mut rl: Vec<PosixRlimit> = p.rlimits().clone().unwrap_or_default();
+    rl.retain(|r| r.typ() != PosixRlimitType::RlimitNofile);
+    if let Ok(l) = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(n)
+        .hard(n)
+        .build()
+    {
+        rl.push(l);
+    }
+    p.set_rlimits(Some(rl));
 }
 
 /// vzctl's I/O priority 0..7 (4 is the default) as a cgroup weight in OCI's 10..1000
