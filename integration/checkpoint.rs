@@ -641,6 +641,41 @@ fn beancounter_counts_carry_on_after_a_restore() {
     assert!(after["held"].as_u64() < Some(6), "{after}");
 }
 
+/// CRIU counts in the VE's cgroup while it restores: a VE dumped with as many processes
+/// as numproc allows still comes back, under the same limit.
+#[test]
+fn a_ve_at_its_numproc_limit_comes_back() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::ve(
+        &[
+            "sh",
+            "-c",
+            "exec </dev/null >/dev/null 2>&1; sleep 1000 & sleep 1000 & wait",
+        ],
+        json!({"io.vzrun.numproc": "3"}),
+    );
+    let id = common::unique_id("atlim");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    assert!(callers_wait(|| common::ve_stat_row(&rt, &id, "numproc")
+        ["held"]
+        == 3));
+    let dir = images();
+    let o = checkpoint(&rt, &id, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = restore(&rt, &id, &b, dir.path(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let row = common::ve_stat_row(&rt, &id, "numproc");
+    assert_eq!(
+        (&row["held"], &row["limit"]),
+        (&json!(3), &json!(3)),
+        "{row}"
+    );
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    assert_eq!(cgroup_file(pid, "pids", "pids.max"), "3");
+}
+
 #[test]
 fn private_area_comes_back_with_the_ve() {
     require_criu!();

@@ -170,8 +170,12 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             .ok_or_else(|| anyhow!("no cgroup path"))?;
         let manager = super::cgroup_manager_at(cgroup_path, &id)?;
         let resources = linux.resources().clone().unwrap_or_default();
-        let controller = ControllerOpt {
-            resources: &resources,
+        // CRIU and its helpers count in the VE's cgroup while they restore: a VE dumped at
+        // its numproc limit would not fit back, so that limit comes once CRIU is done.
+        let mut while_restoring = resources.clone();
+        while_restoring.set_pids(None);
+        let controller = |resources| ControllerOpt {
+            resources,
             disable_oom_killer: false,
             oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
             freezer_state: None,
@@ -195,7 +199,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                     .add_task(Pid::from_raw(criu_pid))
                     .map_err(|e| format!("cgroup: {e}"))?;
                 manager
-                    .apply(&controller)
+                    .apply(&controller(&while_restoring))
                     .map_err(|e| format!("cgroup limits: {e}"))
             },
         );
@@ -206,7 +210,10 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                 return Err(e.into());
             }
         };
-        if let Err(e) = write_state(&root, &id, &ve_dir, spec, pid) {
+        let limited = manager
+            .apply(&controller(&resources))
+            .map_err(|e| anyhow!("cgroup limits: {e}"));
+        if let Err(e) = limited.and_then(|()| write_state(&root, &id, &ve_dir, spec, pid)) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
             let _ = manager.remove();
