@@ -308,45 +308,29 @@ mod tests {
 
     #[test]
     fn single_dash_long_flags_become_double() {
-        assert_eq!(
-            norm(&["vzrun", "restore", "-no-subreaper", "--bundle", "b", "id"]),
-            ["vzrun", "restore", "--no-subreaper", "--bundle", "b", "id"]
-        );
-        // containerd's shim puts flag values before -no-subreaper.
-        assert_eq!(
-            norm(&[
-                "vzrun",
-                "restore",
-                "--image-path",
-                "/i",
-                "-b",
-                "/b",
-                "-no-subreaper",
-                "id"
-            ]),
-            [
-                "vzrun",
-                "restore",
-                "--image-path",
-                "/i",
-                "-b",
-                "/b",
-                "--no-subreaper",
-                "id"
-            ]
-        );
-        assert_eq!(
-            norm(&["vzrun", "exec", "c", "sh", "-no-subreaper"]),
-            ["vzrun", "exec", "c", "sh", "-no-subreaper"]
-        );
-        assert_eq!(
-            norm(&["vzrun", "-root", "/r", "state", "x"]),
-            ["vzrun", "--root", "/r", "state", "x"]
-        );
-        assert_eq!(
-            norm(&["vzrun", "-root=/r", "state", "x"]),
-            ["vzrun", "--root=/r", "state", "x"]
-        );
+        fn words(line: &str) -> Vec<&str> {
+            line.split(' ').collect()
+        }
+        for (given, want) in [
+            (
+                "vzrun restore -no-subreaper --bundle b id",
+                "vzrun restore --no-subreaper --bundle b id",
+            ),
+            // containerd's shim puts flag values before -no-subreaper.
+            (
+                "vzrun restore --image-path /i -b /b -no-subreaper id",
+                "vzrun restore --image-path /i -b /b --no-subreaper id",
+            ),
+            // The command's own arguments are left alone.
+            (
+                "vzrun exec c sh -no-subreaper",
+                "vzrun exec c sh -no-subreaper",
+            ),
+            ("vzrun -root /r state x", "vzrun --root /r state x"),
+            ("vzrun -root=/r state x", "vzrun --root=/r state x"),
+        ] {
+            assert_eq!(norm(&words(given)), words(want), "{given}");
+        }
     }
 
     #[test]
