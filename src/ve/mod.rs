@@ -285,7 +285,7 @@ pub fn restore_netns(
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
         let mut nl = netlink::Netlink::new().map_err(|e| e.to_string())?;
         if let Some(lo) = nl.link_index("lo").map_err(|e| e.to_string())? {
-            nl.set_link(lo, true, None, None, None, None)
+            nl.set_link(lo, Some(true), None, None, None, None)
                 .map_err(|e| e.to_string())?;
         }
         std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())

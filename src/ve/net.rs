@@ -392,7 +392,8 @@ pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), VeError> {
     let Some(idx) = nl.link_index(host_if).map_err(nl_err)? else {
         return Ok(());
     };
-    nl.set_up(idx, up).map_err(nl_err)?;
+    nl.set_link(idx, Some(up), None, None, None, None)
+        .map_err(nl_err)?;
     // Taking a link down flushes the routes through it: a venet VE's host routes come
     // back with the link.
     if up && rec.mode == Mode::Venet {
@@ -661,7 +662,7 @@ pub fn setup_at(
     // The host end.
     match c.mode {
         Mode::Venet => {
-            nl.set_link(host_idx, on_wire, Some(true), Some(&mac), None, None)
+            nl.set_link(host_idx, Some(on_wire), Some(true), Some(&mac), None, None)
                 .map_err(nl_err)?;
             let _ = netlink::sysctl(&format!("net/ipv4/conf/{host_if}/forwarding"), "1");
             let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/forwarding"), "1");
@@ -699,7 +700,7 @@ pub fn setup_at(
                     format!("bridge {bridge:?} does not exist on the host"),
                 )
             })?;
-            nl.set_link(host_idx, on_wire, None, None, Some(bidx), None)
+            nl.set_link(host_idx, Some(on_wire), None, None, Some(bidx), None)
                 .map_err(nl_err)?;
             // Unknown unicast is not flooded to a VE's port, so one VE never sees frames
             // meant for another; its own MAC is pinned to its port.
@@ -759,7 +760,7 @@ fn format_mac(m: &[u8]) -> String {
 fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, VeError> {
     let mut nl = Netlink::new().map_err(nl_err)?;
     if let Some(lo) = nl.link_index("lo").map_err(nl_err)? {
-        nl.set_link(lo, true, None, None, None, None)
+        nl.set_link(lo, Some(true), None, None, None, None)
             .map_err(nl_err)?;
     }
     let idx = nl
@@ -769,7 +770,7 @@ fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, VeError> {
     let _ = netlink::sysctl(&format!("net/ipv6/conf/{ve_if}/accept_dad"), "0");
     let _ = netlink::sysctl(&format!("net/ipv6/conf/{ve_if}/dad_transmits"), "0");
     let venet = c.mode == Mode::Venet;
-    nl.set_link(idx, true, Some(venet), None, None, None)
+    nl.set_link(idx, Some(true), Some(venet), None, None, None)
         .map_err(nl_err)?;
     for a in &c.ips {
         nl.add_addr(idx, a.ip, a.prefix).map_err(nl_err)?;

@@ -200,7 +200,7 @@ impl Netlink {
     pub fn set_link(
         &mut self,
         index: u32,
-        up: bool,
+        up: Option<bool>,
         noarp: Option<bool>,
         mac: Option<&[u8]>,
         master: Option<u32>,
@@ -208,8 +208,10 @@ impl Netlink {
     ) -> Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
-        if up {
-            m.header.flags |= LinkFlags::Up;
+        if let Some(up) = up {
+            if up {
+                m.header.flags |= LinkFlags::Up;
+            }
             m.header.change_mask |= LinkFlags::Up;
         }
         if let Some(n) = noarp {
@@ -228,17 +230,6 @@ impl Netlink {
             m.attributes.push(LinkAttribute::Mtu(mtu));
         }
         self.ack("set link", RouteNetlinkMessage::SetLink(m), 0)
-    }
-
-    /// Brings a link up or takes it down (set_link only ever brings links up).
-    pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        if up {
-            m.header.flags |= LinkFlags::Up;
-        }
-        m.header.change_mask |= LinkFlags::Up;
-        self.ack("set link up/down", RouteNetlinkMessage::SetLink(m), 0)
     }
 
     pub fn del_link(&mut self, index: u32) -> Result<()> {
