@@ -3,13 +3,9 @@
 
 mod cli;
 mod commands;
-mod container;
-mod executor;
 mod logging;
-mod pty;
-mod seccomp;
-mod signal;
-mod state;
+mod runtime;
+mod sys;
 mod units;
 mod ve;
 

@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
-use crate::state::oci_state;
+use crate::runtime::root::Root;
+use crate::runtime::state::oci_state;
 use crate::ve::actions::{Action, Point, Runner};
 use crate::ve::checkpoint::{self, CriuOpts, DumpOpts, DumpTarget};
 
@@ -197,7 +197,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             rec.save(&root.ve_dir(&id))?;
         }
         // CRIU has killed the processes; what is left is the container's shell.
-        let crate::container::Loaded {
+        let crate::runtime::root::Loaded {
             container,
             _lock: lock,
             ..
@@ -239,7 +239,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn of(root: &Root, id: &str, loaded: &crate::container::Loaded) -> Result<Source> {
+    pub fn of(root: &Root, id: &str, loaded: &crate::runtime::root::Loaded) -> Result<Source> {
         let pid = loaded
             .container
             .pid()
@@ -295,7 +295,7 @@ fn running(id: &str, status: ContainerStatus) -> Result<()> {
     if !matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
         bail!(
             "container {id} is not running: {}",
-            crate::state::status_word(status)
+            crate::runtime::state::status_word(status)
         );
     }
     Ok(())

@@ -11,9 +11,9 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Spec;
 
 use crate::cli::GlobalOpts;
-use crate::container::{Lock, Root};
-use crate::executor::{lend_sys_admin, VzExecutor};
-use crate::state::Record;
+use crate::runtime::executor::{lend_sys_admin, VzExecutor};
+use crate::runtime::root::{Lock, Root};
+use crate::runtime::state::Record;
 use crate::ve;
 
 #[derive(clap::Args, Debug)]
@@ -299,7 +299,7 @@ pub fn create_container(
     global: &GlobalOpts,
     opts: CreateOpts,
 ) -> Result<(Container, Lock)> {
-    crate::container::validate_id(opts.id)?;
+    crate::runtime::root::validate_id(opts.id)?;
     let mut loaded = load_bundle(opts.bundle, opts.spec)?;
     let executor = VzExecutor::new(&loaded.spec, loaded.lent)?;
     let mut claimed = claim(root, opts.id, &loaded)?;

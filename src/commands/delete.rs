@@ -5,8 +5,8 @@ use anyhow::{anyhow, bail, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
-use crate::container::{Lock, Root};
-use crate::state::{status_word, Record};
+use crate::runtime::root::{Lock, Root};
+use crate::runtime::state::{status_word, Record};
 use crate::ve;
 
 #[derive(clap::Args, Debug)]
@@ -25,7 +25,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
 }
 
 pub fn delete_container(root: &Root, id: &str, force: bool) -> Result<()> {
-    crate::container::validate_id(id)?;
+    crate::runtime::root::validate_id(id)?;
     let lock = match root.lock(id) {
         Ok(l) => l,
         Err(e) => {

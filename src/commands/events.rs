@@ -10,7 +10,7 @@ use libcontainer::container::ContainerStatus;
 use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 #[command(

@@ -8,9 +8,9 @@ use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
-use crate::executor::{lend_sys_admin, VzExecutor};
-use crate::pty::ConsoleSocket;
+use crate::runtime::executor::{lend_sys_admin, VzExecutor};
+use crate::runtime::root::Root;
+use crate::sys::pty::ConsoleSocket;
 
 use super::ExitError;
 
@@ -216,7 +216,7 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         None => None,
     };
     super::forward_signals(pid.as_raw());
-    let relay = master.map(|m| std::thread::spawn(move || crate::pty::relay(m)));
+    let relay = master.map(|m| std::thread::spawn(move || crate::sys::pty::relay(m)));
     let code = super::wait_exit(pid.as_raw());
     if let Some(t) = relay {
         let _ = t.join();

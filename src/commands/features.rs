@@ -110,7 +110,7 @@ pub fn document() -> serde_json::Value {
     };
     json!({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": crate::state::OCI_VERSION,
+        "ociVersionMax": crate::runtime::state::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": MOUNT_OPTIONS,
         "linux": {

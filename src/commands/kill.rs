@@ -5,8 +5,8 @@ use libcontainer::container::ContainerStatus;
 use nix::sys::signal::Signal;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
-use crate::signal;
+use crate::runtime::root::Root;
+use crate::runtime::signal;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Send a signal to the container's init process (default SIGTERM)")]

@@ -5,8 +5,8 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
-use crate::state::{oci_state, OciState};
+use crate::runtime::root::Root;
+use crate::runtime::state::{oci_state, OciState};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Lists containers started by vzrun with the given root")]

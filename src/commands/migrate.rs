@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::checkpoint::Source;
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::ve::checkpoint::{CriuOpts, DumpOpts};
 use crate::ve::migrate::{self as mig, kind, Channel, Key, Mode, Progress};
 
@@ -92,7 +92,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             bail!(
                 "container {} is not running: {}",
                 args.id,
-                crate::state::status_word(loaded.container.status())
+                crate::runtime::state::status_word(loaded.container.status())
             );
         }
         let text = std::fs::read(loaded.record.bundle.join("config.json"))

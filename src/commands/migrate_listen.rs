@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::ve::migrate::{self as mig, kind, Channel, FileHeader, Key};
 
 #[derive(clap::Args, Debug)]
@@ -131,7 +131,7 @@ fn receive(root: &Root, global: &GlobalOpts, stream: TcpStream, key: &Key) -> Re
 }
 
 fn accept(root: &Root, id: &str) -> Result<Incoming> {
-    crate::container::validate_id(id)?;
+    crate::runtime::root::validate_id(id)?;
     if root.container_dir(id).exists() {
         bail!("container {id} already exists on the destination");
     }

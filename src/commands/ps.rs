@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "ps displays the processes running inside a container")]

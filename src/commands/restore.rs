@@ -13,8 +13,8 @@ use libcontainer::container::{Container, ContainerStatus};
 use nix::unistd::Pid;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
-use crate::state::{oci_state, OciState, OCI_VERSION};
+use crate::runtime::root::Root;
+use crate::runtime::state::{oci_state, OciState, OCI_VERSION};
 use crate::ve::actions::{Point, Runner};
 use crate::ve::checkpoint::{self, RestoreOpts, RestoreTarget};
 
@@ -60,7 +60,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let Some(id) = args.id.clone() else {
         bail!("\"restore\" requires exactly 1 argument(s)");
     };
-    crate::container::validate_id(&id)?;
+    crate::runtime::root::validate_id(&id)?;
     if args.criu.tcp_established && args.tcp_close {
         bail!("--tcp-established and --tcp-close cannot be used together");
     }
@@ -131,7 +131,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             status: "creating".into(),
             bundle: loaded.bundle.clone(),
             rootfs: loaded.rootfs.clone(),
-            created: crate::state::format_time(None),
+            created: crate::runtime::state::format_time(None),
             owner: String::new(),
             annotations: spec.annotations().clone().filter(|a| !a.is_empty()),
         };

@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Resume all processes that have been previously paused")]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
-use crate::pty::ConsoleSocket;
+use crate::runtime::root::Root;
+use crate::sys::pty::ConsoleSocket;
 
 use super::create::{create_container, CreateOpts};
 
@@ -97,7 +97,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         return Ok(0);
     }
     super::forward_signals(pid);
-    let relay = master.map(|m| std::thread::spawn(move || crate::pty::relay(m)));
+    let relay = master.map(|m| std::thread::spawn(move || crate::sys::pty::relay(m)));
     let code = super::wait_exit(pid);
     if let Some(t) = relay {
         let _ = t.join();

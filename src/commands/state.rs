@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Output the state of a container")]
@@ -14,7 +14,7 @@ pub struct Args {
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let root = Root::from_opts(global)?;
     let loaded = root.load(&args.id)?;
-    let state = crate::state::oci_state(&loaded.container, &loaded.record, false);
+    let state = crate::runtime::state::oci_state(&loaded.container, &loaded.record, false);
     // runc prints it indented and without a final newline.
     print!("{}", serde_json::to_string_pretty(&state)?);
     Ok(0)

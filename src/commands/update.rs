@@ -9,7 +9,7 @@ use libcgroups::common::{CgroupManager, ControllerOpt};
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::units::parse_size;
 
 #[derive(clap::Args, Debug)]

@@ -9,6 +9,6 @@ pub fn print() {
         "vzrun version {}\ncommit: {}\nspec: {}\n",
         env!("CARGO_PKG_VERSION"),
         option_env!("VZRUN_COMMIT").unwrap_or("unknown"),
-        crate::state::OCI_VERSION
+        crate::runtime::state::OCI_VERSION
     );
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use protobuf::MessageField;
 
-use super::criu::{self, rpc, CriuError};
+use crate::sys::criu::{self, rpc, CriuError};
 
 /// CRIU's name for the external network namespace, as runc and crun name it, so images
 /// taken by either runtime can be restored by the other where the rest matches.

@@ -15,12 +15,9 @@ use serde::{Deserialize, Serialize};
 pub mod actions;
 pub mod annotations;
 pub mod checkpoint;
-pub mod criu;
 pub mod disk;
-pub mod firewall;
 pub mod migrate;
 pub mod net;
-pub mod netlink;
 pub mod resources;
 pub mod system;
 pub mod template;
@@ -73,16 +70,6 @@ pub struct VeRecord {
     pub io_dev: Option<(u64, u64)>,
 }
 
-/// FNV-1a over the parts: short stable names for host objects made per VE.
-pub fn fnv(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in parts.iter().flat_map(|p| p.iter()) {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 /// vzrun's data directory: VE disk images (and OS templates) live here, on disk rather
 /// than under the state root, which is often a tmpfs.
 pub fn data_dir() -> PathBuf {
@@ -95,7 +82,7 @@ pub fn data_dir() -> PathBuf {
 /// Where a VE's private area image lives unless the user named one: per state root and
 /// ID, so two roots on one host never share an image.
 pub fn private_image(root: &Path, id: &str) -> PathBuf {
-    let h = fnv(&[root.as_os_str().as_encoded_bytes()]);
+    let h = crate::sys::hash::fnv(&[root.as_os_str().as_encoded_bytes()]);
     data_dir()
         .join("private")
         .join(format!("{id}-{:08x}.img", h & 0xffff_ffff))
@@ -269,7 +256,7 @@ pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> 
 /// Whether checkpoint/restore can work on this host (CRIU present and `criu check`
 /// passing; the answer is cached).
 pub fn checkpoint_available() -> bool {
-    criu::available()
+    crate::sys::criu::available()
 }
 
 /// For a restore: a new network namespace for the VE, configured before CRIU puts the
@@ -283,7 +270,7 @@ pub fn restore_netns(
 ) -> Result<std::fs::File, VeError> {
     let ns = std::thread::spawn(|| -> Result<std::fs::File, String> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-        let mut nl = netlink::Netlink::new().map_err(|e| e.to_string())?;
+        let mut nl = crate::sys::netlink::Netlink::new().map_err(|e| e.to_string())?;
         if let Some(lo) = nl.link_index("lo").map_err(|e| e.to_string())? {
             nl.set_link(lo, Some(true), None, None, None, None)
                 .map_err(|e| e.to_string())?;

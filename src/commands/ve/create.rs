@@ -6,7 +6,7 @@ use std::fs;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::container::{validate_id, Root};
+use crate::runtime::root::{validate_id, Root};
 use crate::ve::system::{self, SystemSpec, VeConf};
 use crate::ve::{template, VeConfig, VeError, PREFIX};
 

@@ -6,7 +6,7 @@ use std::fs;
 use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 pub struct DestroyArgs {

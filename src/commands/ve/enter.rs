@@ -6,7 +6,7 @@ use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
 use crate::commands::exec;
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 pub struct EnterArgs {

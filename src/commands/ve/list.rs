@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use libcontainer::container::ContainerStatus;
 use serde_json::{json, Value};
 
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::ve::resources;
 
 #[derive(clap::Args, Debug)]
@@ -67,7 +67,7 @@ fn list_field(
     field: &str,
     id: &str,
     status: &str,
-    rec: &crate::state::Record,
+    rec: &crate::runtime::state::Record,
     counters: &[resources::Counter],
 ) -> Result<Value> {
     let ips: Vec<String> = rec
@@ -128,7 +128,7 @@ pub fn run(root: &Root, args: ListArgs) -> Result<i32> {
         let Ok((c, rec)) = root.read(&id) else {
             continue;
         };
-        let status = crate::state::status_word(c.status());
+        let status = crate::runtime::state::status_word(c.status());
         let counters = match (c.status(), c.pid()) {
             (ContainerStatus::Stopped, _) | (_, None) => Vec::new(),
             (_, Some(pid)) => resources::beancounters(pid.as_raw(), &rec.ve),

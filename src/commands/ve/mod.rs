@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Result};
 
 use crate::cli::GlobalOpts;
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 pub mod create;
 pub mod destroy;
@@ -71,7 +71,7 @@ pub(crate) fn lock_ve(id: &str) -> Result<(std::path::PathBuf, nix::fcntl::Flock
 
 /// The directory of a system VE made by `ve create`, or an error naming the ID.
 pub(crate) fn existing_ve(id: &str) -> Result<std::path::PathBuf> {
-    crate::container::validate_id(id)?;
+    crate::runtime::root::validate_id(id)?;
     let dir = crate::ve::system::ves_dir(&crate::ve::template::data_dir()).join(id);
     if !dir.join(crate::ve::system::VE_CONF).exists() {
         return Err(anyhow!("VE {id} does not exist (see vzrun ve create)"));

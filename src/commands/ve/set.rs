@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 use serde_json::{json, Value};
 
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::ve::disk;
 use crate::ve::net::{self, Mode, RouteSpec};
 use crate::ve::resources::{self, ResourceConfig};

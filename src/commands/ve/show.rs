@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use crate::container::Root;
+use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 pub struct ShowArgs {
@@ -31,7 +31,7 @@ pub fn run(root: &Root, args: ShowArgs) -> Result<i32> {
     };
     let v = json!({
         "ctid": args.id,
-        "status": crate::state::status_word(loaded.container.status()),
+        "status": crate::runtime::state::status_word(loaded.container.status()),
         "hostname": ve.hostname,
         "mode": if ve.net.is_some() { Some(n.mode) } else { None },
         "ip": n.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),

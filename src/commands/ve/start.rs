@@ -9,7 +9,7 @@ use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
 use crate::commands::create::{create_container, CreateOpts};
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::ve::system::{self, VeConf};
 
 #[derive(clap::Args, Debug)]

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Result};
 use libcontainer::container::ContainerStatus;
 
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::ve::resources;
 
 #[derive(clap::Args, Debug)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use libcontainer::container::ContainerStatus;
 
-use crate::container::Root;
+use crate::runtime::root::Root;
 use crate::ve::system::{self, VeConf};
 
 /// vzctl waits two minutes for a container to shut down.

@@ -230,7 +230,7 @@ pub fn spec(s: &SystemSpec) -> Result<Spec, VeError> {
     let mut annotations = s.annotations.clone();
     annotations.insert(format!("{PREFIX}sysctl"), "namespaced".to_string());
     let value = json!({
-        "ociVersion": crate::state::OCI_VERSION,
+        "ociVersion": crate::runtime::state::OCI_VERSION,
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},

@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::netlink::{self, in_netns, Netlink, NlError, Route};
+mod guard;
+
 use super::{bad, VeError, PREFIX};
+use crate::sys::netlink::{self, in_netns, Netlink, NlError, Route};
 
 pub const KEYS: &[&str] = &[
     "net.mode",
@@ -485,7 +487,7 @@ fn gratuitous_arp(ifindex: u32, mac: &[u8], ip: std::net::Ipv4Addr) -> std::io::
 /// the pair of a VE just deleted may live on for a moment while the kernel tears its
 /// namespace down, and a VE created again under the same ID must not wait for it.
 pub fn host_ifname(root: &Path, id: &str, salt: u64) -> String {
-    let h = super::fnv(&[
+    let h = crate::sys::hash::fnv(&[
         root.as_os_str().as_encoded_bytes(),
         &[0u8],
         id.as_bytes(),
@@ -704,13 +706,13 @@ pub fn setup_at(
                 .map_err(nl_err)?;
             // Unknown unicast is not flooded to a VE's port, so one VE never sees frames
             // meant for another; its own MAC is pinned to its port.
-            super::firewall::bridge_port_isolation(&host_if, &mac).map_err(VeError::Net)?;
+            guard::bridge_port_isolation(&host_if, &mac).map_err(VeError::Net)?;
         }
     }
     if kernel_guard_applies(c.mode, &c.ips) {
         kernel_guard(&host_if);
     } else {
-        let table = super::firewall::guard(&host_if, c, &mac).map_err(VeError::Net)?;
+        let table = guard::guard(&host_if, c, &mac).map_err(VeError::Net)?;
         rec.nft_table = Some(table);
     }
     Ok(())
@@ -850,7 +852,7 @@ pub fn teardown(rec: &NetRecord) {
     }
     // The guard goes before the link, so there is never a table without its link.
     if let Some(t) = &rec.nft_table {
-        super::firewall::remove(t);
+        guard::remove(t);
     }
     // The host routes go now, so the addresses are free at once for another VE.
     if let Some(h) = &rec.host_if {
@@ -1001,7 +1003,7 @@ pub fn change(
     rec.routes.extend(routes_add.iter().cloned());
     if let Some(h) = rec.host_if.clone() {
         match &rec.nft_table {
-            Some(t) => super::firewall::refresh_addresses(t, &h, &rec.ips).map_err(VeError::Net)?,
+            Some(t) => guard::refresh_addresses(t, &h, &rec.ips).map_err(VeError::Net)?,
             None if !kernel_guard_applies(rec.mode, &rec.ips) => {
                 // The first IPv6 address: the kernel guard no longer covers the VE.
                 let cfg = NetConfig {
@@ -1011,7 +1013,7 @@ pub fn change(
                     ..Default::default()
                 };
                 let mac = parse_mac_text(rec.mac.as_deref().unwrap_or_default());
-                rec.nft_table = Some(super::firewall::guard(&h, &cfg, &mac).map_err(VeError::Net)?);
+                rec.nft_table = Some(guard::guard(&h, &cfg, &mac).map_err(VeError::Net)?);
             }
             None => {}
         }

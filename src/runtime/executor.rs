@@ -16,7 +16,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use oci_spec::runtime::{Capability, Process, Spec};
 use seccompiler::BpfProgram;
 
-use crate::seccomp::{self, SeccompError};
+use crate::runtime::seccomp::{self, SeccompError};
 
 #[derive(Clone)]
 pub struct VzExecutor {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::net::{Addr, Mode, NetConfig};
+use super::{Addr, Mode, NetConfig};
 
 fn nft(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")

@@ -18,7 +18,7 @@ use libcontainer::container::Container;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::cli::GlobalOpts;
-use crate::state::Record;
+use crate::runtime::state::Record;
 
 const VE_DIR: &str = ".vzrun";
 
@@ -70,7 +70,7 @@ impl Root {
         if self.path == default_root() {
             return String::new();
         }
-        let h = crate::ve::fnv(&[self.path.as_os_str().as_encoded_bytes()]);
+        let h = crate::sys::hash::fnv(&[self.path.as_os_str().as_encoded_bytes()]);
         format!("{:08x}-", h & 0xffff_ffff)
     }
 
