@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use libcontainer::container::ContainerStatus;
 
 use crate::cli::GlobalOpts;
 use crate::runtime::root::Root;
@@ -132,7 +131,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let Some(id) = args.id.clone() else {
         bail!("\"checkpoint\" requires exactly 1 argument(s)");
     };
-    let root = Root::from_opts(global)?;
+    let rt = super::runtime(global);
+    let root = rt.root.clone();
     let opts = DumpOpts {
         criu: args.criu.opts()?,
         leave_running: args.leave_running || args.pre_dump,
@@ -146,8 +146,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     // `vzrun exec`, which takes it.
     let (actions, pid, state) = {
         let loaded = root.load(&id)?;
-        running(&id, loaded.container.status())?;
-        let spec = super::create::load_spec(&root.ve_dir(&id))?;
+        crate::runtime::lifecycle::can_checkpoint(&id, loaded.container.status())?;
+        let spec = crate::runtime::bundle::load_spec(&root.ve_dir(&id))?;
         let actions = crate::ve::config_from_spec(&spec)?.actions;
         let state = serde_json::to_string(&oci_state(&loaded.container, &loaded.record, false))?;
         (actions, loaded.container.pid().map(|p| p.as_raw()), state)
@@ -172,7 +172,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         .map_err(|e| anyhow!("{e}: checkpoint aborted, the VE keeps running"))?;
 
     let loaded = root.load(&id)?;
-    running(&id, loaded.container.status())?;
+    crate::runtime::lifecycle::can_checkpoint(&id, loaded.container.status())?;
     let now = loaded.container.pid().map(|p| p.as_raw());
     if now != pid {
         bail!("container {id} changed while its pre-checkpoint script ran");
@@ -203,7 +203,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             ..
         } = loaded;
         drop(container);
-        super::delete::delete_locked(&root, &id, true, lock)?;
+        rt.delete_locked(&id, true, lock)?;
         if let Some(img) = private {
             checkpoint::move_image(&img, &opts.criu.image.join(checkpoint::PRIVATE_IMAGE))?;
         }
@@ -245,7 +245,7 @@ impl Source {
             .pid()
             .map(|p| p.as_raw())
             .ok_or_else(|| anyhow!("container {id} has no process"))?;
-        let spec = super::create::load_spec(&root.ve_dir(id))?;
+        let spec = crate::runtime::bundle::load_spec(&root.ve_dir(id))?;
         let cgroup = loaded
             .container
             .spec()
@@ -289,14 +289,4 @@ impl Source {
         .save(&o.criu.image)?;
         Ok(())
     }
-}
-
-fn running(id: &str, status: ContainerStatus) -> Result<()> {
-    if !matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
-        bail!(
-            "container {id} is not running: {}",
-            crate::runtime::state::status_word(status)
-        );
-    }
-    Ok(())
 }

@@ -3,14 +3,11 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
-use libcgroups::common::CgroupManager;
+use anyhow::Result;
 use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
-use libcontainer::container::ContainerStatus;
 use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
-use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -103,31 +100,18 @@ pub fn runc_stats(s: &Stats) -> Value {
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
-    let root = Root::from_opts(global)?;
-    let (container, _) = {
-        let loaded = root.load(&args.id)?;
-        (loaded.container, loaded.record)
-    };
-    if container.status() == ContainerStatus::Stopped {
-        bail!("container with id {} is not running", args.id);
-    }
-    let manager = super::cgroup_manager(&container)?;
-    loop {
-        let stats = manager.stats().map_err(|e| anyhow!("read stats: {e}"))?;
+    let rt = super::runtime(global);
+    let mut first = true;
+    while let Some(stats) = rt.stats(&args.id, first)? {
+        first = false;
         let event = json!({"type": "stats", "id": args.id, "data": runc_stats(&stats)});
         println!("{event}");
         if args.stats {
-            return Ok(0);
+            break;
         }
         std::thread::sleep(args.interval);
-        let (c, _) = match root.read(&args.id) {
-            Ok(v) => v,
-            Err(_) => return Ok(0),
-        };
-        if c.status() == ContainerStatus::Stopped {
-            return Ok(0);
-        }
     }
+    Ok(0)
 }
 
 #[cfg(test)]

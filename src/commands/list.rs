@@ -5,8 +5,6 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::cli::GlobalOpts;
-use crate::runtime::root::Root;
-use crate::runtime::state::{oci_state, OciState};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Lists containers started by vzrun with the given root")]
@@ -26,13 +24,7 @@ pub enum Format {
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
-    let root = Root::from_opts(global)?;
-    let states: Vec<OciState> = root
-        .ids()
-        .iter()
-        .filter_map(|id| root.read(id).ok())
-        .map(|(c, r)| oci_state(&c, &r, true))
-        .collect();
+    let states = super::runtime(global).list();
     let mut out = std::io::stdout().lock();
     if args.quiet {
         for s in &states {

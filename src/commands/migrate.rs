@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::checkpoint::Source;
 use crate::cli::GlobalOpts;
 use crate::runtime::root::Root;
+use crate::runtime::Runtime;
 use crate::ve::checkpoint::{CriuOpts, DumpOpts};
 use crate::ve::migrate::{self as mig, kind, Channel, Key, Mode, Progress};
 
@@ -73,7 +74,7 @@ fn hello(
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file)?;
-    let root = Root::from_opts(global)?;
+    let root = super::runtime(global).root;
     let addr = mig::parse_addr("destination", &args.destination)?;
     let soft_dirty = ckpt_feature("mem_dirty_track");
     let mode = mig::pick_mode(args.online, &args.mode, soft_dirty)?;
@@ -215,7 +216,7 @@ fn retire_source(root: &Root, id: &str, keep: bool, progress: &Progress) -> Resu
         progress.line(&format!("source VE {id} kept, stopped (--keep-source)"));
         return Ok(());
     }
-    super::delete::delete_container(root, id, true)?;
+    Runtime::new(Some(root.path.clone()), false).delete(id, true)?;
     Ok(())
 }
 
@@ -282,7 +283,7 @@ impl Move<'_> {
         memory_bytes: u64,
     ) -> Result<Report> {
         let (root, id) = (self.root, self.args.id.clone());
-        super::pause::pause_container(root, &id)?;
+        Runtime::new(Some(root.path.clone()), false).pause(&id)?;
         let frozen = Instant::now();
         // The dump leaves the VE's sockets live (leave_running, for a way back): keep
         // them off the wire until the VE runs on the destination or is thawed here.
@@ -310,7 +311,7 @@ impl Move<'_> {
         })();
         if let Err(e) = outcome {
             let _ = cut(true);
-            let _ = super::resume::resume_container(root, &id);
+            let _ = Runtime::new(Some(root.path.clone()), false).resume(&id);
             return Err(e.context(format!("the VE {id} keeps running here")));
         }
         let suspended = frozen.elapsed();
@@ -366,7 +367,7 @@ impl Move<'_> {
             // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
             mig::kill_criu_children();
             let _ = dumper.join();
-            let _ = super::resume::resume_container(root, &id);
+            let _ = Runtime::new(Some(root.path.clone()), false).resume(&id);
             return Err(e.context(format!("the VE {id} keeps running here")));
         }
         let suspended = frozen.elapsed();

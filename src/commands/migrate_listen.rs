@@ -32,7 +32,7 @@ pub struct Args {
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file)?;
-    let root = Root::from_opts(global)?;
+    let root = super::runtime(global).root;
     let addr = mig::parse_addr("--listen", &args.listen)?;
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     println!("listening on {}", listener.local_addr()?);

@@ -1,9 +1,8 @@
 //! `vzrun ps`: the processes of a container, as `ps` lines or a JSON array of pids.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Result};
 
 use crate::cli::GlobalOpts;
-use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "ps displays the processes running inside a container")]
@@ -18,10 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
-    let root = Root::from_opts(global)?;
-    let loaded = root.load(&args.id)?;
-    let pids = super::container_pids(&loaded.container)?;
-    drop(loaded);
+    let pids = super::runtime(global).pids(&args.id)?;
     if args.format == super::list::Format::Json {
         // runc encodes a nil slice: no processes is `null`.
         if pids.is_empty() {
@@ -36,13 +32,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     } else {
         args.ps_args
     };
-    let output = std::process::Command::new("ps")
-        .args(&ps_args)
-        .output()
-        .context("run ps")?;
-    if !output.status.success() {
-        bail!("ps: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
+    let output = crate::sys::process::output(std::process::Command::new("ps").args(&ps_args))?;
     let text = String::from_utf8_lossy(&output.stdout);
     print!("{}", filter_ps(&text, &pids)?);
     Ok(0)

@@ -64,7 +64,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     if args.criu.tcp_established && args.tcp_close {
         bail!("--tcp-established and --tcp-close cannot be used together");
     }
-    let root = Root::from_opts(global)?;
+    let rt = super::runtime(global);
+    let root = rt.root.clone();
     let cwd = std::env::current_dir().context("current directory")?;
     let opts = RestoreOpts {
         criu: args.criu.opts()?,
@@ -79,7 +80,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         );
     }
     let bundle = args.bundle.clone().unwrap_or(cwd);
-    let mut loaded = super::create::load_bundle(&bundle, None)?;
+    let mut loaded = crate::runtime::bundle::load(&bundle, None)?;
     let terminal = loaded
         .spec
         .process()
@@ -96,7 +97,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             net.mac = meta.mac_bytes();
         }
     }
-    let mut claimed = super::create::claim(&root, &id, &loaded)?;
+    let mut claimed = crate::runtime::create::claim(&root, &id, &loaded)?;
     claimed.record.ve.carried = meta.counters;
     // A private area saved in the checkpoint: a copy goes where the VE's own image lives
     // (the checkpoint can be restored again), handed over for create's prepare to take
@@ -116,7 +117,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                     .with_context(|| format!("mark {}", target.display()))?;
             }
         }
-        super::create::derive_spec(&root, global, &id, &mut loaded, &mut claimed)?;
+        rt.derive_spec(&id, &mut loaded, &mut claimed)?;
         let spec = &loaded.spec;
         let ve_dir = claimed.ve_dir.clone();
         let ctx = crate::ve::Ctx {
@@ -168,7 +169,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             .cgroups_path()
             .clone()
             .ok_or_else(|| anyhow!("no cgroup path"))?;
-        let manager = super::cgroup_manager_at(cgroup_path, &id)?;
+        let manager = crate::sys::cgroups::manager(&cgroup_path, &id)?;
         let resources = linux.resources().clone().unwrap_or_default();
         // CRIU and its helpers count in the VE's cgroup while they restore: a VE dumped at
         // its numproc limit would not fit back, so that limit comes once CRIU is done.
@@ -232,7 +233,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let pid = match result {
         Ok(pid) => pid,
         Err(e) => {
-            super::create::abandon(&root, &id, claimed);
+            rt.abandon(&id, claimed);
             if let Some(t) = &copied {
                 let _ = std::fs::remove_file(t);
                 let _ = std::fs::remove_file(crate::ve::disk::adopt_marker(t));
@@ -260,13 +261,13 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         if args.keep_on_hook_failure {
             bail!("{e} (the restored VE {id} keeps running: --keep-on-hook-failure)");
         }
-        super::delete::delete_container(&root, &id, true)?;
+        rt.delete(&id, true)?;
         bail!("{e} (the restored VE {id} was removed)");
     }
     if args.detach {
         return Ok(0);
     }
-    Ok(super::wait_exit(pid))
+    Ok(crate::runtime::foreground::wait_exit(pid))
 }
 
 /// libcontainer's own state for the restored init, so that every other command loads

@@ -3,7 +3,6 @@
 use anyhow::Result;
 
 use crate::cli::GlobalOpts;
-use crate::runtime::root::Root;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Output the state of a container")]
@@ -12,9 +11,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
-    let root = Root::from_opts(global)?;
-    let loaded = root.load(&args.id)?;
-    let state = crate::runtime::state::oci_state(&loaded.container, &loaded.record, false);
+    let state = super::runtime(global).state(&args.id)?;
     // runc prints it indented and without a final newline.
     print!("{}", serde_json::to_string_pretty(&state)?);
     Ok(0)

@@ -5,11 +5,9 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use libcgroups::common::{CgroupManager, ControllerOpt};
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxPids, LinuxResources};
 
 use crate::cli::GlobalOpts;
-use crate::runtime::root::Root;
 use crate::units::parse_size;
 
 #[derive(clap::Args, Debug)]
@@ -163,83 +161,13 @@ fn parse_resources(data: &[u8]) -> Result<LinuxResources> {
         .map_err(|e| anyhow!("resources: {}: {}", e.path(), e.inner()))
 }
 
-/// Folds the applied values into the derived config, so that later reads (and a restore)
-/// see the container's limits as they are now.
-fn merge(into: &mut LinuxResources, new: &LinuxResources) {
-    if let Some(n) = new.memory() {
-        let mut m: LinuxMemory = (*into.memory()).unwrap_or_default();
-        if n.limit().is_some() {
-            m.set_limit(n.limit());
-        }
-        if n.reservation().is_some() {
-            m.set_reservation(n.reservation());
-        }
-        if n.swap().is_some() {
-            m.set_swap(n.swap());
-        }
-        into.set_memory(Some(m));
-    }
-    if let Some(n) = new.cpu() {
-        let mut c = into.cpu().clone().unwrap_or_default();
-        if n.shares().is_some() {
-            c.set_shares(n.shares());
-        }
-        if n.quota().is_some() {
-            c.set_quota(n.quota());
-        }
-        if n.period().is_some() {
-            c.set_period(n.period());
-        }
-        if n.cpus().is_some() {
-            c.set_cpus(n.cpus().clone());
-        }
-        if n.mems().is_some() {
-            c.set_mems(n.mems().clone());
-        }
-        into.set_cpu(Some(c));
-    }
-    if new.pids().is_some() {
-        into.set_pids(*new.pids());
-    }
-    if new.block_io().is_some() {
-        into.set_block_io(new.block_io().clone());
-    }
-}
-
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
-    let root = Root::from_opts(global)?;
-    let loaded = root.load(&args.id)?;
+    let rt = super::runtime(global);
+    // runc looks the container up before it reads the flags' values.
+    drop(rt.root.load(&args.id)?);
     let resources = resources_from(&args)?;
-    apply(&root, &loaded.container, &resources)?;
+    rt.update(&args.id, &resources)?;
     Ok(0)
-}
-
-/// Applies resources to a container's cgroup and records them in its derived config.
-pub fn apply(
-    root: &Root,
-    container: &libcontainer::container::Container,
-    resources: &LinuxResources,
-) -> Result<()> {
-    let manager = super::cgroup_manager(container)?;
-    manager
-        .apply(&ControllerOpt {
-            resources,
-            disable_oom_killer: false,
-            oom_score_adj: None,
-            freezer_state: None,
-        })
-        .map_err(|e| anyhow!("update cgroup: {e}"))?;
-    let dir = root.ve_dir(container.id());
-    let mut spec = super::create::load_spec(&dir)?;
-    if let Some(mut linux) = spec.linux().clone() {
-        let mut current = linux.resources().clone().unwrap_or_default();
-        merge(&mut current, resources);
-        linux.set_resources(Some(current));
-        spec.set_linux(Some(linux));
-        spec.save(dir.join("config.json"))
-            .map_err(|e| anyhow!("save config: {e}"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,11 +13,10 @@ use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::Container;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::cli::GlobalOpts;
+use crate::runtime::error::{Error, Result};
 use crate::runtime::state::Record;
 
 const VE_DIR: &str = ".vzrun";
@@ -49,18 +48,18 @@ pub fn validate_id(id: &str) -> Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
     if !ok {
-        bail!("invalid container ID format: {id:?}");
+        return Err(Error::InvalidId(id.to_string()));
     }
     Ok(())
 }
 
 impl Root {
-    pub fn from_opts(opts: &GlobalOpts) -> Result<Self> {
-        let path = match &opts.root {
-            Some(p) => p.clone(),
-            None => default_root(),
-        };
-        Ok(Root { path })
+    /// The state root at `path`, or the default one (runc's rule: /run/vzrun for root,
+    /// the user's runtime directory otherwise).
+    pub fn new(path: Option<PathBuf>) -> Self {
+        Root {
+            path: path.unwrap_or_else(default_root),
+        }
     }
 
     /// The name part vzrun's default cgroup path carries for this root: nothing for the
@@ -75,8 +74,8 @@ impl Root {
     }
 
     pub fn ensure(&self) -> Result<()> {
-        fs::create_dir_all(self.path.join(VE_DIR))
-            .with_context(|| format!("create state root {}", self.path.display()))
+        let dir = self.path.join(VE_DIR);
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create state root", dir, e))
     }
 
     pub fn container_dir(&self, id: &str) -> PathBuf {
@@ -93,20 +92,18 @@ impl Root {
         self.ensure()?;
         let dir = self.ve_dir(id);
         if self.container_dir(id).exists() {
-            bail!("container with given ID already exists");
+            return Err(Error::Exists);
         }
         match fs::create_dir(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                bail!("container with given ID already exists")
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::Exists),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A concurrent delete of the last container removed `.vzrun` between our
                 // create_dir_all and mkdir: make it again once.
                 self.ensure()?;
-                fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+                fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
             }
-            Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+            Err(e) => return Err(Error::io("create", dir, e)),
         }
         lock_dir(&dir)
     }
@@ -115,7 +112,7 @@ impl Root {
     pub fn lock(&self, id: &str) -> Result<Lock> {
         validate_id(id)?;
         let dir = self.ve_dir(id);
-        let lock = lock_dir(&dir).map_err(|_| not_exist())?;
+        let lock = lock_dir(&dir).map_err(|_| Error::NotExist)?;
         // The holder before us may have been a delete: the directory is then unlinked.
         let gone = lock
             ._flock
@@ -123,7 +120,7 @@ impl Root {
             .map(|m| m.nlink() == 0)
             .unwrap_or(true);
         if gone {
-            return Err(not_exist());
+            return Err(Error::NotExist);
         }
         Ok(lock)
     }
@@ -142,9 +139,9 @@ impl Root {
     pub fn read(&self, id: &str) -> Result<(Container, Record)> {
         let cdir = self.container_dir(id);
         if !cdir.join("state.json").exists() {
-            return Err(not_exist());
+            return Err(Error::NotExist);
         }
-        let container = Container::load(cdir).map_err(|e| anyhow!("load container {id}: {e}"))?;
+        let container = Container::load(cdir)?;
         let record = Record::load(&self.ve_dir(id))?;
         Ok((container, record))
     }
@@ -171,10 +168,6 @@ impl Root {
     }
 }
 
-pub fn not_exist() -> anyhow::Error {
-    anyhow!("container does not exist")
-}
-
 fn default_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/run/vzrun");
@@ -186,9 +179,9 @@ fn default_root() -> PathBuf {
 }
 
 fn lock_dir(dir: &Path) -> Result<Lock> {
-    let f = File::open(dir).with_context(|| format!("open {}", dir.display()))?;
+    let f = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
     let flock = Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow!("lock {}: {e}", dir.display()))?;
+        .map_err(|(_, e)| Error::io("lock", dir, e.into()))?;
     Ok(Lock { _flock: flock })
 }
 

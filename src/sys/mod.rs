@@ -1,7 +1,9 @@
 //! Host plumbing, written once: subprocesses, CRIU, cgroups, netlink, loop devices,
 //! terminals and hashing. Nothing here knows about VEs or the command line.
 
+pub mod cgroups;
 pub mod criu;
 pub mod hash;
 pub mod netlink;
+pub mod process;
 pub mod pty;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use protobuf::MessageField;
 
+use crate::sys::cgroups;
 use crate::sys::criu::{self, rpc, CriuError};
 
 /// CRIU's name for the external network namespace, as runc and crun name it, so images
@@ -347,21 +348,6 @@ fn ext_mnt(list: Vec<(String, String)>) -> Vec<rpc::Ext_mount_map> {
         .collect()
 }
 
-fn freezer_path(cgroup_path: &Path) -> Option<String> {
-    use libcgroups::common::{get_cgroup_setup, CgroupSetup};
-    let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
-    match get_cgroup_setup().ok()? {
-        CgroupSetup::Unified => Some(Path::new("/sys/fs/cgroup").join(rel).display().to_string()),
-        _ => {
-            let mp = libcgroups::v1::util::get_subsystem_mount_point(
-                &libcgroups::v1::ControllerType::Freezer,
-            )
-            .ok()?;
-            Some(mp.join(rel).display().to_string())
-        }
-    }
-}
-
 fn is_terminal(spec: &Spec) -> bool {
     spec.process()
         .as_ref()
@@ -391,8 +377,8 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     if is_terminal(t.spec) {
         opts.set_orphan_pts_master(true);
     }
-    if let Some(f) = freezer_path(t.cgroup_path) {
-        opts.set_freeze_cgroup(f);
+    if let Some(f) = cgroups::freezer_dir(t.cgroup_path) {
+        opts.set_freeze_cgroup(f.display().to_string());
     }
     if let Some(ps) = &o.page_server {
         opts.ps = MessageField::some(page_server(ps)?);
@@ -415,7 +401,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     write_descriptors(&o.criu.image, t.pid)?;
     // CRIU freezes the cgroup itself but then sleeps 100 ms before it looks whether the
     // freeze took; a cgroup found frozen is used as it is (and left frozen).
-    let froze = freeze(t.cgroup_path);
+    let froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
     let mut req = rpc::Criu_req::new();
     if o.pre_dump {
         req.set_type(rpc::Criu_req_type::PRE_DUMP);
@@ -425,65 +411,10 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     }
     req.opts = MessageField::some(opts);
     let dumped = criu::call(req, &keep, |_| Ok(()), |_| Ok(()));
-    if let Some(f) = froze {
-        thaw(&f);
-    }
+    drop(froze);
     let op = if o.pre_dump { "pre-dump" } else { "checkpoint" };
     dumped.map_err(|err| criu_failed(op, err, log))?;
     Ok(())
-}
-
-/// A cgroup vzrun froze for a dump, to thaw afterwards.
-struct Frozen {
-    file: PathBuf,
-    thawed: &'static str,
-}
-
-/// Freezes the VE's cgroup, polling every millisecond; None when it was frozen already
-/// (a paused VE stays paused) or cannot be frozen here (CRIU then freezes it).
-fn freeze(cgroup_path: &Path) -> Option<Frozen> {
-    let dir = PathBuf::from(freezer_path(cgroup_path)?);
-    let (file, frozen, thawed, done): (PathBuf, &str, &'static str, Box<dyn Fn() -> bool>) =
-        if dir.join("freezer.state").exists() {
-            let state = dir.join("freezer.state");
-            let s2 = state.clone();
-            (
-                state,
-                "FROZEN",
-                "THAWED",
-                Box::new(move || std::fs::read_to_string(&s2).is_ok_and(|v| v.trim() == "FROZEN")),
-            )
-        } else if dir.join("cgroup.freeze").exists() {
-            let events = dir.join("cgroup.events");
-            (
-                dir.join("cgroup.freeze"),
-                "1",
-                "0",
-                Box::new(move || {
-                    std::fs::read_to_string(&events).is_ok_and(|v| v.contains("frozen 1"))
-                }),
-            )
-        } else {
-            return None;
-        };
-    if done() {
-        return None;
-    }
-    std::fs::write(&file, frozen).ok()?;
-    let f = Frozen { file, thawed };
-    for _ in 0..10_000 {
-        if done() {
-            return Some(f);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    // Not frozen within 10 s: hand the cgroup back thawed and let CRIU try.
-    thaw(&f);
-    None
-}
-
-fn thaw(f: &Frozen) {
-    let _ = std::fs::write(&f.file, f.thawed);
 }
 
 /// The private area's image inside a checkpoint, for a VE that does not outlive it.

@@ -321,14 +321,7 @@ fn attach_loop(image: &File) -> Result<(PathBuf, File), VeError> {
 }
 
 fn run_tool(cmd: &mut Command) -> Result<(), VeError> {
-    let out = cmd.output().map_err(|e| io(format!("{cmd:?}"), e))?;
-    if !out.status.success() {
-        return Err(io(
-            format!("{cmd:?}"),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(())
+    Ok(crate::sys::process::run(cmd)?)
 }
 
 fn mkfs(image: &Path, inodes: Option<u64>) -> Result<(), VeError> {

@@ -37,6 +37,8 @@ pub enum VeError {
     Net(String),
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Tool(#[from] crate::sys::process::ToolError),
 }
 
 /// A bad value of the annotation `io.vzrun.KEY`.

@@ -6,7 +6,7 @@ use std::fs;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::runtime::root::{validate_id, Root};
+use crate::runtime::root::validate_id;
 use crate::ve::system::{self, SystemSpec, VeConf};
 use crate::ve::{template, VeConfig, VeError, PREFIX};
 
@@ -28,7 +28,7 @@ pub struct CreateArgs {
 
 pub const DEFAULT_DISKSPACE: &str = "10G";
 
-pub fn run(_root: &Root, args: CreateArgs) -> Result<i32> {
+pub fn run(args: CreateArgs) -> Result<i32> {
     let id = args.set.id.clone();
     validate_id(&id)?;
     for (flag, given) in [

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::GlobalOpts;
-use crate::runtime::root::Root;
+use crate::runtime::Runtime;
+use crate::ve::system::lifecycle;
 
 #[derive(clap::Args, Debug)]
 pub struct RestartArgs {
@@ -18,12 +18,12 @@ pub struct RestartArgs {
     pub timeout: u64,
 }
 
-pub fn run(root: &Root, global: &GlobalOpts, args: RestartArgs) -> Result<i32> {
-    if root.read(&args.id).is_ok() {
-        let msg = super::stop::stop(root, &args.id, args.fast, Duration::from_secs(args.timeout))?;
+pub fn run(rt: &Runtime, args: RestartArgs) -> Result<i32> {
+    if rt.root.read(&args.id).is_ok() {
+        let msg = lifecycle::stop(rt, &args.id, args.fast, Duration::from_secs(args.timeout))?;
         println!("{msg}");
     }
-    super::start::start(root, global, &args.id)?;
+    lifecycle::start(rt, &args.id)?;
     println!("VE {} started", args.id);
     Ok(0)
 }

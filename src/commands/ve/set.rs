@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 use serde_json::{json, Value};
 
-use crate::runtime::root::Root;
+use crate::runtime::Runtime;
 use crate::ve::disk;
 use crate::ve::net::{self, Mode, RouteSpec};
 use crate::ve::resources::{self, ResourceConfig};
@@ -82,7 +82,8 @@ pub struct SetArgs {
     pub save: bool,
 }
 
-pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
+pub fn run(rt: &Runtime, args: SetArgs) -> Result<i32> {
+    let root = &rt.root;
     let mut loaded = root.load(&args.id)?;
     let status = loaded.container.status();
     if !matches!(
@@ -179,7 +180,7 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
     }
     if res_given && (res.swap.is_some() || res.memguarantee.is_some()) && res.ram.is_none() {
         // swap and memguarantee are relative to ram: take the VE's current limit.
-        let derived = crate::commands::create::load_spec(&root.ve_dir(&args.id))?;
+        let derived = crate::runtime::bundle::load_spec(&root.ve_dir(&args.id))?;
         let ram = derived
             .linux()
             .as_ref()
@@ -232,7 +233,7 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
         }
     }
     if res.needs_io_device() && loaded.record.ve.io_dev.is_none() {
-        let derived = crate::commands::create::load_spec(&root.ve_dir(&args.id))?;
+        let derived = crate::runtime::bundle::load_spec(&root.ve_dir(&args.id))?;
         loaded.record.ve.io_dev = Some(crate::ve::io_device(&derived, &loaded.record.ve)?);
     }
     let net_change =
@@ -247,12 +248,8 @@ pub fn run(root: &Root, args: SetArgs) -> Result<i32> {
         net::change(rec, pid, &add, &del, &routes_add, &routes_del)?;
     }
     if res_given {
-        crate::commands::update::apply(
-            root,
-            &loaded.container,
-            &res.to_oci(loaded.record.ve.io_dev),
-        )?;
-        let pids = crate::commands::container_pids(&loaded.container)?;
+        rt.apply_resources(&loaded.container, &res.to_oci(loaded.record.ve.io_dev))?;
+        let pids = crate::runtime::lifecycle::pids(&loaded.container)?;
         if let Some(p) = res.ioprio {
             for &pid in &pids {
                 // A process that exited meanwhile is no failure.

@@ -2,32 +2,14 @@
 //! drops packets whose source address (and, for veth, source MAC) is not the VE's own.
 //! Ingress on the host end sees every frame the VE sends, before any routing or bridging.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::{Addr, Mode, NetConfig};
 
 fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("run nft: {e} (is nftables installed?)"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("nft: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+    crate::sys::process::run_with_input(Command::new("nft").args(["-f", "-"]), script.as_bytes())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn elements(ips: &[Addr], v6: bool) -> String {

@@ -472,33 +472,6 @@ fn keyed(path: &std::path::Path, key: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
 }
 
-/// The cgroup directory of `pid` for a v1 controller, or the v2 directory.
-fn cgroup_dir(pid: i32, controller: &str) -> Option<std::path::PathBuf> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if ctrls.split(',').any(|c| c == controller) {
-            return Some(
-                std::path::Path::new("/sys/fs/cgroup")
-                    .join(controller)
-                    .join(path.trim_start_matches('/')),
-            );
-        }
-    }
-    for line in text.lines() {
-        if let Some(path) = line.strip_prefix("0::") {
-            let d = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-            if d.join("cgroup.controllers").exists()
-                && std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-            {
-                return Some(d);
-            }
-        }
-    }
-    None
-}
-
 /// Beancounters from the kernel's own counters; what the kernel does not count is 0.
 pub fn beancounters(pid: i32, ve: &super::VeRecord) -> Vec<Counter> {
     let numfile = ve.numfile;
@@ -511,9 +484,9 @@ pub fn beancounters(pid: i32, ve: &super::VeRecord) -> Vec<Counter> {
         failcnt,
     };
     let mut rows = Vec::new();
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v2 = crate::sys::cgroups::unified();
     let page = 4096;
-    if let Some(m) = cgroup_dir(pid, "memory") {
+    if let Some(m) = crate::sys::cgroups::dir_of(pid, "memory") {
         if v2 {
             let lim = read_u64(&m.join("memory.max")).unwrap_or(UNLIMITED);
             let low = read_u64(&m.join("memory.low")).unwrap_or(0);
@@ -583,7 +556,7 @@ pub fn beancounters(pid: i32, ve: &super::VeRecord) -> Vec<Counter> {
             ));
         }
     }
-    if let Some(p) = cgroup_dir(pid, "pids") {
+    if let Some(p) = crate::sys::cgroups::dir_of(pid, "pids") {
         let lim = read_u64(&p.join("pids.max")).unwrap_or(UNLIMITED);
         rows.push(row(
             "numproc",
@@ -623,6 +596,49 @@ pub fn beancounters(pid: i32, ve: &super::VeRecord) -> Vec<Counter> {
     }
     carry_over(&mut rows, &ve.carried);
     rows
+}
+
+/// Folds the applied values into the derived config, so that later reads (and a restore)
+/// see the container's limits as they are now.
+pub fn merge(into: &mut LinuxResources, new: &LinuxResources) {
+    if let Some(n) = new.memory() {
+        let mut m: LinuxMemory = (*into.memory()).unwrap_or_default();
+        if n.limit().is_some() {
+            m.set_limit(n.limit());
+        }
+        if n.reservation().is_some() {
+            m.set_reservation(n.reservation());
+        }
+        if n.swap().is_some() {
+            m.set_swap(n.swap());
+        }
+        into.set_memory(Some(m));
+    }
+    if let Some(n) = new.cpu() {
+        let mut c = into.cpu().clone().unwrap_or_default();
+        if n.shares().is_some() {
+            c.set_shares(n.shares());
+        }
+        if n.quota().is_some() {
+            c.set_quota(n.quota());
+        }
+        if n.period().is_some() {
+            c.set_period(n.period());
+        }
+        if n.cpus().is_some() {
+            c.set_cpus(n.cpus().clone());
+        }
+        if n.mems().is_some() {
+            c.set_mems(n.mems().clone());
+        }
+        into.set_cpu(Some(c));
+    }
+    if new.pids().is_some() {
+        into.set_pids(*new.pids());
+    }
+    if new.block_io().is_some() {
+        into.set_block_io(new.block_io().clone());
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use oci_spec::runtime::{Capability, Spec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod lifecycle;
+
 use super::template::{Shutdown, Template};
 use super::{VeError, PREFIX};
 

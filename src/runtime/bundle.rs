@@ -1,0 +1,213 @@
+//! A bundle read and checked before anything exists on the host: its config.json (a
+//! parse error names the JSON path of the bad field), its rootfs, the VE settings of its
+//! annotations, and the cgroup path libcontainer will be handed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use crate::runtime::error::{Error, Result};
+use crate::runtime::executor::lend_sys_admin;
+use crate::ve;
+
+/// Reads a bundle's config.json; a parse error names the JSON path of the bad field.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Config(format!(
+                "JSON specification file config.json not found in {}",
+                bundle.display()
+            )))
+        }
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let de = &mut serde_json::Deserializer::from_slice(&data);
+    serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
+        let field = e.path().to_string();
+        Error::Config(if field == "." {
+            format!("config.json: {}", e.inner())
+        } else {
+            format!("config.json: {field}: {}", e.inner())
+        })
+    })
+}
+
+/// The cgroup path libcontainer gets: the spec's, a systemd `slice:prefix:name` turned
+/// into the cgroupfs path systemd would use, or vzrun's own default.
+pub(crate) fn cgroup_path(spec: &Spec, id: &str, tag: &str, systemd: bool) -> PathBuf {
+    let given = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    match given {
+        Some(p) if systemd && p.to_string_lossy().contains(':') => {
+            let s = p.to_string_lossy().to_string();
+            let parts: Vec<&str> = s.splitn(3, ':').collect();
+            let slice = if parts[0].is_empty() {
+                "system.slice"
+            } else {
+                parts[0]
+            };
+            let unit = match (parts.get(1), parts.get(2)) {
+                (Some(prefix), Some(name)) if !prefix.is_empty() => {
+                    format!("{prefix}-{name}.scope")
+                }
+                (_, Some(name)) => format!("{name}.scope"),
+                _ => format!("vzrun-{id}.scope"),
+            };
+            PathBuf::from(format!("/{slice}/{unit}"))
+        }
+        Some(p) => p,
+        None => PathBuf::from(format!("/vzrun-{tag}{id}")),
+    }
+}
+
+/// Resolves `root.path` against the bundle and checks that it is a directory.
+fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::Config("config.json: root: missing".into()))?;
+    let path = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    match fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(Error::Config(format!(
+            "config.json: root.path: rootfs ({}) is not a directory",
+            path.display()
+        ))),
+        Err(_) => Err(Error::Config(format!(
+            "config.json: root.path: rootfs ({}) does not exist",
+            path.display()
+        ))),
+    }
+}
+
+/// runc creates a missing working directory inside the container; do the same on a
+/// writable rootfs before libcontainer chdirs into it.
+pub(crate) fn make_cwd(spec: &Spec, rootfs: &Path) {
+    let readonly = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) else {
+        return;
+    };
+    let safe = cwd.is_absolute()
+        && cwd
+            .components()
+            .all(|c| !matches!(c, std::path::Component::ParentDir));
+    if readonly || !safe {
+        return;
+    }
+    let target = rootfs.join(cwd.strip_prefix("/").unwrap_or(&cwd));
+    if !target.exists() {
+        let _ = fs::create_dir_all(&target);
+    }
+}
+
+/// A bundle read and checked, before anything exists on the host.
+pub struct Bundle {
+    pub bundle: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+    pub ve_config: ve::VeConfig,
+    pub lent: bool,
+}
+
+/// Reads and checks a bundle the same way for `create`, `run` and `restore`.
+pub fn load(bundle: &Path, spec: Option<Spec>) -> Result<Bundle> {
+    let bundle = fs::canonicalize(bundle).map_err(|e| Error::io("bundle", bundle, e))?;
+    let mut spec = match spec {
+        Some(s) => s,
+        None => load_spec(&bundle)?,
+    };
+    if spec.process().is_none() {
+        return Err(Error::Config("config.json: process: missing".into()));
+    }
+    let rootfs = rootfs_of(&spec, &bundle)?;
+    let ve_config = ve::config_from_spec(&spec)?;
+    let has_seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .is_some();
+    let mut lent = false;
+    if let Some(mut process) = spec.process().clone() {
+        lent = lend_sys_admin(has_seccomp, &mut process);
+        spec.set_process(Some(process));
+    }
+    Ok(Bundle {
+        bundle,
+        spec,
+        rootfs,
+        ve_config,
+        lent,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with_cgroup(path: Option<&str>) -> Spec {
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_cgroups_path(path.map(PathBuf::from));
+        spec.set_linux(Some(linux));
+        spec
+    }
+
+    #[test]
+    fn default_cgroup_is_named_after_vzrun() {
+        assert_eq!(
+            cgroup_path(&spec_with_cgroup(None), "web1", "", false),
+            PathBuf::from("/vzrun-web1")
+        );
+        assert_eq!(
+            cgroup_path(&spec_with_cgroup(Some("/libpod_parent/x")), "x", "", false),
+            PathBuf::from("/libpod_parent/x")
+        );
+    }
+
+    #[test]
+    fn systemd_paths_become_scopes() {
+        assert_eq!(
+            cgroup_path(
+                &spec_with_cgroup(Some("system.slice:vzrun:abc")),
+                "abc",
+                "",
+                true
+            ),
+            PathBuf::from("/system.slice/vzrun-abc.scope")
+        );
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let dir = std::env::temp_dir().join(format!("vzrun-spec-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("config.json"),
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":"root","gid":0}}}"#,
+        )
+        .unwrap();
+        let err = load_spec(&dir).unwrap_err().to_string();
+        assert!(err.contains("process.user.uid"), "{err}");
+        fs::write(dir.join("config.json"), "{").unwrap();
+        assert!(load_spec(&dir)
+            .unwrap_err()
+            .to_string()
+            .starts_with("config.json: "));
+        fs::remove_file(dir.join("config.json")).unwrap();
+        assert!(load_spec(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("config.json not found"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,164 @@
+//! Create: claim the ID, derive the spec libcontainer gets (absolute rootfs, vzrun's
+//! cgroup path, what the VE layer prepares on the host), have libcontainer create the init,
+//! configure the VE around it. On any failure nothing stays behind: the VE record names
+//! what was made, step by step, and [`abandon`] takes exactly that down.
+
+use std::fs;
+use std::path::PathBuf;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::Spec;
+
+use crate::runtime::bundle::{self, cgroup_path, make_cwd, Bundle};
+use crate::runtime::error::{Error, Result};
+use crate::runtime::executor::VzExecutor;
+use crate::runtime::root::{validate_id, Lock, Root};
+use crate::runtime::state::Record;
+use crate::runtime::Runtime;
+use crate::ve;
+
+/// What `create` and `run` take.
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    /// False only for a foreground `run` that relays stdio itself.
+    pub detach: bool,
+    /// The bundle's config, when the caller has already read it (`run` does, to see
+    /// whether it needs a terminal): it is parsed once per start.
+    pub spec: Option<Spec>,
+}
+
+/// A claimed ID with vzrun's record of it.
+pub struct Claimed {
+    pub lock: Lock,
+    pub ve_dir: PathBuf,
+    pub record: Record,
+}
+
+pub fn claim(root: &Root, id: &str, bundle: &Bundle) -> Result<Claimed> {
+    let lock = root.claim(id)?;
+    Ok(Claimed {
+        lock,
+        ve_dir: root.ve_dir(id),
+        record: Record {
+            bundle: bundle.bundle.clone(),
+            rootfs: bundle.rootfs.clone(),
+            ve: Default::default(),
+            lent_sys_admin: bundle.lent,
+        },
+    })
+}
+
+impl Runtime {
+    /// The spec libcontainer (or CRIU) gets: absolute rootfs, vzrun's cgroup path, and
+    /// what the VE layer prepares on the host; written to `<root>/.vzrun/<id>/config.json`.
+    pub fn derive_spec(&self, id: &str, bundle: &mut Bundle, claimed: &mut Claimed) -> Result<()> {
+        let spec = &mut bundle.spec;
+        if let Some(mut r) = spec.root().clone() {
+            r.set_path(bundle.rootfs.clone());
+            spec.set_root(Some(r));
+        }
+        if let Some(mut linux) = spec.linux().clone() {
+            linux.set_cgroups_path(Some(cgroup_path(
+                spec,
+                id,
+                &self.root.cgroup_tag(),
+                self.systemd_cgroup,
+            )));
+            spec.set_linux(Some(linux));
+        }
+        claimed.record.save(&claimed.ve_dir)?;
+        let ctx = ve::Ctx {
+            root: &self.root.path,
+            id,
+            dir: &claimed.ve_dir,
+        };
+        let prepared = ve::prepare(&ctx, &bundle.ve_config, spec, &mut claimed.record.ve);
+        claimed.record.save(&claimed.ve_dir)?;
+        prepared?;
+        // After prepare: a private area puts an overlay in front of the bundle's rootfs.
+        if let Some(r) = spec.root() {
+            make_cwd(spec, r.path());
+        }
+        spec.save(claimed.ve_dir.join("config.json"))
+            .map_err(|e| Error::Step(format!("write derived config: {e}")))?;
+        Ok(())
+    }
+
+    /// Undoes a failed create or restore: the VE layer's host objects, a libcontainer
+    /// directory without state, and the claimed ID.
+    pub fn abandon(&self, id: &str, claimed: Claimed) {
+        ve::teardown(&claimed.record.ve);
+        // libcontainer removes its directory itself, except when it failed before making
+        // it; a stale one would make the ID look taken.
+        let cdir = self.root.container_dir(id);
+        if cdir.exists() && !cdir.join("state.json").exists() {
+            let _ = fs::remove_dir_all(&cdir);
+        }
+        self.root.release(id);
+        drop(claimed.lock);
+    }
+
+    /// Creates the container and leaves its init waiting for `start`; the lock is held
+    /// until the caller drops it.
+    pub fn create(&self, opts: CreateOptions) -> Result<(Container, Lock)> {
+        validate_id(&opts.id)?;
+        let id = opts.id.as_str();
+        let mut bundle = bundle::load(&opts.bundle, opts.spec)?;
+        let executor = VzExecutor::new(&bundle.spec, bundle.lent)?;
+        let mut claimed = claim(&self.root, id, &bundle)?;
+        let result = (|| -> Result<Container> {
+            self.derive_spec(id, &mut bundle, &mut claimed)?;
+            let ve_dir = &claimed.ve_dir;
+            let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+                .with_root_path(&self.root.path)?
+                .with_pid_file(opts.pid_file.clone())?
+                .with_console_socket(opts.console_socket.clone())
+                .with_preserved_fds(opts.preserve_fds)
+                .with_executor(executor)
+                .as_init(ve_dir)
+                .with_systemd(false)
+                .with_detach(opts.detach)
+                .with_no_pivot(opts.no_pivot)
+                .build()?;
+            container.refresh_status()?;
+            if let Some(pid) = container.pid() {
+                let ctx = ve::Ctx {
+                    root: &self.root.path,
+                    id,
+                    dir: ve_dir,
+                };
+                let configured = ve::configure(
+                    &ctx,
+                    &bundle.ve_config,
+                    pid.as_raw(),
+                    &mut claimed.record.ve,
+                );
+                claimed.record.save(ve_dir)?;
+                if let Err(e) = configured {
+                    let _ = container.delete(true);
+                    return Err(e.into());
+                }
+            }
+            crate::logging::debug(&format!(
+                "created {id} (pid {:?}) from {}",
+                container.pid().map(|p| p.as_raw()),
+                bundle.bundle.display()
+            ));
+            Ok(container)
+        })();
+        match result {
+            Ok(container) => Ok((container, claimed.lock)),
+            Err(e) => {
+                self.abandon(id, claimed);
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The runtime layer's one error type. Its words are runc's where a caller can see them
+//! (containerd's shim and podman match on "container does not exist" and friends), and
+//! libcontainer's errors arrive here through one `From`, joined as runc joins causes.
+
+use std::path::PathBuf;
+
+use libcontainer::error::LibcontainerError;
+
+use crate::runtime::state::StateError;
+use crate::ve::VeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("container does not exist")]
+    NotExist,
+    #[error("container with given ID already exists")]
+    Exists,
+    #[error("invalid container ID format: {0:?}")]
+    InvalidId(String),
+    /// The container is in a state the operation cannot start from; the text is runc's.
+    #[error("{0}")]
+    State(String),
+    /// A bad bundle or spec, naming the field (`config.json: process.user.uid: …`).
+    #[error("{0}")]
+    Config(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Libcontainer(String),
+    #[error(transparent)]
+    Ve(#[from] VeError),
+    #[error(transparent)]
+    Record(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::sys::cgroups::CgroupError),
+    #[error(transparent)]
+    Tool(#[from] crate::sys::process::ToolError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::runtime::seccomp::SeccompError),
+    /// A step that failed with its own explanation (a hook, a CRIU run).
+    #[error("{0}")]
+    Step(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<LibcontainerError> for Error {
+    fn from(e: LibcontainerError) -> Self {
+        Error::Libcontainer(chain(&e))
+    }
+}
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// An error and its causes joined with ": ", each cause once, as runc prints them.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

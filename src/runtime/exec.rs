@@ -1,0 +1,241 @@
+//! Exec: another process in a running container. Without a process document the process
+//! is built as runc builds it: the container's own (user, cwd, rlimits such as numfile,
+//! capabilities) with the flags' changes; libcontainer would start from defaults (root,
+//! `/`, 1024 open files).
+
+use std::path::PathBuf;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::{Process, Spec};
+
+use crate::runtime::bundle::load_spec;
+use crate::runtime::error::{Error, Result};
+use crate::runtime::executor::{lend_sys_admin, VzExecutor};
+use crate::runtime::foreground::{become_subreaper, forward_signals, wait_exit};
+use crate::runtime::lifecycle::can_exec;
+use crate::runtime::run::{console, terminal_err};
+use crate::runtime::Runtime;
+use crate::sys::pty;
+
+/// What `runc exec`'s flags change in the container's process.
+#[derive(Default)]
+pub struct ProcessFlags {
+    pub command: Vec<String>,
+    pub tty: bool,
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub additional_gids: Vec<u32>,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    pub apparmor: Option<String>,
+    pub process_label: Option<String>,
+}
+
+/// Where the process comes from: a process document (`-p`), or the flags.
+pub enum ProcessSource {
+    File(PathBuf),
+    Flags(ProcessFlags),
+}
+
+pub struct ExecOptions {
+    pub id: String,
+    pub process: ProcessSource,
+    /// A terminal whatever the process document says (`-t`).
+    pub tty: bool,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub detach: bool,
+    pub preserve_fds: i32,
+    pub ignore_paused: bool,
+    pub cgroup: Option<String>,
+    pub process_label: Option<String>,
+}
+
+/// Removed when dropped, whatever happens to the exec.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Runtime {
+    /// Returns the process's exit status in the foreground, 0 when detached.
+    pub fn exec(&self, opts: ExecOptions) -> Result<i32> {
+        let loaded = self.root.load(&opts.id)?;
+        can_exec(loaded.container.status(), opts.ignore_paused)?;
+        if let ProcessSource::Flags(f) = &opts.process {
+            if f.command.is_empty() {
+                return Err(Error::Config("args must not be empty".into()));
+            }
+        }
+        // The process document is read once (it may be a pipe such as /dev/stdin) and
+        // handed to libcontainer as a private copy, with CAP_SYS_ADMIN lent if seccomp
+        // needs it.
+        let ve_dir = self.root.ve_dir(&opts.id);
+        let derived = load_spec(&ve_dir)?;
+        let has_seccomp = derived
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .is_some();
+        let (mut process, from_flags) = match &opts.process {
+            ProcessSource::File(path) => {
+                let data = std::fs::read(path)
+                    .map_err(|e| Error::Config(format!("--process {}: {e}", path.display())))?;
+                let de = &mut serde_json::Deserializer::from_slice(&data);
+                let p = serde_path_to_error::deserialize::<_, Process>(de).map_err(|e| {
+                    Error::Config(format!("--process: {}: {}", e.path(), e.inner()))
+                })?;
+                (p, None)
+            }
+            ProcessSource::Flags(f) => {
+                let mut p = process_from_flags(&derived, f);
+                // `ve set --numfile` changed the VE's processes after the spec was written.
+                if let Some(n) = loaded.record.ve.numfile {
+                    crate::ve::resources::set_numfile(&mut p, n);
+                }
+                (p, Some(f))
+            }
+        };
+        let terminal = opts.tty || process.terminal().unwrap_or(false);
+        // A process built from the container's carries the init's capabilities,
+        // CAP_SYS_ADMIN included where create lent it for seccomp: returned the same way,
+        // unless asked for.
+        let lent = match from_flags {
+            Some(f) if loaded.record.lent_sys_admin => !f.caps.iter().any(|c| c == "CAP_SYS_ADMIN"),
+            _ => lend_sys_admin(has_seccomp, &mut process),
+        };
+        let process_copy = TempFile(ve_dir.join(format!("process-{}.json", std::process::id())));
+        let doc = serde_json::to_vec(&process).map_err(|e| Error::Step(e.to_string()))?;
+        std::fs::write(&process_copy.0, doc).map_err(|e| Error::io("write", &process_copy.0, e))?;
+        if !opts.detach {
+            become_subreaper()?;
+        }
+        let (console_socket, own_console) = console(
+            &self.root.path,
+            opts.console_socket.clone(),
+            !opts.detach && terminal,
+        )?;
+        let executor = VzExecutor::new(&derived, lent)?;
+        let pid = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
+            .with_root_path(&self.root.path)?
+            .with_pid_file(opts.pid_file.clone())?
+            .with_console_socket(console_socket.clone())
+            .with_preserved_fds(opts.preserve_fds)
+            .with_executor(executor)
+            .as_tenant()
+            .with_detach(opts.detach || console_socket.is_some())
+            .with_process(Some(process_copy.0.clone()))
+            .with_ignore_paused(opts.ignore_paused)
+            .with_sub_cgroup(opts.cgroup.clone())
+            .with_process_label(opts.process_label.clone())
+            .build()?;
+        drop(loaded);
+        if opts.detach {
+            return Ok(0);
+        }
+        let master = match &own_console {
+            Some(c) => Some(c.receive_master().map_err(terminal_err)?),
+            None => None,
+        };
+        forward_signals(pid.as_raw())?;
+        let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
+        let code = wait_exit(pid.as_raw());
+        if let Some(t) = relay {
+            let _ = t.join();
+        }
+        Ok(code)
+    }
+}
+
+/// The process `runc exec` makes from its flags: the container's own process with the
+/// command, a terminal only with -t, the extra environment (a variable given again
+/// replaces the container's), and what --cwd, --user, --additional-gids (added to the
+/// container's), --cap,
+/// --no-new-privs, --apparmor and --process-label change.
+fn process_from_flags(derived: &Spec, args: &ProcessFlags) -> Process {
+    let mut p = derived.process().clone().unwrap_or_default();
+    p.set_terminal(Some(args.tty));
+    p.set_console_size(None);
+    p.set_args(Some(args.command.clone()));
+    let key = |kv: &str| kv.split('=').next().unwrap_or("").to_string();
+    let given: Vec<String> = args
+        .env
+        .iter()
+        .map(|kv| {
+            if kv.contains('=') {
+                kv.clone()
+            } else {
+                format!("{kv}=")
+            }
+        })
+        .collect();
+    let mut env: Vec<String> = p
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|kv| !given.iter().any(|g| key(g) == key(kv)))
+        .collect();
+    for (i, kv) in given.iter().enumerate() {
+        // A variable given twice on the command line: the last one counts.
+        if !given[i + 1..].iter().any(|g| key(g) == key(kv)) {
+            env.push(kv.clone());
+        }
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &args.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    let mut user = p.user().clone();
+    if let Some(uid) = args.uid {
+        user.set_uid(uid);
+    }
+    if let Some(gid) = args.gid {
+        user.set_gid(gid);
+    }
+    if !args.additional_gids.is_empty() {
+        // runc adds them to the container's own.
+        let mut gids = user.additional_gids().clone().unwrap_or_default();
+        gids.extend(&args.additional_gids);
+        user.set_additional_gids(Some(gids));
+    }
+    p.set_user(user);
+    let extra: Vec<oci_spec::runtime::Capability> = args
+        .caps
+        .iter()
+        .filter_map(|c| serde_json::from_value(serde_json::json!(c)).ok())
+        .collect();
+    if !extra.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut set = set.clone().unwrap_or_default();
+            set.extend(extra.iter().copied());
+            Some(set)
+        };
+        let (bnd, eff, perm) = (
+            add(caps.bounding()),
+            add(caps.effective()),
+            add(caps.permitted()),
+        );
+        caps.set_bounding(bnd);
+        caps.set_effective(eff);
+        caps.set_permitted(perm);
+        p.set_capabilities(Some(caps));
+    }
+    if args.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if let Some(a) = &args.apparmor {
+        p.set_apparmor_profile(Some(a.clone()));
+    }
+    if let Some(l) = &args.process_label {
+        p.set_selinux_label(Some(l.clone()));
+    }
+    p
+}

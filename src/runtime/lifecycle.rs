@@ -1,0 +1,224 @@
+//! The verbs on an existing container: start, kill, pause, resume, delete, and the state
+//! checks that say which state each may start from, all in one place (runc's words).
+
+use libcontainer::container::{Container, ContainerStatus};
+use nix::sys::signal::Signal;
+
+use crate::runtime::error::{Error, Result};
+use crate::runtime::root::{validate_id, Lock};
+use crate::runtime::state::{status_word, Record};
+use crate::runtime::Runtime;
+use crate::sys::cgroups;
+use crate::ve;
+
+/// Which verbs a container's state allows; each failure is runc's sentence.
+pub fn can_start(status: ContainerStatus) -> Result<()> {
+    let word = match status {
+        ContainerStatus::Created => return Ok(()),
+        ContainerStatus::Stopped => "cannot start a container that has stopped",
+        ContainerStatus::Running => "cannot start an already running container",
+        ContainerStatus::Paused => "cannot start a paused container",
+        ContainerStatus::Creating => "cannot start a container that is still being created",
+    };
+    Err(Error::State(word.into()))
+}
+
+pub fn can_pause(status: ContainerStatus) -> Result<()> {
+    if status != ContainerStatus::Running {
+        return Err(Error::State("container not running".into()));
+    }
+    Ok(())
+}
+
+pub fn can_resume(status: ContainerStatus) -> Result<()> {
+    if status != ContainerStatus::Paused {
+        return Err(Error::State("container not paused".into()));
+    }
+    Ok(())
+}
+
+pub fn can_kill(status: ContainerStatus) -> Result<()> {
+    if !matches!(
+        status,
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+    ) {
+        return Err(Error::State("container not running".into()));
+    }
+    Ok(())
+}
+
+pub fn can_delete(id: &str, status: ContainerStatus, force: bool) -> Result<()> {
+    if !force && !matches!(status, ContainerStatus::Stopped | ContainerStatus::Created) {
+        return Err(Error::State(format!(
+            "cannot delete container {id} that is not stopped: {}",
+            status_word(status)
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a checkpoint (or a migration's dump) may start: the container must run.
+pub fn can_checkpoint(id: &str, status: ContainerStatus) -> Result<()> {
+    match status {
+        ContainerStatus::Running | ContainerStatus::Paused => Ok(()),
+        other => Err(Error::State(format!(
+            "container {id} is not running: {}",
+            status_word(other)
+        ))),
+    }
+}
+
+pub fn can_exec(status: ContainerStatus, ignore_paused: bool) -> Result<()> {
+    match status {
+        ContainerStatus::Stopped => Err(Error::State("cannot exec in a stopped container".into())),
+        ContainerStatus::Paused if !ignore_paused => {
+            Err(Error::State("cannot exec in a paused container".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Signals whose default action does not end a process.
+fn terminates_by_default(signo: i32) -> bool {
+    !matches!(
+        signo,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    )
+}
+
+/// The processes of a container's cgroup.
+pub fn pids(container: &Container) -> Result<Vec<i32>> {
+    let config = container.spec()?;
+    Ok(cgroups::pids(&config.cgroup_path, container.id())?)
+}
+
+/// Real-time signals have no `nix::Signal`, which libcontainer's kill takes.
+fn kill_raw(container: &Container, signo: i32, all: bool) -> Result<()> {
+    let targets = if all {
+        pids(container)?
+    } else {
+        container
+            .pid()
+            .map(|p| vec![p.as_raw()])
+            .unwrap_or_default()
+    };
+    for pid in targets {
+        // SAFETY: kill(2) with a pid read from the container's cgroup and a signal number
+        // that nix's Signal cannot name (the real-time range); no memory is involved.
+        if unsafe { libc::kill(pid, signo) } != 0 {
+            let errno = nix::errno::Errno::last();
+            if errno != nix::errno::Errno::ESRCH {
+                let desc = errno.desc();
+                let mut words = desc.chars();
+                let first = words
+                    .next()
+                    .map(|c| c.to_ascii_lowercase())
+                    .unwrap_or_default();
+                return Err(Error::Step(format!(
+                    "unable to signal init: {first}{}",
+                    words.as_str()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Runtime {
+    /// Lets a created container's init exec the user's process.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let mut loaded = self.root.load(id)?;
+        start_loaded(&mut loaded.container)
+    }
+
+    /// Sends `signal` (a name or number, as `signal::parse` takes it) to the init, or
+    /// with `all` to every process; the container is looked up first, as runc does.
+    pub fn kill(&self, id: &str, signal: &str, all: bool) -> Result<()> {
+        let mut loaded = self.root.load(id)?;
+        let signo =
+            crate::runtime::signal::parse(signal).map_err(|e| Error::Config(e.to_string()))?;
+        let container = &mut loaded.container;
+        if let Err(e) = can_kill(container.status()) {
+            // Without a PID namespace the init's children outlive it; containerd's shim
+            // sends `kill --all ID 9` once the init is gone, and runc still signals what is
+            // left in the cgroup.
+            if all {
+                return kill_raw(container, signo, true);
+            }
+            return Err(e);
+        }
+        // A created container's init waits inside libcontainer as PID 1 of its namespace
+        // and has no handlers, so the kernel drops most signals to it; runc's init is a Go
+        // program that dies of them. Deliver what the user meant: a signal whose default
+        // is to terminate ends a created container.
+        let signo =
+            if container.status() == ContainerStatus::Created && terminates_by_default(signo) {
+                libc::SIGKILL
+            } else {
+                signo
+            };
+        match Signal::try_from(signo) {
+            Ok(sig) => Ok(container.kill(sig, all)?),
+            Err(_) => kill_raw(container, signo, all),
+        }
+    }
+
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let mut loaded = self.root.load(id)?;
+        can_pause(loaded.container.status())?;
+        Ok(loaded.container.pause()?)
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let mut loaded = self.root.load(id)?;
+        can_resume(loaded.container.status())?;
+        Ok(loaded.container.resume()?)
+    }
+
+    /// Removes a stopped (or, with `force`, any) container and everything the VE layer
+    /// set up for it. runc: `--force` on an ID that does not exist is not an error.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        validate_id(id)?;
+        let lock = match self.root.lock(id) {
+            Ok(l) => l,
+            Err(_) if force => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.delete_locked(id, force, lock)
+    }
+
+    /// [`Runtime::delete`] for a caller that already holds the container's lock (a
+    /// checkpoint that stopped the VE, a restore whose post-restore script failed).
+    pub fn delete_locked(&self, id: &str, force: bool, lock: Lock) -> Result<()> {
+        let ve_dir = self.root.ve_dir(id);
+        let record = Record::load(&ve_dir).unwrap_or_default();
+        // An error here is a create that died between claiming the ID and libcontainer's
+        // state file: nothing of libcontainer's exists, only our side needs to go.
+        if let Ok((mut container, _)) = self.root.read(id) {
+            let status = container.status();
+            can_delete(id, status, force)?;
+            if status == ContainerStatus::Paused {
+                // SIGKILL stays pending in a frozen cgroup on v1: thaw first.
+                let _ = container.resume();
+            }
+            container.delete(true)?;
+        }
+        ve::teardown(&record.ve);
+        self.root.release(id);
+        drop(lock);
+        Ok(())
+    }
+}
+
+/// Starts a container the caller has loaded (and locked).
+pub fn start_loaded(container: &mut Container) -> Result<()> {
+    can_start(container.status())?;
+    Ok(container.start()?)
+}

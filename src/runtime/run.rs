@@ -1,0 +1,96 @@
+//! Run: create and start in one step; in the foreground, wait for the init and return its
+//! exit status, then delete the container (unless `keep`). A process that wants a terminal
+//! and was given no console socket gets vzrun's own pty relay, as with runc.
+
+use std::path::PathBuf;
+
+use crate::runtime::bundle;
+use crate::runtime::create::CreateOptions;
+use crate::runtime::error::{Error, Result};
+use crate::runtime::foreground::{become_subreaper, forward_signals, wait_exit};
+use crate::runtime::lifecycle::start_loaded;
+use crate::runtime::Runtime;
+use crate::sys::pty::{self, ConsoleSocket};
+
+pub struct RunOptions {
+    pub create: CreateOptions,
+    /// Keep the container after a foreground init exits.
+    pub keep: bool,
+}
+
+/// A terminal problem, with its cause chain.
+pub(crate) fn terminal_err(e: anyhow::Error) -> Error {
+    Error::Step(format!("{e:#}"))
+}
+
+impl Runtime {
+    /// Returns the init's exit status in the foreground, 0 when detached.
+    pub fn run(&self, mut opts: RunOptions) -> Result<i32> {
+        let c = &mut opts.create;
+        let detach = c.detach;
+        // The init is re-parented to us when libcontainer's intermediate process exits;
+        // we must be its reaper to collect its exit status.
+        if !detach {
+            become_subreaper()?;
+        }
+        // Read once here and handed to create; a config that does not load is reported by
+        // create, with the same words as for `vzrun create`.
+        c.spec = bundle::load_spec(&c.bundle).ok();
+        let terminal = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+            .unwrap_or(false);
+        let own_console = if !detach && terminal && c.console_socket.is_none() {
+            self.root.ensure()?;
+            Some(ConsoleSocket::new(&self.root.path).map_err(terminal_err)?)
+        } else {
+            None
+        };
+        if let Some(own) = &own_console {
+            c.console_socket = Some(own.path().to_path_buf());
+        }
+        c.detach = detach || c.console_socket.is_some();
+        let id = c.id.clone();
+        let (mut container, lock) = self.create(opts.create)?;
+        let master = match &own_console {
+            Some(c) => Some(c.receive_master().map_err(terminal_err)?),
+            None => None,
+        };
+        let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+        if let Err(e) = start_loaded(&mut container) {
+            drop(lock);
+            let _ = self.delete(&id, true);
+            return Err(e);
+        }
+        drop(lock);
+        if detach {
+            return Ok(0);
+        }
+        forward_signals(pid)?;
+        let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
+        let code = wait_exit(pid);
+        if let Some(t) = relay {
+            let _ = t.join();
+        }
+        if !opts.keep {
+            self.delete(&id, true)
+                .map_err(|e| Error::Step(format!("delete after run: {e}")))?;
+        }
+        Ok(code)
+    }
+}
+
+/// The console socket a foreground process with a terminal uses: the caller's, or one
+/// vzrun makes under `dir` and relays itself.
+pub(crate) fn console(
+    dir: &std::path::Path,
+    given: Option<PathBuf>,
+    wants: bool,
+) -> Result<(Option<PathBuf>, Option<ConsoleSocket>)> {
+    if given.is_some() || !wants {
+        return Ok((given, None));
+    }
+    let own = ConsoleSocket::new(dir).map_err(terminal_err)?;
+    Ok((Some(own.path().to_path_buf()), Some(own)))
+}

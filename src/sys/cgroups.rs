@@ -1,0 +1,144 @@
+//! cgroups, found and frozen one way: libcgroups' manager for a container's cgroup path,
+//! the per-controller directory of a process for reading counters, and a freeze that a
+//! dump can wait on without CRIU's fixed 100 ms sleep.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libcgroups::common::{
+    create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager,
+    CgroupSetup,
+};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("open cgroup {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("list processes of cgroup {path}: {reason}")]
+    Pids { path: PathBuf, reason: String },
+}
+
+/// Whether the host runs the unified (pure v2) hierarchy.
+pub fn unified() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
+/// libcgroups' manager of the cgroup at `path` (relative to each hierarchy's root).
+pub fn manager(path: &Path, id: &str) -> Result<AnyCgroupManager, CgroupError> {
+    create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.to_path_buf(),
+        systemd_cgroup: false,
+        container_name: id.to_string(),
+    })
+    .map_err(|e| CgroupError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Every process in the cgroup at `path`.
+pub fn pids(path: &Path, id: &str) -> Result<Vec<i32>, CgroupError> {
+    let pids = manager(path, id)?
+        .get_all_pids()
+        .map_err(|e| CgroupError::Pids {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    Ok(pids.into_iter().map(|p| p.as_raw()).collect())
+}
+
+/// The cgroup directory of `pid` for a v1 controller, or its v2 directory.
+pub fn dir_of(pid: i32, controller: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if ctrls.split(',').any(|c| c == controller) {
+            return Some(
+                Path::new(CGROUP_ROOT)
+                    .join(controller)
+                    .join(path.trim_start_matches('/')),
+            );
+        }
+    }
+    if !unified() {
+        return None;
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|path| Path::new(CGROUP_ROOT).join(path.trim_start_matches('/')))
+        .filter(|d| d.join("cgroup.controllers").exists())
+}
+
+/// The freezer's directory for the cgroup at `path`: the v2 directory, or the v1 freezer
+/// hierarchy's.
+pub fn freezer_dir(path: &Path) -> Option<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    match get_cgroup_setup().ok()? {
+        CgroupSetup::Unified => Some(Path::new(CGROUP_ROOT).join(rel)),
+        _ => {
+            let mp = libcgroups::v1::util::get_subsystem_mount_point(
+                &libcgroups::v1::ControllerType::Freezer,
+            )
+            .ok()?;
+            Some(mp.join(rel))
+        }
+    }
+}
+
+/// A cgroup frozen by [`freeze`]; thawed again when dropped.
+pub struct Frozen {
+    file: PathBuf,
+    thawed: &'static str,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.file, self.thawed);
+    }
+}
+
+/// Freezes the cgroup at `path` and waits (polling every millisecond, at most `limit`)
+/// until every task is frozen. None when it was frozen already (a paused VE stays
+/// paused, nobody thaws it), has no freezer, or did not freeze in time (it is thawed again).
+pub fn freeze(path: &Path, limit: Duration) -> Option<Frozen> {
+    let dir = freezer_dir(path)?;
+    let v1 = dir.join("freezer.state");
+    let (file, frozen, thawed, events) = if v1.exists() {
+        (v1.clone(), "FROZEN", "THAWED", v1)
+    } else if dir.join("cgroup.freeze").exists() {
+        (
+            dir.join("cgroup.freeze"),
+            "1",
+            "0",
+            dir.join("cgroup.events"),
+        )
+    } else {
+        return None;
+    };
+    let done = || {
+        std::fs::read_to_string(&events).is_ok_and(|v| {
+            if thawed == "THAWED" {
+                v.trim() == "FROZEN"
+            } else {
+                v.contains("frozen 1")
+            }
+        })
+    };
+    if done() {
+        return None;
+    }
+    std::fs::write(&file, frozen).ok()?;
+    let f = Frozen { file, thawed };
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(f);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Dropping `f` thaws it: the caller carries on without a freeze of its own.
+    None
+}

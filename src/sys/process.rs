@@ -1,0 +1,142 @@
+//! One way to run an external program (mkfs, nft, debootstrap, criu's helpers, tar, ps):
+//! its failure names the tool, its arguments, how it ended and the end of what it said on
+//! stderr, so an error message tells the user what to look at.
+
+use std::ffi::OsStr;
+use std::process::{Command, Output, Stdio};
+
+/// How much of a failing tool's stderr an error carries.
+const STDERR_TAIL: usize = 600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{tool}: cannot run it: {source}")]
+    Spawn {
+        tool: String,
+        source: std::io::Error,
+    },
+    #[error("{tool} {args} failed ({status}){}", tail_text(.stderr))]
+    Failed {
+        tool: String,
+        args: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+fn tail_text(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
+
+fn name_of(cmd: &Command) -> String {
+    cmd.get_program().to_string_lossy().into_owned()
+}
+
+fn args_of(cmd: &Command) -> String {
+    cmd.get_args()
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The last lines of a tool's stderr, trimmed to a few hundred characters.
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    let start = text
+        .char_indices()
+        .rev()
+        .nth(STDERR_TAIL)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    text[start..].to_string()
+}
+
+/// Runs `cmd` to its end with stdin closed; its output is returned when it exits 0.
+pub fn output(cmd: &mut Command) -> Result<Output, ToolError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ToolError::Spawn {
+            tool: name_of(cmd),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(out);
+    }
+    Err(ToolError::Failed {
+        tool: name_of(cmd),
+        args: args_of(cmd),
+        status: out.status.to_string(),
+        stderr: tail(&out.stderr),
+    })
+}
+
+/// Runs `cmd` to its end; only success or the typed failure matters.
+pub fn run(cmd: &mut Command) -> Result<(), ToolError> {
+    output(cmd.stdout(Stdio::null())).map(|_| ())
+}
+
+/// Runs `cmd` with `input` on its stdin (nft reads rule batches so).
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<Output, ToolError> {
+    use std::io::Write;
+    let spawn_err = |cmd: &Command, source| ToolError::Spawn {
+        tool: name_of(cmd),
+        source,
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_err(cmd, e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A tool that exits early closes its end: its status tells what went wrong.
+        let _ = stdin.write_all(input);
+    }
+    let out = child.wait_with_output().map_err(|e| spawn_err(cmd, e))?;
+    if out.status.success() {
+        return Ok(out);
+    }
+    Err(ToolError::Failed {
+        tool: name_of(cmd),
+        args: args_of(cmd),
+        status: out.status.to_string(),
+        stderr: tail(&out.stderr),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_tool_args_status_and_stderr() {
+        let err = run(Command::new("sh").args(["-c", "echo nope >&2; exit 3"])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("sh -c echo nope >&2; exit 3 failed"),
+            "{text}"
+        );
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(text.ends_with(": nope"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_tool_says_it_cannot_run() {
+        let err = run(&mut Command::new("/nonexistent/tool")).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("/nonexistent/tool: cannot run it"));
+    }
+
+    #[test]
+    fn input_reaches_the_tool() {
+        let out = run_with_input(&mut Command::new("cat"), b"abc").unwrap();
+        assert_eq!(out.stdout, b"abc");
+    }
+}

@@ -1,0 +1,242 @@
+//! A system VE's lifecycle on the runtime: boot it from its bundle with init's output in
+//! the console log, stop it the way its init expects, destroy it, enter it. The VE's
+//! directory holds its bundle, `ve.conf` and console log; its flock serialises the verbs.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use libcontainer::container::ContainerStatus;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::{request_shutdown, ves_dir, VeConf, CONSOLE_LOG, VE_CONF};
+use crate::runtime::create::CreateOptions;
+use crate::runtime::error::{Error, Result};
+use crate::runtime::exec::{ExecOptions, ProcessFlags, ProcessSource};
+use crate::runtime::lifecycle::start_loaded;
+use crate::runtime::root::validate_id;
+use crate::runtime::Runtime;
+
+/// root's login shell from the VE's own /etc/passwd, read inside the VE.
+const LOGIN: &str = "cd /root 2>/dev/null || cd /; \
+    s=$(sed -n 's/^root:[^:]*:0:[^:]*:[^:]*:[^:]*://p' /etc/passwd 2>/dev/null); \
+    exec \"${s:-/bin/sh}\" -l";
+
+/// The directory of an existing system VE.
+pub fn existing(id: &str) -> Result<PathBuf> {
+    validate_id(id)?;
+    let dir = ves_dir(&crate::ve::data_dir()).join(id);
+    if !dir.join(VE_CONF).exists() {
+        return Err(Error::State(format!(
+            "VE {id} does not exist (see vzrun ve create)"
+        )));
+    }
+    Ok(dir)
+}
+
+/// Locks an existing system VE for one verb.
+pub fn lock(id: &str) -> Result<(PathBuf, Flock<File>)> {
+    let dir = existing(id)?;
+    let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io("lock", &dir, e.into()))?;
+    // The holder before us may have destroyed it.
+    existing(id)?;
+    Ok((dir, lock))
+}
+
+/// Boots a system VE: its container from the VE's bundle, init started.
+pub fn start(rt: &Runtime, id: &str) -> Result<()> {
+    let (dir, _lock) = lock(id)?;
+    VeConf::load(&dir)?;
+    // A VE whose init ended by itself (a `halt` inside) leaves a stopped container.
+    if let Ok((container, _)) = rt.root.read(id) {
+        match container.status() {
+            ContainerStatus::Stopped => rt.delete(id, true)?,
+            _ => return Err(Error::State(format!("VE {id} is already running"))),
+        }
+    }
+    let log_path = dir.join(CONSOLE_LOG);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io("open", &log_path, e))?;
+    let created = {
+        let _stdio = StdioTo::log(&log)?;
+        rt.create(CreateOptions {
+            id: id.to_string(),
+            bundle: dir.clone(),
+            console_socket: None,
+            pid_file: None,
+            no_pivot: false,
+            preserve_fds: 0,
+            detach: true,
+            spec: None,
+        })
+    };
+    let (mut container, lock) = created?;
+    if let Err(e) = start_loaded(&mut container) {
+        drop(lock);
+        let _ = rt.delete(id, true);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Asks the VE's init to shut the system down, waits, kills what is left after
+/// `timeout`, then removes the container; the bundle and private area stay. Returns
+/// what happened, for the user and the console log.
+pub fn stop(rt: &Runtime, id: &str, fast: bool, timeout: Duration) -> Result<String> {
+    let (dir, _lock) = lock(id)?;
+    let conf = VeConf::load(&dir)?;
+    let not_running = || Error::State(format!("VE {id} is not running"));
+    let mut loaded = rt.root.load(id).map_err(|_| not_running())?;
+    let container = &mut loaded.container;
+    let msg = match container.status() {
+        ContainerStatus::Stopped => format!("VE {id} had already stopped"),
+        _ if fast => format!("VE {id} killed (--fast)"),
+        status => {
+            if status == ContainerStatus::Paused {
+                container
+                    .resume()
+                    .map_err(|e| Error::Step(format!("resume before shutdown: {e}")))?;
+            }
+            if status == ContainerStatus::Created {
+                return Err(Error::State(format!(
+                    "VE {id} was created but never started: use --fast"
+                )));
+            }
+            let pid = container
+                .pid()
+                .map(|p| p.as_raw())
+                .ok_or_else(not_running)?;
+            let began = Instant::now();
+            // An init that cannot be asked (its FIFO is gone, say) is killed like one
+            // that does not answer, rather than left running.
+            let asked = request_shutdown(pid, conf.shutdown);
+            let mut clean = false;
+            while asked.is_ok() && began.elapsed() < timeout {
+                std::thread::sleep(Duration::from_millis(10));
+                if container.refresh_status().is_err()
+                    || container.status() == ContainerStatus::Stopped
+                {
+                    clean = true;
+                    break;
+                }
+            }
+            let secs = began.elapsed().as_secs_f64();
+            if let Err(e) = asked {
+                format!("VE {id} could not ask its init to shut down ({e}): killed")
+            } else if clean {
+                format!("VE {id} stopped: init shut the system down in {secs:.2} s")
+            } else {
+                format!(
+                    "VE {id} did not shut down within {} s: killed",
+                    timeout.as_secs()
+                )
+            }
+        }
+    };
+    drop(loaded);
+    rt.delete(id, true)?;
+    if let Ok(mut log) = OpenOptions::new().append(true).open(dir.join(CONSOLE_LOG)) {
+        let when = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let _ = writeln!(log, "vzrun {when}: {msg}");
+    }
+    crate::logging::debug(&msg);
+    Ok(msg)
+}
+
+/// Removes a stopped VE: its bundle, record, console log and private area.
+pub fn destroy(rt: &Runtime, id: &str) -> Result<()> {
+    let (dir, _lock) = lock(id)?;
+    if let Ok((container, _)) = rt.root.read(id) {
+        if container.status() != ContainerStatus::Stopped {
+            return Err(Error::State(format!(
+                "VE {id} is running: stop it first (vzrun ve stop {id})"
+            )));
+        }
+        rt.delete(id, true)?;
+    }
+    // Renamed first, so the ID is free at once and a failure never leaves half a VE
+    // under its name.
+    let trash = dir.with_file_name(format!(".{id}.destroy-{}", std::process::id()));
+    fs::rename(&dir, &trash).map_err(|e| Error::io("remove", &dir, e))?;
+    fs::remove_dir_all(&trash).map_err(|e| Error::io("remove", &trash, e))?;
+    Ok(())
+}
+
+/// A login shell inside a running VE, on a terminal, through the same path as
+/// `vzrun exec -t`; returns the shell's exit status.
+pub fn enter(rt: &Runtime, id: &str) -> Result<i32> {
+    existing(id)?;
+    match rt.root.read(id) {
+        Ok((c, _)) if c.status() == ContainerStatus::Running => {}
+        _ => {
+            return Err(Error::State(format!(
+                "VE {id} is not running (vzrun ve start {id})"
+            )))
+        }
+    }
+    let term = std::env::var("TERM").unwrap_or_else(|_| "linux".to_string());
+    rt.exec(ExecOptions {
+        id: id.to_string(),
+        process: ProcessSource::Flags(ProcessFlags {
+            command: vec!["/bin/sh".to_string(), "-c".to_string(), LOGIN.to_string()],
+            tty: true,
+            env: vec![format!("TERM={term}"), "HOME=/root".to_string()],
+            ..Default::default()
+        }),
+        tty: true,
+        console_socket: None,
+        pid_file: None,
+        detach: false,
+        preserve_fds: 0,
+        ignore_paused: false,
+        cgroup: None,
+        process_label: None,
+    })
+}
+
+/// vzrun's own stdin, stdout and stderr pointed at the console log (stdin at /dev/null)
+/// while libcontainer creates the init, which inherits them; put back when dropped.
+struct StdioTo {
+    saved: Vec<(i32, OwnedFd)>,
+}
+
+impl StdioTo {
+    fn log(log: &File) -> Result<Self> {
+        let null = File::open("/dev/null").map_err(|e| Error::io("open", "/dev/null", e))?;
+        let mut guard = StdioTo { saved: Vec::new() };
+        let own = [
+            std::io::stdin().as_fd().try_clone_to_owned(),
+            std::io::stdout().as_fd().try_clone_to_owned(),
+            std::io::stderr().as_fd().try_clone_to_owned(),
+        ];
+        for ((fd, target), copy) in [
+            (0, null.as_raw_fd()),
+            (1, log.as_raw_fd()),
+            (2, log.as_raw_fd()),
+        ]
+        .into_iter()
+        .zip(own)
+        {
+            let copy = copy.map_err(|e| Error::io("save", format!("fd {fd}"), e))?;
+            guard.saved.push((fd, copy));
+            nix::unistd::dup2(target, fd)
+                .map_err(|e| Error::io("redirect", format!("fd {fd}"), e.into()))?;
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for StdioTo {
+    fn drop(&mut self) {
+        for (fd, copy) in self.saved.drain(..) {
+            let _ = nix::unistd::dup2(copy.as_raw_fd(), fd);
+        }
+    }
+}
