@@ -3,7 +3,9 @@
 
 pub mod cgroups;
 pub mod criu;
+pub mod fs;
 pub mod hash;
+pub mod loopdev;
 pub mod netlink;
 pub mod process;
 pub mod pty;

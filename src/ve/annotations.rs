@@ -7,7 +7,7 @@ use super::actions::{self, Actions};
 use super::disk::{self, DiskConfig};
 use super::net::{self, NetConfig};
 use super::resources::{self, ResourceConfig};
-use super::system::{self, SystemConfig};
+use super::system::config::{self as system, SystemConfig};
 use super::{VeError, PREFIX};
 
 /// Keys vzrun understands, without the prefix.

@@ -14,8 +14,7 @@
 //! CAP_SYS_RESOURCE either, stops at the hard limit, and growing is a change of the
 //! reserved count. `df` then shows the larger size, with the right space available.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -62,7 +61,8 @@ fn set_reserved(target: &Path, blocks: u64) -> Result<(), VeError> {
     let mut sb = [0u8; 1024];
     f.read_exact_at(&mut sb, 1024)
         .map_err(|e| io(format!("read the superblock of {}", target.display()), e))?;
-    edit_superblock(&mut sb, blocks, RESERVED_OWNER as u16).map_err(|e| io(target.display(), e))?;
+    edit_superblock(&mut sb, blocks, RESERVED_OWNER as u16)
+        .map_err(|e| VeError::Refused(format!("private area: {}: {e}", target.display())))?;
     f.write_all_at(&sb, 1024)
         .map_err(|e| io(format!("write the superblock of {}", target.display()), e))
 }
@@ -156,8 +156,11 @@ pub struct DiskRecord {
     pub reserved: u64,
 }
 
-fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> VeError {
-    VeError::Io(format!("private area: {what}: {e}"))
+fn io(what: impl std::fmt::Display, e: impl Into<std::io::Error>) -> VeError {
+    VeError::Io {
+        step: format!("private area: {what}"),
+        source: e.into(),
+    }
 }
 
 /// Parses `soft:hard` or one value; `count` takes plain numbers (inodes), else sizes.
@@ -233,91 +236,6 @@ impl DiskConfig {
             image,
         }))
     }
-}
-
-// Loop device ioctls and structures (linux/loop.h).
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-
-#[repr(C)]
-struct LoopInfo64 {
-    device: u64,
-    inode: u64,
-    rdevice: u64,
-    offset: u64,
-    sizelimit: u64,
-    number: u32,
-    encrypt_type: u32,
-    encrypt_key_size: u32,
-    flags: u32,
-    file_name: [u8; 64],
-    crypt_name: [u8; 64],
-    encrypt_key: [u8; 32],
-    init: [u64; 2],
-}
-
-#[repr(C)]
-struct LoopConfig {
-    fd: u32,
-    block_size: u32,
-    info: LoopInfo64,
-    reserved: [u64; 8],
-}
-
-/// Binds `image` to a free loop device that detaches itself once the last user (the
-/// mount) lets go, so a crash between attach and mount cannot leak it.
-fn attach_loop(image: &File) -> Result<(PathBuf, File), VeError> {
-    let ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/loop-control")
-        .map_err(|e| io("/dev/loop-control", e))?;
-    // Another process may take the device between GET_FREE and CONFIGURE; try again.
-    for _ in 0..16 {
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
-        if n < 0 {
-            return Err(io(
-                "find a free loop device",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        let path = PathBuf::from(format!("/dev/loop{n}"));
-        if !path.exists() {
-            let dev = nix::sys::stat::makedev(7, n as u64);
-            nix::sys::stat::mknod(
-                &path,
-                nix::sys::stat::SFlag::S_IFBLK,
-                nix::sys::stat::Mode::from_bits_truncate(0o660),
-                dev,
-            )
-            .map_err(|e| io(path.display(), e))?;
-        }
-        let dev = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io(path.display(), e))?;
-        // SAFETY: all-zero is a valid loop_config; the fields we need are set below.
-        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
-        cfg.fd = image.as_raw_fd() as u32;
-        cfg.info.flags = LO_FLAGS_AUTOCLEAR;
-        // SAFETY: cfg outlives the call and has the kernel's layout.
-        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
-        if rc == 0 {
-            return Ok((path, dev));
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EBUSY) {
-            return Err(io(format!("attach {}", path.display()), err));
-        }
-    }
-    Err(io(
-        "attach a loop device",
-        "every free device was taken first",
-    ))
 }
 
 fn run_tool(cmd: &mut Command) -> Result<(), VeError> {
@@ -405,7 +323,7 @@ pub fn prepare(
         .write(true)
         .open(&rec.image)
         .map_err(|e| io(rec.image.display(), e))?;
-    let (dev, dev_file) = attach_loop(&image)?;
+    let (dev, dev_file) = crate::sys::loopdev::attach(&image)?;
     rec.loop_dev = Some(dev.clone());
     let private = dir.join("private");
     fs::create_dir_all(&private).map_err(|e| io(private.display(), e))?;
@@ -541,7 +459,7 @@ pub fn grow(rec: &mut DiskRecord, hard: u64) -> Result<(), VeError> {
     let dev = rec
         .loop_dev
         .clone()
-        .ok_or_else(|| io("grow", "the private area is not attached"))?;
+        .ok_or_else(|| VeError::Refused("private area: grow: the private area is not attached".into()))?;
     if hard < rec.space.1 / BLOCK * BLOCK {
         return Err(VeError::Flag {
             flag: "diskspace".into(),
@@ -568,17 +486,7 @@ pub fn grow(rec: &mut DiskRecord, hard: u64) -> Result<(), VeError> {
             .open(&rec.image)
             .and_then(|f| f.set_len(hard))
             .map_err(|e| io(rec.image.display(), e))?;
-        let d = OpenOptions::new()
-            .read(true)
-            .open(&dev)
-            .map_err(|e| io(dev.display(), e))?;
-        // SAFETY: LOOP_SET_CAPACITY takes no argument.
-        if unsafe { libc::ioctl(d.as_raw_fd(), LOOP_SET_CAPACITY, 0) } < 0 {
-            return Err(io(
-                format!("resize {}", dev.display()),
-                std::io::Error::last_os_error(),
-            ));
-        }
+        crate::sys::loopdev::set_capacity(&dev)?;
         run_tool(Command::new("resize2fs").arg(&dev))?;
         rec.fs_size = hard;
     }

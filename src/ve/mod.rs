@@ -35,10 +35,29 @@ pub enum VeError {
     Flag { flag: String, problem: String },
     #[error("network: {0}")]
     Net(String),
+    /// A system call or file operation of the VE layer failed; `step` says which.
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
+    /// Something the VE layer will not do in the state it found (not a setting's value).
     #[error("{0}")]
-    Io(String),
+    Refused(String),
+    #[error(transparent)]
+    Loop(#[from] crate::sys::loopdev::LoopError),
     #[error(transparent)]
     Tool(#[from] crate::sys::process::ToolError),
+}
+
+impl VeError {
+    /// The failure of `step`, from an I/O error or an errno.
+    pub fn io(step: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        VeError::Io {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// A bad value of the annotation `io.vzrun.KEY`.
@@ -123,7 +142,7 @@ pub fn prepare(
     record.hostname = spec.hostname().clone();
     if let Some(d) = &config.disk {
         let Some(mut root) = spec.root().clone() else {
-            return Err(VeError::Io("private area: the spec has no root".into()));
+            return Err(VeError::Refused("private area: the spec has no root".into()));
         };
         let rec = record.disk.insert(disk::DiskRecord::default());
         let image = private_image(ctx.root, ctx.id);
@@ -169,7 +188,7 @@ pub fn prepare(
     {
         let path = ctx.dir.join("resolv.conf");
         std::fs::write(&path, text)
-            .map_err(|e| VeError::Io(format!("write {}: {e}", path.display())))?;
+            .map_err(|e| VeError::io(format!("write {}", path.display()), e))?;
         let mut m = Mount::default();
         m.set_destination(PathBuf::from("/etc/resolv.conf"));
         m.set_typ(Some("bind".to_string()));
@@ -198,7 +217,7 @@ pub fn configure(
     }
     if let Some(p) = config.resources.as_ref().and_then(|r| r.ioprio) {
         resources::set_process_ioprio(pid, p).map_err(|e| {
-            VeError::Io(format!("{PREFIX}ioprio: set the init's I/O priority: {e}"))
+            VeError::io(format!("{PREFIX}ioprio: set the init's I/O priority"), e)
         })?;
     }
     if let Some(sys) = &config.system {
@@ -222,7 +241,7 @@ pub fn teardown(record: &VeRecord) {
 pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> {
     use nix::sys::stat::{major, minor, stat};
     if let Some(dev) = record.disk.as_ref().and_then(|d| d.loop_dev.as_ref()) {
-        let st = stat(dev.as_path()).map_err(|e| VeError::Io(format!("{}: {e}", dev.display())))?;
+        let st = stat(dev.as_path()).map_err(|e| VeError::io(format!("stat {}", dev.display()), e))?;
         return Ok((major(st.st_rdev), minor(st.st_rdev)));
     }
     let root = spec
@@ -230,7 +249,8 @@ pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> 
         .as_ref()
         .map(|r| r.path().clone())
         .unwrap_or_default();
-    let st = stat(root.as_path()).map_err(|e| VeError::Io(format!("{}: {e}", root.display())))?;
+    let st =
+        stat(root.as_path()).map_err(|e| VeError::io(format!("stat {}", root.display()), e))?;
     let (ma, mi) = (major(st.st_dev), minor(st.st_dev));
     // A partition's limits belong on its disk: /sys/dev/block/M:m/partition marks one.
     let sys = PathBuf::from(format!("/sys/dev/block/{ma}:{mi}"));
