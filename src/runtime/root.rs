@@ -69,7 +69,7 @@ impl Root {
         if self.path == default_root() {
             return String::new();
         }
-        let h = crate::sys::hash::fnv(&[self.path.as_os_str().as_encoded_bytes()]);
+        let h = crate::sys::hash::short(&[self.path.as_os_str().as_encoded_bytes()]);
         format!("{:08x}-", h & 0xffff_ffff)
     }
 

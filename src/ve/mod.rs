@@ -103,7 +103,7 @@ pub fn data_dir() -> PathBuf {
 /// Where a VE's private area image lives unless the user named one: per state root and
 /// ID, so two roots on one host never share an image.
 pub fn private_image(root: &Path, id: &str) -> PathBuf {
-    let h = crate::sys::hash::fnv(&[root.as_os_str().as_encoded_bytes()]);
+    let h = crate::sys::hash::short(&[root.as_os_str().as_encoded_bytes()]);
     data_dir()
         .join("private")
         .join(format!("{id}-{:08x}.img", h & 0xffff_ffff))

@@ -487,7 +487,7 @@ fn gratuitous_arp(ifindex: u32, mac: &[u8], ip: std::net::Ipv4Addr) -> std::io::
 /// the pair of a VE just deleted may live on for a moment while the kernel tears its
 /// namespace down, and a VE created again under the same ID must not wait for it.
 pub fn host_ifname(root: &Path, id: &str, salt: u64) -> String {
-    let h = crate::sys::hash::fnv(&[
+    let h = crate::sys::hash::short(&[
         root.as_os_str().as_encoded_bytes(),
         &[0u8],
         id.as_bytes(),
