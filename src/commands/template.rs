@@ -42,7 +42,22 @@ pub struct RmArgs {
     pub name: String,
 }
 
-pub fn run(cmd: TemplateCommand, _global: &GlobalOpts) -> Result<i32> {
+/// A template error in the user's words: a bad setting is named by its flag.
+fn flagged(e: template::TemplateError) -> anyhow::Error {
+    match e.setting() {
+        Some(_) => anyhow::anyhow!("--{e}"),
+        None => e.into(),
+    }
+}
+
+pub fn run(cmd: TemplateCommand, global: &GlobalOpts) -> Result<i32> {
+    template_cmd(cmd, global).map_err(|e| match e.downcast::<template::TemplateError>() {
+        Ok(t) => flagged(t),
+        Err(other) => other,
+    })
+}
+
+fn template_cmd(cmd: TemplateCommand, _global: &GlobalOpts) -> Result<i32> {
     let data = template::data_dir();
     match cmd {
         TemplateCommand::Create(a) => {

@@ -1,6 +1,7 @@
 //! Host plumbing, written once: subprocesses, CRIU, cgroups, netlink, loop devices,
 //! terminals and hashing. Nothing here knows about VEs or the command line.
 
+pub mod apt;
 pub mod cgroups;
 pub mod criu;
 pub mod fs;

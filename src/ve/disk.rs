@@ -456,10 +456,9 @@ fn fit_reserve(rec: &mut DiskRecord, hard: u64) -> Result<(), VeError> {
 /// blocks, beyond it by growing the image and the filesystem online (ext4 resize).
 pub fn grow(rec: &mut DiskRecord, hard: u64) -> Result<(), VeError> {
     let hard = hard / BLOCK * BLOCK;
-    let dev = rec
-        .loop_dev
-        .clone()
-        .ok_or_else(|| VeError::Refused("private area: grow: the private area is not attached".into()))?;
+    let dev = rec.loop_dev.clone().ok_or_else(|| {
+        VeError::Refused("private area: grow: the private area is not attached".into())
+    })?;
     if hard < rec.space.1 / BLOCK * BLOCK {
         return Err(VeError::Flag {
             flag: "diskspace".into(),

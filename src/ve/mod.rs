@@ -142,7 +142,9 @@ pub fn prepare(
     record.hostname = spec.hostname().clone();
     if let Some(d) = &config.disk {
         let Some(mut root) = spec.root().clone() else {
-            return Err(VeError::Refused("private area: the spec has no root".into()));
+            return Err(VeError::Refused(
+                "private area: the spec has no root".into(),
+            ));
         };
         let rec = record.disk.insert(disk::DiskRecord::default());
         let image = private_image(ctx.root, ctx.id);
@@ -216,9 +218,8 @@ pub fn configure(
         net::setup(netc, ctx.root, ctx.id, pid, nrec)?;
     }
     if let Some(p) = config.resources.as_ref().and_then(|r| r.ioprio) {
-        resources::set_process_ioprio(pid, p).map_err(|e| {
-            VeError::io(format!("{PREFIX}ioprio: set the init's I/O priority"), e)
-        })?;
+        resources::set_process_ioprio(pid, p)
+            .map_err(|e| VeError::io(format!("{PREFIX}ioprio: set the init's I/O priority"), e))?;
     }
     if let Some(sys) = &config.system {
         system::configure(pid, sys)?;
@@ -241,7 +242,8 @@ pub fn teardown(record: &VeRecord) {
 pub fn io_device(spec: &Spec, record: &VeRecord) -> Result<(u64, u64), VeError> {
     use nix::sys::stat::{major, minor, stat};
     if let Some(dev) = record.disk.as_ref().and_then(|d| d.loop_dev.as_ref()) {
-        let st = stat(dev.as_path()).map_err(|e| VeError::io(format!("stat {}", dev.display()), e))?;
+        let st =
+            stat(dev.as_path()).map_err(|e| VeError::io(format!("stat {}", dev.display()), e))?;
         return Ok((major(st.st_rdev), minor(st.st_rdev)));
     }
     let root = spec

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 /// The built-in template, made from the host's busybox without any download.
 pub const BUSYBOX: &str = "busybox";
-pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 const HOST_BUSYBOX: &str = "/bin/busybox";
 /// Without an init there is no system to boot; the rest is the caller's choice.
 const BASE_PACKAGES: &[&str] = &["sysvinit-core"];
@@ -33,12 +32,14 @@ pub enum TemplateError {
     Exists(String),
     #[error("template name {0:?}: use letters, digits, '_', '-', '.' (not starting with '.')")]
     BadName(String),
-    #[error("--dist: unknown distribution {0:?} (known: debian-11, debian-12, debian-13)")]
+    #[error("dist: unknown distribution {0:?} (known: debian-11, debian-12, debian-13)")]
     BadDist(String),
-    #[error("--packages: {0:?} is not a Debian package name")]
+    #[error("packages: {0:?} is not a Debian package name")]
     BadPackage(String),
-    #[error("--mirror: {0:?} is not an http://, https:// or file:// URL")]
+    #[error("mirror: {0:?} is not an http://, https:// or file:// URL")]
     BadMirror(String),
+    #[error("mirror: none given, and the host's apt sources name no Debian mirror")]
+    NoMirror,
     #[error("template {name:?} is used by VE {ve}: destroy it first")]
     InUse { name: String, ve: String },
     #[error("debootstrap is not installed (apt-get install debootstrap)")]
@@ -53,6 +54,18 @@ pub enum TemplateError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl TemplateError {
+    /// The setting a bad value belongs to, for a command to name its flag.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            TemplateError::BadDist(_) => Some("dist"),
+            TemplateError::BadPackage(_) => Some("packages"),
+            TemplateError::BadMirror(_) | TemplateError::NoMirror => Some("mirror"),
+            _ => None,
+        }
+    }
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError {
@@ -238,7 +251,13 @@ pub fn create_debian(
 ) -> Result<TemplateInfo, TemplateError> {
     check_name(name)?;
     let suite = suite_of(dist)?;
-    let url = mirror_url(mirror.unwrap_or(DEFAULT_MIRROR))?;
+    // Without --mirror: the Debian mirror the host's own apt uses.
+    let host_mirror = crate::sys::apt::debian_mirror();
+    let url = mirror_url(
+        mirror
+            .or(host_mirror.as_deref())
+            .ok_or(TemplateError::NoMirror)?,
+    )?;
     if templates_dir(data).join(name).exists() {
         return Err(TemplateError::Exists(name.to_string()));
     }
@@ -508,10 +527,8 @@ fn build_busybox(rootfs: &Path) -> Result<(), TemplateError> {
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(io("chmod", &tmp))?;
     let bin = rootfs.join("bin/busybox");
     fs::copy(host, &bin).map_err(io("copy to", &bin))?;
-    let out = Command::new(host)
-        .arg("--list-full")
-        .output()
-        .map_err(io("run", host))?;
+    let out = crate::sys::process::output(Command::new(host).arg("--list-full"))
+        .map_err(|e| TemplateError::Busybox(e.to_string()))?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
         let applet = applet.trim();
         if applet.is_empty() || applet == "bin/busybox" || applet.contains("..") {
@@ -587,8 +604,8 @@ mod tests {
             .contains("\"Bad;rm -rf\""));
         assert_eq!(mirror_url("/srv/m").unwrap(), "file:///srv/m");
         assert_eq!(
-            mirror_url("http://deb.debian.org/debian").unwrap(),
-            "http://deb.debian.org/debian"
+            mirror_url("http://mirror.example/debian").unwrap(),
+            "http://mirror.example/debian"
         );
         assert!(mirror_url("ftp://x").is_err());
         assert!(mirror_url("file://relative").is_err());

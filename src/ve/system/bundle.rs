@@ -32,7 +32,8 @@ pub fn ves_dir(data: &Path) -> PathBuf {
 impl VeConf {
     pub fn load(dir: &Path) -> Result<Self, VeError> {
         let path = dir.join(VE_CONF);
-        let data = fs::read(&path).map_err(|e| VeError::io(format!("read {}", path.display()), e))?;
+        let data =
+            fs::read(&path).map_err(|e| VeError::io(format!("read {}", path.display()), e))?;
         serde_json::from_slice(&data)
             .map_err(|e| VeError::Refused(format!("{}: {e}", path.display())))
     }
@@ -152,4 +153,3 @@ pub fn spec(s: &SystemSpec) -> Result<Spec, VeError> {
     });
     serde_json::from_value(value).map_err(|e| VeError::Refused(format!("system VE config: {e}")))
 }
-

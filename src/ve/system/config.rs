@@ -73,4 +73,3 @@ pub fn parse_capability(text: &str) -> Result<(String, bool), String> {
         .map_err(|_| format!("{name:?} is not a capability"))?;
     Ok((full, on))
 }
-

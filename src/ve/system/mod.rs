@@ -21,10 +21,10 @@ pub use sysctl::*;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ve::template::TemplateInfo;
     use crate::ve::template::{Shutdown, Template};
     use oci_spec::runtime::Capability;
     use std::path::PathBuf;
-    use crate::ve::template::TemplateInfo;
 
     fn template() -> Template {
         Template {

@@ -47,12 +47,10 @@ pub fn configure(pid: i32, cfg: &SystemConfig) -> Result<(), VeError> {
         use nix::mount::{mount, MsFlags};
         use nix::sched::{setns, unshare};
         // setns(CLONE_NEWNS) refuses a thread that shares its root and cwd.
-        unshare(CloneFlags::CLONE_FS)
-            .map_err(|e| VeError::io("sysctl: unshare fs", e))?;
+        unshare(CloneFlags::CLONE_FS).map_err(|e| VeError::io("sysctl: unshare fs", e))?;
         for (name, flag, f) in &nss {
-            setns(f.as_fd(), *flag).map_err(|e| {
-                VeError::io(format!("sysctl: enter the VE's {name} namespace"), e)
-            })?;
+            setns(f.as_fd(), *flag)
+                .map_err(|e| VeError::io(format!("sysctl: enter the VE's {name} namespace"), e))?;
         }
         for rel in OWN_SYSCTLS {
             let p = Path::new("/proc/sys").join(rel);
@@ -80,4 +78,3 @@ pub fn configure(pid: i32, cfg: &SystemConfig) -> Result<(), VeError> {
     .join()
     .map_err(|_| VeError::Refused("sysctl: worker panicked".into()))?
 }
-
