@@ -593,7 +593,7 @@ mod tests {
         assert!(suite_of("ubuntu-24")
             .unwrap_err()
             .to_string()
-            .starts_with("--dist: unknown distribution \"ubuntu-24\""));
+            .starts_with("dist: unknown distribution \"ubuntu-24\""));
         assert_eq!(
             parse_packages("lighttpd, cron,,libc6").unwrap(),
             ["lighttpd", "cron", "libc6"]
