@@ -21,6 +21,7 @@ pub mod net;
 pub mod resources;
 pub mod system;
 pub mod template;
+pub mod view;
 
 pub use annotations::VeConfig;
 

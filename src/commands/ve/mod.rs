@@ -42,12 +42,11 @@ pub enum VeCommand {
 
 pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
     let rt = super::runtime(global);
-    let root = &rt.root;
     match cmd {
         VeCommand::Set(args) => set::run(&rt, *args),
-        VeCommand::Show(args) => show::run(root, args),
-        VeCommand::Stat(args) => stat::run(root, args),
-        VeCommand::List(args) => list::run(root, args),
+        VeCommand::Show(args) => show::run(&rt, args),
+        VeCommand::Stat(args) => stat::run(&rt, args),
+        VeCommand::List(args) => list::run(&rt, args),
         VeCommand::Create(args) => create::run(*args),
         VeCommand::Start(args) => start::run(&rt, args),
         VeCommand::Stop(args) => stop::run(&rt, args),

@@ -1,9 +1,10 @@
 //! `vzrun ve show`: a VE's network settings.
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::runtime::root::Root;
+use crate::runtime::Runtime;
+use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
 pub struct ShowArgs {
@@ -13,37 +14,8 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-pub fn run(root: &Root, args: ShowArgs) -> Result<i32> {
-    let loaded = root.load(&args.id)?;
-    let ve = &loaded.record.ve;
-    let n = ve.net.clone().unwrap_or_default();
-    let resolv = n
-        .resolv_conf
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    let words = |key: &str| -> Vec<String> {
-        resolv
-            .lines()
-            .filter_map(|l| l.strip_prefix(key))
-            .flat_map(|r| r.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .collect()
-    };
-    let v = json!({
-        "ctid": args.id,
-        "status": crate::runtime::state::status_word(loaded.container.status()),
-        "hostname": ve.hostname,
-        "mode": if ve.net.is_some() { Some(n.mode) } else { None },
-        "ip": n.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "host_if": n.host_if,
-        "ve_if": n.ve_if,
-        "mac": n.mac,
-        "bridge": n.bridge,
-        "routes": n.routes.iter().map(|r| r.text.clone()).collect::<Vec<_>>(),
-        "rules": n.rules.iter().map(|r| format!("from {} table {}{}", r.from, r.table, r.priority.map(|p| format!(" priority {p}")).unwrap_or_default())).collect::<Vec<_>>(),
-        "nameserver": words("nameserver"),
-        "searchdomain": words("search"),
-    });
+pub fn run(rt: &Runtime, args: ShowArgs) -> Result<i32> {
+    let v = view::show(rt, &args.id)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);

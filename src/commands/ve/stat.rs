@@ -1,10 +1,9 @@
 //! `vzrun ve stat`: beancounters of a running VE.
 
-use anyhow::{anyhow, bail, Result};
-use libcontainer::container::ContainerStatus;
+use anyhow::Result;
 
-use crate::runtime::root::Root;
-use crate::ve::resources;
+use crate::runtime::Runtime;
+use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
 pub struct StatArgs {
@@ -14,18 +13,8 @@ pub struct StatArgs {
     pub json: bool,
 }
 
-pub fn run(root: &Root, args: StatArgs) -> Result<i32> {
-    let loaded = root.load(&args.id)?;
-    let pid = match loaded.container.status() {
-        ContainerStatus::Stopped => bail!("container not running"),
-        _ => loaded
-            .container
-            .pid()
-            .map(|p| p.as_raw())
-            .ok_or_else(|| anyhow!("container not running"))?,
-    };
-    let rows = resources::beancounters(pid, &loaded.record.ve);
-    drop(loaded);
+pub fn run(rt: &Runtime, args: StatArgs) -> Result<i32> {
+    let rows = view::stat(rt, &args.id)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
