@@ -18,9 +18,9 @@ pub struct RunOptions {
     pub keep: bool,
 }
 
-/// A terminal problem, with its cause chain.
-pub(crate) fn terminal_err(e: anyhow::Error) -> Error {
-    Error::Step(format!("{e:#}"))
+/// A terminal problem, with its cause.
+pub(crate) fn terminal_err(e: crate::sys::pty::PtyError) -> Error {
+    Error::Step(e.to_string())
 }
 
 impl Runtime {

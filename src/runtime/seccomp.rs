@@ -206,10 +206,7 @@ pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
             if err.raw_os_error() != Some(libc::EACCES) {
                 return Err(SeccompError::Install(err));
             }
-            // SAFETY: plain prctl with integer arguments.
-            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                return Err(SeccompError::Install(std::io::Error::last_os_error()));
-            }
+            nix::sys::prctl::set_no_new_privs().map_err(|e| SeccompError::Install(e.into()))?;
             if set() != 0 {
                 return Err(SeccompError::Install(std::io::Error::last_os_error()));
             }

@@ -8,7 +8,20 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+/// A terminal step that failed, with the system's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct PtyError {
+    step: String,
+    source: std::io::Error,
+}
+
+type Result<T> = std::result::Result<T, PtyError>;
+
+fn failed(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> PtyError {
+    let step = step.into();
+    move |source| PtyError { step, source }
+}
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::termios::{self, SetArg, Termios};
 
@@ -22,7 +35,7 @@ impl ConsoleSocket {
         let path = dir.join(format!("console-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener =
-            UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
+            UnixListener::bind(&path).map_err(failed(format!("bind {}", path.display())))?;
         Ok(ConsoleSocket { listener, path })
     }
 
@@ -35,7 +48,7 @@ impl ConsoleSocket {
         let (stream, _) = self
             .listener
             .accept()
-            .context("accept console connection")?;
+            .map_err(failed("accept console connection"))?;
         let mut buf = [0u8; 4096];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -45,8 +58,11 @@ impl ConsoleSocket {
             Some(&mut space),
             MsgFlags::empty(),
         )
-        .context("receive console master")?;
-        for cmsg in msg.cmsgs().map_err(|e| anyhow!("console message: {e}"))? {
+        .map_err(|e| failed("receive console master")(e.into()))?;
+        for cmsg in msg
+            .cmsgs()
+            .map_err(|e| failed("console message")(e.into()))?
+        {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 if let Some(fd) = fds.first() {
                     // SAFETY: the kernel just installed this descriptor for us.
@@ -54,7 +70,9 @@ impl ConsoleSocket {
                 }
             }
         }
-        Err(anyhow!("console socket: no file descriptor received"))
+        Err(failed("console socket")(std::io::Error::other(
+            "no file descriptor received",
+        )))
     }
 }
 
@@ -66,15 +84,12 @@ impl Drop for ConsoleSocket {
 
 /// Puts our terminal in raw mode while relaying, and restores it afterwards.
 struct RawGuard {
-    fd: RawFd,
     saved: Termios,
 }
 
 impl Drop for RawGuard {
     fn drop(&mut self) {
-        // SAFETY: fd 0 stays open for the life of the process.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
-        let _ = termios::tcsetattr(fd, SetArg::TCSANOW, &self.saved);
+        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
     }
 }
 
@@ -98,11 +113,11 @@ pub fn relay(master: OwnedFd) -> Result<()> {
             termios::cfmakeraw(&mut raw);
             let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw);
             copy_winsize(master.as_raw_fd());
-            Some(RawGuard { fd: 0, saved })
+            Some(RawGuard { saved })
         }
         Err(_) => None,
     };
-    let mut writer = File::from(master.try_clone().context("dup console master")?);
+    let mut writer = File::from(master.try_clone().map_err(failed("dup console master"))?);
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         let mut input = std::io::stdin().lock();
