@@ -12,4 +12,4 @@ fi
 [ -d bundles/busybox/rootfs/bin ] || hack/mkrootfs.sh >/dev/null
 # Integration tests start many VEs; a few at a time keeps a 2-core machine responsive.
 threads=${VZRUN_TEST_THREADS:-4}
-cargo test --release --locked --no-fail-fast -- --test-threads="$threads" "$@"
+cargo test --profile ci --locked --no-fail-fast -- --test-threads="$threads" "$@"
