@@ -58,6 +58,9 @@ pub struct GlobalOpts {
     /// Accepted for runc compatibility and ignored
     #[arg(long, global = true, hide = true, value_name = "PATH")]
     pub criu: Option<String>,
+    /// The host policy for VE settings (default: $VZRUN_POLICY, else /etc/vzrun/policy.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

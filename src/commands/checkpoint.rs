@@ -163,6 +163,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         .run(
             Point::PreCheckpoint,
             &Runner {
+                hooks_dir: &rt.hooks_dir(),
                 vzrun: &exe,
                 root: &root.path,
                 id: &id,
@@ -217,6 +218,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     actions.run(
         Point::PostCheckpoint,
         &Runner {
+            hooks_dir: &rt.hooks_dir(),
             vzrun: &exe,
             root: &root.path,
             id: &id,

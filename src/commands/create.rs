@@ -42,6 +42,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         preserve_fds: args.preserve_fds,
         detach: true,
         spec: None,
+        trusted: false,
     })?;
     Ok(0)
 }

@@ -70,7 +70,7 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<i32> {
 
 /// The runtime context of this invocation, from the global flags.
 pub fn runtime(global: &GlobalOpts) -> Runtime {
-    Runtime::new(global.root.clone(), global.systemd_cgroup)
+    Runtime::new(global.root.clone(), global.systemd_cgroup).with_policy(global.policy.clone())
 }
 
 #[cfg(test)]

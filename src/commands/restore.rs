@@ -139,6 +139,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         loaded.ve_config.actions.run(
             Point::PreRestore,
             &Runner {
+                hooks_dir: &rt.hooks_dir(),
                 vzrun: &exe,
                 root: &root.path,
                 id: &id,
@@ -251,6 +252,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let hooked = loaded.ve_config.actions.run(
         Point::PostRestore,
         &Runner {
+            hooks_dir: &rt.hooks_dir(),
             vzrun: &exe,
             root: &root.path,
             id: &id,

@@ -53,6 +53,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             preserve_fds: args.preserve_fds,
             detach: args.detach,
             spec: None,
+            trusted: false,
         },
         keep: args.keep,
     })?;

@@ -32,6 +32,9 @@ pub struct CreateOptions {
     /// The bundle's config, when the caller has already read it (`run` does, to see
     /// whether it needs a terminal): it is parsed once per start.
     pub spec: Option<Spec>,
+    /// The administrator made this bundle (`ve create`): its VE settings are not a
+    /// tenant's, and the host policy does not bound them.
+    pub trusted: bool,
 }
 
 /// A claimed ID with vzrun's record of it.
@@ -56,6 +59,18 @@ pub fn claim(root: &Root, id: &str, bundle: &Bundle) -> Result<Claimed> {
 }
 
 impl Runtime {
+    /// A tenant's bundle asks only for what the host policy allows. Read only when the
+    /// spec has VE settings at all, so a plain OCI container never opens the policy.
+    pub fn check_policy(&self, bundle: &Bundle) -> Result<()> {
+        let Some(annotations) = bundle.spec.annotations() else {
+            return Ok(());
+        };
+        if !annotations.keys().any(|k| k.starts_with(ve::PREFIX)) {
+            return Ok(());
+        }
+        Ok(self.policy()?.check(&bundle.ve_config, annotations)?)
+    }
+
     /// The spec libcontainer (or CRIU) gets: absolute rootfs, vzrun's cgroup path, and
     /// what the VE layer prepares on the host; written to `<root>/.vzrun/<id>/config.json`.
     pub fn derive_spec(&self, id: &str, bundle: &mut Bundle, claimed: &mut Claimed) -> Result<()> {
@@ -111,6 +126,9 @@ impl Runtime {
         validate_id(&opts.id)?;
         let id = opts.id.as_str();
         let mut bundle = bundle::load(&opts.bundle, opts.spec)?;
+        if !opts.trusted {
+            self.check_policy(&bundle)?;
+        }
         let executor = VzExecutor::new(&bundle.spec, bundle.lent)?;
         let mut claimed = claim(&self.root, id, &bundle)?;
         let result = (|| -> Result<Container> {

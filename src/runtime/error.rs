@@ -34,6 +34,8 @@ pub enum Error {
     #[error(transparent)]
     Ve(#[from] VeError),
     #[error(transparent)]
+    Policy(#[from] crate::ve::policy::PolicyError),
+    #[error(transparent)]
     Record(#[from] StateError),
     #[error(transparent)]
     Cgroup(#[from] crate::sys::cgroups::CgroupError),

@@ -5,7 +5,10 @@
 //! `seccomp`), and a foreground process's signals and exit (`foreground`). Commands
 //! turn flags into the options here and print what comes back.
 
+use std::cell::OnceCell;
 use std::path::PathBuf;
+
+use crate::ve::policy::Policy;
 
 pub mod bundle;
 pub mod create;
@@ -22,13 +25,18 @@ pub mod signal;
 pub mod state;
 pub mod update;
 
+use error::Result;
 use root::Root;
 
-/// One runtime invocation's context: the state root and how cgroups are named.
+/// One runtime invocation's context: the state root, how cgroups are named, and the
+/// host policy that bounds what a spec's VE settings may ask for.
 pub struct Runtime {
     pub root: Root,
     /// `--systemd-cgroup`: a `slice:prefix:name` cgroupsPath names a systemd scope.
     pub systemd_cgroup: bool,
+    /// The host policy file in force (`--policy`, `VZRUN_POLICY` or the default).
+    pub policy_path: PathBuf,
+    policy: OnceCell<Policy>,
 }
 
 impl Runtime {
@@ -36,6 +44,31 @@ impl Runtime {
         Runtime {
             root: Root::new(root),
             systemd_cgroup,
+            policy_path: Policy::path_from(None),
+            policy: OnceCell::new(),
         }
+    }
+
+    /// The same runtime under the host policy at `path` (`--policy`).
+    pub fn with_policy(mut self, path: Option<PathBuf>) -> Self {
+        self.policy_path = Policy::path_from(path.as_deref());
+        self
+    }
+
+    /// The host policy, read on first use (most commands never need it).
+    pub fn policy(&self) -> Result<&Policy> {
+        if let Some(p) = self.policy.get() {
+            return Ok(p);
+        }
+        let loaded = Policy::load(&self.policy_path)?;
+        Ok(self.policy.get_or_init(|| loaded))
+    }
+
+    /// Where the administrator's hook programs live (`hooks.d` beside the policy file).
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.policy_path
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("/etc/vzrun"))
+            .join("hooks.d")
     }
 }

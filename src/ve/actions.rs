@@ -49,7 +49,9 @@ impl Point {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Host(String),
+    /// An administrator's program, `<hooks dir>/NAME`: annotations never carry a host
+    /// command line, only the name of a program the host provides.
+    Named(String),
     /// Run inside the VE.
     Ve(String),
 }
@@ -71,6 +73,8 @@ pub enum ActionError {
 
 /// Where and how to run one action.
 pub struct Runner<'a> {
+    /// The administrator's hook programs (`hooks.d` beside the host policy).
+    pub hooks_dir: &'a Path,
     /// The vzrun binary and global flags, for `ve:` commands (`vzrun --root R exec ID`).
     pub vzrun: &'a Path,
     pub root: &'a Path,
@@ -99,7 +103,12 @@ impl Actions {
                 }
                 Some(cmd) => Action::Ve(cmd.trim().to_string()),
                 None if v.is_empty() => return Err(bad("empty command")),
-                None => Action::Host(v.to_string()),
+                None if !super::policy::valid_hook_name(v) => {
+                    return Err(bad(&format!(
+                        "{v:?} is not a hook name: an annotation runs ve:CMD inside the VE, or names a program the host provides in its hooks directory"
+                    )))
+                }
+                None => Action::Named(v.to_string()),
             };
             out.map.insert(p, action);
         }
@@ -117,6 +126,11 @@ impl Actions {
             out.timeout = Some(Duration::from_secs(secs));
         }
         Ok(out)
+    }
+
+    /// Every action there is, with its point.
+    pub fn iter(&self) -> impl Iterator<Item = (Point, &Action)> {
+        self.map.iter().map(|(p, a)| (*p, a))
     }
 
     pub fn get(&self, p: Point) -> Option<&Action> {
@@ -139,10 +153,10 @@ impl Actions {
             problem,
         };
         let mut cmd = match action {
-            Action::Host(c) => {
-                let mut cmd = Command::new("/bin/sh");
-                cmd.arg("-c").arg(c);
-                cmd
+            Action::Named(name) => {
+                let prog = r.hooks_dir.join(name);
+                check_hook(&prog).map_err(fail)?;
+                Command::new(prog)
             }
             Action::Ve(c) => {
                 let mut cmd = Command::new(r.vzrun);
@@ -189,16 +203,44 @@ impl Actions {
     }
 }
 
+/// A hook program runs as root on the host: it must be a regular executable file that
+/// only root can change, in a directory only root can change. Checked before every run,
+/// so a file swapped in after create is refused.
+fn check_hook(prog: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let owned_by_root = |p: &Path, what: &str| -> Result<std::fs::Metadata, String> {
+        let m = std::fs::symlink_metadata(p).map_err(|e| format!("hook {}: {e}", p.display()))?;
+        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "hook {}: the {what} must be owned by root and not writable by group or others",
+                p.display()
+            ));
+        }
+        Ok(m)
+    };
+    if let Some(dir) = prog.parent() {
+        owned_by_root(dir, "directory")?;
+    }
+    let m = owned_by_root(prog, "program")?;
+    if !m.file_type().is_file() || m.mode() & 0o111 == 0 {
+        return Err(format!(
+            "hook {}: not an executable regular file",
+            prog.display()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ve::test_annotations;
 
     #[test]
-    fn host_and_ve_commands() {
+    fn hook_names_and_ve_commands() {
         let a = Actions::parse(&test_annotations(&[
             ("hooks.pre-checkpoint", "ve: sync"),
-            ("hooks.post-restore", "/bin/true"),
+            ("hooks.post-restore", "notify"),
         ]))
         .unwrap();
         assert_eq!(
@@ -207,7 +249,7 @@ mod tests {
         );
         assert_eq!(
             a.get(Point::PostRestore),
-            Some(&Action::Host("/bin/true".into()))
+            Some(&Action::Named("notify".into()))
         );
         assert!(a.get(Point::PreRestore).is_none());
     }
@@ -229,24 +271,57 @@ mod tests {
     }
 
     #[test]
+    fn host_commands_are_refused() {
+        for v in [
+            "/bin/sh -c 'id > /tmp/x'",
+            "../../bin/sh",
+            "/usr/bin/id",
+            ".hidden",
+        ] {
+            let err = Actions::parse(&test_annotations(&[("hooks.post-restore", v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not a hook name"), "{v}: {err}");
+        }
+    }
+
+    #[test]
     fn scripts_get_state_and_fail_with_their_status() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
+        let hooks = dir.path().join("hooks.d");
+        std::fs::create_dir(&hooks).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = dir.path().join("out");
-        let a = Actions::parse(&test_annotations(&[
-            (
-                "hooks.pre-checkpoint",
-                &format!(
-                    "cat > {} && echo $VZRUN_ACTION >> {}",
-                    out.display(),
-                    out.display()
-                ),
+        let script = |name: &str, body: &str| {
+            let p = hooks.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        script(
+            "record",
+            &format!(
+                "cat > {} && echo $VZRUN_ACTION >> {}",
+                out.display(),
+                out.display()
             ),
-            ("hooks.post-checkpoint", "exit 3"),
+        );
+        script("fail", "exit 3");
+        script("slow", "sleep 5");
+        script("loose", "true");
+        std::fs::set_permissions(hooks.join("loose"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        let a = Actions::parse(&test_annotations(&[
+            ("hooks.pre-checkpoint", "record"),
+            ("hooks.post-checkpoint", "fail"),
             ("hooks.timeout", "1"),
-            ("hooks.pre-restore", "sleep 5"),
+            ("hooks.pre-restore", "slow"),
+            ("hooks.post-restore", "loose"),
         ]))
         .unwrap();
         let r = Runner {
+            hooks_dir: &hooks,
             vzrun: Path::new("/bin/false"),
             root: Path::new("/nonexistent"),
             id: "x",
@@ -264,6 +339,7 @@ mod tests {
         );
         let err = a.run(Point::PreRestore, &r).unwrap_err().to_string();
         assert!(err.contains("timed out"), "{err}");
-        a.run(Point::PostRestore, &r).unwrap();
+        let err = a.run(Point::PostRestore, &r).unwrap_err().to_string();
+        assert!(err.contains("not writable by group or others"), "{err}");
     }
 }

@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod disk;
 pub mod migrate;
 pub mod net;
+pub mod policy;
 pub mod resources;
 pub mod system;
 pub mod template;

@@ -75,6 +75,7 @@ pub fn start(rt: &Runtime, id: &str) -> Result<()> {
             preserve_fds: 0,
             detach: true,
             spec: None,
+            trusted: true,
         })
     };
     let (mut container, lock) = created?;
