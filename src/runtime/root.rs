@@ -9,17 +9,18 @@
 //! The `.vzrun/<id>` directory is made first with mkdir(2), which is the atomic "this ID
 //! is taken" step, and its flock is the per-ID lock.
 
-use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::Container;
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::state::Record;
+use crate::sys::lock::FileLock;
 
 const VE_DIR: &str = ".vzrun";
+/// The per-ID lock file inside `.vzrun/<id>`.
+const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, Clone)]
 pub struct Root {
@@ -28,7 +29,7 @@ pub struct Root {
 
 /// Held for as long as a command works on one container.
 pub struct Lock {
-    _flock: Flock<File>,
+    lock: FileLock,
 }
 
 pub struct Loaded {
@@ -105,21 +106,16 @@ impl Root {
             }
             Err(e) => return Err(Error::io("create", dir, e)),
         }
-        lock_dir(&dir)
+        lock_dir(&dir, true)
     }
 
     /// Locks an existing container, waiting for any other call on it to finish.
     pub fn lock(&self, id: &str) -> Result<Lock> {
         validate_id(id)?;
         let dir = self.ve_dir(id);
-        let lock = lock_dir(&dir).map_err(|_| Error::NotExist)?;
+        let lock = lock_dir(&dir, false).map_err(|_| Error::NotExist)?;
         // The holder before us may have been a delete: the directory is then unlinked.
-        let gone = lock
-            ._flock
-            .metadata()
-            .map(|m| m.nlink() == 0)
-            .unwrap_or(true);
-        if gone {
+        if lock.lock.is_gone() {
             return Err(Error::NotExist);
         }
         Ok(lock)
@@ -178,11 +174,12 @@ fn default_root() -> PathBuf {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<Lock> {
-    let f = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    let flock = Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io("lock", dir, e.into()))?;
-    Ok(Lock { _flock: flock })
+/// The ID's lock: a record lock on `lock` in its directory, so that nothing vzrun starts
+/// (the init waiting for `start`, an exec, a hook) inherits it.
+fn lock_dir(dir: &Path, create: bool) -> Result<Lock> {
+    let path = dir.join(LOCK_FILE);
+    let lock = FileLock::exclusive(&path, create).map_err(|e| Error::io("lock", &path, e))?;
+    Ok(Lock { lock })
 }
 
 #[cfg(test)]

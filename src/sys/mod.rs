@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod criu;
 pub mod fs;
 pub mod hash;
+pub mod lock;
 pub mod loopdev;
 pub mod netlink;
 pub mod process;

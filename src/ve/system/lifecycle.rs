@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use libcontainer::container::ContainerStatus;
-use nix::fcntl::{Flock, FlockArg};
 
 use super::{request_shutdown, ves_dir, VeConf, CONSOLE_LOG, VE_CONF};
 use crate::runtime::create::CreateOptions;
@@ -18,6 +17,7 @@ use crate::runtime::exec::{ExecOptions, ProcessFlags, ProcessSource};
 use crate::runtime::lifecycle::start_loaded;
 use crate::runtime::root::validate_id;
 use crate::runtime::Runtime;
+use crate::sys::lock::FileLock;
 
 /// root's login shell from the VE's own /etc/passwd, read inside the VE.
 const LOGIN: &str = "cd /root 2>/dev/null || cd /; \
@@ -36,12 +36,12 @@ pub fn existing(id: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Locks an existing system VE for one verb.
-pub fn lock(id: &str) -> Result<(PathBuf, Flock<File>)> {
+/// Locks an existing system VE for one verb (a record lock: the VE's init, started
+/// while it is held, does not inherit it).
+pub fn lock(id: &str) -> Result<(PathBuf, FileLock)> {
     let dir = existing(id)?;
-    let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io("lock", &dir, e.into()))?;
+    let path = dir.join(".lock");
+    let lock = FileLock::exclusive(&path, true).map_err(|e| Error::io("lock", &path, e))?;
     // The holder before us may have destroyed it.
     existing(id)?;
     Ok((dir, lock))

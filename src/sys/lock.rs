@@ -1,0 +1,117 @@
+//! Exclusive locks that stay with the process that took them. A POSIX record lock
+//! (fcntl F_SETLKW) belongs to the locking process: a child forked afterwards (the
+//! container's init, an exec's process, a hook, CRIU) holds the descriptor but not the
+//! lock, so a killed vzrun never leaves its lock behind in a process it started. flock(2)
+//! locks would travel with the inherited descriptor instead.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::fcntl::{fcntl, FcntlArg};
+
+/// Held while it lives; released when dropped or when the process ends.
+pub struct FileLock {
+    file: File,
+}
+
+impl FileLock {
+    /// Waits for the exclusive lock on the file at `path`, creating it (0600) if needed
+    /// and `create` is set.
+    pub fn exclusive(path: &Path, create: bool) -> std::io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .mode(0o600)
+            .open(path)?;
+        let whole = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        loop {
+            match fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                FcntlArg::F_SETLKW(&whole),
+            ) {
+                Ok(_) => return Ok(FileLock { file }),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Whether the locked file was unlinked meanwhile (its holder removed what it locked).
+    pub fn is_gone(&self) -> bool {
+        self.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    /// In a forked child: 0 when nobody holds a write lock on `file`, 1 when one does.
+    fn probe_in_child(file: &File) -> i32 {
+        let mut probe = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: the child only calls fcntl and _exit, both async-signal-safe.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let free = fcntl(
+                    std::os::fd::AsRawFd::as_raw_fd(file),
+                    FcntlArg::F_GETLK(&mut probe),
+                )
+                .is_ok()
+                    && probe.l_type == libc::F_UNLCK as libc::c_short;
+                // SAFETY: leaving the forked child without running the parent's destructors.
+                unsafe { libc::_exit(if free { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
+                WaitStatus::Exited(_, code) => code,
+                other => panic!("probe: {other:?}"),
+            },
+        }
+    }
+
+    #[test]
+    fn the_lock_stays_with_the_process_not_with_inherited_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let held = FileLock::exclusive(&p, true).unwrap();
+        let look = File::open(&p).unwrap();
+        assert_eq!(probe_in_child(&look), 1, "another process sees the lock");
+        // A child forked now (as libcontainer forks the init) keeps the descriptor open
+        // after we let go; the lock must go with us all the same.
+        // SAFETY: the child only sleeps and exits.
+        let keeper = match unsafe { fork() }.unwrap() {
+            ForkResult::Child => unsafe {
+                libc::sleep(5);
+                libc::_exit(0)
+            },
+            ForkResult::Parent { child } => child,
+        };
+        drop(held);
+        assert_eq!(
+            probe_in_child(&look),
+            0,
+            "the lock was left in the forked child"
+        );
+        let again = FileLock::exclusive(&p, false).unwrap();
+        assert!(!again.is_gone());
+        std::fs::remove_file(&p).unwrap();
+        assert!(again.is_gone());
+        let _ = nix::sys::signal::kill(keeper, nix::sys::signal::SIGKILL);
+        let _ = waitpid(keeper, None);
+    }
+}
