@@ -16,6 +16,7 @@ use libcontainer::container::Container;
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::state::Record;
+use crate::sys::fs::{private_dir, private_dir_new};
 use crate::sys::lock::FileLock;
 
 const VE_DIR: &str = ".vzrun";
@@ -75,8 +76,12 @@ impl Root {
     }
 
     pub fn ensure(&self) -> Result<()> {
+        // runc's rule: the state root is root's alone (0700), and so is vzrun's part of it.
         let dir = self.path.join(VE_DIR);
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create state root", dir, e))
+        if !self.path.exists() {
+            private_dir(&self.path).map_err(|e| Error::io("create state root", &self.path, e))?;
+        }
+        private_dir(&dir).map_err(|e| Error::io("create state root", dir, e))
     }
 
     pub fn container_dir(&self, id: &str) -> PathBuf {
@@ -95,14 +100,14 @@ impl Root {
         if self.container_dir(id).exists() {
             return Err(Error::Exists);
         }
-        match fs::create_dir(&dir) {
+        match private_dir_new(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::Exists),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A concurrent delete of the last container removed `.vzrun` between our
                 // create_dir_all and mkdir: make it again once.
                 self.ensure()?;
-                fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
+                private_dir_new(&dir).map_err(|e| Error::io("create", &dir, e))?;
             }
             Err(e) => return Err(Error::io("create", dir, e)),
         }

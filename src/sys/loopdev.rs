@@ -1,5 +1,5 @@
 //! Loop devices: attach an image to a free one that detaches itself when its last user
-//! lets go, and tell the kernel an image grew.
+//! lets go, tell the kernel an image grew, and tell whether a file backs a device.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -119,4 +119,18 @@ pub fn set_capacity(dev: &Path) -> Result<(), LoopError> {
         return Err(io("resize", dev)(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Whether a loop device uses the file `meta` describes now.
+pub fn is_backing(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter_map(|p| std::fs::metadata(p.trim_end_matches('\n')).ok())
+        .any(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
 }

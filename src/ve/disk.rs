@@ -15,6 +15,7 @@
 //! reserved count. `df` then shows the larger size, with the right space available.
 
 use std::fs::{self, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -254,6 +255,82 @@ fn mkfs(image: &Path, inodes: Option<u64>) -> Result<(), VeError> {
     run_tool(&mut cmd)
 }
 
+/// ext4's magic number in its superblock (1024 bytes in, at 0x38).
+const EXT4_MAGIC: u16 = 0xEF53;
+
+/// Opens the image at `path` for reading and writing without following a link in its
+/// name or directory, making it (0600, in a 0700 directory for vzrun's own images) when
+/// it does not exist; returns whether it existed. An image that a loop device already
+/// uses is refused: it belongs to a running VE (or to the host).
+fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    use nix::sys::stat::Mode;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(VeError::Refused(format!(
+            "private area: {} is not a file path",
+            path.display()
+        )));
+    };
+    if !named {
+        crate::sys::fs::private_dir(parent).map_err(|e| io(parent.display(), e))?;
+    }
+    let dir = crate::sys::fs::open_dir_nofollow(parent).map_err(|e| {
+        io(
+            format!("open {} (without following links)", parent.display()),
+            e,
+        )
+    })?;
+    let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
+    let name = Path::new(name);
+    let rw = OFlag::O_RDWR | OFlag::O_NOFOLLOW;
+    let (file, existed) = match crate::sys::fs::open_at(&dir, name, rw, Mode::empty(), beneath) {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            crate::sys::fs::open_at(
+                &dir,
+                name,
+                rw | OFlag::O_CREAT | OFlag::O_EXCL,
+                Mode::from_bits_truncate(0o600),
+                beneath,
+            )
+            .map_err(|e| io(format!("create {}", path.display()), e))?,
+            false,
+        ),
+        Err(e) => return Err(io(format!("open {}", path.display()), e)),
+    };
+    let meta = file.metadata().map_err(|e| io(path.display(), e))?;
+    if !meta.file_type().is_file() {
+        return Err(VeError::Refused(format!(
+            "private area: {} is not a regular file",
+            path.display()
+        )));
+    }
+    if existed && crate::sys::loopdev::is_backing(&meta) {
+        return Err(VeError::Refused(format!(
+            "private area: {} is in use by a loop device (another VE's or the host's)",
+            path.display()
+        )));
+    }
+    Ok((file, existed))
+}
+
+/// Refuses an existing file that is not an ext4 image, before anything writes to it.
+fn check_ext4(image: &fs::File, path: &Path) -> Result<(), VeError> {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0u8; 2];
+    let ok = image
+        .read_exact_at(&mut magic, 1024 + SB_MAGIC as u64)
+        .is_ok()
+        && u16::from_le_bytes(magic) == EXT4_MAGIC;
+    if !ok {
+        return Err(VeError::Refused(format!(
+            "private area: {} exists and is not an ext4 image; it is left as it is",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Makes (or reuses) the image at `default_image` (or the user's persistent path), mounts
 /// it and the overlay over `lower`; returns the new root. Every step lands in `rec`
 /// before the next starts.
@@ -272,66 +349,83 @@ pub fn prepare(
     rec.space = (cfg.space.soft, cfg.space.hard);
     rec.inodes = cfg.inodes.map(|l| (l.soft, l.hard));
     let hard = cfg.space.hard / BLOCK * BLOCK;
-    let exists = rec.image.exists();
+    // The image is opened once, without following links, and every later step works on
+    // that descriptor (tools get its /proc path): a name swapped for a link meanwhile
+    // changes nothing. An existing file must already be an ext4 image, unused by any
+    // loop device, before anything is written to it.
+    let (image, existed) = open_image(&rec.image, rec.persistent)?;
+    let exists = existed;
     // An image handed over by a restore or a migration is this VE's, though not
     // user-named.
     let adopt = exists && !rec.persistent && fs::remove_file(adopt_marker(&rec.image)).is_ok();
-    if exists && !rec.persistent && !adopt {
+    let image = if exists && !rec.persistent && !adopt {
         // A stale image under a fresh VE's name is a leftover, not the user's data.
+        drop(image);
         fs::remove_file(&rec.image).map_err(|e| io(rec.image.display(), e))?;
-    }
+        open_image(&rec.image, false)?.0
+    } else {
+        image
+    };
+    let fd_path = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        image.as_raw_fd()
+    ));
     if !(exists && (rec.persistent || adopt)) {
-        if let Some(parent) = rec.image.parent() {
-            fs::create_dir_all(parent).map_err(|e| io(parent.display(), e))?;
-        }
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&rec.image)
-            .map_err(|e| io(rec.image.display(), e))?;
         rec.created = true;
         rec.fs_size = if can_resize_online() {
             hard
         } else {
             hard.saturating_mul(HEADROOM)
         };
-        f.set_len(rec.fs_size)
+        image
+            .set_len(rec.fs_size)
             .map_err(|e| io(rec.image.display(), e))?;
-        drop(f);
-        mkfs(&rec.image, cfg.inodes.map(|l| l.hard))?;
+        mkfs(&fd_path, cfg.inodes.map(|l| l.hard))?;
     } else {
+        check_ext4(&image, &rec.image)?;
         // A persistent image from an earlier run, or one a migration brought: grow it
         // offline if asked for more, then hold back whatever is above the hard limit.
-        rec.fs_size = fs::metadata(&rec.image)
+        rec.fs_size = image
+            .metadata()
             .map_err(|e| io(rec.image.display(), e))?
             .len();
         if hard > rec.fs_size {
-            OpenOptions::new()
-                .write(true)
-                .open(&rec.image)
-                .and_then(|f| f.set_len(hard))
+            image
+                .set_len(hard)
                 .map_err(|e| io(rec.image.display(), e))?;
-            run_tool(Command::new("e2fsck").args(["-f", "-p"]).arg(&rec.image))?;
-            run_tool(Command::new("resize2fs").arg(&rec.image))?;
+            run_tool(Command::new("e2fsck").args(["-f", "-p"]).arg(&fd_path))?;
+            run_tool(Command::new("resize2fs").arg(&fd_path))?;
             rec.fs_size = hard;
         }
     }
     // The kernel reads the reserve's owner only at mount; the count it reads live.
-    set_reserved(&rec.image, rec.reserved)?;
-    let image = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&rec.image)
-        .map_err(|e| io(rec.image.display(), e))?;
+    set_reserved(&fd_path, rec.reserved)?;
+    // Locked for as long as a loop device holds this open file (the lock belongs to the
+    // open file the device keeps): a second VE cannot mount the same image. nix's
+    // `Flock` would unlock when our handle drops, which is exactly what must not happen.
+    #[allow(deprecated)]
+    nix::fcntl::flock(
+        image.as_raw_fd(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|_| {
+        VeError::Refused(format!(
+            "private area: {} is in use by another VE",
+            rec.image.display()
+        ))
+    })?;
     let (dev, dev_file) = crate::sys::loopdev::attach(&image)?;
     rec.loop_dev = Some(dev.clone());
     let private = dir.join("private");
-    fs::create_dir_all(&private).map_err(|e| io(private.display(), e))?;
+    crate::sys::fs::private_dir(&private).map_err(|e| io(private.display(), e))?;
+    // The host never runs or opens devices from a VE's files here: the VE sees them
+    // through the overlay, whose own mount decides what it may run.
     mount(
         Some(&dev),
         &private,
         Some("ext4"),
-        MsFlags::MS_NOATIME,
+        MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         None::<&str>,
     )
     .map_err(|e| {
@@ -356,7 +450,7 @@ pub fn prepare(
         fs::create_dir_all(d).map_err(|e| io(d.display(), e))?;
     }
     let rootfs = dir.join("rootfs");
-    fs::create_dir_all(&rootfs).map_err(|e| io(rootfs.display(), e))?;
+    crate::sys::fs::private_dir(&rootfs).map_err(|e| io(rootfs.display(), e))?;
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         escape(lower),

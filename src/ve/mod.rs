@@ -103,12 +103,47 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// Where a VE's private area image lives unless the user named one: per state root and
-/// ID, so two roots on one host never share an image.
+/// ID, so two roots on one host never share an image, and named with a host secret, so
+/// that nobody without root on the host can guess (and so name) another VE's image.
+/// The same VE gets the same name on this host (a restore and a migration put the image
+/// there before the VE exists).
 pub fn private_image(root: &Path, id: &str) -> PathBuf {
-    let h = crate::sys::hash::short(&[root.as_os_str().as_encoded_bytes()]);
+    let key = host_key();
+    let h = crate::sys::hash::short(&[&key, root.as_os_str().as_encoded_bytes(), id.as_bytes()]);
     data_dir()
         .join("private")
-        .join(format!("{id}-{:08x}.img", h & 0xffff_ffff))
+        .join(format!("{id}-{h:016x}.img"))
+}
+
+/// 32 random bytes kept in the data directory (0600): made once per host, written whole
+/// under a temporary name and linked into place, so a concurrent reader sees all or none.
+fn host_key() -> Vec<u8> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = data_dir();
+    let path = dir.join(".key");
+    let read = || std::fs::read(&path).ok().filter(|k| k.len() == 32);
+    if let Some(k) = read() {
+        return k;
+    }
+    let mut key = vec![0u8; 32];
+    let tmp = dir.join(format!(".key.{}", std::process::id()));
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut r| r.read_exact(&mut key))
+        .and_then(|_| crate::sys::fs::private_dir(&dir))
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+        })
+        .and_then(|mut f| f.write_all(&key))
+        // Fails when another vzrun linked its key first: that one counts.
+        .and_then(|_| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    read().unwrap_or(key)
 }
 
 /// Where a VE lives on the host.
