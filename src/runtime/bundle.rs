@@ -11,9 +11,22 @@ use crate::runtime::error::{Error, Result};
 use crate::runtime::executor::lend_sys_admin;
 use crate::ve;
 
+/// The largest config.json read: a spec is some kilobytes; this bounds what a caller can
+/// make vzrun read and parse.
+const MAX_CONFIG: u64 = 32 << 20;
+
 /// Reads a bundle's config.json; a parse error names the JSON path of the bad field.
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
+    if let Ok(m) = fs::metadata(&path) {
+        if m.len() > MAX_CONFIG {
+            return Err(Error::Config(format!(
+                "config.json: {} bytes is over the {} MiB a spec may have",
+                m.len(),
+                MAX_CONFIG >> 20
+            )));
+        }
+    }
     let data = match fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -97,17 +110,11 @@ pub(crate) fn make_cwd(spec: &Spec, rootfs: &Path) {
     let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) else {
         return;
     };
-    let safe = cwd.is_absolute()
-        && cwd
-            .components()
-            .all(|c| !matches!(c, std::path::Component::ParentDir));
-    if readonly || !safe {
+    if readonly || !cwd.is_absolute() {
         return;
     }
-    let target = rootfs.join(cwd.strip_prefix("/").unwrap_or(&cwd));
-    if !target.exists() {
-        let _ = fs::create_dir_all(&target);
-    }
+    // Resolved inside the rootfs: a link in the image never makes a directory on the host.
+    let _ = crate::sys::fs::mkdir_in_root(rootfs, &cwd);
 }
 
 /// A bundle read and checked, before anything exists on the host.

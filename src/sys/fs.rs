@@ -51,3 +51,89 @@ pub fn private_dir_new(path: &Path) -> std::io::Result<()> {
     DirBuilder::new().mode(0o700).create(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
+
+/// Makes the directory `path` as the container will see it: `path` is resolved inside
+/// `root` (a symbolic link in the image points within the image, never onto the host),
+/// and missing components are made one at a time, each beneath the one before.
+pub fn mkdir_in_root(root: &Path, path: &Path) -> std::io::Result<()> {
+    use std::path::Component;
+    let root_dir = open_dir_nofollow(root)?;
+    let in_root = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    let mut so_far = std::path::PathBuf::from(".");
+    for c in path.components() {
+        let Component::Normal(name) = c else {
+            continue;
+        };
+        let parent = open_at(
+            &root_dir,
+            &so_far,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+            in_root,
+        )?;
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        so_far.push(name);
+    }
+    // What now stands at `path` must be a directory inside the root.
+    open_at(
+        &root_dir,
+        &so_far,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        Mode::empty(),
+        in_root,
+    )
+    .map(|_| ())
+}
+
+/// Reads a file as the container will see it: `path` resolved inside `root`.
+pub fn read_in_root(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let root_dir = open_dir_nofollow(root)?;
+    let mut f = open_at(
+        &root_dir,
+        path.strip_prefix("/").unwrap_or(path),
+        OFlag::O_RDONLY,
+        Mode::empty(),
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_in_an_image_stay_in_the_image() {
+        let root = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        // An image whose /work points at an absolute path: inside the root that is
+        // root/<host path>, never the host's directory.
+        std::os::unix::fs::symlink(host.path(), root.path().join("work")).unwrap();
+        // root/<host path> does not exist: nothing is made, least of all on the host.
+        assert!(mkdir_in_root(root.path(), Path::new("/work/sub")).is_err());
+        assert!(!host.path().join("sub").exists(), "made on the host");
+        // Links that stay inside are followed as the container would.
+        std::fs::create_dir(root.path().join("a")).unwrap();
+        std::os::unix::fs::symlink("/a", root.path().join("link")).unwrap();
+        mkdir_in_root(root.path(), Path::new("/link/d/e")).unwrap();
+        assert!(root.path().join("a/d/e").is_dir());
+        std::fs::write(host.path().join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(host.path().join("secret"), root.path().join("leak")).unwrap();
+        assert!(read_in_root(root.path(), Path::new("/leak")).is_err());
+        std::fs::write(root.path().join("mine"), "ve").unwrap();
+        assert_eq!(
+            read_in_root(root.path(), Path::new("/mine")).unwrap(),
+            b"ve"
+        );
+    }
+}

@@ -217,12 +217,16 @@ pub fn prepare(
     // The VE always gets its own resolv.conf, so that `ve set --nameserver` can change it
     // later even on a read-only or shared rootfs; without DNS settings it starts as a
     // copy of the rootfs's file.
-    let own = spec
-        .root()
-        .as_ref()
-        .map(|r| r.path().join("etc/resolv.conf"));
+    let own = spec.root().as_ref().map(|r| r.path().clone());
     let text = net::resolv_conf(netc)
-        .or_else(|| own.and_then(|p| std::fs::read_to_string(p).ok()))
+        .or_else(|| {
+            // The image's own file, read as the VE sees it (a link in the image must
+            // not make vzrun copy a host file into the VE).
+            own.and_then(|root| {
+                crate::sys::fs::read_in_root(&root, Path::new("/etc/resolv.conf")).ok()
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        })
         .unwrap_or_default();
     {
         let path = ctx.dir.join("resolv.conf");

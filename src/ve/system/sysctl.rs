@@ -7,22 +7,37 @@ use std::path::Path;
 use super::config::SystemConfig;
 use crate::ve::VeError;
 
-/// What a system VE may write under /proc/sys; everything else there stays read-only,
-/// since it is the host's.
-const OWN_SYSCTLS: &[&str] = &[
-    "net",
-    "kernel/hostname",
-    "kernel/domainname",
-    "kernel/shmmax",
-    "kernel/shmall",
-    "kernel/shmmni",
-    "kernel/shm_rmid_forced",
-    "kernel/msgmax",
-    "kernel/msgmnb",
-    "kernel/msgmni",
-    "kernel/sem",
-    "fs/mqueue",
+/// What a system VE may write under /proc/sys, with the namespace that makes each its
+/// own; everything else there stays read-only, since it is the host's.
+const OWN_SYSCTLS: &[(&str, &str)] = &[
+    ("net", "net"),
+    ("kernel/hostname", "uts"),
+    ("kernel/domainname", "uts"),
+    ("kernel/shmmax", "ipc"),
+    ("kernel/shmall", "ipc"),
+    ("kernel/shmmni", "ipc"),
+    ("kernel/shm_rmid_forced", "ipc"),
+    ("kernel/msgmax", "ipc"),
+    ("kernel/msgmnb", "ipc"),
+    ("kernel/msgmni", "ipc"),
+    ("kernel/sem", "ipc"),
+    ("fs/mqueue", "ipc"),
 ];
+
+/// Whether the process `pid` is in a namespace of its own of this kind, not vzrun's
+/// (the host's): a VE that shares the host's UTS namespace must not get the host's
+/// hostname to write.
+fn own_namespace(pid: i32, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: String| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    match (
+        ino(format!("/proc/{pid}/ns/{kind}")),
+        ino(format!("/proc/self/ns/{kind}")),
+    ) {
+        (Some(theirs), Some(ours)) => theirs != ours,
+        _ => false,
+    }
+}
 
 /// Makes the VE's own sysctls writable in its mount namespace, once libcontainer has
 /// made /proc/sys read-only and before init runs. Done from a thread of ours that
@@ -31,6 +46,11 @@ pub fn configure(pid: i32, cfg: &SystemConfig) -> Result<(), VeError> {
     if !cfg.own_sysctls {
         return Ok(());
     }
+    let own: Vec<&'static str> = OWN_SYSCTLS
+        .iter()
+        .filter(|(_, ns)| own_namespace(pid, ns))
+        .map(|(path, _)| *path)
+        .collect();
     use nix::sched::CloneFlags;
     // The IPC sysctls are a table per IPC namespace: the entries to bind are the ones the
     // VE sees, so the worker joins that namespace as well as the mount namespace.
@@ -52,7 +72,7 @@ pub fn configure(pid: i32, cfg: &SystemConfig) -> Result<(), VeError> {
             setns(f.as_fd(), *flag)
                 .map_err(|e| VeError::io(format!("sysctl: enter the VE's {name} namespace"), e))?;
         }
-        for rel in OWN_SYSCTLS {
+        for rel in own {
             let p = Path::new("/proc/sys").join(rel);
             if !p.exists() {
                 continue;
