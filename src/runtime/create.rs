@@ -94,7 +94,20 @@ impl Runtime {
             id,
             dir: &claimed.ve_dir,
         };
-        let prepared = ve::prepare(&ctx, &bundle.ve_config, spec, &mut claimed.record.ve);
+        let mut base = claimed.record.clone();
+        let dir = claimed.ve_dir.clone();
+        let mut save = |ve: &ve::VeRecord| {
+            base.ve = ve.clone();
+            base.save(&dir)
+                .map_err(|e| ve::VeError::Refused(format!("save the VE record: {e}")))
+        };
+        let prepared = ve::prepare(
+            &ctx,
+            &bundle.ve_config,
+            spec,
+            &mut claimed.record.ve,
+            &mut save,
+        );
         claimed.record.save(&claimed.ve_dir)?;
         prepared?;
         // After prepare: a private area puts an overlay in front of the bundle's rootfs.

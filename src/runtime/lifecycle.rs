@@ -199,21 +199,61 @@ impl Runtime {
     pub fn delete_locked(&self, id: &str, force: bool, lock: Lock) -> Result<()> {
         let ve_dir = self.root.ve_dir(id);
         let record = Record::load(&ve_dir).unwrap_or_default();
-        // An error here is a create that died between claiming the ID and libcontainer's
-        // state file: nothing of libcontainer's exists, only our side needs to go.
-        if let Ok((mut container, _)) = self.root.read(id) {
-            let status = container.status();
-            can_delete(id, status, force)?;
-            if status == ContainerStatus::Paused {
-                // SIGKILL stays pending in a frozen cgroup on v1: thaw first.
-                let _ = container.resume();
+        match self.root.read(id) {
+            Ok((mut container, _)) => {
+                let status = container.status();
+                can_delete(id, status, force)?;
+                if status == ContainerStatus::Paused {
+                    // SIGKILL stays pending in a frozen cgroup on v1: thaw first.
+                    let _ = container.resume();
+                }
+                if let Err(e) = container.delete(true) {
+                    if !force {
+                        return Err(e.into());
+                    }
+                    // A state libcontainer cannot finish (a create killed halfway): take
+                    // down what the derived config says was made.
+                    self.remove_remains(id);
+                }
             }
-            container.delete(true)?;
+            // No readable state: a create that died between claiming the ID and
+            // libcontainer's state file (or a state file cut short by a full disk).
+            Err(Error::NotExist) => self.remove_remains(id),
+            Err(e) if !force => return Err(e),
+            Err(_) => self.remove_remains(id),
         }
         ve::teardown(&record.ve);
         self.root.release(id);
         drop(lock);
         Ok(())
+    }
+}
+
+impl Runtime {
+    /// What a container without usable state left: the processes of its cgroup (named in
+    /// vzrun's derived config), the cgroup, and libcontainer's directory.
+    fn remove_remains(&self, id: &str) {
+        if let Ok(spec) = crate::runtime::bundle::load_spec(&self.root.ve_dir(id)) {
+            if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
+                if let Ok(m) = cgroups::manager(&path, id) {
+                    use libcgroups::common::CgroupManager;
+                    // Thawed first: SIGKILL stays pending in a frozen v1 cgroup.
+                    let _ = m.freeze(libcgroups::common::FreezerState::Thawed);
+                    for _ in 0..100 {
+                        let pids = m.get_all_pids().unwrap_or_default();
+                        if pids.is_empty() {
+                            break;
+                        }
+                        for pid in pids {
+                            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    let _ = m.remove();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.root.container_dir(id));
     }
 }
 

@@ -332,14 +332,16 @@ fn check_ext4(image: &fs::File, path: &Path) -> Result<(), VeError> {
 }
 
 /// Makes (or reuses) the image at `default_image` (or the user's persistent path), mounts
-/// it and the overlay over `lower`; returns the new root. Every step lands in `rec`
-/// before the next starts.
+/// it and the overlay over `lower`; returns the new root. What a step will make lands in
+/// `rec`, and `save` writes it down, before the step runs: a vzrun killed at any point
+/// leaves a record that names everything teardown has to remove.
 pub fn prepare(
     cfg: &DiskConfig,
     dir: &Path,
     default_image: &Path,
     lower: &Path,
     rec: &mut DiskRecord,
+    save: &mut dyn FnMut(&DiskRecord) -> Result<(), VeError>,
 ) -> Result<PathBuf, VeError> {
     rec.persistent = cfg.image.is_some();
     rec.image = cfg
@@ -349,6 +351,9 @@ pub fn prepare(
     rec.space = (cfg.space.soft, cfg.space.hard);
     rec.inodes = cfg.inodes.map(|l| (l.soft, l.hard));
     let hard = cfg.space.hard / BLOCK * BLOCK;
+    // vzrun's own image path is the VE's alone: recorded before it is made. A user's
+    // named image is recorded as made only once this create has made it.
+    save(rec)?;
     // The image is opened once, without following links, and every later step works on
     // that descriptor (tools get its /proc path): a name swapped for a link meanwhile
     // changes nothing. An existing file must already be an ext4 image, unused by any
@@ -373,6 +378,7 @@ pub fn prepare(
     ));
     if !(exists && (rec.persistent || adopt)) {
         rec.created = true;
+        save(rec)?;
         rec.fs_size = if can_resize_online() {
             hard
         } else {
@@ -415,9 +421,11 @@ pub fn prepare(
             rec.image.display()
         ))
     })?;
+    let private = dir.join("private");
+    rec.private = Some(private.clone());
+    save(rec)?;
     let (dev, dev_file) = crate::sys::loopdev::attach(&image)?;
     rec.loop_dev = Some(dev.clone());
-    let private = dir.join("private");
     crate::sys::fs::private_dir(&private).map_err(|e| io(private.display(), e))?;
     // The host never runs or opens devices from a VE's files here: the VE sees them
     // through the overlay, whose own mount decides what it may run.
@@ -438,7 +446,7 @@ pub fn prepare(
             e,
         )
     })?;
-    rec.private = Some(private.clone());
+    save(rec)?;
     // The mount now holds the device; with autoclear set, dropping our handles lets the
     // device detach itself at unmount.
     drop(dev_file);
@@ -450,6 +458,8 @@ pub fn prepare(
         fs::create_dir_all(d).map_err(|e| io(d.display(), e))?;
     }
     let rootfs = dir.join("rootfs");
+    rec.rootfs = Some(rootfs.clone());
+    save(rec)?;
     crate::sys::fs::private_dir(&rootfs).map_err(|e| io(rootfs.display(), e))?;
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -465,7 +475,6 @@ pub fn prepare(
         Some(opts.as_str()),
     )
     .map_err(|e| io(format!("overlay over {}", lower.display()), e))?;
-    rec.rootfs = Some(rootfs.clone());
     Ok(rootfs)
 }
 

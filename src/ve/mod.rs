@@ -170,11 +170,13 @@ fn netns_path(spec: &Spec) -> Option<PathBuf> {
 }
 
 /// Host-side work before libcontainer creates the init; adjusts the spec it is handed.
+/// `save` writes the record down; it is called before each step that makes something.
 pub fn prepare(
     ctx: &Ctx,
     config: &VeConfig,
     spec: &mut Spec,
     record: &mut VeRecord,
+    save: &mut dyn FnMut(&VeRecord) -> Result<(), VeError>,
 ) -> Result<(), VeError> {
     record.hostname = spec.hostname().clone();
     if let Some(d) = &config.disk {
@@ -183,9 +185,14 @@ pub fn prepare(
                 "private area: the spec has no root".into(),
             ));
         };
+        let mut snapshot = record.clone();
         let rec = record.disk.insert(disk::DiskRecord::default());
         let image = private_image(ctx.root, ctx.id);
-        let rootfs = disk::prepare(d, ctx.dir, &image, root.path(), rec)?;
+        let mut step = |d: &disk::DiskRecord| {
+            snapshot.disk = Some(d.clone());
+            save(&snapshot)
+        };
+        let rootfs = disk::prepare(d, ctx.dir, &image, root.path(), rec, &mut step)?;
         root.set_path(rootfs);
         spec.set_root(Some(root));
     }
