@@ -94,6 +94,25 @@ pub enum Command {
     Template(commands::template::TemplateCommand),
 }
 
+impl Command {
+    /// Commands whose process (or a fork of it) becomes a container process.
+    fn starts_container_processes(&self) -> bool {
+        use commands::ve::VeCommand;
+        match self {
+            Command::Create(_)
+            | Command::Run(_)
+            | Command::Exec(_)
+            | Command::Restore(_)
+            | Command::MigrateListen(_) => true,
+            Command::Ve(v) => matches!(
+                v,
+                VeCommand::Start(_) | VeCommand::Restart(_) | VeCommand::Enter(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Go's flag package accepts `-flag` for a long flag and containerd relies on it
 /// (`restore -no-subreaper`). Rewrite such tokens to `--flag` when `flag` is a long option
 /// the command knows; anything else (short clusters, container arguments) is left alone.
@@ -191,6 +210,15 @@ pub fn main() -> i32 {
         let _ = Cli::command().print_help();
         return 0;
     };
+    // Container processes start as forks of vzrun: they must run from a sealed copy, so
+    // that none of them can reach a writable host binary through /proc/PID/exe.
+    if command.starts_container_processes() {
+        if let Err(e) = crate::sys::sealed::ensure() {
+            let err = anyhow::Error::from(e);
+            logging::error(&err);
+            return 1;
+        }
+    }
     match commands::dispatch(command, &cli.global) {
         Ok(code) => code,
         Err(err) => {

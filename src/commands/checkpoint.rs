@@ -158,7 +158,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
              (the VE is gone after the checkpoint)"
         );
     }
-    let exe = std::env::current_exe().context("own executable")?;
+    // Not current_exe(): a sealed vzrun runs from a memfd, which has no path of its own.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     actions
         .run(
             Point::PreCheckpoint,

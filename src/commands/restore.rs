@@ -90,7 +90,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     if terminal && args.console_socket.is_none() {
         bail!("cannot allocate tty if runc will detach without setting console socket");
     }
-    let exe = std::env::current_exe().context("own executable")?;
+    // Not current_exe(): a sealed vzrun runs from a memfd, which has no path of its own.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     let meta = checkpoint::Meta::load(&opts.criu.image);
     if let Some(net) = loaded.ve_config.net.as_mut() {
         if net.mac.is_none() && meta.id.as_deref() == Some(id.as_str()) {

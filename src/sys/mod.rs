@@ -11,3 +11,4 @@ pub mod loopdev;
 pub mod netlink;
 pub mod process;
 pub mod pty;
+pub mod sealed;
