@@ -274,7 +274,7 @@ pub fn restore_netns(
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
         let mut nl = crate::sys::netlink::Netlink::new().map_err(|e| e.to_string())?;
         if let Some(lo) = nl.link_index("lo").map_err(|e| e.to_string())? {
-            nl.set_link(lo, Some(true), None, None, None, None)
+            nl.set_link(lo, &crate::sys::netlink::LinkChange::up(true))
                 .map_err(|e| e.to_string())?;
         }
         std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())

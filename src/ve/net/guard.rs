@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use super::{Addr, Mode, NetConfig};
+use crate::sys::netlink::{BridgePortFlags, FdbEntry, Netlink, NlError};
 
 fn nft(script: &str) -> Result<(), String> {
     crate::sys::process::run_with_input(Command::new("nft").args(["-f", "-"]), script.as_bytes())
@@ -87,42 +88,19 @@ pub fn remove(table: &str) {
     let _ = nft(&format!("delete table netdev {table}\n"));
 }
 
-/// On a bridge, a VE's port gets no flooded unknown unicast and its MAC is pinned to it,
-/// so frames for one VE are never copied to another's port.
-pub fn bridge_port_isolation(host_if: &str, mac: &[u8]) -> Result<(), String> {
-    let run = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("bridge")
-            .args(args)
-            .output()
-            .map_err(|e| format!("run bridge: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "bridge {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
-    };
-    run(&[
-        "link",
-        "set",
-        "dev",
-        host_if,
-        "flood",
-        "off",
-        "mcast_flood",
-        "off",
-    ])?;
-    run(&[
-        "fdb",
-        "replace",
-        &mac_text(mac),
-        "dev",
-        host_if,
-        "master",
-        "static",
-    ])
+/// On a bridge, a VE's port gets no flooded unknown unicast (nor multicast) and its MAC
+/// is pinned to it, so frames for one VE are never copied to another's port: what
+/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb replace MAC dev
+/// PORT master static` do, through netlink.
+pub fn bridge_port_isolation(nl: &mut Netlink, port: u32, mac: &[u8]) -> Result<(), NlError> {
+    nl.set_bridge_port(
+        port,
+        &BridgePortFlags {
+            flood: Some(false),
+            mcast_flood: Some(false),
+        },
+    )?;
+    nl.add(&FdbEntry { port, mac })
 }
 
 #[cfg(test)]

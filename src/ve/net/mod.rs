@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 mod guard;
 
 use super::{bad, VeError, PREFIX};
-use crate::sys::netlink::{self, in_netns, Netlink, NlError, Route};
+use crate::sys::netlink::{
+    self, in_netns, Address, LinkChange, Netlink, NlError, ProxyNeighbour, Route, Rule, Veth,
+};
 
 pub const KEYS: &[&str] = &[
     "net.mode",
@@ -394,8 +396,7 @@ pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), VeError> {
     let Some(idx) = nl.link_index(host_if).map_err(nl_err)? else {
         return Ok(());
     };
-    nl.set_link(idx, Some(up), None, None, None, None)
-        .map_err(nl_err)?;
+    nl.set_link(idx, &LinkChange::up(up)).map_err(nl_err)?;
     // Taking a link down flushes the routes through it: a venet VE's host routes come
     // back with the link.
     if up && rec.mode == Mode::Venet {
@@ -407,7 +408,7 @@ pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), VeError> {
                 ..Default::default()
             };
             if !nl.has_host_route(a.ip).unwrap_or(false) {
-                nl.add_route(&r).map_err(nl_err)?;
+                nl.add(&r).map_err(nl_err)?;
             }
         }
     }
@@ -638,12 +639,12 @@ pub fn setup_at(
         Mode::Veth => Some(c.mac.unwrap_or_else(|| generated_mac(&host_if))),
         Mode::Venet => None,
     };
-    nl.add_veth(
-        &host_if,
-        ve_if,
-        nsfile.as_raw_fd(),
-        ve_mac.as_ref().map(|m| &m[..]),
-    )
+    nl.add_veth(&Veth {
+        host: &host_if,
+        peer: ve_if,
+        peer_netns: nsfile.as_fd(),
+        peer_mac: ve_mac.as_ref().map(|m| &m[..]),
+    })
     .map_err(nl_err)?;
     rec.host_if = Some(host_if.clone());
     rec.ve_if = Some(ve_if.to_string());
@@ -664,14 +665,22 @@ pub fn setup_at(
     // The host end.
     match c.mode {
         Mode::Venet => {
-            nl.set_link(host_idx, Some(on_wire), Some(true), Some(&mac), None, None)
-                .map_err(nl_err)?;
+            nl.set_link(
+                host_idx,
+                &LinkChange {
+                    up: Some(on_wire),
+                    noarp: Some(true),
+                    mac: Some(&mac),
+                    ..Default::default()
+                },
+            )
+            .map_err(nl_err)?;
             let _ = netlink::sysctl(&format!("net/ipv4/conf/{host_if}/forwarding"), "1");
             let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/forwarding"), "1");
             let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/force_forwarding"), "1");
             // A route through a down link is refused; set_host_link adds them with it.
             for a in c.ips.iter().filter(|_| on_wire) {
-                nl.add_route(&Route {
+                nl.add(&Route {
                     dst: Some((a.ip, a.prefix)),
                     oif: Some(host_idx),
                     onlink_scope: true,
@@ -686,7 +695,8 @@ pub fn setup_at(
                     .ok_or_else(|| bad("net.uplink", format!("device {u:?} does not exist")))?;
                 let _ = netlink::sysctl(&format!("net/ipv6/conf/{u}/proxy_ndp"), "1");
                 for a in &c.ips {
-                    nl.add_proxy(up, a.ip).map_err(nl_err)?;
+                    nl.add(&ProxyNeighbour { link: up, ip: a.ip })
+                        .map_err(nl_err)?;
                     rec.proxied.push(a.ip);
                 }
                 if on_wire {
@@ -702,11 +712,18 @@ pub fn setup_at(
                     format!("bridge {bridge:?} does not exist on the host"),
                 )
             })?;
-            nl.set_link(host_idx, Some(on_wire), None, None, Some(bidx), None)
-                .map_err(nl_err)?;
+            nl.set_link(
+                host_idx,
+                &LinkChange {
+                    up: Some(on_wire),
+                    master: Some(bidx),
+                    ..Default::default()
+                },
+            )
+            .map_err(nl_err)?;
             // Unknown unicast is not flooded to a VE's port, so one VE never sees frames
             // meant for another; its own MAC is pinned to its port.
-            guard::bridge_port_isolation(&host_if, &mac).map_err(VeError::Net)?;
+            guard::bridge_port_isolation(&mut nl, host_idx, &mac).map_err(nl_err)?;
         }
     }
     if kernel_guard_applies(c.mode, &c.ips) {
@@ -762,8 +779,7 @@ fn format_mac(m: &[u8]) -> String {
 fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, VeError> {
     let mut nl = Netlink::new().map_err(nl_err)?;
     if let Some(lo) = nl.link_index("lo").map_err(nl_err)? {
-        nl.set_link(lo, Some(true), None, None, None, None)
-            .map_err(nl_err)?;
+        nl.set_link(lo, &LinkChange::up(true)).map_err(nl_err)?;
     }
     let idx = nl
         .link_index(ve_if)
@@ -772,14 +788,26 @@ fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, VeError> {
     let _ = netlink::sysctl(&format!("net/ipv6/conf/{ve_if}/accept_dad"), "0");
     let _ = netlink::sysctl(&format!("net/ipv6/conf/{ve_if}/dad_transmits"), "0");
     let venet = c.mode == Mode::Venet;
-    nl.set_link(idx, Some(true), Some(venet), None, None, None)
-        .map_err(nl_err)?;
+    nl.set_link(
+        idx,
+        &LinkChange {
+            up: Some(true),
+            noarp: Some(venet),
+            ..Default::default()
+        },
+    )
+    .map_err(nl_err)?;
     for a in &c.ips {
-        nl.add_addr(idx, a.ip, a.prefix).map_err(nl_err)?;
+        nl.add(&Address {
+            link: idx,
+            ip: a.ip,
+            prefix: a.prefix,
+        })
+        .map_err(nl_err)?;
     }
     if venet {
         if c.ips.iter().any(|a| a.ip.is_ipv4()) {
-            nl.add_route(&Route {
+            nl.add(&Route {
                 oif: Some(idx),
                 onlink_scope: true,
                 ..Default::default()
@@ -787,7 +815,7 @@ fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, VeError> {
             .map_err(nl_err)?;
         }
         if c.ips.iter().any(|a| a.ip.is_ipv6()) {
-            nl.add_route(&Route {
+            nl.add(&Route {
                 oif: Some(idx),
                 v6: true,
                 ..Default::default()
@@ -796,7 +824,7 @@ fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, VeError> {
         }
     } else {
         for g in &c.gateways {
-            nl.add_route(&Route {
+            nl.add(&Route {
                 via: Some(*g),
                 oif: Some(idx),
                 v6: g.is_ipv6(),
@@ -806,13 +834,20 @@ fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, VeError> {
         }
     }
     for r in &c.routes {
-        nl.add_route(&to_route(r, idx)).map_err(nl_err)?;
+        nl.add(&to_route(r, idx)).map_err(nl_err)?;
     }
     for r in &c.rules {
-        nl.add_rule((r.from.ip, r.from.prefix), r.table, r.priority)
-            .map_err(nl_err)?;
+        nl.add(&to_rule(r)).map_err(nl_err)?;
     }
     Ok(nl.link_mac(idx).map_err(nl_err)?.unwrap_or_default())
+}
+
+fn to_rule(r: &RuleSpec) -> Rule {
+    Rule {
+        from: (r.from.ip, r.from.prefix),
+        table: r.table,
+        priority: r.priority,
+    }
 }
 
 fn to_route(r: &RouteSpec, oif: u32) -> Route {
@@ -834,17 +869,17 @@ pub fn teardown(rec: &NetRecord) {
     if let Some(u) = &rec.uplink {
         if let Ok(Some(idx)) = nl.link_index(u) {
             for ip in &rec.proxied {
-                let _ = nl.del_proxy(idx, *ip);
+                let _ = nl.del(&ProxyNeighbour { link: idx, ip: *ip });
             }
         }
     }
     if let Some(ns) = &rec.caller_netns {
         {
-            let rules = rec.rules.clone();
+            let rules: Vec<Rule> = rec.rules.iter().map(to_rule).collect();
             let _ = in_netns(ns, move || {
                 if let Ok(mut inner) = Netlink::new() {
                     for r in &rules {
-                        let _ = inner.del_rule((r.from.ip, r.from.prefix), r.table, r.priority);
+                        let _ = inner.del(r);
                     }
                 }
             });
@@ -858,7 +893,7 @@ pub fn teardown(rec: &NetRecord) {
     if let Some(h) = &rec.host_if {
         if let (Mode::Venet, Ok(Some(idx))) = (rec.mode, nl.link_index(h)) {
             for a in &rec.ips {
-                let _ = nl.del_route(&Route {
+                let _ = nl.del(&Route {
                     dst: Some((a.ip, a.prefix)),
                     oif: Some(idx),
                     onlink_scope: true,
@@ -930,18 +965,23 @@ pub fn change(
             .map_err(nl_err)?
             .ok_or_else(|| VeError::Net(format!("{ve_if} missing")))?;
         for a in &add_v {
-            n.add_addr(idx, a.ip, a.prefix).map_err(nl_err)?;
+            n.add(&Address {
+                link: idx,
+                ip: a.ip,
+                prefix: a.prefix,
+            })
+            .map_err(nl_err)?;
         }
         if mode == Mode::Venet {
             if !had_v4 && add_v.iter().any(|a| a.ip.is_ipv4()) {
-                let _ = n.add_route(&Route {
+                let _ = n.add(&Route {
                     oif: Some(idx),
                     onlink_scope: true,
                     ..Default::default()
                 });
             }
             if !had_v6 && add_v.iter().any(|a| a.ip.is_ipv6()) {
-                let _ = n.add_route(&Route {
+                let _ = n.add(&Route {
                     oif: Some(idx),
                     v6: true,
                     ..Default::default()
@@ -949,13 +989,18 @@ pub fn change(
             }
         }
         for a in &del_prefixes {
-            n.del_addr(idx, a.ip, a.prefix).map_err(nl_err)?;
+            n.del(&Address {
+                link: idx,
+                ip: a.ip,
+                prefix: a.prefix,
+            })
+            .map_err(nl_err)?;
         }
         for r in &rd {
-            n.del_route(&to_route(r, idx)).map_err(nl_err)?;
+            n.del(&to_route(r, idx)).map_err(nl_err)?;
         }
         for r in &ra {
-            n.add_route(&to_route(r, idx)).map_err(nl_err)?;
+            n.add(&to_route(r, idx)).map_err(nl_err)?;
         }
         Ok(())
     })
@@ -974,7 +1019,7 @@ pub fn change(
     }
     for a in add {
         if let (Mode::Venet, Some(hi)) = (rec.mode, host_idx) {
-            nl.add_route(&Route {
+            nl.add(&Route {
                 dst: Some((a.ip, a.prefix)),
                 oif: Some(hi),
                 onlink_scope: true,
@@ -988,7 +1033,7 @@ pub fn change(
         if let Some(pos) = rec.ips.iter().position(|x| x.ip == *ip) {
             let a = rec.ips.remove(pos);
             if let (Mode::Venet, Some(hi)) = (rec.mode, host_idx) {
-                let _ = nl.del_route(&Route {
+                let _ = nl.del(&Route {
                     dst: Some((a.ip, a.prefix)),
                     oif: Some(hi),
                     onlink_scope: true,
