@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -122,14 +122,17 @@ pub fn announce(rec: &NetRecord) {
 
 /// Broadcasts an ARP request for `ip` from `ip` itself on the link `ifindex`, so that
 /// neighbours update their caches to `mac`.
-fn gratuitous_arp(ifindex: u32, mac: &[u8], ip: Ipv4Addr) -> std::io::Result<()> {
-    use std::os::fd::{FromRawFd, OwnedFd};
+fn gratuitous_arp(ifindex: u32, mac: &[u8], ip: Ipv4Addr) -> nix::Result<()> {
+    use nix::sys::socket::{
+        sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike,
+    };
     if mac.len() != 6 {
         return Ok(());
     }
     const ETH_P_ARP: u16 = 0x0806;
+    const BROADCAST: [u8; 6] = [0xff; 6];
     let mut frame = Vec::with_capacity(42);
-    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&BROADCAST);
     frame.extend_from_slice(mac);
     frame.extend_from_slice(&ETH_P_ARP.to_be_bytes());
     // htype Ethernet, ptype IPv4, hlen 6, plen 4, op request
@@ -138,35 +141,34 @@ fn gratuitous_arp(ifindex: u32, mac: &[u8], ip: Ipv4Addr) -> std::io::Result<()>
     frame.extend_from_slice(&ip.octets());
     frame.extend_from_slice(&[0; 6]);
     frame.extend_from_slice(&ip.octets());
-    // SAFETY: plain socket(2); the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, ETH_P_ARP.to_be() as i32) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    // Protocol 0: the socket only sends (the frame's type is in its header and in the
+    // destination address below) and is never handed a copy of incoming frames.
+    let sock = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let ll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: ETH_P_ARP.to_be(),
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 6,
+        sll_addr: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    };
+    // SAFETY: `ll` is a fully initialised sockaddr_ll and the length given is its size;
+    // nix copies it and offers no safe constructor for a link-layer address.
+    let dest = unsafe {
+        LinkAddr::from_raw(
+            (&ll as *const libc::sockaddr_ll).cast(),
+            Some(std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t),
+        )
     }
-    // SAFETY: fd is a new descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid sockaddr_ll; the fields used are set below.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ETH_P_ARP.to_be();
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    .ok_or(nix::errno::Errno::EINVAL)?;
     for _ in 0..2 {
-        // SAFETY: frame and addr outlive the call; lengths are theirs.
-        let rc = unsafe {
-            libc::sendto(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        sendto(sock.as_raw_fd(), &frame, &dest, MsgFlags::empty())?;
     }
     Ok(())
 }
