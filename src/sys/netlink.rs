@@ -157,12 +157,36 @@ pub struct FdbEntry<'a> {
     pub mac: &'a [u8],
 }
 
+/// The body of an add or delete request: the same message for both.
+pub enum Body {
+    Address(AddressMessage),
+    Route(RouteMessage),
+    Rule(RuleMessage),
+    Neighbour(NeighbourMessage),
+}
+
+impl Body {
+    /// The RTM_NEW* request (`new` true) or the RTM_DEL* one.
+    fn request(self, new: bool) -> RouteNetlinkMessage {
+        use RouteNetlinkMessage as M;
+        match (self, new) {
+            (Body::Address(m), true) => M::NewAddress(m),
+            (Body::Address(m), false) => M::DelAddress(m),
+            (Body::Route(m), true) => M::NewRoute(m),
+            (Body::Route(m), false) => M::DelRoute(m),
+            (Body::Rule(m), true) => M::NewRule(m),
+            (Body::Rule(m), false) => M::DelRule(m),
+            (Body::Neighbour(m), true) => M::NewNeighbour(m),
+            (Body::Neighbour(m), false) => M::DelNeighbour(m),
+        }
+    }
+}
+
 /// Something `add` and `del` take: one builder makes the message for both.
 pub trait Object {
     /// Names the object in an error, after "add " or "delete ".
     fn describe(&self) -> String;
-    /// The RTM_NEW* request for it (`new` true) or the RTM_DEL* one.
-    fn message(&self, new: bool) -> RouteNetlinkMessage;
+    fn body(&self) -> Body;
     /// Flags of the add: by default an object that exists already is an error.
     fn add_flags(&self) -> u16 {
         NLM_F_CREATE | NLM_F_EXCL
@@ -174,18 +198,14 @@ impl Object for Address {
         format!("address {}/{}", self.ip, self.prefix)
     }
 
-    fn message(&self, new: bool) -> RouteNetlinkMessage {
+    fn body(&self) -> Body {
         let mut m = AddressMessage::default();
         m.header.family = family(&self.ip);
         m.header.prefix_len = self.prefix;
         m.header.index = self.link;
         m.attributes.push(AddressAttribute::Local(self.ip));
         m.attributes.push(AddressAttribute::Address(self.ip));
-        if new {
-            RouteNetlinkMessage::NewAddress(m)
-        } else {
-            RouteNetlinkMessage::DelAddress(m)
-        }
+        Body::Address(m)
     }
 }
 
@@ -194,7 +214,7 @@ impl Object for Route {
         format!("route {}", describe_route(self))
     }
 
-    fn message(&self, new: bool) -> RouteNetlinkMessage {
+    fn body(&self) -> Body {
         let r = self;
         let mut m = RouteMessage::default();
         let v6 = r
@@ -241,11 +261,7 @@ impl Object for Route {
             m.attributes
                 .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
         }
-        if new {
-            RouteNetlinkMessage::NewRoute(m)
-        } else {
-            RouteNetlinkMessage::DelRoute(m)
-        }
+        Body::Route(m)
     }
 }
 
@@ -257,7 +273,7 @@ impl Object for Rule {
         )
     }
 
-    fn message(&self, new: bool) -> RouteNetlinkMessage {
+    fn body(&self) -> Body {
         let mut m = RuleMessage::default();
         m.header.family = family(&self.from.0);
         m.header.src_len = self.from.1;
@@ -272,19 +288,7 @@ impl Object for Rule {
         if let Some(p) = self.priority {
             m.attributes.push(RuleAttribute::Priority(p));
         }
-        if new {
-            RouteNetlinkMessage::NewRule(m)
-        } else {
-            RouteNetlinkMessage::DelRule(m)
-        }
-    }
-}
-
-fn neighbour(m: NeighbourMessage, new: bool) -> RouteNetlinkMessage {
-    if new {
-        RouteNetlinkMessage::NewNeighbour(m)
-    } else {
-        RouteNetlinkMessage::DelNeighbour(m)
+        Body::Rule(m)
     }
 }
 
@@ -293,7 +297,7 @@ impl Object for ProxyNeighbour {
         format!("neighbour proxy {}", self.ip)
     }
 
-    fn message(&self, new: bool) -> RouteNetlinkMessage {
+    fn body(&self) -> Body {
         let mut m = NeighbourMessage::default();
         m.header.family = family(&self.ip);
         m.header.ifindex = self.link;
@@ -303,7 +307,7 @@ impl Object for ProxyNeighbour {
                 IpAddr::V4(a) => NeighbourAddress::Inet(a),
                 IpAddr::V6(a) => NeighbourAddress::Inet6(a),
             }));
-        neighbour(m, new)
+        Body::Neighbour(m)
     }
 }
 
@@ -318,7 +322,7 @@ impl Object for FdbEntry<'_> {
         format!("fdb entry {} on link {}", mac.join(":"), self.port)
     }
 
-    fn message(&self, new: bool) -> RouteNetlinkMessage {
+    fn body(&self) -> Body {
         let mut m = NeighbourMessage::default();
         m.header.family = AddressFamily::Bridge;
         m.header.ifindex = self.port;
@@ -327,7 +331,7 @@ impl Object for FdbEntry<'_> {
         m.header.flags = NeighbourFlags::Controller;
         m.attributes
             .push(NeighbourAttribute::LinkLayerAddress(self.mac.to_vec()));
-        neighbour(m, new)
+        Body::Neighbour(m)
     }
 
     /// `bridge fdb replace`: the entry is created, or an existing one (learned before
@@ -412,13 +416,17 @@ impl Netlink {
     pub fn add(&mut self, o: &impl Object) -> Result<()> {
         self.ack(
             &format!("add {}", o.describe()),
-            o.message(true),
+            o.body().request(true),
             o.add_flags(),
         )
     }
 
     pub fn del(&mut self, o: &impl Object) -> Result<()> {
-        self.ack(&format!("delete {}", o.describe()), o.message(false), 0)
+        self.ack(
+            &format!("delete {}", o.describe()),
+            o.body().request(false),
+            0,
+        )
     }
 
     /// The kernel's answer to RTM_GETLINK for `m`, if the link exists.
@@ -629,7 +637,7 @@ mod tests {
             port: 7,
             mac: &[2, 0, 0, 0, 0, 1],
         };
-        let RouteNetlinkMessage::NewNeighbour(m) = e.message(true) else {
+        let RouteNetlinkMessage::NewNeighbour(m) = e.body().request(true) else {
             panic!("not a neighbour message");
         };
         let mut buf = vec![0u8; m.buffer_len()];
@@ -648,7 +656,7 @@ mod tests {
             table: 100,
             priority: Some(1000),
         };
-        match (r.message(true), r.message(false)) {
+        match (r.body().request(true), r.body().request(false)) {
             (RouteNetlinkMessage::NewRule(a), RouteNetlinkMessage::DelRule(d)) => {
                 assert_eq!(a, d)
             }

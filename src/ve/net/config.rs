@@ -125,6 +125,20 @@ fn parse_table(t: &str) -> Result<u32, String> {
     }
 }
 
+/// The `WORD VALUE` pairs of a route or rule in `ip` words, in order; a word without
+/// its value is an error where it stands, after the words before it were looked at.
+fn word_pairs<'a>(
+    what: &'static str,
+    text: &'a str,
+    words: &'a [&'a str],
+) -> impl Iterator<Item = Result<(&'a str, &'a str), String>> + 'a {
+    words.chunks(2).map(move |c| match *c {
+        [word, val] => Ok((word, val)),
+        // The last, lone word.
+        _ => Err(format!("{what} {text:?}: {} needs a value", c.join(" "))),
+    })
+}
+
 /// `DEST [via GW] [src ADDR] [mtu N] [table T]`, in `ip route` words.
 pub fn parse_route(text: &str) -> Result<RouteSpec, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -144,12 +158,9 @@ pub fn parse_route(text: &str) -> Result<RouteSpec, String> {
         table: None,
         text: words.join(" "),
     };
-    let mut i = 1;
-    while i < words.len() {
-        let val = words
-            .get(i + 1)
-            .ok_or_else(|| format!("route {text:?}: {} needs a value", words[i]))?;
-        match words[i] {
+    for pair in word_pairs("route", text, &words[1..]) {
+        let (word, val) = pair?;
+        match word {
             "via" => {
                 r.via = Some(
                     val.parse()
@@ -183,7 +194,6 @@ pub fn parse_route(text: &str) -> Result<RouteSpec, String> {
                 ))
             }
         }
-        i += 2;
     }
     let fams: Vec<bool> = [
         r.dst.as_ref().map(|d| d.ip.is_ipv6()),
@@ -205,12 +215,9 @@ pub fn parse_rule(text: &str) -> Result<RuleSpec, String> {
     let mut from = None;
     let mut table = None;
     let mut priority = None;
-    let mut i = 0;
-    while i < w.len() {
-        let val = w
-            .get(i + 1)
-            .ok_or_else(|| format!("rule {text:?}: {} needs a value", w[i]))?;
-        match w[i] {
+    for pair in word_pairs("rule", text, &w) {
+        let (word, val) = pair?;
+        match word {
             "from" => from = Some(parse_addr(val, None)?),
             "table" | "lookup" => {
                 table = Some(parse_table(val).map_err(|e| format!("rule {text:?}: {e}"))?)
@@ -227,7 +234,6 @@ pub fn parse_rule(text: &str) -> Result<RuleSpec, String> {
                 ))
             }
         }
-        i += 2;
     }
     Ok(RuleSpec {
         from: from.ok_or_else(|| format!("rule {text:?}: needs from PREFIX"))?,
@@ -427,6 +433,16 @@ mod tests {
             .to_string();
             assert!(err.contains(words), "{k}={v}: {err}");
         }
+    }
+
+    #[test]
+    fn a_word_without_its_value_is_named_in_order() {
+        let e = parse_route("203.0.113.0/24 via 198.51.100.1 mtu").unwrap_err();
+        assert!(e.ends_with("mtu needs a value"), "{e}");
+        let e = parse_route("203.0.113.0/24 dev eth9 mtu").unwrap_err();
+        assert!(e.contains("unknown word \"dev\""), "{e}");
+        let e = parse_rule("from 198.51.100.7 table").unwrap_err();
+        assert!(e.ends_with("table needs a value"), "{e}");
     }
 
     #[test]
