@@ -1,21 +1,26 @@
 //! A small synchronous rtnetlink client over the netlink crates libcontainer already
-//! uses, with just the requests VE networking needs, and a way to run code inside another
+//! uses, with just the requests VE networking needs (links, bridge ports, addresses,
+//! routes, rules, proxy and FDB neighbour entries), and a way to run code inside another
 //! network namespace.
+//!
+//! Objects that are added and deleted (addresses, routes, rules, neighbour entries) are
+//! values implementing [`Object`]: one message builder serves both `add` and `del`.
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
@@ -26,16 +31,26 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::Socket;
 
+// The io::Errors are fields named `err`, not sources: each message already carries the
+// cause, and a chain printed with `{:#}` would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum NlError {
-    #[error("netlink: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("netlink: {err}")]
+    Io { err: std::io::Error },
     #[error("{op}: {err}")]
     Kernel { op: String, err: std::io::Error },
     #[error("netlink: cannot decode reply: {0}")]
-    Decode(String),
+    Decode(DecodeError),
     #[error("enter network namespace {path}: {err}")]
     Netns { path: String, err: std::io::Error },
+    #[error("network namespace worker panicked")]
+    Panicked,
+}
+
+impl From<std::io::Error> for NlError {
+    fn from(err: std::io::Error) -> Self {
+        NlError::Io { err }
+    }
 }
 
 impl NlError {
@@ -56,6 +71,46 @@ fn family(ip: &IpAddr) -> AddressFamily {
     }
 }
 
+/// A veth pair to create; the peer is born inside the namespace `peer_netns`.
+#[derive(Debug, Clone, Copy)]
+pub struct Veth<'a> {
+    pub host: &'a str,
+    pub peer: &'a str,
+    pub peer_netns: BorrowedFd<'a>,
+    pub peer_mac: Option<&'a [u8]>,
+}
+
+/// Changes to a link's flags and attributes; `None` leaves a property as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkChange<'a> {
+    pub up: Option<bool>,
+    pub noarp: Option<bool>,
+    pub mac: Option<&'a [u8]>,
+    /// The bridge (or other controller) to enslave the link to.
+    pub master: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+impl LinkChange<'_> {
+    /// Only the link state.
+    pub fn up(up: bool) -> Self {
+        LinkChange {
+            up: Some(up),
+            ..Default::default()
+        }
+    }
+}
+
+/// Port flags of a link enslaved to a bridge, as `bridge link set` words them; `None`
+/// leaves a flag as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BridgePortFlags {
+    /// `flood`: unknown unicast is flooded to this port.
+    pub flood: Option<bool>,
+    /// `mcast_flood`: unknown multicast is flooded to this port.
+    pub mcast_flood: Option<bool>,
+}
+
 /// A route as vzrun configures it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Route {
@@ -70,201 +125,97 @@ pub struct Route {
     pub onlink_scope: bool,
 }
 
-pub struct Netlink {
-    socket: Socket,
-    seq: u32,
+/// An address on a link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Address {
+    pub link: u32,
+    pub ip: IpAddr,
+    pub prefix: u8,
 }
 
-impl Netlink {
-    /// A socket in the calling thread's current network namespace.
-    pub fn new() -> Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.set_ext_ack(true).ok();
-        Ok(Netlink { socket, seq: 0 })
-    }
+/// A policy rule: traffic from `from` looks up `table`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    pub from: (IpAddr, u8),
+    pub table: u32,
+    pub priority: Option<u32>,
+}
 
-    fn request(
-        &mut self,
-        op: &str,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.seq += 1;
-        let mut header = NetlinkHeader::default();
-        header.flags = flags | NLM_F_REQUEST;
-        header.sequence_number = self.seq;
-        let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        req.finalize();
-        let mut buf = vec![0; req.header.length as usize];
-        req.serialize(&mut buf[..]);
-        self.socket.send(&buf[..], 0)?;
-        let mut out = Vec::new();
-        let mut rbuf = vec![0u8; 65536];
-        loop {
-            let n = self.socket.recv(&mut &mut rbuf[..], 0)?;
-            let mut offset = 0;
-            while offset < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[offset..n])
-                    .map_err(|e| NlError::Decode(e.to_string()))?;
-                let len = msg.header.length as usize;
-                match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(out),
-                            Some(code) => Err(NlError::Kernel {
-                                op: op.to_string(),
-                                err: std::io::Error::from_raw_os_error(-code.get()),
-                            }),
-                        }
-                    }
-                    NetlinkPayload::InnerMessage(m) => {
-                        out.push(m);
-                        if flags & NLM_F_DUMP != NLM_F_DUMP && flags & NLM_F_ACK == 0 {
-                            return Ok(out);
-                        }
-                    }
-                    _ => {}
-                }
-                if len == 0 {
-                    break;
-                }
-                offset += len;
-            }
+/// A proxy ARP/NDP entry: the host answers for `ip` on the link `link`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProxyNeighbour {
+    pub link: u32,
+    pub ip: IpAddr,
+}
+
+/// A static entry in the forwarding database of the bridge that `port` belongs to, as
+/// `bridge fdb ... MAC dev PORT master static` makes: frames for `mac` go to that port
+/// only, and the entry never ages out or moves to another port by learning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FdbEntry<'a> {
+    pub port: u32,
+    pub mac: &'a [u8],
+}
+
+/// The body of an add or delete request: the same message for both.
+pub enum Body {
+    Address(AddressMessage),
+    Route(RouteMessage),
+    Rule(RuleMessage),
+    Neighbour(NeighbourMessage),
+}
+
+impl Body {
+    /// The RTM_NEW* request (`new` true) or the RTM_DEL* one.
+    fn request(self, new: bool) -> RouteNetlinkMessage {
+        use RouteNetlinkMessage as M;
+        match (self, new) {
+            (Body::Address(m), true) => M::NewAddress(m),
+            (Body::Address(m), false) => M::DelAddress(m),
+            (Body::Route(m), true) => M::NewRoute(m),
+            (Body::Route(m), false) => M::DelRoute(m),
+            (Body::Rule(m), true) => M::NewRule(m),
+            (Body::Rule(m), false) => M::DelRule(m),
+            (Body::Neighbour(m), true) => M::NewNeighbour(m),
+            (Body::Neighbour(m), false) => M::DelNeighbour(m),
         }
     }
+}
 
-    fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
-        self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
+/// Something `add` and `del` take: one builder makes the message for both.
+pub trait Object {
+    /// Names the object in an error, after "add " or "delete ".
+    fn describe(&self) -> String;
+    fn body(&self) -> Body;
+    /// Flags of the add: by default an object that exists already is an error.
+    fn add_flags(&self) -> u16 {
+        NLM_F_CREATE | NLM_F_EXCL
+    }
+}
+
+impl Object for Address {
+    fn describe(&self) -> String {
+        format!("address {}/{}", self.ip, self.prefix)
     }
 
-    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>> {
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(
-            &format!("get link {name}"),
-            RouteNetlinkMessage::GetLink(m),
-            NLM_F_ACK,
-        ) {
-            Ok(v) => Ok(v.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                _ => None,
-            })),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub fn link_mac(&mut self, index: u32) -> Result<Option<Vec<u8>>> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        let v = self.request("get link", RouteNetlinkMessage::GetLink(m), NLM_F_ACK)?;
-        Ok(v.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::Address(mac) => Some(mac),
-                _ => None,
-            }),
-            _ => None,
-        }))
-    }
-
-    /// Creates a veth pair whose peer is born inside the namespace `peer_netns`.
-    pub fn add_veth(
-        &mut self,
-        host: &str,
-        peer: &str,
-        peer_netns: RawFd,
-        peer_mac: Option<&[u8]>,
-    ) -> Result<()> {
-        let mut p = LinkMessage::default();
-        p.attributes.push(LinkAttribute::IfName(peer.to_string()));
-        p.attributes.push(LinkAttribute::NetNsFd(peer_netns));
-        if let Some(mac) = peer_mac {
-            p.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        }
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(host.to_string()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
-        ]));
-        self.ack(
-            &format!("create veth {host}"),
-            RouteNetlinkMessage::NewLink(m),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-    }
-
-    /// Sets flags and attributes of a link; `None` leaves a property alone.
-    pub fn set_link(
-        &mut self,
-        index: u32,
-        up: Option<bool>,
-        noarp: Option<bool>,
-        mac: Option<&[u8]>,
-        master: Option<u32>,
-        mtu: Option<u32>,
-    ) -> Result<()> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        if let Some(up) = up {
-            if up {
-                m.header.flags |= LinkFlags::Up;
-            }
-            m.header.change_mask |= LinkFlags::Up;
-        }
-        if let Some(n) = noarp {
-            if n {
-                m.header.flags |= LinkFlags::Noarp;
-            }
-            m.header.change_mask |= LinkFlags::Noarp;
-        }
-        if let Some(mac) = mac {
-            m.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        }
-        if let Some(master) = master {
-            m.attributes.push(LinkAttribute::Controller(master));
-        }
-        if let Some(mtu) = mtu {
-            m.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        self.ack("set link", RouteNetlinkMessage::SetLink(m), 0)
-    }
-
-    pub fn del_link(&mut self, index: u32) -> Result<()> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        self.ack("delete link", RouteNetlinkMessage::DelLink(m), 0)
-    }
-
-    fn addr_msg(index: u32, ip: IpAddr, prefix: u8) -> AddressMessage {
+    fn body(&self) -> Body {
         let mut m = AddressMessage::default();
-        m.header.family = family(&ip);
-        m.header.prefix_len = prefix;
-        m.header.index = index;
-        m.attributes.push(AddressAttribute::Local(ip));
-        m.attributes.push(AddressAttribute::Address(ip));
-        m
+        m.header.family = family(&self.ip);
+        m.header.prefix_len = self.prefix;
+        m.header.index = self.link;
+        m.attributes.push(AddressAttribute::Local(self.ip));
+        m.attributes.push(AddressAttribute::Address(self.ip));
+        Body::Address(m)
+    }
+}
+
+impl Object for Route {
+    fn describe(&self) -> String {
+        format!("route {}", describe_route(self))
     }
 
-    pub fn add_addr(&mut self, index: u32, ip: IpAddr, prefix: u8) -> Result<()> {
-        self.ack(
-            &format!("add address {ip}/{prefix}"),
-            RouteNetlinkMessage::NewAddress(Self::addr_msg(index, ip, prefix)),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-    }
-
-    pub fn del_addr(&mut self, index: u32, ip: IpAddr, prefix: u8) -> Result<()> {
-        self.ack(
-            &format!("delete address {ip}/{prefix}"),
-            RouteNetlinkMessage::DelAddress(Self::addr_msg(index, ip, prefix)),
-            0,
-        )
-    }
-
-    fn route_msg(r: &Route) -> RouteMessage {
+    fn body(&self) -> Body {
+        let r = self;
         let mut m = RouteMessage::default();
         let v6 = r
             .dst
@@ -310,23 +261,284 @@ impl Netlink {
             m.attributes
                 .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
         }
-        m
+        Body::Route(m)
+    }
+}
+
+impl Object for Rule {
+    fn describe(&self) -> String {
+        format!(
+            "rule from {}/{} table {}",
+            self.from.0, self.from.1, self.table
+        )
     }
 
-    pub fn add_route(&mut self, r: &Route) -> Result<()> {
+    fn body(&self) -> Body {
+        let mut m = RuleMessage::default();
+        m.header.family = family(&self.from.0);
+        m.header.src_len = self.from.1;
+        m.header.action = RuleAction::ToTable;
+        m.header.table = if self.table < 256 {
+            self.table as u8
+        } else {
+            0
+        };
+        m.attributes.push(RuleAttribute::Table(self.table));
+        m.attributes.push(RuleAttribute::Source(self.from.0));
+        if let Some(p) = self.priority {
+            m.attributes.push(RuleAttribute::Priority(p));
+        }
+        Body::Rule(m)
+    }
+}
+
+impl Object for ProxyNeighbour {
+    fn describe(&self) -> String {
+        format!("neighbour proxy {}", self.ip)
+    }
+
+    fn body(&self) -> Body {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family(&self.ip);
+        m.header.ifindex = self.link;
+        m.header.flags = NeighbourFlags::Proxy;
+        m.attributes
+            .push(NeighbourAttribute::Destination(match self.ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        Body::Neighbour(m)
+    }
+}
+
+/// NUD_NOARP | NUD_REACHABLE: what bridge(8) sends for `static`. The kernel makes a
+/// static entry of NUD_NOARP; NUD_PERMANENT would make a *local* one instead (frames to
+/// the MAC delivered to the bridge itself, not forwarded to the port).
+const FDB_STATIC: u16 = 0x40 | 0x02;
+
+impl Object for FdbEntry<'_> {
+    fn describe(&self) -> String {
+        let mac: Vec<String> = self.mac.iter().map(|b| format!("{b:02x}")).collect();
+        format!("fdb entry {} on link {}", mac.join(":"), self.port)
+    }
+
+    fn body(&self) -> Body {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = self.port;
+        m.header.state = NeighbourState::Other(FDB_STATIC);
+        // NTF_MASTER: the entry goes into the bridge's database, not the port device's.
+        m.header.flags = NeighbourFlags::Controller;
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(self.mac.to_vec()));
+        Body::Neighbour(m)
+    }
+
+    /// `bridge fdb replace`: the entry is created, or an existing one (learned before
+    /// the port was isolated, or pinned to another port) is taken over. `fdb add`
+    /// (NLM_F_EXCL) would fail whenever the bridge has already learned the MAC from a
+    /// frame the VE sent as its link came up.
+    fn add_flags(&self) -> u16 {
+        NLM_F_CREATE | NLM_F_REPLACE
+    }
+}
+
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's current network namespace.
+    pub fn new() -> Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.set_ext_ack(true).ok();
+        Ok(Netlink { socket, seq: 0 })
+    }
+
+    fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.seq += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = flags | NLM_F_REQUEST;
+        header.sequence_number = self.seq;
+        let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        req.finalize();
+        let mut buf = vec![0; req.header.length as usize];
+        req.serialize(&mut buf[..]);
+        self.socket.send(&buf[..], 0)?;
+        let mut out = Vec::new();
+        let mut rbuf = vec![0u8; 65536];
+        loop {
+            let n = self.socket.recv(&mut &mut rbuf[..], 0)?;
+            let mut offset = 0;
+            while offset < n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[offset..n])
+                    .map_err(NlError::Decode)?;
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(code) => Err(NlError::Kernel {
+                                op: op.to_string(),
+                                err: std::io::Error::from_raw_os_error(-code.get()),
+                            }),
+                        }
+                    }
+                    NetlinkPayload::InnerMessage(m) => {
+                        out.push(m);
+                        if flags & NLM_F_DUMP != NLM_F_DUMP && flags & NLM_F_ACK == 0 {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += len;
+            }
+        }
+    }
+
+    fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
+    }
+
+    /// Adds `o`; with the default flags an existing one is an error (EEXIST).
+    pub fn add(&mut self, o: &impl Object) -> Result<()> {
         self.ack(
-            &format!("add route {}", describe_route(r)),
-            RouteNetlinkMessage::NewRoute(Self::route_msg(r)),
+            &format!("add {}", o.describe()),
+            o.body().request(true),
+            o.add_flags(),
+        )
+    }
+
+    pub fn del(&mut self, o: &impl Object) -> Result<()> {
+        self.ack(
+            &format!("delete {}", o.describe()),
+            o.body().request(false),
+            0,
+        )
+    }
+
+    /// The kernel's answer to RTM_GETLINK for `m`, if the link exists.
+    fn get_link(&mut self, op: &str, m: LinkMessage) -> Result<Option<LinkMessage>> {
+        match self.request(op, RouteNetlinkMessage::GetLink(m), NLM_F_ACK) {
+            Ok(v) => Ok(v.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        Ok(self
+            .get_link(&format!("get link {name}"), m)?
+            .map(|l| l.header.index))
+    }
+
+    pub fn link_mac(&mut self, index: u32) -> Result<Option<Vec<u8>>> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        Ok(self.get_link("get link", m)?.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac),
+                _ => None,
+            })
+        }))
+    }
+
+    pub fn add_veth(&mut self, v: &Veth) -> Result<()> {
+        let mut p = LinkMessage::default();
+        p.attributes.push(LinkAttribute::IfName(v.peer.to_string()));
+        p.attributes
+            .push(LinkAttribute::NetNsFd(v.peer_netns.as_raw_fd()));
+        if let Some(mac) = v.peer_mac {
+            p.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(v.host.to_string()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
+        ]));
+        self.ack(
+            &format!("create veth {}", v.host),
+            RouteNetlinkMessage::NewLink(m),
             NLM_F_CREATE | NLM_F_EXCL,
         )
     }
 
-    pub fn del_route(&mut self, r: &Route) -> Result<()> {
+    pub fn set_link(&mut self, index: u32, c: &LinkChange) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        for (want, flag) in [(c.up, LinkFlags::Up), (c.noarp, LinkFlags::Noarp)] {
+            if let Some(on) = want {
+                if on {
+                    m.header.flags |= flag;
+                }
+                m.header.change_mask |= flag;
+            }
+        }
+        if let Some(mac) = c.mac {
+            m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(master) = c.master {
+            m.attributes.push(LinkAttribute::Controller(master));
+        }
+        if let Some(mtu) = c.mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        self.ack("set link", RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Sets bridge port flags of the link `index`, which must be enslaved to a bridge.
+    ///
+    /// bridge(8) sends these as IFLA_PROTINFO in an AF_BRIDGE RTM_SETLINK; the kernel
+    /// parses that attribute as nested only when it carries NLA_F_NESTED, which
+    /// netlink-packet-route's `ProtoInfoBridge` does not set (and it holds only raw
+    /// attributes). The same IFLA_BRPORT_* attributes as the port's slave data of
+    /// IFLA_LINKINFO (RTM_NEWLINK on an existing link, as `ip link set ... type
+    /// bridge_slave` does) reach the same kernel function, br_setport(), and are typed
+    /// here as `InfoBridgePort`.
+    pub fn set_bridge_port(&mut self, index: u32, f: &BridgePortFlags) -> Result<()> {
+        let mut port = Vec::new();
+        if let Some(on) = f.flood {
+            port.push(InfoBridgePort::UnicastFlood(on));
+        }
+        if let Some(on) = f.mcast_flood {
+            port.push(InfoBridgePort::MulticastFlood(on));
+        }
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(port)),
+        ]));
+        // Without NLM_F_CREATE, RTM_NEWLINK only changes the existing link.
         self.ack(
-            &format!("delete route {}", describe_route(r)),
-            RouteNetlinkMessage::DelRoute(Self::route_msg(r)),
+            &format!("set bridge port flags of link {index}"),
+            RouteNetlinkMessage::NewLink(m),
             0,
         )
+    }
+
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.ack("delete link", RouteNetlinkMessage::DelLink(m), 0)
     }
 
     /// Whether the main table holds a host route (/32 or /128) for `ip`. A single FIB
@@ -356,75 +568,6 @@ impl Netlink {
             }
             _ => false,
         }))
-    }
-
-    fn rule_msg(from: (IpAddr, u8), table: u32, priority: Option<u32>) -> RuleMessage {
-        let mut m = RuleMessage::default();
-        m.header.family = family(&from.0);
-        m.header.src_len = from.1;
-        m.header.action = RuleAction::ToTable;
-        m.header.table = if table < 256 { table as u8 } else { 0 };
-        m.attributes.push(RuleAttribute::Table(table));
-        m.attributes.push(RuleAttribute::Source(from.0));
-        if let Some(p) = priority {
-            m.attributes.push(RuleAttribute::Priority(p));
-        }
-        m
-    }
-
-    pub fn add_rule(
-        &mut self,
-        from: (IpAddr, u8),
-        table: u32,
-        priority: Option<u32>,
-    ) -> Result<()> {
-        self.ack(
-            &format!("add rule from {}/{} table {table}", from.0, from.1),
-            RouteNetlinkMessage::NewRule(Self::rule_msg(from, table, priority)),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-    }
-
-    pub fn del_rule(
-        &mut self,
-        from: (IpAddr, u8),
-        table: u32,
-        priority: Option<u32>,
-    ) -> Result<()> {
-        self.ack(
-            "delete rule",
-            RouteNetlinkMessage::DelRule(Self::rule_msg(from, table, priority)),
-            0,
-        )
-    }
-
-    fn proxy_msg(index: u32, ip: IpAddr) -> NeighbourMessage {
-        let mut m = NeighbourMessage::default();
-        m.header.family = family(&ip);
-        m.header.ifindex = index;
-        m.header.flags = NeighbourFlags::Proxy;
-        m.attributes.push(NeighbourAttribute::Destination(match ip {
-            IpAddr::V4(a) => NeighbourAddress::Inet(a),
-            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-        }));
-        m
-    }
-
-    /// A proxy ARP/NDP entry: the host answers for `ip` on the uplink.
-    pub fn add_proxy(&mut self, index: u32, ip: IpAddr) -> Result<()> {
-        self.ack(
-            &format!("add neighbour proxy {ip}"),
-            RouteNetlinkMessage::NewNeighbour(Self::proxy_msg(index, ip)),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-    }
-
-    pub fn del_proxy(&mut self, index: u32, ip: IpAddr) -> Result<()> {
-        self.ack(
-            "delete neighbour proxy",
-            RouteNetlinkMessage::DelNeighbour(Self::proxy_msg(index, ip)),
-            0,
-        )
     }
 }
 
@@ -473,12 +616,52 @@ pub fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'st
         })?;
         Ok(f())
     });
-    handle
-        .join()
-        .map_err(|_| NlError::Decode("network namespace worker panicked".into()))?
+    handle.join().map_err(|_| NlError::Panicked)?
 }
 
 /// Writes a sysctl of the calling thread's network namespace.
 pub fn sysctl(path: &str, value: &str) -> std::io::Result<()> {
     std::fs::write(Path::new("/proc/sys").join(path), value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::Emitable;
+
+    /// The bytes bridge(8) puts after the ndmsg header's family for
+    /// `fdb replace 02:00:00:00:00:01 dev X master static`: state 0x42, flags NTF_MASTER.
+    #[test]
+    fn fdb_entry_is_static_on_the_bridge() {
+        let e = FdbEntry {
+            port: 7,
+            mac: &[2, 0, 0, 0, 0, 1],
+        };
+        let RouteNetlinkMessage::NewNeighbour(m) = e.body().request(true) else {
+            panic!("not a neighbour message");
+        };
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        assert_eq!(buf[0], libc::AF_BRIDGE as u8);
+        assert_eq!(u32::from_ne_bytes(buf[4..8].try_into().unwrap()), 7);
+        assert_eq!(u16::from_ne_bytes(buf[8..10].try_into().unwrap()), 0x42);
+        assert_eq!(buf[10], 0x04, "NTF_MASTER");
+        assert_eq!(e.add_flags(), NLM_F_CREATE | NLM_F_REPLACE);
+    }
+
+    #[test]
+    fn add_and_delete_share_one_message() {
+        let r = Rule {
+            from: ("198.51.100.7".parse().unwrap(), 32),
+            table: 100,
+            priority: Some(1000),
+        };
+        match (r.body().request(true), r.body().request(false)) {
+            (RouteNetlinkMessage::NewRule(a), RouteNetlinkMessage::DelRule(d)) => {
+                assert_eq!(a, d)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.describe(), "rule from 198.51.100.7/32 table 100");
+    }
 }

@@ -35,8 +35,8 @@ pub enum VeError {
     Annotation { key: String, problem: String },
     #[error("{flag}: {problem}")]
     Flag { flag: String, problem: String },
-    #[error("network: {0}")]
-    Net(String),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     /// A system call or file operation of the VE layer failed; `step` says which.
     #[error("{step}: {source}")]
     Io {
@@ -340,18 +340,7 @@ pub fn restore_netns(
     config: &VeConfig,
     record: &mut VeRecord,
 ) -> Result<std::fs::File, VeError> {
-    let ns = std::thread::spawn(|| -> Result<std::fs::File, String> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-        let mut nl = crate::sys::netlink::Netlink::new().map_err(|e| e.to_string())?;
-        if let Some(lo) = nl.link_index("lo").map_err(|e| e.to_string())? {
-            nl.set_link(lo, Some(true), None, None, None, None)
-                .map_err(|e| e.to_string())?;
-        }
-        std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())
-    })
-    .join()
-    .map_err(|_| VeError::Net("new network namespace: worker panicked".into()))?
-    .map_err(|e| VeError::Net(format!("new network namespace: {e}")))?;
+    let ns = net::fresh_netns()?;
     if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
         let path = PathBuf::from(format!(
             "/proc/self/fd/{}",

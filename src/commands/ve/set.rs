@@ -245,7 +245,12 @@ pub fn run(rt: &Runtime, args: SetArgs) -> Result<i32> {
             .net
             .as_mut()
             .ok_or_else(|| anyhow!("--ipadd/--route-add: the VE was created without vzrun networking (set {PREFIX}net.ip)"))?;
-        net::change(rec, pid, &add, &del, &routes_add, &routes_del)?;
+        net::change(rec, pid, &add, &del, &routes_add, &routes_del).map_err(|e| match e {
+            net::NetError::AddressOwned(_) | net::NetError::AddressHeld(_) => {
+                flag_err("--ipadd", e)
+            }
+            e => e.into(),
+        })?;
     }
     if res_given {
         rt.apply_resources(&loaded.container, &res.to_oci(loaded.record.ve.io_dev))?;

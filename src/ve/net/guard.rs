@@ -1,15 +1,17 @@
-//! Host-side guards on a VE's link, in nftables: a netdev ingress chain on the host end
-//! drops packets whose source address (and, for veth, source MAC) is not the VE's own.
-//! Ingress on the host end sees every frame the VE sends, before any routing or bridging.
+//! Host-side guards on a VE's link. In nftables: a netdev ingress chain on the host end
+//! drops packets whose source address (and, for veth, source MAC) is not the VE's own;
+//! ingress on the host end sees every frame the VE sends, before any routing or
+//! bridging. On a bridge: the VE's port is isolated from other VEs' unicast.
 
 use std::process::Command;
 
-use super::{Addr, Mode, NetConfig};
+use super::config::format_mac;
+use super::{Addr, Mode, NetConfig, NetError};
+use crate::sys::netlink::{BridgePortFlags, FdbEntry, Netlink};
 
-fn nft(script: &str) -> Result<(), String> {
-    crate::sys::process::run_with_input(Command::new("nft").args(["-f", "-"]), script.as_bytes())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+fn nft(script: &str) -> Result<(), NetError> {
+    crate::sys::process::run_with_input(Command::new("nft").args(["-f", "-"]), script.as_bytes())?;
+    Ok(())
 }
 
 fn elements(ips: &[Addr], v6: bool) -> String {
@@ -25,13 +27,6 @@ fn elements(ips: &[Addr], v6: bool) -> String {
     }
 }
 
-fn mac_text(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 pub fn table_name(host_if: &str) -> String {
     format!("vzrun_{host_if}")
 }
@@ -41,8 +36,8 @@ pub fn ruleset(host_if: &str, c: &NetConfig, mac: &[u8]) -> String {
     let t = table_name(host_if);
     let mut rules = Vec::new();
     if c.mode == Mode::Veth && c.mac_filter {
-        rules.push(format!("ether saddr != {} drop", mac_text(mac)));
-        rules.push(format!("arp saddr ether != {} drop", mac_text(mac)));
+        rules.push(format!("ether saddr != {} drop", format_mac(mac)));
+        rules.push(format!("arp saddr ether != {} drop", format_mac(mac)));
     }
     if c.mode == Mode::Venet {
         // venet has no ARP at all.
@@ -65,13 +60,13 @@ pub fn ruleset(host_if: &str, c: &NetConfig, mac: &[u8]) -> String {
 }
 
 /// Installs the guard; returns the table name to remove later.
-pub fn guard(host_if: &str, c: &NetConfig, mac: &[u8]) -> Result<String, String> {
+pub fn guard(host_if: &str, c: &NetConfig, mac: &[u8]) -> Result<String, NetError> {
     nft(&ruleset(host_if, c, mac))?;
     Ok(table_name(host_if))
 }
 
 /// Replaces the allowed source addresses after `ve set --ipadd/--ipdel`.
-pub fn refresh_addresses(table: &str, _host_if: &str, ips: &[Addr]) -> Result<(), String> {
+pub fn refresh_addresses(table: &str, ips: &[Addr]) -> Result<(), NetError> {
     let mut s = format!("flush set netdev {table} v4\nflush set netdev {table} v6\n");
     for a in ips {
         let set = if a.ip.is_ipv6() { "v6" } else { "v4" };
@@ -87,42 +82,20 @@ pub fn remove(table: &str) {
     let _ = nft(&format!("delete table netdev {table}\n"));
 }
 
-/// On a bridge, a VE's port gets no flooded unknown unicast and its MAC is pinned to it,
-/// so frames for one VE are never copied to another's port.
-pub fn bridge_port_isolation(host_if: &str, mac: &[u8]) -> Result<(), String> {
-    let run = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("bridge")
-            .args(args)
-            .output()
-            .map_err(|e| format!("run bridge: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "bridge {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
-    };
-    run(&[
-        "link",
-        "set",
-        "dev",
-        host_if,
-        "flood",
-        "off",
-        "mcast_flood",
-        "off",
-    ])?;
-    run(&[
-        "fdb",
-        "replace",
-        &mac_text(mac),
-        "dev",
-        host_if,
-        "master",
-        "static",
-    ])
+/// On a bridge, a VE's port gets no flooded unknown unicast (nor multicast) and its MAC
+/// is pinned to it, so frames for one VE are never copied to another's port: what
+/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb replace MAC dev
+/// PORT master static` do, through netlink.
+pub fn bridge_port_isolation(nl: &mut Netlink, port: u32, mac: &[u8]) -> Result<(), NetError> {
+    nl.set_bridge_port(
+        port,
+        &BridgePortFlags {
+            flood: Some(false),
+            mcast_flood: Some(false),
+        },
+    )?;
+    nl.add(&FdbEntry { port, mac })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,125 @@
+//! Changes to a running VE's network (`ve set`): addresses and routes added and removed
+//! inside and on the host, and the guard kept in step.
+
+use std::net::IpAddr;
+
+use super::setup::{
+    host_route, kernel_guard_applies, netns_of, recorded_mac, to_route, venet_default,
+};
+use super::{guard, Addr, Mode, NetConfig, NetError, NetRecord, RouteSpec};
+use crate::sys::netlink::{self, in_netns, Address, Netlink};
+
+/// Adds and removes addresses and routes on a running VE (`ve set`). An address to add
+/// that the VE or another VE holds is refused before anything changes
+/// ([`NetError::AddressOwned`], [`NetError::AddressHeld`]).
+pub fn change(
+    rec: &mut NetRecord,
+    pid: i32,
+    add: &[Addr],
+    del: &[IpAddr],
+    routes_add: &[RouteSpec],
+    routes_del: &[RouteSpec],
+) -> Result<(), NetError> {
+    let ns = netns_of(pid);
+    let ve_if = rec.ve_if.clone().ok_or(NetError::Unmanaged)?;
+    let mut nl = Netlink::new()?;
+    for a in add {
+        if rec.ips.iter().any(|x| x.ip == a.ip) {
+            return Err(NetError::AddressOwned(a.ip));
+        }
+        if rec.mode == Mode::Venet && nl.has_host_route(a.ip)? {
+            return Err(NetError::AddressHeld(a.ip));
+        }
+    }
+    let (add_v, ra, rd) = (add.to_vec(), routes_add.to_vec(), routes_del.to_vec());
+    let (mode, had_v4, had_v6) = (
+        rec.mode,
+        rec.ips.iter().any(|a| a.ip.is_ipv4()),
+        rec.ips.iter().any(|a| a.ip.is_ipv6()),
+    );
+    let del_prefixes: Vec<Addr> = rec
+        .ips
+        .iter()
+        .filter(|a| del.contains(&a.ip))
+        .cloned()
+        .collect();
+    in_netns(&ns, move || -> Result<(), NetError> {
+        let mut n = Netlink::new()?;
+        let idx = n
+            .link_index(&ve_if)?
+            .ok_or_else(|| NetError::MissingInVe(ve_if.clone()))?;
+        let address = |a: &Addr| Address {
+            link: idx,
+            ip: a.ip,
+            prefix: a.prefix,
+        };
+        for a in &add_v {
+            n.add(&address(a))?;
+        }
+        if mode == Mode::Venet {
+            // The first address of a family brings that family's default route.
+            for (v6, had) in [(false, had_v4), (true, had_v6)] {
+                if !had && add_v.iter().any(|a| a.ip.is_ipv6() == v6) {
+                    let _ = n.add(&venet_default(idx, v6));
+                }
+            }
+        }
+        for a in &del_prefixes {
+            n.del(&address(a))?;
+        }
+        for r in &rd {
+            n.del(&to_route(r, idx))?;
+        }
+        for r in &ra {
+            n.add(&to_route(r, idx))?;
+        }
+        Ok(())
+    })??;
+    let host_idx = rec
+        .host_if
+        .as_deref()
+        .and_then(|h| nl.link_index(h).ok().flatten());
+    // A kernel-guarded VE has IPv6 off on its host end: turn it on for a first IPv6.
+    if let (Some(h), None) = (&rec.host_if, &rec.nft_table) {
+        if add.iter().any(|a| a.ip.is_ipv6()) {
+            let _ = netlink::sysctl(&format!("net/ipv6/conf/{h}/disable_ipv6"), "0");
+            let _ = netlink::sysctl(&format!("net/ipv6/conf/{h}/forwarding"), "1");
+            let _ = netlink::sysctl(&format!("net/ipv6/conf/{h}/force_forwarding"), "1");
+        }
+    }
+    for a in add {
+        if let (Mode::Venet, Some(hi)) = (rec.mode, host_idx) {
+            nl.add(&host_route(a, hi))?;
+        }
+        rec.ips.push(a.clone());
+    }
+    for ip in del {
+        if let Some(pos) = rec.ips.iter().position(|x| x.ip == *ip) {
+            let a = rec.ips.remove(pos);
+            if let (Mode::Venet, Some(hi)) = (rec.mode, host_idx) {
+                let _ = nl.del(&host_route(&a, hi));
+            }
+        }
+    }
+    for r in routes_del {
+        rec.routes.retain(|x| x.text != r.text);
+    }
+    rec.routes.extend(routes_add.iter().cloned());
+    if let Some(h) = rec.host_if.clone() {
+        match &rec.nft_table {
+            Some(t) => guard::refresh_addresses(t, &rec.ips)?,
+            None if !kernel_guard_applies(rec.mode, &rec.ips) => {
+                // The first IPv6 address: the kernel guard no longer covers the VE.
+                let cfg = NetConfig {
+                    mode: rec.mode,
+                    ips: rec.ips.clone(),
+                    mac_filter: false,
+                    ..Default::default()
+                };
+                rec.nft_table = Some(guard::guard(&h, &cfg, &recorded_mac(rec))?);
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
