@@ -7,3 +7,4 @@ pub mod hash;
 pub mod netlink;
 pub mod process;
 pub mod pty;
+pub mod sparse;

@@ -46,6 +46,8 @@ pub enum CkptError {
         log: PathBuf,
         tail: String,
     },
+    #[error(transparent)]
+    Copy(#[from] crate::sys::sparse::CopyError),
     #[error("{0}")]
     Other(String),
 }
@@ -434,6 +436,7 @@ pub fn move_image(from: &Path, to: &Path) -> Result<(), CkptError> {
 }
 
 /// Copies an image file keeping it sparse (and sharing extents where the filesystem can).
+/// In-process rather than `cp --sparse=always`: the same copy the migration uses.
 pub fn copy_image(from: &Path, to: &Path) -> Result<(), CkptError> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|source| CkptError::Io {
@@ -442,25 +445,7 @@ pub fn copy_image(from: &Path, to: &Path) -> Result<(), CkptError> {
             source,
         })?;
     }
-    let out = std::process::Command::new("cp")
-        .args(["--sparse=always", "--reflink=auto", "--"])
-        .arg(from)
-        .arg(to)
-        .output()
-        .map_err(|source| CkptError::Io {
-            what: "run cp for",
-            path: from.to_path_buf(),
-            source,
-        })?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(to);
-        return Err(CkptError::Other(format!(
-            "copy {} to {}: {}",
-            from.display(),
-            to.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    crate::sys::sparse::copy(from, to)?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::channel::{kind, Channel, CHUNK};
+use crate::sys::sparse;
 use super::MigError;
 
 /// The header of a file sent in chunks.
@@ -35,27 +36,6 @@ fn chunk_hash(data: &[u8]) -> u64 {
     h
 }
 
-/// Data regions of a sparse file, as (offset, length), by SEEK_DATA/SEEK_HOLE.
-fn data_regions(f: &File, size: u64) -> Vec<(u64, u64)> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: lseek on an open descriptor.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { size as i64 } else { hole };
-        out.push((data as u64, (end - data) as u64));
-        pos = end;
-    }
-    out
-}
-
 /// Sends a disk image: on the first pass every data chunk (holes stay holes), on later
 /// passes only chunks whose hash changed. `hashes` keeps what was sent, per chunk index.
 pub fn send_disk(
@@ -81,7 +61,7 @@ pub fn send_disk(
     let mut sent = 0u64;
     let mut buf = vec![0u8; CHUNK];
     let mut seen = std::collections::HashSet::new();
-    for (start, len) in data_regions(&f, size) {
+    for (start, len) in sparse::data_regions(&f, size) {
         let first = start / CHUNK as u64;
         let last = (start + len).div_ceil(CHUNK as u64);
         for idx in first..last {
