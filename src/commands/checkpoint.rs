@@ -90,6 +90,7 @@ impl CriuFlags {
             empty_ns: self.empty_ns.clone(),
             auto_dedup: self.auto_dedup,
             lazy_pages: self.lazy_pages,
+            stopper: None,
         })
     }
 }

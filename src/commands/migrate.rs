@@ -20,6 +20,7 @@ use super::checkpoint::Source;
 use crate::cli::GlobalOpts;
 use crate::runtime::root::Root;
 use crate::runtime::Runtime;
+use crate::sys::criu;
 use crate::ve::checkpoint::{CriuOpts, DumpOpts};
 use crate::ve::migrate::{self as mig, kind, Channel, Key, Mode, Progress};
 
@@ -76,7 +77,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file)?;
     let root = super::runtime(global).root;
     let addr = mig::parse_addr("destination", &args.destination)?;
-    let soft_dirty = ckpt_feature("mem_dirty_track");
+    let soft_dirty = criu::supports(criu::Feature::MemTrack);
     let mode = mig::pick_mode(args.online, &args.mode, soft_dirty)?;
     let progress = Progress::new(false);
     progress.line(&match (mode, args.mode.as_str()) {
@@ -174,17 +175,6 @@ struct Report {
     rounds: u32,
     suspended: Duration,
     memory_bytes: u64,
-}
-
-/// Whether `criu check --feature NAME` passes.
-fn ckpt_feature(name: &str) -> bool {
-    std::process::Command::new("criu")
-        .args(["check", "--feature", name])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 fn target(root: &Root, id: &str) -> Result<Source> {
@@ -333,6 +323,8 @@ impl Move<'_> {
         let ps = SocketAddr::new(local_ip, port).to_string();
         let (status_r, status_w) = nix::unistd::pipe()?;
         let mut o = dump_opts(&self.out);
+        let stopper = criu::Stopper::default();
+        o.criu.stopper = Some(stopper.clone());
         o.criu.lazy_pages = true;
         o.page_server = Some(ps.clone());
         o.status_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&status_w));
@@ -365,7 +357,7 @@ impl Move<'_> {
         })();
         if let Err(e) = outcome {
             // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
-            mig::kill_criu_children();
+            stopper.stop();
             let _ = dumper.join();
             let _ = Runtime::new(Some(root.path.clone()), false).resume(&id);
             return Err(e.context(format!("the VE {id} keeps running here")));
@@ -381,7 +373,7 @@ impl Move<'_> {
                  (the source VE {id} is left as it is)"
             );
         }
-        let lazy = mig::stats_pages_written(&out.join("stats-dump")).unwrap_or(0);
+        let lazy = criu::stats_pages_written(&out.join("stats-dump")).unwrap_or(0);
         self.progress.line(&format!(
             "all pages moved after {:.3} s",
             frozen.elapsed().as_secs_f64()
@@ -415,7 +407,7 @@ impl Move<'_> {
             o.criu.parent = parent.clone();
             o.page_server = ps["address"].as_str().map(String::from);
             target(root, &id)?.dump(&o, &id)?;
-            let pages = mig::stats_pages_written(&dir.join("stats-dump")).unwrap_or(0);
+            let pages = criu::stats_pages_written(&dir.join("stats-dump")).unwrap_or(0);
             written.push(pages);
             self.progress
                 .line(&format!("round {round}: {pages} pages sent"));

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
 use crate::runtime::root::Root;
+use crate::sys::criu;
 use crate::ve::migrate::{self as mig, kind, Channel, FileHeader, Key};
 
 #[derive(clap::Args, Debug)]
@@ -65,19 +66,18 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
 struct Incoming {
     dir: PathBuf,
     disk: Option<PathBuf>,
-    lazy: Option<Child>,
-    /// Pid of the current pre-copy round's CRIU page server (a daemon).
-    page_server: Option<i32>,
+    lazy: Option<criu::LazyPages>,
+    /// The current pre-copy round's CRIU page server.
+    page_server: Option<criu::PageServer>,
     kept: bool,
 }
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if let Some(c) = self.lazy.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
+        drop(self.lazy.take());
+        if let Some(ps) = self.page_server.take() {
+            ps.finish();
         }
-        stop_page_server(self.page_server.take());
         if self.kept {
             let _ = std::fs::remove_dir_all(self.dir.join("images"));
             return;
@@ -218,11 +218,16 @@ fn receive_ve(
                 // directory next to the ones before.
                 let req: Value = serde_json::from_slice(&p)?;
                 let name = mig::plain_name(req["page_server_for"].as_str().unwrap_or(""))?;
-                stop_page_server(inc.page_server.take());
+                if let Some(ps) = inc.page_server.take() {
+                    ps.finish();
+                }
                 images = inc.dir.join("images").join(name);
                 std::fs::create_dir_all(&images)?;
                 let port = TcpListener::bind((local_ip, 0))?.local_addr()?.port();
-                inc.page_server = Some(page_server(&images, SocketAddr::new(local_ip, port))?);
+                inc.page_server = Some(criu::PageServer::start(
+                    &images,
+                    SocketAddr::new(local_ip, port),
+                )?);
                 ch.send_json(
                     kind::PROGRESS,
                     &json!({"address": SocketAddr::new(local_ip, port).to_string()}),
@@ -230,7 +235,9 @@ fn receive_ve(
             }
             kind::RESTORE => {
                 let req: Value = serde_json::from_slice(&p)?;
-                stop_page_server(inc.page_server.take());
+                if let Some(ps) = inc.page_server.take() {
+                    ps.finish();
+                }
                 let started = Instant::now();
                 write_config(&bundle, &hello["config"], inc.disk.as_deref())?;
                 let lazy = req["lazy"].as_bool().unwrap_or(false);
@@ -240,7 +247,7 @@ fn receive_ve(
                             .as_str()
                             .and_then(|s| s.parse().ok())
                             .ok_or_else(|| anyhow!("restore: no page server address"))?;
-                    inc.lazy = Some(lazy_pages(&images, ps)?);
+                    inc.lazy = Some(criu::LazyPages::start(&images, ps)?);
                     lazy_restore(global, id, &bundle, &images, inc)?;
                 } else {
                     restore(global, id, &bundle, &images, false)?;
@@ -281,78 +288,6 @@ fn write_config(bundle: &Path, config: &Value, disk: Option<&Path>) -> Result<()
     Ok(())
 }
 
-/// CRIU's lazy-pages daemon: serves the restored VE's page faults from the source's page
-/// server and pulls the rest in the background; it ends when it has every page.
-fn lazy_pages(images: &Path, ps: SocketAddr) -> Result<Child> {
-    let child = Command::new("criu")
-        .args(["lazy-pages", "--page-server", "--address"])
-        .arg(ps.ip().to_string())
-        .args(["--port", &ps.port().to_string(), "--images-dir"])
-        .arg(images)
-        .arg("--work-dir")
-        .arg(images)
-        .args(["-o", "lazy-pages.log", "-v4"])
-        .stdin(Stdio::null())
-        .spawn()
-        .context("criu lazy-pages")?;
-    // restore connects to the daemon's socket in the work directory.
-    let sock = images.join("lazy-pages.socket");
-    for _ in 0..200 {
-        if sock.exists() {
-            return Ok(child);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    bail!(
-        "criu lazy-pages did not start (see {}/lazy-pages.log)",
-        images.display()
-    )
-}
-
-/// A CRIU page server for one pre-copy round. It daemonizes once it listens (so the
-/// address can be handed out at once) and ends after the dump that connects to it.
-fn page_server(images: &Path, addr: SocketAddr) -> Result<i32> {
-    let pidfile = images.join("page-server.pid");
-    let st = Command::new("criu")
-        .args(["page-server", "--daemon", "--images-dir"])
-        .arg(images)
-        .args([
-            "--address",
-            &addr.ip().to_string(),
-            "--port",
-            &addr.port().to_string(),
-        ])
-        .arg("--pidfile")
-        .arg(&pidfile)
-        .args(["-o", "page-server.log"])
-        .stdin(Stdio::null())
-        .status()
-        .context("criu page-server")?;
-    if !st.success() {
-        bail!(
-            "criu page-server failed (see {}/page-server.log)",
-            images.display()
-        );
-    }
-    std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .ok_or_else(|| anyhow!("criu page-server left no pid file"))
-}
-
-/// Waits a moment for a round's page server to finish, then stops it.
-fn stop_page_server(pid: Option<i32>) {
-    let Some(pid) = pid else { return };
-    let pid = nix::unistd::Pid::from_raw(pid);
-    for _ in 0..100 {
-        if nix::sys::signal::kill(pid, None).is_err() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
-}
-
 /// A post-copy restore, watched: when the lazy-pages daemon gives up (its page server
 /// is gone, or CRIU cannot serve pages on this kernel) the restore would wait for pages
 /// for ever, so it is stopped and reported.
@@ -374,10 +309,8 @@ fn lazy_restore(
     while !worker.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         if let Some(d) = inc.lazy.as_mut() {
-            if let Ok(Some(st)) = d.try_wait() {
-                if !st.success() && daemon_failed.is_none() {
-                    daemon_failed = Some(Instant::now());
-                }
+            if d.failed() && daemon_failed.is_none() {
+                daemon_failed = Some(Instant::now());
             }
         }
         if daemon_failed.is_some_and(|t| t.elapsed() > std::time::Duration::from_secs(2)) {

@@ -135,7 +135,10 @@ mod tests {
     fn a_failed_copy_names_both_files() {
         let dir = tempfile::tempdir().unwrap();
         let e = copy(&dir.path().join("none"), &dir.path().join("b")).unwrap_err();
-        assert!(e.to_string().contains("none") && e.to_string().contains("open"), "{e}");
+        assert!(
+            e.to_string().contains("none") && e.to_string().contains("open"),
+            "{e}"
+        );
         assert!(!dir.path().join("b").exists());
     }
 }

@@ -74,6 +74,8 @@ pub struct CriuOpts {
     pub empty_ns: Vec<String>,
     pub auto_dedup: bool,
     pub lazy_pages: bool,
+    /// Ends this call's CRIU from another thread (a migration whose peer is gone).
+    pub stopper: Option<criu::Stopper>,
 }
 
 /// The dump options callers pass (runc's flag set).
@@ -412,7 +414,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         req.set_type(rpc::Criu_req_type::DUMP);
     }
     req.opts = MessageField::some(opts);
-    let dumped = criu::call(req, &keep, |_| Ok(()), |_| Ok(()));
+    let dumped = criu::call(req, &keep, o.criu.stopper.as_ref(), |_| Ok(()), |_| Ok(()));
     drop(froze);
     let op = if o.pre_dump { "pre-dump" } else { "checkpoint" };
     dumped.map_err(|err| criu_failed(op, err, log))?;
@@ -674,6 +676,7 @@ pub fn restore(
     let resp = criu::call(
         req,
         &keep,
+        o.criu.stopper.as_ref(),
         |pid| started(pid).map_err(CriuError::Notify),
         |n| {
             if n.script == "orphan-pts-master" {

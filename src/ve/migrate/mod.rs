@@ -10,7 +10,7 @@ pub mod streams;
 
 pub use channel::{kind, parse_addr, Channel, Key};
 pub use progress::Progress;
-pub use rounds::{pick_mode, precopy_stop, stats_pages_written, Mode};
+pub use rounds::{pick_mode, precopy_stop, Mode};
 pub use streams::{plain_name, recv_file, send_dir, send_disk, send_tree, FileHeader};
 
 #[derive(Debug, thiserror::Error)]

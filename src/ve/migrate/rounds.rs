@@ -1,7 +1,5 @@
 //! How memory moves: cold, pre-copy or post-copy, and when pre-copy's rounds stop.
 
-use std::path::Path;
-
 use super::MigError;
 
 /// How memory moves.
@@ -66,92 +64,6 @@ pub fn precopy_stop(written: &[u64], few: u64, max_rounds: u32) -> Option<Stop> 
     None
 }
 
-/// `pages_written` from a CRIU `stats-dump` image: a 4-byte magic, then size-prefixed
-/// StatsEntry messages whose field 1 is DumpStatsEntry with pages_written as field 7.
-pub fn stats_pages_written(path: &Path) -> Option<u64> {
-    let data = std::fs::read(path).ok()?;
-    // Images start with one or two 32-bit magics (the second for "service" images).
-    for skip in [4usize, 8] {
-        if data.len() < skip + 4 {
-            continue;
-        }
-        let len = u32::from_le_bytes(data[skip..skip + 4].try_into().ok()?) as usize;
-        let Some(msg) = data.get(skip + 4..skip + 4 + len) else {
-            continue;
-        };
-        if let Some(dump) = proto_field(msg, 1).and_then(|f| f.bytes()) {
-            if let Some(v) = proto_field(dump, 7).and_then(|f| f.varint()) {
-                return Some(v);
-            }
-        }
-    }
-    None
-}
-
-enum ProtoValue<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-}
-
-impl<'a> ProtoValue<'a> {
-    fn varint(&self) -> Option<u64> {
-        match self {
-            ProtoValue::Varint(v) => Some(*v),
-            _ => None,
-        }
-    }
-    fn bytes(&self) -> Option<&'a [u8]> {
-        match self {
-            ProtoValue::Bytes(b) => Some(b),
-            _ => None,
-        }
-    }
-}
-
-fn varint(data: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *data.get(*pos)?;
-        *pos += 1;
-        v |= ((b & 0x7f) as u64) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// The first occurrence of field `want` in a protobuf message (wire types 0, 1, 2, 5).
-fn proto_field(data: &[u8], want: u64) -> Option<ProtoValue<'_>> {
-    let mut pos = 0;
-    while pos < data.len() {
-        let key = varint(data, &mut pos)?;
-        let (field, wire) = (key >> 3, key & 7);
-        let value = match wire {
-            0 => ProtoValue::Varint(varint(data, &mut pos)?),
-            1 => {
-                pos += 8;
-                ProtoValue::Varint(0)
-            }
-            2 => {
-                let len = varint(data, &mut pos)? as usize;
-                let b = data.get(pos..pos + len)?;
-                pos += len;
-                ProtoValue::Bytes(b)
-            }
-            5 => {
-                pos += 4;
-                ProtoValue::Varint(0)
-            }
-            _ => return None,
-        };
-        if field == want {
-            return Some(value);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,20 +93,5 @@ mod tests {
         let e = pick_mode(true, "precopy", false).unwrap_err().to_string();
         assert!(e.contains("soft-dirty"), "{e}");
         assert!(pick_mode(true, "fast", true).is_err());
-    }
-
-    #[test]
-    fn stats_image_is_read() {
-        // magic, size, StatsEntry{ dump: DumpStatsEntry{ freezing_time: 5, pages_written: 300 } }
-        let dump = [0x08, 5, 0x38, 0xac, 0x02];
-        let mut entry = vec![0x0a, dump.len() as u8];
-        entry.extend_from_slice(&dump);
-        let mut img = 0x5709_3306u32.to_le_bytes().to_vec();
-        img.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-        img.extend_from_slice(&entry);
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("stats-dump");
-        std::fs::write(&p, &img).unwrap();
-        assert_eq!(stats_pages_written(&p), Some(300));
     }
 }

@@ -8,8 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::channel::{kind, Channel, CHUNK};
-use crate::sys::sparse;
 use super::MigError;
+use crate::sys::sparse;
 
 /// The header of a file sent in chunks.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
