@@ -8,13 +8,16 @@
 use std::path::PathBuf;
 
 pub mod bundle;
+pub mod checkpoint;
 pub mod create;
 pub mod error;
 pub mod exec;
 pub mod executor;
 pub mod foreground;
 pub mod lifecycle;
+pub mod migrate;
 pub mod observe;
+pub mod restore;
 pub mod root;
 pub mod run;
 pub mod seccomp;

@@ -47,7 +47,7 @@ pub struct Key(Vec<u8>);
 impl Key {
     pub fn load(path: &Path) -> Result<Key, MigError> {
         let bad = |problem: String| MigError::Key {
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             problem,
         };
         let mut data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
@@ -128,7 +128,7 @@ impl Channel {
         stream.write_all(&proof)?;
         let mut answer = [0u8; 32];
         stream.read_exact(&mut answer).map_err(|_| {
-            MigError::Auth("the listener refused our key (different --key-file?)".into())
+            MigError::Auth("the listener refused our key (a different key file?)".into())
         })?;
         if !same(&answer, &key.mac(&[b"listener", &ours, theirs])) {
             return Err(MigError::Auth("the listener does not hold our key".into()));
@@ -259,13 +259,16 @@ impl Channel {
     }
 }
 
-/// HOST:PORT (a name or an address) as given to `flag`.
-pub fn parse_addr(flag: &str, text: &str) -> Result<std::net::SocketAddr, MigError> {
+/// HOST:PORT (a name or an address), as given for `setting`.
+pub fn parse_addr(setting: &'static str, text: &str) -> Result<std::net::SocketAddr, MigError> {
     use std::net::ToSocketAddrs;
     text.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| MigError::Mode(format!("{flag}: {text:?} is not HOST:PORT")))
+        .ok_or_else(|| MigError::Address {
+            setting,
+            text: text.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -278,10 +281,7 @@ mod tests {
         let p = dir.path().join("k");
         std::fs::write(&p, "short\n").unwrap();
         let e = Key::load(&p).err().unwrap().to_string();
-        assert!(
-            e.starts_with("--key-file") && e.contains("too short"),
-            "{e}"
-        );
+        assert!(e.starts_with("key file") && e.contains("too short"), "{e}");
         std::fs::write(&p, "0123456789abcdef0123\n").unwrap();
         assert!(Key::load(&p).is_ok());
     }

@@ -10,45 +10,47 @@ pub mod streams;
 
 pub use channel::{kind, parse_addr, Channel, Key};
 pub use progress::Progress;
-pub use rounds::{pick_mode, precopy_stop, Mode};
+pub use rounds::{pick_mode, precopy_stop, Mode, Requested};
 pub use streams::{plain_name, recv_file, send_dir, send_disk, send_tree, FileHeader};
 
+use std::path::PathBuf;
+
+/// What goes wrong in a move. Settings are named by what they are (the key file, the
+/// mode); the commands map them to their flags.
 #[derive(Debug, thiserror::Error)]
 pub enum MigError {
-    #[error("--key-file {path}: {problem}")]
-    Key { path: String, problem: String },
+    #[error("key file {path}: {problem}")]
+    Key { path: PathBuf, problem: String },
     #[error("peer authentication failed: {0}")]
     Auth(String),
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{op} {path}: {source}")]
+    File {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("peer: {0}")]
     Remote(String),
-    #[error("{0}")]
-    Mode(String),
+    #[error("{setting}: {text:?} is not HOST:PORT")]
+    Address { setting: &'static str, text: String },
+    #[error("mode {0:?} is not one of auto, precopy, postcopy")]
+    UnknownMode(String),
+    #[error(
+        "pre-copy: this kernel has no soft-dirty page tracking (criu check --feature \
+         mem_dirty_track); use post-copy or auto"
+    )]
+    NoSoftDirty,
 }
 
-/// Kills the CRIU processes this process started (RPC workers, `criu swrk`): the way to
-/// abort a dump or restore that waits on a peer that is gone. Best effort.
-pub fn kill_criu_children() {
-    let me = std::process::id().to_string();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .unwrap_or_default();
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == me && String::from_utf8_lossy(&cmd).contains("swrk") {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        }
-    }
+/// An I/O error on a file, with what was done to which file.
+pub(crate) fn file_err(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> MigError {
+    let path = path.to_path_buf();
+    move |source| MigError::File { op, path, source }
 }

@@ -14,22 +14,49 @@ pub enum Mode {
     Postcopy,
 }
 
-/// `--mode auto` takes pre-copy where the kernel tracks dirty pages, else post-copy.
-pub fn pick_mode(online: bool, requested: &str, soft_dirty: bool) -> Result<Mode, MigError> {
+impl Mode {
+    /// The mode's name, as the summary and the destination's log say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Cold => "cold",
+            Mode::Precopy => "precopy",
+            Mode::Postcopy => "postcopy",
+        }
+    }
+}
+
+/// The mode asked for an online move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// Pre-copy where the kernel tracks dirty pages, else post-copy.
+    Auto,
+    Precopy,
+    Postcopy,
+}
+
+impl std::str::FromStr for Requested {
+    type Err = MigError;
+
+    fn from_str(text: &str) -> Result<Requested, MigError> {
+        match text {
+            "auto" => Ok(Requested::Auto),
+            "precopy" => Ok(Requested::Precopy),
+            "postcopy" => Ok(Requested::Postcopy),
+            other => Err(MigError::UnknownMode(other.to_string())),
+        }
+    }
+}
+
+/// The mode a move takes: cold unless `online`; pre-copy only where the kernel tracks
+/// dirty pages (soft-dirty), which it needs.
+pub fn pick_mode(online: bool, requested: Requested, soft_dirty: bool) -> Result<Mode, MigError> {
     if !online {
         return Ok(Mode::Cold);
     }
     match requested {
-        "auto" if soft_dirty => Ok(Mode::Precopy),
-        "auto" => Ok(Mode::Postcopy),
-        "precopy" if soft_dirty => Ok(Mode::Precopy),
-        "precopy" => Err(MigError::Mode(
-            "--mode precopy: this kernel has no soft-dirty page tracking (criu check --feature mem_dirty_track); use --mode postcopy or auto".into(),
-        )),
-        "postcopy" => Ok(Mode::Postcopy),
-        other => Err(MigError::Mode(format!(
-            "--mode: {other:?} is not one of auto, precopy, postcopy"
-        ))),
+        Requested::Auto | Requested::Precopy if soft_dirty => Ok(Mode::Precopy),
+        Requested::Auto | Requested::Postcopy => Ok(Mode::Postcopy),
+        Requested::Precopy => Err(MigError::NoSoftDirty),
     }
 }
 
@@ -87,11 +114,21 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(pick_mode(false, "auto", true).unwrap(), Mode::Cold);
-        assert_eq!(pick_mode(true, "auto", true).unwrap(), Mode::Precopy);
-        assert_eq!(pick_mode(true, "auto", false).unwrap(), Mode::Postcopy);
-        let e = pick_mode(true, "precopy", false).unwrap_err().to_string();
+        let mode = |m: &str| m.parse::<Requested>().unwrap();
+        assert_eq!(pick_mode(false, mode("auto"), true).unwrap(), Mode::Cold);
+        assert_eq!(pick_mode(true, mode("auto"), true).unwrap(), Mode::Precopy);
+        assert_eq!(
+            pick_mode(true, mode("auto"), false).unwrap(),
+            Mode::Postcopy
+        );
+        assert_eq!(
+            pick_mode(true, mode("postcopy"), true).unwrap(),
+            Mode::Postcopy
+        );
+        let e = pick_mode(true, mode("precopy"), false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("soft-dirty"), "{e}");
-        assert!(pick_mode(true, "fast", true).is_err());
+        assert!("fast".parse::<Requested>().is_err());
     }
 }

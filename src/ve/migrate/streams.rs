@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::channel::{kind, Channel, CHUNK};
-use super::MigError;
+use super::{file_err, MigError};
 use crate::sys::sparse;
 
 /// The header of a file sent in chunks.
@@ -45,8 +45,8 @@ pub fn send_disk(
     hashes: &mut std::collections::HashMap<u64, u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, MigError> {
-    let f = File::open(path)?;
-    let size = f.metadata()?.len();
+    let f = File::open(path).map_err(file_err("open", path))?;
+    let size = f.metadata().map_err(file_err("stat", path))?.len();
     let update = !hashes.is_empty();
     ch.send_json(
         kind::FILE,
@@ -70,7 +70,8 @@ pub fn send_disk(
             }
             let off = idx * CHUNK as u64;
             let n = (size - off).min(CHUNK as u64) as usize;
-            f.read_exact_at(&mut buf[..n], off)?;
+            f.read_exact_at(&mut buf[..n], off)
+                .map_err(file_err("read", path))?;
             let h = chunk_hash(&buf[..n]);
             let unchanged = hashes.get(&idx) == Some(&h);
             let zero_first = !update && buf[..n].iter().all(|&b| b == 0);
@@ -118,14 +119,16 @@ pub fn send_disk(
 pub fn send_dir(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
     use std::os::unix::fs::PermissionsExt;
     let mut total = 0;
-    let mut names: Vec<_> = std::fs::read_dir(dir)?
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(file_err("list", dir))?
         .flatten()
         .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
         .collect();
     names.sort_by_key(|e| e.file_name());
     for e in names {
-        let mut f = File::open(e.path())?;
-        let meta = f.metadata()?;
+        let path = e.path();
+        let mut f = File::open(&path).map_err(file_err("open", &path))?;
+        let meta = f.metadata().map_err(file_err("stat", &path))?;
         ch.send_json(
             kind::FILE,
             &FileHeader {
@@ -139,7 +142,7 @@ pub fn send_dir(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
         let mut buf = vec![0u8; CHUNK];
         let mut off = 0u64;
         loop {
-            let n = f.read(&mut buf)?;
+            let n = f.read(&mut buf).map_err(file_err("read", &path))?;
             if n == 0 {
                 break;
             }
@@ -163,8 +166,9 @@ pub fn recv_file(ch: &mut Channel, header: &FileHeader, path: &Path) -> Result<u
         .create(true)
         .truncate(!header.update)
         .mode(header.mode)
-        .open(path)?;
-    f.set_len(header.size)?;
+        .open(path)
+        .map_err(file_err("create", path))?;
+    f.set_len(header.size).map_err(file_err("size", path))?;
     let mut got = 0u64;
     loop {
         let (k, p) = ch.recv()?;
@@ -177,7 +181,8 @@ pub fn recv_file(ch: &mut Channel, header: &FileHeader, path: &Path) -> Result<u
                         header.name
                     )));
                 }
-                f.write_all_at(&p[8..], off)?;
+                f.write_all_at(&p[8..], off)
+                    .map_err(file_err("write", path))?;
                 got += (p.len() - 8) as u64;
             }
             kind::END => break,
