@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -237,39 +236,14 @@ impl Runtime {
     ) -> Result<()> {
         let bundle = inc.dir.join("bundle");
         let mut images = inc.dir.join("images");
-        let mut tar: Option<Child> = None;
         loop {
             let (k, p) = ch.recv()?;
             match k {
                 kind::TAR => {
-                    if tar.is_none() {
-                        let rootfs = bundle.join("rootfs");
-                        std::fs::create_dir_all(&rootfs)
-                            .map_err(|e| Error::io("create", &rootfs, e))?;
-                        tar = Some(
-                            Command::new("tar")
-                                .args(["--numeric-owner", "--xattrs", "-p", "-C"])
-                                .arg(&rootfs)
-                                .args(["-xf", "-"])
-                                .stdin(Stdio::piped())
-                                .spawn()
-                                .map_err(io("run", "tar"))?,
-                        );
-                    }
-                    if let Some(stdin) = tar.as_mut().and_then(|t| t.stdin.as_mut()) {
-                        std::io::Write::write_all(stdin, &p).map_err(io("untar", "the rootfs"))?;
-                    }
-                }
-                kind::END if tar.is_some() => {
-                    if let Some(mut t) = tar.take() {
-                        drop(t.stdin.take());
-                        if !t.wait().map_err(io("wait for", "tar"))?.success() {
-                            return Err(Error::Step(format!(
-                                "untar the rootfs into {} failed",
-                                bundle.display()
-                            )));
-                        }
-                    }
+                    let rootfs = bundle.join("rootfs");
+                    std::fs::create_dir_all(&rootfs)
+                        .map_err(|e| Error::io("create", &rootfs, e))?;
+                    mig::recv_tree(ch, p, &rootfs)?;
                 }
                 kind::FILE => {
                     let h: FileHeader = serde_json::from_slice(&p)

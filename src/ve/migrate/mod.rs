@@ -11,7 +11,7 @@ pub mod streams;
 pub use channel::{kind, parse_addr, Channel, Key};
 pub use progress::Progress;
 pub use rounds::{pick_mode, precopy_stop, Mode, Requested};
-pub use streams::{plain_name, recv_file, send_dir, send_disk, send_tree, FileHeader};
+pub use streams::{plain_name, recv_file, recv_tree, send_dir, send_disk, send_tree, FileHeader};
 
 use std::path::PathBuf;
 
