@@ -6,7 +6,6 @@
 //! the session's nonces and a sequence number, so frames cannot be forged, replayed or
 //! reordered by someone on the path. The stream itself is not encrypted.
 
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -79,7 +78,7 @@ fn mac_with(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 fn nonce() -> Result<[u8; NONCE], MigError> {
     let mut n = [0u8; NONCE];
-    File::open("/dev/urandom")?.read_exact(&mut n)?;
+    getrandom::fill(&mut n).map_err(|e| MigError::Io(std::io::Error::other(e)))?;
     Ok(n)
 }
 
