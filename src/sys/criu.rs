@@ -379,11 +379,24 @@ pub fn supports(feature: Feature) -> bool {
     answer.unwrap_or(false)
 }
 
+/// A CRIU daemon run as this process's child: stopped and reaped when the handle goes,
+/// so none outlives the move it served.
+struct Held(Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A `criu page-server` writing what a dump sends into an image directory (a pre-copy
 /// round's pages). It ends by itself after the dump that connects to it; dropping the
 /// handle stops it.
 pub struct PageServer {
-    child: Child,
+    child: Held,
 }
 
 impl PageServer {
@@ -409,7 +422,7 @@ impl PageServer {
             .spawn()
             .map_err(|source| CriuError::Spawn { path: bin, source })?;
         drop(ready_w);
-        let server = PageServer { child };
+        let server = PageServer { child: Held(child) };
         let mut byte = [0u8; 1];
         if std::fs::File::from(ready_r).read(&mut byte).unwrap_or(0) == 0 {
             return Err(CriuError::Daemon {
@@ -423,19 +436,10 @@ impl PageServer {
     /// Gives the server a moment to finish writing what it received, then stops it.
     pub fn finish(mut self) {
         for _ in 0..100 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
+            if !matches!(self.child.0.try_wait(), Ok(None)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for PageServer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -444,7 +448,7 @@ impl Drop for PageServer {
 /// faults from the source's page server and pulls the rest in the background, and ends
 /// once it has every page. Dropping the handle stops it.
 pub struct LazyPages {
-    child: Child,
+    child: Held,
 }
 
 impl LazyPages {
@@ -463,7 +467,7 @@ impl LazyPages {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|source| CriuError::Spawn { path: bin, source })?;
-        let daemon = LazyPages { child };
+        let daemon = LazyPages { child: Held(child) };
         let sock = images.join("lazy-pages.socket");
         for _ in 0..200 {
             if sock.exists() {
@@ -480,21 +484,12 @@ impl LazyPages {
     /// Whether the daemon has ended with a failure (its page server is gone, or CRIU
     /// cannot serve pages on this kernel).
     pub fn failed(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(st)) if !st.success())
+        matches!(self.child.0.try_wait(), Ok(Some(st)) if !st.success())
     }
 
     /// Waits until it has every page (or gives up).
     pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.child.wait()
-    }
-}
-
-impl Drop for LazyPages {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.child.0.wait()
     }
 }
 
@@ -654,7 +649,7 @@ mod tests {
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let server = PageServer::start(dir.path(), addr).unwrap();
-        let pid = server.child.id() as i32;
+        let pid = server.child.0.id() as i32;
         assert!(std::net::TcpStream::connect(addr).is_ok(), "not listening");
         drop(server);
         // Reaped by the handle: no such process any more.

@@ -26,15 +26,12 @@ pub struct FileHeader {
     pub update: bool,
 }
 
-/// FNV-1a over a chunk: enough to tell a changed chunk from an unchanged one between two
-/// passes over the same image on the same host.
+/// A chunk's content hash (SHA-256, the project's one content hash, cut to 64 bits): a
+/// changed chunk is told from an unchanged one between two passes over the same image.
 fn chunk_hash(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in data {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(data);
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// Sends a disk image: on the first pass every data chunk (holes stay holes), on later
