@@ -6,11 +6,11 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cli::GlobalOpts;
 use crate::runtime::error::chain;
-use crate::ve::migrate::{parse_addr, Key, MigError};
+use crate::ve::migrate::{parse_addr, Key};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Receive VEs moved here with `vzrun migrate`")]
@@ -28,10 +28,8 @@ pub struct Args {
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file).map_err(super::migrate::flag_words)?;
-    let addr = parse_addr("--listen", &args.listen).map_err(|e| match e {
-        MigError::Address { text, .. } => anyhow!("--listen: {text:?} is not HOST:PORT"),
-        other => other.into(),
-    })?;
+    // The setting is named by its flag here: the address error reads "--listen: ...".
+    let addr = parse_addr("--listen", &args.listen)?;
     let rt = super::runtime(global);
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
