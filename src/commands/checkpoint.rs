@@ -1,6 +1,6 @@
 //! `vzrun checkpoint`: dump a running VE with CRIU (vzctl chkpnt), around the
-//! pre-checkpoint and post-checkpoint action scripts. Without --leave-running the VE is
-//! gone afterwards, as with runc. `checkpoint --help` succeeds only where CRIU works:
+//! pre-checkpoint and post-checkpoint action scripts (`runtime::checkpoint`). Without
+//! --leave-running the VE is gone afterwards, as with runc. `checkpoint --help` succeeds only where CRIU works:
 //! podman takes its exit status to mean that the runtime can checkpoint.
 
 use std::path::PathBuf;
@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cli::GlobalOpts;
-use crate::runtime::root::Root;
-use crate::runtime::state::oci_state;
-use crate::ve::actions::{Action, Point, Runner};
-use crate::ve::checkpoint::{self, CriuOpts, DumpOpts, DumpTarget};
+use crate::runtime::checkpoint::CheckpointOptions;
+use crate::ve::checkpoint::{parse_empty_ns, CgroupsMode, CriuOpts, DumpOpts, PageServerAddr};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Checkpoint a running container", disable_help_flag = true)]
@@ -70,7 +68,8 @@ pub struct CriuFlags {
 }
 
 impl CriuFlags {
-    /// The options; the image directory defaults to ./checkpoint, as runc's does.
+    /// The options; the image directory defaults to ./checkpoint, as runc's does. A bad
+    /// value is named by its flag.
     pub fn opts(&self) -> Result<CriuOpts> {
         let image = match &self.image_path {
             Some(p) => p.clone(),
@@ -78,6 +77,7 @@ impl CriuFlags {
                 .context("current directory")?
                 .join("checkpoint"),
         };
+        let mode = self.manage_cgroups_mode.as_deref().unwrap_or_default();
         Ok(CriuOpts {
             image,
             work: self.work_path.clone(),
@@ -86,12 +86,18 @@ impl CriuFlags {
             ext_unix_sk: self.ext_unix_sk,
             shell_job: self.shell_job,
             file_locks: self.file_locks,
-            manage_cgroups_mode: self.manage_cgroups_mode.clone(),
-            empty_ns: self.empty_ns.clone(),
+            manage_cgroups_mode: CgroupsMode::parse(mode)
+                .map_err(|e| flag_err("--manage-cgroups-mode", e))?,
+            empty_net_ns: parse_empty_ns(&self.empty_ns).map_err(|e| flag_err("--empty-ns", e))?,
             auto_dedup: self.auto_dedup,
             lazy_pages: self.lazy_pages,
+            stopper: None,
         })
     }
+}
+
+fn flag_err(flag: &str, problem: String) -> anyhow::Error {
+    anyhow!("{flag}: {problem}")
 }
 
 const HELP: &str = "Checkpoint a running container
@@ -131,165 +137,43 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let Some(id) = args.id.clone() else {
         bail!("\"checkpoint\" requires exactly 1 argument(s)");
     };
-    let rt = super::runtime(global);
-    let root = rt.root.clone();
-    let opts = DumpOpts {
+    let page_server = args
+        .page_server
+        .as_deref()
+        .map(PageServerAddr::parse)
+        .transpose()
+        .map_err(|e| flag_err("--page-server", e))?;
+    let dump = DumpOpts {
         criu: args.criu.opts()?,
         leave_running: args.leave_running || args.pre_dump,
         pre_dump: args.pre_dump,
-        page_server: args.page_server.clone(),
+        page_server,
         status_fd: args.status_fd,
         skip_in_flight: false,
     };
-
-    // The action scripts run without the container's lock: a ve: command is a
-    // `vzrun exec`, which takes it.
-    let (actions, pid, state) = {
-        let loaded = root.load(&id)?;
-        crate::runtime::lifecycle::can_checkpoint(&id, loaded.container.status())?;
-        let spec = crate::runtime::bundle::load_spec(&root.ve_dir(&id))?;
-        let actions = crate::ve::config_from_spec(&spec)?.actions;
-        let state = serde_json::to_string(&oci_state(&loaded.container, &loaded.record, false))?;
-        (actions, loaded.container.pid().map(|p| p.as_raw()), state)
-    };
-    if !opts.leave_running && matches!(actions.get(Point::PostCheckpoint), Some(Action::Ve(_))) {
-        bail!(
-            "annotation io.vzrun.hooks.post-checkpoint: a ve: command needs --leave-running \
-             (the VE is gone after the checkpoint)"
-        );
-    }
-    // Not current_exe(): a sealed vzrun runs from a memfd, which has no path of its own.
-    let exe = std::path::PathBuf::from("/proc/self/exe");
-    actions
-        .run(
-            Point::PreCheckpoint,
-            &Runner {
-                hooks_dir: &rt.hooks_dir(),
-                vzrun: &exe,
-                root: &root.path,
-                id: &id,
-                state,
-            },
-        )
-        .map_err(|e| anyhow!("{e}: checkpoint aborted, the VE keeps running"))?;
-
-    let loaded = root.load(&id)?;
-    crate::runtime::lifecycle::can_checkpoint(&id, loaded.container.status())?;
-    let now = loaded.container.pid().map(|p| p.as_raw());
-    if now != pid {
-        bail!("container {id} changed while its pre-checkpoint script ran");
-    }
-    Source::of(&root, &id, &loaded)?.dump(&opts, &id)?;
-    let mut state = oci_state(&loaded.container, &loaded.record, false);
-    if !opts.leave_running {
-        // The private area outlives the VE inside the checkpoint: delete keeps the image
-        // (marked persistent for it), then it moves into the image directory.
-        let private = loaded
-            .record
-            .ve
-            .disk
-            .as_ref()
-            .filter(|d| !d.persistent && d.image.exists())
-            .map(|d| d.image.clone());
-        if private.is_some() {
-            let mut rec = loaded.record.clone();
-            if let Some(d) = rec.ve.disk.as_mut() {
-                d.persistent = true;
-            }
-            rec.save(&root.ve_dir(&id))?;
-        }
-        // CRIU has killed the processes; what is left is the container's shell.
-        let crate::runtime::root::Loaded {
-            container,
-            _lock: lock,
-            ..
-        } = loaded;
-        drop(container);
-        rt.delete_locked(&id, true, lock)?;
-        if let Some(img) = private {
-            checkpoint::move_image(&img, &opts.criu.image.join(checkpoint::PRIVATE_IMAGE))?;
-        }
-        state.status = "stopped".into();
-        state.pid = 0;
-    } else {
-        drop(loaded);
-        // An area saved by an earlier checkpoint into this directory is not this one's.
-        let _ = std::fs::remove_file(opts.criu.image.join(checkpoint::PRIVATE_IMAGE));
-    }
-    actions.run(
-        Point::PostCheckpoint,
-        &Runner {
-            hooks_dir: &rt.hooks_dir(),
-            vzrun: &exe,
-            root: &root.path,
-            id: &id,
-            state: serde_json::to_string(&state)?,
-        },
-    )?;
+    super::runtime(global).checkpoint(&CheckpointOptions { id, dump })?;
     Ok(0)
 }
 
-/// What a dump needs of a running VE, read under its lock (`checkpoint`, `migrate`).
-pub struct Source {
-    pid: i32,
-    /// The VE's root as its processes see it: a private area's overlay, else the bundle's.
-    rootfs: PathBuf,
-    spec: oci_spec::runtime::Spec,
-    cgroup: PathBuf,
-    mac: Option<String>,
-    /// Read before the dump: afterwards the processes may be gone.
-    counters: Vec<crate::ve::resources::Carried>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Source {
-    pub fn of(root: &Root, id: &str, loaded: &crate::runtime::root::Loaded) -> Result<Source> {
-        let pid = loaded
-            .container
-            .pid()
-            .map(|p| p.as_raw())
-            .ok_or_else(|| anyhow!("container {id} has no process"))?;
-        let spec = crate::runtime::bundle::load_spec(&root.ve_dir(id))?;
-        let cgroup = loaded
-            .container
-            .spec()
-            .map_err(|e| anyhow!("read container config: {e}"))?
-            .cgroup_path;
-        let rootfs = spec
-            .root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .unwrap_or_else(|| loaded.record.rootfs.clone());
-        Ok(Source {
-            pid,
-            rootfs,
-            spec,
-            cgroup,
-            mac: loaded.record.ve.net.as_ref().and_then(|n| n.mac.clone()),
-            counters: crate::ve::resources::beancounters(pid, &loaded.record.ve)
-                .iter()
-                .map(|c| c.carried())
-                .collect(),
-        })
-    }
-
-    /// Dumps the VE into `o.image`, with what a restore needs: its MAC (for the same ID)
-    /// and its beancounters' counts.
-    pub fn dump(&self, o: &DumpOpts, id: &str) -> Result<()> {
-        checkpoint::dump(
-            &DumpTarget {
-                pid: self.pid,
-                rootfs: &self.rootfs,
-                spec: &self.spec,
-                cgroup_path: &self.cgroup,
-            },
-            o,
-        )?;
-        checkpoint::Meta {
-            id: Some(id.to_string()),
-            mac: self.mac.clone(),
-            counters: self.counters.clone(),
-        }
-        .save(&o.criu.image)?;
-        Ok(())
+    #[test]
+    fn bad_values_name_their_flag() {
+        let flags = CriuFlags {
+            manage_cgroups_mode: Some("hard".into()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", flags.opts().unwrap_err());
+        assert!(
+            err.starts_with("--manage-cgroups-mode: invalid value \"hard\""),
+            "{err}"
+        );
+        let flags = CriuFlags {
+            empty_ns: vec!["pid".into()],
+            ..Default::default()
+        };
+        assert!(format!("{:#}", flags.opts().unwrap_err()).starts_with("--empty-ns: "));
     }
 }

@@ -46,6 +46,21 @@ pub enum Error {
     /// A step that failed with its own explanation (a hook, a CRIU run).
     #[error("{0}")]
     Step(String),
+    #[error(transparent)]
+    Ckpt(#[from] crate::ve::checkpoint::CkptError),
+    #[error(transparent)]
+    Mig(#[from] crate::ve::migrate::MigError),
+    #[error(transparent)]
+    Criu(#[from] crate::sys::criu::CriuError),
+    #[error(transparent)]
+    Action(#[from] crate::ve::actions::ActionError),
+    /// A move that failed before the destination ran the VE: it runs on at the source.
+    #[error("the VE {id} keeps running here")]
+    KeptRunning {
+        id: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,6 +68,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<LibcontainerError> for Error {
     fn from(e: LibcontainerError) -> Self {
         Error::Libcontainer(chain(&e))
+    }
+}
+
+impl From<crate::ve::net::NetError> for Error {
+    fn from(e: crate::ve::net::NetError) -> Self {
+        Error::Ve(e.into())
     }
 }
 

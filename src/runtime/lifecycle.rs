@@ -68,6 +68,17 @@ pub fn can_checkpoint(id: &str, status: ContainerStatus) -> Result<()> {
     }
 }
 
+/// A migration pauses the VE itself for its last part: it must be running.
+pub fn can_migrate(id: &str, status: ContainerStatus) -> Result<()> {
+    match status {
+        ContainerStatus::Running => Ok(()),
+        other => Err(Error::State(format!(
+            "container {id} is not running: {}",
+            status_word(other)
+        ))),
+    }
+}
+
 pub fn can_exec(status: ContainerStatus, ignore_paused: bool) -> Result<()> {
     match status {
         ContainerStatus::Stopped => Err(Error::State("cannot exec in a stopped container".into())),

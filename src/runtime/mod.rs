@@ -5,19 +5,22 @@
 //! `seccomp`), and a foreground process's signals and exit (`foreground`). Commands
 //! turn flags into the options here and print what comes back.
 
-use std::cell::OnceCell;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::ve::policy::Policy;
 
 pub mod bundle;
+pub mod checkpoint;
 pub mod create;
 pub mod error;
 pub mod exec;
 pub mod executor;
 pub mod foreground;
 pub mod lifecycle;
+pub mod migrate;
 pub mod observe;
+pub mod restore;
 pub mod root;
 pub mod run;
 pub mod seccomp;
@@ -36,7 +39,7 @@ pub struct Runtime {
     pub systemd_cgroup: bool,
     /// The host policy file in force (`--policy`, `VZRUN_POLICY` or the default).
     pub policy_path: PathBuf,
-    policy: OnceCell<Policy>,
+    policy: OnceLock<Policy>,
 }
 
 impl Runtime {
@@ -45,7 +48,7 @@ impl Runtime {
             root: Root::new(root),
             systemd_cgroup,
             policy_path: Policy::path_from(None),
-            policy: OnceCell::new(),
+            policy: OnceLock::new(),
         }
     }
 

@@ -1,18 +1,28 @@
-//! A client for CRIU's RPC service (`criu swrk`): one request per CRIU process, the
-//! notifications it sends on the way answered by a callback, and the final response.
+//! CRIU, found and driven one way. Every CRIU process vzrun starts (RPC workers, page
+//! servers, lazy-pages daemons, `criu check`) is the same binary ([`binary`], honouring
+//! `$VZRUN_CRIU`), so one move never mixes two CRIUs. Here: the client for CRIU's RPC
+//! service (`criu swrk`: one request per CRIU process, notifications answered by a
+//! callback, the final response), feature checks over that RPC, the page-server and
+//! lazy-pages daemons of a migration held as child handles, a [`Stopper`] that ends a
+//! call from another thread, and what a dump's stats image says.
 //!
 //! rust-criu's `Criu` drives the same protocol, but it hides the CRIU process (restore
 //! must put it into the VE's cgroup before CRIU forks the restored tasks, as runc does)
 //! and drops the restore response with the restored pid. Its generated protobuf types are
 //! used as they are.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
@@ -34,6 +44,13 @@ pub enum CriuError {
     Failed { errno: i32, msg: String },
     #[error("{0}")]
     Notify(String),
+    #[error("criu {what} (see {})", .log.display())]
+    Daemon { what: &'static str, log: PathBuf },
+    #[error("criu {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 fn errno_text(e: i32) -> String {
@@ -84,12 +101,69 @@ pub struct Notify<'a> {
     pub fd: Option<OwnedFd>,
 }
 
+/// Lets `cmd`'s program inherit `fds`: Rust opens every descriptor close-on-exec.
+fn inherit_fds(cmd: &mut Command, fds: Vec<RawFd>) {
+    // SAFETY: between fork and exec only fcntl(2) runs, on descriptors the caller keeps
+    // open until the child has started; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD)?);
+                fcntl(fd, FcntlArg::F_SETFD(flags - FdFlag::FD_CLOEXEC))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Ends a CRIU call from another thread: the way out of a dump or restore that waits for
+/// a peer that is gone. Clone it into the call's options; [`Stopper::stop`] kills that
+/// call's CRIU (at once if it has not started yet, and never a process reaped already).
+#[derive(Debug, Clone, Default)]
+pub struct Stopper(Arc<Mutex<StopSlot>>);
+
+#[derive(Debug, Default)]
+struct StopSlot {
+    /// The running call's CRIU, until it is reaped.
+    pid: Option<i32>,
+    stopped: bool,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        let mut slot = self.slot();
+        slot.stopped = true;
+        if let Some(pid) = slot.pid {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, StopSlot> {
+        // A panic elsewhere cannot leave the slot half-written: take it as it is.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn started(&self, pid: i32) {
+        let mut slot = self.slot();
+        slot.pid = Some(pid);
+        if slot.stopped {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Called before the process is reaped, so its pid cannot have been reused.
+    fn ended(&self) {
+        self.slot().pid = None;
+    }
+}
+
 /// One CRIU request. `started` runs with the CRIU pid before the request is sent, while
 /// CRIU waits (restore moves it into the VE's cgroup then); `notify` answers each
-/// notification, an error aborts the operation.
+/// notification, an error aborts the operation; `stopper` can end it from elsewhere.
 pub fn call(
     req: rpc::Criu_req,
     keep_fds: &[RawFd],
+    stopper: Option<&Stopper>,
     started: impl FnOnce(i32) -> Result<(), CriuError>,
     mut notify: impl FnMut(Notify) -> Result<(), CriuError>,
 ) -> Result<rpc::Criu_resp, CriuError> {
@@ -110,26 +184,21 @@ pub fn call(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    // SAFETY: only fcntl(2) on descriptors we own, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &inherit {
-                let flags = libc::fcntl(*fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(*fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    inherit_fds(&mut cmd, inherit);
     let mut child = cmd.spawn().map_err(|source| CriuError::Spawn {
         path: bin.clone(),
         source,
     })?;
     drop(theirs);
+    if let Some(s) = stopper {
+        s.started(child.id() as i32);
+    }
     let result = converse(&mut child, ours, req, started, &mut notify);
     if result.is_err() {
         let _ = child.kill();
+    }
+    if let Some(s) = stopper {
+        s.ended();
     }
     let _ = child.wait();
     result
@@ -252,14 +321,8 @@ pub fn available() -> bool {
             }
         }
     }
-    let ok = Command::new(&bin)
-        .arg("check")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let ok =
+        crate::sys::process::run(Command::new(&bin).arg("check").stderr(Stdio::null())).is_ok();
     let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
     let verdict = if ok { "ok" } else { "failed" };
     if std::fs::write(&tmp, format!("{stamp}\n{verdict}")).is_ok() {
@@ -274,6 +337,199 @@ fn cache_file() -> PathBuf {
     } else {
         std::env::temp_dir().join(format!("vzrun-criu-check-{}", nix::unistd::geteuid()))
     }
+}
+
+/// What [`supports`] can ask CRIU about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Soft-dirty page tracking, which pre-dumps need (`criu check --feature
+    /// mem_dirty_track`).
+    MemTrack,
+}
+
+/// Whether the kernel and CRIU support `feature`, asked over CRIU's RPC as runc asks; no
+/// where CRIU cannot be asked at all.
+pub fn supports(feature: Feature) -> bool {
+    // CRIU's RPC wants an image directory even for a check: a scratch one, removed again.
+    let dir = std::env::temp_dir().join(format!("vzrun-criu-feature-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let answer = (|| {
+        let images = std::fs::File::open(&dir).ok()?;
+        let mut opts = rpc::Criu_opts::new();
+        opts.set_images_dir_fd(images.as_raw_fd());
+        opts.set_log_file("feature-check.log".into());
+        opts.set_log_level(4);
+        let mut asked = rpc::Criu_features::new();
+        match feature {
+            Feature::MemTrack => asked.set_mem_track(true),
+        }
+        let mut req = rpc::Criu_req::new();
+        req.set_type(rpc::Criu_req_type::FEATURE_CHECK);
+        req.opts = protobuf::MessageField::some(opts);
+        req.features = protobuf::MessageField::some(asked);
+        let resp = call(req, &[images.as_raw_fd()], None, |_| Ok(()), |_| Ok(())).ok()?;
+        let got = resp.features.as_ref()?;
+        Some(match feature {
+            Feature::MemTrack => got.mem_track(),
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    answer.unwrap_or(false)
+}
+
+/// A CRIU daemon run as this process's child: stopped and reaped when the handle goes,
+/// so none outlives the move it served.
+struct Held(Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A `criu page-server` writing what a dump sends into an image directory (a pre-copy
+/// round's pages). It ends by itself after the dump that connects to it; dropping the
+/// handle stops it.
+pub struct PageServer {
+    child: Held,
+}
+
+impl PageServer {
+    /// Starts the server on `addr` and returns once it listens, so the address can be
+    /// handed out at once.
+    pub fn start(images: &Path, addr: SocketAddr) -> Result<PageServer, CriuError> {
+        let bin = binary()?;
+        let io = |what| move |source| CriuError::Io { what, source };
+        // CRIU writes one byte to --status-fd once it listens; end of file means it failed.
+        let (ready_r, ready_w) = nix::unistd::pipe()
+            .map_err(|e| io("page-server: status pipe")(std::io::Error::from(e)))?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["page-server", "--images-dir"])
+            .arg(images)
+            .args(["--address", &addr.ip().to_string()])
+            .args(["--port", &addr.port().to_string()])
+            .args(["--status-fd", &ready_w.as_raw_fd().to_string()])
+            .args(["-o", "page-server.log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        inherit_fds(&mut cmd, vec![ready_w.as_raw_fd()]);
+        let child = cmd
+            .spawn()
+            .map_err(|source| CriuError::Spawn { path: bin, source })?;
+        drop(ready_w);
+        let server = PageServer { child: Held(child) };
+        let mut byte = [0u8; 1];
+        if std::fs::File::from(ready_r).read(&mut byte).unwrap_or(0) == 0 {
+            return Err(CriuError::Daemon {
+                what: "page-server failed",
+                log: images.join("page-server.log"),
+            });
+        }
+        Ok(server)
+    }
+
+    /// Gives the server a moment to finish writing what it received, then stops it.
+    pub fn finish(mut self) {
+        for _ in 0..100 {
+            if !matches!(self.child.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// CRIU's lazy-pages daemon of a post-copy restore: it serves the restored tasks' page
+/// faults from the source's page server and pulls the rest in the background, and ends
+/// once it has every page. Dropping the handle stops it.
+pub struct LazyPages {
+    child: Held,
+}
+
+impl LazyPages {
+    /// Starts the daemon for the images in `images`, fetching from `page_server`, and
+    /// returns once its socket (which the restore connects to) exists.
+    pub fn start(images: &Path, page_server: SocketAddr) -> Result<LazyPages, CriuError> {
+        let bin = binary()?;
+        let child = Command::new(&bin)
+            .args(["lazy-pages", "--page-server", "--address"])
+            .arg(page_server.ip().to_string())
+            .args(["--port", &page_server.port().to_string(), "--images-dir"])
+            .arg(images)
+            .arg("--work-dir")
+            .arg(images)
+            .args(["-o", "lazy-pages.log", "-v4"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|source| CriuError::Spawn { path: bin, source })?;
+        let daemon = LazyPages { child: Held(child) };
+        let sock = images.join("lazy-pages.socket");
+        for _ in 0..200 {
+            if sock.exists() {
+                return Ok(daemon);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(CriuError::Daemon {
+            what: "lazy-pages did not start",
+            log: images.join("lazy-pages.log"),
+        })
+    }
+
+    /// Whether the daemon has ended with a failure (its page server is gone, or CRIU
+    /// cannot serve pages on this kernel).
+    pub fn failed(&mut self) -> bool {
+        matches!(self.child.0.try_wait(), Ok(Some(st)) if !st.success())
+    }
+
+    /// Waits until it has every page (or gives up).
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.0.wait()
+    }
+}
+
+/// `pages_written` from a CRIU `stats-dump` image: one or two 32-bit magics, then a
+/// size-prefixed StatsEntry whose field 1 is DumpStatsEntry with pages_written as field 7.
+/// rust-criu carries no stats messages: protobuf's reader takes them as unknown fields of
+/// an empty message, instead of a hand-written varint parser.
+pub fn stats_pages_written(path: &Path) -> Option<u64> {
+    use protobuf::well_known_types::empty::Empty;
+    use protobuf::UnknownValueRef;
+    // Field `n` of a message, read by protobuf as an unknown field of an empty one.
+    fn unknown<T>(msg: &[u8], n: u32, get: impl FnOnce(UnknownValueRef) -> Option<T>) -> Option<T> {
+        let parsed = Empty::parse_from_bytes(msg).ok()?;
+        get(parsed.special_fields.unknown_fields().get(n)?)
+    }
+    let data = std::fs::read(path).ok()?;
+    // The second magic is there for "service" images.
+    for skip in [4usize, 8] {
+        let Some(len) = data.get(skip..skip + 4) else {
+            continue;
+        };
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let Some(msg) = data.get(skip + 4..skip + 4 + len) else {
+            continue;
+        };
+        let dump = unknown(msg, 1, |v| match v {
+            UnknownValueRef::LengthDelimited(b) => Some(b.to_vec()),
+            _ => None,
+        });
+        let written = dump.and_then(|d| {
+            unknown(&d, 7, |v| match v {
+                UnknownValueRef::Varint(n) => Some(n),
+                _ => None,
+            })
+        });
+        if written.is_some() {
+            return written;
+        }
+    }
+    None
 }
 
 /// The error to show: CRIU's own message repeats the log's first error line, which the
@@ -346,5 +602,57 @@ mod tests {
         assert_eq!(log_tail(&p), "(00.1) Error (criu/a.c:1): one");
         std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
         assert_eq!(log_tail(&p), "b; c; d");
+    }
+
+    #[test]
+    fn stats_image_is_read() {
+        // magic, size, StatsEntry{ dump: DumpStatsEntry{ freezing_time: 5, pages_written: 300 } }
+        let dump = [0x08, 5, 0x38, 0xac, 0x02];
+        let mut entry = vec![0x0a, dump.len() as u8];
+        entry.extend_from_slice(&dump);
+        let mut img = 0x5709_3306u32.to_le_bytes().to_vec();
+        img.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        img.extend_from_slice(&entry);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stats-dump");
+        std::fs::write(&p, &img).unwrap();
+        assert_eq!(stats_pages_written(&p), Some(300));
+    }
+
+    #[test]
+    fn feature_checks_over_rpc_answer_as_criu_check_does() {
+        if !available() {
+            eprintln!("SKIP: criu is missing or `criu check` fails");
+            return;
+        }
+        let cli = Command::new(binary().unwrap())
+            .args(["check", "--feature", "mem_dirty_track"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert_eq!(supports(Feature::MemTrack), cli);
+    }
+
+    #[test]
+    fn a_page_server_is_a_child_that_listens_when_started() {
+        if !available() {
+            eprintln!("SKIP: criu is missing or `criu check` fails");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let server = PageServer::start(dir.path(), addr).unwrap();
+        let pid = server.child.0.id() as i32;
+        assert!(std::net::TcpStream::connect(addr).is_ok(), "not listening");
+        drop(server);
+        // Reaped by the handle: no such process any more.
+        assert!(kill(nix::unistd::Pid::from_raw(pid), None).is_err());
     }
 }

@@ -12,3 +12,4 @@ pub mod netlink;
 pub mod process;
 pub mod pty;
 pub mod sealed;
+pub mod sparse;

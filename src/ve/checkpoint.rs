@@ -31,8 +31,6 @@ const RESTORE_LOG: &str = "restore.log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CkptError {
-    #[error("{flag}: {problem}")]
-    Flag { flag: String, problem: String },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -46,6 +44,8 @@ pub enum CkptError {
         log: PathBuf,
         tail: String,
     },
+    #[error(transparent)]
+    Copy(#[from] crate::sys::sparse::CopyError),
     #[error("{0}")]
     Other(String),
 }
@@ -68,10 +68,13 @@ pub struct CriuOpts {
     pub ext_unix_sk: bool,
     pub shell_job: bool,
     pub file_locks: bool,
-    pub manage_cgroups_mode: Option<String>,
-    pub empty_ns: Vec<String>,
+    pub manage_cgroups_mode: Option<CgroupsMode>,
+    /// Make the network namespace, but do not restore its properties.
+    pub empty_net_ns: bool,
     pub auto_dedup: bool,
     pub lazy_pages: bool,
+    /// Ends this call's CRIU from another thread (a migration whose peer is gone).
+    pub stopper: Option<criu::Stopper>,
 }
 
 /// The dump options callers pass (runc's flag set).
@@ -80,7 +83,7 @@ pub struct DumpOpts {
     pub criu: CriuOpts,
     pub leave_running: bool,
     pub pre_dump: bool,
-    pub page_server: Option<String>,
+    pub page_server: Option<PageServerAddr>,
     pub status_fd: Option<i32>,
     /// Leave connections still being set up out of the dump (CRIU --skip-in-flight).
     pub skip_in_flight: bool,
@@ -135,9 +138,8 @@ impl CriuOpts {
         if let Some(p) = &self.parent {
             opts.set_parent_img(p.display().to_string());
         }
-        let empty = empty_ns_flags(&self.empty_ns)?;
-        if empty != 0 {
-            opts.set_empty_ns(empty);
+        if self.empty_net_ns {
+            opts.set_empty_ns(libc::CLONE_NEWNET as u32);
         }
         let log = self.work.as_ref().unwrap_or(&self.image).join(log_name);
         Ok(Request {
@@ -215,49 +217,76 @@ pub fn netns_source(spec: &Spec) -> NetnsSource {
     }
 }
 
-fn cg_mode(text: Option<&str>) -> Result<Option<rpc::Criu_cg_mode>, CkptError> {
-    Ok(Some(match text {
-        None | Some("") => return Ok(None),
-        Some("soft") => rpc::Criu_cg_mode::SOFT,
-        Some("full") => rpc::Criu_cg_mode::FULL,
-        Some("strict") => rpc::Criu_cg_mode::STRICT,
-        Some("ignore") => rpc::Criu_cg_mode::IGNORE,
-        Some(other) => {
-            return Err(CkptError::Flag {
-                flag: "--manage-cgroups-mode".into(),
-                problem: format!("invalid value {other:?} (want soft, full, strict or ignore)"),
-            })
-        }
-    }))
+/// How CRIU treats the VE's cgroups (runc's words: soft, full, strict, ignore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupsMode {
+    Soft,
+    Full,
+    Strict,
+    Ignore,
 }
 
-fn empty_ns_flags(names: &[String]) -> Result<u32, CkptError> {
-    let mut flags = 0u32;
-    for n in names {
-        flags |= match n.as_str() {
-            "network" | "net" => libc::CLONE_NEWNET as u32,
+impl CgroupsMode {
+    /// A mode by its name; empty is CRIU's default. The error names the problem only:
+    /// the caller knows the setting it came from.
+    pub fn parse(text: &str) -> Result<Option<CgroupsMode>, String> {
+        Ok(Some(match text {
+            "" => return Ok(None),
+            "soft" => CgroupsMode::Soft,
+            "full" => CgroupsMode::Full,
+            "strict" => CgroupsMode::Strict,
+            "ignore" => CgroupsMode::Ignore,
             other => {
-                return Err(CkptError::Flag {
-                    flag: "--empty-ns".into(),
-                    problem: format!("namespace {other:?} is not supported (only network)"),
-                })
+                return Err(format!(
+                    "invalid value {other:?} (want soft, full, strict or ignore)"
+                ))
             }
-        };
+        }))
     }
-    Ok(flags)
+
+    fn rpc(self) -> rpc::Criu_cg_mode {
+        match self {
+            CgroupsMode::Soft => rpc::Criu_cg_mode::SOFT,
+            CgroupsMode::Full => rpc::Criu_cg_mode::FULL,
+            CgroupsMode::Strict => rpc::Criu_cg_mode::STRICT,
+            CgroupsMode::Ignore => rpc::Criu_cg_mode::IGNORE,
+        }
+    }
 }
 
-fn page_server(text: &str) -> Result<rpc::Criu_page_server_info, CkptError> {
-    let bad = || CkptError::Flag {
-        flag: "--page-server".into(),
-        problem: format!("{text:?} is not ADDRESS:PORT"),
-    };
-    let (addr, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let port: i32 = port.parse().map_err(|_| bad())?;
-    let mut ps = rpc::Criu_page_server_info::new();
-    ps.set_address(addr.trim_matches(|c| c == '[' || c == ']').to_string());
-    ps.set_port(port);
-    Ok(ps)
+/// Which namespaces are made empty: only the network namespace can be.
+pub fn parse_empty_ns(names: &[String]) -> Result<bool, String> {
+    for n in names {
+        if !matches!(n.as_str(), "network" | "net") {
+            return Err(format!("namespace {n:?} is not supported (only network)"));
+        }
+    }
+    Ok(!names.is_empty())
+}
+
+/// Where a dump sends its pages: a CRIU page server's ADDRESS:PORT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageServerAddr {
+    pub address: String,
+    pub port: i32,
+}
+
+impl PageServerAddr {
+    pub fn parse(text: &str) -> Result<PageServerAddr, String> {
+        let bad = || format!("{text:?} is not ADDRESS:PORT");
+        let (addr, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        Ok(PageServerAddr {
+            address: addr.trim_matches(|c| c == '[' || c == ']').to_string(),
+            port: port.parse().map_err(|_| bad())?,
+        })
+    }
+
+    fn rpc(&self) -> rpc::Criu_page_server_info {
+        let mut ps = rpc::Criu_page_server_info::new();
+        ps.set_address(self.address.clone());
+        ps.set_port(self.port);
+        ps
+    }
 }
 
 fn make_dir(path: &Path) -> Result<File, CkptError> {
@@ -371,8 +400,8 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         opts.set_tcp_skip_in_flight(true);
     }
     opts.set_manage_cgroups(true);
-    if let Some(m) = cg_mode(o.criu.manage_cgroups_mode.as_deref())? {
-        opts.set_manage_cgroups_mode(m);
+    if let Some(m) = o.criu.manage_cgroups_mode {
+        opts.set_manage_cgroups_mode(m.rpc());
     }
     if is_terminal(t.spec) {
         opts.set_orphan_pts_master(true);
@@ -381,7 +410,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         opts.set_freeze_cgroup(f.display().to_string());
     }
     if let Some(ps) = &o.page_server {
-        opts.ps = MessageField::some(page_server(ps)?);
+        opts.ps = MessageField::some(ps.rpc());
     }
     if let Some(fd) = o.status_fd {
         opts.set_status_fd(fd);
@@ -410,7 +439,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         req.set_type(rpc::Criu_req_type::DUMP);
     }
     req.opts = MessageField::some(opts);
-    let dumped = criu::call(req, &keep, |_| Ok(()), |_| Ok(()));
+    let dumped = criu::call(req, &keep, o.criu.stopper.as_ref(), |_| Ok(()), |_| Ok(()));
     drop(froze);
     let op = if o.pre_dump { "pre-dump" } else { "checkpoint" };
     dumped.map_err(|err| criu_failed(op, err, log))?;
@@ -434,6 +463,7 @@ pub fn move_image(from: &Path, to: &Path) -> Result<(), CkptError> {
 }
 
 /// Copies an image file keeping it sparse (and sharing extents where the filesystem can).
+/// In-process rather than `cp --sparse=always`: the same copy the migration uses.
 pub fn copy_image(from: &Path, to: &Path) -> Result<(), CkptError> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|source| CkptError::Io {
@@ -442,25 +472,7 @@ pub fn copy_image(from: &Path, to: &Path) -> Result<(), CkptError> {
             source,
         })?;
     }
-    let out = std::process::Command::new("cp")
-        .args(["--sparse=always", "--reflink=auto", "--"])
-        .arg(from)
-        .arg(to)
-        .output()
-        .map_err(|source| CkptError::Io {
-            what: "run cp for",
-            path: from.to_path_buf(),
-            source,
-        })?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(to);
-        return Err(CkptError::Other(format!(
-            "copy {} to {}: {}",
-            from.display(),
-            to.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    crate::sys::sparse::copy(from, to)?;
     Ok(())
 }
 
@@ -642,14 +654,14 @@ pub fn restore(
     }
     // The caller has made the VE's cgroup and put CRIU into it; CRIU leaves cgroups alone
     // unless asked, so the limits are the spec's, not the image's.
-    match cg_mode(o.criu.manage_cgroups_mode.as_deref())? {
-        None | Some(rpc::Criu_cg_mode::IGNORE) => {
+    match o.criu.manage_cgroups_mode {
+        None | Some(CgroupsMode::Ignore) => {
             opts.set_manage_cgroups(false);
             opts.set_manage_cgroups_mode(rpc::Criu_cg_mode::IGNORE);
         }
         Some(m) => {
             opts.set_manage_cgroups(true);
-            opts.set_manage_cgroups_mode(m);
+            opts.set_manage_cgroups_mode(m.rpc());
         }
     }
     if is_terminal(t.spec) {
@@ -670,11 +682,9 @@ pub fn restore(
         if !what.starts_with("pipe:") {
             continue;
         }
-        let Ok(fd) = nix::unistd::dup(n as RawFd) else {
+        let Ok(fd) = dup_stdio(n) else {
             continue;
         };
-        // SAFETY: dup just returned this descriptor to us.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let mut inh = rpc::Inherit_fd::new();
         inh.set_key(what.clone());
         inh.set_fd(fd.as_raw_fd());
@@ -689,6 +699,7 @@ pub fn restore(
     let resp = criu::call(
         req,
         &keep,
+        o.criu.stopper.as_ref(),
         |pid| started(pid).map_err(CriuError::Notify),
         |n| {
             if n.script == "orphan-pts-master" {
@@ -709,6 +720,16 @@ pub fn restore(
         return Err(CkptError::Other("criu restored no process".into()));
     }
     Ok(pid)
+}
+
+/// A copy of this process's stdin, stdout or stderr (`n` = 0, 1, 2).
+fn dup_stdio(n: usize) -> std::io::Result<OwnedFd> {
+    use std::os::fd::AsFd;
+    match n {
+        0 => std::io::stdin().as_fd().try_clone_to_owned(),
+        1 => std::io::stdout().as_fd().try_clone_to_owned(),
+        _ => std::io::stderr().as_fd().try_clone_to_owned(),
+    }
 }
 
 /// Hands a terminal's master to the console socket, as `create --console-socket` does.
@@ -751,34 +772,27 @@ mod tests {
 
     #[test]
     fn cgroup_modes_follow_runc_words() {
-        assert!(cg_mode(None).unwrap().is_none());
-        assert_eq!(
-            cg_mode(Some("soft")).unwrap(),
-            Some(rpc::Criu_cg_mode::SOFT)
-        );
-        let err = cg_mode(Some("hard")).unwrap_err().to_string();
-        assert!(
-            err.starts_with("--manage-cgroups-mode: invalid value \"hard\""),
-            "{err}"
-        );
+        assert!(CgroupsMode::parse("").unwrap().is_none());
+        assert_eq!(CgroupsMode::parse("soft").unwrap(), Some(CgroupsMode::Soft));
+        assert_eq!(CgroupsMode::Soft.rpc(), rpc::Criu_cg_mode::SOFT);
+        let err = CgroupsMode::parse("hard").unwrap_err();
+        assert!(err.starts_with("invalid value \"hard\""), "{err}");
     }
 
     #[test]
     fn page_server_takes_address_and_port() {
-        let ps = page_server("192.0.2.1:27").unwrap();
+        let ps = PageServerAddr::parse("192.0.2.1:27").unwrap().rpc();
         assert_eq!((ps.address(), ps.port()), ("192.0.2.1", 27));
-        let ps = page_server("[2001:db8::1]:27").unwrap();
-        assert_eq!(ps.address(), "2001:db8::1");
-        assert!(page_server("nope").is_err());
+        let ps = PageServerAddr::parse("[2001:db8::1]:27").unwrap();
+        assert_eq!(ps.address, "2001:db8::1");
+        assert!(PageServerAddr::parse("nope").is_err());
     }
 
     #[test]
     fn only_the_network_namespace_can_be_empty() {
-        assert_eq!(
-            empty_ns_flags(&["network".into()]).unwrap(),
-            libc::CLONE_NEWNET as u32
-        );
-        assert!(empty_ns_flags(&["pid".into()]).is_err());
+        assert!(parse_empty_ns(&["network".into()]).unwrap());
+        assert!(!parse_empty_ns(&[]).unwrap());
+        assert!(parse_empty_ns(&["pid".into()]).is_err());
     }
 
     #[test]

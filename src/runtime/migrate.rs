@@ -1,0 +1,762 @@
+//! Migration (vzmigrate): sending a running VE to a host that receives it, and receiving
+//! one. The source sends the rootfs and the private area's image while the VE runs, then
+//! its memory: cold (checkpoint, copy, restore), post-copy (CRIU lazy pages: the VE is
+//! frozen only for its non-memory state and resumes on the destination at once, its pages
+//! follow on demand and in the background) or pre-copy (rounds of CRIU pre-dumps while it
+//! runs, then a short final dump). A failure before the destination VE runs leaves the VE
+//! running at the source as it was; a failed receive leaves nothing behind: no bundle,
+//! image, disk or half-restored VE.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::runtime::checkpoint::Source;
+use crate::runtime::error::{chain, Error, Result};
+use crate::runtime::lifecycle::can_migrate;
+use crate::runtime::restore::RestoreOptions;
+use crate::runtime::Runtime;
+use crate::sys::criu::{self, Feature, LazyPages, PageServer, Stopper};
+use crate::ve::checkpoint::{CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
+use crate::ve::disk::DiskRecord;
+use crate::ve::migrate::{self as mig, kind, Channel, FileHeader, Key, Mode, Progress, Requested};
+
+/// Pre-copy stops once a round wrote no more pages than this.
+const FEW_DIRTY_PAGES: u64 = 64;
+const PAGE: u64 = 4096;
+
+/// What `migrate` takes.
+pub struct SendOptions {
+    pub id: String,
+    pub destination: SocketAddr,
+    pub key: Key,
+    /// Move it while it runs (pre-copy or post-copy) rather than stop, copy, restore.
+    pub online: bool,
+    pub mode: Requested,
+    /// Most pre-copy rounds before the final dump.
+    pub max_rounds: u32,
+    /// Keep the source VE (stopped, with its disk area) after a successful move.
+    pub keep_source: bool,
+}
+
+/// How a move went.
+pub struct Summary {
+    pub id: String,
+    pub destination: SocketAddr,
+    pub mode: Mode,
+    pub rounds: u32,
+    pub bytes: u64,
+    pub total: Duration,
+    pub suspended: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "migrated {} to {}: mode {}, {} pre-copy rounds, {:.1} MiB sent, total {:.3} s, \
+             suspended {:.3} s",
+            self.id,
+            self.destination,
+            self.mode.name(),
+            self.rounds,
+            self.bytes as f64 / 1048576.0,
+            self.total.as_secs_f64(),
+            self.suspended.as_secs_f64(),
+        )
+    }
+}
+
+/// A VE received by [`Runtime::receive`].
+pub struct Received {
+    pub id: String,
+    /// Post-copy: how long after the restore its last page arrived, and how the
+    /// lazy-pages daemon ended.
+    pub pages: Option<(Duration, String)>,
+}
+
+fn io(op: &'static str, what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.to_string();
+    move |e| Error::io(op, what, e)
+}
+
+impl Runtime {
+    /// Moves the running VE `opts.id` to the host listening at `opts.destination`.
+    pub fn migrate(&self, opts: &SendOptions, progress: &Progress) -> Result<Summary> {
+        let soft_dirty = criu::supports(Feature::MemTrack);
+        let mode = mig::pick_mode(opts.online, opts.mode, soft_dirty)?;
+        progress.line(&match (mode, opts.mode) {
+            (Mode::Cold, _) => "mode: cold (checkpoint, copy, restore)".to_string(),
+            (Mode::Postcopy, Requested::Auto) => {
+                "mode: postcopy (auto: this kernel has no soft-dirty tracking for pre-copy)".into()
+            }
+            (m, _) => format!("mode: {}", m.name()),
+        });
+        let id = opts.id.as_str();
+        let (config, disk, rootfs) = {
+            let loaded = self.root.load(id)?;
+            can_migrate(id, loaded.container.status())?;
+            let path = loaded.record.bundle.join("config.json");
+            let text = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+            let config: Value = serde_json::from_slice(&text)
+                .map_err(|e| Error::Config(format!("parse the bundle's config.json: {e}")))?;
+            (
+                config,
+                loaded.record.ve.disk.clone(),
+                loaded.record.rootfs.clone(),
+            )
+        };
+
+        let addr = opts.destination;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(io("connect to", addr))?;
+        let local_ip = stream
+            .local_addr()
+            .map_err(io("local address of", addr))?
+            .ip();
+        let mut ch = Channel::client(stream, &opts.key)?;
+        let hello = json!({
+            "id": id,
+            "mode": mode,
+            "config": config,
+            "disk": disk.as_ref().map(|d| json!({"size": d.space})),
+        });
+        ch.send_json(kind::HELLO, &hello)?;
+        ch.expect(kind::OK)?;
+        let started = Instant::now();
+
+        // The files first, while the VE runs.
+        let n = mig::send_tree(&mut ch, &rootfs)?;
+        progress.line(&format!("rootfs: {:.1} MiB sent", n as f64 / 1048576.0));
+        let mut hashes = HashMap::new();
+        if let Some(d) = &disk {
+            let n = mig::send_disk(&mut ch, &d.image, "disk", &mut hashes, &mut |b| {
+                progress.update("disk", b, None)
+            })?;
+            progress.line(&format!(
+                "disk pass 1: {:.1} MiB sent",
+                n as f64 / 1048576.0
+            ));
+        }
+
+        let out = crate::ve::data_dir().join("migrate-out").join(id);
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).map_err(|e| Error::io("create", &out, e))?;
+        let mut mv = Move {
+            rt: self,
+            opts,
+            ch,
+            out,
+            disk,
+            hashes,
+            progress,
+        };
+        let result = match mode {
+            Mode::Cold => {
+                let out = mv.out.clone();
+                mv.frozen_final(&out, None, None, 0, 0)
+            }
+            Mode::Postcopy => mv.postcopy(local_ip),
+            Mode::Precopy => mv.precopy(),
+        };
+        let _ = std::fs::remove_dir_all(&mv.out);
+        let mut ch = mv.ch;
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                ch.fail(&chain(&e));
+                return Err(e);
+            }
+        };
+        Ok(Summary {
+            id: id.to_string(),
+            destination: addr,
+            mode,
+            rounds: report.rounds,
+            bytes: ch.bytes_out + report.memory_bytes,
+            total: started.elapsed(),
+            suspended: report.suspended,
+        })
+    }
+
+    /// Receives one VE from a `migrate` that connected as `stream`, and runs it here.
+    pub fn receive(&self, stream: TcpStream, key: &Key) -> Result<Received> {
+        let local_ip = stream
+            .local_addr()
+            .map_err(io("local address of", "the connection"))?
+            .ip();
+        let mut ch = Channel::server(stream, key)?;
+        let hello: Value = ch.expect_json(kind::HELLO)?;
+        let id = hello["id"].as_str().unwrap_or_default().to_string();
+        let mut inc = match Incoming::accept(self, &id) {
+            Ok(i) => i,
+            Err(e) => {
+                ch.fail(&chain(&e));
+                return Err(e);
+            }
+        };
+        ch.send(kind::OK, &[])?;
+        match self.receive_ve(&mut ch, &hello, &id, &mut inc, local_ip) {
+            Ok(()) => {
+                inc.kept = true;
+                // Post-copy: the pages keep coming after the VE runs; the images go when
+                // the lazy-pages daemon has them all.
+                let pages = inc.lazy.take().map(|mut lazy| {
+                    let started = Instant::now();
+                    let st = lazy.wait();
+                    (
+                        started.elapsed(),
+                        st.map(|s| s.to_string()).unwrap_or_default(),
+                    )
+                });
+                Ok(Received { id, pages })
+            }
+            Err(e) => {
+                ch.fail(&chain(&e));
+                // A VE that runs must not be torn down by the failure of a later step.
+                if self.root.container_dir(&id).join("state.json").exists() {
+                    inc.kept = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn receive_ve(
+        &self,
+        ch: &mut Channel,
+        hello: &Value,
+        id: &str,
+        inc: &mut Incoming,
+        local_ip: IpAddr,
+    ) -> Result<()> {
+        let bundle = inc.dir.join("bundle");
+        let mut images = inc.dir.join("images");
+        loop {
+            let (k, p) = ch.recv()?;
+            match k {
+                kind::TAR => {
+                    let rootfs = bundle.join("rootfs");
+                    std::fs::create_dir_all(&rootfs)
+                        .map_err(|e| Error::io("create", &rootfs, e))?;
+                    mig::recv_tree(ch, p, &rootfs)?;
+                }
+                kind::FILE => {
+                    let h: FileHeader = serde_json::from_slice(&p)
+                        .map_err(|e| mig::MigError::Protocol(format!("file header: {e}")))?;
+                    let path = if h.kind == "disk" {
+                        let d = crate::ve::private_image(&self.root.path, id);
+                        if let Some(parent) = d.parent() {
+                            std::fs::create_dir_all(parent)
+                                .map_err(|e| Error::io("create", parent, e))?;
+                        }
+                        if !h.update && d.exists() {
+                            return Err(Error::Step(format!(
+                                "{} exists already on the destination",
+                                d.display()
+                            )));
+                        }
+                        inc.disk = Some(d.clone());
+                        d
+                    } else {
+                        images.join(mig::plain_name(&h.name)?)
+                    };
+                    mig::recv_file(ch, &h, &path)?;
+                }
+                kind::PROGRESS => {
+                    // Pre-copy: a page server for the next round, writing into its own
+                    // directory next to the ones before.
+                    let req: Value = json_of(&p)?;
+                    let name = mig::plain_name(req["page_server_for"].as_str().unwrap_or(""))?;
+                    if let Some(ps) = inc.page_server.take() {
+                        ps.finish();
+                    }
+                    images = inc.dir.join("images").join(name);
+                    std::fs::create_dir_all(&images)
+                        .map_err(|e| Error::io("create", &images, e))?;
+                    let addr = free_port(local_ip)?;
+                    inc.page_server = Some(PageServer::start(&images, addr)?);
+                    ch.send_json(kind::PROGRESS, &json!({"address": addr.to_string()}))?;
+                }
+                kind::RESTORE => {
+                    let req: Value = json_of(&p)?;
+                    if let Some(ps) = inc.page_server.take() {
+                        ps.finish();
+                    }
+                    let started = Instant::now();
+                    write_config(&bundle, &hello["config"], inc.disk.as_deref())?;
+                    let lazy = req["lazy"].as_bool().unwrap_or(false);
+                    if lazy {
+                        let ps: SocketAddr = req["page_server"]
+                            .as_str()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or_else(|| {
+                                mig::MigError::Protocol("restore: no page server address".into())
+                            })?;
+                        inc.lazy = Some(LazyPages::start(&images, ps)?);
+                        self.lazy_restore(id, &bundle, &images, inc)?;
+                    } else {
+                        self.restore(received(id, &bundle, &images, false, None))?;
+                    }
+                    ch.send_json(
+                        kind::DONE,
+                        &json!({"restore_ms": started.elapsed().as_millis() as u64}),
+                    )?;
+                    return Ok(());
+                }
+                other => {
+                    return Err(mig::MigError::Protocol(format!("unexpected frame {other}")).into())
+                }
+            }
+        }
+    }
+
+    /// A post-copy restore, watched: when the lazy-pages daemon gives up (its page server
+    /// is gone, or CRIU cannot serve pages on this kernel) the restore would wait for
+    /// pages for ever, so it is stopped and reported.
+    fn lazy_restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        images: &Path,
+        inc: &mut Incoming,
+    ) -> Result<()> {
+        let stopper = Stopper::default();
+        let opts = received(id, bundle, images, true, Some(stopper.clone()));
+        let mut daemon_failed: Option<Instant> = None;
+        let r = std::thread::scope(|s| {
+            let worker = s.spawn(|| self.restore(opts));
+            while !worker.is_finished() {
+                std::thread::sleep(Duration::from_millis(20));
+                if let Some(d) = inc.lazy.as_mut() {
+                    if d.failed() && daemon_failed.is_none() {
+                        daemon_failed = Some(Instant::now());
+                    }
+                }
+                if daemon_failed.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+                    stopper.stop();
+                }
+            }
+            worker
+                .join()
+                .map_err(|_| Error::Step("restore thread panicked".into()))
+        })?;
+        if daemon_failed.is_some() {
+            let tail = std::fs::read_to_string(images.join("lazy-pages.log"))
+                .unwrap_or_default()
+                .lines()
+                .rfind(|l| l.contains("Error"))
+                .unwrap_or("")
+                .to_string();
+            let why = format!("CRIU's lazy-pages daemon failed: {tail}");
+            return Err(match r {
+                Err(e) => Error::Step(format!("{why}: {}", chain(&e))),
+                Ok(_) => Error::Step(why),
+            });
+        }
+        r.map(|_| ())
+    }
+}
+
+fn json_of(p: &[u8]) -> Result<Value> {
+    serde_json::from_slice(p).map_err(|e| mig::MigError::Protocol(e.to_string()).into())
+}
+
+/// An address on `ip` with a port free right now, for a CRIU server to listen on.
+fn free_port(ip: IpAddr) -> Result<SocketAddr> {
+    let l = TcpListener::bind((ip, 0)).map_err(io("bind", ip))?;
+    let port = l.local_addr().map_err(io("local address of", ip))?.port();
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The options for restoring a received VE: detached, with the options every move's
+/// dump was taken with.
+fn received(
+    id: &str,
+    bundle: &Path,
+    images: &Path,
+    lazy: bool,
+    stopper: Option<Stopper>,
+) -> RestoreOptions {
+    RestoreOptions {
+        id: id.to_string(),
+        bundle: bundle.to_path_buf(),
+        criu: RestoreOpts {
+            criu: CriuOpts {
+                image: images.to_path_buf(),
+                tcp_established: true,
+                file_locks: true,
+                lazy_pages: lazy,
+                stopper,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        console_socket: None,
+        pid_file: None,
+        detach: true,
+        keep_on_hook_failure: false,
+    }
+}
+
+/// The bundle's config as the source had it, with the rootfs that came along and the
+/// private area taken over from the image that came along.
+fn write_config(bundle: &Path, config: &Value, disk: Option<&Path>) -> Result<()> {
+    let mut config = config.clone();
+    if !config.is_object() {
+        return Err(mig::MigError::Protocol("the source sent no config.json".into()).into());
+    }
+    config["root"]["path"] = json!("rootfs");
+    if let Some(a) = config
+        .get_mut("annotations")
+        .and_then(|a| a.as_object_mut())
+    {
+        // The image lives at this host's own place for the VE now.
+        a.remove("io.vzrun.disk.image");
+    }
+    if let Some(d) = disk {
+        crate::ve::disk::hand_over(d).map_err(|e| Error::io("mark", d, e))?;
+    }
+    let path = bundle.join("config.json");
+    let text =
+        serde_json::to_vec_pretty(&config).map_err(|e| Error::Step(format!("config.json: {e}")))?;
+    std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
+}
+
+/// Everything received for one VE, removed again unless it became a VE.
+struct Incoming {
+    dir: PathBuf,
+    disk: Option<PathBuf>,
+    lazy: Option<LazyPages>,
+    /// The current pre-copy round's CRIU page server.
+    page_server: Option<PageServer>,
+    kept: bool,
+}
+
+impl Incoming {
+    fn accept(rt: &Runtime, id: &str) -> Result<Incoming> {
+        crate::runtime::root::validate_id(id)?;
+        if rt.root.container_dir(id).exists() {
+            return Err(Error::Step(format!(
+                "container {id} already exists on the destination"
+            )));
+        }
+        let dir = crate::ve::data_dir().join("migrated").join(id);
+        if dir.exists() {
+            return Err(Error::Step(format!(
+                "{} is left from an earlier VE {id} here; remove it to receive this one",
+                dir.display()
+            )));
+        }
+        for d in [dir.join("bundle"), dir.join("images")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+        }
+        Ok(Incoming {
+            dir,
+            disk: None,
+            lazy: None,
+            page_server: None,
+            kept: false,
+        })
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        drop(self.lazy.take());
+        if let Some(ps) = self.page_server.take() {
+            ps.finish();
+        }
+        if self.kept {
+            let _ = std::fs::remove_dir_all(self.dir.join("images"));
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(d) = &self.disk {
+            let _ = std::fs::remove_file(d);
+            let _ = std::fs::remove_file(crate::ve::disk::adopt_marker(d));
+        }
+    }
+}
+
+struct Report {
+    rounds: u32,
+    suspended: Duration,
+    memory_bytes: u64,
+}
+
+/// How every dump of a move is taken.
+fn dump_opts(image: &Path) -> DumpOpts {
+    DumpOpts {
+        criu: CriuOpts {
+            image: image.to_path_buf(),
+            tcp_established: true,
+            file_locks: true,
+            ..Default::default()
+        },
+        // A client connecting at the moment of the dump must not fail the move.
+        skip_in_flight: true,
+        ..Default::default()
+    }
+}
+
+/// One move in progress: the channel to the destination and what the source side keeps.
+struct Move<'a> {
+    rt: &'a Runtime,
+    opts: &'a SendOptions,
+    ch: Channel,
+    /// Local directory for CRIU's images (only the non-memory ones where pages go
+    /// straight to the destination).
+    out: PathBuf,
+    disk: Option<DiskRecord>,
+    /// Chunk hashes of the disk image as sent, for the pass with the VE frozen.
+    hashes: HashMap<u64, u64>,
+    progress: &'a Progress,
+}
+
+impl Move<'_> {
+    fn id(&self) -> &str {
+        &self.opts.id
+    }
+
+    fn kept_running(&self, e: Error) -> Error {
+        Error::KeptRunning {
+            id: self.opts.id.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    /// After a successful move: the source VE goes (or stays, stopped, with keep_source).
+    fn retire_source(&self) -> Result<()> {
+        let id = self.id();
+        if self.opts.keep_source {
+            if let Ok(l) = self.rt.root.load(id) {
+                if let Some(pid) = l.container.pid() {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+                }
+            }
+            self.progress
+                .line(&format!("source VE {id} kept, stopped (--keep-source)"));
+            return Ok(());
+        }
+        self.rt.delete(id, true)
+    }
+
+    /// Asks the destination for a page server for the dump into image directory `name`.
+    fn remote_page_server(&mut self, name: &str) -> Result<Option<PageServerAddr>> {
+        let ps = self
+            .ch
+            .exchange(kind::PROGRESS, json!({ "page_server_for": name }))?;
+        ps["address"]
+            .as_str()
+            .map(|a| {
+                PageServerAddr::parse(a).map_err(|e| {
+                    mig::MigError::Protocol(format!("page server address: {e}")).into()
+                })
+            })
+            .transpose()
+    }
+
+    /// The last disk pass with the VE frozen: its filesystem flushed, only changed chunks.
+    fn final_disk(&mut self) -> Result<()> {
+        let Some(d) = &self.disk else { return Ok(()) };
+        if let Some(p) = &d.private {
+            let f = std::fs::File::open(p).map_err(|e| Error::io("open", p, e))?;
+            nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
+                .map_err(|e| Error::io("sync", p, e.into()))?;
+        }
+        let n = mig::send_disk(
+            &mut self.ch,
+            &d.image,
+            "disk",
+            &mut self.hashes,
+            &mut |_| {},
+        )?;
+        self.progress.line(&format!(
+            "disk pass 2 (frozen): {:.1} KiB changed",
+            n as f64 / 1024.0
+        ));
+        Ok(())
+    }
+
+    /// Sends the images in `dir` and has the destination restore; waits for its answer.
+    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<()> {
+        let n = mig::send_dir(&mut self.ch, dir)?;
+        self.progress
+            .line(&format!("images: {:.1} KiB sent", n as f64 / 1024.0));
+        self.ch.send_json(kind::RESTORE, &req)?;
+        let done: Value = self.ch.expect_json(kind::DONE)?;
+        self.progress.line(&format!(
+            "restored on the destination in {} ms",
+            done["restore_ms"].as_u64().unwrap_or(0)
+        ));
+        Ok(())
+    }
+
+    /// The frozen part of a cold move and of pre-copy's last round: the VE stays frozen
+    /// (dumped with leave_running inside a frozen cgroup, which CRIU leaves frozen) until
+    /// the destination runs it, and is thawed again if anything fails before that.
+    fn frozen_final(
+        &mut self,
+        dir: &Path,
+        parent: Option<PathBuf>,
+        page_server_for: Option<&str>,
+        rounds: u32,
+        memory_bytes: u64,
+    ) -> Result<Report> {
+        let (rt, id) = (self.rt, self.opts.id.clone());
+        rt.pause(&id)?;
+        let frozen = Instant::now();
+        // The dump leaves the VE's sockets live (leave_running, for a way back): keep
+        // them off the wire until the VE runs on the destination or is thawed here.
+        let net = rt.root.load(&id)?.record.ve.net;
+        let cut = |up: bool| match &net {
+            Some(n) => crate::ve::net::set_host_link(n, up),
+            None => Ok(()),
+        };
+        let outcome = (|| -> Result<()> {
+            cut(false)?;
+            let mut o = dump_opts(dir);
+            o.leave_running = true;
+            o.criu.parent = parent;
+            if let Some(name) = page_server_for {
+                o.page_server = self.remote_page_server(name)?;
+            }
+            rt.dump_source(&id)?.dump(&o, &id)?;
+            self.progress
+                .line(&format!("checkpoint: {} ms", frozen.elapsed().as_millis()));
+            self.final_disk()?;
+            self.restore_remote(dir, json!({"lazy": false}))
+        })();
+        if let Err(e) = outcome {
+            let _ = cut(true);
+            let _ = rt.resume(&id);
+            return Err(self.kept_running(e));
+        }
+        let suspended = frozen.elapsed();
+        self.retire_source()?;
+        Ok(Report {
+            rounds,
+            suspended,
+            memory_bytes,
+        })
+    }
+
+    fn postcopy(&mut self, local_ip: IpAddr) -> Result<Report> {
+        let (rt, id) = (self.rt, self.opts.id.clone());
+        let t: Source = rt.dump_source(&id)?;
+        // A port for CRIU's page server on the address the destination reaches us at.
+        let ps = free_port(local_ip)?;
+        let (status_r, status_w) =
+            nix::unistd::pipe().map_err(|e| Error::io("make", "a status pipe", e.into()))?;
+        let mut o = dump_opts(&self.out);
+        let stopper = Stopper::default();
+        o.criu.stopper = Some(stopper.clone());
+        o.criu.lazy_pages = true;
+        o.page_server = Some(PageServerAddr {
+            address: ps.ip().to_string(),
+            port: ps.port().into(),
+        });
+        o.status_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&status_w));
+        let frozen = Instant::now();
+        let dumper = {
+            let id = id.clone();
+            std::thread::spawn(move || {
+                let r = t.dump(&o, &id);
+                drop(status_w);
+                r
+            })
+        };
+        let join = |dumper: std::thread::JoinHandle<Result<()>>| {
+            dumper
+                .join()
+                .map_err(|_| Error::Step("dump thread panicked".into()))?
+        };
+        // CRIU writes one byte once everything but memory is dumped and its page server
+        // listens; an end of file means it failed (the VE is thawed by CRIU then).
+        let mut ready = [0u8; 1];
+        let got = std::fs::File::from(status_r).read(&mut ready).unwrap_or(0);
+        if got == 0 {
+            join(dumper)?;
+            return Err(Error::Step(
+                "CRIU ended before its lazy page server was ready".into(),
+            ));
+        }
+        self.progress.line(&format!(
+            "frozen; non-memory state dumped in {} ms, pages served from {ps}",
+            frozen.elapsed().as_millis()
+        ));
+        let out = self.out.clone();
+        let outcome = (|| -> Result<()> {
+            self.final_disk()?;
+            self.restore_remote(&out, json!({"lazy": true, "page_server": ps.to_string()}))
+        })();
+        if let Err(e) = outcome {
+            // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
+            stopper.stop();
+            let _ = dumper.join();
+            let _ = rt.resume(&id);
+            return Err(self.kept_running(e));
+        }
+        let suspended = frozen.elapsed();
+        self.progress
+            .line("running on the destination; its pages follow");
+        // The dump ends once the destination has every page.
+        if let Err(e) = join(dumper) {
+            return Err(Error::Step(format!(
+                "the VE runs on the destination, but the page transfer reported: {} \
+                 (the source VE {id} is left as it is)",
+                chain(&e)
+            )));
+        }
+        let lazy = criu::stats_pages_written(&out.join("stats-dump")).unwrap_or(0);
+        self.progress.line(&format!(
+            "all pages moved after {:.3} s",
+            frozen.elapsed().as_secs_f64()
+        ));
+        self.retire_source()?;
+        Ok(Report {
+            rounds: 0,
+            suspended,
+            memory_bytes: lazy * PAGE,
+        })
+    }
+
+    /// Rounds of pre-dumps while the VE runs, each round's pages going to a CRIU page
+    /// server of the destination straight into that round's image directory; then the
+    /// frozen final dump of what is still dirty.
+    fn precopy(&mut self) -> Result<Report> {
+        let (rt, id) = (self.rt, self.opts.id.clone());
+        let mut written: Vec<u64> = Vec::new();
+        let mut parent: Option<PathBuf> = None;
+        let mut round = 0u32;
+        let stop = loop {
+            round += 1;
+            let name = format!("round-{round}");
+            let dir = self.out.join(&name);
+            let mut o = dump_opts(&dir);
+            o.pre_dump = true;
+            o.leave_running = true;
+            o.criu.parent = parent.clone();
+            o.page_server = self.remote_page_server(&name)?;
+            rt.dump_source(&id)?.dump(&o, &id)?;
+            let pages = criu::stats_pages_written(&dir.join("stats-dump")).unwrap_or(0);
+            written.push(pages);
+            self.progress
+                .line(&format!("round {round}: {pages} pages sent"));
+            parent = Some(PathBuf::from(format!("../{name}")));
+            if let Some(s) = mig::precopy_stop(&written, FEW_DIRTY_PAGES, self.opts.max_rounds) {
+                break s;
+            }
+        };
+        self.progress
+            .line(&format!("pre-copy ends after {round} rounds: {stop:?}"));
+        let dir = self.out.join("final");
+        let sent = written.iter().sum::<u64>() * PAGE;
+        self.frozen_final(&dir, parent, Some("final"), round, sent)
+    }
+}

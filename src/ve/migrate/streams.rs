@@ -1,0 +1,725 @@
+//! What a migration sends: files in chunks (CRIU's images), the private area's disk image
+//! (sparse, and later passes with only the chunks that changed) and the rootfs as a tar
+//! stream.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::channel::{kind, Channel, CHUNK};
+use super::{file_err, MigError};
+use crate::sys::sparse;
+
+/// The header of a file sent in chunks.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FileHeader {
+    /// Which file: a name in the receiver's directory for this kind.
+    pub name: String,
+    /// "image" (checkpoint images) or "disk" (the private area's image).
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    /// For disk: a later pass over a file the receiver already has.
+    #[serde(default)]
+    pub update: bool,
+}
+
+/// A chunk's content hash (SHA-256, the project's one content hash, cut to 64 bits): a
+/// changed chunk is told from an unchanged one between two passes over the same image.
+fn chunk_hash(data: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(data);
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// Sends a disk image: on the first pass every data chunk (holes stay holes), on later
+/// passes only chunks whose hash changed. `hashes` keeps what was sent, per chunk index.
+pub fn send_disk(
+    ch: &mut Channel,
+    path: &Path,
+    name: &str,
+    hashes: &mut std::collections::HashMap<u64, u64>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, MigError> {
+    let f = File::open(path).map_err(file_err("open", path))?;
+    let size = f.metadata().map_err(file_err("stat", path))?.len();
+    let update = !hashes.is_empty();
+    ch.send_json(
+        kind::FILE,
+        &FileHeader {
+            name: name.into(),
+            kind: "disk".into(),
+            size,
+            mode: 0o600,
+            update,
+        },
+    )?;
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    let mut seen = std::collections::HashSet::new();
+    for (start, len) in sparse::data_regions(&f, size) {
+        let first = start / CHUNK as u64;
+        let last = (start + len).div_ceil(CHUNK as u64);
+        for idx in first..last {
+            if !seen.insert(idx) {
+                continue;
+            }
+            let off = idx * CHUNK as u64;
+            let n = (size - off).min(CHUNK as u64) as usize;
+            f.read_exact_at(&mut buf[..n], off)
+                .map_err(file_err("read", path))?;
+            let h = chunk_hash(&buf[..n]);
+            let unchanged = hashes.get(&idx) == Some(&h);
+            let zero_first = !update && buf[..n].iter().all(|&b| b == 0);
+            hashes.insert(idx, h);
+            if unchanged || zero_first {
+                continue;
+            }
+            let mut frame = Vec::with_capacity(8 + n);
+            frame.extend_from_slice(&off.to_le_bytes());
+            frame.extend_from_slice(&buf[..n]);
+            ch.send(kind::DATA, &frame)?;
+            sent += n as u64;
+            progress(sent);
+        }
+    }
+    // A chunk that was data before and is a hole now must read as zeros there too.
+    if update {
+        let gone: Vec<u64> = hashes
+            .keys()
+            .copied()
+            .filter(|i| !seen.contains(i))
+            .collect();
+        for idx in gone {
+            let off = idx * CHUNK as u64;
+            if off >= size {
+                continue;
+            }
+            let n = (size - off).min(CHUNK as u64) as usize;
+            let zero = vec![0u8; n];
+            if hashes.get(&idx) == Some(&chunk_hash(&zero)) {
+                continue;
+            }
+            hashes.insert(idx, chunk_hash(&zero));
+            let mut frame = off.to_le_bytes().to_vec();
+            frame.extend_from_slice(&zero);
+            ch.send(kind::DATA, &frame)?;
+            sent += n as u64;
+        }
+    }
+    ch.send(kind::END, &[])?;
+    Ok(sent)
+}
+
+/// Sends every regular file of a flat directory (CRIU's images).
+pub fn send_dir(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut total = 0;
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(file_err("list", dir))?
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .collect();
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
+        let path = e.path();
+        let mut f = File::open(&path).map_err(file_err("open", &path))?;
+        let meta = f.metadata().map_err(file_err("stat", &path))?;
+        ch.send_json(
+            kind::FILE,
+            &FileHeader {
+                name: e.file_name().to_string_lossy().into_owned(),
+                kind: "image".into(),
+                size: meta.len(),
+                mode: meta.permissions().mode() & 0o777,
+                update: false,
+            },
+        )?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut off = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(file_err("read", &path))?;
+            if n == 0 {
+                break;
+            }
+            let mut frame = off.to_le_bytes().to_vec();
+            frame.extend_from_slice(&buf[..n]);
+            ch.send(kind::DATA, &frame)?;
+            off += n as u64;
+        }
+        ch.send(kind::END, &[])?;
+        total += off;
+    }
+    ch.flush()?;
+    Ok(total)
+}
+
+/// Receives one file announced by `header` into `dir` (its name must be a plain name).
+pub fn recv_file(ch: &mut Channel, header: &FileHeader, path: &Path) -> Result<u64, MigError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(!header.update)
+        .mode(header.mode)
+        .open(path)
+        .map_err(file_err("create", path))?;
+    f.set_len(header.size).map_err(file_err("size", path))?;
+    let mut got = 0u64;
+    loop {
+        let (k, p) = ch.recv()?;
+        match k {
+            kind::DATA if p.len() >= 8 => {
+                let off = u64::from_le_bytes(p[..8].try_into().unwrap_or_default());
+                if off + (p.len() - 8) as u64 > header.size {
+                    return Err(MigError::Protocol(format!(
+                        "{}: data beyond its size",
+                        header.name
+                    )));
+                }
+                f.write_all_at(&p[8..], off)
+                    .map_err(file_err("write", path))?;
+                got += (p.len() - 8) as u64;
+            }
+            kind::END => break,
+            other => {
+                return Err(MigError::Protocol(format!(
+                    "{}: unexpected frame {other} in a file",
+                    header.name
+                )))
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// A file name from the peer: one plain component, nothing that climbs out.
+pub fn plain_name(name: &str) -> Result<&str, MigError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(MigError::Protocol(format!("bad file name {name:?}")));
+    }
+    Ok(name)
+}
+
+/// Frames of the rootfs stream: what the tar builder writes goes out as TAR frames.
+struct TarFrames<'a> {
+    ch: &'a mut Channel,
+    buf: Vec<u8>,
+    sent: u64,
+}
+
+impl TarFrames<'_> {
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.ch
+            .send(kind::TAR, &self.buf)
+            .map_err(std::io::Error::other)?;
+        self.sent += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl Write for TarFrames<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buffered()
+    }
+}
+
+/// The channel's own error back out of the I/O error a tar builder or archive carries it
+/// in; any other I/O error names what was done to which tree.
+fn unwrap_io(e: std::io::Error, what: &'static str, path: &Path) -> MigError {
+    if e.get_ref().is_some_and(|i| i.is::<MigError>()) {
+        if let Some(Ok(m)) = e.into_inner().map(|i| i.downcast::<MigError>()) {
+            return *m;
+        }
+        return MigError::Protocol(format!("{what} {}", path.display()));
+    }
+    file_err(what, path)(e)
+}
+
+/// Streams a directory tree (the bundle's rootfs) as a tar archive in TAR frames, then
+/// END; returns the archive's size. Owners are numbers; hard links stay links; sockets
+/// are left out, and of the extended attributes the user.* ones go along: what
+/// `tar --numeric-owner --xattrs` piped into its own extraction kept.
+pub fn send_tree(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
+    let mut out = TarFrames {
+        ch,
+        buf: Vec::with_capacity(CHUNK),
+        sent: 0,
+    };
+    let mut b = tar::Builder::new(&mut out);
+    b.follow_symlinks(false);
+    append_tree(&mut b, dir).map_err(|e| unwrap_io(e, "archive", dir))?;
+    b.into_inner()
+        .and_then(|out| out.flush())
+        .map_err(|e| unwrap_io(e, "archive", dir))?;
+    let sent = out.sent;
+    ch.send(kind::END, &[])?;
+    Ok(sent)
+}
+
+fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    // The first name each file with several links was archived under.
+    let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut todo = vec![PathBuf::from(".")];
+    while let Some(name) = todo.pop() {
+        let path = root.join(&name);
+        let meta = std::fs::symlink_metadata(&path)?;
+        let ft = meta.file_type();
+        if ft.is_socket() {
+            continue;
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        let xattrs = user_xattrs(&path)?;
+        if !xattrs.is_empty() {
+            b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+        if ft.is_file() && meta.nlink() > 1 {
+            if let Some(first) = linked.get(&(meta.dev(), meta.ino())) {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                b.append_link(&mut header, &name, first)?;
+                continue;
+            }
+            linked.insert((meta.dev(), meta.ino()), name.clone());
+        }
+        if ft.is_dir() {
+            b.append_data(&mut header, &name, std::io::empty())?;
+            let mut children = std::fs::read_dir(&path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            // Sorted in the archive: popped from the end, so pushed in reverse.
+            children.sort();
+            todo.extend(children.into_iter().rev().map(|c| name.join(c)));
+        } else if ft.is_symlink() {
+            b.append_link(&mut header, &name, std::fs::read_link(&path)?)?;
+        } else if ft.is_file() {
+            let f = File::open(&path)?;
+            let size = meta.len();
+            b.append_data(
+                &mut header,
+                &name,
+                Exactly {
+                    f: (&f).take(size),
+                    left: size,
+                },
+            )?;
+            let now = f.metadata()?;
+            if now.len() != size
+                || now.mtime() != meta.mtime()
+                || now.mtime_nsec() != meta.mtime_nsec()
+            {
+                return Err(std::io::Error::other(format!(
+                    "{} changed as we read it",
+                    path.display()
+                )));
+            }
+        } else {
+            // Devices and FIFOs: the header says it all, once it has the device's numbers.
+            if ft.is_char_device() || ft.is_block_device() {
+                header.set_device_major(nix::sys::stat::major(meta.rdev()) as u32)?;
+                header.set_device_minor(nix::sys::stat::minor(meta.rdev()) as u32)?;
+            }
+            b.append_data(&mut header, &name, std::io::empty())?;
+        }
+    }
+    Ok(())
+}
+
+/// A file's contents, exactly as long as its header said: a file that shrank while it
+/// was read is an error, not a corrupt archive.
+struct Exactly<R> {
+    f: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exactly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.f.read(buf)?;
+        if n == 0 && self.left > 0 {
+            return Err(std::io::Error::other("file shrank as we read it"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A file's user.* extended attributes as PAX records (GNU tar's and libarchive's names).
+fn user_xattrs(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        // A filesystem without extended attributes has none to keep.
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for name in names {
+        let Some(text) = name.to_str().filter(|n| n.starts_with("user.")) else {
+            continue;
+        };
+        if let Some(value) = xattr::get(path, &name)? {
+            out.push((format!("SCHILY.xattr.{text}"), value));
+        }
+    }
+    Ok(out)
+}
+
+/// The rootfs stream into `dest`, starting with the TAR frame `first` already received
+/// and ending with END. Owners, permissions, times, hard links, devices and the user.*
+/// extended attributes come back; a name that would land outside `dest` is refused.
+pub fn recv_tree(ch: &mut Channel, first: Vec<u8>, dest: &Path) -> Result<(), MigError> {
+    let mut frames = FramesIn {
+        ch,
+        buf: first,
+        pos: 0,
+        ended: false,
+    };
+    unpack(&mut frames, dest).map_err(|e| unwrap_io(e, "unpack the rootfs into", dest))?;
+    // The archive's end leaves the rest of its last frame and the END.
+    std::io::copy(&mut frames, &mut std::io::sink())
+        .map_err(|e| unwrap_io(e, "unpack the rootfs into", dest))?;
+    Ok(())
+}
+
+/// The TAR frames of the rootfs stream as one reader, up to END.
+struct FramesIn<'a> {
+    ch: &'a mut Channel,
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Read for FramesIn<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            let (k, p) = self.ch.recv().map_err(std::io::Error::other)?;
+            match k {
+                kind::TAR => (self.buf, self.pos) = (p, 0),
+                kind::END => self.ended = true,
+                other => {
+                    return Err(std::io::Error::other(MigError::Protocol(format!(
+                        "unexpected frame {other} in the rootfs stream"
+                    ))))
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn unpack(input: impl Read, dest: &Path) -> std::io::Result<()> {
+    let mut ar = tar::Archive::new(input);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_preserve_mtime(true);
+    ar.set_unpack_xattrs(true);
+    ar.set_overwrite(true);
+    let base = std::fs::canonicalize(dest)?;
+    // Directories get their times last: what is made inside one changes them.
+    let mut dirs = Vec::new();
+    for entry in ar.entries()? {
+        let mut e = entry?;
+        let kind = e.header().entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo
+        ) {
+            make_node(&e, &base)?;
+            continue;
+        }
+        let name = e.path()?.into_owned();
+        if kind.is_dir() {
+            dirs.push((name.clone(), e.header().mtime()?));
+        }
+        if name.components().all(|c| c == std::path::Component::CurDir) {
+            // tar's unpacking leaves the top directory alone; the rootfs takes its
+            // owner and permissions from the source's, as GNU tar's did.
+            set_attrs(&base, e.header())?;
+            continue;
+        }
+        e.unpack_in(&base)?;
+    }
+    for (name, mtime) in dirs.into_iter().rev() {
+        if let Some(path) = inside(&base, &name)? {
+            set_mtime(&path, mtime);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` stays below where it is unpacked: no `..`, not absolute.
+fn plain_path(name: &Path) -> bool {
+    use std::path::Component;
+    name.components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// `name` under `base`, or None when it would climb out of it (`..`, an absolute name,
+/// or a parent that is a link leading elsewhere).
+fn inside(base: &Path, name: &Path) -> std::io::Result<Option<PathBuf>> {
+    if !plain_path(name) {
+        return Ok(None);
+    }
+    let path = base.join(name);
+    let parent = match path.parent() {
+        Some(p) => std::fs::canonicalize(p)?,
+        None => return Ok(None),
+    };
+    Ok(parent.starts_with(base).then_some(path))
+}
+
+/// Owner, permissions and time of an unpacked node, as its header says.
+fn set_attrs(path: &Path, h: &tar::Header) -> std::io::Result<()> {
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{fchownat, Gid, Uid};
+    fchownat(
+        None,
+        path,
+        Some(Uid::from_raw(h.uid()? as u32)),
+        Some(Gid::from_raw(h.gid()? as u32)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    // Set after the owner: chown clears set-id bits.
+    std::fs::set_permissions(path, PermissionsExt::from_mode(h.mode()? & 0o7777))?;
+    set_mtime(path, h.mtime()?);
+    Ok(())
+}
+
+fn set_mtime(path: &Path, mtime: u64) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    let t = nix::sys::time::TimeSpec::new(mtime as i64, 0);
+    // Best effort, as tar's own unpacking treats times.
+    let _ = utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink);
+}
+
+/// A device node or FIFO, which tar's own unpacking would turn into an empty file.
+fn make_node<R: Read>(e: &tar::Entry<R>, base: &Path) -> std::io::Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let h = e.header();
+    let name = e.path()?;
+    if !plain_path(&name) {
+        return Ok(());
+    }
+    if let Some(parent) = base.join(&name).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let Some(path) = inside(base, &name)? else {
+        return Ok(());
+    };
+    let kind = match h.entry_type() {
+        tar::EntryType::Char => SFlag::S_IFCHR,
+        tar::EntryType::Block => SFlag::S_IFBLK,
+        _ => SFlag::S_IFIFO,
+    };
+    let dev = makedev(
+        h.device_major()?.unwrap_or(0).into(),
+        h.device_minor()?.unwrap_or(0).into(),
+    );
+    let _ = std::fs::remove_file(&path);
+    mknod(&path, kind, Mode::from_bits_truncate(0o600), dev)?;
+    set_attrs(&path, h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ve::migrate::channel::Key;
+    use std::net::TcpStream;
+
+    #[test]
+    fn names_from_the_peer_stay_in_their_directory() {
+        assert!(plain_name("pages-1.img").is_ok());
+        for bad in ["", ".", "..", "../x", "a/b"] {
+            assert!(plain_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn disk_passes_send_only_changes_and_keep_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.img");
+        let dst = dir.path().join("dst.img");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&src)
+            .unwrap();
+        f.set_len(8 * CHUNK as u64).unwrap();
+        f.write_all_at(&[1u8; 100], 0).unwrap();
+        f.write_all_at(&[2u8; 100], 5 * CHUNK as u64).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::fs::write(dir.path().join("k"), "the-shared-key-0123456789").unwrap();
+        let kp = dir.path().join("k");
+        let kp2 = kp.clone();
+        let dst2 = dst.clone();
+        let srv = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut ch = Channel::server(s, &Key::load(&kp2).unwrap()).unwrap();
+            let mut got = vec![];
+            for _ in 0..2 {
+                let h: FileHeader = ch.expect_json(kind::FILE).unwrap();
+                got.push(recv_file(&mut ch, &h, &dst2).unwrap());
+            }
+            got
+        });
+        let mut ch =
+            Channel::client(TcpStream::connect(addr).unwrap(), &Key::load(&kp).unwrap()).unwrap();
+        let mut hashes = Default::default();
+        let first = send_disk(&mut ch, &src, "d", &mut hashes, &mut |_| {}).unwrap();
+        f.write_all_at(&[3u8; 10], 5 * CHUNK as u64).unwrap();
+        let second = send_disk(&mut ch, &src, "d", &mut hashes, &mut |_| {}).unwrap();
+        let got = srv.join().unwrap();
+        assert_eq!(first, 2 * CHUNK as u64, "two data chunks, holes skipped");
+        assert_eq!(second, CHUNK as u64, "only the changed chunk");
+        assert_eq!(got, vec![first, second]);
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    }
+
+    /// Sends `src` through a real channel and unpacks it into `dst`.
+    fn move_tree(src: &Path, dst: &Path) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = dir.path().join("k");
+        std::fs::write(&kp, "the-shared-key-0123456789").unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (kp2, dst2) = (kp.clone(), dst.to_path_buf());
+        let srv = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut ch = Channel::server(s, &Key::load(&kp2).unwrap()).unwrap();
+            let (k, first) = ch.recv().unwrap();
+            assert_eq!(k, kind::TAR);
+            recv_tree(&mut ch, first, &dst2).unwrap();
+            // The stream ended at its END: the next frame is the sender's.
+            assert_eq!(ch.recv().unwrap().0, kind::OK);
+        });
+        let mut ch =
+            Channel::client(TcpStream::connect(addr).unwrap(), &Key::load(&kp).unwrap()).unwrap();
+        let n = send_tree(&mut ch, src).unwrap();
+        ch.send(kind::OK, &[]).unwrap();
+        srv.join().unwrap();
+        n
+    }
+
+    #[test]
+    fn a_tree_arrives_with_owners_links_devices_and_user_attributes() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        std::fs::create_dir_all(src.join("etc/deep")).unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        std::fs::write(src.join("etc/deep/file"), vec![7u8; 3 * CHUNK + 5]).unwrap();
+        std::fs::hard_link(src.join("etc/deep/file"), src.join("etc/hard")).unwrap();
+        std::os::unix::fs::symlink("deep/file", src.join("etc/soft")).unwrap();
+        std::fs::set_permissions(src.join("etc/deep"), PermissionsExt::from_mode(0o750)).unwrap();
+        nix::unistd::chown(
+            &src.join("etc/deep/file"),
+            Some(nix::unistd::Uid::from_raw(1234)),
+            Some(nix::unistd::Gid::from_raw(5678)),
+        )
+        .unwrap();
+        let _ = xattr::set(
+            src.join("etc/soft").parent().unwrap().join("hard"),
+            "user.kept",
+            b"yes",
+        );
+        let _ = xattr::set(src.join("etc/hard"), "trusted.dropped", b"no");
+        let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+        let made_devices = nix::unistd::geteuid().is_root();
+        if made_devices {
+            use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+            mknod(
+                &src.join("null"),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(1, 3),
+            )
+            .unwrap();
+            mknod(
+                &src.join("fifo"),
+                SFlag::S_IFIFO,
+                Mode::from_bits_truncate(0o640),
+                0,
+            )
+            .unwrap();
+            // mknod's mode went through the umask.
+            std::fs::set_permissions(src.join("null"), PermissionsExt::from_mode(0o666)).unwrap();
+        }
+        let n = move_tree(&src, &dst);
+        assert!(n > 3 * CHUNK as u64, "{n}");
+
+        let file = std::fs::metadata(dst.join("etc/deep/file")).unwrap();
+        assert_eq!(
+            std::fs::read(dst.join("etc/deep/file")).unwrap(),
+            vec![7u8; 3 * CHUNK + 5]
+        );
+        assert_eq!((file.uid(), file.gid()), (1234, 5678));
+        assert_eq!(
+            std::fs::metadata(dst.join("etc/hard")).unwrap().ino(),
+            file.ino()
+        );
+        assert_eq!(
+            std::fs::read_link(dst.join("etc/soft")).unwrap(),
+            Path::new("deep/file")
+        );
+        let deep = std::fs::metadata(dst.join("etc/deep")).unwrap();
+        assert_eq!(deep.mode() & 0o7777, 0o750);
+        assert_eq!(
+            deep.mtime(),
+            std::fs::metadata(src.join("etc/deep")).unwrap().mtime()
+        );
+        assert!(!dst.join("sock").exists(), "sockets are left out");
+        if xattr::get(src.join("etc/hard"), "user.kept")
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            assert_eq!(
+                xattr::get(dst.join("etc/hard"), "user.kept").unwrap(),
+                Some(b"yes".to_vec())
+            );
+            assert_eq!(
+                xattr::get(dst.join("etc/hard"), "trusted.dropped").unwrap(),
+                None
+            );
+        }
+        if made_devices {
+            let null = std::fs::metadata(dst.join("null")).unwrap();
+            assert!(null.file_type().is_char_device());
+            assert_eq!(
+                (null.rdev(), null.mode() & 0o7777),
+                (nix::sys::stat::makedev(1, 3), 0o666)
+            );
+            let fifo = std::fs::metadata(dst.join("fifo")).unwrap();
+            assert_eq!(
+                std::fs::metadata(src.join("fifo")).unwrap().mode() & 0o7777,
+                0o640
+            );
+            assert!(fifo.file_type().is_fifo());
+            assert_eq!(fifo.mode() & 0o7777, 0o640);
+        }
+    }
+}
