@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 
 use crate::common::{self, Out};
 
+pub mod containerd;
+pub mod grpc;
+
 /// Longest time any single caller command may take before the test gives up on it.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
