@@ -22,13 +22,13 @@
 mod callers;
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use callers::containerd::{suite, Containerd, Task, CRI_NS, NOENV_IMAGE};
 use callers::grpc::{Fields, Pb};
-use callers::{ok, run, IMAGE};
+use callers::{cgroup_of, ok, read_trim, run, IMAGE};
 use serde_json::{json, Value};
 
 macro_rules! suite_or_skip {
@@ -49,31 +49,6 @@ fn norm(s: &str, id: &str) -> String {
     callers::normalize(s, &[(id, "ID")])
 }
 
-/// The cgroup directory of `pid` in the v1 hierarchy `controller`.
-fn cgroup_of(pid: i32, controller: &str) -> PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let rel = text
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.splitn(3, ':');
-            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-        .next()
-        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup: {text}"));
-    PathBuf::from(format!("/sys/fs/cgroup/{controller}{rel}"))
-}
-
-fn read_trim(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| format!("<{}: {e}>", p.display()))
-        .trim()
-        .to_string()
-}
-
 /// What a container may leave behind once deleted: runtime state (in the root the shim gave
 /// the runtime), cgroups, mounts and processes that name it.
 fn leftovers(state_root: &Path, id: &str) -> Vec<String> {
@@ -81,22 +56,14 @@ fn leftovers(state_root: &Path, id: &str) -> Vec<String> {
     for e in common::dir_entries(state_root) {
         left.push(format!("runtime state: {}/{e}", state_root.display()));
     }
-    for c in common::cgroups_named(id) {
-        left.push(format!("cgroup: {}", c.display()));
-    }
-    for m in common::mounts_containing(id) {
-        left.push(format!("mount: {m}"));
-    }
-    for p in callers::processes_mentioning(id) {
-        left.push(format!("process: {p}"));
-    }
+    left.extend(callers::traces_of(id));
     left
 }
 
 /// Waits (the shim exits a moment after the delete) until nothing of `id` is left.
 fn assert_nothing_left(rt: &str, state_root: &Path, id: &str) {
     let mut left = Vec::new();
-    let clean = callers::wait_until(10, || {
+    let clean = common::wait_until(10, || {
         left = leftovers(state_root, id);
         left.is_empty()
     });
@@ -327,7 +294,7 @@ fn ctr_pause_resume_matches_runc() {
             .unwrap_or(0)
         };
         let c1 = count("c1");
-        let moved = callers::wait_until(5, || count("c2") > c1);
+        let moved = common::wait_until(5, || count("c2") > c1);
         assert!(moved, "{rt}: the task did not carry on after resume");
         let again_resume = ctd.ctr_out(&["tasks", "resume", &t.id]);
         seen.push((
@@ -502,7 +469,7 @@ fn ctr_kill_delete_matches_runc_and_leaves_nothing() {
         // reaches the trap rather than the default action.
         let procs = cgroup.join("cgroup.procs");
         assert!(
-            callers::wait_until(5, || read_trim(&procs).lines().count() == 2),
+            common::wait_until(5, || read_trim(&procs).lines().count() == 2),
             "{rt}: processes: {}",
             read_trim(&procs)
         );
@@ -568,7 +535,7 @@ fn ctr_kill_all_matches_runc() {
         );
         let procs = cgroup_of(t.pid(), "pids").join("cgroup.procs");
         assert!(
-            callers::wait_until(5, || read_trim(&procs).lines().count() == 3),
+            common::wait_until(5, || read_trim(&procs).lines().count() == 3),
             "{rt}: processes: {}",
             read_trim(&procs)
         );
@@ -626,10 +593,10 @@ fn ctr_host_pid_ns_children_die_with_the_task() {
         assert!(t.wait_status("STOPPED"), "{rt}: init did not exit");
         let survivors = |m: &str| callers::processes_mentioning(&format!("sleep {m}"));
         // The shim's kill --all runs when it sees the init exit; give it a moment.
-        callers::wait_until(3, || survivors(&marker).is_empty());
+        common::wait_until(3, || survivors(&marker).is_empty());
         let left_running = survivors(&marker);
         let d = t.delete();
-        callers::wait_until(3, || survivors(&marker).is_empty());
+        common::wait_until(3, || survivors(&marker).is_empty());
         let after_delete = survivors(&marker);
         for p in survivors(&marker) {
             if let Some(pid) = p.split(':').next().and_then(|x| x.parse::<i32>().ok()) {
@@ -808,7 +775,7 @@ fn ctr_task_checkpoint_and_container_restore() {
         let t = ctd.run_detached(rt, "ctdck", &[], &["sh", "-c", COUNTER]);
         let id = t.id.clone();
         assert!(
-            callers::wait_until(5, || count(&t) > 5),
+            common::wait_until(5, || count(&t) > 5),
             "{rt}: not counting"
         );
 
@@ -830,7 +797,7 @@ fn ctr_task_checkpoint_and_container_restore() {
         assert_eq!(t.status(), "RUNNING", "{rt}");
         let n = count(&t);
         assert!(
-            callers::wait_until(5, || count(&t) > n),
+            common::wait_until(5, || count(&t) > n),
             "{rt}: stopped counting"
         );
 
@@ -863,12 +830,12 @@ fn ctr_task_checkpoint_and_container_restore() {
             .unwrap();
         let _restore = Reaped(restore);
         assert!(
-            callers::wait_until(20, || t.status() == "RUNNING"),
+            common::wait_until(20, || t.status() == "RUNNING"),
             "{rt}: restored task not running: {}",
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
         let mut after = 0;
-        callers::wait_until(5, || {
+        common::wait_until(5, || {
             after = count(&t);
             after > at
         });
@@ -1119,7 +1086,7 @@ fn cri_pod_lifecycle_matches_runc() {
             ex.uint(3) as i32,
         );
         let log_path = pod.log_dir.path().join("app.log");
-        let logged = callers::wait_until(5, || {
+        let logged = common::wait_until(5, || {
             std::fs::read_to_string(&log_path)
                 .map(|s| s.contains("to-stderr"))
                 .unwrap_or(false)
@@ -1228,7 +1195,7 @@ fn cri_image_without_env_matches_runc() {
         let cid = cid.unwrap_or_else(|e| panic!("{handler}: CreateContainer: {e:?}"));
         let started = cri(ctd, "StartContainer", Pb::new().str(1, &cid)).map(|_| ());
         let log_path = pod.log_dir.path().join("noenv.log");
-        callers::wait_until(5, || cri_state(ctd, &cid).0 == 2);
+        common::wait_until(5, || cri_state(ctd, &cid).0 == 2);
         let (state, code) = cri_state(ctd, &cid);
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let text: Vec<String> = log

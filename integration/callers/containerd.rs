@@ -176,7 +176,7 @@ fn start_containerd() -> Result<Containerd, String> {
         .map_err(|e| format!("start containerd: {e}"))?;
     let pid = child.id();
     *DAEMON.lock().unwrap() = Some(child);
-    let up = super::wait_until(30, || {
+    let up = common::wait_until(30, || {
         c.ctr_raw().arg("version").status_quiet()
             && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
     });
@@ -411,7 +411,7 @@ impl Task<'_> {
     }
 
     pub fn wait_status(&self, want: &str) -> bool {
-        super::wait_until(10, || self.status() == want)
+        common::wait_until(10, || self.status() == want)
     }
 
     pub fn pid(&self) -> i32 {
@@ -454,7 +454,7 @@ impl Drop for Task<'_> {
         {
             c.ctr_out(&["tasks", "resume", &self.id]);
             c.ctr_out(&["tasks", "kill", "-a", "-s", "SIGKILL", &self.id]);
-            super::wait_until(5, || self.status() == "STOPPED");
+            common::wait_until(5, || self.status() == "STOPPED");
             c.ctr_out(&["tasks", "rm", "-f", &self.id]);
         }
         c.ctr_out(&["containers", "rm", &self.id]);
