@@ -280,6 +280,115 @@ impl Bundle {
     }
 }
 
+/// The Debian mirror of this host: `DEBIAN_MIRROR` when set, else the URI its apt sources
+/// use for the Debian main archive (as hack/install-criu.sh finds it): the first enabled
+/// `deb` source, one-line (sources.list, sources.list.d/*.list) or deb822
+/// (sources.list.d/*.sources), whose suites hold the host's codename and whose components
+/// hold main. None when there is no such source.
+pub fn host_debian_mirror() -> Option<String> {
+    if let Some(m) = std::env::var("DEBIAN_MIRROR")
+        .ok()
+        .filter(|m| !m.is_empty())
+    {
+        return Some(m);
+    }
+    let codename = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION_CODENAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_default();
+    let suite_ok = |s: &str| {
+        if codename.is_empty() {
+            !s.contains('/')
+                && !["-security", "-updates", "-backports"]
+                    .iter()
+                    .any(|x| s.ends_with(x))
+        } else {
+            s == codename
+        }
+    };
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    for ext in ["list", "sources"] {
+        let mut more: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        more.retain(|p| p.extension().is_some_and(|e| e == ext));
+        more.sort();
+        files.extend(more);
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        // (types, URIs, suites, components, enabled) of each source in the file.
+        let mut sources: Vec<[String; 5]> = Vec::new();
+        if f.extension().is_some_and(|e| e == "sources") {
+            let mut cur: [String; 5] = Default::default();
+            let mut key = 5;
+            for line in text.lines().chain([""]) {
+                if line.starts_with('#') {
+                    continue;
+                }
+                if line.trim().is_empty() {
+                    if !cur[0].is_empty() {
+                        sources.push(std::mem::take(&mut cur));
+                    }
+                    key = 5;
+                } else if line.starts_with([' ', '\t']) {
+                    if key < 5 {
+                        cur[key] = format!("{} {}", cur[key], line.trim());
+                    }
+                } else if let Some((k, v)) = line.split_once(':') {
+                    key = ["types", "uris", "suites", "components", "enabled"]
+                        .iter()
+                        .position(|n| n.eq_ignore_ascii_case(k.trim()))
+                        .unwrap_or(5);
+                    if key < 5 {
+                        cur[key] = v.trim().to_string();
+                    }
+                }
+            }
+        } else {
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or_default().trim();
+                let Some(rest) = line.strip_prefix("deb ").or(line.strip_prefix("deb\t")) else {
+                    continue;
+                };
+                let mut rest = rest.trim_start();
+                if rest.starts_with('[') {
+                    rest = rest.split_once(']').map_or("", |x| x.1);
+                }
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                if w.len() >= 3 {
+                    sources.push([
+                        "deb".into(),
+                        w[0].into(),
+                        w[1].into(),
+                        w[2..].join(" "),
+                        String::new(),
+                    ]);
+                }
+            }
+        }
+        for [types, uris, suites, comps, enabled] in sources {
+            let has = |list: &str, word: &str| list.split_whitespace().any(|x| x == word);
+            if has(&types, "deb")
+                && has(&comps, "main")
+                && !enabled.eq_ignore_ascii_case("no")
+                && suites.split_whitespace().any(suite_ok)
+            {
+                if let Some(uri) = uris.split_whitespace().next() {
+                    return Some(uri.trim_end_matches('/').to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Cgroup directories (any hierarchy) whose name contains `needle`.
 pub fn cgroups_named(needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
