@@ -15,22 +15,133 @@
 # Idempotent: does nothing when `/usr/local/sbin/criu check` already says "Looks good". Exits non-zero unless
 # the final `criu check` passes. Needs root and network access to the Debian mirror.
 #
+# The mirror is the host's own: the URI its apt sources (sources.list and sources.list.d/*.list one-line
+# entries, sources.list.d/*.sources deb822 stanzas, where `apt-config` says they are) use for the Debian main
+# archive, i.e. the `deb` source of the host's codename (not -security, -updates or -backports) with component
+# main. `hack/install-criu.sh --print-mirror` prints that URI and exits (no root needed).
+#
 # trixie's criu 4.1.1 cannot dump any inet socket on kernels from 6.16 (they refuse SO_PASSCRED/SO_PASSSEC
 # on non-unix sockets, and 4.1.1 fails the dump on that); CRIU 4.2 copes. CRIU_SUITE=sid installs 4.2.x the
 # same way (measured: 4.2.1, criu check passes, TCP connections survive checkpoint/restore).
 # Environment: CRIU_PREFIX (default /opt/vzrun/criu), CRIU_WRAPPER (default /usr/local/sbin/criu),
-#              CRIU_SUITE (default trixie), DEBIAN_MIRROR (default http://deb.debian.org/debian),
+#              CRIU_SUITE (default trixie), DEBIAN_MIRROR (default: the host's Debian mirror, see above),
 #              CRIU_FORCE=1 reinstalls even when the current one works.
 set -euo pipefail
 
 prefix=${CRIU_PREFIX:-/opt/vzrun/criu}
 wrapper=${CRIU_WRAPPER:-/usr/local/sbin/criu}
 suite=${CRIU_SUITE:-trixie}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
 say() { printf '\033[1m[install-criu]\033[0m %s\n' "$*"; }
 die() { printf '[install-criu] error: %s\n' "$*" >&2; exit 1; }
+
+# The host's apt source files: the one-line sources.list, then sources.list.d/*.list and *.sources, where
+# apt-config says they are (it honours APT_CONFIG, as apt does).
+apt_source_files() {
+  local list=/etc/apt/sources.list parts=/etc/apt/sources.list.d f
+  if command -v apt-config >/dev/null 2>&1; then
+    eval "$(apt-config shell list Dir::Etc::SourceList/f parts Dir::Etc::SourceParts/d)"
+  fi
+  [ -f "$list" ] && printf '%s\n' "$list"
+  for f in "${parts%/}"/*.list "${parts%/}"/*.sources; do
+    [ -f "$f" ] && printf '%s\n' "$f"
+  done
+  return 0
+}
+
+# Prints the URI of the host's Debian main archive: the first enabled `deb` source whose suites hold the host's
+# codename (from /etc/os-release; without one, any suite without a -security/-updates/-backports suffix)
+# and whose components hold main. Prints nothing when there is none.
+host_debian_mirror() {
+  local codename="" f
+  if [ -r /etc/os-release ]; then
+    codename=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
+  fi
+  local found=""
+  while read -r f; do
+    case "$f" in
+      *.sources) found=$(awk -v want="$codename" -f <(deb822_awk) "$f") ;;
+      *) found=$(awk -v want="$codename" -f <(oneline_awk) "$f") ;;
+    esac
+    found=${found%%$'\n'*}
+    if [ -n "$found" ]; then
+      printf '%s\n' "${found%/}"
+      return 0
+    fi
+  done < <(apt_source_files)
+  return 0
+}
+
+# awk helpers of host_debian_mirror: suite_ok(suite) and has(list, word) are shared.
+common_awk() {
+  cat <<'AWK'
+function suite_ok(s) {
+  if (want != "") return s == want
+  return s !~ /-(security|updates|backports|proposed-updates)$/ && s !~ /\//
+}
+function has(list, word,   n, a, i) {
+  n = split(list, a, /[ \t]+/)
+  for (i = 1; i <= n; i++) if (a[i] == word) return 1
+  return 0
+}
+AWK
+}
+
+# One-line format: deb [options] URI SUITE COMPONENT...
+oneline_awk() {
+  common_awk
+  cat <<'AWK'
+{
+  sub(/#.*/, "")
+  if ($1 != "deb") next
+  line = $0
+  sub(/^[ \t]*deb[ \t]+/, "", line)
+  if (line ~ /^\[/) sub(/^\[[^]]*\][ \t]*/, "", line)
+  n = split(line, f, /[ \t]+/)
+  if (n < 3 || !suite_ok(f[2])) next
+  for (i = 3; i <= n; i++) if (f[i] == "main") { print f[1]; next }
+}
+AWK
+}
+
+# deb822 format: stanzas of Types/URIs/Suites/Components/Enabled fields, separated by blank lines.
+deb822_awk() {
+  common_awk
+  cat <<'AWK'
+function flush(   n, u, i, ok) {
+  if (has(v["types"], "deb") && has(v["components"], "main") && tolower(v["enabled"]) != "no") {
+    n = split(v["suites"], s, /[ \t]+/)
+    ok = 0
+    for (i = 1; i <= n; i++) if (s[i] != "" && suite_ok(s[i])) ok = 1
+    if (ok) {
+      n = split(v["uris"], u, /[ \t]+/)
+      for (i = 1; i <= n; i++) if (u[i] != "") { print u[i]; break }
+    }
+  }
+  delete v
+  key = ""
+}
+/^#/ { next }
+/^[ \t]*$/ { flush(); next }
+/^[ \t]/ { if (key != "") v[key] = v[key] " " $0; next }
+{
+  i = index($0, ":")
+  if (i == 0) next
+  key = tolower(substr($0, 1, i - 1))
+  v[key] = substr($0, i + 1)
+  gsub(/^[ \t]+|[ \t]+$/, "", v[key])
+}
+END { flush() }
+AWK
+}
+
+if [ "${1:-}" = --print-mirror ]; then
+  m=${DEBIAN_MIRROR:-$(host_debian_mirror)}
+  [ -n "$m" ] || die "no Debian main archive in the host's apt sources (set DEBIAN_MIRROR)"
+  printf '%s\n' "$m"
+  exit 0
+fi
 
 # criu and the libraries it needs (measured on trixie, criu 4.1.1). The transitive Depends computed from the
 # trixie index are added to this list, so a renamed library does not break the install.
@@ -59,6 +170,9 @@ for tool in apt-get apt-cache dpkg dpkg-deb readelf; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
 done
 [ -r "$keyring" ] || die "$keyring missing (apt-get install debian-archive-keyring)"
+mirror=${DEBIAN_MIRROR:-$(host_debian_mirror)}
+[ -n "$mirror" ] || die "no Debian main archive found in the host's apt sources ($(apt_source_files | tr '\n' ' ')): \
+set DEBIAN_MIRROR to the Debian mirror URI to use"
 arch=$(dpkg --print-architecture)
 
 work=$(mktemp -d /tmp/install-criu.XXXXXX)

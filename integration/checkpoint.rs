@@ -119,7 +119,7 @@ fn counter_round_trip(rt: &Runtime) {
     assert_eq!(rt.status(&id), "running");
     let c1 = count(rt, &id);
     assert!(
-        callers_wait(|| count(rt, &id) > c1),
+        common::poll(100, Duration::from_millis(50), || count(rt, &id) > c1),
         "{}: left frozen",
         rt.name
     );
@@ -499,15 +499,6 @@ fn failed_restore_leaves_nothing_behind() {
     assert_ne!(rt.run(&["state", &id]).code, 0);
 }
 
-/// A bridge made by the test, removed on drop.
-struct TestBridge(String);
-
-impl Drop for TestBridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
 fn bridge_ports(br: &str) -> usize {
     let o = Command::new("ip")
         .args(["-o", "link", "show", "master", br])
@@ -520,15 +511,9 @@ fn bridge_ports(br: &str) -> usize {
 fn veth_ve_comes_back_on_its_bridge_with_its_mac() {
     require_criu!();
     let rt = Runtime::vzrun();
-    let br = TestBridge(format!("vztck{}", std::process::id() % 100000));
-    let made = Command::new("sh")
-        .args([
-            "-c",
-            &format!("ip link add {0} type bridge && ip link set {0} up", br.0),
-        ])
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let made = common::TestBridge::new("vztck");
+    assert!(made.is_some());
+    let br = made.unwrap();
     let b = Bundle::ve(
         &["sh", "-c", COUNTER],
         json!({
@@ -550,7 +535,7 @@ fn veth_ve_comes_back_on_its_bridge_with_its_mac() {
     let o = checkpoint(&rt, &id, dir.path(), &[]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
-        callers_wait(|| bridge_ports(&br.0) == 0),
+        common::poll(100, Duration::from_millis(50), || bridge_ports(&br.0) == 0),
         "host end stays on the bridge"
     );
     let o = restore(&rt, &id, &b, dir.path(), &[]);
@@ -559,16 +544,6 @@ fn veth_ve_comes_back_on_its_bridge_with_its_mac() {
     assert_eq!(bridge_ports(&br.0), 1);
     let o = rt.run(&["exec", &id, "ip", "-o", "addr", "show", "dev", "eth0"]);
     assert!(o.stdout.contains("203.0.113.171/27"), "{o:?}");
-}
-
-fn callers_wait(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..100 {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]
@@ -620,7 +595,7 @@ fn beancounter_counts_carry_on_after_a_restore() {
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     let count_file = PathBuf::from(format!("/proc/{pid}/root/dev/shm/count"));
     assert!(
-        callers_wait(|| count_file.exists()),
+        common::poll(100, Duration::from_millis(50), || count_file.exists()),
         "the counter never started: {:?}",
         rt.state(&id)
     );
@@ -658,9 +633,11 @@ fn a_ve_at_its_numproc_limit_comes_back() {
     let id = common::unique_id("atlim");
     rt.track(&id);
     assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
-    assert!(callers_wait(|| common::ve_stat_row(&rt, &id, "numproc")
-        ["held"]
-        == 3));
+    assert!(common::poll(
+        100,
+        Duration::from_millis(50),
+        || common::ve_stat_row(&rt, &id, "numproc")["held"] == 3
+    ));
     let dir = images();
     let o = checkpoint(&rt, &id, dir.path(), &[]);
     assert_eq!(o.code, 0, "{o:?}");
@@ -691,7 +668,7 @@ fn private_area_comes_back_with_the_ve() {
     rt.track(&id);
     let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(callers_wait(|| rt
+    assert!(common::poll(100, Duration::from_millis(50), || rt
         .run(&["exec", &id, "cat", "/root/f"])
         .stdout
         .contains("private")));

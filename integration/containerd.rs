@@ -15,62 +15,21 @@
 //! gRPC calls that ctr 1.6 cannot make (`Tasks/Update`, the CRI RuntimeService) go over the
 //! daemon's socket with curl (HTTP/2 without TLS) and a few lines of protobuf encoding, so no
 //! gRPC crate is needed.
+//!
+//! The daemon itself (config, start, teardown, tasks) is in callers/containerd.rs, the gRPC
+//! and protobuf codec in callers/grpc.rs.
 
 mod callers;
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use callers::{ok, run, HostDirTrace, IMAGE};
-use common::Out;
+use callers::containerd::{suite, Containerd, Task, CRI_NS, NOENV_IMAGE};
+use callers::grpc::{Fields, Pb};
+use callers::{cgroup_of, ok, read_trim, run, IMAGE};
 use serde_json::{json, Value};
-
-const PAUSE_IMAGE: &str = "docker.io/library/vzt-pause:latest";
-/// An image whose config sets no environment at all (no PATH), as some minimal images do.
-const NOENV_IMAGE: &str = "docker.io/library/vzt-noenv:latest";
-const CRI_NS: &str = "k8s.io";
-
-// ---------------------------------------------------------------------------------------
-// The suite's containerd
-// ---------------------------------------------------------------------------------------
-
-struct Containerd {
-    dir: PathBuf,
-    sock: PathBuf,
-    /// containerd namespace of the ctr cases; also the parent cgroup ctr gives containers.
-    ns: String,
-    /// Parent cgroup of the CRI pods.
-    cri_cgroup: String,
-    /// Whether curl can speak HTTP/2 over a unix socket (for the gRPC calls ctr lacks).
-    curl_h2: bool,
-}
-
-static DAEMON: Mutex<Option<Child>> = Mutex::new(None);
-static SUITE: OnceLock<Result<Containerd, String>> = OnceLock::new();
-
-/// The suite's daemon, started by the first test that needs it; `None` (after printing
-/// `SKIP: reason`) when the host lacks root or a tool.
-fn suite() -> Option<&'static Containerd> {
-    let tools = [
-        "containerd",
-        "ctr",
-        "containerd-shim-runc-v2",
-        "runc",
-        "tar",
-        "sha256sum",
-    ];
-    if let Some(why) = callers::missing_tool(&tools) {
-        eprintln!("SKIP: {why}");
-        return None;
-    }
-    match SUITE.get_or_init(start_containerd) {
-        Ok(c) => Some(c),
-        Err(e) => panic!("{e}"),
-    }
-}
 
 macro_rules! suite_or_skip {
     () => {
@@ -79,624 +38,6 @@ macro_rules! suite_or_skip {
             None => return,
         }
     };
-}
-
-fn config_toml(dir: &Path, sock: &Path) -> String {
-    let d = dir.display();
-    let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
-    format!(
-        r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-# Snapshotters and runtimes this suite does not use, so nothing probes the host for them.
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  # Root here may lack CAP_SYS_RESOURCE: a sandbox's oom_score_adj of -998 would fail.
-  restrict_oom_score_adj = true
-  [{cri}.cni]
-    bin_dir = "{d}/cni/bin"
-    conf_dir = "{d}/cni/conf"
-  [{cri}.containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [{cri}.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [{cri}.containerd.runtimes.runc.options]
-        Root = "{d}/cri-root/runc"
-    # The handler a Kubernetes RuntimeClass names (`handler: vzrun`).
-    [{cri}.containerd.runtimes.vzrun]
-      runtime_type = "io.containerd.runc.v2"
-      pod_annotations = ["io.vzrun.*"]
-      container_annotations = ["io.vzrun.*"]
-      [{cri}.containerd.runtimes.vzrun.options]
-        BinaryName = "{vzrun}"
-        Root = "{d}/cri-root/vzrun"
-"#,
-        sock = sock.display(),
-        vzrun = common::VZRUN,
-    )
-}
-
-fn start_containerd() -> Result<Containerd, String> {
-    // Shims of an earlier run that died before its cleanup (their daemon's socket is in a
-    // suite dir whose test process is gone).
-    let tmp = std::env::temp_dir().display().to_string();
-    kill_shims(|address| {
-        address
-            .strip_prefix(&format!("{tmp}/vzt-ctd-"))
-            .and_then(|r| r.split('-').next())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-    });
-    callers::sweep_stale("ctd", |pid| {
-        vec![format!("vzt-ctd-{pid}"), format!("vzt-cri-{pid}")]
-    });
-    let dir = callers::suite_dir("ctd");
-    let sock = dir.join("containerd.sock");
-    let run_containerd = HostDirTrace::new("/run/containerd");
-    run_containerd.note_in(&dir, &[]);
-    let c = Containerd {
-        ns: format!("vzt-ctd-{}", std::process::id()),
-        cri_cgroup: format!("/vzt-cri-{}", std::process::id()),
-        sock: sock.clone(),
-        curl_h2: curl_h2(),
-        dir: dir.clone(),
-    };
-    {
-        // Registered before anything can fail, so a half-started suite is cleaned too.
-        let (dir, sock, ns, cri_cgroup) = (
-            dir.clone(),
-            sock.clone(),
-            c.ns.clone(),
-            c.cri_cgroup.clone(),
-        );
-        callers::at_exit(move || teardown(&dir, &sock, &ns, &cri_cgroup, &run_containerd));
-    }
-    std::fs::write(dir.join("config.toml"), config_toml(&dir, &sock)).unwrap();
-    for sub in [
-        "cni/bin",
-        "cni/conf",
-        "fifo",
-        "runc-root",
-        "cri-root",
-        "images",
-    ] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-    let child = Command::new("containerd")
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("start containerd: {e}"))?;
-    let pid = child.id();
-    *DAEMON.lock().unwrap() = Some(child);
-    let up = callers::wait_until(30, || {
-        c.ctr_raw().arg("version").status_quiet()
-            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
-    });
-    if !up {
-        return Err(format!(
-            "containerd did not come up; its log:\n{}",
-            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
-        ));
-    }
-    // One archive, three images over one layer: busybox for the cases, a "pause" image (a
-    // long sleep) for the CRI's pod sandboxes, and one without any Env.
-    let archive = callers::oci_archive(
-        &dir,
-        "images",
-        &[
-            callers::busybox_image(),
-            callers::ImageDef {
-                reference: PAUSE_IMAGE,
-                config: json!({
-                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                    "Entrypoint": ["/bin/sleep", "2147483647"],
-                }),
-            },
-            callers::ImageDef {
-                reference: NOENV_IMAGE,
-                config: json!({"Cmd": ["/bin/echo", "no PATH needed"]}),
-            },
-        ],
-    );
-    for ns in [c.ns.as_str(), CRI_NS] {
-        let o = run(c
-            .ctr_raw()
-            .args(["-n", ns, "images", "import"])
-            .arg(&archive));
-        if o.code != 0 {
-            return Err(format!("ctr images import: {o:?}"));
-        }
-    }
-    Ok(c)
-}
-
-trait Quiet {
-    fn status_quiet(&mut self) -> bool;
-}
-
-impl Quiet for Command {
-    fn status_quiet(&mut self) -> bool {
-        callers::run_with_deadline(self, None, Duration::from_secs(5)).code == 0
-    }
-}
-
-/// Runs at exit: every container of the suite's namespaces, the daemon, stray shims of
-/// this daemon, mounts, cgroups and the temp dir.
-fn teardown(dir: &Path, sock: &Path, ns: &str, cri_cgroup: &str, run_containerd: &HostDirTrace) {
-    let ctr = |args: &[&str]| {
-        callers::run_with_deadline(
-            Command::new("ctr").arg("-a").arg(sock).args(args),
-            None,
-            Duration::from_secs(20),
-        )
-    };
-    let daemon_up = DAEMON
-        .lock()
-        .map(|mut d| d.as_mut().map(|c| c.try_wait().ok().flatten().is_none()))
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-    if daemon_up {
-        for n in [ns, CRI_NS] {
-            let tasks = ctr(&["-n", n, "tasks", "ls", "-q"]);
-            for t in tasks.stdout.split_whitespace() {
-                ctr(&["-n", n, "tasks", "kill", "-s", "SIGKILL", t]);
-            }
-            for t in tasks.stdout.split_whitespace() {
-                ctr(&["-n", n, "tasks", "rm", "-f", t]);
-            }
-            for c in ctr(&["-n", n, "containers", "ls", "-q"])
-                .stdout
-                .split_whitespace()
-            {
-                ctr(&["-n", n, "containers", "rm", c]);
-            }
-        }
-    }
-    if let Ok(mut d) = DAEMON.lock() {
-        if let Some(mut child) = d.take() {
-            callers::stop_child(&mut child, Duration::from_secs(10));
-        }
-    }
-    // Shims of this daemon (their command line names its socket) outlive it by design.
-    kill_shims(|address| Path::new(address) == sock);
-    callers::remove_cgroup_tree(ns);
-    callers::remove_cgroup_tree(cri_cgroup);
-    callers::remove_suite_dir(dir);
-    run_containerd.remove_if_ours(&[]);
-}
-
-/// Kills the runc v2 shims whose containerd address satisfies `whose`, and removes the
-/// socket each had in /run/containerd/s (containerd 1.6 puts it there whatever its config
-/// says, named sha256("<address>/<namespace>/<id>"), and a killed shim cannot remove it).
-fn kill_shims(whose: impl Fn(&str) -> bool) {
-    for p in callers::processes_mentioning("containerd-shim-runc-v2") {
-        let Some((pid, cmdline)) = p.split_once(": ") else {
-            continue;
-        };
-        let args: Vec<&str> = cmdline.split(' ').collect();
-        let arg = |name: &str| {
-            args.iter()
-                .position(|a| *a == name)
-                .and_then(|i| args.get(i + 1))
-                .copied()
-        };
-        let (Some(ns), Some(id), Some(address)) = (arg("-namespace"), arg("-id"), arg("-address"))
-        else {
-            continue;
-        };
-        if !whose(address) {
-            continue;
-        }
-        if let Ok(pid) = pid.parse::<i32>() {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let key = format!("{address}/{ns}/{id}");
-        let sum = callers::run_with_deadline(
-            &mut Command::new("sha256sum"),
-            Some(key.as_bytes()),
-            Duration::from_secs(10),
-        );
-        if let Some(hex) = sum.stdout.split_whitespace().next() {
-            let _ = std::fs::remove_file(Path::new("/run/containerd/s").join(hex));
-        }
-    }
-}
-
-fn curl_h2() -> bool {
-    common::have("curl")
-        && run(Command::new("curl").arg("-V"))
-            .stdout
-            .lines()
-            .any(|l| l.starts_with("Features:") && l.contains("HTTP2"))
-}
-
-impl Containerd {
-    fn ctr_raw(&self) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("-a").arg(&self.sock);
-        c
-    }
-
-    /// `ctr` in the suite's namespace.
-    fn ctr(&self) -> Command {
-        let mut c = self.ctr_raw();
-        c.args(["-n", &self.ns]);
-        c
-    }
-
-    fn ctr_out(&self, args: &[&str]) -> Out {
-        run(self.ctr().args(args))
-    }
-
-    fn runc_root(&self, rt: &str) -> PathBuf {
-        self.dir.join("runc-root").join(rt)
-    }
-
-    /// The runtime's state directory for the suite's namespace (what `--root` the shim gives it).
-    fn state_root(&self, rt: &str) -> PathBuf {
-        self.runc_root(rt).join(&self.ns)
-    }
-
-    /// `ctr run` options choosing the runtime: vzrun by `--runc-binary`, runc by default.
-    fn run_opts(&self, rt: &str) -> Vec<String> {
-        let mut v = vec![
-            "--fifo-dir".to_string(),
-            self.dir.join("fifo").display().to_string(),
-            "--runc-root".to_string(),
-            self.runc_root(rt).display().to_string(),
-        ];
-        if rt == "vzrun" {
-            v.push("--runc-binary".into());
-            v.push(common::VZRUN.into());
-        }
-        v
-    }
-
-    /// `ctr run [opts] IMAGE ID args...` (attached unless opts say otherwise).
-    fn run_cmd(&self, rt: &str, opts: &[&str], id: &str, args: &[&str]) -> Command {
-        let mut c = self.ctr();
-        c.arg("run").args(self.run_opts(rt)).args(opts);
-        c.arg(IMAGE).arg(id).args(args);
-        c
-    }
-
-    /// Starts `args` detached (`ctr run -d`) and returns a guard that deletes it.
-    fn run_detached(&self, rt: &str, tag: &str, opts: &[&str], args: &[&str]) -> Task<'_> {
-        let id = format!("{}-{rt}", common::unique_id(tag));
-        let mut o: Vec<&str> = vec!["-d"];
-        o.extend_from_slice(opts);
-        let task = Task {
-            ctd: self,
-            id: id.clone(),
-        };
-        ok(
-            &format!("{rt}: ctr run -d"),
-            run(&mut self.run_cmd(rt, &o, &id, args)),
-        );
-        assert!(
-            task.wait_status("RUNNING"),
-            "{rt}: task {id} never ran: {:?}",
-            self.ctr_out(&["tasks", "ls"])
-        );
-        task
-    }
-
-    /// A unary gRPC call over the daemon's socket; `Err((status, message))` on failure.
-    fn grpc(&self, ns: Option<&str>, method: &str, msg: &[u8]) -> Result<Vec<u8>, (u32, String)> {
-        grpc_call(&self.sock, ns, method, msg)
-    }
-}
-
-/// A task started by a test; killed and deleted (with its container) when dropped.
-struct Task<'a> {
-    ctd: &'a Containerd,
-    id: String,
-}
-
-impl Task<'_> {
-    fn status(&self) -> String {
-        let o = self.ctd.ctr_out(&["tasks", "ls"]);
-        o.stdout
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(&self.id))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .unwrap_or("")
-            .to_string()
-    }
-
-    fn wait_status(&self, want: &str) -> bool {
-        callers::wait_until(10, || self.status() == want)
-    }
-
-    fn pid(&self) -> i32 {
-        let o = self.ctd.ctr_out(&["tasks", "ls"]);
-        o.stdout
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(&self.id))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no pid for {}: {o:?}", self.id))
-    }
-
-    /// Kills the task with SIGKILL, waits for it to stop, then deletes it and its container.
-    fn kill_and_delete(&self) -> Out {
-        self.ctd
-            .ctr_out(&["tasks", "kill", "-s", "SIGKILL", &self.id]);
-        assert!(
-            self.wait_status("STOPPED"),
-            "{}: SIGKILL did not stop the task",
-            self.id
-        );
-        self.delete()
-    }
-
-    /// Deletes the task and the container the way a user does; returns `ctr tasks rm`.
-    fn delete(&self) -> Out {
-        let o = self.ctd.ctr_out(&["tasks", "rm", &self.id]);
-        self.ctd.ctr_out(&["containers", "rm", &self.id]);
-        o
-    }
-}
-
-impl Drop for Task<'_> {
-    fn drop(&mut self) {
-        let c = self.ctd;
-        if c.ctr_out(&["tasks", "ls", "-q"])
-            .stdout
-            .split_whitespace()
-            .any(|t| t == self.id)
-        {
-            c.ctr_out(&["tasks", "resume", &self.id]);
-            c.ctr_out(&["tasks", "kill", "-a", "-s", "SIGKILL", &self.id]);
-            callers::wait_until(5, || self.status() == "STOPPED");
-            c.ctr_out(&["tasks", "rm", "-f", &self.id]);
-        }
-        c.ctr_out(&["containers", "rm", &self.id]);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// gRPC with curl, and just enough protobuf
-// ---------------------------------------------------------------------------------------
-
-fn grpc_call(
-    sock: &Path,
-    ns: Option<&str>,
-    method: &str,
-    msg: &[u8],
-) -> Result<Vec<u8>, (u32, String)> {
-    let tmp = tempfile::Builder::new()
-        .prefix("vzt-grpc-")
-        .tempdir()
-        .unwrap();
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    framed.extend_from_slice(msg);
-    let req = tmp.path().join("req");
-    let hdr = tmp.path().join("hdr");
-    let body = tmp.path().join("body");
-    std::fs::write(&req, framed).unwrap();
-    let mut c = Command::new("curl");
-    c.args(["-sS", "--http2-prior-knowledge", "--max-time", "60"])
-        .arg("--unix-socket")
-        .arg(sock)
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"]);
-    if let Some(ns) = ns {
-        c.args(["-H", &format!("containerd-namespace: {ns}")]);
-    }
-    c.arg("--data-binary")
-        .arg(format!("@{}", req.display()))
-        .arg("-D")
-        .arg(&hdr)
-        .arg("-o")
-        .arg(&body)
-        .arg(format!("http://localhost/{method}"));
-    let o = run(&mut c);
-    assert_eq!(o.code, 0, "curl {method}: {o:?}");
-    let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
-    let field = |name: &str| {
-        headers
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_string())
-            .next_back()
-    };
-    let status: u32 = field("grpc-status")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(u32::MAX);
-    if status != 0 {
-        return Err((
-            status,
-            percent_decode(&field("grpc-message").unwrap_or_default()),
-        ));
-    }
-    let b = std::fs::read(&body).unwrap_or_default();
-    Ok(if b.len() >= 5 {
-        b[5..].to_vec()
-    } else {
-        Vec::new()
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A protobuf message being built, field by field.
-#[derive(Default, Clone)]
-struct Pb(Vec<u8>);
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-impl Pb {
-    fn new() -> Self {
-        Pb::default()
-    }
-    fn bytes(mut self, field: u32, b: &[u8]) -> Self {
-        varint(&mut self.0, ((field as u64) << 3) | 2);
-        varint(&mut self.0, b.len() as u64);
-        self.0.extend_from_slice(b);
-        self
-    }
-    fn str(self, field: u32, s: &str) -> Self {
-        self.bytes(field, s.as_bytes())
-    }
-    fn strs(mut self, field: u32, v: &[&str]) -> Self {
-        for s in v {
-            self = self.str(field, s);
-        }
-        self
-    }
-    fn msg(self, field: u32, m: Pb) -> Self {
-        self.bytes(field, &m.0)
-    }
-    fn uint(mut self, field: u32, v: u64) -> Self {
-        varint(&mut self.0, (field as u64) << 3);
-        varint(&mut self.0, v);
-        self
-    }
-    fn map(mut self, field: u32, entries: &[(&str, &str)]) -> Self {
-        for (k, v) in entries {
-            self = self.msg(field, Pb::new().str(1, k).str(2, v));
-        }
-        self
-    }
-}
-
-/// A decoded protobuf message: (field, varint value or bytes), in wire order.
-#[derive(Debug)]
-struct Fields(Vec<(u32, Result<u64, Vec<u8>>)>);
-
-fn read_varint(b: &[u8], i: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    while *i < b.len() {
-        let x = b[*i];
-        *i += 1;
-        v |= ((x & 0x7f) as u64) << shift;
-        if x & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    v
-}
-
-impl Fields {
-    fn parse(b: &[u8]) -> Fields {
-        let mut i = 0;
-        let mut v = Vec::new();
-        while i < b.len() {
-            let key = read_varint(b, &mut i);
-            let (field, wt) = ((key >> 3) as u32, key & 7);
-            match wt {
-                0 => v.push((field, Ok(read_varint(b, &mut i)))),
-                2 => {
-                    let n = read_varint(b, &mut i) as usize;
-                    v.push((field, Err(b[i..i + n].to_vec())));
-                    i += n;
-                }
-                1 => i += 8,
-                5 => i += 4,
-                _ => panic!("protobuf wire type {wt} not handled"),
-            }
-        }
-        Fields(v)
-    }
-    fn bytes(&self, field: u32) -> Vec<u8> {
-        self.all_bytes(field)
-            .into_iter()
-            .next_back()
-            .unwrap_or_default()
-    }
-    fn all_bytes(&self, field: u32) -> Vec<Vec<u8>> {
-        self.0
-            .iter()
-            .filter(|(f, _)| *f == field)
-            .filter_map(|(_, v)| v.as_ref().err().cloned())
-            .collect()
-    }
-    fn string(&self, field: u32) -> String {
-        String::from_utf8_lossy(&self.bytes(field)).into_owned()
-    }
-    fn msg(&self, field: u32) -> Fields {
-        Fields::parse(&self.bytes(field))
-    }
-    fn uint(&self, field: u32) -> u64 {
-        self.0
-            .iter()
-            .filter(|(f, _)| *f == field)
-            .filter_map(|(_, v)| v.as_ref().ok().copied())
-            .next_back()
-            .unwrap_or(0)
-    }
-    /// A map<string,string> field.
-    fn map(&self, field: u32) -> Vec<(String, String)> {
-        self.all_bytes(field)
-            .iter()
-            .map(|e| {
-                let f = Fields::parse(e);
-                (f.string(1), f.string(2))
-            })
-            .collect()
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -708,31 +49,6 @@ fn norm(s: &str, id: &str) -> String {
     callers::normalize(s, &[(id, "ID")])
 }
 
-/// The cgroup directory of `pid` in the v1 hierarchy `controller`.
-fn cgroup_of(pid: i32, controller: &str) -> PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let rel = text
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.splitn(3, ':');
-            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-        .next()
-        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup: {text}"));
-    PathBuf::from(format!("/sys/fs/cgroup/{controller}{rel}"))
-}
-
-fn read_trim(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| format!("<{}: {e}>", p.display()))
-        .trim()
-        .to_string()
-}
-
 /// What a container may leave behind once deleted: runtime state (in the root the shim gave
 /// the runtime), cgroups, mounts and processes that name it.
 fn leftovers(state_root: &Path, id: &str) -> Vec<String> {
@@ -740,22 +56,14 @@ fn leftovers(state_root: &Path, id: &str) -> Vec<String> {
     for e in common::dir_entries(state_root) {
         left.push(format!("runtime state: {}/{e}", state_root.display()));
     }
-    for c in common::cgroups_named(id) {
-        left.push(format!("cgroup: {}", c.display()));
-    }
-    for m in common::mounts_containing(id) {
-        left.push(format!("mount: {m}"));
-    }
-    for p in callers::processes_mentioning(id) {
-        left.push(format!("process: {p}"));
-    }
+    left.extend(callers::traces_of(id));
     left
 }
 
 /// Waits (the shim exits a moment after the delete) until nothing of `id` is left.
 fn assert_nothing_left(rt: &str, state_root: &Path, id: &str) {
     let mut left = Vec::new();
-    let clean = callers::wait_until(10, || {
+    let clean = common::wait_until(10, || {
         left = leftovers(state_root, id);
         left.is_empty()
     });
@@ -986,7 +294,7 @@ fn ctr_pause_resume_matches_runc() {
             .unwrap_or(0)
         };
         let c1 = count("c1");
-        let moved = callers::wait_until(5, || count("c2") > c1);
+        let moved = common::wait_until(5, || count("c2") > c1);
         assert!(moved, "{rt}: the task did not carry on after resume");
         let again_resume = ctd.ctr_out(&["tasks", "resume", &t.id]);
         seen.push((
@@ -1161,7 +469,7 @@ fn ctr_kill_delete_matches_runc_and_leaves_nothing() {
         // reaches the trap rather than the default action.
         let procs = cgroup.join("cgroup.procs");
         assert!(
-            callers::wait_until(5, || read_trim(&procs).lines().count() == 2),
+            common::wait_until(5, || read_trim(&procs).lines().count() == 2),
             "{rt}: processes: {}",
             read_trim(&procs)
         );
@@ -1227,7 +535,7 @@ fn ctr_kill_all_matches_runc() {
         );
         let procs = cgroup_of(t.pid(), "pids").join("cgroup.procs");
         assert!(
-            callers::wait_until(5, || read_trim(&procs).lines().count() == 3),
+            common::wait_until(5, || read_trim(&procs).lines().count() == 3),
             "{rt}: processes: {}",
             read_trim(&procs)
         );
@@ -1285,10 +593,10 @@ fn ctr_host_pid_ns_children_die_with_the_task() {
         assert!(t.wait_status("STOPPED"), "{rt}: init did not exit");
         let survivors = |m: &str| callers::processes_mentioning(&format!("sleep {m}"));
         // The shim's kill --all runs when it sees the init exit; give it a moment.
-        callers::wait_until(3, || survivors(&marker).is_empty());
+        common::wait_until(3, || survivors(&marker).is_empty());
         let left_running = survivors(&marker);
         let d = t.delete();
-        callers::wait_until(3, || survivors(&marker).is_empty());
+        common::wait_until(3, || survivors(&marker).is_empty());
         let after_delete = survivors(&marker);
         for p in survivors(&marker) {
             if let Some(pid) = p.split(':').next().and_then(|x| x.parse::<i32>().ok()) {
@@ -1467,7 +775,7 @@ fn ctr_task_checkpoint_and_container_restore() {
         let t = ctd.run_detached(rt, "ctdck", &[], &["sh", "-c", COUNTER]);
         let id = t.id.clone();
         assert!(
-            callers::wait_until(5, || count(&t) > 5),
+            common::wait_until(5, || count(&t) > 5),
             "{rt}: not counting"
         );
 
@@ -1489,7 +797,7 @@ fn ctr_task_checkpoint_and_container_restore() {
         assert_eq!(t.status(), "RUNNING", "{rt}");
         let n = count(&t);
         assert!(
-            callers::wait_until(5, || count(&t) > n),
+            common::wait_until(5, || count(&t) > n),
             "{rt}: stopped counting"
         );
 
@@ -1522,12 +830,12 @@ fn ctr_task_checkpoint_and_container_restore() {
             .unwrap();
         let _restore = Reaped(restore);
         assert!(
-            callers::wait_until(20, || t.status() == "RUNNING"),
+            common::wait_until(20, || t.status() == "RUNNING"),
             "{rt}: restored task not running: {}",
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
         let mut after = 0;
-        callers::wait_until(5, || {
+        common::wait_until(5, || {
             after = count(&t);
             after > at
         });
@@ -1778,7 +1086,7 @@ fn cri_pod_lifecycle_matches_runc() {
             ex.uint(3) as i32,
         );
         let log_path = pod.log_dir.path().join("app.log");
-        let logged = callers::wait_until(5, || {
+        let logged = common::wait_until(5, || {
             std::fs::read_to_string(&log_path)
                 .map(|s| s.contains("to-stderr"))
                 .unwrap_or(false)
@@ -1887,7 +1195,7 @@ fn cri_image_without_env_matches_runc() {
         let cid = cid.unwrap_or_else(|e| panic!("{handler}: CreateContainer: {e:?}"));
         let started = cri(ctd, "StartContainer", Pb::new().str(1, &cid)).map(|_| ());
         let log_path = pod.log_dir.path().join("noenv.log");
-        callers::wait_until(5, || cri_state(ctd, &cid).0 == 2);
+        common::wait_until(5, || cri_state(ctd, &cid).0 == 2);
         let (state, code) = cri_state(ctd, &cid);
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let text: Vec<String> = log

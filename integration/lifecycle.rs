@@ -460,14 +460,7 @@ fn kill_all_reaches_orphans_after_the_init_exits() {
     assert!(alive(), "the orphan runs on after its init");
     let o = rt.run(&["kill", "--all", &id, "9"]);
     assert_eq!(o.code, 0, "{o:?}");
-    let mut gone = false;
-    for _ in 0..40 {
-        if !alive() {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let gone = common::poll(40, std::time::Duration::from_millis(50), || !alive());
     assert!(gone, "kill --all left the orphan running");
     assert_eq!(rt.run(&["delete", &id]).code, 0);
 }

@@ -164,14 +164,9 @@ fn venet_addresses_routes_and_traffic() {
     assert!(r.contains(&host_if), "{r}");
     assert_eq!(rt.run(&["delete", "-f", &a.id]).code, 0);
     // The pair goes with the VE's namespace, which the kernel tears down right after.
-    let mut gone = false;
-    for _ in 0..100 {
-        if !links_named(&host_if) {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let gone = common::poll(100, std::time::Duration::from_millis(20), || {
+        !links_named(&host_if)
+    });
     assert!(gone, "host link left behind");
     assert!(!nft_tables().contains(&host_if), "nft table left behind");
     let r = String::from_utf8_lossy(
@@ -605,32 +600,6 @@ fn bad_network_input_is_named_and_leaves_nothing() {
     }
 }
 
-/// A host bridge made by the test, removed at drop.
-struct TestBridge(String);
-
-impl TestBridge {
-    fn new() -> Option<TestBridge> {
-        let name = format!("vztbr{}", std::process::id() % 100000);
-        let ok = Command::new("ip")
-            .args(["link", "add", &name, "type", "bridge"])
-            .status()
-            .ok()?
-            .success()
-            && Command::new("ip")
-                .args(["link", "set", &name, "up"])
-                .status()
-                .ok()?
-                .success();
-        ok.then_some(TestBridge(name))
-    }
-}
-
-impl Drop for TestBridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn veth_on_a_bridge_is_isolated_and_mac_filtered() {
     require_net!();
@@ -638,7 +607,7 @@ fn veth_on_a_bridge_is_isolated_and_mac_filtered() {
         eprintln!("SKIP: tcpdump or bridge (iproute2) is not installed");
         return;
     }
-    let Some(br) = TestBridge::new() else {
+    let Some(br) = common::TestBridge::new("vztbr") else {
         eprintln!("SKIP: cannot create a bridge on this host");
         return;
     };

@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use callers::{ok, run, HostDirTrace, IMAGE};
+use callers::{cgroup_of, ok, read_trim, run, HostDirTrace, IMAGE};
 use common::Out;
 
 // ---------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ impl Ctr<'_> {
     }
 
     fn wait_status(&self, want: &str) -> bool {
-        callers::wait_until(10, || self.status() == want)
+        common::wait_until(10, || self.status() == want)
     }
 
     fn id(&self) -> String {
@@ -256,49 +256,16 @@ fn runtime_root(rt: &str) -> PathBuf {
 /// processes (conmon's command line names the id).
 fn assert_nothing_left(rt: &str, full_id: &str) {
     let mut left = Vec::new();
-    let clean = callers::wait_until(10, || {
+    let clean = common::wait_until(10, || {
         left.clear();
         let state = runtime_root(rt).join(full_id);
         if state.exists() {
             left.push(format!("runtime state: {}", state.display()));
         }
-        for c in common::cgroups_named(full_id) {
-            left.push(format!("cgroup: {}", c.display()));
-        }
-        for m in common::mounts_containing(full_id) {
-            left.push(format!("mount: {m}"));
-        }
-        for p in callers::processes_mentioning(full_id) {
-            left.push(format!("process: {p}"));
-        }
+        left.extend(callers::traces_of(full_id));
         left.is_empty()
     });
     assert!(clean, "{rt}: left behind by {full_id}: {left:#?}");
-}
-
-/// The cgroup directory of `pid` in the v1 hierarchy `controller`.
-fn cgroup_of(pid: i32, controller: &str) -> PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let rel = text
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.splitn(3, ':');
-            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-        .next()
-        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup: {text}"));
-    PathBuf::from(format!("/sys/fs/cgroup/{controller}{rel}"))
-}
-
-fn read_trim(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| format!("<{}: {e}>", p.display()))
-        .trim()
-        .to_string()
 }
 
 /// The last line of podman's stderr (its error message), for the failure reports.
@@ -433,7 +400,7 @@ fn podman_detached_lifecycle_matches_runc() {
             "{rt}: ps: {ps:?}"
         );
         assert!(
-            callers::wait_until(5, || pm.out(&["logs", &c.name]).stdout.contains("started")),
+            common::wait_until(5, || pm.out(&["logs", &c.name]).stdout.contains("started")),
             "{rt}: logs"
         );
         let ex = c.exec(&["sh", "-c", "echo in-exec; echo exec-err >&2; exit 5"]);
@@ -535,7 +502,7 @@ fn podman_kill_matches_runc() {
             ],
         );
         let id = c.id();
-        assert!(callers::wait_until(5, || pm
+        assert!(common::wait_until(5, || pm
             .out(&["logs", &c.name])
             .stdout
             .contains("ready")));
@@ -777,7 +744,7 @@ const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done
 
 fn wait_count_above(pm: &Podman, name: &str, n: u64) -> u64 {
     let mut last = 0;
-    callers::wait_until(5, || {
+    common::wait_until(5, || {
         last = last_count(pm, name);
         last > n
     });

@@ -524,6 +524,9 @@ fn debian_template(rt: &Runtime) -> Result<(), String> {
     if !common::have("debootstrap") {
         return Err("debootstrap is not installed (hack/setup.sh installs it)".into());
     }
+    let Some(mirror) = common::host_debian_mirror() else {
+        return Err("no Debian mirror in the host's apt sources (set DEBIAN_MIRROR)".into());
+    };
     let o = vz(
         rt,
         data,
@@ -533,6 +536,8 @@ fn debian_template(rt: &Runtime) -> Result<(), String> {
             DEBIAN_TEMPLATE,
             "--dist",
             "debian-12",
+            "--mirror",
+            &mirror,
             "--packages",
             "lighttpd",
         ],

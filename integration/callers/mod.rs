@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 
 use crate::common::{self, Out};
 
+pub mod containerd;
+pub mod grpc;
+
 /// Longest time any single caller command may take before the test gives up on it.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -24,21 +27,10 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 // Commands
 // ---------------------------------------------------------------------------------------
 
-fn read_all(f: &mut std::fs::File) -> String {
-    let mut s = String::new();
-    f.rewind().unwrap();
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).unwrap();
-    s.push_str(&String::from_utf8_lossy(&buf));
-    s
-}
-
 /// Runs a command with `input` on stdin (closed when None), stdout and stderr captured
 /// through files (a daemon the command starts may inherit them and would hold a pipe open),
 /// in its own process group, killed with that group after `deadline`.
 pub fn run_with_deadline(cmd: &mut Command, input: Option<&[u8]>, deadline: Duration) -> Out {
-    let mut out = tempfile::tempfile().expect("tempfile");
-    let mut err = tempfile::tempfile().expect("tempfile");
     let stdin = match input {
         Some(bytes) => {
             let mut f = tempfile::tempfile().expect("tempfile");
@@ -49,19 +41,9 @@ pub fn run_with_deadline(cmd: &mut Command, input: Option<&[u8]>, deadline: Dura
         None => Stdio::null(),
     };
     let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(stdin)
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(err.try_clone().unwrap()))
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-    let (code, timed_out) = wait_deadline(&mut child, deadline);
-    let mut o = Out {
-        code,
-        stdout: read_all(&mut out),
-        stderr: read_all(&mut err),
-    };
+    let mut started = common::Started::new(cmd.stdin(stdin).process_group(0));
+    let (code, timed_out) = wait_deadline(&mut started.child, deadline);
+    let mut o = started.output(code);
     if timed_out {
         o.stderr
             .push_str(&format!("\n[test: killed after {deadline:?}: {desc}]"));
@@ -114,18 +96,6 @@ pub fn ok(what: &str, o: Out) -> Out {
         o.code, o.stdout, o.stderr
     );
     o
-}
-
-/// Polls `f` for up to `secs` seconds.
-pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 pub fn sh(script: &str) -> Out {
@@ -410,6 +380,47 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// What names `id` on the host: cgroups, mounts and processes, one line each.
+pub fn traces_of(id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for c in common::cgroups_named(id) {
+        left.push(format!("cgroup: {}", c.display()));
+    }
+    for m in common::mounts_containing(id) {
+        left.push(format!("mount: {m}"));
+    }
+    for p in processes_mentioning(id) {
+        left.push(format!("process: {p}"));
+    }
+    left
+}
+
+/// The cgroup directory of `pid` in the v1 hierarchy `controller`.
+pub fn cgroup_of(pid: i32, controller: &str) -> PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let rel = text
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+        .next()
+        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup: {text}"));
+    PathBuf::from(format!("/sys/fs/cgroup/{controller}{rel}"))
+}
+
+/// A file's text, trimmed; `<path: error>` when it cannot be read.
+pub fn read_trim(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| format!("<{}: {e}>", p.display()))
+        .trim()
+        .to_string()
 }
 
 /// Mount points at or below `dir`, deepest first.

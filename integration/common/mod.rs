@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -197,14 +198,10 @@ impl Runtime {
 
     /// Polls until the container reaches `want` or a few seconds pass.
     pub fn wait_status(&self, id: &str, want: &str) -> bool {
-        for _ in 0..100 {
+        poll(100, Duration::from_millis(50), || {
             let o = self.run(&["state", id]);
-            if o.code == 0 && o.json()["status"] == want {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        false
+            o.code == 0 && o.json()["status"] == want
+        })
     }
 }
 
@@ -281,6 +278,115 @@ impl Bundle {
     pub fn p(&self) -> &str {
         self.dir.path().to_str().unwrap()
     }
+}
+
+/// The Debian mirror of this host: `DEBIAN_MIRROR` when set, else the URI its apt sources
+/// use for the Debian main archive (as hack/install-criu.sh finds it): the first enabled
+/// `deb` source, one-line (sources.list, sources.list.d/*.list) or deb822
+/// (sources.list.d/*.sources), whose suites hold the host's codename and whose components
+/// hold main. None when there is no such source.
+pub fn host_debian_mirror() -> Option<String> {
+    if let Some(m) = std::env::var("DEBIAN_MIRROR")
+        .ok()
+        .filter(|m| !m.is_empty())
+    {
+        return Some(m);
+    }
+    let codename = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION_CODENAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_default();
+    let suite_ok = |s: &str| {
+        if codename.is_empty() {
+            !s.contains('/')
+                && !["-security", "-updates", "-backports"]
+                    .iter()
+                    .any(|x| s.ends_with(x))
+        } else {
+            s == codename
+        }
+    };
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    for ext in ["list", "sources"] {
+        let mut more: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        more.retain(|p| p.extension().is_some_and(|e| e == ext));
+        more.sort();
+        files.extend(more);
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        // (types, URIs, suites, components, enabled) of each source in the file.
+        let mut sources: Vec<[String; 5]> = Vec::new();
+        if f.extension().is_some_and(|e| e == "sources") {
+            let mut cur: [String; 5] = Default::default();
+            let mut key = 5;
+            for line in text.lines().chain([""]) {
+                if line.starts_with('#') {
+                    continue;
+                }
+                if line.trim().is_empty() {
+                    if !cur[0].is_empty() {
+                        sources.push(std::mem::take(&mut cur));
+                    }
+                    key = 5;
+                } else if line.starts_with([' ', '\t']) {
+                    if key < 5 {
+                        cur[key] = format!("{} {}", cur[key], line.trim());
+                    }
+                } else if let Some((k, v)) = line.split_once(':') {
+                    key = ["types", "uris", "suites", "components", "enabled"]
+                        .iter()
+                        .position(|n| n.eq_ignore_ascii_case(k.trim()))
+                        .unwrap_or(5);
+                    if key < 5 {
+                        cur[key] = v.trim().to_string();
+                    }
+                }
+            }
+        } else {
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or_default().trim();
+                let Some(rest) = line.strip_prefix("deb ").or(line.strip_prefix("deb\t")) else {
+                    continue;
+                };
+                let mut rest = rest.trim_start();
+                if rest.starts_with('[') {
+                    rest = rest.split_once(']').map_or("", |x| x.1);
+                }
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                if w.len() >= 3 {
+                    sources.push([
+                        "deb".into(),
+                        w[0].into(),
+                        w[1].into(),
+                        w[2..].join(" "),
+                        String::new(),
+                    ]);
+                }
+            }
+        }
+        for [types, uris, suites, comps, enabled] in sources {
+            let has = |list: &str, word: &str| list.split_whitespace().any(|x| x == word);
+            if has(&types, "deb")
+                && has(&comps, "main")
+                && !enabled.eq_ignore_ascii_case("no")
+                && suites.split_whitespace().any(suite_ok)
+            {
+                if let Some(uri) = uris.split_whitespace().next() {
+                    return Some(uri.trim_end_matches('/').to_string());
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Cgroup directories (any hierarchy) whose name contains `needle`.
@@ -381,37 +487,94 @@ pub fn outputs_of(cmds: Vec<Command>) -> Vec<Out> {
     started.into_iter().map(Started::finish).collect()
 }
 
-/// A command running with its stdout and stderr going to temporary files.
-struct Started {
-    child: std::process::Child,
+/// A command running with its stdout and stderr going to temporary files (see
+/// [`output_of`]); the callers' suites wait for it with a deadline.
+pub struct Started {
+    pub child: std::process::Child,
     out: std::fs::File,
     err: std::fs::File,
 }
 
 impl Started {
-    fn new(cmd: &mut Command) -> Started {
+    pub fn new(cmd: &mut Command) -> Started {
         let out = tempfile::tempfile().expect("tempfile");
         let err = tempfile::tempfile().expect("tempfile");
         let child = cmd
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(err.try_clone().unwrap()))
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Started { child, out, err }
     }
 
+    /// Waits for the command and returns its output.
     fn finish(mut self) -> Out {
-        use std::io::{Read, Seek};
-        let read = |f: &mut std::fs::File| {
-            let mut s = String::new();
-            f.rewind().unwrap();
-            f.read_to_string(&mut s).unwrap();
-            s
-        };
+        let code = self.child.wait().map_or(-1, |s| s.code().unwrap_or(-1));
+        self.output(code)
+    }
+
+    /// What the command wrote, with `code` as its exit code (for a caller that waited).
+    pub fn output(mut self, code: i32) -> Out {
         Out {
-            code: self.child.wait().map_or(-1, |s| s.code().unwrap_or(-1)),
-            stdout: read(&mut self.out),
-            stderr: read(&mut self.err),
+            code,
+            stdout: read_back(&mut self.out),
+            stderr: read_back(&mut self.err),
         }
+    }
+}
+
+/// All of a temporary output file, from its start (invalid UTF-8 replaced).
+fn read_back(f: &mut std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut buf = Vec::new();
+    f.rewind().unwrap();
+    f.read_to_end(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Calls `f` up to `tries` times, `every` apart, until it returns true; whether it did.
+pub fn poll(tries: u32, every: Duration, mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(every);
+    }
+    false
+}
+
+/// Polls `f` (every 50 ms) for up to `secs` seconds, and once more at the end.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A host bridge made by a test, named `PREFIX<pid % 100000>` and up; removed at drop.
+pub struct TestBridge(pub String);
+
+impl TestBridge {
+    /// None when this host cannot make the bridge.
+    pub fn new(prefix: &str) -> Option<TestBridge> {
+        let br = TestBridge(format!("{prefix}{}", std::process::id() % 100000));
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        (ip(&["link", "add", &br.0, "type", "bridge"]) && ip(&["link", "set", &br.0, "up"]))
+            .then_some(br)
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
     }
 }
