@@ -151,9 +151,12 @@ impl Drop for Arrived {
     }
 }
 
+/// A key file as an administrator makes one: readable by root alone.
 fn key(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 

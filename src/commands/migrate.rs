@@ -90,6 +90,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         std::fs::write(&p, "short\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let e = flag_words(Key::load(&p).err().unwrap()).to_string();
         assert!(
             e.starts_with("--key-file") && e.contains("too short"),

@@ -1,15 +1,18 @@
-//! `vzrun migrate-listen`: receive VEs from `vzrun migrate` on other hosts, one at a
-//! time (`runtime::migrate`). A peer that cannot prove it holds the key is refused before
+//! `vzrun migrate-listen`: receive VEs from `vzrun migrate` on other hosts
+//! (`runtime::migrate`), each connection on its own thread. A peer that cannot prove it holds the key is refused before
 //! it can send anything; a migration that fails here leaves nothing behind.
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
 use crate::cli::GlobalOpts;
 use crate::runtime::error::chain;
+use crate::runtime::Runtime;
 use crate::ve::migrate::{parse_addr, Key};
 
 #[derive(clap::Args, Debug)]
@@ -34,6 +37,17 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
+    if args.once {
+        // The first connection, served here; its outcome is the exit status.
+        let (stream, _) = listener.accept().context("--listen: accept")?;
+        return serve(&rt, stream, &key).map(|_| 0).map_err(Into::into);
+    }
+    // Each connection on its own thread: a peer that connects and says nothing holds
+    // only its own thread, until the handshake's timeout drops it. Moves that passed
+    // the handshake are bounded, since each restores a VE here.
+    let rt = Arc::new(rt);
+    let key = Arc::new(key);
+    let open = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -42,27 +56,44 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                 continue;
             }
         };
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let outcome = rt.receive(stream, &key);
-        match &outcome {
-            Ok(got) => {
-                if let Some((after, status)) = &got.pages {
-                    eprintln!(
-                        "migrate-listen: {}: all pages arrived {:.3} s after restore ({status})",
-                        got.id,
-                        after.as_secs_f64()
-                    );
-                }
-                eprintln!("migrate-listen: {} from {peer} is running here", got.id);
-            }
-            Err(e) => eprintln!("migrate-listen: from {peer}: {}", chain(e)),
+        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            eprintln!("migrate-listen: {MAX_CONNECTIONS} connections open: refusing one more");
+            continue;
         }
-        if args.once {
-            return outcome.map(|_| 0).map_err(Into::into);
-        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let (rt, key, open) = (rt.clone(), key.clone(), open.clone());
+        std::thread::spawn(move || {
+            let _ = serve(&rt, stream, &key);
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
     }
     Ok(0)
+}
+
+/// Connections served at once (most of them, at any time, idle peers on their way out).
+const MAX_CONNECTIONS: usize = 256;
+
+/// Receives one VE and reports how it went.
+fn serve(rt: &Runtime, stream: TcpStream, key: &Key) -> crate::runtime::error::Result<()> {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    match rt.receive(stream, key) {
+        Ok(got) => {
+            if let Some((after, status)) = &got.pages {
+                eprintln!(
+                    "migrate-listen: {}: all pages arrived {:.3} s after restore ({status})",
+                    got.id,
+                    after.as_secs_f64()
+                );
+            }
+            eprintln!("migrate-listen: {} from {peer} is running here", got.id);
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("migrate-listen: from {peer}: {}", chain(&e));
+            Err(e)
+        }
+    }
 }

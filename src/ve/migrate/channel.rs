@@ -9,6 +9,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde::{de::DeserializeOwned, Serialize};
@@ -49,6 +50,18 @@ impl Key {
             path: path.to_path_buf(),
             problem,
         };
+        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            // A key others can read is a key others hold.
+            if meta.mode() & 0o077 != 0 {
+                return Err(bad(format!(
+                    "mode {:o} lets others read or change it (chmod 600 {})",
+                    meta.mode() & 0o777,
+                    path.display()
+                )));
+            }
+        }
         let mut data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         while data.last().is_some_and(|b| b.is_ascii_whitespace()) {
             data.pop();
@@ -98,9 +111,18 @@ pub struct Channel {
     pub bytes_out: u64,
 }
 
+/// How long a peer may take over the handshake: a connection that says nothing is
+/// dropped rather than holding the listener.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one frame may take once a move runs (a dump of a large VE sends nothing
+/// for a while, but never this long).
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl Channel {
     fn new(stream: TcpStream, session: [u8; 32]) -> Result<Channel, MigError> {
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(FRAME_TIMEOUT))?;
+        stream.set_write_timeout(Some(FRAME_TIMEOUT))?;
         Ok(Channel {
             reader: BufReader::with_capacity(CHUNK + 64, stream.try_clone()?),
             writer: BufWriter::with_capacity(CHUNK + 64, stream),
@@ -113,6 +135,8 @@ impl Channel {
 
     /// The source's side: answers the listener's challenge, then checks its proof.
     pub fn client(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let mut hello = [0u8; 8 + NONCE];
         stream.read_exact(&mut hello)?;
         if &hello[..8] != MAGIC {
@@ -138,6 +162,8 @@ impl Channel {
 
     /// The listener's side: challenges the source and refuses it unless it proves the key.
     pub fn server(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let ours = nonce()?;
         stream.write_all(MAGIC)?;
         stream.write_all(&ours)?;
@@ -270,27 +296,39 @@ pub fn parse_addr(setting: &'static str, text: &str) -> Result<std::net::SocketA
         })
 }
 
+/// A key file as an administrator makes one (0600), for the tests.
+#[cfg(test)]
+pub(crate) fn write_key(p: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(p, text).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn keys_must_be_long_enough() {
+    fn keys_must_be_long_enough_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
-        std::fs::write(&p, "short\n").unwrap();
+        write_key(&p, "short\n");
         let e = Key::load(&p).err().unwrap().to_string();
         assert!(e.starts_with("key file") && e.contains("too short"), "{e}");
-        std::fs::write(&p, "0123456789abcdef0123\n").unwrap();
+        write_key(&p, "0123456789abcdef0123\n");
         assert!(Key::load(&p).is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Key::load(&p).err().unwrap().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
     }
 
     #[test]
     fn peers_with_the_same_key_talk_and_others_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (k1, k2) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::write(&k1, "the-shared-key-0123456789").unwrap();
-        std::fs::write(&k2, "another-key-abcdefghijklmn").unwrap();
+        write_key(&k1, "the-shared-key-0123456789");
+        write_key(&k2, "another-key-abcdefghijklmn");
         for (client_key, ok) in [(&k1, true), (&k2, false)] {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = l.local_addr().unwrap();

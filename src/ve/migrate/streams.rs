@@ -572,7 +572,7 @@ mod tests {
         f.write_all_at(&[2u8; 100], 5 * CHUNK as u64).unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        std::fs::write(dir.path().join("k"), "the-shared-key-0123456789").unwrap();
+        super::super::channel::write_key(&dir.path().join("k"), "the-shared-key-0123456789");
         let kp = dir.path().join("k");
         let kp2 = kp.clone();
         let dst2 = dst.clone();
@@ -603,7 +603,7 @@ mod tests {
     fn move_tree(src: &Path, dst: &Path) -> u64 {
         let dir = tempfile::tempdir().unwrap();
         let kp = dir.path().join("k");
-        std::fs::write(&kp, "the-shared-key-0123456789").unwrap();
+        super::super::channel::write_key(&kp, "the-shared-key-0123456789");
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let (kp2, dst2) = (kp.clone(), dst.to_path_buf());
