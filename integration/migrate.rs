@@ -96,6 +96,15 @@ struct Listener {
 
 impl Listener {
     fn start(rt: &Runtime, lan: &Lan, key: &Path) -> Listener {
+        Self::spawn(rt, lan, key, true)
+    }
+
+    /// A listener that keeps serving (no `--once`).
+    fn serving(rt: &Runtime, lan: &Lan, key: &Path) -> Listener {
+        Self::spawn(rt, lan, key, false)
+    }
+
+    fn spawn(rt: &Runtime, lan: &Lan, key: &Path, once: bool) -> Listener {
         // nsenter, not `ip netns exec`: that remounts /sys, and the cgroup mounts with it.
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", lan.dst))
@@ -108,7 +117,7 @@ impl Listener {
                 "--key-file",
             ])
             .arg(key)
-            .arg("--once")
+            .args(once.then_some("--once"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -500,4 +509,29 @@ fn postcopy_moves_the_ve_or_leaves_it_running_here() {
         0,
         "nothing runs on the destination"
     );
+}
+
+#[test]
+fn idle_connections_do_not_hold_the_listener() {
+    require_criu!();
+    let lan = Lan::new(4);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("idle");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve(&src, &lan, &id);
+    let l = Listener::serving(&dst, &lan, &k);
+    // The attack: 50 connections that never say a word.
+    let idle: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(&l.addr).expect("connect"))
+        .collect();
+    let t = Instant::now();
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(dst.status(&id), "running");
+    // Served at once, not after the idle peers' handshake timeout ran out.
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    drop(idle);
 }
