@@ -532,6 +532,10 @@ fn idle_connections_do_not_hold_the_listener() {
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(dst.status(&id), "running");
     // Served at once, not after the idle peers' handshake timeout ran out.
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     drop(idle);
 }

@@ -409,8 +409,8 @@ mod tests {
         match cli.command {
             Some(Command::Create(a)) => {
                 assert_eq!(a.id, "abc");
-                assert_eq!(a.preserve_fds, 2);
-                assert!(a.no_pivot && a.no_new_keyring);
+                assert_eq!(a.flags.preserve_fds, 2);
+                assert!(a.flags.no_pivot && a.flags.no_new_keyring);
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -8,9 +8,9 @@ use anyhow::Result;
 use crate::cli::GlobalOpts;
 use crate::runtime::create::CreateOptions;
 
+/// The flags `create` and `run` share, as runc has them.
 #[derive(clap::Args, Debug)]
-#[command(about = "Create a container")]
-pub struct Args {
+pub struct CreateFlags {
     /// Path to the root of the bundle directory
     #[arg(short = 'b', long, default_value = ".")]
     pub bundle: PathBuf,
@@ -29,20 +29,36 @@ pub struct Args {
     /// Pass N additional file descriptors to the container
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: i32,
+}
+
+impl CreateFlags {
+    /// The runtime's options for container `id`; `detach` is false only for a
+    /// foreground `run`.
+    pub fn options(self, id: String, detach: bool) -> CreateOptions {
+        CreateOptions {
+            id,
+            bundle: self.bundle,
+            console_socket: self.console_socket,
+            pid_file: self.pid_file,
+            no_pivot: self.no_pivot,
+            preserve_fds: self.preserve_fds,
+            detach,
+            spec: None,
+            // A bundle handed to the OCI commands is a tenant's: the host policy applies.
+            trusted: false,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+#[command(about = "Create a container")]
+pub struct Args {
+    #[command(flatten)]
+    pub flags: CreateFlags,
     pub id: String,
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
-    let (_container, _lock) = super::runtime(global).create(CreateOptions {
-        id: args.id,
-        bundle: args.bundle,
-        console_socket: args.console_socket,
-        pid_file: args.pid_file,
-        no_pivot: args.no_pivot,
-        preserve_fds: args.preserve_fds,
-        detach: true,
-        spec: None,
-        trusted: false,
-    })?;
+    let (_container, _lock) = super::runtime(global).create(args.flags.options(args.id, true))?;
     Ok(0)
 }

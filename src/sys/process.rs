@@ -65,6 +65,11 @@ pub fn output(cmd: &mut Command) -> Result<Output, ToolError> {
             tool: name_of(cmd),
             source,
         })?;
+    checked(cmd, out)
+}
+
+/// The output of a tool that exited 0, or the failure that names it.
+fn checked(cmd: &Command, out: Output) -> Result<Output, ToolError> {
     if out.status.success() {
         return Ok(out);
     }
@@ -99,15 +104,7 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<Output, ToolErr
         let _ = stdin.write_all(input);
     }
     let out = child.wait_with_output().map_err(|e| spawn_err(cmd, e))?;
-    if out.status.success() {
-        return Ok(out);
-    }
-    Err(ToolError::Failed {
-        tool: name_of(cmd),
-        args: args_of(cmd),
-        status: out.status.to_string(),
-        stderr: tail(&out.stderr),
-    })
+    checked(cmd, out)
 }
 
 #[cfg(test)]

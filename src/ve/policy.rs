@@ -378,23 +378,13 @@ impl Policy {
     }
 
     pub fn allow_uplink(&self, name: &str) -> Result<(), PolicyError> {
-        self.allow_listed(
-            "net.uplink",
-            name,
-            &self.uplinks,
-            "net.uplinks",
-            "not an uplink",
-        )
+        let why = "not an uplink the host allows";
+        self.allow_listed("net.uplink", name, &self.uplinks, "net.uplinks", why)
     }
 
     pub fn allow_bridge(&self, name: &str) -> Result<(), PolicyError> {
-        self.allow_listed(
-            "net.bridge",
-            name,
-            &self.bridges,
-            "net.bridges",
-            "not a bridge",
-        )
+        let why = "not a bridge the host allows";
+        self.allow_listed("net.bridge", name, &self.bridges, "net.bridges", why)
     }
 
     fn allow_listed(
@@ -403,7 +393,7 @@ impl Policy {
         name: &str,
         rule: &Option<Rule<Vec<String>>>,
         rule_name: &str,
-        what: &str,
+        why: &str,
     ) -> Result<(), PolicyError> {
         if rule
             .as_ref()
@@ -411,13 +401,7 @@ impl Policy {
         {
             return Ok(());
         }
-        Err(self.refuse(
-            key,
-            name,
-            format!("{what} the host allows"),
-            rule,
-            rule_name,
-        ))
+        Err(self.refuse(key, name, why, rule, rule_name))
     }
 
     pub fn allow_mac_filter_off(&self) -> Result<(), PolicyError> {
@@ -533,20 +517,8 @@ impl Policy {
 
     /// A host hook named by an annotation: listed in the policy.
     pub fn allow_hook(&self, key: &str, name: &str) -> Result<(), PolicyError> {
-        if self
-            .hook_names
-            .as_ref()
-            .is_some_and(|r| r.value.iter().any(|n| matches(n, name)))
-        {
-            return Ok(());
-        }
-        Err(self.refuse(
-            key,
-            name,
-            "not a hook name the host provides",
-            &self.hook_names,
-            "hooks.names",
-        ))
+        let why = "not a hook name the host provides";
+        self.allow_listed(key, name, &self.hook_names, "hooks.names", why)
     }
 
     pub fn allow_namespaced_sysctl(&self) -> Result<(), PolicyError> {
