@@ -23,27 +23,18 @@ pub struct Args {
     pub id: String,
 }
 
-/// Go duration words as runc takes them: `5s`, `500ms`, `1m`, or plain seconds.
+/// Go duration words as runc takes them (`5s`, `500ms`, `1m30s`; humantime reads them),
+/// or plain seconds.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}");
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("invalid duration {s:?}")),
+        Err(_) => humantime::parse_duration(s).map_err(|_| format!("invalid duration {s:?}"))?,
     };
-    if secs <= 0.0 {
+    if d.is_zero() {
         return Err("duration interval must be greater than 0".to_string());
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 fn mem(d: &MemoryData) -> Value {
