@@ -265,7 +265,7 @@ fn addresses_outside_the_pools_are_refused_and_nothing_is_routed() {
         "{o:?}"
     );
     // A broken policy is an error that names its line, not a fallback.
-    let p = Policy::new("[net]\npools = [\"198.51.100.0/24\"\n");
+    let p = Policy::new("[net]\npools = [\"198.51.100.0/33\"]\n");
     let o = run_with_policy(&rt, &p.path(), &["run", "-d", "-b", b.p(), &id]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.error_msg().contains("line 2"), "{o:?}");

@@ -3,7 +3,6 @@
 //! configure the VE around it. On any failure nothing stays behind: the VE record names
 //! what was made, step by step, and [`abandon`] takes exactly that down.
 
-use std::fs;
 use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -122,13 +121,13 @@ impl Runtime {
     /// Undoes a failed create or restore: the VE layer's host objects, a libcontainer
     /// directory without state, and the claimed ID.
     pub fn abandon(&self, id: &str, claimed: Claimed) {
-        ve::teardown(&claimed.record.ve);
-        // libcontainer removes its directory itself, except when it failed before making
-        // it; a stale one would make the ID look taken.
-        let cdir = self.root.container_dir(id);
-        if cdir.exists() && !cdir.join("state.json").exists() {
-            let _ = fs::remove_dir_all(&cdir);
+        // libcontainer removes its directory and cgroup itself, except when it failed
+        // before making them or could not finish its state (a full disk): whatever of it
+        // is left belongs to this failed create, and would make the ID look taken.
+        if self.root.container_dir(id).exists() {
+            self.remove_remains(id);
         }
+        ve::teardown(&claimed.record.ve);
         self.root.release(id);
         drop(claimed.lock);
     }

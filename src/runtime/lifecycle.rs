@@ -199,7 +199,12 @@ impl Runtime {
         validate_id(id)?;
         let lock = match self.root.lock(id) {
             Ok(l) => l,
-            Err(_) if force => return Ok(()),
+            Err(_) if force => {
+                // No record of vzrun's: only libcontainer's part can be left (a state
+                // directory from a create that died before vzrun claimed anything).
+                self.remove_orphan(id);
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         self.delete_locked(id, force, lock)
@@ -241,9 +246,21 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// libcontainer's directory for an ID vzrun holds no record of.
+    fn remove_orphan(&self, id: &str) {
+        let dir = self.root.container_dir(id);
+        if !dir.exists() {
+            return;
+        }
+        if let Ok(mut c) = libcontainer::container::Container::load(dir.clone()) {
+            let _ = c.delete(true);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// What a container without usable state left: the processes of its cgroup (named in
     /// vzrun's derived config), the cgroup, and libcontainer's directory.
-    fn remove_remains(&self, id: &str) {
+    pub(crate) fn remove_remains(&self, id: &str) {
         if let Ok(spec) = crate::runtime::bundle::load_spec(&self.root.ve_dir(id)) {
             if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
                 if let Ok(m) = cgroups::manager(&path, id) {
