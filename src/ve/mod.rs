@@ -179,6 +179,11 @@ pub fn prepare(
     save: &mut dyn FnMut(&VeRecord) -> Result<(), VeError>,
 ) -> Result<(), VeError> {
     record.hostname = spec.hostname().clone();
+    // What the host must allow is checked before anything is made, so that a refused
+    // address, bridge or MAC leaves nothing to tear down.
+    if let Some(netc) = &config.net {
+        net::preflight(netc)?;
+    }
     if let Some(d) = &config.disk {
         let Some(mut root) = spec.root().clone() else {
             return Err(VeError::Refused(
@@ -206,7 +211,6 @@ pub fn prepare(
     let Some(netc) = &config.net else {
         return Ok(());
     };
-    net::preflight(netc)?;
     let mut nrec = net::NetRecord {
         caller_netns: netns_path(spec),
         ..Default::default()

@@ -245,11 +245,11 @@ pub fn run(rt: &Runtime, args: SetArgs) -> Result<i32> {
             .net
             .as_mut()
             .ok_or_else(|| anyhow!("--ipadd/--route-add: the VE was created without vzrun networking (set {PREFIX}net.ip)"))?;
-        net::change(rec, pid, &add, &del, &routes_add, &routes_del).map_err(|e| match e {
-            net::NetError::AddressOwned(_) | net::NetError::AddressHeld(_) => {
-                flag_err("--ipadd", e)
+        net::change(rec, pid, &add, &del, &routes_add, &routes_del).map_err(|e| {
+            match e.setting_problem() {
+                Some(("net.ip", problem)) => flag_err("--ipadd", problem),
+                _ => e.into(),
             }
-            e => e.into(),
         })?;
     }
     if res_given {

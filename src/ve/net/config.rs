@@ -109,6 +109,9 @@ fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     if mac[0] & 1 == 1 {
         return Err(format!("{text:?} is a multicast address"));
     }
+    if mac == [0; 6] {
+        return Err(format!("{text:?} is the all-zero address"));
+    }
     Ok(mac)
 }
 
@@ -414,6 +417,7 @@ mod tests {
             ("net.mode", "bridge", "io.vzrun.net.mode"),
             ("net.mac", "zz:00:00:00:00:00", "io.vzrun.net.mac"),
             ("net.mac", "01:00:00:00:00:00", "multicast"),
+            ("net.mac", "00:00:00:00:00:00", "all-zero"),
             (
                 "net.routes",
                 "203.0.113.0/24 mtu 20",

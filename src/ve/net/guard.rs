@@ -84,9 +84,20 @@ pub fn remove(table: &str) {
 
 /// On a bridge, a VE's port gets no flooded unknown unicast (nor multicast) and its MAC
 /// is pinned to it, so frames for one VE are never copied to another's port: what
-/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb replace MAC dev
-/// PORT master static` do, through netlink.
-pub fn bridge_port_isolation(nl: &mut Netlink, port: u32, mac: &[u8]) -> Result<(), NetError> {
+/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb add MAC dev PORT
+/// master static` do, through netlink.
+///
+/// The entry is added exclusively, so a MAC that the bridge already forwards to another
+/// port (another VE's pinned entry, a host's learned one, a port's or the bridge's own
+/// address) is refused and never taken over. The add also fails when the bridge has
+/// just learned the MAC from a frame the VE itself sent as its link came up: only an
+/// entry on our own port is then replaced, after the other ports were looked at.
+pub fn bridge_port_isolation(
+    nl: &mut Netlink,
+    bridge: u32,
+    port: u32,
+    mac: &[u8],
+) -> Result<(), NetError> {
     nl.set_bridge_port(
         port,
         &BridgePortFlags {
@@ -94,14 +105,34 @@ pub fn bridge_port_isolation(nl: &mut Netlink, port: u32, mac: &[u8]) -> Result<
             mcast_flood: Some(false),
         },
     )?;
-    nl.add(&FdbEntry { port, mac })?;
-    Ok(())
+    let entry = FdbEntry { port, mac };
+    match nl.add(&entry) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            if nl.fdb_lookup(bridge, mac)?.iter().any(|f| f.port != port) {
+                return Err(mac_in_use(mac));
+            }
+            nl.replace(&entry)?;
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The refusal of a MAC that the bridge already forwards somewhere else.
+pub(super) fn mac_in_use(mac: &[u8]) -> NetError {
+    NetError::setting(
+        "net.mac",
+        format!(
+            "{} is already in use on the bridge (another port's or the bridge's own address)",
+            format_mac(mac)
+        ),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ve::net::parse_addr;
+    use crate::ve::net::config::parse_addr;
 
     #[test]
     fn venet_ruleset_allows_only_own_sources() {
