@@ -16,6 +16,7 @@ pub mod actions;
 pub mod annotations;
 pub mod checkpoint;
 pub mod disk;
+pub mod live;
 pub mod migrate;
 pub mod net;
 pub mod policy;
@@ -35,6 +36,12 @@ pub enum VeError {
     Annotation { key: String, problem: String },
     #[error("{flag}: {problem}")]
     Flag { flag: String, problem: String },
+    /// A change to a running VE that cannot be made, naming its setting.
+    #[error("{setting}: {problem}")]
+    Setting {
+        setting: live::Setting,
+        problem: String,
+    },
     #[error(transparent)]
     Net(#[from] net::NetError),
     /// A system call or file operation of the VE layer failed; `step` says which.

@@ -49,7 +49,7 @@ pub fn run(args: CreateArgs) -> Result<i32> {
     check_host(&args.set, &annotations)?;
     let hostname = match &args.set.hostname {
         Some(h) => {
-            super::set::check_hostname(h)?;
+            crate::ve::live::check_hostname(h).map_err(|e| flag_err("--hostname", e))?;
             h.clone()
         }
         None => id.clone(),

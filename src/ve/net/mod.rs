@@ -22,7 +22,9 @@ mod live;
 mod setup;
 mod uplink;
 
-pub use config::{parse_addr, parse_route, Addr, Mode, NetConfig, RouteSpec, RuleSpec, KEYS};
+pub use config::{
+    check_nameservers, parse_ips, parse_route, Addr, Mode, NetConfig, RouteSpec, RuleSpec, KEYS,
+};
 pub use dns::resolv_conf;
 pub use error::NetError;
 pub use live::change;
