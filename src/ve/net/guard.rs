@@ -4,8 +4,10 @@
 //! bridging. On a bridge: the VE's port is isolated from other VEs' unicast.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use super::config::format_mac;
+use super::setup::is_ve_link;
 use super::{Addr, Mode, NetConfig, NetError};
 use crate::sys::netlink::{BridgePortFlags, FdbEntry, Netlink};
 
@@ -108,13 +110,49 @@ pub fn bridge_port_isolation(
     let entry = FdbEntry { port, mac };
     match nl.add(&entry) {
         Err(e) if e.errno() == Some(libc::EEXIST) => {
-            if nl.fdb_lookup(bridge, mac)?.iter().any(|f| f.port != port) {
+            if !mac_free(nl, bridge, mac, Some(port))? {
                 return Err(mac_in_use(mac));
             }
             nl.replace(&entry)?;
             Ok(())
         }
         other => Ok(other?),
+    }
+}
+
+/// Whether the bridge has no entry for `mac` on any port but `own`. An entry on a VE's
+/// host end is waited for a moment first: a VE just checkpointed or deleted leaves its
+/// pair to the kernel, which removes it, and the entries on it, with the VE's namespace
+/// shortly after, and a restore asks for the same MAC at once. A live VE's entry is
+/// still there after the wait, and the MAC is refused.
+pub(super) fn mac_free(
+    nl: &mut Netlink,
+    bridge: u32,
+    mac: &[u8],
+    own: Option<u32>,
+) -> Result<bool, NetError> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut others = nl
+            .fdb_lookup(bridge, mac)?
+            .into_iter()
+            .map(|f| f.port)
+            .filter(|p| Some(*p) != own)
+            .peekable();
+        if others.peek().is_none() {
+            return Ok(true);
+        }
+        let mut only_ves = true;
+        for p in others {
+            // A port gone meanwhile counts as a VE's that went.
+            if !nl.link_name(p)?.is_none_or(|n| is_ve_link(&n)) {
+                only_ves = false;
+            }
+        }
+        if !only_ves || Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

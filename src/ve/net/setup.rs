@@ -245,9 +245,10 @@ pub fn preflight(c: &NetConfig) -> Result<(), NetError> {
     };
     super::claim::check(&mut nl, "net.ip", &c.ips, lan)?;
     if let (Some(b), Some(mac)) = (bridge, &c.mac) {
-        // Any entry at all: no port of ours exists yet. The bridge's own address is a
-        // local entry on the bridge, but is looked at directly too.
-        if !nl.fdb_lookup(b, mac)?.is_empty() || nl.link_mac(b)?.as_deref() == Some(&mac[..]) {
+        // No port of ours exists yet: any entry is someone else's. The bridge's own
+        // address is a local entry on the bridge, but is looked at directly too.
+        if nl.link_mac(b)?.as_deref() == Some(&mac[..]) || !guard::mac_free(&mut nl, b, mac, None)?
+        {
             return Err(guard::mac_in_use(mac));
         }
     }
