@@ -570,3 +570,343 @@ fn a_full_state_root_is_cleaned_by_delete_force() {
         assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
     }
 }
+
+// ---- #13, the network: addresses, uplinks, MACs and bridges ----
+//
+// Addresses come from 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32 only; the host's
+// real interfaces are only read (to find its own address and gateway). Links the tests
+// make are named vzt* (the test policy's uplinks and bridges) and removed at drop.
+
+/// A link made by a test in the host's namespace (a bridge: this kernel may lack the
+/// dummy module), removed at drop.
+struct NetsecLink(String);
+
+impl NetsecLink {
+    fn new(tag: &str, kind: &str) -> NetsecLink {
+        let name = format!("vzt{tag}{}", std::process::id() % 100_000);
+        netsec_sh(&format!(
+            "ip link add {name} type {kind} && ip link set {name} up"
+        ));
+        NetsecLink(name)
+    }
+}
+
+impl Drop for NetsecLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+fn netsec_sh(cmd: &str) -> String {
+    let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(o.status.success(), "{cmd}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn netsec_out(cmd: &str) -> String {
+    let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A policy allowing every address, so that only the host's own rules can refuse one.
+fn netsec_open_policy() -> Policy {
+    Policy::new(
+        "[net]\npools = [\"0.0.0.0/0\", \"::/0\"]\nuplinks = [\"vzt*\"]\nbridges = [\"vzt*\"]\n",
+    )
+}
+
+/// What a refused network setting could have left: the ID's state, a route or a proxy
+/// entry for its addresses. (Links, FDB entries and nft tables are host-wide and other
+/// tests make and remove theirs concurrently: the tests look at their own bridge.)
+fn netsec_leftovers(rt: &Runtime, id: &str, needles: &[&str]) -> Vec<String> {
+    let mut left = Vec::new();
+    for e in common::dir_entries(&rt.root.path().join(".vzrun")) {
+        if e.contains(id) {
+            left.push(format!("state .vzrun/{e}"));
+        }
+    }
+    for e in common::dir_entries(rt.root.path()) {
+        if e.contains(id) {
+            left.push(format!("state {e}"));
+        }
+    }
+    let routes = netsec_out("ip route show; ip -6 route show");
+    let proxies = netsec_out("ip neigh show proxy; ip -6 neigh show proxy");
+    for n in needles {
+        for l in routes.lines().chain(proxies.lines()) {
+            // The destination (or proxied address) is the first word of each line.
+            let dst = l.split_whitespace().next().unwrap_or_default();
+            if dst == *n || dst.starts_with(&format!("{n}/")) {
+                left.push(format!("route or proxy entry: {l}"));
+            }
+        }
+    }
+    left
+}
+
+/// The host's first global IPv4 address and its default gateway, as the host has them.
+fn netsec_host_address_and_gateway() -> (Option<String>, Option<String>) {
+    let addr = netsec_out("ip -o -4 addr show scope global")
+        .lines()
+        .filter(|l| !l.contains(" vz"))
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "inet")?;
+            Some(w.get(i + 1)?.split('/').next()?.to_string())
+        });
+    let gw = netsec_out("ip -4 route show default")
+        .lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "via")?;
+            Some(w.get(i + 1)?.to_string())
+        });
+    (addr, gw)
+}
+
+#[test]
+fn the_hosts_own_gateway_loopback_and_special_addresses_are_refused_for_everyone() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let open = netsec_open_policy();
+    // A subnet connected to the host on a link of the test's own: its address is the
+    // host's, the rest of it belongs to that link's LAN.
+    let lan = NetsecLink::new("c", "bridge");
+    netsec_sh(&format!("ip addr add 203.0.113.185/29 dev {}", lan.0));
+    let (host_addr, gateway) = netsec_host_address_and_gateway();
+    let mut attacks: Vec<(String, String)> = vec![
+        (
+            "203.0.113.185".into(),
+            format!("is the host's own address on {}", lan.0),
+        ),
+        (
+            "203.0.113.186".into(),
+            format!("is in 203.0.113.184/29, connected to the host on {}", lan.0),
+        ),
+        ("203.0.113.191".into(), "broadcast".into()),
+        ("127.0.0.1".into(), "is a loopback address".into()),
+        ("169.254.7.7".into(), "is a link-local address".into()),
+        ("fe80::7".into(), "is a link-local address".into()),
+        ("224.0.0.7".into(), "is a multicast address".into()),
+        ("ff02::7".into(), "is a multicast address".into()),
+        ("0.0.0.0".into(), "is the unspecified address".into()),
+        ("255.255.255.255".into(), "is a broadcast address".into()),
+    ];
+    if let Some(a) = &host_addr {
+        attacks.push((a.clone(), "is the host's own address".into()));
+    }
+    if let Some(g) = &gateway {
+        attacks.push((g.clone(), "is the host's gateway on".into()));
+    }
+    // A tenant's spec, under a policy that allows any address: the host's rules refuse.
+    for (ip, rule) in &attacks {
+        let b = Bundle::ve(&["sleep", "60"], json!({"io.vzrun.net.ip": ip}));
+        let id = common::unique_id("hostip");
+        rt.track(&id);
+        let o = run_with_policy(&rt, &open.path(), &["run", "-d", "-b", b.p(), &id]);
+        assert_eq!(o.code, 1, "{ip}: {o:?}");
+        let msg = o.error_msg();
+        assert!(
+            msg.contains(&format!("annotation io.vzrun.net.ip: {ip} ")),
+            "{ip}: {msg}"
+        );
+        assert!(
+            msg.contains(rule.as_str()),
+            "{ip}: expected {rule:?} in {msg}"
+        );
+        let left = netsec_leftovers(&rt, &id, &[ip]);
+        assert!(left.is_empty(), "{ip}: left {left:?}");
+    }
+    // The VE's own uplink is its LAN: an address there is how venet is meant to work.
+    let b = Bundle::ve(
+        &["sleep", "60"],
+        json!({"io.vzrun.net.ip": "203.0.113.186", "io.vzrun.net.uplink": lan.0}),
+    );
+    let id = common::unique_id("lanip");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "an address on the VE's own uplink: {o:?}");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    // `ve set --ipadd` on a running VE is the administrator's: no policy, the same rules.
+    let ve = Bundle::ve(
+        &["sleep", "600"],
+        json!({"io.vzrun.net.ip": "198.51.100.161"}),
+    );
+    let id = common::unique_id("setip");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", ve.p(), &id]).code, 0);
+    let before = rt.run(&["ve", "show", "--json", &id]).json();
+    for (ip, rule) in &attacks {
+        let o = rt.run(&["ve", "set", &id, "--ipadd", ip]);
+        assert_ne!(o.code, 0, "ve set --ipadd {ip}: {o:?}");
+        let msg = o.error_msg();
+        assert!(msg.starts_with(&format!("--ipadd: {ip} ")), "{ip}: {msg}");
+        assert!(
+            msg.contains(rule.as_str()),
+            "{ip}: expected {rule:?} in {msg}"
+        );
+        assert_eq!(
+            rt.run(&["ve", "show", "--json", &id]).json(),
+            before,
+            "{ip}"
+        );
+        let left = netsec_leftovers(&rt, "none-expected", &[ip]);
+        assert!(left.is_empty(), "ve set --ipadd {ip}: left {left:?}");
+    }
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}
+
+#[test]
+fn another_ves_address_cannot_be_claimed_from_any_state_root() {
+    require_root!();
+    let owner = Runtime::vzrun();
+    let b = Bundle::ve(
+        &["sleep", "600"],
+        json!({"io.vzrun.net.ip": "198.51.100.171"}),
+    );
+    let victim = common::unique_id("victim");
+    owner.track(&victim);
+    assert_eq!(owner.run(&["run", "-d", "-b", b.p(), &victim]).code, 0);
+    let route_before = netsec_out("ip route show 198.51.100.171");
+    assert!(route_before.contains("dev vz"), "{route_before}");
+    // Another state root (another tenant's runtime), by annotation and by ve set.
+    let thief = Runtime::vzrun();
+    let b2 = Bundle::ve(
+        &["sleep", "60"],
+        json!({"io.vzrun.net.ip": "198.51.100.171"}),
+    );
+    let id = common::unique_id("thief");
+    thief.track(&id);
+    let o = thief.run(&["run", "-d", "-b", b2.p(), &id]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let msg = o.error_msg();
+    assert!(
+        msg.contains("annotation io.vzrun.net.ip: 198.51.100.171 is already held by another VE"),
+        "{msg}"
+    );
+    let left = netsec_leftovers(&thief, &id, &["198.51.100.171"]);
+    assert_eq!(left.len(), 1, "only the victim's route: {left:?}");
+    let b3 = Bundle::ve(
+        &["sleep", "600"],
+        json!({"io.vzrun.net.ip": "198.51.100.172"}),
+    );
+    let id = common::unique_id("thief");
+    thief.track(&id);
+    assert_eq!(thief.run(&["run", "-d", "-b", b3.p(), &id]).code, 0);
+    let o = thief.run(&["ve", "set", &id, "--ipadd", "198.51.100.171"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.error_msg()
+            .contains("--ipadd: 198.51.100.171 is already held by another VE"),
+        "{o:?}"
+    );
+    // The victim keeps its route and its address.
+    assert_eq!(netsec_out("ip route show 198.51.100.171"), route_before);
+    let inside = thief.run(&["exec", &id, "ip", "-o", "addr"]).stdout;
+    assert!(!inside.contains("198.51.100.171"), "{inside}");
+    assert_eq!(thief.run(&["delete", "-f", &id]).code, 0);
+    assert_eq!(owner.run(&["delete", "-f", &victim]).code, 0);
+}
+
+#[test]
+fn a_ve_cannot_take_another_ves_mac_on_a_shared_bridge() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let br = NetsecLink::new("m", "bridge");
+    let veth = |ip: &str, mac: &str| json!({"io.vzrun.net.mode": "veth", "io.vzrun.net.bridge": br.0, "io.vzrun.net.ip": ip, "io.vzrun.net.mac": mac});
+    let start = |tag: &str, ann: Value| -> (String, Bundle) {
+        let b = Bundle::ve(&["sleep", "600"], ann);
+        let id = common::unique_id(tag);
+        rt.track(&id);
+        let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+        assert_eq!(o.code, 0, "{tag}: {o:?}");
+        (id, b)
+    };
+    let victim_mac = "02:00:5e:00:13:11";
+    let (victim, _vb) = start("macv", veth("203.0.113.141/24", victim_mac));
+    let (peer, _pb) = start("macp", veth("203.0.113.143/24", "02:00:5e:00:13:13"));
+    // The pinned (static) entries: learned ones come and go with the VEs' traffic.
+    let fdb = || {
+        netsec_out(&format!("bridge fdb show br {}", br.0))
+            .lines()
+            .filter(|l| l.contains(" static"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let fdb_before = fdb();
+    let bridge_mac = netsec_out(&format!("cat /sys/class/net/{}/address", br.0));
+    for (mac, words) in [
+        (victim_mac, "is already in use on the bridge"),
+        (bridge_mac.trim(), "is already in use on the bridge"),
+        ("00:00:00:00:00:00", "all-zero"),
+        ("01:00:5e:00:00:01", "multicast"),
+    ] {
+        let b = Bundle::ve(&["sleep", "60"], veth("203.0.113.142/24", mac));
+        let id = common::unique_id("macthief");
+        rt.track(&id);
+        let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+        assert_eq!(o.code, 1, "{mac}: {o:?}");
+        let msg = o.error_msg();
+        assert!(
+            msg.contains("io.vzrun.net.mac") && msg.contains(words),
+            "{mac}: {msg}"
+        );
+        let left = netsec_leftovers(&rt, &id, &[]);
+        assert!(left.is_empty(), "{mac}: {left:?}");
+        assert_eq!(
+            fdb(),
+            fdb_before,
+            "{mac}: the bridge's pinned entries changed"
+        );
+        let ports = netsec_out(&format!("ip -o link show master {}", br.0));
+        assert_eq!(ports.lines().count(), 2, "{mac}: ports {ports}");
+    }
+    // The victim's MAC is still pinned to one port, and its traffic still reaches it.
+    let pinned: Vec<&str> = fdb_before
+        .lines()
+        .filter(|l| l.starts_with(victim_mac) && l.contains("static"))
+        .collect();
+    assert_eq!(pinned.len(), 1, "{fdb_before}");
+    let o = rt.run(&["exec", &peer, "ping", "-c", "2", "-W", "2", "203.0.113.141"]);
+    assert_eq!(
+        o.code, 0,
+        "the victim no longer receives its traffic: {o:?}"
+    );
+    for id in [&victim, &peer] {
+        assert_eq!(rt.run(&["delete", "-f", id]).code, 0);
+    }
+}
+
+#[test]
+fn an_uplinks_proxy_ndp_is_restored_when_the_ve_is_gone() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let up = NetsecLink::new("u", "bridge");
+    let knob = format!("/proc/sys/net/ipv6/conf/{}/proxy_ndp", up.0);
+    let read = || std::fs::read_to_string(&knob).unwrap().trim().to_string();
+    assert_eq!(read(), "0");
+    let ann =
+        json!({"io.vzrun.net.ip": "198.51.100.181,2001:db8::181", "io.vzrun.net.uplink": up.0});
+    let b = Bundle::ve(&["sleep", "600"], ann.clone());
+    let id = common::unique_id("ndp");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    assert_eq!(read(), "1", "IPv6 on the uplink needs proxy_ndp");
+    let proxies = netsec_out(&format!("ip -6 neigh show proxy dev {}", up.0));
+    assert!(proxies.contains("2001:db8::181"), "{proxies}");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    assert_eq!(
+        read(),
+        "0",
+        "vzrun turned it on, and no VE needs it any more"
+    );
+    let left = netsec_leftovers(&rt, &id, &["198.51.100.181", "2001:db8::181"]);
+    assert!(left.is_empty(), "{left:?}");
+    // A switch the administrator turned on stays on.
+    std::fs::write(&knob, "1").unwrap();
+    let id = common::unique_id("ndp");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    assert_eq!(read(), "1", "the administrator's proxy_ndp was turned off");
+}

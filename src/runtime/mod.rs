@@ -1,7 +1,7 @@
 //! The container lifecycle on libcontainer, as typed operations on one [`Runtime`]:
 //! where containers live and how they are locked (`root`), vzrun's record of each
 //! (`state`), bundles (`bundle`), create, run, the verbs on an existing container with
-//! their state checks (`lifecycle`), exec, update, the final exec step (`executor`,
+//! their state checks (`lifecycle`), exec, update, set (a running VE's settings), the final exec step (`executor`,
 //! `seccomp`), and a foreground process's signals and exit (`foreground`). Commands
 //! turn flags into the options here and print what comes back.
 
@@ -24,6 +24,7 @@ pub mod restore;
 pub mod root;
 pub mod run;
 pub mod seccomp;
+pub mod set;
 pub mod signal;
 pub mod state;
 pub mod update;

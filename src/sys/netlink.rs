@@ -333,14 +333,6 @@ impl Object for FdbEntry<'_> {
             .push(NeighbourAttribute::LinkLayerAddress(self.mac.to_vec()));
         Body::Neighbour(m)
     }
-
-    /// `bridge fdb replace`: the entry is created, or an existing one (learned before
-    /// the port was isolated, or pinned to another port) is taken over. `fdb add`
-    /// (NLM_F_EXCL) would fail whenever the bridge has already learned the MAC from a
-    /// frame the VE sent as its link came up.
-    fn add_flags(&self) -> u16 {
-        NLM_F_CREATE | NLM_F_REPLACE
-    }
 }
 
 pub struct Netlink {
@@ -541,10 +533,18 @@ impl Netlink {
         self.ack("delete link", RouteNetlinkMessage::DelLink(m), 0)
     }
 
-    /// Whether the main table holds a host route (/32 or /128) for `ip`. A single FIB
-    /// lookup (RTM_F_FIB_MATCH returns the matching entry with its real prefix), so the
-    /// cost does not grow with the number of VEs.
+    /// Whether the host routes `ip` as a single host (/32 or /128) through a link.
     pub fn has_host_route(&mut self, ip: IpAddr) -> Result<bool> {
+        Ok(self
+            .route_get(ip)?
+            .is_some_and(|f| f.kind == RouteType::Unicast && f.is_host_route(ip)))
+    }
+
+    /// The routing entry the host uses for `ip`, as `ip route get fibmatch ADDR` shows it:
+    /// one FIB lookup through the policy rules (the `local` table first), returning the
+    /// matching entry with its real prefix (RTM_F_FIB_MATCH), so the cost does not grow
+    /// with the number of routes. `None` when nothing routes `ip`.
+    pub fn route_get(&mut self, ip: IpAddr) -> Result<Option<FibEntry>> {
         let full = if ip.is_ipv4() { 32 } else { 128 };
         let mut m = RouteMessage::default();
         m.header.address_family = family(&ip);
@@ -554,21 +554,220 @@ impl Netlink {
             .push(RouteAttribute::Destination(RouteAddress::from(ip)));
         let found = match self.request("look up route", RouteNetlinkMessage::GetRoute(m), 0) {
             Ok(v) => v,
-            // No route at all (EHOSTUNREACH/ENETUNREACH): certainly no host route.
-            Err(e) if e.errno().is_some() => return Ok(false),
+            // No route at all (EHOSTUNREACH/ENETUNREACH).
+            Err(e) if e.errno().is_some() => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(found.into_iter().any(|msg| match msg {
-            RouteNetlinkMessage::NewRoute(r) => {
-                r.header.destination_prefix_length == full
-                    && r.header.kind == RouteType::Unicast
-                    && r.attributes.iter().any(
-                        |a| matches!(a, RouteAttribute::Destination(d) if route_ip(d) == Some(ip)),
-                    )
-            }
-            _ => false,
+        Ok(found.into_iter().find_map(|msg| match msg {
+            RouteNetlinkMessage::NewRoute(r) => Some(FibEntry::from_message(&r)),
+            _ => None,
         }))
     }
+
+    /// Every gateway of every route of the host, in any table (multipath next hops too),
+    /// with the link it is reached on.
+    pub fn gateways(&mut self) -> Result<Vec<(IpAddr, Option<u32>)>> {
+        let mut out = Vec::new();
+        for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut m = RouteMessage::default();
+            m.header.address_family = fam;
+            let msgs = self.request("list routes", RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)?;
+            for msg in msgs {
+                let RouteNetlinkMessage::NewRoute(r) = msg else {
+                    continue;
+                };
+                let e = FibEntry::from_message(&r);
+                if let Some(g) = e.gateway {
+                    out.push((g, e.oif));
+                }
+                for a in &r.attributes {
+                    if let RouteAttribute::MultiPath(hops) = a {
+                        for h in hops {
+                            for ha in &h.attributes {
+                                if let RouteAttribute::Gateway(g) = ha {
+                                    if let Some(g) = route_ip(g) {
+                                        out.push((g, Some(h.interface_index)));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every address configured on the host's links: (link, address, prefix).
+    pub fn addresses(&mut self) -> Result<Vec<Address>> {
+        let msgs = self.request(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => {
+                    let ip = a.attributes.iter().find_map(|x| match x {
+                        AddressAttribute::Local(ip) => Some(*ip),
+                        _ => None,
+                    });
+                    let ip = ip.or_else(|| {
+                        a.attributes.iter().find_map(|x| match x {
+                            AddressAttribute::Address(ip) => Some(*ip),
+                            _ => None,
+                        })
+                    })?;
+                    Some(Address {
+                        link: a.header.index,
+                        ip,
+                        prefix: a.header.prefix_len,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The name of the link `index`, if it exists.
+    pub fn link_name(&mut self, index: u32) -> Result<Option<String>> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        Ok(self.get_link("get link", m)?.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })
+        }))
+    }
+
+    /// The forwarding database entries for `mac` of the bridge `bridge`, learned, static
+    /// or local (the bridge's and its ports' own addresses): the links they point to.
+    /// One dump of AF_BRIDGE neighbours, filtered here.
+    pub fn fdb_lookup(&mut self, bridge: u32, mac: &[u8]) -> Result<Vec<FdbSeen>> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        let msgs = self.request(
+            "list fdb entries",
+            RouteNetlinkMessage::GetNeighbour(m),
+            NLM_F_DUMP,
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+                _ => None,
+            })
+            .filter(|n| {
+                let master = n.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Controller(c) => Some(*c),
+                    _ => None,
+                });
+                let same_mac = n
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l == mac));
+                same_mac && (master == Some(bridge) || n.header.ifindex == bridge)
+            })
+            .map(|n| FdbSeen {
+                port: n.header.ifindex,
+            })
+            .collect())
+    }
+
+    /// Replaces (or creates) `o`: an existing object with the same key is taken over.
+    pub fn replace(&mut self, o: &impl Object) -> Result<()> {
+        self.ack(
+            &format!("replace {}", o.describe()),
+            o.body().request(true),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// The proxy neighbour entries (`ip neigh show proxy`) of one family on `link`.
+    pub fn proxy_neighbours(&mut self, link: u32, v6: bool) -> Result<Vec<IpAddr>> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        m.header.flags = NeighbourFlags::Proxy;
+        let msgs = self.request(
+            "list proxy neighbours",
+            RouteNetlinkMessage::GetNeighbour(m),
+            NLM_F_DUMP,
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n)
+                    if n.header.ifindex == link
+                        && n.header.flags.contains(NeighbourFlags::Proxy) =>
+                {
+                    n.attributes.iter().find_map(|a| match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => {
+                            Some(IpAddr::V4(*v))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
+                            Some(IpAddr::V6(*v))
+                        }
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// A routing entry as the FIB holds it (the answer to [`Netlink::route_get`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FibEntry {
+    pub kind: RouteType,
+    /// The destination prefix, `None` for a default route.
+    pub dst: Option<(IpAddr, u8)>,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub table: u32,
+}
+
+impl FibEntry {
+    fn from_message(r: &RouteMessage) -> FibEntry {
+        let mut e = FibEntry {
+            kind: r.header.kind,
+            dst: None,
+            gateway: None,
+            oif: None,
+            table: r.header.table as u32,
+        };
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Destination(d) => {
+                    e.dst = route_ip(d).map(|ip| (ip, r.header.destination_prefix_length))
+                }
+                RouteAttribute::Gateway(g) => e.gateway = route_ip(g),
+                RouteAttribute::Oif(o) => e.oif = Some(*o),
+                RouteAttribute::Table(t) => e.table = *t,
+                _ => {}
+            }
+        }
+        e
+    }
+
+    /// A route for `ip` alone (/32, /128).
+    pub fn is_host_route(&self, ip: IpAddr) -> bool {
+        let full = if ip.is_ipv4() { 32 } else { 128 };
+        self.dst == Some((ip, full))
+    }
+}
+
+/// One forwarding database entry found by [`Netlink::fdb_lookup`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FdbSeen {
+    /// The link the entry points to: a port, or the bridge for its own address.
+    pub port: u32,
 }
 
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
@@ -630,7 +829,7 @@ mod tests {
     use netlink_packet_core::Emitable;
 
     /// The bytes bridge(8) puts after the ndmsg header's family for
-    /// `fdb replace 02:00:00:00:00:01 dev X master static`: state 0x42, flags NTF_MASTER.
+    /// `fdb add 02:00:00:00:00:01 dev X master static`: state 0x42, flags NTF_MASTER.
     #[test]
     fn fdb_entry_is_static_on_the_bridge() {
         let e = FdbEntry {
@@ -646,7 +845,11 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(buf[4..8].try_into().unwrap()), 7);
         assert_eq!(u16::from_ne_bytes(buf[8..10].try_into().unwrap()), 0x42);
         assert_eq!(buf[10], 0x04, "NTF_MASTER");
-        assert_eq!(e.add_flags(), NLM_F_CREATE | NLM_F_REPLACE);
+        assert_eq!(
+            e.add_flags(),
+            NLM_F_CREATE | NLM_F_EXCL,
+            "fdb add: an entry on another port is never taken over"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod actions;
 pub mod annotations;
 pub mod checkpoint;
 pub mod disk;
+pub mod live;
 pub mod migrate;
 pub mod net;
 pub mod policy;
@@ -35,6 +36,12 @@ pub enum VeError {
     Annotation { key: String, problem: String },
     #[error("{flag}: {problem}")]
     Flag { flag: String, problem: String },
+    /// A change to a running VE that cannot be made, naming its setting.
+    #[error("{setting}: {problem}")]
+    Setting {
+        setting: live::Setting,
+        problem: String,
+    },
     #[error(transparent)]
     Net(#[from] net::NetError),
     /// A system call or file operation of the VE layer failed; `step` says which.
@@ -179,6 +186,11 @@ pub fn prepare(
     save: &mut dyn FnMut(&VeRecord) -> Result<(), VeError>,
 ) -> Result<(), VeError> {
     record.hostname = spec.hostname().clone();
+    // What the host must allow is checked before anything is made, so that a refused
+    // address, bridge or MAC leaves nothing to tear down.
+    if let Some(netc) = &config.net {
+        net::preflight(netc)?;
+    }
     if let Some(d) = &config.disk {
         let Some(mut root) = spec.root().clone() else {
             return Err(VeError::Refused(
@@ -206,7 +218,6 @@ pub fn prepare(
     let Some(netc) = &config.net else {
         return Ok(());
     };
-    net::preflight(netc)?;
     let mut nrec = net::NetRecord {
         caller_netns: netns_path(spec),
         ..Default::default()

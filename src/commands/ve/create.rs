@@ -46,9 +46,10 @@ pub fn run(args: CreateArgs) -> Result<i32> {
         .map(|c| system::parse_capability(c).map_err(|e| flag_err("--capability", e)))
         .collect::<Result<Vec<_>>>()?;
     let mut annotations = annotations_from(&args.set)?;
+    check_host(&args.set, &annotations)?;
     let hostname = match &args.set.hostname {
         Some(h) => {
-            super::set::check_hostname(h)?;
+            crate::ve::live::check_hostname(h).map_err(|e| flag_err("--hostname", e))?;
             h.clone()
         }
         None => id.clone(),
@@ -135,16 +136,28 @@ pub fn annotations_from(set: &SetArgs) -> Result<HashMap<String, String>> {
             origin.insert(format!("{PREFIX}{name}"), format!("--{name}"));
         }
     }
-    if let Err(e) = VeConfig::parse(&a) {
-        return Err(match e {
-            VeError::Annotation { key, problem } => match origin.get(&key) {
-                Some(flag) => flag_err(flag, problem),
-                None => anyhow!("annotation {key}: {problem}"),
-            },
-            other => other.into(),
-        });
-    }
+    let named = |key: String, problem: String| match origin.get(&key) {
+        Some(flag) => flag_err(flag, problem),
+        None => anyhow!("annotation {key}: {problem}"),
+    };
+    VeConfig::parse(&a).map_err(|e| match e {
+        VeError::Annotation { key, problem } => named(key, problem),
+        other => other.into(),
+    })?;
     Ok(a)
+}
+
+/// Refuses now, rather than at the first start (which checks again: the host may change
+/// meanwhile), what the host cannot give the VE: its own, gateway, loopback, … addresses,
+/// a bridge or uplink that is not there.
+fn check_host(set: &SetArgs, annotations: &HashMap<String, String>) -> Result<()> {
+    let Some(net) = VeConfig::parse(annotations)?.net else {
+        return Ok(());
+    };
+    crate::ve::net::preflight(&net).map_err(|e| match e.setting_problem() {
+        Some(("net.ip", problem)) if !set.ipadd.is_empty() => flag_err("--ipadd", problem),
+        _ => e.into(),
+    })
 }
 
 #[cfg(test)]

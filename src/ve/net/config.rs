@@ -109,6 +109,9 @@ fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     if mac[0] & 1 == 1 {
         return Err(format!("{text:?} is a multicast address"));
     }
+    if mac == [0; 6] {
+        return Err(format!("{text:?} is the all-zero address"));
+    }
     Ok(mac)
 }
 
@@ -257,6 +260,46 @@ fn list(v: &str) -> Vec<String> {
         .collect()
 }
 
+/// A VE's addresses as `net.ip` lists them (and `ve set` adds them): a venet VE routes
+/// single addresses whatever prefix was written, a veth VE's address keeps its prefix (by
+/// default /24, /64). An address listed twice, or also in `held`, is an error.
+pub fn parse_ips<S: AsRef<str>>(
+    mode: Mode,
+    items: &[S],
+    held: &[IpAddr],
+) -> Result<Vec<Addr>, String> {
+    let mut ips: Vec<Addr> = Vec::new();
+    for ip in items {
+        let ip = ip.as_ref().trim();
+        let default_prefix = match mode {
+            Mode::Venet => None,
+            Mode::Veth if ip.contains(':') => Some(64),
+            Mode::Veth => Some(24),
+        };
+        let mut addr = parse_addr(ip, default_prefix)?;
+        if mode == Mode::Venet {
+            addr.prefix = if addr.ip.is_ipv4() { 32 } else { 128 };
+        }
+        if ips.iter().any(|x| x.ip == addr.ip) {
+            return Err(format!("{} is listed twice", addr.ip));
+        }
+        if held.contains(&addr.ip) {
+            return Err(format!("{} is already an address of this VE", addr.ip));
+        }
+        ips.push(addr);
+    }
+    Ok(ips)
+}
+
+/// Name servers as `net.nameserver` lists them: addresses, or `inherit`.
+pub fn check_nameservers<S: AsRef<str>>(items: &[S]) -> Result<(), String> {
+    for n in items.iter().map(|n| n.as_ref()).filter(|n| *n != "inherit") {
+        n.parse::<IpAddr>()
+            .map_err(|_| format!("{n:?} is not an IP address (or inherit)"))?;
+    }
+    Ok(())
+}
+
 impl NetConfig {
     /// `None` when the VE has no network settings at all.
     pub fn parse(a: &HashMap<String, String>) -> Result<Option<NetConfig>, VeError> {
@@ -273,29 +316,8 @@ impl NetConfig {
             Some("veth") => Mode::Veth,
             Some(other) => return Err(bad("net.mode", format!("{other:?} is not venet or veth"))),
         };
-        let default_prefix = match c.mode {
-            Mode::Venet => None,
-            Mode::Veth => Some(24),
-        };
-        for ip in get("net.ip").map(|v| list(&v)).unwrap_or_default() {
-            let mut addr = parse_addr(
-                &ip,
-                if ip.contains(':') {
-                    default_prefix.map(|_| 64)
-                } else {
-                    default_prefix
-                },
-            )
-            .map_err(|e| bad("net.ip", e))?;
-            if c.mode == Mode::Venet {
-                // venet routes single addresses, whatever prefix was written.
-                addr.prefix = if addr.ip.is_ipv4() { 32 } else { 128 };
-            }
-            if c.ips.iter().any(|x| x.ip == addr.ip) {
-                return Err(bad("net.ip", format!("{} is listed twice", addr.ip)));
-            }
-            c.ips.push(addr);
-        }
+        let ips = get("net.ip").map(|v| list(&v)).unwrap_or_default();
+        c.ips = parse_ips(c.mode, &ips, &[]).map_err(|e| bad("net.ip", e))?;
         c.bridge = get("net.bridge");
         if c.mode == Mode::Veth && c.bridge.is_none() {
             return Err(bad("net.bridge", "veth mode needs a host bridge to join"));
@@ -333,14 +355,7 @@ impl NetConfig {
         }
         c.nameservers = get("net.nameserver").map(|v| list(&v));
         if let Some(ns) = &c.nameservers {
-            for n in ns.iter().filter(|n| *n != "inherit") {
-                n.parse::<IpAddr>().map_err(|_| {
-                    bad(
-                        "net.nameserver",
-                        format!("{n:?} is not an IP address (or inherit)"),
-                    )
-                })?;
-            }
+            check_nameservers(ns).map_err(|e| bad("net.nameserver", e))?;
         }
         c.searchdomains = get("net.searchdomain").map(|v| list(&v));
         c.uplink = get("net.uplink");
@@ -414,6 +429,7 @@ mod tests {
             ("net.mode", "bridge", "io.vzrun.net.mode"),
             ("net.mac", "zz:00:00:00:00:00", "io.vzrun.net.mac"),
             ("net.mac", "01:00:00:00:00:00", "multicast"),
+            ("net.mac", "00:00:00:00:00:00", "all-zero"),
             (
                 "net.routes",
                 "203.0.113.0/24 mtu 20",

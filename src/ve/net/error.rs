@@ -29,12 +29,16 @@ pub enum NetError {
     /// address another VE holds); worded as an annotation error.
     #[error("annotation {PREFIX}{key}: {problem}")]
     Setting { key: &'static str, problem: String },
+    /// An address the VE may not claim, with the rule it breaks.
+    #[error("annotation {PREFIX}{key}: {ip} {why}")]
+    AddressRefused {
+        key: &'static str,
+        ip: IpAddr,
+        why: super::claim::Refusal,
+    },
     /// An address to add is the VE's already.
     #[error("{0} is already an address of this VE")]
     AddressOwned(IpAddr),
-    /// An address to add is routed to another VE.
-    #[error("address {0} is already held by another VE")]
-    AddressHeld(IpAddr),
     /// A live change to a VE that was created without vzrun networking.
     #[error("network: the VE has no vzrun-managed network")]
     Unmanaged,
@@ -63,6 +67,18 @@ impl From<ToolError> for NetError {
 }
 
 impl NetError {
+    /// The setting (annotation key without its prefix) a refusal is about, and the
+    /// problem in words without the key: for a caller that names the setting its own way
+    /// (`ve set` by its flag).
+    pub fn setting_problem(&self) -> Option<(&'static str, String)> {
+        match self {
+            NetError::Setting { key, problem } => Some((*key, problem.clone())),
+            NetError::AddressRefused { key, ip, why } => Some((*key, format!("{ip} {why}"))),
+            NetError::AddressOwned(_) => Some(("net.ip", self.to_string())),
+            _ => None,
+        }
+    }
+
     pub(super) fn io(op: &'static str, path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         NetError::Io {
             op,

@@ -4,8 +4,10 @@
 //! bridging. On a bridge: the VE's port is isolated from other VEs' unicast.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use super::config::format_mac;
+use super::setup::is_ve_link;
 use super::{Addr, Mode, NetConfig, NetError};
 use crate::sys::netlink::{BridgePortFlags, FdbEntry, Netlink};
 
@@ -84,9 +86,20 @@ pub fn remove(table: &str) {
 
 /// On a bridge, a VE's port gets no flooded unknown unicast (nor multicast) and its MAC
 /// is pinned to it, so frames for one VE are never copied to another's port: what
-/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb replace MAC dev
-/// PORT master static` do, through netlink.
-pub fn bridge_port_isolation(nl: &mut Netlink, port: u32, mac: &[u8]) -> Result<(), NetError> {
+/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb add MAC dev PORT
+/// master static` do, through netlink.
+///
+/// The entry is added exclusively, so a MAC that the bridge already forwards to another
+/// port (another VE's pinned entry, a host's learned one, a port's or the bridge's own
+/// address) is refused and never taken over. The add also fails when the bridge has
+/// just learned the MAC from a frame the VE itself sent as its link came up: only an
+/// entry on our own port is then replaced, after the other ports were looked at.
+pub fn bridge_port_isolation(
+    nl: &mut Netlink,
+    bridge: u32,
+    port: u32,
+    mac: &[u8],
+) -> Result<(), NetError> {
     nl.set_bridge_port(
         port,
         &BridgePortFlags {
@@ -94,14 +107,70 @@ pub fn bridge_port_isolation(nl: &mut Netlink, port: u32, mac: &[u8]) -> Result<
             mcast_flood: Some(false),
         },
     )?;
-    nl.add(&FdbEntry { port, mac })?;
-    Ok(())
+    let entry = FdbEntry { port, mac };
+    match nl.add(&entry) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            if !mac_free(nl, bridge, mac, Some(port))? {
+                return Err(mac_in_use(mac));
+            }
+            nl.replace(&entry)?;
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Whether the bridge has no entry for `mac` on any port but `own`. An entry on a VE's
+/// host end is waited for a moment first: a VE just checkpointed or deleted leaves its
+/// pair to the kernel, which removes it, and the entries on it, with the VE's namespace
+/// shortly after, and a restore asks for the same MAC at once. A live VE's entry is
+/// still there after the wait, and the MAC is refused.
+pub(super) fn mac_free(
+    nl: &mut Netlink,
+    bridge: u32,
+    mac: &[u8],
+    own: Option<u32>,
+) -> Result<bool, NetError> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut others = nl
+            .fdb_lookup(bridge, mac)?
+            .into_iter()
+            .map(|f| f.port)
+            .filter(|p| Some(*p) != own)
+            .peekable();
+        if others.peek().is_none() {
+            return Ok(true);
+        }
+        let mut only_ves = true;
+        for p in others {
+            // A port gone meanwhile counts as a VE's that went.
+            if !nl.link_name(p)?.is_none_or(|n| is_ve_link(&n)) {
+                only_ves = false;
+            }
+        }
+        if !only_ves || Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The refusal of a MAC that the bridge already forwards somewhere else.
+pub(super) fn mac_in_use(mac: &[u8]) -> NetError {
+    NetError::setting(
+        "net.mac",
+        format!(
+            "{} is already in use on the bridge (another port's or the bridge's own address)",
+            format_mac(mac)
+        ),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ve::net::parse_addr;
+    use crate::ve::net::config::parse_addr;
 
     #[test]
     fn venet_ruleset_allows_only_own_sources() {

@@ -10,8 +10,8 @@ use super::{guard, Addr, Mode, NetConfig, NetError, NetRecord, RouteSpec};
 use crate::sys::netlink::{self, in_netns, Address, Netlink};
 
 /// Adds and removes addresses and routes on a running VE (`ve set`). An address to add
-/// that the VE or another VE holds is refused before anything changes
-/// ([`NetError::AddressOwned`], [`NetError::AddressHeld`]).
+/// that the VE holds already ([`NetError::AddressOwned`]) or may not claim on this host
+/// ([`NetError::AddressRefused`]) is refused before anything changes.
 pub fn change(
     rec: &mut NetRecord,
     pid: i32,
@@ -27,10 +27,14 @@ pub fn change(
         if rec.ips.iter().any(|x| x.ip == a.ip) {
             return Err(NetError::AddressOwned(a.ip));
         }
-        if rec.mode == Mode::Venet && nl.has_host_route(a.ip)? {
-            return Err(NetError::AddressHeld(a.ip));
-        }
     }
+    // The same rules as at create (the policy's pools are not checked here: `ve set` is
+    // the administrator's own command).
+    let lan = match rec.mode {
+        Mode::Venet => rec.uplink.as_deref(),
+        Mode::Veth => rec.bridge.as_deref(),
+    };
+    super::claim::check(&mut nl, "net.ip", add, lan)?;
     let (add_v, ra, rd) = (add.to_vec(), routes_add.to_vec(), routes_del.to_vec());
     let (mode, had_v4, had_v6) = (
         rec.mode,

@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{format_mac, parse_mac_text, route_is_v6};
 use super::{guard, Addr, Mode, NetConfig, NetError, RouteSpec, RuleSpec};
-use crate::sys::netlink::{
-    self, in_netns, Address, LinkChange, Netlink, ProxyNeighbour, Route, Rule, Veth,
-};
+use crate::sys::netlink::{self, in_netns, Address, LinkChange, Netlink, Route, Rule, Veth};
 
 /// What networking set up on the host, for teardown and `ve show`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -210,17 +208,28 @@ fn same_netns_as_host(pid: i32) -> bool {
     }
 }
 
+/// Whether a host link is a VE's host end, by the shape [`host_ifname`] gives it.
+pub(super) fn is_ve_link(name: &str) -> bool {
+    name.len() == 12
+        && name
+            .strip_prefix("vz")
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Checks against the host what can be checked before anything is made: the bridge
-/// exists, the uplink exists, and no address is already routed to someone else.
+/// exists, the uplink exists, every address is one the VE may claim (see `claim`), and
+/// a MAC asked for is not in use on the bridge already.
 pub fn preflight(c: &NetConfig) -> Result<(), NetError> {
     let mut nl = Netlink::new()?;
+    let mut bridge = None;
     if let Some(b) = &c.bridge {
-        if nl.link_index(b)?.is_none() {
+        let Some(idx) = nl.link_index(b)? else {
             return Err(NetError::setting(
                 "net.bridge",
                 format!("bridge {b:?} does not exist on the host"),
             ));
-        }
+        };
+        bridge = Some(idx);
     }
     if let Some(u) = &c.uplink {
         if nl.link_index(u)?.is_none() {
@@ -230,14 +239,17 @@ pub fn preflight(c: &NetConfig) -> Result<(), NetError> {
             ));
         }
     }
-    if c.mode == Mode::Venet {
-        for a in &c.ips {
-            if nl.has_host_route(a.ip)? {
-                return Err(NetError::setting(
-                    "net.ip",
-                    NetError::AddressHeld(a.ip).to_string(),
-                ));
-            }
+    let lan = match c.mode {
+        Mode::Venet => c.uplink.as_deref(),
+        Mode::Veth => c.bridge.as_deref(),
+    };
+    super::claim::check(&mut nl, "net.ip", &c.ips, lan)?;
+    if let (Some(b), Some(mac)) = (bridge, &c.mac) {
+        // No port of ours exists yet: any entry is someone else's. The bridge's own
+        // address is a local entry on the bridge, but is looked at directly too.
+        if nl.link_mac(b)?.as_deref() == Some(&mac[..]) || !guard::mac_free(&mut nl, b, mac, None)?
+        {
+            return Err(guard::mac_in_use(mac));
         }
     }
     Ok(())
@@ -349,11 +361,8 @@ pub fn setup_at(
                 let up = nl.link_index(u)?.ok_or_else(|| {
                     NetError::setting("net.uplink", format!("device {u:?} does not exist"))
                 })?;
-                let _ = netlink::sysctl(&format!("net/ipv6/conf/{u}/proxy_ndp"), "1");
-                for a in &c.ips {
-                    nl.add(&ProxyNeighbour { link: up, ip: a.ip })?;
-                    rec.proxied.push(a.ip);
-                }
+                let ips: Vec<IpAddr> = c.ips.iter().map(|a| a.ip).collect();
+                super::uplink::proxy(&mut nl, u, up, &ips, &mut rec.proxied)?;
                 if on_wire {
                     announce(rec);
                 }
@@ -377,7 +386,7 @@ pub fn setup_at(
             )?;
             // Unknown unicast is not flooded to a VE's port, so one VE never sees frames
             // meant for another; its own MAC is pinned to its port.
-            guard::bridge_port_isolation(&mut nl, host_idx, &mac)?;
+            guard::bridge_port_isolation(&mut nl, bidx, host_idx, &mac)?;
         }
     }
     if kernel_guard_applies(c.mode, &c.ips) {
@@ -479,11 +488,7 @@ fn configure_inside(c: &NetConfig, ve_if: &str) -> Result<Vec<u8>, NetError> {
 pub fn teardown(rec: &NetRecord) {
     let Ok(mut nl) = Netlink::new() else { return };
     if let Some(u) = &rec.uplink {
-        if let Ok(Some(idx)) = nl.link_index(u) {
-            for ip in &rec.proxied {
-                let _ = nl.del(&ProxyNeighbour { link: idx, ip: *ip });
-            }
-        }
+        super::uplink::unproxy(&mut nl, u, &rec.proxied);
     }
     if let Some(ns) = &rec.caller_netns {
         let rules: Vec<Rule> = rec.rules.iter().map(to_rule).collect();
