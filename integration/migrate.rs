@@ -39,7 +39,12 @@ impl Lan {
             dst: format!("vzt-mdst-{tag}"),
             cli: format!("vzt-mcli-{tag}"),
             tag,
-            net: [("198.51.100", 240), ("198.51.100", 248), ("203.0.113", 224)][n as usize - 1],
+            net: [
+                ("198.51.100", 240),
+                ("198.51.100", 248),
+                ("203.0.113", 224),
+                ("203.0.113", 216),
+            ][n as usize - 1],
         };
         let (a1, a2, a3) = (lan.ip(1), lan.ip(2), lan.ip(3));
         let (br, t) = (lan.uplink(), &lan.tag);
