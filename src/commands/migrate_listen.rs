@@ -24,12 +24,25 @@ pub struct Args {
     /// Exit after the first migration attempt (its status is the exit status)
     #[arg(long)]
     pub once: bool,
+    /// Post-copy watchdog, in seconds: when no page arrives from the source for this
+    /// long, the move ends with what is missing and the VE is stopped here
+    #[arg(long = "page-timeout", default_value_t = 30.0)]
+    pub page_timeout: f64,
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file).map_err(super::migrate::flag_words)?;
     // The setting is named by its flag here: the address error reads "--listen: ...".
     let addr = parse_addr("--listen", &args.listen)?;
+    let page_timeout = std::time::Duration::try_from_secs_f64(args.page_timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!(
+                "--page-timeout: {} is not a positive number of seconds",
+                args.page_timeout
+            )
+        })?;
     let rt = super::runtime(global);
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
@@ -46,7 +59,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let outcome = rt.receive(stream, &key);
+        let outcome = rt.receive(stream, &key, page_timeout);
         match &outcome {
             Ok(got) => {
                 if let Some((after, status)) = &got.pages {

@@ -6,6 +6,7 @@ pub struct Progress {
     tty: bool,
     start: std::time::Instant,
     quiet: bool,
+    last_line: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Progress {
@@ -14,6 +15,7 @@ impl Progress {
             tty: nix::unistd::isatty(2).unwrap_or(false),
             start: std::time::Instant::now(),
             quiet,
+            last_line: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -32,6 +34,35 @@ impl Progress {
             bytes as f64 / 1048576.0,
             bytes as f64 / 1048576.0 / secs
         );
+    }
+
+    /// Post-copy's pages: a percentage and the time left on a terminal, where the total
+    /// is known; a plain line every few seconds otherwise.
+    pub fn pages(&self, done: u64, total: u64, elapsed: std::time::Duration) {
+        if self.quiet {
+            return;
+        }
+        let pct = if total > 0 {
+            (done as f64 * 100.0 / total as f64).min(100.0)
+        } else {
+            0.0
+        };
+        let left = if done > 0 && total > done {
+            let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+            format!(", {:.1} s left", (total - done) as f64 / rate)
+        } else {
+            String::new()
+        };
+        if self.tty {
+            eprint!("\r\x1b[Kpages: {done}/{total} ({pct:.0}%){left}");
+        } else {
+            let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= std::time::Duration::from_secs(2) {
+                *last = std::time::Instant::now();
+                drop(last);
+                self.line(&format!("pages: {done}/{total} ({pct:.0}%){left}"));
+            }
+        }
     }
 
     pub fn line(&self, text: &str) {
