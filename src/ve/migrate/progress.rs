@@ -1,5 +1,6 @@
-//! Progress of a migration: one line rewritten in place on a terminal, plain log lines
-//! otherwise.
+//! Progress of a migration: one line rewritten in place on a terminal (post-copy's pages
+//! as an indicatif bar with percentage and time left, since their total is known), plain
+//! log lines otherwise.
 
 /// Progress on a terminal (one line rewritten in place) or plain log lines otherwise.
 pub struct Progress {
@@ -7,6 +8,8 @@ pub struct Progress {
     start: std::time::Instant,
     quiet: bool,
     last_line: std::sync::Mutex<std::time::Instant>,
+    /// Post-copy's page bar on a terminal, made at the first report.
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
 }
 
 impl Progress {
@@ -16,6 +19,7 @@ impl Progress {
             start: std::time::Instant::now(),
             quiet,
             last_line: std::sync::Mutex::new(std::time::Instant::now()),
+            bar: std::sync::Mutex::new(None),
         }
     }
 
@@ -54,7 +58,21 @@ impl Progress {
             String::new()
         };
         if self.tty {
-            eprint!("\r\x1b[Kpages: {done}/{total} ({pct:.0}%){left}");
+            let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+            let b = bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::with_draw_target(
+                    Some(total),
+                    indicatif::ProgressDrawTarget::stderr(),
+                );
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "pages {bar:30} {pos}/{len} ({percent}%), {eta} left",
+                ) {
+                    b.set_style(style);
+                }
+                b
+            });
+            b.set_length(total.max(done));
+            b.set_position(done);
         } else {
             let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
             if last.elapsed() >= std::time::Duration::from_secs(2) {
@@ -68,6 +86,9 @@ impl Progress {
     pub fn line(&self, text: &str) {
         if self.quiet {
             return;
+        }
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.finish_and_clear();
         }
         if self.tty {
             eprintln!("\r\x1b[K{text}");
