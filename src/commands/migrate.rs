@@ -21,7 +21,10 @@ on the destination at once and moves its pages on demand and in the background (
 userfaultfd). --mode auto picks pre-copy where soft-dirty exists, else post-copy.\n\n\
 WARNING: in a post-copy move the VE's memory lives on both hosts until the last page has arrived. If the \
 source host or the network fails before that, the VE is lost: it cannot run on either side. CRIU's lazy \
-migration has the same property."
+migration has the same property. The destination's watchdog (migrate-listen --page-timeout) then says \
+which pages never arrived and stops the VE there.\n\n\
+Post-copy needs fs.pipe-max-size >= 4 MiB when vzrun lacks CAP_SYS_RESOURCE: vzrun raises it on both \
+hosts (and says so), or refuses --online where /proc/sys is read-only."
 )]
 pub struct Args {
     /// The VE to move

@@ -7,6 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -27,12 +28,25 @@ pub struct Args {
     /// Exit after the first migration attempt (its status is the exit status)
     #[arg(long)]
     pub once: bool,
+    /// Post-copy watchdog, in seconds: when no page arrives from the source for this
+    /// long, the move ends with what is missing and the VE is stopped here
+    #[arg(long = "page-timeout", default_value_t = 30.0)]
+    pub page_timeout: f64,
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let key = Key::load(&args.key_file).map_err(super::migrate::flag_words)?;
     // The setting is named by its flag here: the address error reads "--listen: ...".
     let addr = parse_addr("--listen", &args.listen)?;
+    let page_timeout = Duration::try_from_secs_f64(args.page_timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!(
+                "--page-timeout: {} is not a positive number of seconds",
+                args.page_timeout
+            )
+        })?;
     let rt = super::runtime(global);
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
@@ -40,7 +54,9 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     if args.once {
         // The first connection, served here; its outcome is the exit status.
         let (stream, _) = listener.accept().context("--listen: accept")?;
-        return serve(&rt, stream, &key).map(|_| 0).map_err(Into::into);
+        return serve(&rt, stream, &key, page_timeout)
+            .map(|_| 0)
+            .map_err(Into::into);
     }
     // Each connection on its own thread: a peer that connects and says nothing holds
     // only its own thread, until the handshake's timeout drops it. Moves that passed
@@ -63,7 +79,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         open.fetch_add(1, Ordering::SeqCst);
         let (rt, key, open) = (rt.clone(), key.clone(), open.clone());
         std::thread::spawn(move || {
-            let _ = serve(&rt, stream, &key);
+            let _ = serve(&rt, stream, &key, page_timeout);
             open.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -74,12 +90,17 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
 const MAX_CONNECTIONS: usize = 256;
 
 /// Receives one VE and reports how it went.
-fn serve(rt: &Runtime, stream: TcpStream, key: &Key) -> crate::runtime::error::Result<()> {
+fn serve(
+    rt: &Runtime,
+    stream: TcpStream,
+    key: &Key,
+    page_timeout: Duration,
+) -> crate::runtime::error::Result<()> {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    match rt.receive(stream, key) {
+    match rt.receive(stream, key, page_timeout) {
         Ok(got) => {
             if let Some((after, status)) = &got.pages {
                 eprintln!(

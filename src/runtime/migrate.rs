@@ -52,6 +52,8 @@ pub struct Summary {
     pub bytes: u64,
     pub total: Duration,
     pub suspended: Duration,
+    /// Post-copy: pages fetched on demand and pushed in the background.
+    pub pages: Option<criu::LazyCounts>,
 }
 
 impl std::fmt::Display for Summary {
@@ -67,7 +69,15 @@ impl std::fmt::Display for Summary {
             self.bytes as f64 / 1048576.0,
             self.total.as_secs_f64(),
             self.suspended.as_secs_f64(),
-        )
+        )?;
+        if let Some(p) = self.pages {
+            write!(
+                f,
+                ", {} pages fetched on demand, {} pushed in the background",
+                p.demand, p.pushed
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -96,6 +106,11 @@ impl Runtime {
             }
             (m, _) => format!("mode: {}", m.name()),
         });
+        // Checked before anything moves: a lazy transfer that fails only after the VE is
+        // frozen costs it a freeze for nothing.
+        if mode == Mode::Postcopy {
+            lazy_pipe_ready(|l| progress.line(l))?;
+        }
         let id = opts.id.as_str();
         let (config, disk, rootfs) = {
             let loaded = self.root.load(id)?;
@@ -180,11 +195,20 @@ impl Runtime {
             bytes: ch.bytes_out + report.memory_bytes,
             total: started.elapsed(),
             suspended: report.suspended,
+            pages: report.pages,
         })
     }
 
     /// Receives one VE from a `migrate` that connected as `stream`, and runs it here.
-    pub fn receive(&self, stream: TcpStream, key: &Key) -> Result<Received> {
+    ///
+    /// `page_timeout`: post-copy's watchdog; when no page arrives for that long the
+    /// receive ends with what is missing instead of waiting for ever.
+    pub fn receive(
+        &self,
+        stream: TcpStream,
+        key: &Key,
+        page_timeout: Duration,
+    ) -> Result<Received> {
         let local_ip = stream
             .local_addr()
             .map_err(io("local address of", "the connection"))?
@@ -199,20 +223,27 @@ impl Runtime {
                 return Err(e);
             }
         };
+        // This end's lazy-pages daemon needs the same pipe size as the source's page
+        // server: refused here, before the files come, if it cannot be had.
+        if hello["mode"].as_str() == Some(Mode::Postcopy.name()) {
+            if let Err(e) = lazy_pipe_ready(|l| eprintln!("migrate-listen: {l}")) {
+                ch.fail(&chain(&e));
+                return Err(e);
+            }
+        }
         ch.send(kind::OK, &[])?;
-        match self.receive_ve(&mut ch, &hello, &id, &mut inc, local_ip) {
+        match self.receive_ve(&mut ch, &hello, &id, &mut inc, local_ip, page_timeout) {
             Ok(()) => {
                 inc.kept = true;
                 // Post-copy: the pages keep coming after the VE runs; the images go when
                 // the lazy-pages daemon has them all.
-                let pages = inc.lazy.take().map(|mut lazy| {
-                    let started = Instant::now();
-                    let st = lazy.wait();
-                    (
-                        started.elapsed(),
-                        st.map(|s| s.to_string()).unwrap_or_default(),
-                    )
-                });
+                let pages = match inc.lazy.take() {
+                    None => None,
+                    Some(lazy) => {
+                        let images = inc.dir.join("images");
+                        Some(self.watch_pages(&mut ch, lazy, &images, &id, page_timeout)?)
+                    }
+                };
                 Ok(Received { id, pages })
             }
             Err(e) => {
@@ -233,6 +264,7 @@ impl Runtime {
         id: &str,
         inc: &mut Incoming,
         local_ip: IpAddr,
+        page_timeout: Duration,
     ) -> Result<()> {
         let bundle = inc.dir.join("bundle");
         let mut images = inc.dir.join("images");
@@ -304,7 +336,10 @@ impl Runtime {
                     }
                     ch.send_json(
                         kind::DONE,
-                        &json!({"restore_ms": started.elapsed().as_millis() as u64}),
+                        &json!({
+                            "restore_ms": started.elapsed().as_millis() as u64,
+                            "page_timeout_ms": page_timeout.as_millis() as u64,
+                        }),
                     )?;
                     return Ok(());
                 }
@@ -313,6 +348,90 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Post-copy after the restore: waits until CRIU's lazy-pages daemon has every page,
+    /// telling the source how far it got. The VE runs meanwhile; a task touching a page
+    /// that has not arrived waits for it. A watchdog ends the wait when the daemon's log
+    /// (one line per transfer) stays still for `timeout`, or the daemon fails: the VE is
+    /// then stopped here, since once the daemon is gone its missing pages would read as
+    /// zeroes instead of blocking.
+    fn watch_pages(
+        &self,
+        ch: &mut Channel,
+        mut lazy: LazyPages,
+        images: &Path,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(Duration, String)> {
+        let started = Instant::now();
+        let total = criu::lazy_pages_in(images);
+        let log = images.join("lazy-pages.log");
+        let (mut size, mut moved) = (0u64, Instant::now());
+        let mut told = Instant::now();
+        let failure = loop {
+            let counts = criu::lazy_counts(&log);
+            let pages = |done: bool, ok: bool| {
+                json!({"demand": counts.demand, "pushed": counts.pushed, "total": total,
+                       "done": done, "ok": ok})
+            };
+            match lazy.try_wait() {
+                Ok(Some(st)) if st.success() => {
+                    let _ = ch.send_json(kind::PAGES, &pages(true, true));
+                    let _ = ch.flush();
+                    return Ok((
+                        started.elapsed(),
+                        format!(
+                            "{st}; {} pages on demand, {} pushed in the background",
+                            counts.demand, counts.pushed
+                        ),
+                    ));
+                }
+                Ok(Some(st)) => {
+                    break format!(
+                        "CRIU's lazy-pages daemon ended ({st}): {}",
+                        criu::log_tail(&log)
+                    )
+                }
+                Ok(None) => {}
+                Err(e) => break format!("CRIU's lazy-pages daemon: {e}"),
+            }
+            let now = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            if now != size {
+                (size, moved) = (now, Instant::now());
+            } else if moved.elapsed() >= timeout {
+                break format!(
+                    "post-copy watchdog: no page from the source for {:.1} s (--page-timeout)",
+                    moved.elapsed().as_secs_f64()
+                );
+            }
+            if told.elapsed() >= Duration::from_millis(500) {
+                // A source that is gone cannot be told: the watchdog decides then.
+                let _ = ch.send_json(kind::PAGES, &pages(false, true));
+                let _ = ch.flush();
+                told = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let counts = criu::lazy_counts(&log);
+        let missing = total.saturating_sub(counts.demand + counts.pushed);
+        let stopped = self.kill(id, "KILL", true).is_ok();
+        drop(lazy);
+        let msg = format!(
+            "{failure}; {missing} of {total} pages ({:.1} MiB) of VE {id} never arrived \
+             ({} fetched on demand, {} pushed); {} (post-copy: the VE's memory was split \
+             between the hosts, only the source can still hold the rest)",
+            (missing * PAGE) as f64 / 1048576.0,
+            counts.demand,
+            counts.pushed,
+            if stopped {
+                format!("VE {id} is stopped here, its bundle kept")
+            } else {
+                format!("VE {id} could not be stopped here: its tasks wait on the missing pages")
+            }
+        );
+        ch.fail(&msg);
+        Err(Error::Step(msg))
     }
 
     /// A post-copy restore, watched: when the lazy-pages daemon gives up (its page server
@@ -360,6 +479,17 @@ impl Runtime {
         }
         r.map(|_| ())
     }
+}
+
+/// [`criu::prepare_lazy_pages`], saying in one line when it raised the sysctl.
+fn lazy_pipe_ready(say: impl FnOnce(&str)) -> Result<()> {
+    if let criu::PipePrep::Raised(from, to) = criu::prepare_lazy_pages()? {
+        say(&format!(
+            "raised fs.pipe-max-size from {from} to {to}: CRIU's lazy page transfer needs a \
+             pipe that large and this process lacks CAP_SYS_RESOURCE"
+        ));
+    }
+    Ok(())
 }
 
 fn json_of(p: &[u8]) -> Result<Value> {
@@ -487,6 +617,8 @@ struct Report {
     rounds: u32,
     suspended: Duration,
     memory_bytes: u64,
+    /// Post-copy: pages fetched on demand and pushed in the background.
+    pages: Option<criu::LazyCounts>,
 }
 
 /// How every dump of a move is taken.
@@ -584,7 +716,7 @@ impl Move<'_> {
     }
 
     /// Sends the images in `dir` and has the destination restore; waits for its answer.
-    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<()> {
+    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<Value> {
         let n = mig::send_dir(&mut self.ch, dir)?;
         self.progress
             .line(&format!("images: {:.1} KiB sent", n as f64 / 1024.0));
@@ -594,7 +726,7 @@ impl Move<'_> {
             "restored on the destination in {} ms",
             done["restore_ms"].as_u64().unwrap_or(0)
         ));
-        Ok(())
+        Ok(done)
     }
 
     /// The frozen part of a cold move and of pre-copy's last round: the VE stays frozen
@@ -630,7 +762,7 @@ impl Move<'_> {
             self.progress
                 .line(&format!("checkpoint: {} ms", frozen.elapsed().as_millis()));
             self.final_disk()?;
-            self.restore_remote(dir, json!({"lazy": false}))
+            self.restore_remote(dir, json!({"lazy": false})).map(|_| ())
         })();
         if let Err(e) = outcome {
             let _ = cut(true);
@@ -643,6 +775,7 @@ impl Move<'_> {
             rounds,
             suspended,
             memory_bytes,
+            pages: None,
         })
     }
 
@@ -691,20 +824,43 @@ impl Move<'_> {
             frozen.elapsed().as_millis()
         ));
         let out = self.out.clone();
-        let outcome = (|| -> Result<()> {
+        let outcome = (|| -> Result<Value> {
             self.final_disk()?;
             self.restore_remote(&out, json!({"lazy": true, "page_server": ps.to_string()}))
         })();
-        if let Err(e) = outcome {
-            // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
-            stopper.stop();
-            let _ = dumper.join();
-            let _ = rt.resume(&id);
-            return Err(self.kept_running(e));
-        }
+        let done = match outcome {
+            Ok(d) => d,
+            Err(e) => {
+                // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
+                stopper.stop();
+                let _ = dumper.join();
+                let _ = rt.resume(&id);
+                return Err(self.kept_running(e));
+            }
+        };
         let suspended = frozen.elapsed();
         self.progress
             .line("running on the destination; its pages follow");
+        let pages = match self.follow_pages(&done) {
+            Ok(p) => p,
+            Err(why) => {
+                // The destination is gone or gave up: what it lacks exists only in the
+                // source's tasks, so they stay frozen rather than be killed by CRIU's end.
+                let frozen_here = rt.pause(&id).is_ok();
+                stopper.stop();
+                let _ = dumper.join();
+                return Err(Error::Step(format!(
+                    "post-copy of {id} broke off after the destination had started it: {why}; \
+                     the source VE {id} is {} (post-copy: the VE is lost unless the source's \
+                     copy is resumed here and the destination's is gone)",
+                    if frozen_here {
+                        "left frozen here with all of its memory"
+                    } else {
+                        "in CRIU's hands and could not be frozen"
+                    }
+                )));
+            }
+        };
         // The dump ends once the destination has every page.
         if let Err(e) = join(dumper) {
             return Err(Error::Step(format!(
@@ -722,8 +878,56 @@ impl Move<'_> {
         Ok(Report {
             rounds: 0,
             suspended,
-            memory_bytes: lazy * PAGE,
+            memory_bytes: lazy.max(pages.demand + pages.pushed) * PAGE,
+            pages: Some(pages),
         })
+    }
+
+    /// Post-copy after the destination runs the VE: its reports of the pages that arrived,
+    /// until it has them all. It reports twice a second; when nothing comes for its
+    /// watchdog's time (and a little) it is taken as gone, since a host that died sends no
+    /// FIN. The error says why.
+    fn follow_pages(&mut self, done: &Value) -> std::result::Result<criu::LazyCounts, String> {
+        let wait = Duration::from_millis(done["page_timeout_ms"].as_u64().unwrap_or(30_000))
+            + Duration::from_secs(2);
+        self.ch
+            .set_read_timeout(Some(wait))
+            .map_err(|e| e.to_string())?;
+        let mut got = criu::LazyCounts::default();
+        let mut total = 0;
+        let started = Instant::now();
+        loop {
+            let v: Value = match self.ch.recv() {
+                Ok((kind::PAGES, p)) => serde_json::from_slice(&p).map_err(|e| e.to_string())?,
+                Ok((k, _)) => return Err(format!("unexpected frame {k} from the destination")),
+                Err(mig::MigError::Remote(why)) => {
+                    return Err(format!("the destination reported: {why}"))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "no word from the destination for {:.1} s after {} of {total} pages \
+                         ({e})",
+                        wait.as_secs_f64(),
+                        got.demand + got.pushed
+                    ))
+                }
+            };
+            got = criu::LazyCounts {
+                demand: v["demand"].as_u64().unwrap_or(0),
+                pushed: v["pushed"].as_u64().unwrap_or(0),
+            };
+            total = v["total"].as_u64().unwrap_or(0);
+            self.progress
+                .pages(got.demand + got.pushed, total, started.elapsed());
+            if v["done"].as_bool().unwrap_or(false) {
+                let _ = self.ch.set_read_timeout(None);
+                self.progress.line(&format!(
+                    "all pages moved: {} on demand, {} pushed in the background",
+                    got.demand, got.pushed
+                ));
+                return Ok(got);
+            }
+        }
     }
 
     /// Rounds of pre-dumps while the VE runs, each round's pages going to a CRIU page

@@ -51,6 +51,18 @@ pub enum CriuError {
         what: &'static str,
         source: std::io::Error,
     },
+    /// Post-copy cannot work on this host and vzrun may not fix it.
+    #[error(
+        "--online (post-copy) refused: fs.pipe-max-size is {have} bytes, CRIU's lazy page \
+         transfer needs {need} without CAP_SYS_RESOURCE (which this process lacks), and \
+         /proc/sys/fs/pipe-max-size cannot be raised here ({source}); set \
+         `sysctl -w fs.pipe-max-size={need}` on this host, or move the VE without --online"
+    )]
+    PipeMaxSize {
+        have: u64,
+        need: u64,
+        source: std::io::Error,
+    },
 }
 
 fn errno_text(e: i32) -> String {
@@ -379,6 +391,71 @@ pub fn supports(feature: Feature) -> bool {
     answer.unwrap_or(false)
 }
 
+/// The pipe size CRIU's lazy page transfer needs: its page server sizes a tee pipe to
+/// about 3.2 MiB with F_SETPIPE_SZ (`pipe_read_dest_init` in criu/page-pipe.c), which the
+/// kernel rounds up to a power of two of pages.
+pub const LAZY_PIPE_BYTES: u64 = 4 << 20;
+
+const PIPE_MAX_SIZE: &str = "/proc/sys/fs/pipe-max-size";
+
+/// Capability bit of CAP_SYS_RESOURCE in /proc/self/status's CapEff.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process may exceed fs.pipe-max-size (and raise hard rlimits).
+pub fn has_sys_resource() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// What [`prepare_lazy_pages`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipePrep {
+    /// Nothing to do: the capability is there or the limit is high enough.
+    Enough,
+    /// fs.pipe-max-size was raised from the first value to the second.
+    Raised(u64, u64),
+}
+
+/// Makes the pipe size CRIU's lazy page transfer asks for allowed, on either end of a
+/// post-copy move. Without CAP_SYS_RESOURCE, F_SETPIPE_SZ above fs.pipe-max-size fails;
+/// CRIU ignores that failure and its page server dies on the first page request
+/// ("page-pipe: splice: Bad file descriptor"), so the move would fail only after the VE
+/// was frozen. The sysctl is left raised: another move may be using it right now, and
+/// the value only lets unprivileged pipes grow to 4 MiB.
+pub fn prepare_lazy_pages() -> Result<PipePrep, CriuError> {
+    prepare_pipe_max(Path::new(PIPE_MAX_SIZE), has_sys_resource())
+}
+
+fn prepare_pipe_max(path: &Path, privileged: bool) -> Result<PipePrep, CriuError> {
+    if privileged {
+        return Ok(PipePrep::Enough);
+    }
+    let need = LAZY_PIPE_BYTES;
+    let text = std::fs::read_to_string(path).map_err(|source| CriuError::Io {
+        what: "read fs.pipe-max-size",
+        source,
+    })?;
+    let have: u64 = text.trim().parse().map_err(|_| CriuError::Io {
+        what: "read fs.pipe-max-size",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, text.trim().to_string()),
+    })?;
+    if have >= need {
+        return Ok(PipePrep::Enough);
+    }
+    std::fs::write(path, need.to_string()).map_err(|source| CriuError::PipeMaxSize {
+        have,
+        need,
+        source,
+    })?;
+    Ok(PipePrep::Raised(have, need))
+}
+
 /// A CRIU daemon run as this process's child: stopped and reaped when the handle goes,
 /// so none outlives the move it served.
 struct Held(Child);
@@ -487,9 +564,9 @@ impl LazyPages {
         matches!(self.child.0.try_wait(), Ok(Some(st)) if !st.success())
     }
 
-    /// Waits until it has every page (or gives up).
-    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.child.0.wait()
+    /// How it ended, if it has.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.0.try_wait()
     }
 }
 
@@ -530,6 +607,90 @@ pub fn stats_pages_written(path: &Path) -> Option<u64> {
         }
     }
     None
+}
+
+/// How many pages a post-copy restore still has to fetch: the entries flagged lazy
+/// (PE_LAZY) in the images' `pagemap-*.img`. Each image is two 32-bit magics, then
+/// size-prefixed messages: a PagemapHead, then PagemapEntry {vaddr 1, nr_pages 2, flags
+/// 4, and in CRIU 4 the 64-bit page count 5 with 2 left at zero}.
+pub fn lazy_pages_in(images: &Path) -> u64 {
+    use protobuf::well_known_types::empty::Empty;
+    use protobuf::UnknownValueRef;
+    const PE_LAZY: u64 = 1 << 1;
+    fn varint(msg: &[u8], n: u32) -> Option<u64> {
+        let parsed = Empty::parse_from_bytes(msg).ok()?;
+        match parsed.special_fields.unknown_fields().get(n)? {
+            UnknownValueRef::Varint(v) => Some(v),
+            _ => None,
+        }
+    }
+    let Ok(dir) = std::fs::read_dir(images) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("pagemap-") && name.ends_with(".img")) {
+            continue;
+        }
+        let Ok(data) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let mut at = 8;
+        let mut first = true;
+        while let Some(len) = data.get(at..at + 4) {
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let Some(msg) = data.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            at += 4 + len;
+            if std::mem::take(&mut first) {
+                continue;
+            }
+            if varint(msg, 4).unwrap_or(0) & PE_LAZY != 0 {
+                total += varint(msg, 5).or_else(|| varint(msg, 2)).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// Pages a lazy-pages daemon has received so far, as its log (-v4) tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LazyCounts {
+    /// Fetched because a task touched them.
+    pub demand: u64,
+    /// Pushed in the background.
+    pub pushed: u64,
+}
+
+/// [`LazyCounts`] from a lazy-pages daemon's log.
+pub fn lazy_counts(log: &Path) -> LazyCounts {
+    std::fs::read_to_string(log)
+        .map(|t| lazy_counts_of(&t))
+        .unwrap_or_default()
+}
+
+fn lazy_counts_of(text: &str) -> LazyCounts {
+    // -v4 logs "#PF at ADDR" for each fault a task took and "uffd_copy: ADDR/BYTES" for
+    // each copy into the tasks, faulted or pushed: what was not faulted was pushed.
+    let (mut faults, mut copied) = (0u64, 0u64);
+    for l in text.lines() {
+        if l.contains("#PF at") {
+            faults += 1;
+        } else if let Some(bytes) = l
+            .split_once("uffd_copy: ")
+            .and_then(|(_, r)| r.rsplit_once('/'))
+            .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+        {
+            copied += bytes.div_ceil(4096);
+        }
+    }
+    LazyCounts {
+        demand: faults,
+        pushed: copied.saturating_sub(faults),
+    }
 }
 
 /// The error to show: CRIU's own message repeats the log's first error line, which the
@@ -576,6 +737,54 @@ pub fn log_tail(log: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lazy_counts_split_faults_from_pushes() {
+        let log = "(00.1) uffd: 16-13: #PF at 0x7f00\n\
+                   (00.1) uffd: 16-13: uffd_copy: 0x7f00/4096\n\
+                   (00.2) uffd: 1-12: uffd_copy: 0x8000/262144\n\
+                   (00.2) uffd: 1-12: copy: mcopy_rc:-11, errno:11\n";
+        assert_eq!(
+            lazy_counts_of(log),
+            LazyCounts {
+                demand: 1,
+                pushed: 64
+            }
+        );
+    }
+
+    #[test]
+    fn lazy_pages_are_counted_from_pagemaps() {
+        let d = tempfile::tempdir().unwrap();
+        let mut img = vec![0x19, 0x43, 0x56, 0x54, 0x25, 0x40, 0x08, 0x56];
+        // Head, a present page, five lazy pages (CRIU 4's count in field 5).
+        for msg in [
+            &[0x08, 0x01][..],
+            &[0x08, 0x80, 0x20, 0x10, 0x00, 0x20, 0x04, 0x28, 0x01],
+            &[0x08, 0x80, 0x40, 0x10, 0x00, 0x20, 0x02, 0x28, 0x05],
+        ] {
+            img.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+            img.extend_from_slice(msg);
+        }
+        std::fs::write(d.path().join("pagemap-1.img"), &img).unwrap();
+        std::fs::write(d.path().join("pages-1.img"), &img).unwrap();
+        assert_eq!(lazy_pages_in(d.path()), 5);
+    }
+
+    #[test]
+    fn pipe_max_size_is_raised_only_when_needed() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("pipe-max-size");
+        std::fs::write(&f, "1048576\n").unwrap();
+        assert_eq!(prepare_pipe_max(&f, true).unwrap(), PipePrep::Enough);
+        assert_eq!(
+            prepare_pipe_max(&f, false).unwrap(),
+            PipePrep::Raised(1048576, LAZY_PIPE_BYTES)
+        );
+        assert_eq!(prepare_pipe_max(&f, false).unwrap(), PipePrep::Enough);
+        let missing = d.path().join("none").join("pipe-max-size");
+        assert!(prepare_pipe_max(&missing, false).is_err());
+    }
 
     #[test]
     fn failure_text_names_errno_and_message() {

@@ -38,6 +38,9 @@ pub mod kind {
     pub const DONE: u8 = 8;
     pub const TAR: u8 = 9;
     pub const PROGRESS: u8 = 10;
+    /// Post-copy, destination to source: pages so far ({"demand", "pushed", "total"}),
+    /// sent while pages come and once more, with "done": true, when all are there.
+    pub const PAGES: u8 = 11;
 }
 
 /// The shared secret, read from a file (at least 16 bytes; whitespace at the end, as an
@@ -281,6 +284,12 @@ impl Channel {
 
     pub fn flush(&mut self) -> Result<(), MigError> {
         Ok(self.writer.flush()?)
+    }
+
+    /// How long a [`Channel::recv`] may wait before it fails: after a post-copy restore a
+    /// peer that is gone without a word (host down, cable cut) sends no FIN.
+    pub fn set_read_timeout(&self, d: Option<std::time::Duration>) -> Result<(), MigError> {
+        Ok(self.writer.get_ref().set_read_timeout(d)?)
     }
 }
 
