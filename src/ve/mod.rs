@@ -19,6 +19,7 @@ pub mod disk;
 pub mod migrate;
 pub mod net;
 pub mod policy;
+pub mod proc_view;
 pub mod resources;
 pub mod system;
 pub mod template;
@@ -46,6 +47,8 @@ pub enum VeError {
     /// Something the VE layer will not do in the state it found (not a setting's value).
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    ProcView(#[from] proc_view::ProcViewError),
     #[error(transparent)]
     Loop(#[from] crate::sys::loopdev::LoopError),
     #[error(transparent)]
@@ -196,6 +199,8 @@ pub fn prepare(
         root.set_path(rootfs);
         spec.set_root(Some(root));
     }
+    // A system VE is a bundle of `ve create`, which always sets io.vzrun.sysctl.
+    proc_view::prepare(&config.proc, config.system.is_some(), spec)?;
     if let Some(r) = &config.resources {
         if r.needs_io_device() {
             record.io_dev = Some(io_device(spec, record)?);
