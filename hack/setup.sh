@@ -14,7 +14,7 @@ packages=(
   runc crun busybox-static hyperfine jq time strace
   iproute2 iptables nftables tcpdump iperf3 e2fsprogs util-linux kmod
   podman containerd conmon uidmap slirp4netns fuse-overlayfs
-  debootstrap dpkg-dev
+  debootstrap dpkg-dev lxcfs
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -40,6 +40,21 @@ if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup.sh: cargo not found (this machine kind ships rustup's toolchain)" >&2; exit 1; }
+
+# LXCFS: one host daemon at Debian's mount point, serving the cgroup-aware /proc files that
+# VEs with io.vzrun.proc=virtual bind in. Started here because no init system does on these
+# machines (the package's systemd unit never runs); vzrun itself never starts one. -l
+# virtualizes /proc/loadavg, --enable-cfs makes the CPU view follow a CFS quota (cpulimit)
+# as well as a cpuset. A mount whose daemon died answers ENOTCONN: unmount it and start again.
+lxcfs_dir=/var/lib/lxcfs
+if ! grep -qs " $lxcfs_dir fuse.lxcfs " /proc/self/mounts || ! stat -t "$lxcfs_dir/proc/meminfo" >/dev/null 2>&1; then
+  grep -qs " $lxcfs_dir fuse" /proc/self/mounts && { fusermount -u "$lxcfs_dir" 2>/dev/null || umount -l "$lxcfs_dir"; }
+  mkdir -p "$lxcfs_dir"
+  say "starting lxcfs at $lxcfs_dir"
+  lxcfs -l --enable-cfs --pidfile=/run/lxcfs.pid "$lxcfs_dir" >/var/log/lxcfs.log 2>&1 &
+  for _ in $(seq 50); do stat -t "$lxcfs_dir/proc/meminfo" >/dev/null 2>&1 && break; sleep 0.1; done
+  stat -t "$lxcfs_dir/proc/meminfo" >/dev/null 2>&1 || { echo "setup.sh: lxcfs did not mount $lxcfs_dir (see /var/log/lxcfs.log)" >&2; exit 1; }
+fi
 
 say "building vzrun (release)"
 cargo build --release --locked 2>&1 | tail -n 2

@@ -100,6 +100,16 @@ impl Runtime {
             base.save(&dir)
                 .map_err(|e| ve::VeError::Refused(format!("save the VE record: {e}")))
         };
+        // The host policy may force the /proc view; read only for specs with VE settings
+        // (as check_policy), so a plain OCI container keeps the host's files.
+        let has_ve = spec
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| a.keys().any(|k| k.starts_with(ve::PREFIX)));
+        if has_ve {
+            bundle.ve_config.proc.forced = self.policy()?.proc_mode();
+        }
+        let spec = &mut bundle.spec;
         let prepared = ve::prepare(
             &ctx,
             &bundle.ve_config,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::actions::{self, Actions};
 use super::disk::{self, DiskConfig};
 use super::net::{self, NetConfig};
+use super::proc_view::{self, ProcConfig};
 use super::resources::{self, ResourceConfig};
 use super::system::config::{self as system, SystemConfig};
 use super::{VeError, PREFIX};
@@ -17,6 +18,7 @@ fn known(name: &str) -> bool {
         || resources::KEYS.contains(&name)
         || disk::KEYS.contains(&name)
         || system::KEYS.contains(&name)
+        || proc_view::KEYS.contains(&name)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +28,7 @@ pub struct VeConfig {
     pub actions: Actions,
     pub system: Option<SystemConfig>,
     pub disk: Option<DiskConfig>,
+    pub proc: ProcConfig,
 }
 
 impl VeConfig {
@@ -49,6 +52,7 @@ impl VeConfig {
             actions: Actions::parse(annotations)?,
             system: SystemConfig::parse(annotations)?,
             disk: DiskConfig::parse(annotations)?,
+            proc: ProcConfig::parse(annotations)?,
         })
     }
 
@@ -59,6 +63,7 @@ impl VeConfig {
             && self.disk.is_none()
             && self.system.is_none()
             && self.actions.is_empty()
+            && self.proc.asked.is_none()
     }
 }
 

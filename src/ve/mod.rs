@@ -20,6 +20,7 @@ pub mod live;
 pub mod migrate;
 pub mod net;
 pub mod policy;
+pub mod proc_view;
 pub mod resources;
 pub mod system;
 pub mod template;
@@ -53,6 +54,8 @@ pub enum VeError {
     /// Something the VE layer will not do in the state it found (not a setting's value).
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    ProcView(#[from] proc_view::ProcViewError),
     #[error(transparent)]
     Loop(#[from] crate::sys::loopdev::LoopError),
     #[error(transparent)]
@@ -208,6 +211,8 @@ pub fn prepare(
         root.set_path(rootfs);
         spec.set_root(Some(root));
     }
+    // A system VE is a bundle of `ve create`, which always sets io.vzrun.sysctl.
+    proc_view::prepare(&config.proc, config.system.is_some(), spec)?;
     if let Some(r) = &config.resources {
         if r.needs_io_device() {
             record.io_dev = Some(io_device(spec, record)?);

@@ -27,6 +27,8 @@
 //! names = ["notify"]                               # programs in <policy dir>/hooks.d/
 //! [sysctl]
 //! namespaced = true
+//! [proc]
+//! mode = "tenant"            # io.vzrun.proc decides; "virtual" or "host" force one
 //! ```
 
 use std::collections::HashMap;
@@ -37,6 +39,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::actions::Action;
+use super::proc_view::ProcMode;
 use super::VeConfig;
 use crate::units::parse_size;
 
@@ -73,6 +76,14 @@ struct FileDoc {
     hooks: HookDoc,
     #[serde(default)]
     sysctl: SysctlDoc,
+    #[serde(default)]
+    proc: ProcDoc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcDoc {
+    mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +190,8 @@ pub struct Policy {
     images: Option<Rule<PathBuf>>,
     hook_names: Option<Rule<Vec<String>>>,
     namespaced_sysctl: Option<Rule<bool>>,
+    /// `[proc] mode` when it forces one (`tenant`, the default, leaves it to the VE).
+    proc_mode: Option<Rule<ProcMode>>,
 }
 
 /// The 1-based line of a byte offset.
@@ -308,9 +321,24 @@ impl Policy {
                 )));
             }
         }
+        let proc_mode = match &doc.proc.mode {
+            None => None,
+            Some(s) if s.get_ref() == "tenant" => None,
+            Some(s) => {
+                let line = rule(s.span());
+                let value = ProcMode::parse(s.get_ref()).ok_or_else(|| {
+                    bad(format!(
+                        "line {line}: proc.mode: {:?} is not virtual, host or tenant",
+                        s.get_ref()
+                    ))
+                })?;
+                Some(Rule { value, line })
+            }
+        };
         Ok(Policy {
             path: path.to_path_buf(),
             found: true,
+            proc_mode,
             pools,
             uplinks: list(&doc.net.uplinks),
             bridges: list(&doc.net.bridges),
@@ -536,6 +564,25 @@ impl Policy {
 }
 
 impl Policy {
+    /// The /proc view the host forces on every VE, if it does.
+    pub fn proc_mode(&self) -> Option<ProcMode> {
+        self.proc_mode.as_ref().map(|r| r.value)
+    }
+
+    /// `io.vzrun.proc` may not ask for the view the host forces against.
+    pub fn allow_proc(&self, asked: ProcMode) -> Result<(), PolicyError> {
+        match &self.proc_mode {
+            Some(r) if r.value != asked => Err(self.refuse(
+                "proc",
+                asked.name(),
+                format!("the host gives every VE the {} view", r.value.name()),
+                &self.proc_mode,
+                "proc.mode",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks every setting of a spec that reaches the host against the policy; the first
     /// one outside it is the error. `annotations` give the values as the user wrote them.
     pub fn check(
@@ -593,6 +640,9 @@ impl Policy {
         }
         if config.system.as_ref().is_some_and(|s| s.own_sysctls) {
             self.allow_namespaced_sysctl()?;
+        }
+        if let Some(m) = config.proc.asked {
+            self.allow_proc(m)?;
         }
         Ok(())
     }
@@ -694,6 +744,20 @@ mod tests {
         assert!(p.image_dir(Path::new("/srv/images/../etc/passwd")).is_err());
         assert!(p.image_dir(Path::new("/srv/images")).is_err());
         assert!(p.image_dir(Path::new("/srv/other.img")).is_err());
+    }
+
+    #[test]
+    fn proc_mode_forces_the_view() {
+        use crate::ve::proc_view::ProcMode;
+        let p = policy("[proc]\nmode = \"virtual\"\n").unwrap();
+        assert_eq!(p.proc_mode(), Some(ProcMode::Virtual));
+        assert!(p.allow_proc(ProcMode::Virtual).is_ok());
+        let e = p.allow_proc(ProcMode::Host).unwrap_err().to_string();
+        assert!(e.contains("proc.mode"), "{e}");
+        let p = policy("[proc]\nmode = \"tenant\"\n").unwrap();
+        assert_eq!(p.proc_mode(), None);
+        assert!(p.allow_proc(ProcMode::Host).is_ok());
+        assert!(policy("[proc]\nmode = \"lxcfs\"\n").is_err());
     }
 
     #[test]

@@ -1,0 +1,259 @@
+//! What a VE sees of "its server" in /proc: with `io.vzrun.proc=virtual` the host's LXCFS
+//! files are bound over the container's /proc/{meminfo,cpuinfo,…} and
+//! /sys/devices/system/cpu/online, so `free`, `nproc`, `uptime` and the load average are
+//! the VE's (LXCFS answers from the reader's cgroup). `host` keeps the kernel's files.
+//!
+//! One LXCFS daemon serves the whole host (hack/setup.sh starts it); vzrun never starts
+//! one. The binds are ordinary spec mounts, so they live and die with the container's
+//! mount namespace (nothing to undo on delete) and checkpoint declares them external
+//! mounts like any other bind (CRIU cannot dump FUSE), to be bound again on restore.
+//!
+//! Default: `host` for app containers, `virtual` for system VEs (`ve create`). A system
+//! VE that gets the default on a host without LXCFS starts with a warning; a VE that
+//! asked for `virtual` (or whose host policy forces it) fails with [`ProcViewError`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Mount, Spec};
+
+use super::PREFIX;
+
+pub const KEYS: &[&str] = &["proc"];
+
+/// LXCFS's standard mount point (Debian's unit, LXD, Incus).
+pub const LXCFS_DIR: &str = "/var/lib/lxcfs";
+
+/// The command that starts the host daemon, for errors and warnings (as hack/setup.sh).
+pub const START_HINT: &str =
+    "start the host's LXCFS daemon: `mkdir -p /var/lib/lxcfs && lxcfs -l --enable-cfs /var/lib/lxcfs` (hack/setup.sh does this)";
+
+/// The files LXCFS virtualizes that VEs get, as paths inside the container; each is
+/// bound only when LXCFS serves it (older versions lack some).
+pub const FILES: &[&str] = &[
+    "/proc/meminfo",
+    "/proc/cpuinfo",
+    "/proc/stat",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/diskstats",
+    "/proc/swaps",
+    "/sys/devices/system/cpu/online",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcMode {
+    Virtual,
+    Host,
+}
+
+impl ProcMode {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "virtual" => Some(ProcMode::Virtual),
+            "host" => Some(ProcMode::Host),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcMode::Virtual => "virtual",
+            ProcMode::Host => "host",
+        }
+    }
+}
+
+/// The VE's setting and what the host policy makes of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcConfig {
+    /// `io.vzrun.proc`, when the spec says.
+    pub asked: Option<ProcMode>,
+    /// The host policy's `[proc] mode`, when it is not `tenant`; set by the runtime
+    /// before `prepare` (the policy has already refused a contradicting annotation).
+    pub forced: Option<ProcMode>,
+}
+
+impl ProcConfig {
+    pub fn parse(a: &HashMap<String, String>) -> Result<Self, super::VeError> {
+        let key = format!("{PREFIX}proc");
+        let asked = match a.get(&key) {
+            None => None,
+            Some(v) => Some(
+                ProcMode::parse(v)
+                    .ok_or_else(|| super::bad("proc", format!("{v:?} is not virtual or host")))?,
+            ),
+        };
+        Ok(ProcConfig {
+            asked,
+            forced: None,
+        })
+    }
+}
+
+/// What prepare does about /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Host files.
+    Off,
+    /// Virtual files, or fail without LXCFS.
+    Required,
+    /// Virtual files when LXCFS is there, else host files and a warning (system VEs).
+    Preferred,
+}
+
+pub fn want(c: &ProcConfig, system_ve: bool) -> Want {
+    match c.forced.or(c.asked) {
+        Some(ProcMode::Virtual) => Want::Required,
+        Some(ProcMode::Host) => Want::Off,
+        None if system_ve => Want::Preferred,
+        None => Want::Off,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcViewError {
+    #[error("{PREFIX}proc=virtual: LXCFS is not mounted at {}; {START_HINT}, or set {PREFIX}proc=host", dir.display())]
+    NotMounted { dir: PathBuf },
+}
+
+/// Where LXCFS is mounted: `VZRUN_LXCFS` (for tests and hosts that mount it elsewhere),
+/// else the standard place.
+pub fn lxcfs_dir() -> PathBuf {
+    match std::env::var_os("VZRUN_LXCFS") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(LXCFS_DIR),
+    }
+}
+
+/// Whether a live LXCFS is mounted at `dir`: a FUSE mount there in our mount table, and
+/// its meminfo answers (a mount whose daemon died answers ENOTCONN).
+pub fn mounted(dir: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let here = table.lines().any(|l| {
+        let mut f = l.split(' ');
+        let point = f.nth(4);
+        // Fields after " - " are fstype, source, options.
+        let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+        point.is_some_and(|p| Path::new(&unescape(p)) == dir)
+            && fstype.is_some_and(|t| t.starts_with("fuse"))
+    });
+    here && std::fs::metadata(dir.join("proc/meminfo")).is_ok()
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// The bind mounts for the files `dir` serves, in [`FILES`] order.
+pub fn mounts(dir: &Path) -> Vec<Mount> {
+    FILES
+        .iter()
+        .filter_map(|f| {
+            let source = dir.join(f.trim_start_matches('/'));
+            source.exists().then(|| {
+                let mut m = Mount::default();
+                m.set_destination(PathBuf::from(f));
+                m.set_typ(Some("bind".to_string()));
+                m.set_source(Some(source));
+                // Read-only: nothing inside may write the host daemon's files, and
+                // a plain bind (not rbind) since these are single files.
+                m.set_options(Some(vec!["bind".to_string(), "ro".to_string()]));
+                m
+            })
+        })
+        .collect()
+}
+
+/// Adds the binds to the spec when the VE gets virtual files; after the spec's own
+/// mounts, so /proc and /sys are already there to bind over. Returns whether it did.
+pub fn prepare(c: &ProcConfig, system_ve: bool, spec: &mut Spec) -> Result<bool, ProcViewError> {
+    let want = want(c, system_ve);
+    if want == Want::Off {
+        return Ok(false);
+    }
+    let dir = lxcfs_dir();
+    if !mounted(&dir) {
+        if want == Want::Required {
+            return Err(ProcViewError::NotMounted { dir });
+        }
+        // A system VE's vzrun writes to its console log: the warning lands there.
+        eprintln!(
+            "vzrun: warning: LXCFS is not mounted at {}: this VE sees the host's memory, CPUs, uptime and load; {START_HINT}",
+            dir.display()
+        );
+        return Ok(false);
+    }
+    let add = mounts(&dir);
+    let mut all = spec.mounts().clone().unwrap_or_default();
+    // A spec (or a restore re-deriving one) that already binds these paths gets ours.
+    all.retain(|m| !add.iter().any(|a| a.destination() == m.destination()));
+    all.extend(add);
+    spec.set_mounts(Some(all));
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ve::test_annotations;
+
+    #[test]
+    fn defaults_follow_the_kind_of_ve() {
+        let c = ProcConfig::parse(&test_annotations(&[])).unwrap();
+        assert_eq!(want(&c, false), Want::Off);
+        assert_eq!(want(&c, true), Want::Preferred);
+        let c = ProcConfig::parse(&test_annotations(&[("proc", "virtual")])).unwrap();
+        assert_eq!(want(&c, false), Want::Required);
+        let c = ProcConfig::parse(&test_annotations(&[("proc", "host")])).unwrap();
+        assert_eq!(want(&c, true), Want::Off);
+    }
+
+    #[test]
+    fn policy_wins() {
+        let mut c = ProcConfig::parse(&test_annotations(&[])).unwrap();
+        c.forced = Some(ProcMode::Virtual);
+        assert_eq!(want(&c, false), Want::Required);
+        c.forced = Some(ProcMode::Host);
+        assert_eq!(want(&c, true), Want::Off);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = ProcConfig::parse(&test_annotations(&[("proc", "lxcfs")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "annotation io.vzrun.proc: \"lxcfs\" is not virtual or host"
+        );
+    }
+
+    #[test]
+    fn not_mounted_says_how_to_start_it() {
+        let e = ProcViewError::NotMounted {
+            dir: PathBuf::from("/nowhere"),
+        }
+        .to_string();
+        assert!(e.contains("LXCFS is not mounted at /nowhere"), "{e}");
+        assert!(e.contains("lxcfs -l --enable-cfs /var/lib/lxcfs"), "{e}");
+    }
+
+    #[test]
+    fn binds_only_what_lxcfs_serves() {
+        let d = std::env::temp_dir().join(format!("vzrun-lxcfs-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("proc")).unwrap();
+        std::fs::write(d.join("proc/meminfo"), "").unwrap();
+        let m = mounts(&d);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].destination(), Path::new("/proc/meminfo"));
+        assert!(!mounted(&d));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
