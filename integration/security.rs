@@ -311,11 +311,8 @@ fn a_host_user_finds_no_setuid_path_into_a_ve() {
         assert!(!o.status.success(), "{p:?} ran for nobody: {o:?}");
         assert_ne!(String::from_utf8_lossy(&o.stdout).trim(), "0");
     }
-    for d in [
-        rt.root.path().to_path_buf(),
-        rt.root.path().join(".vzrun"),
-        ve_dir.clone(),
-    ] {
+    // The state root may be the caller's (it is here); vzrun's own part of it is 0700.
+    for d in [rt.root.path().join(".vzrun"), ve_dir.clone()] {
         let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{d:?}");
     }

@@ -223,13 +223,15 @@ impl Runtime {
                     // SIGKILL stays pending in a frozen cgroup on v1: thaw first.
                     let _ = container.resume();
                 }
-                if let Err(e) = container.delete(true) {
-                    if !force {
-                        return Err(e.into());
-                    }
+                match container.delete(true) {
+                    // A forced delete may follow a create killed halfway: a controller's
+                    // cgroup made after libcontainer's state was written is swept too.
+                    Ok(()) if force => self.remove_remains(id),
+                    Ok(()) => {}
+                    Err(e) if !force => return Err(e.into()),
                     // A state libcontainer cannot finish (a create killed halfway): take
                     // down what the derived config says was made.
-                    self.remove_remains(id);
+                    Err(_) => self.remove_remains(id),
                 }
             }
             // No readable state: a create that died between claiming the ID and
@@ -263,22 +265,9 @@ impl Runtime {
     pub(crate) fn remove_remains(&self, id: &str) {
         if let Ok(spec) = crate::runtime::bundle::load_spec(&self.root.ve_dir(id)) {
             if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
-                if let Ok(m) = cgroups::manager(&path, id) {
-                    use libcgroups::common::CgroupManager;
-                    // Thawed first: SIGKILL stays pending in a frozen v1 cgroup.
-                    let _ = m.freeze(libcgroups::common::FreezerState::Thawed);
-                    for _ in 0..100 {
-                        let pids = m.get_all_pids().unwrap_or_default();
-                        if pids.is_empty() {
-                            break;
-                        }
-                        for pid in pids {
-                            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
-                    let _ = m.remove();
-                }
+                // Directly, not through libcgroups' manager: its freeze and remove would
+                // make the hierarchies they touch, and stop at the first that fails.
+                cgroups::remove_everywhere(&path);
             }
         }
         let _ = std::fs::remove_dir_all(self.root.container_dir(id));

@@ -142,3 +142,36 @@ pub fn freeze(path: &Path, limit: Duration) -> Option<Frozen> {
     // Dropping `f` thaws it: the caller carries on without a freeze of its own.
     None
 }
+
+/// Removes the cgroup at `path` from every hierarchy it exists in, killing what is left
+/// in it first: for what a killed create left halfway (a controller made, the next not
+/// yet), where libcgroups' own remove stops at the first hierarchy it cannot handle.
+pub fn remove_everywhere(path: &Path) {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        return;
+    }
+    let root = Path::new(CGROUP_ROOT);
+    let mut dirs = vec![root.join(rel)];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        dirs.extend(rd.flatten().map(|e| e.path().join(rel)));
+    }
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        // SIGKILL stays pending in a frozen cgroup: thaw it first.
+        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        for _ in 0..50 {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
