@@ -253,6 +253,8 @@ fn a_cold_migration_keeps_the_view() {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("k");
     std::fs::write(&key, "vzt-shared-key-0123456789abcdef\n").unwrap();
+    // A key file as an administrator keeps one: root's alone.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let b = bundle();
     src.track(&id);
     dst.track(&id);
