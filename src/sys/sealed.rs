@@ -1,14 +1,20 @@
-//! vzrun runs container code from a sealed copy of itself. libcontainer forks vzrun to
-//! make a container's init and each exec'd process, so until they exec the user's
-//! program their `/proc/PID/exe` is the vzrun binary; a process inside the container
-//! could open it and, once the runtime exits, write to it (CVE-2019-5736). Re-executing
-//! from a memfd whose contents are sealed against writing, growing and shrinking leaves
-//! nothing writable to reach: the host's file is never what those processes run.
+//! vzrun runs container code from a copy of itself that nothing can write. libcontainer
+//! forks vzrun to make a container's init and each exec'd process, so until they exec
+//! the user's program their `/proc/PID/exe` is the vzrun binary; a process inside the
+//! container could open it and, once the runtime exits, write to it (CVE-2019-5736).
+//!
+//! The copy is made once per installed binary under /run/vzrun-exe and bind-mounted
+//! read-only onto itself in the host's mount namespace: opening it for writing fails
+//! with EROFS whichever way a process reaches it, and later runs re-execute it for the
+//! price of one exec (the page cache is shared). Where no such mount can be made, the
+//! copy is a memfd sealed against writing, growing and shrinking, made per run (a copy
+//! of the binary each time: about 10 ms here).
 
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
@@ -35,22 +41,65 @@ fn sealed(exe: &File) -> bool {
         .is_ok_and(|bits| SealFlag::from_bits_truncate(bits).contains(SEALS))
 }
 
-/// Re-executes this process from a sealed memfd copy of its binary, with the same
-/// arguments and environment; returns only when it already runs from one.
-pub fn ensure() -> Result<(), SealError> {
-    let mut exe = File::open("/proc/self/exe").map_err(failed("open /proc/self/exe"))?;
-    if sealed(&exe) {
-        return Ok(());
+/// Where the read-only copies live (a tmpfs on usual hosts: gone at reboot).
+const COPIES: &str = "/run/vzrun-exe";
+
+/// Whether `f` lies on a read-only mount.
+fn read_only(f: &File) -> bool {
+    nix::sys::statvfs::fstatvfs(f)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// The read-only copy of the binary `exe` is, made on first use: its name carries the
+/// binary's identity (device, inode, size, change time), so a new install gets a new one.
+fn read_only_copy(exe: &mut File) -> std::io::Result<PathBuf> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let m = exe.metadata()?;
+    let name = format!(
+        "vzrun-{:x}-{:x}-{:x}-{:x}.{:x}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    let dir = Path::new(COPIES);
+    let path = dir.join(&name);
+    let ready = |p: &Path| {
+        File::open(p).is_ok_and(|f| read_only(&f) && f.metadata().is_ok_and(|c| c.len() == m.len()))
+    };
+    if ready(&path) {
+        return Ok(path);
     }
-    let copy: OwnedFd = memfd_create(
-        c"vzrun",
-        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
-    )
-    .map_err(|e| failed("memfd_create")(e.into()))?;
-    let mut copy = File::from(copy);
-    std::io::copy(&mut exe, &mut copy).map_err(failed("copy the binary"))?;
-    fcntl(copy.as_raw_fd(), FcntlArg::F_ADD_SEALS(SEALS))
-        .map_err(|e| failed("seal the copy")(e.into()))?;
+    crate::sys::fs::private_dir(dir)?;
+    let _lock = crate::sys::lock::FileLock::exclusive(&dir.join(".lock"), true)?;
+    if ready(&path) {
+        return Ok(path);
+    }
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o500)
+        .open(&tmp)?;
+    std::io::copy(exe, &mut out)?;
+    drop(out);
+    std::fs::rename(&tmp, &path)?;
+    let none: Option<&str> = None;
+    mount(Some(&path), &path, none, MsFlags::MS_BIND, none)?;
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Err(e) = mount(none, &path, none, ro, none) {
+        let _ = nix::mount::umount(&path);
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    Ok(path)
+}
+
+/// This process's arguments and environment, for the exec.
+fn argv_envp() -> Result<(Vec<CString>, Vec<CString>), SealError> {
     let cstr = |b: &[u8]| CString::new(b).map_err(|e| failed("arguments")(e.into()));
     let args = std::env::args_os()
         .map(|a| cstr(a.as_bytes()))
@@ -63,6 +112,35 @@ pub fn ensure() -> Result<(), SealError> {
             cstr(&kv)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    Ok((args, env))
+}
+
+/// Re-executes this process from a copy of its binary that cannot be written, with the
+/// same arguments and environment; returns only when it already runs from one.
+pub fn ensure() -> Result<(), SealError> {
+    let mut exe = File::open("/proc/self/exe").map_err(failed("open /proc/self/exe"))?;
+    if sealed(&exe) || read_only(&exe) {
+        return Ok(());
+    }
+    if let Ok(path) = read_only_copy(&mut exe) {
+        let (args, env) = argv_envp()?;
+        let target = CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| failed("copy's path")(e.into()))?;
+        let e = nix::unistd::execve(&target, &args, &env).unwrap_err();
+        return Err(failed("exec the read-only copy")(e.into()));
+    }
+    use std::io::Seek;
+    exe.rewind().map_err(failed("read /proc/self/exe"))?;
+    let copy: OwnedFd = memfd_create(
+        c"vzrun",
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| failed("memfd_create")(e.into()))?;
+    let mut copy = File::from(copy);
+    std::io::copy(&mut exe, &mut copy).map_err(failed("copy the binary"))?;
+    fcntl(copy.as_raw_fd(), FcntlArg::F_ADD_SEALS(SEALS))
+        .map_err(|e| failed("seal the copy")(e.into()))?;
+    let (args, env) = argv_envp()?;
     let e = nix::unistd::fexecve(copy.as_raw_fd(), &args, &env).unwrap_err();
     Err(failed("exec the copy")(e.into()))
 }
