@@ -285,11 +285,17 @@ fn a_cold_migration_keeps_the_view() {
     if let Some(mut e) = l.stderr.take() {
         let _ = e.read_to_string(&mut log);
     }
-    let arrived = format!("/var/lib/vzrun/migrated/{id}");
+    // What the destination keeps for the VE goes even when an assertion fails.
+    struct Arrived(String);
+    impl Drop for Arrived {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _arrived = Arrived(format!("/var/lib/vzrun/migrated/{id}"));
     assert_eq!(o.code, 0, "{o:?}\nlistener: {log}");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(dst.status(&id), "running");
     assert_ve_view(&dst, &id, 256 * 1024);
     assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
-    let _ = std::fs::remove_dir_all(&arrived);
 }
