@@ -646,19 +646,13 @@ impl Netlink {
     /// or local (the bridge's and its ports' own addresses): the links they point to.
     /// One dump of AF_BRIDGE neighbours, filtered here.
     pub fn fdb_lookup(&mut self, bridge: u32, mac: &[u8]) -> Result<Vec<FdbSeen>> {
-        let mut m = NeighbourMessage::default();
-        m.header.family = AddressFamily::Bridge;
-        let msgs = self.request(
-            "list fdb entries",
-            RouteNetlinkMessage::GetNeighbour(m),
-            NLM_F_DUMP,
-        )?;
-        Ok(msgs
+        Ok(self
+            .neighbours(
+                "list fdb entries",
+                AddressFamily::Bridge,
+                NeighbourFlags::empty(),
+            )?
             .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
-                _ => None,
-            })
             .filter(|n| {
                 let master = n.attributes.iter().find_map(|a| match a {
                     NeighbourAttribute::Controller(c) => Some(*c),
@@ -676,6 +670,27 @@ impl Netlink {
             .collect())
     }
 
+    /// One dump of the neighbour table of `family` (with the request's `flags`, e.g.
+    /// proxy entries only).
+    fn neighbours(
+        &mut self,
+        what: &str,
+        family: AddressFamily,
+        flags: NeighbourFlags,
+    ) -> Result<Vec<NeighbourMessage>> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family;
+        m.header.flags = flags;
+        let msgs = self.request(what, RouteNetlinkMessage::GetNeighbour(m), NLM_F_DUMP)?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Replaces (or creates) `o`: an existing object with the same key is taken over.
     pub fn replace(&mut self, o: &impl Object) -> Result<()> {
         self.ack(
@@ -687,36 +702,25 @@ impl Netlink {
 
     /// The proxy neighbour entries (`ip neigh show proxy`) of one family on `link`.
     pub fn proxy_neighbours(&mut self, link: u32, v6: bool) -> Result<Vec<IpAddr>> {
-        let mut m = NeighbourMessage::default();
-        m.header.family = if v6 {
+        let family = if v6 {
             AddressFamily::Inet6
         } else {
             AddressFamily::Inet
         };
-        m.header.flags = NeighbourFlags::Proxy;
-        let msgs = self.request(
-            "list proxy neighbours",
-            RouteNetlinkMessage::GetNeighbour(m),
-            NLM_F_DUMP,
-        )?;
-        Ok(msgs
+        Ok(self
+            .neighbours("list proxy neighbours", family, NeighbourFlags::Proxy)?
             .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n)
-                    if n.header.ifindex == link
-                        && n.header.flags.contains(NeighbourFlags::Proxy) =>
-                {
-                    n.attributes.iter().find_map(|a| match a {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => {
-                            Some(IpAddr::V4(*v))
-                        }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
-                            Some(IpAddr::V6(*v))
-                        }
-                        _ => None,
-                    })
-                }
-                _ => None,
+            .filter(|n| n.header.ifindex == link && n.header.flags.contains(NeighbourFlags::Proxy))
+            .filter_map(|n| {
+                n.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => {
+                        Some(IpAddr::V4(*v))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
+                        Some(IpAddr::V6(*v))
+                    }
+                    _ => None,
+                })
             })
             .collect())
     }
