@@ -173,6 +173,15 @@ impl Drop for Arrived {
 }
 
 /// A key file as an administrator makes one: readable by root alone.
+/// Real moves run one at a time: each freezes and dumps a VE with CRIU, which gives up
+/// on a task it cannot seize within its timeout, and several at once on two cores (with
+/// a memory writer in one of them) made that happen.
+static MOVES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_move_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    MOVES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn key(dir: &Path, name: &str, text: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
@@ -305,6 +314,7 @@ fn route_in(ns: Option<&str>, ip: &str) -> String {
 #[test]
 fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
     require_criu!();
+    let _one = one_move_at_a_time();
     let lan = Lan::new(1);
     let keys = tempfile::tempdir().unwrap();
     let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
@@ -378,6 +388,7 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
 #[test]
 fn a_wrong_key_is_refused_and_a_dead_listener_leaves_the_ve_running() {
     require_criu!();
+    let _one = one_move_at_a_time();
     let lan = Lan::new(2);
     let keys = tempfile::tempdir().unwrap();
     let good = key(keys.path(), "good", "vzt-shared-key-0123456789abcdef");
@@ -527,6 +538,7 @@ impl Drop for PipeMaxSize {
 #[test]
 fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() {
     require_criu!();
+    let _one = one_move_at_a_time();
     let pipe = PipeMaxSize::hold();
     // As on a fresh host: the move itself must make room for CRIU's pipe.
     pipe.set("1048576");
@@ -601,6 +613,7 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
 #[test]
 fn killing_the_source_mid_transfer_is_reported_by_the_destination_watchdog() {
     require_criu!();
+    let _one = one_move_at_a_time();
     let _pipe = PipeMaxSize::hold();
     let lan = Lan::new(4);
     // Slow the pages down (about 40 Mbit/s into the destination) so the transfer is
@@ -716,6 +729,7 @@ fn a_host_whose_pipe_max_size_cannot_be_raised_refuses_online_by_name() {
 #[test]
 fn idle_connections_do_not_hold_the_listener() {
     require_criu!();
+    let _one = one_move_at_a_time();
     let lan = Lan::new(5);
     let keys = tempfile::tempdir().unwrap();
     let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
