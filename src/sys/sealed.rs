@@ -95,7 +95,29 @@ fn read_only_copy(exe: &mut File) -> std::io::Result<PathBuf> {
         let _ = std::fs::remove_file(&path);
         return Err(e.into());
     }
+    remove_other_copies(dir, &name);
     Ok(path)
+}
+
+/// A new binary's copy replaces the copies of earlier ones, so that upgrades and rebuilds
+/// do not pile up copies and mounts. A process still running an old copy keeps it: the
+/// mount is detached lazily (still read-only for whoever holds it) and the data stays
+/// until the last user lets go. Called with the directory's lock held.
+fn remove_other_copies(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == keep || !name.starts_with("vzrun-") {
+            continue;
+        }
+        let p = e.path();
+        // Mounted once by the code above; an unmounted leftover just goes.
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&p);
+    }
 }
 
 /// This process's arguments and environment, for the exec.
@@ -126,8 +148,9 @@ pub fn ensure() -> Result<(), SealError> {
         let (args, env) = argv_envp()?;
         let target = CString::new(path.as_os_str().as_bytes())
             .map_err(|e| failed("copy's path")(e.into()))?;
-        let e = nix::unistd::execve(&target, &args, &env).unwrap_err();
-        return Err(failed("exec the read-only copy")(e.into()));
+        // Fails only when a newer binary's run removed this copy between the check and
+        // the exec: the sealed memfd below serves this run instead.
+        let _ = nix::unistd::execve(&target, &args, &env);
     }
     use std::io::Seek;
     exe.rewind().map_err(failed("read /proc/self/exe"))?;
