@@ -563,8 +563,8 @@ pub fn grow(rec: &mut DiskRecord, hard: u64) -> Result<(), VeError> {
         VeError::Refused("private area: grow: the private area is not attached".into())
     })?;
     if hard < rec.space.1 / BLOCK * BLOCK {
-        return Err(VeError::Flag {
-            flag: "diskspace".into(),
+        return Err(VeError::Setting {
+            setting: super::live::Setting::DiskSpace,
             problem: format!(
                 "{hard} is below the current limit {}: a mounted private area can only grow",
                 rec.space.1
@@ -573,8 +573,8 @@ pub fn grow(rec: &mut DiskRecord, hard: u64) -> Result<(), VeError> {
     }
     if hard > rec.fs_size {
         if !can_resize_online() {
-            return Err(VeError::Flag {
-                flag: "diskspace".into(),
+            return Err(VeError::Setting {
+                setting: super::live::Setting::DiskSpace,
                 problem: format!(
                     "{hard} is above what this area can reach while running ({} bytes): \
                      growing a mounted ext4 further needs CAP_SYS_RESOURCE, which vzrun \

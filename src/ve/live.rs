@@ -259,10 +259,7 @@ impl Plan {
     /// The private area's new limits.
     pub fn apply_disk(&self, ve: &mut VeRecord) -> Result<(), VeError> {
         if let (Some(l), Some(d)) = (self.disk_space, ve.disk.as_mut()) {
-            disk::grow(d, l.hard).map_err(|e| match e {
-                VeError::Flag { problem, .. } => refuse(Setting::DiskSpace, problem),
-                e => e,
-            })?;
+            disk::grow(d, l.hard)?;
             d.space.0 = l.soft;
         }
         if let (Some(l), Some(d)) = (self.disk_inodes, ve.disk.as_mut()) {

@@ -35,8 +35,6 @@ pub const PREFIX: &str = "io.vzrun.";
 pub enum VeError {
     #[error("annotation {key}: {problem}")]
     Annotation { key: String, problem: String },
-    #[error("{flag}: {problem}")]
-    Flag { flag: String, problem: String },
     /// A change to a running VE that cannot be made, naming its setting.
     #[error("{setting}: {problem}")]
     Setting {
