@@ -201,8 +201,11 @@ impl Runtime {
             Ok(l) => l,
             Err(_) if force => {
                 // No record of vzrun's: only libcontainer's part can be left (a state
-                // directory from a create that died before vzrun claimed anything).
+                // directory from a create that died before vzrun claimed anything), or
+                // the ID's directory of a create killed between claiming it and making
+                // its lock file.
                 self.remove_orphan(id);
+                self.root.release(id);
                 return Ok(());
             }
             Err(e) => return Err(e),
