@@ -118,10 +118,7 @@ impl Root {
     pub fn lock(&self, id: &str) -> Result<Lock> {
         validate_id(id)?;
         let dir = self.ve_dir(id);
-        // The lock file is made if missing: a create killed between claiming the ID
-        // (mkdir) and making its lock file left a directory that delete -f must still be
-        // able to lock and remove. A missing directory still fails here (NotExist).
-        let lock = lock_dir(&dir, true).map_err(|_| Error::NotExist)?;
+        let lock = lock_dir(&dir, false).map_err(|_| Error::NotExist)?;
         // The holder before us may have been a delete: the directory is then unlinked.
         if lock.lock.is_gone() {
             return Err(Error::NotExist);
