@@ -54,16 +54,9 @@ fn read_only(f: &File) -> bool {
 /// binary's identity (device, inode, size, change time), so a new install gets a new one.
 fn read_only_copy(exe: &mut File) -> std::io::Result<PathBuf> {
     use nix::mount::{mount, MsFlags};
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let m = exe.metadata()?;
-    let name = format!(
-        "vzrun-{:x}-{:x}-{:x}-{:x}.{:x}",
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.ctime(),
-        m.ctime_nsec()
-    );
+    let name = copy_name(&m);
     let dir = Path::new(COPIES);
     let path = dir.join(&name);
     let ready = |p: &Path| {
@@ -95,28 +88,53 @@ fn read_only_copy(exe: &mut File) -> std::io::Result<PathBuf> {
         let _ = std::fs::remove_file(&path);
         return Err(e.into());
     }
-    remove_other_copies(dir, &name);
+    // Which binary this is a copy of, so that a later sweep can tell a stale copy.
+    if let Ok(src) = std::fs::read_link("/proc/self/exe") {
+        let _ = std::fs::write(dir.join(format!("{name}.src")), src.as_os_str().as_bytes());
+    }
+    remove_stale_copies(dir, &name);
     Ok(path)
 }
 
-/// A new binary's copy replaces the copies of earlier ones, so that upgrades and rebuilds
-/// do not pile up copies and mounts. A process still running an old copy keeps it: the
-/// mount is detached lazily (still read-only for whoever holds it) and the data stays
-/// until the last user lets go. Called with the directory's lock held.
-fn remove_other_copies(dir: &Path, keep: &str) {
+/// A copy's name: the binary's identity (device, inode, size, change time).
+fn copy_name(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "vzrun-{:x}-{:x}-{:x}-{:x}.{:x}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
+}
+
+/// Removes the copies of binaries that are gone or were replaced (a rebuild, an upgrade,
+/// a deleted test copy), so copies and mounts do not pile up; copies of binaries still
+/// installed stay. A process still running a removed copy keeps it: the mount is
+/// detached lazily (still read-only for whoever holds it). Called with the lock held.
+fn remove_stale_copies(dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name == keep || !name.starts_with("vzrun-") {
+        let name = name.to_string_lossy().into_owned();
+        if name == keep || !name.starts_with("vzrun-") || name.ends_with(".src") {
+            continue;
+        }
+        let src = dir.join(format!("{name}.src"));
+        let current = std::fs::read(&src)
+            .ok()
+            .and_then(|p| std::fs::metadata(std::ffi::OsStr::from_bytes(&p)).ok())
+            .is_some_and(|m| copy_name(&m) == name);
+        if current {
             continue;
         }
         let p = e.path();
-        // Mounted once by the code above; an unmounted leftover just goes.
         let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&p);
+        let _ = std::fs::remove_file(&src);
     }
 }
 
