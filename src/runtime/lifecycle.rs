@@ -1,6 +1,8 @@
 //! The verbs on an existing container: start, kill, pause, resume, delete, and the state
 //! checks that say which state each may start from, all in one place (runc's words).
 
+use std::time::Duration;
+
 use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::signal::Signal;
 
@@ -263,9 +265,11 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// What a container without usable state left: the processes of its cgroup (named in
+    /// What a container without usable state left: the forks of a create killed halfway
+    /// (found by the ID's lock file they inherited), the processes of its cgroup (named in
     /// vzrun's derived config), the cgroup, and libcontainer's directory.
     pub(crate) fn remove_remains(&self, id: &str) {
+        crate::sys::lock::kill_holders(&self.root.lock_file(id), Duration::from_secs(5));
         if let Ok(spec) = crate::runtime::bundle::load_spec(&self.root.ve_dir(id)) {
             if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
                 // Directly, not through libcgroups' manager: its freeze and remove would

@@ -92,6 +92,11 @@ impl Root {
         self.path.join(VE_DIR).join(id)
     }
 
+    /// The ID's lock file: every fork of the create that claimed the ID holds it open.
+    pub fn lock_file(&self, id: &str) -> PathBuf {
+        self.ve_dir(id).join(LOCK_FILE)
+    }
+
     /// Claims a new ID: fails with runc's words when it is taken.
     pub fn claim(&self, id: &str) -> Result<Lock> {
         validate_id(id)?;

@@ -7,8 +7,11 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 /// Held while it lives; released when dropped or when the process ends.
 pub struct FileLock {
@@ -50,9 +53,91 @@ impl FileLock {
     }
 }
 
+/// Kills every other process that has the file at `path` open, until none is left or
+/// `limit` has passed. A vzrun killed in the middle of a create leaves its forks running:
+/// libcontainer's intermediate process and the container's init, which waits for a start
+/// that never comes. They inherited the descriptor of the ID's lock file and hold it until
+/// the init execs the container's process, so they are found here even before they joined
+/// the container's cgroup (where a sweep of the cgroup alone would miss them).
+pub fn kill_holders(path: &Path, limit: Duration) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let target = (meta.dev(), meta.ino());
+    let start = Instant::now();
+    loop {
+        let found = holders(target);
+        if found.is_empty() || start.elapsed() > limit {
+            return;
+        }
+        for pid in found {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The processes other than this one with a descriptor open on the file `(dev, ino)`.
+fn holders(target: (u64, u64)) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == target));
+        if holds {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kill_holders_stops_a_process_holding_the_file_and_spares_others() {
+        let dir = std::env::temp_dir().join(format!("vzrun-holders-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lock");
+        std::fs::write(&path, b"").unwrap();
+        let mut holder = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(File::open(&path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // This process holds it too, as a forced delete holds the ID's lock: never itself.
+        let _mine = File::open(&path).unwrap();
+        kill_holders(&path, Duration::from_secs(5));
+        let st = holder.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+        assert!(bystander.try_wait().unwrap().is_none());
+        let _ = bystander.kill();
+        let _ = bystander.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
 
