@@ -1,27 +1,31 @@
-//! The channel between `vzrun migrate` and `vzrun migrate-listen`: framed, and
+//! The channel between `vzrun migrate` and `vzrun migrate-listen`: framed, encrypted and
 //! authenticated before anything else is said.
 //!
-//! Both peers prove they hold the shared key (HMAC-SHA256 over both sides' nonces) before
-//! anything else is said; every frame after that carries a tag under a key derived from
-//! the session's nonces and a sequence number, so frames cannot be forged, replayed or
-//! reordered by someone on the path. The stream itself is not encrypted.
+//! The peers run a Noise NNpsk0 handshake (snow) keyed by the shared key file: a peer
+//! without the key cannot complete it, and the ephemeral Diffie-Hellman gives each move
+//! keys of its own (a key file that leaks later does not open a recorded move). Every
+//! frame after that is AES-GCM encrypted under Noise's per-direction counters, so frames
+//! cannot be read, forged, replayed or reordered by someone on the path.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde::{de::DeserializeOwned, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use snow::{HandshakeState, TransportState};
 
 use super::MigError;
 
-type HmacSha256 = Hmac<Sha256>;
-
-const MAGIC: &[u8; 8] = b"VZMIGv1\0";
-const NONCE: usize = 32;
+/// What the listener says first; also Noise's prologue, so both peers agree on it.
+const MAGIC: &[u8; 8] = b"VZMIGv2\0";
+const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
+/// Largest Noise message, and its authentication tag.
+const MSG: usize = 65535;
 const TAG: usize = 16;
+/// Payload bytes one Noise message carries.
+const PIECE: usize = MSG - TAG;
 /// Largest frame payload; disk chunks are 1 MiB.
 const MAX_FRAME: usize = 4 << 20;
 pub const CHUNK: usize = 1 << 20;
@@ -44,8 +48,8 @@ pub mod kind {
 }
 
 /// The shared secret, read from a file (at least 16 bytes; whitespace at the end, as an
-/// editor leaves it, is not part of it).
-pub struct Key(Vec<u8>);
+/// editor leaves it, is not part of it), kept as Noise's 32-byte pre-shared key.
+pub struct Key([u8; 32]);
 
 impl Key {
     pub fn load(path: &Path) -> Result<Key, MigError> {
@@ -75,41 +79,51 @@ impl Key {
                 data.len()
             )));
         }
-        Ok(Key(data))
+        // A key file of any length (base64 text as often as raw bytes) becomes the 32
+        // bytes Noise takes, under a label of vzrun's own.
+        let mut h = Sha256::new();
+        h.update(b"vzrun migration psk v2\0");
+        h.update(&data);
+        Ok(Key(h.finalize().into()))
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        mac_with(&self.0, parts)
+    fn builder(&self) -> Result<snow::Builder<'_>, MigError> {
+        let params = NOISE.parse().map_err(noise)?;
+        snow::Builder::new(params)
+            .psk(0, &self.0)
+            .map_err(noise)?
+            .prologue(MAGIC)
+            .map_err(noise)
     }
 }
 
-fn mac_with(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC takes a key of any length.
-    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
+fn noise(e: snow::Error) -> MigError {
+    MigError::Protocol(format!("noise: {e}"))
 }
 
-fn nonce() -> Result<[u8; NONCE], MigError> {
-    let mut n = [0u8; NONCE];
-    getrandom::fill(&mut n).map_err(|e| MigError::Io(std::io::Error::other(e)))?;
+/// One Noise message on the wire: its length (2 bytes, big-endian), then the message.
+fn write_msg(w: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
+    // Callers never pass more than MSG bytes: a Noise message cannot be longer.
+    w.write_all(&(msg.len() as u16).to_be_bytes())?;
+    w.write_all(msg)
+}
+
+/// Reads one Noise message into `buf`, returning its length.
+fn read_msg(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut len = [0u8; 2];
+    r.read_exact(&mut len)?;
+    let n = u16::from_be_bytes(len) as usize;
+    r.read_exact(&mut buf[..n])?;
     Ok(n)
 }
 
-/// Compares in time independent of where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A framed, authenticated connection.
+/// A framed, encrypted and authenticated connection.
 pub struct Channel {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
-    session: [u8; 32],
-    sent: u64,
-    received: u64,
+    noise: TransportState,
+    /// One Noise message's worth, for sealing and opening.
+    scratch: Vec<u8>,
     /// Payload bytes sent, for progress and the summary.
     pub bytes_out: u64,
 }
@@ -122,58 +136,53 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Channel {
-    fn new(stream: TcpStream, session: [u8; 32]) -> Result<Channel, MigError> {
+    fn new(stream: TcpStream, hs: HandshakeState) -> Result<Channel, MigError> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(FRAME_TIMEOUT))?;
         stream.set_write_timeout(Some(FRAME_TIMEOUT))?;
         Ok(Channel {
             reader: BufReader::with_capacity(CHUNK + 64, stream.try_clone()?),
             writer: BufWriter::with_capacity(CHUNK + 64, stream),
-            session,
-            sent: 0,
-            received: 0,
+            noise: hs.into_transport_mode().map_err(noise)?,
+            scratch: vec![0u8; MSG],
             bytes_out: 0,
         })
     }
 
-    /// The source's side: answers the listener's challenge, then checks its proof.
+    /// The source's side: checks who answered, then runs the handshake as its initiator.
     pub fn client(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
         stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let mut hello = [0u8; 8 + NONCE];
+        let mut hello = [0u8; 8];
         stream.read_exact(&mut hello)?;
-        if &hello[..8] != MAGIC {
+        if &hello != MAGIC {
             return Err(MigError::Protocol(
-                "the peer is not a vzrun migrate-listen".into(),
+                "the peer is not a vzrun migrate-listen of this version".into(),
             ));
         }
-        let theirs = &hello[8..];
-        let ours = nonce()?;
-        let proof = key.mac(&[b"source", theirs, &ours]);
-        stream.write_all(&ours)?;
-        stream.write_all(&proof)?;
-        let mut answer = [0u8; 32];
-        stream.read_exact(&mut answer).map_err(|_| {
+        let mut hs = key.builder()?.build_initiator().map_err(noise)?;
+        let mut buf = vec![0u8; MSG];
+        let n = hs.write_message(&[], &mut buf).map_err(noise)?;
+        write_msg(&mut stream, &buf[..n])?;
+        let n = read_msg(&mut stream, &mut buf).map_err(|_| {
             MigError::Auth("the listener refused our key (a different key file?)".into())
         })?;
-        if !same(&answer, &key.mac(&[b"listener", &ours, theirs])) {
-            return Err(MigError::Auth("the listener does not hold our key".into()));
-        }
-        let session = key.mac(&[b"session", theirs, &ours]);
-        Channel::new(stream, session)
+        let mut empty = [0u8; 0];
+        hs.read_message(&buf[..n], &mut empty)
+            .map_err(|_| MigError::Auth("the listener does not hold our key".into()))?;
+        Channel::new(stream, hs)
     }
 
-    /// The listener's side: challenges the source and refuses it unless it proves the key.
+    /// The listener's side: refuses the source unless its first message proves the key.
     pub fn server(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
         stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let ours = nonce()?;
         stream.write_all(MAGIC)?;
-        stream.write_all(&ours)?;
-        let mut reply = [0u8; NONCE + 32];
-        stream.read_exact(&mut reply)?;
-        let (theirs, proof) = reply.split_at(NONCE);
-        if !same(proof, &key.mac(&[b"source", &ours, theirs])) {
+        let mut hs = key.builder()?.build_responder().map_err(noise)?;
+        let mut buf = vec![0u8; MSG];
+        let n = read_msg(&mut stream, &mut buf)?;
+        let mut empty = [0u8; 0];
+        if hs.read_message(&buf[..n], &mut empty).is_err() {
             return Err(MigError::Auth(format!(
                 "{} does not hold the key",
                 stream
@@ -182,23 +191,40 @@ impl Channel {
                     .unwrap_or_else(|_| "the peer".into())
             )));
         }
-        stream.write_all(&key.mac(&[b"listener", theirs, &ours]))?;
-        let session = key.mac(&[b"session", &ours, theirs]);
-        Channel::new(stream, session)
+        let n = hs.write_message(&[], &mut buf).map_err(noise)?;
+        write_msg(&mut stream, &buf[..n])?;
+        Channel::new(stream, hs)
     }
 
-    fn tag(&self, seq: u64, kind: u8, payload: &[u8]) -> [u8; 32] {
-        mac_with(
-            &self.session,
-            &[
-                &seq.to_le_bytes(),
-                &[kind],
-                &(payload.len() as u32).to_le_bytes(),
-                payload,
-            ],
-        )
+    /// Seals `plain` (at most [`PIECE`] bytes) into one Noise message on the wire.
+    fn seal(&mut self, plain: &[u8]) -> Result<(), MigError> {
+        let n = self
+            .noise
+            .write_message(plain, &mut self.scratch)
+            .map_err(noise)?;
+        write_msg(&mut self.writer, &self.scratch[..n])?;
+        Ok(())
     }
 
+    /// Opens the next Noise message into `out`, which must be exactly its payload's size.
+    fn open(&mut self, out: &mut [u8]) -> Result<(), MigError> {
+        let n = read_msg(&mut self.reader, &mut self.scratch)?;
+        if n != out.len() + TAG {
+            return Err(MigError::Protocol(format!(
+                "message of {n} bytes where {} were due",
+                out.len() + TAG
+            )));
+        }
+        let got = self
+            .noise
+            .read_message(&self.scratch[..n], out)
+            .map_err(|_| MigError::Auth("a frame failed its integrity check".into()))?;
+        debug_assert_eq!(got, out.len());
+        Ok(())
+    }
+
+    /// A frame: one message with its kind and length, then its payload in messages of
+    /// [`PIECE`] bytes.
     pub fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), MigError> {
         if payload.len() > MAX_FRAME {
             return Err(MigError::Protocol(format!(
@@ -206,13 +232,13 @@ impl Channel {
                 payload.len()
             )));
         }
-        let tag = self.tag(self.sent, kind, payload);
-        self.sent += 1;
-        self.writer.write_all(&[kind])?;
-        self.writer
-            .write_all(&(payload.len() as u32).to_le_bytes())?;
-        self.writer.write_all(payload)?;
-        self.writer.write_all(&tag[..TAG])?;
+        let mut head = [0u8; 5];
+        head[0] = kind;
+        head[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.seal(&head)?;
+        for piece in payload.chunks(PIECE) {
+            self.seal(piece)?;
+        }
         self.bytes_out += payload.len() as u64;
         // Everything but bulk data goes out at once: the peer may be waiting for it.
         if kind != kind::DATA && kind != kind::TAR {
@@ -224,19 +250,15 @@ impl Channel {
     pub fn recv(&mut self) -> Result<(u8, Vec<u8>), MigError> {
         self.writer.flush()?;
         let mut head = [0u8; 5];
-        self.reader.read_exact(&mut head)?;
+        self.open(&mut head)?;
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > MAX_FRAME {
             return Err(MigError::Protocol(format!("frame of {len} bytes")));
         }
         let mut payload = vec![0u8; len];
-        self.reader.read_exact(&mut payload)?;
-        let mut tag = [0u8; TAG];
-        self.reader.read_exact(&mut tag)?;
-        if !same(&tag, &self.tag(self.received, head[0], &payload)[..TAG]) {
-            return Err(MigError::Auth("a frame failed its integrity check".into()));
+        for piece in payload.chunks_mut(PIECE) {
+            self.open(piece)?;
         }
-        self.received += 1;
         if head[0] == kind::ERR {
             return Err(MigError::Remote(
                 String::from_utf8_lossy(&payload).into_owned(),
@@ -330,6 +352,91 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Key::load(&p).err().unwrap().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    /// A peer on the path: forwards the client's bytes to `to`, keeping a copy, with the
+    /// byte at `flip` (counted over the client's stream) inverted.
+    fn relay(
+        to: std::net::SocketAddr,
+        flip: Option<usize>,
+    ) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut s = TcpStream::connect(to).unwrap();
+            let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+            let back = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                // The server hung up: so does the path, as a real one would.
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                for (i, b) in buf[..n].iter_mut().enumerate() {
+                    if Some(seen.len() + i) == flip {
+                        *b ^= 0xff;
+                    }
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            let _ = back.join();
+            seen
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn frames_are_unreadable_on_the_wire_and_a_changed_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = dir.path().join("k");
+        write_key(&kp, "the-shared-key-0123456789");
+        let secret = b"root:$6$a-password-hash-from-the-ve:19000:0:99999:7:::".repeat(2000);
+        for flip in [None, Some(200)] {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let server_key = Key::load(&kp).unwrap();
+            let to = l.local_addr().unwrap();
+            let srv = std::thread::spawn(move || {
+                let (s, _) = l.accept().unwrap();
+                let mut ch = Channel::server(s, &server_key)?;
+                let got = ch.expect(kind::DATA)?;
+                ch.send(kind::OK, &got[..4])?;
+                Ok::<_, MigError>(got)
+            });
+            let (addr, wire) = relay(to, flip);
+            let mut ch =
+                Channel::client(TcpStream::connect(addr).unwrap(), &Key::load(&kp).unwrap())
+                    .unwrap();
+            ch.send(kind::DATA, &secret).unwrap();
+            let answer = ch.expect(kind::OK);
+            drop(ch);
+            let seen = wire.join().unwrap();
+            match flip {
+                None => {
+                    assert_eq!(srv.join().unwrap().unwrap(), secret);
+                    assert!(answer.is_ok());
+                    assert!(seen.len() > secret.len());
+                    assert!(
+                        !seen.windows(16).any(|w| w == &secret[..16]),
+                        "plaintext on the wire"
+                    );
+                }
+                Some(_) => {
+                    let e = srv.join().unwrap().err().unwrap().to_string();
+                    assert!(e.contains("integrity"), "{e}");
+                    assert!(answer.is_err());
+                }
+            }
+        }
     }
 
     #[test]
