@@ -133,6 +133,42 @@ fn run_returns_exit_code_and_cleans_up() {
     assert!(common::cgroups_named(&id).is_empty());
 }
 
+/// A caller that ignores SIGHUP and SIGQUIT (nohup, a shell's `trap '' …`): runc takes
+/// SIGHUP and SIGINT over with its own handler, so its container gets them at their
+/// default, while other ignored signals stay ignored. vzrun's container must see the same.
+#[test]
+fn signals_the_caller_ignored_reach_the_container_as_with_runc() {
+    require_root!();
+    let bundle = Bundle::busybox(&["sh", "-c", "grep ^SigIgn /proc/self/status"]);
+    let mut seen = Vec::new();
+    for rt in [Runtime::runc(), Runtime::vzrun()] {
+        let id = common::unique_id("sigign");
+        rt.track(&id);
+        let mut cmd = rt.command();
+        cmd.args(["run", "-b", bundle.p(), &id]);
+        // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let out = common::output_of(cmd, Stdio::null());
+        assert_eq!(out.code, 0, "{}: {}", rt.name, out.stderr);
+        let mask = out
+            .stdout
+            .split_whitespace()
+            .nth(1)
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .unwrap_or_else(|| panic!("{}: {:?}", rt.name, out.stdout));
+        seen.push((rt.name, mask & 0b111));
+    }
+    // Bits 0, 1, 2: SIGHUP, SIGINT, SIGQUIT.
+    assert_eq!(seen, [("runc", 0b100), ("vzrun", 0b100)]);
+}
+
 #[test]
 fn preserve_fds_reach_the_process() {
     require_root!();

@@ -80,9 +80,14 @@ impl Executor for VzExecutor {
         // Rust runs vzrun with SIGPIPE ignored (hooks that close their stdin early must
         // not kill it), and an exec keeps ignored signals ignored: give the container
         // process the default, as every other runtime does.
-        // SAFETY: resetting one signal disposition in a single-threaded process.
+        // runc's signal handler takes SIGHUP and SIGINT over even when its caller ignored
+        // them (nohup), so its containers get them at their default too; any other
+        // signal the caller ignored stays ignored, as in runc.
+        // SAFETY: resetting signal dispositions in a single-threaded process.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
         DefaultExecutor {}.exec(spec)
     }
