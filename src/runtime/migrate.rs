@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,9 @@ use crate::runtime::Runtime;
 use crate::sys::criu::{self, Feature, LazyPages, PageServer, Stopper};
 use crate::ve::checkpoint::{CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
 use crate::ve::disk::DiskRecord;
-use crate::ve::migrate::{self as mig, kind, Channel, FileHeader, Key, Mode, Progress, Requested};
+use crate::ve::migrate::{
+    self as mig, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
+};
 
 /// Pre-copy stops once a round wrote no more pages than this.
 const FEW_DIRTY_PAGES: u64 = 64;
@@ -169,13 +171,17 @@ impl Runtime {
             disk,
             hashes,
             progress,
+            ends: tunnel::Ends {
+                ip: local_ip,
+                key: opts.key.clone(),
+            },
         };
         let result = match mode {
             Mode::Cold => {
                 let out = mv.out.clone();
                 mv.frozen_final(&out, None, None, 0, 0)
             }
-            Mode::Postcopy => mv.postcopy(local_ip),
+            Mode::Postcopy => mv.postcopy(),
             Mode::Precopy => mv.precopy(),
         };
         let _ = std::fs::remove_dir_all(&mv.out);
@@ -232,7 +238,11 @@ impl Runtime {
             }
         }
         ch.send(kind::OK, &[])?;
-        match self.receive_ve(&mut ch, &hello, &id, &mut inc, local_ip, page_timeout) {
+        let ends = tunnel::Ends {
+            ip: local_ip,
+            key: key.clone(),
+        };
+        match self.receive_ve(&mut ch, &hello, &id, &mut inc, &ends, page_timeout) {
             Ok(()) => {
                 inc.kept = true;
                 // Post-copy: the pages keep coming after the VE runs; the images go when
@@ -263,7 +273,7 @@ impl Runtime {
         hello: &Value,
         id: &str,
         inc: &mut Incoming,
-        local_ip: IpAddr,
+        ends: &tunnel::Ends,
         page_timeout: Duration,
     ) -> Result<()> {
         let bundle = inc.dir.join("bundle");
@@ -310,8 +320,10 @@ impl Runtime {
                     images = inc.dir.join("images").join(name);
                     std::fs::create_dir_all(&images)
                         .map_err(|e| Error::io("create", &images, e))?;
-                    let addr = free_port(local_ip)?;
-                    inc.page_server = Some(PageServer::start(&images, addr)?);
+                    // CRIU's page server on loopback, reached only through the tunnel.
+                    let local = tunnel::loopback_port()?;
+                    inc.page_server = Some(PageServer::start(&images, local)?);
+                    let addr = ends.serve(local)?;
                     ch.send_json(kind::PROGRESS, &json!({"address": addr.to_string()}))?;
                 }
                 kind::RESTORE => {
@@ -329,7 +341,7 @@ impl Runtime {
                             .ok_or_else(|| {
                                 mig::MigError::Protocol("restore: no page server address".into())
                             })?;
-                        inc.lazy = Some(LazyPages::start(&images, ps)?);
+                        inc.lazy = Some(LazyPages::start(&images, ends.forward(ps)?)?);
                         self.lazy_restore(id, &bundle, &images, inc)?;
                     } else {
                         self.restore(received(id, &bundle, &images, false, None))?;
@@ -496,13 +508,6 @@ fn json_of(p: &[u8]) -> Result<Value> {
     serde_json::from_slice(p).map_err(|e| mig::MigError::Protocol(e.to_string()).into())
 }
 
-/// An address on `ip` with a port free right now, for a CRIU server to listen on.
-fn free_port(ip: IpAddr) -> Result<SocketAddr> {
-    let l = TcpListener::bind((ip, 0)).map_err(io("bind", ip))?;
-    let port = l.local_addr().map_err(io("local address of", ip))?.port();
-    Ok(SocketAddr::new(ip, port))
-}
-
 /// The options for restoring a received VE: detached, with the options every move's
 /// dump was taken with.
 fn received(
@@ -648,6 +653,8 @@ struct Move<'a> {
     /// Chunk hashes of the disk image as sent, for the pass with the VE frozen.
     hashes: HashMap<u64, u64>,
     progress: &'a Progress,
+    /// Where CRIU's page traffic enters and leaves the encrypted tunnels.
+    ends: tunnel::Ends,
 }
 
 impl Move<'_> {
@@ -683,14 +690,18 @@ impl Move<'_> {
         let ps = self
             .ch
             .exchange(kind::PROGRESS, json!({ "page_server_for": name }))?;
-        ps["address"]
-            .as_str()
-            .map(|a| {
-                PageServerAddr::parse(a).map_err(|e| {
-                    mig::MigError::Protocol(format!("page server address: {e}")).into()
-                })
-            })
-            .transpose()
+        let Some(text) = ps["address"].as_str() else {
+            return Ok(None);
+        };
+        let remote: SocketAddr = text.parse().map_err(|_| {
+            mig::MigError::Protocol(format!("page server address {text:?} is not ADDRESS:PORT"))
+        })?;
+        // The dump sends its pages to a loopback port: the tunnel carries them.
+        let local = self.ends.forward(remote)?;
+        Ok(Some(PageServerAddr {
+            address: local.ip().to_string(),
+            port: local.port().into(),
+        }))
     }
 
     /// The last disk pass with the VE frozen: its filesystem flushed, only changed chunks.
@@ -779,11 +790,12 @@ impl Move<'_> {
         })
     }
 
-    fn postcopy(&mut self, local_ip: IpAddr) -> Result<Report> {
+    fn postcopy(&mut self) -> Result<Report> {
         let (rt, id) = (self.rt, self.opts.id.clone());
         let t: Source = rt.dump_source(&id)?;
-        // A port for CRIU's page server on the address the destination reaches us at.
-        let ps = free_port(local_ip)?;
+        // CRIU's page server on loopback; the destination reaches it through a tunnel.
+        let ps = tunnel::loopback_port()?;
+        let public = self.ends.serve(ps)?;
         let (status_r, status_w) =
             nix::unistd::pipe().map_err(|e| Error::io("make", "a status pipe", e.into()))?;
         let mut o = dump_opts(&self.out);
@@ -820,13 +832,16 @@ impl Move<'_> {
             ));
         }
         self.progress.line(&format!(
-            "frozen; non-memory state dumped in {} ms, pages served from {ps}",
+            "frozen; non-memory state dumped in {} ms, pages served from {public}",
             frozen.elapsed().as_millis()
         ));
         let out = self.out.clone();
         let outcome = (|| -> Result<Value> {
             self.final_disk()?;
-            self.restore_remote(&out, json!({"lazy": true, "page_server": ps.to_string()}))
+            self.restore_remote(
+                &out,
+                json!({"lazy": true, "page_server": public.to_string()}),
+            )
         })();
         let done = match outcome {
             Ok(d) => d,

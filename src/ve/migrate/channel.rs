@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
-use snow::{HandshakeState, TransportState};
+use std::sync::Arc;
+
+use snow::{HandshakeState, StatelessTransportState};
 
 use super::MigError;
 
@@ -49,6 +51,7 @@ pub mod kind {
 
 /// The shared secret, read from a file (at least 16 bytes; whitespace at the end, as an
 /// editor leaves it, is not part of it), kept as Noise's 32-byte pre-shared key.
+#[derive(Clone)]
 pub struct Key([u8; 32]);
 
 impl Key {
@@ -119,13 +122,27 @@ fn read_msg(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// A framed, encrypted and authenticated connection.
 pub struct Channel {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
-    noise: TransportState,
-    /// One Noise message's worth, for sealing and opening.
-    scratch: Vec<u8>,
+    tx: Sealer,
+    rx: Opener,
     /// Payload bytes sent, for progress and the summary.
     pub bytes_out: u64,
+}
+
+/// The sending half: frames sealed under this direction's key and counter.
+pub struct Sealer {
+    writer: BufWriter<TcpStream>,
+    noise: Arc<StatelessTransportState>,
+    next: u64,
+    /// One Noise message's worth, for sealing.
+    scratch: Vec<u8>,
+}
+
+/// The receiving half: frames opened under the other direction's key and counter.
+pub struct Opener {
+    reader: BufReader<TcpStream>,
+    noise: Arc<StatelessTransportState>,
+    next: u64,
+    scratch: Vec<u8>,
 }
 
 /// How long a peer may take over the handshake: a connection that says nothing is
@@ -140,13 +157,29 @@ impl Channel {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(FRAME_TIMEOUT))?;
         stream.set_write_timeout(Some(FRAME_TIMEOUT))?;
+        // Counters kept here rather than inside snow, so the two directions can be
+        // handed to two threads (a tunnel's pumps) without a lock between them.
+        let noise = Arc::new(hs.into_stateless_transport_mode().map_err(noise)?);
         Ok(Channel {
-            reader: BufReader::with_capacity(CHUNK + 64, stream.try_clone()?),
-            writer: BufWriter::with_capacity(CHUNK + 64, stream),
-            noise: hs.into_transport_mode().map_err(noise)?,
-            scratch: vec![0u8; MSG],
+            rx: Opener {
+                reader: BufReader::with_capacity(CHUNK + 64, stream.try_clone()?),
+                noise: noise.clone(),
+                next: 0,
+                scratch: vec![0u8; MSG],
+            },
+            tx: Sealer {
+                writer: BufWriter::with_capacity(CHUNK + 64, stream),
+                noise,
+                next: 0,
+                scratch: vec![0u8; MSG],
+            },
             bytes_out: 0,
         })
+    }
+
+    /// The two directions, each for a thread of its own.
+    pub fn split(self) -> (Sealer, Opener) {
+        (self.tx, self.rx)
     }
 
     /// The source's side: checks who answered, then runs the handshake as its initiator.
@@ -196,75 +229,15 @@ impl Channel {
         Channel::new(stream, hs)
     }
 
-    /// Seals `plain` (at most [`PIECE`] bytes) into one Noise message on the wire.
-    fn seal(&mut self, plain: &[u8]) -> Result<(), MigError> {
-        let n = self
-            .noise
-            .write_message(plain, &mut self.scratch)
-            .map_err(noise)?;
-        write_msg(&mut self.writer, &self.scratch[..n])?;
-        Ok(())
-    }
-
-    /// Opens the next Noise message into `out`, which must be exactly its payload's size.
-    fn open(&mut self, out: &mut [u8]) -> Result<(), MigError> {
-        let n = read_msg(&mut self.reader, &mut self.scratch)?;
-        if n != out.len() + TAG {
-            return Err(MigError::Protocol(format!(
-                "message of {n} bytes where {} were due",
-                out.len() + TAG
-            )));
-        }
-        let got = self
-            .noise
-            .read_message(&self.scratch[..n], out)
-            .map_err(|_| MigError::Auth("a frame failed its integrity check".into()))?;
-        debug_assert_eq!(got, out.len());
-        Ok(())
-    }
-
-    /// A frame: one message with its kind and length, then its payload in messages of
-    /// [`PIECE`] bytes.
     pub fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), MigError> {
-        if payload.len() > MAX_FRAME {
-            return Err(MigError::Protocol(format!(
-                "frame of {} bytes",
-                payload.len()
-            )));
-        }
-        let mut head = [0u8; 5];
-        head[0] = kind;
-        head[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.seal(&head)?;
-        for piece in payload.chunks(PIECE) {
-            self.seal(piece)?;
-        }
+        self.tx.send(kind, payload)?;
         self.bytes_out += payload.len() as u64;
-        // Everything but bulk data goes out at once: the peer may be waiting for it.
-        if kind != kind::DATA && kind != kind::TAR {
-            self.writer.flush()?;
-        }
         Ok(())
     }
 
     pub fn recv(&mut self) -> Result<(u8, Vec<u8>), MigError> {
-        self.writer.flush()?;
-        let mut head = [0u8; 5];
-        self.open(&mut head)?;
-        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if len > MAX_FRAME {
-            return Err(MigError::Protocol(format!("frame of {len} bytes")));
-        }
-        let mut payload = vec![0u8; len];
-        for piece in payload.chunks_mut(PIECE) {
-            self.open(piece)?;
-        }
-        if head[0] == kind::ERR {
-            return Err(MigError::Remote(
-                String::from_utf8_lossy(&payload).into_owned(),
-            ));
-        }
-        Ok((head[0], payload))
+        self.tx.flush()?;
+        self.rx.recv()
     }
 
     /// Receives a frame that must be of `want`.
@@ -301,17 +274,101 @@ impl Channel {
     /// Tells the peer why this side gives up (best effort: it may be gone already).
     pub fn fail(&mut self, why: &str) {
         let _ = self.send(kind::ERR, why.as_bytes());
-        let _ = self.writer.flush();
+        let _ = self.tx.flush();
+    }
+
+    pub fn flush(&mut self) -> Result<(), MigError> {
+        self.tx.flush()
+    }
+
+    /// How long a [`Channel::recv`] may wait before it fails: after a post-copy restore a
+    /// peer that is gone without a word (host down, cable cut) sends no FIN.
+    pub fn set_read_timeout(&self, d: Option<std::time::Duration>) -> Result<(), MigError> {
+        Ok(self.tx.writer.get_ref().set_read_timeout(d)?)
+    }
+}
+
+impl Sealer {
+    /// Seals `plain` (at most [`PIECE`] bytes) into one Noise message on the wire.
+    fn seal(&mut self, plain: &[u8]) -> Result<(), MigError> {
+        let n = self
+            .noise
+            .write_message(self.next, plain, &mut self.scratch)
+            .map_err(noise)?;
+        self.next += 1;
+        write_msg(&mut self.writer, &self.scratch[..n])?;
+        Ok(())
+    }
+
+    /// A frame: one message with its kind and length, then its payload in messages of
+    /// [`PIECE`] bytes. Everything but bulk data goes out at once: the peer may be
+    /// waiting for it.
+    pub fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), MigError> {
+        if payload.len() > MAX_FRAME {
+            return Err(MigError::Protocol(format!(
+                "frame of {} bytes",
+                payload.len()
+            )));
+        }
+        let mut head = [0u8; 5];
+        head[0] = kind;
+        head[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.seal(&head)?;
+        for piece in payload.chunks(PIECE) {
+            self.seal(piece)?;
+        }
+        if kind != kind::DATA && kind != kind::TAR {
+            self.writer.flush()?;
+        }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> Result<(), MigError> {
         Ok(self.writer.flush()?)
     }
 
-    /// How long a [`Channel::recv`] may wait before it fails: after a post-copy restore a
-    /// peer that is gone without a word (host down, cable cut) sends no FIN.
-    pub fn set_read_timeout(&self, d: Option<std::time::Duration>) -> Result<(), MigError> {
-        Ok(self.writer.get_ref().set_read_timeout(d)?)
+    /// Ends this direction at the TCP level (the peer reads end of file).
+    pub fn shutdown(&mut self) {
+        let _ = self.writer.flush();
+        let _ = self.writer.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Opener {
+    /// Opens the next Noise message into `out`, which must be exactly its payload's size.
+    fn open(&mut self, out: &mut [u8]) -> Result<(), MigError> {
+        let n = read_msg(&mut self.reader, &mut self.scratch)?;
+        if n != out.len() + TAG {
+            return Err(MigError::Protocol(format!(
+                "message of {n} bytes where {} were due",
+                out.len() + TAG
+            )));
+        }
+        self.noise
+            .read_message(self.next, &self.scratch[..n], out)
+            .map_err(|_| MigError::Auth("a frame failed its integrity check".into()))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// The next frame; a frame of kind ERR is the peer's error.
+    pub fn recv(&mut self) -> Result<(u8, Vec<u8>), MigError> {
+        let mut head = [0u8; 5];
+        self.open(&mut head)?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(MigError::Protocol(format!("frame of {len} bytes")));
+        }
+        let mut payload = vec![0u8; len];
+        for piece in payload.chunks_mut(PIECE) {
+            self.open(piece)?;
+        }
+        if head[0] == kind::ERR {
+            return Err(MigError::Remote(
+                String::from_utf8_lossy(&payload).into_owned(),
+            ));
+        }
+        Ok((head[0], payload))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Moving a VE between hosts (vzmigrate), one file per job: the authenticated, framed
-//! channel between the two peers (`channel`), what goes over it (`streams`: the rootfs,
+//! Moving a VE between hosts (vzmigrate), one file per job: the encrypted, framed
+//! channel between the two peers (`channel`), CRIU's page traffic carried inside that
+//! encryption (`tunnel`), what goes over the channel (`streams`: the rootfs,
 //! the private area's image in passes, CRIU's images), the choice between pre-copy and
 //! post-copy and the pre-copy stopping rule (`rounds`), and progress output (`progress`).
 
@@ -7,6 +8,7 @@ pub mod channel;
 pub mod progress;
 pub mod rounds;
 pub mod streams;
+pub mod tunnel;
 
 pub use channel::{kind, parse_addr, Channel, Key};
 pub use progress::Progress;
