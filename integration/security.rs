@@ -272,6 +272,152 @@ fn addresses_outside_the_pools_are_refused_and_nothing_is_routed() {
     assert!(o.error_msg().contains("line 2"), "{o:?}");
 }
 
+/// The host's interface towards its default gateway: what a tenant would name to be
+/// announced on the host's own LAN.
+fn host_uplink() -> String {
+    let out = Command::new("ip")
+        .args(["route", "show", "default"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)
+        .unwrap_or("lo")
+        .to_string()
+}
+
+/// A tenant asks, through annotations, for what only the administrator may grant: the
+/// host's uplink, a bridge outside the policy, its MAC filter off, and resources beyond
+/// the policy's maxima. Each create is refused naming the key, the value and the policy
+/// line, and leaves nothing behind.
+#[test]
+fn a_tenant_cannot_reach_past_the_host_policy_through_annotations() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let policy = Policy::new(
+        r#"[net]
+pools = ["198.51.100.0/24"]
+uplinks = ["vzt-up*"]
+bridges = ["vzt-br*"]
+mac_filter_off = false
+
+[resources]
+max_ram = "256M"
+max_cpus = 1
+max_numproc = 512
+max_diskspace = "64M"
+memguarantee = false
+
+[proc]
+mode = "virtual"
+"#,
+    );
+    // A real bridge of the host's that the policy does not list.
+    let br = format!("vzx{}", std::process::id() % 100_000);
+    assert!(Command::new("ip")
+        .args(["link", "add", &br, "type", "bridge"])
+        .status()
+        .unwrap()
+        .success());
+    struct DelLink(String);
+    impl Drop for DelLink {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _br = DelLink(br.clone());
+    let uplink = host_uplink();
+    let ip = "198.51.100.64";
+    fn veth<'a>(ip: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut a = vec![("io.vzrun.net.mode", "veth"), ("io.vzrun.net.ip", ip)];
+        a.extend_from_slice(extra);
+        a
+    }
+    let cases: Vec<(Vec<(&str, &str)>, &str, &str, &str)> = vec![
+        (
+            vec![("io.vzrun.net.ip", ip), ("io.vzrun.net.uplink", &uplink)],
+            "io.vzrun.net.uplink",
+            &uplink,
+            "net.uplinks",
+        ),
+        (
+            veth(ip, &[("io.vzrun.net.bridge", &br)]),
+            "io.vzrun.net.bridge",
+            &br,
+            "net.bridges",
+        ),
+        (
+            veth(
+                ip,
+                &[
+                    ("io.vzrun.net.bridge", "vzt-br0"),
+                    ("io.vzrun.net.mac_filter", "off"),
+                ],
+            ),
+            "io.vzrun.net.mac_filter",
+            "off",
+            "net.mac_filter_off",
+        ),
+        (
+            vec![("io.vzrun.ram", "1G")],
+            "io.vzrun.ram",
+            "1G",
+            "resources.max_ram",
+        ),
+        (
+            vec![("io.vzrun.cpus", "2")],
+            "io.vzrun.cpus",
+            "2",
+            "resources.max_cpus",
+        ),
+        (
+            vec![("io.vzrun.numproc", "100000")],
+            "io.vzrun.numproc",
+            "100000",
+            "resources.max_numproc",
+        ),
+        (
+            vec![("io.vzrun.diskspace", "1T")],
+            "io.vzrun.diskspace",
+            "1T",
+            "resources.max_diskspace",
+        ),
+        (
+            vec![("io.vzrun.ram", "128M"), ("io.vzrun.memguarantee", "50")],
+            "io.vzrun.memguarantee",
+            "50",
+            "resources.memguarantee",
+        ),
+        (
+            vec![("io.vzrun.proc", "host")],
+            "io.vzrun.proc",
+            "host",
+            "proc.mode",
+        ),
+    ];
+    for (annotations, key, value, rule) in cases {
+        let map: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let b = Bundle::with(&["sleep", "600"], |v| {
+            v["root"]["readonly"] = json!(false);
+            v["annotations"] = Value::Object(map);
+        });
+        let id = common::unique_id("tenant");
+        let o = run_with_policy(&rt, &policy.path(), &["run", "-d", "-b", b.p(), &id]);
+        let err = o.error_msg();
+        assert_ne!(o.code, 0, "{key}={value} was accepted");
+        assert!(
+            err.contains(key) && err.contains(value) && err.contains(rule),
+            "{key}={value}: the error names the key, the value and the rule: {err}"
+        );
+        let left = remains(&rt, &id, ip);
+        assert!(left.is_empty(), "{key}={value} left {left:?}");
+    }
+}
+
 #[test]
 fn a_host_user_finds_no_setuid_path_into_a_ve() {
     require_root!();
