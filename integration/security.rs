@@ -334,7 +334,9 @@ mode = "virtual"
         a.extend_from_slice(extra);
         a
     }
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str, &str)> = vec![
+    // (annotations, the key refused, its value, the policy rule named)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("io.vzrun.net.ip", ip), ("io.vzrun.net.uplink", &uplink)],
             "io.vzrun.net.uplink",
