@@ -65,16 +65,35 @@ pub fn kill_holders(path: &Path, limit: Duration) {
     };
     let target = (meta.dev(), meta.ino());
     let start = Instant::now();
+    let mut killed = Vec::new();
     loop {
         let found = holders(target);
         if found.is_empty() || start.elapsed() > limit {
-            return;
+            break;
         }
         for pid in found {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed.push(pid);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // A dying process closes its descriptors before it lets go of its namespaces: the
+    // init's mount namespace (and with it the private area's mount and loop device) is
+    // only gone once the process has finished exiting.
+    while killed.iter().any(|&pid| exiting(pid)) && start.elapsed() <= limit {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether `pid` still exists and has not yet become a zombie (or been reaped).
+fn exiting(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // The state follows the command name, which is in parentheses and may hold any
+        // character: it is the first field after the last ')'.
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// The processes other than this one with a descriptor open on the file `(dev, ino)`.
