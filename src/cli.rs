@@ -221,6 +221,8 @@ pub fn main() -> i32 {
     }
     match commands::dispatch(command, &cli.global) {
         Ok(code) => code,
+        // The reader of our output stopped reading (`| head`): the command is done.
+        Err(err) if commands::out::is_closed(&err) => 0,
         Err(err) => {
             logging::error(&err);
             commands::exit_code_for(&err)

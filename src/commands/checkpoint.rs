@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::out;
 use crate::runtime::checkpoint::CheckpointOptions;
 use crate::ve::checkpoint::{parse_empty_ns, CgroupsMode, CriuOpts, DumpOpts, PageServerAddr};
 
@@ -131,7 +132,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         if !crate::ve::checkpoint_available() {
             bail!("checkpoint is not available: criu is missing or `criu check` fails");
         }
-        print!("{HELP}");
+        out!("{HELP}")?;
         return Ok(0);
     }
     let Some(id) = args.id.clone() else {

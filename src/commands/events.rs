@@ -8,6 +8,7 @@ use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
 use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -96,7 +97,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     while let Some(stats) = rt.stats(&args.id, first)? {
         first = false;
         let event = json!({"type": "stats", "id": args.id, "data": runc_stats(&stats)});
-        println!("{event}");
+        outln!("{event}")?;
         if args.stats {
             break;
         }

@@ -5,6 +5,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Show the enabled features")]
@@ -140,7 +141,7 @@ pub fn document() -> serde_json::Value {
 }
 
 pub fn run(_args: Args, _global: &GlobalOpts) -> Result<i32> {
-    println!("{}", serde_json::to_string_pretty(&document())?);
+    outln!("{}", serde_json::to_string_pretty(&document())?)?;
     Ok(0)
 }
 

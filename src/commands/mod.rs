@@ -17,6 +17,7 @@ pub mod kill;
 pub mod list;
 pub mod migrate;
 pub mod migrate_listen;
+pub mod out;
 pub mod pause;
 pub mod ps;
 pub mod restore;

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Result};
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::{out, outln};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "ps displays the processes running inside a container")]
@@ -21,9 +22,9 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     if args.format == super::list::Format::Json {
         // runc encodes a nil slice: no processes is `null`.
         if pids.is_empty() {
-            println!("null");
+            outln!("null")?;
         } else {
-            println!("{}", serde_json::to_string(&pids)?);
+            outln!("{}", serde_json::to_string(&pids)?)?;
         }
         return Ok(0);
     }
@@ -34,7 +35,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     };
     let output = crate::sys::process::output(std::process::Command::new("ps").args(&ps_args))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    print!("{}", filter_ps(&text, &pids)?);
+    out!("{}", filter_ps(&text, &pids)?)?;
     Ok(0)
 }
 

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::out;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Output the state of a container")]
@@ -13,6 +14,6 @@ pub struct Args {
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let state = super::runtime(global).state(&args.id)?;
     // runc prints it indented and without a final newline.
-    print!("{}", serde_json::to_string_pretty(&state)?);
+    out!("{}", serde_json::to_string_pretty(&state)?)?;
     Ok(0)
 }

@@ -12,6 +12,7 @@ use crate::ve::{template, VeConfig, VeError, PREFIX};
 
 use super::flag_err;
 use super::set::{resource_flags, SetArgs};
+use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
@@ -97,7 +98,7 @@ pub fn run(args: CreateArgs) -> Result<i32> {
         let _ = fs::remove_dir_all(&dir);
         return Err(e);
     }
-    println!("VE {id} created from template {}", tpl.info.name);
+    outln!("VE {id} created from template {}", tpl.info.name)?;
     Ok(0)
 }
 

@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
@@ -13,6 +14,6 @@ pub struct DestroyArgs {
 
 pub fn run(rt: &Runtime, args: DestroyArgs) -> Result<i32> {
     lifecycle::destroy(rt, &args.id)?;
-    println!("VE {} destroyed", args.id);
+    outln!("VE {} destroyed", args.id)?;
     Ok(0)
 }

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::view;
 
@@ -45,7 +46,7 @@ pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(0);
     }
     let text = |v: &Value| match v {
@@ -76,7 +77,7 @@ pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end())?;
     }
     Ok(0)
 }

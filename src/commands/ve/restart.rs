@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
@@ -21,9 +22,9 @@ pub struct RestartArgs {
 pub fn run(rt: &Runtime, args: RestartArgs) -> Result<i32> {
     if rt.root.read(&args.id).is_ok() {
         let msg = lifecycle::stop(rt, &args.id, args.fast, Duration::from_secs(args.timeout))?;
-        println!("{msg}");
+        outln!("{msg}").or_else(crate::commands::out::closed_is_ok)?;
     }
     lifecycle::start(rt, &args.id)?;
-    println!("VE {} started", args.id);
+    outln!("VE {} started", args.id)?;
     Ok(0)
 }

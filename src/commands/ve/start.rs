@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
@@ -13,6 +14,6 @@ pub struct StartArgs {
 
 pub fn run(rt: &Runtime, args: StartArgs) -> Result<i32> {
     lifecycle::start(rt, &args.id)?;
-    println!("VE {} started", args.id);
+    outln!("VE {} started", args.id)?;
     Ok(0)
 }

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::view;
 
@@ -16,7 +17,7 @@ pub struct StatArgs {
 pub fn run(rt: &Runtime, args: StatArgs) -> Result<i32> {
     let rows = view::stat(rt, &args.id)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(0);
     }
     let show = |v: u64| {
@@ -26,12 +27,17 @@ pub fn run(rt: &Runtime, args: StatArgs) -> Result<i32> {
             v.to_string()
         }
     };
-    println!(
+    outln!(
         "{:<12} {:>12} {:>12} {:>20} {:>20} {:>8}",
-        "resource", "held", "maxheld", "barrier", "limit", "failcnt"
-    );
+        "resource",
+        "held",
+        "maxheld",
+        "barrier",
+        "limit",
+        "failcnt"
+    )?;
     for r in rows {
-        println!(
+        outln!(
             "{:<12} {:>12} {:>12} {:>20} {:>20} {:>8}",
             r.resource,
             show(r.held),
@@ -39,7 +45,7 @@ pub fn run(rt: &Runtime, args: StatArgs) -> Result<i32> {
             show(r.barrier),
             show(r.limit),
             r.failcnt
-        );
+        )?;
     }
     Ok(0)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
@@ -25,6 +26,6 @@ pub struct StopArgs {
 
 pub fn run(rt: &Runtime, args: StopArgs) -> Result<i32> {
     let msg = lifecycle::stop(rt, &args.id, args.fast, Duration::from_secs(args.timeout))?;
-    println!("{msg}");
+    outln!("{msg}")?;
     Ok(0)
 }
