@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Bundle, Out, Runtime};
+use common::{Bundle, OnPty, Out, Runtime, Started};
 
 /// Runs `cmd` with stdout a pipe whose read end is already closed, as `CMD | head -0`
 /// would leave it once head has exited; kills it after `secs` (a command that keeps
@@ -91,5 +91,101 @@ fn printing_commands_survive_a_closed_pipe() {
         let o = with_closed_stdout(cmd, 10);
         assert_eq!(o.code, 0, "vzrun {args:?} into a closed pipe: {o:?}");
     }
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}
+
+/// Runs `cmd` with stdin from /dev/null; its output once it ends within `secs` seconds,
+/// else None (it is killed).
+fn finish_within(mut cmd: Command, secs: u64) -> Option<Out> {
+    let mut started = Started::new(cmd.stdin(Stdio::null()));
+    let mut code = None;
+    common::wait_until(secs, || match started.child.try_wait() {
+        Ok(Some(st)) => {
+            code = Some(st.code().unwrap_or(-1));
+            true
+        }
+        _ => false,
+    });
+    if code.is_none() {
+        let _ = started.child.kill();
+        let _ = started.child.wait();
+    }
+    code.map(|c| started.output(c))
+}
+
+/// `exec -t` and `run` of a process with a terminal, from a script (stdin not a
+/// terminal): vzrun would relay a terminal no one types on, and the shell inside would
+/// wait for ever. Both fail at once, saying why, as runc does, and leave nothing.
+#[test]
+fn a_terminal_without_a_terminal_fails_at_once() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::busybox(&["sleep", "60"]);
+    let id = common::unique_id("notty");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut cmd = rt.command();
+    cmd.args(["exec", "-t", &id, "sh"]);
+    let o = finish_within(cmd, 10).expect("exec -t from /dev/null ends at once");
+    assert_eq!(o.code, 255, "runc's exec status: {o:?}");
+    assert!(
+        o.error_msg().starts_with("exec failed: ") && o.error_msg().contains("stdin is not one"),
+        "{o:?}"
+    );
+    assert_eq!(
+        rt.run(&["ps", "-f", "json", &id])
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "no process was started"
+    );
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+
+    let tty_bundle = Bundle::with(&["sh"], |v| v["process"]["terminal"] = true.into());
+    let id = common::unique_id("notty-run");
+    rt.track(&id);
+    let mut cmd = rt.command();
+    cmd.args(["run", "-b", tty_bundle.p(), &id]);
+    let o = finish_within(cmd, 10).expect("run from /dev/null ends at once");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.error_msg().contains("stdin is not one"), "{o:?}");
+    assert!(rt.run(&["list", "-q"]).stdout.is_empty(), "nothing made");
+}
+
+/// A window resized while `exec -t` runs: the process inside sees the new size (SIGWINCH
+/// to vzrun becomes TIOCSWINSZ on the terminal it relays).
+#[test]
+fn window_size_changes_reach_the_process() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::busybox(&["sleep", "60"]);
+    let id = common::unique_id("winch");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut cmd = rt.command();
+    cmd.args([
+        "exec",
+        "-t",
+        &id,
+        "sh",
+        "-c",
+        "while :; do echo \"size=$(stty size)\"; sleep 0.2; done",
+    ]);
+    let mut term = OnPty::spawn(&mut cmd, 24, 80);
+    assert!(
+        term.wait_for("size=24 80", 10),
+        "the size at start: {:?}",
+        term.screen()
+    );
+    term.resize(50, 132);
+    let resized = term.wait_for("size=50 132", 10);
+    // Ctrl-C on the terminal ends the loop inside, and with it vzrun.
+    term.type_text("\x03");
+    let code = term.wait(10);
+    assert!(resized, "the process never saw 50x132: {:?}", term.screen());
+    assert_eq!(code, Some(130), "ended by SIGINT: {:?}", term.screen());
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
 }
