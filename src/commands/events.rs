@@ -14,6 +14,7 @@ use crate::commands::out::outln;
 #[command(
     about = "Display container events such as OOM notifications, cpu, memory, and IO usage statistics"
 )]
+#[command(after_help = "Examples:\n  vzrun events --stats web\n  vzrun events --interval 10s web")]
 pub struct Args {
     /// Set the stats collection interval
     #[arg(long, default_value = "5s", value_parser = parse_interval)]

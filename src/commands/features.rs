@@ -9,6 +9,7 @@ use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Show the enabled features")]
+#[command(after_help = "Example:\n  vzrun features")]
 pub struct Args {}
 
 const MOUNT_OPTIONS: &[&str] = &[

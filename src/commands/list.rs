@@ -7,6 +7,7 @@ use crate::commands::out::{out, outln};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Lists containers started by vzrun with the given root")]
+#[command(after_help = "Examples:\n  vzrun list\n  vzrun list -q\n  vzrun list --format json")]
 pub struct Args {
     /// Select one of: table or json
     #[arg(short = 'f', long, default_value = "table")]

@@ -18,6 +18,9 @@ use crate::ve::migrate::{parse_addr, Key};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Receive VEs moved here with `vzrun migrate`")]
+#[command(
+    after_help = "Example:\n  vzrun migrate-listen --listen 0.0.0.0:4700 --key-file /etc/vzrun/migrate.key"
+)]
 pub struct Args {
     /// Address to listen on, HOST:PORT (port 0 picks a free one; the address is printed)
     #[arg(long)]

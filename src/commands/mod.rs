@@ -8,6 +8,7 @@ use crate::cli::{Command, GlobalOpts};
 use crate::runtime::Runtime;
 
 pub mod checkpoint;
+pub mod completion;
 pub mod create;
 pub mod delete;
 pub mod events;
@@ -15,6 +16,7 @@ pub mod exec;
 pub mod features;
 pub mod kill;
 pub mod list;
+pub mod man;
 pub mod migrate;
 pub mod migrate_listen;
 pub mod out;
@@ -66,6 +68,8 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<i32> {
         Command::Restore(a) => restore::run(a, global),
         Command::Ve(c) => ve::run(c, global),
         Command::Template(c) => template::run(c, global),
+        Command::Completion(a) => completion::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 

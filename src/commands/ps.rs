@@ -7,6 +7,7 @@ use crate::commands::out::{out, outln};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "ps displays the processes running inside a container")]
+#[command(after_help = "Examples:\n  vzrun ps web\n  vzrun ps --format json web")]
 pub struct Args {
     /// Select one of: table or json
     #[arg(short = 'f', long, default_value = "table")]

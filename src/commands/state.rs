@@ -7,6 +7,7 @@ use crate::commands::out::out;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Output the state of a container")]
+#[command(after_help = "Example:\n  vzrun state web")]
 pub struct Args {
     pub id: String,
 }

@@ -18,6 +18,9 @@ pub enum TemplateCommand {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  vzrun template create debian-12 --dist debian-12 --packages openssh-server"
+)]
 pub struct CreateArgs {
     pub name: String,
     /// Distribution: debian-11, debian-12, debian-13, or busybox
@@ -32,6 +35,7 @@ pub struct CreateArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  vzrun template list\n  vzrun template list --json")]
 pub struct ListArgs {
     /// Print JSON
     #[arg(short = 'j', long)]
@@ -39,6 +43,7 @@ pub struct ListArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  vzrun template rm debian-12")]
 pub struct RmArgs {
     pub name: String,
 }

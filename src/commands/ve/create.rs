@@ -15,6 +15,9 @@ use super::set::{resource_flags, SetArgs};
 use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  vzrun ve create 101 --template debian-12 --ipadd 192.0.2.101 --ram 1G"
+)]
 pub struct CreateArgs {
     /// The OS template to boot (`busybox` is built in)
     #[arg(long)]

@@ -8,6 +8,9 @@ use crate::runtime::Runtime;
 use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  vzrun ve list\n  vzrun ve list -a -o ctid,status,ram,ram.l -s ram"
+)]
 pub struct ListArgs {
     /// Fields to show, comma-separated: ctid, status, ip, hostname, a beancounter
     /// (physpages, ram, swappages, swap, kmemsize, numproc, numfile, diskspace, diskinodes)

@@ -9,6 +9,7 @@ use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  vzrun ve restart --timeout 30 101")]
 pub struct RestartArgs {
     pub id: String,
     /// Kill instead of shutting down cleanly

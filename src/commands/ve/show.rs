@@ -8,6 +8,7 @@ use crate::runtime::Runtime;
 use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  vzrun ve show web\n  vzrun ve show --json web")]
 pub struct ShowArgs {
     pub id: String,
     /// Print JSON

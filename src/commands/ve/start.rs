@@ -8,6 +8,7 @@ use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  vzrun ve start 101")]
 pub struct StartArgs {
     pub id: String,
 }

@@ -7,6 +7,7 @@ use crate::runtime::Runtime;
 use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  vzrun ve stat web\n  vzrun ve stat --json web")]
 pub struct StatArgs {
     pub id: String,
     /// Print JSON

@@ -14,6 +14,7 @@ use crate::ve::system::lifecycle;
 pub const DEFAULT_TIMEOUT: u64 = 120;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  vzrun ve stop 101\n  vzrun ve stop --fast 101")]
 pub struct StopArgs {
     pub id: String,
     /// Kill at once, without asking init to shut down
