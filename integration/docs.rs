@@ -178,3 +178,84 @@ fn completions_for_bash_zsh_and_fish() {
         );
     }
 }
+
+/// `ve keys` lists every `io.vzrun.*` key with type, range and default, from the table the
+/// parser checks: every key the README mentions is there, a range it prints is the one
+/// the parser enforces, and a misspelt key is answered with the nearest valid one.
+#[test]
+fn ve_keys_lists_the_keys_the_parser_takes() {
+    let o = vzrun(&["ve", "keys", "--json"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let rows = o.json();
+    let rows = rows.as_array().expect("an array");
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("{key} missing from ve keys"))
+            .clone()
+    };
+    for r in rows {
+        for field in ["key", "type", "range", "default", "description"] {
+            assert!(
+                r[field].as_str().is_some_and(|s| !s.is_empty()),
+                "{field} of {r}"
+            );
+        }
+    }
+    assert_eq!(row("io.vzrun.cpuunits")["range"], "8..500000");
+    assert_eq!(row("io.vzrun.ram")["type"], "size");
+    assert_eq!(row("io.vzrun.net.mode")["default"], "venet");
+    assert_eq!(row("io.vzrun.hooks.timeout")["default"], "60");
+    // Every key the README documents.
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let mut documented: Vec<&str> = readme
+        .match_indices("io.vzrun.")
+        .map(|(i, _)| {
+            let rest = &readme[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+                .unwrap_or(rest.len());
+            rest[..end].trim_end_matches(['.', '-'])
+        })
+        .filter(|k| *k != "io.vzrun" && !k.ends_with(".*"))
+        .collect();
+    documented.sort();
+    documented.dedup();
+    assert!(documented.len() > 25, "{documented:?}");
+    for key in documented {
+        row(key);
+    }
+    // The table text too.
+    let o = vzrun(&["ve", "keys"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.starts_with("KEY "), "{}", o.stdout);
+    assert_eq!(o.stdout.lines().count(), rows.len() + 1);
+}
+
+#[test]
+fn unknown_keys_suggest_the_nearest_and_ranges_match_ve_keys() {
+    require_root!();
+    let rt = common::Runtime::vzrun();
+    for (key, value, want) in [
+        (
+            "io.vzrun.rma",
+            "1G",
+            "annotation io.vzrun.rma: unknown vzrun annotation; did you mean io.vzrun.ram?",
+        ),
+        (
+            "io.vzrun.net.nameservers",
+            "192.0.2.53",
+            "did you mean io.vzrun.net.nameserver?",
+        ),
+        ("io.vzrun.cpuunits", "5", "5 is out of range (8..500000)"),
+    ] {
+        let bundle = common::Bundle::with(&["true"], |v| {
+            v["annotations"] = serde_json::json!({ key: value });
+        });
+        let id = common::unique_id("keys");
+        rt.track(&id);
+        let o = rt.run(&["create", "-b", bundle.p(), &id]);
+        assert_eq!(o.code, 1, "{key}: {o:?}");
+        assert!(o.error_msg().contains(want), "{key}: {o:?}");
+    }
+}
