@@ -522,3 +522,96 @@ fn swap_adds_to_ram_and_holds_a_hog_where_the_host_swaps() {
     ]);
     assert!(stat(&rt, &id, "physpages")["failcnt"].as_u64().unwrap() > 0);
 }
+
+/// `ve stat --all --format prometheus`: every running VE's beancounters in the text
+/// exposition format, accepted by Prometheus' own checker (promtool, where installed),
+/// with `ve` and `resource` labels and the limits each VE was given.
+#[test]
+fn ve_stat_all_in_prometheus_format() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (a, _ba) = start(
+        &rt,
+        "prom-a",
+        &["sleep", "600"],
+        json!({"io.vzrun.numproc": "64"}),
+    );
+    let (b, _bb) = start(
+        &rt,
+        "prom-b",
+        &["sleep", "600"],
+        json!({"io.vzrun.numproc": "128"}),
+    );
+    let o = rt.run(&["ve", "stat", "--all", "--format", "prometheus"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    if common::have("promtool") {
+        use std::io::{Seek, Write};
+        let mut input = tempfile::tempfile().unwrap();
+        input.write_all(o.stdout.as_bytes()).unwrap();
+        input.rewind().unwrap();
+        let check = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(input)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "promtool check metrics: {}{}\n{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr),
+            o.stdout
+        );
+    } else {
+        eprintln!("promtool is not installed: the exposition is checked by hand only");
+    }
+    // Samples by (family, ve, resource).
+    let sample = |family: &str, ve: &str, resource: &str| -> Option<String> {
+        let head = format!("{family}{{ve=\"{ve}\",resource=\"{resource}\"}} ");
+        o.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&head).map(str::to_string))
+    };
+    for (ve, limit) in [(&a, "64"), (&b, "128")] {
+        assert_eq!(
+            sample("vzrun_ve_limit", ve, "numproc").as_deref(),
+            Some(limit),
+            "{}",
+            o.stdout
+        );
+        let held: u64 = sample("vzrun_ve_held", ve, "numproc")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("held numproc of {ve}: {}", o.stdout));
+        assert!(held >= 1, "{}", o.stdout);
+        assert!(sample("vzrun_ve_failcnt_total", ve, "numproc").is_some());
+    }
+    for family in [
+        "vzrun_ve_held",
+        "vzrun_ve_maxheld",
+        "vzrun_ve_barrier",
+        "vzrun_ve_limit",
+    ] {
+        assert!(
+            o.stdout.contains(&format!("# TYPE {family} gauge\n")),
+            "{}",
+            o.stdout
+        );
+    }
+    // --all --json: the rows of `ve stat --json ID` under each ID.
+    let all = rt.run(&["ve", "stat", "--all", "--json"]).json();
+    let resources = |rows: &Value| -> Vec<String> {
+        rows.as_array()
+            .map(|r| r.iter().map(|x| x["resource"].to_string()).collect())
+            .unwrap_or_default()
+    };
+    let one = rt.run(&["ve", "stat", "--json", &a]).json();
+    assert_eq!(resources(&all[&a]), resources(&one), "{all}");
+    assert!(
+        all[&b].as_array().is_some_and(|r| r
+            .iter()
+            .any(|x| x["resource"] == "numproc" && x["limit"] == 128)),
+        "{all}"
+    );
+    // An ID or --all, not both, not neither.
+    assert_ne!(rt.run(&["ve", "stat"]).code, 0);
+    assert_ne!(rt.run(&["ve", "stat", "--all", &a]).code, 0);
+}

@@ -302,15 +302,30 @@ fn fast_stop_timeout_kill_and_enter() {
     let ve = SysVe::create(&rt, data.path(), "sys-stop", "busybox", &[]);
     ve.start();
     // ve enter: a login shell inside, on a terminal.
-    let o = vz(
-        &rt,
-        data.path(),
-        &["ve", "enter", &ve.id],
-        Some("tty; echo marker-$((6*7)) $(hostname); exit\n"),
+    let mut cmd = rt.command();
+    cmd.env("VZRUN_DATA_DIR", data.path())
+        .args(["ve", "enter", &ve.id]);
+    let mut term = common::OnPty::spawn(&mut cmd, 24, 80);
+    term.type_text("tty; echo marker-$((6*7)) $(hostname); exit\n");
+    assert_eq!(term.wait(20), Some(0), "{:?}", term.screen());
+    assert!(
+        term.screen().contains("/dev/pts/"),
+        "a terminal: {:?}",
+        term.screen()
     );
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("/dev/pts/"), "a terminal: {o:?}");
-    assert!(o.stdout.contains(&format!("marker-42 {}", ve.id)), "{o:?}");
+    assert!(
+        term.screen().contains(&format!("marker-42 {}", ve.id)),
+        "{:?}",
+        term.screen()
+    );
+    // From a script (stdin not a terminal) it fails at once, saying what to use instead.
+    let o = vz(&rt, data.path(), &["ve", "enter", &ve.id], Some("exit\n"));
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.error_msg().contains("stdin is not one")
+            && o.error_msg().contains(&format!("vzrun exec {} CMD", ve.id)),
+        "{o:?}"
+    );
     // --fast: no shutdown scripts.
     let o = ve.ve("stop", &["--fast"]);
     assert_eq!(o.code, 0, "{o:?}");

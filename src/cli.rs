@@ -18,7 +18,9 @@ const EXIT_UNKNOWN_COMMAND: i32 = 3;
     name = "vzrun",
     about = "An OCI runtime that runs bundles as OpenVZ-style Virtual Environments",
     disable_version_flag = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    after_help = "Examples:\n  vzrun run -d --bundle /srv/bundles/web web\n  vzrun ve list -a\n  \
+                  vzrun exec -t web sh\n\nEach command has a man page (man vzrun-ve-set) and --help."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -31,6 +33,7 @@ pub struct Cli {
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalOpts {
     /// Root directory for storage of container state
     #[arg(long, global = true, value_name = "DIR")]
@@ -87,11 +90,21 @@ pub enum Command {
     /// Receive VEs from `vzrun migrate`
     MigrateListen(commands::migrate_listen::Args),
     /// Read and change Virtual Environments (vzctl/vzlist style)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vzrun ve create 101 --template busybox --ipadd 192.0.2.101\n  \
+                      vzrun ve start 101\n  vzrun ve list -a"
+    )]
     Ve(commands::ve::VeCommand),
     /// OS templates for system VEs (build, list, remove)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vzrun template create debian-12 --dist debian-12\n  vzrun template list"
+    )]
     Template(commands::template::TemplateCommand),
+    Completion(commands::completion::Args),
+    #[command(hide = true)]
+    Man(commands::man::Args),
 }
 
 impl Command {
@@ -221,6 +234,8 @@ pub fn main() -> i32 {
     }
     match commands::dispatch(command, &cli.global) {
         Ok(code) => code,
+        // The reader of our output stopped reading (`| head`): the command is done.
+        Err(err) if commands::out::is_closed(&err) => 0,
         Err(err) => {
             logging::error(&err);
             commands::exit_code_for(&err)

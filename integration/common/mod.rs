@@ -583,3 +583,113 @@ impl Drop for TestBridge {
         let _ = Command::new("ip").args(["link", "del", &self.0]).status();
     }
 }
+
+/// A command on a new pseudo-terminal of `rows`×`cols` (its stdin, stdout, stderr and
+/// controlling terminal), as when a person runs it from a terminal window; the test holds
+/// the master end: what the command writes, and the window's size.
+pub struct OnPty {
+    pub child: std::process::Child,
+    master: std::fs::File,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl OnPty {
+    pub fn spawn(cmd: &mut Command, rows: u16, cols: u16) -> OnPty {
+        use std::os::unix::process::CommandExt;
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        let slave = std::fs::File::from(pty.slave);
+        // SAFETY: between fork and exec only async-signal-safe calls (setsid, ioctl) on the
+        // child's own descriptors: it gets a session whose controlling terminal is the pty,
+        // so the kernel signals it when the window is resized.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let master = std::fs::File::from(pty.master);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // EIO once the last slave descriptor is closed.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnPty {
+            child,
+            master,
+            seen,
+        }
+    }
+
+    /// Types `text` on the terminal.
+    pub fn type_text(&mut self, text: &str) {
+        use std::io::Write;
+        self.master
+            .write_all(text.as_bytes())
+            .expect("write to pty");
+    }
+
+    /// Everything shown on the terminal so far, without carriage returns.
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).replace('\r', "")
+    }
+
+    /// Waits up to `secs` seconds for `needle` to appear on the terminal.
+    pub fn wait_for(&self, needle: &str, secs: u64) -> bool {
+        wait_until(secs, || self.screen().contains(needle))
+    }
+
+    /// Resizes the window, as a terminal emulator does: the kernel sends SIGWINCH to
+    /// the command, the foreground of the terminal.
+    pub fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on our open master with a pointer to a live winsize.
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
+    /// The command's exit code once it ends within `secs` seconds; else it is killed and
+    /// None is returned.
+    pub fn wait(&mut self, secs: u64) -> Option<i32> {
+        let mut code = None;
+        wait_until(secs, || match self.child.try_wait() {
+            Ok(Some(st)) => {
+                code = Some(st.code().unwrap_or(-1));
+                true
+            }
+            _ => false,
+        });
+        if code.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        code
+    }
+}

@@ -1,7 +1,7 @@
 //! `vzrun checkpoint`: dump a running VE with CRIU (vzctl chkpnt), around the
 //! pre-checkpoint and post-checkpoint action scripts (`runtime::checkpoint`). Without
-//! --leave-running the VE is gone afterwards, as with runc. `checkpoint --help` succeeds only where CRIU works:
-//! podman takes its exit status to mean that the runtime can checkpoint.
+//! --leave-running the VE is gone afterwards, as with runc. `checkpoint --help` is clap's
+//! and always succeeds, as runc's does: whether CRIU works here is `features`' answer.
 
 use std::path::PathBuf;
 
@@ -12,20 +12,26 @@ use crate::runtime::checkpoint::CheckpointOptions;
 use crate::ve::checkpoint::{parse_empty_ns, CgroupsMode, CriuOpts, DumpOpts, PageServerAddr};
 
 #[derive(clap::Args, Debug)]
-#[command(about = "Checkpoint a running container", disable_help_flag = true)]
+#[command(
+    about = "Checkpoint a running container",
+    after_help = "Example:\n  vzrun checkpoint --image-path /var/lib/ckpt/web --tcp-established web"
+)]
 pub struct Args {
-    #[arg(short = 'h', long = "help")]
-    pub help: bool,
     #[command(flatten)]
     pub criu: CriuFlags,
+    /// Leave the process running after checkpointing
     #[arg(long = "leave-running")]
     pub leave_running: bool,
+    /// Dump the container's memory only, and leave it running
     #[arg(long = "pre-dump")]
     pub pre_dump: bool,
-    #[arg(long = "page-server")]
+    /// ADDRESS:PORT of the page server
+    #[arg(long = "page-server", value_name = "ADDR:PORT")]
     pub page_server: Option<String>,
-    #[arg(long = "status-fd")]
+    /// CRIU writes a zero byte to this descriptor once lazy-pages is ready
+    #[arg(long = "status-fd", value_name = "FD")]
     pub status_fd: Option<i32>,
+    /// The container (VE) ID
     pub id: Option<String>,
 }
 
@@ -33,13 +39,13 @@ pub struct Args {
 #[derive(clap::Args, Debug, Default)]
 pub struct CriuFlags {
     /// Path to CRIU image files (default ./checkpoint)
-    #[arg(long = "image-path")]
+    #[arg(long = "image-path", value_name = "DIR")]
     pub image_path: Option<PathBuf>,
     /// Path for CRIU work files and logs
-    #[arg(long = "work-path")]
+    #[arg(long = "work-path", value_name = "DIR")]
     pub work_path: Option<PathBuf>,
     /// Path for previous CRIU image files (pre-dump)
-    #[arg(long = "parent-path")]
+    #[arg(long = "parent-path", value_name = "DIR")]
     pub parent_path: Option<PathBuf>,
     /// Allow open TCP connections
     #[arg(long = "tcp-established")]
@@ -54,10 +60,10 @@ pub struct CriuFlags {
     #[arg(long = "file-locks")]
     pub file_locks: bool,
     /// Cgroups mode: soft (default), full, strict or ignore
-    #[arg(long = "manage-cgroups-mode")]
+    #[arg(long = "manage-cgroups-mode", value_name = "MODE")]
     pub manage_cgroups_mode: Option<String>,
     /// Create a namespace, but do not restore its properties
-    #[arg(long = "empty-ns")]
+    #[arg(long = "empty-ns", value_name = "NS")]
     pub empty_ns: Vec<String>,
     /// Enable auto deduplication of memory images
     #[arg(long = "auto-dedup")]
@@ -100,40 +106,7 @@ fn flag_err(flag: &str, problem: String) -> anyhow::Error {
     anyhow!("{flag}: {problem}")
 }
 
-const HELP: &str = "Checkpoint a running container
-
-Usage: vzrun checkpoint [OPTIONS] <container-id>
-
-Options:
-      --image-path <DIR>           path for saving criu image files (default ./checkpoint)
-      --work-path <DIR>            path for saving work files and logs
-      --parent-path <DIR>          path for previous criu image files in pre-dump
-      --leave-running              leave the process running after checkpointing
-      --tcp-established            allow open tcp connections
-      --ext-unix-sk                allow external unix sockets
-      --shell-job                  allow shell jobs
-      --file-locks                 handle file locks, for safety
-      --pre-dump                   dump container's memory information only, leave the container running after this
-      --manage-cgroups-mode <MODE> cgroups mode: soft (default), full, strict or ignore
-      --empty-ns <NS>              create a namespace, but don't restore its properties
-      --page-server <ADDR:PORT>    ADDRESS:PORT of the page server
-      --lazy-pages                 use userfaultfd to lazily restore memory pages
-      --status-fd <FD>             criu writes \\0 to this FD once lazy-pages is ready
-      --auto-dedup                 enable auto deduplication of memory images
-  -h, --help                       print help
-
-Action scripts (annotations): io.vzrun.hooks.pre-checkpoint, io.vzrun.hooks.post-checkpoint
-(a host command, or ve:CMD run inside the VE).
-";
-
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
-    if args.help {
-        if !crate::ve::checkpoint_available() {
-            bail!("checkpoint is not available: criu is missing or `criu check` fails");
-        }
-        print!("{HELP}");
-        return Ok(0);
-    }
     let Some(id) = args.id.clone() else {
         bail!("\"checkpoint\" requires exactly 1 argument(s)");
     };

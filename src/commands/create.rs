@@ -52,6 +52,9 @@ impl CreateFlags {
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Create a container")]
+#[command(
+    after_help = "Examples:\n  vzrun create --bundle /srv/bundles/web web\n  vzrun start web"
+)]
 pub struct Args {
     #[command(flatten)]
     pub flags: CreateFlags,

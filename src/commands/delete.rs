@@ -7,6 +7,7 @@ use crate::cli::GlobalOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Delete any resources held by the container")]
+#[command(after_help = "Examples:\n  vzrun delete web\n  vzrun delete --force web")]
 pub struct Args {
     /// Forcibly delete the container if it is still running (uses SIGKILL)
     #[arg(short = 'f', long)]

@@ -8,11 +8,13 @@ use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
 use serde_json::{json, Value};
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
 #[command(
     about = "Display container events such as OOM notifications, cpu, memory, and IO usage statistics"
 )]
+#[command(after_help = "Examples:\n  vzrun events --stats web\n  vzrun events --interval 10s web")]
 pub struct Args {
     /// Set the stats collection interval
     #[arg(long, default_value = "5s", value_parser = parse_interval)]
@@ -96,7 +98,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     while let Some(stats) = rt.stats(&args.id, first)? {
         first = false;
         let event = json!({"type": "stats", "id": args.id, "data": runc_stats(&stats)});
-        println!("{event}");
+        outln!("{event}")?;
         if args.stats {
             break;
         }

@@ -11,6 +11,7 @@ use super::ExitError;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Execute new process inside the container")]
+#[command(after_help = "Examples:\n  vzrun exec web ps\n  vzrun exec -t web sh")]
 pub struct Args {
     /// Path to an AF_UNIX socket which will receive the console's pseudoterminal master
     #[arg(long = "console-socket")]

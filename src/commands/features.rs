@@ -5,9 +5,11 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Show the enabled features")]
+#[command(after_help = "Example:\n  vzrun features")]
 pub struct Args {}
 
 const MOUNT_OPTIONS: &[&str] = &[
@@ -140,7 +142,7 @@ pub fn document() -> serde_json::Value {
 }
 
 pub fn run(_args: Args, _global: &GlobalOpts) -> Result<i32> {
-    println!("{}", serde_json::to_string_pretty(&document())?);
+    outln!("{}", serde_json::to_string_pretty(&document())?)?;
     Ok(0)
 }
 

@@ -6,6 +6,7 @@ use crate::cli::GlobalOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Send a signal to the container's init process (default SIGTERM)")]
+#[command(after_help = "Examples:\n  vzrun kill web\n  vzrun kill --all web KILL")]
 pub struct Args {
     /// Send the signal to all processes in the container
     #[arg(short = 'a', long)]

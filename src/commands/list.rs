@@ -1,13 +1,13 @@
 //! `vzrun list`: every container under the root, as runc's table, JSON or IDs.
 
-use std::io::Write;
-
 use anyhow::Result;
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::{out, outln};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Lists containers started by vzrun with the given root")]
+#[command(after_help = "Examples:\n  vzrun list\n  vzrun list -q\n  vzrun list --format json")]
 pub struct Args {
     /// Select one of: table or json
     #[arg(short = 'f', long, default_value = "table")]
@@ -25,10 +25,9 @@ pub enum Format {
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let states = super::runtime(global).list();
-    let mut out = std::io::stdout().lock();
     if args.quiet {
         for s in &states {
-            writeln!(out, "{}", s.id)?;
+            outln!("{}", s.id)?;
         }
         return Ok(0);
     }
@@ -36,9 +35,9 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         Format::Json => {
             // runc encodes a nil slice, so an empty listing is `null`.
             if states.is_empty() {
-                writeln!(out, "null")?;
+                outln!("null")?;
             } else {
-                writeln!(out, "{}", serde_json::to_string(&states)?)?;
+                outln!("{}", serde_json::to_string(&states)?)?;
             }
         }
         Format::Table => {
@@ -55,7 +54,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                     s.owner.clone(),
                 ]);
             }
-            write!(out, "{}", table(&rows))?;
+            out!("{}", table(&rows))?;
         }
     }
     Ok(0)

@@ -24,7 +24,8 @@ source host or the network fails before that, the VE is lost: it cannot run on e
 migration has the same property. The destination's watchdog (migrate-listen --page-timeout) then says \
 which pages never arrived and stops the VE there.\n\n\
 Post-copy needs fs.pipe-max-size >= 4 MiB when vzrun lacks CAP_SYS_RESOURCE: vzrun raises it on both \
-hosts (and says so), or refuses --online where /proc/sys is read-only."
+hosts (and says so), or refuses --online where /proc/sys is read-only.\n\n\
+Example:\n  vzrun migrate --key-file /etc/vzrun/migrate.key --online web 192.0.2.7:4700"
 )]
 pub struct Args {
     /// The VE to move

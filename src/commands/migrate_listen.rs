@@ -2,7 +2,6 @@
 //! (`runtime::migrate`), each connection on its own thread. A peer that cannot prove it holds the key is refused before
 //! it can send anything; a migration that fails here leaves nothing behind.
 
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,12 +11,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::{self, outln};
 use crate::runtime::error::chain;
 use crate::runtime::Runtime;
 use crate::ve::migrate::{parse_addr, Key};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Receive VEs moved here with `vzrun migrate`")]
+#[command(
+    after_help = "Example:\n  vzrun migrate-listen --listen 0.0.0.0:4700 --key-file /etc/vzrun/migrate.key"
+)]
 pub struct Args {
     /// Address to listen on, HOST:PORT (port 0 picks a free one; the address is printed)
     #[arg(long)]
@@ -49,8 +52,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         })?;
     let rt = super::runtime(global);
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
-    println!("listening on {}", listener.local_addr()?);
-    std::io::stdout().flush()?;
+    // Whoever started the listener may stop reading once it has the address.
+    outln!("listening on {}", listener.local_addr()?).or_else(out::closed_is_ok)?;
     if args.once {
         // The first connection, served here; its outcome is the exit status.
         let (stream, _) = listener.accept().context("--listen: accept")?;

@@ -8,6 +8,7 @@ use crate::cli::{Command, GlobalOpts};
 use crate::runtime::Runtime;
 
 pub mod checkpoint;
+pub mod completion;
 pub mod create;
 pub mod delete;
 pub mod events;
@@ -15,8 +16,10 @@ pub mod exec;
 pub mod features;
 pub mod kill;
 pub mod list;
+pub mod man;
 pub mod migrate;
 pub mod migrate_listen;
+pub mod out;
 pub mod pause;
 pub mod ps;
 pub mod restore;
@@ -65,6 +68,8 @@ pub fn dispatch(command: Command, global: &GlobalOpts) -> Result<i32> {
         Command::Restore(a) => restore::run(a, global),
         Command::Ve(c) => ve::run(c, global),
         Command::Template(c) => template::run(c, global),
+        Command::Completion(a) => completion::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 

@@ -6,6 +6,7 @@ use crate::cli::GlobalOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Suspend all processes inside the container")]
+#[command(after_help = "Example:\n  vzrun pause web")]
 pub struct Args {
     pub id: String,
 }

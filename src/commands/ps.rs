@@ -3,9 +3,11 @@
 use anyhow::{anyhow, Result};
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::{out, outln};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "ps displays the processes running inside a container")]
+#[command(after_help = "Examples:\n  vzrun ps web\n  vzrun ps --format json web")]
 pub struct Args {
     /// Select one of: table or json
     #[arg(short = 'f', long, default_value = "table")]
@@ -21,9 +23,9 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     if args.format == super::list::Format::Json {
         // runc encodes a nil slice: no processes is `null`.
         if pids.is_empty() {
-            println!("null");
+            outln!("null")?;
         } else {
-            println!("{}", serde_json::to_string(&pids)?);
+            outln!("{}", serde_json::to_string(&pids)?)?;
         }
         return Ok(0);
     }
@@ -34,7 +36,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     };
     let output = crate::sys::process::output(std::process::Command::new("ps").args(&ps_args))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    print!("{}", filter_ps(&text, &pids)?);
+    out!("{}", filter_ps(&text, &pids)?)?;
     Ok(0)
 }
 

@@ -12,6 +12,9 @@ use crate::ve::checkpoint::RestoreOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Restore a container from a previous checkpoint")]
+#[command(
+    after_help = "Example:\n  vzrun restore --image-path /var/lib/ckpt/web --bundle /srv/bundles/web -d web"
+)]
 pub struct Args {
     #[command(flatten)]
     pub criu: super::checkpoint::CriuFlags,

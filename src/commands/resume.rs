@@ -6,6 +6,7 @@ use crate::cli::GlobalOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Resume all processes that have been previously paused")]
+#[command(after_help = "Example:\n  vzrun resume web")]
 pub struct Args {
     pub id: String,
 }

@@ -10,6 +10,9 @@ use super::create::CreateFlags;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Create and run a container")]
+#[command(
+    after_help = "Examples:\n  vzrun run --bundle /srv/bundles/web web\n  vzrun run -d --bundle /srv/bundles/web web"
+)]
 pub struct Args {
     #[command(flatten)]
     pub flags: CreateFlags,

@@ -9,6 +9,7 @@ use crate::cli::GlobalOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Create a new specification file")]
+#[command(after_help = "Example:\n  vzrun spec --bundle /srv/bundles/web")]
 pub struct Args {
     /// Path to the root of the bundle directory
     #[arg(short = 'b', long, default_value = ".")]

@@ -6,6 +6,7 @@ use crate::cli::GlobalOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Execute the user-defined process in a created container")]
+#[command(after_help = "Example:\n  vzrun start web")]
 pub struct Args {
     pub id: String,
 }

@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use crate::cli::GlobalOpts;
+use crate::commands::out::outln;
 use crate::ve::{system, template};
 
 #[derive(clap::Subcommand, Debug)]
@@ -17,6 +18,9 @@ pub enum TemplateCommand {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  vzrun template create debian-12 --dist debian-12 --packages openssh-server"
+)]
 pub struct CreateArgs {
     pub name: String,
     /// Distribution: debian-11, debian-12, debian-13, or busybox
@@ -31,6 +35,7 @@ pub struct CreateArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  vzrun template list\n  vzrun template list --json")]
 pub struct ListArgs {
     /// Print JSON
     #[arg(short = 'j', long)]
@@ -38,6 +43,7 @@ pub struct ListArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  vzrun template rm debian-12")]
 pub struct RmArgs {
     pub name: String,
 }
@@ -82,30 +88,30 @@ fn template_cmd(cmd: TemplateCommand, _global: &GlobalOpts) -> Result<i32> {
                 );
                 template::create_debian(&data, &a.name, &a.dist, a.mirror.as_deref(), &packages)?
             };
-            println!("Template {} created ({})", info.name, info.dist);
+            outln!("Template {} created ({})", info.name, info.dist)?;
             Ok(0)
         }
         TemplateCommand::List(a) => {
             let all = template::list(&data);
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?)?;
                 return Ok(0);
             }
-            println!("{:<20} {:<10} {:<22} PACKAGES", "NAME", "DIST", "CREATED");
+            outln!("{:<20} {:<10} {:<22} PACKAGES", "NAME", "DIST", "CREATED")?;
             for t in all {
-                println!(
+                outln!(
                     "{:<20} {:<10} {:<22} {}",
                     t.name,
                     t.dist,
                     t.created,
                     t.packages.join(",")
-                );
+                )?;
             }
             Ok(0)
         }
         TemplateCommand::Rm(a) => {
             template::remove(&data, &a.name, &system::ves(&data))?;
-            println!("Template {} removed", a.name);
+            outln!("Template {} removed", a.name)?;
             Ok(0)
         }
     }

@@ -12,6 +12,9 @@ use crate::units::parse_size;
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Update container resource constraints")]
+#[command(
+    after_help = "Examples:\n  vzrun update --memory 536870912 --pids-limit 200 web\n  vzrun update --resources limits.json web"
+)]
 pub struct Args {
     /// Path to a file with the resources to update, or - for stdin
     #[arg(short = 'r', long)]

@@ -143,7 +143,14 @@ impl Runtime {
             Some(c) => Some(c.receive_master().map_err(terminal_err)?),
             None => None,
         };
-        forward_signals(pid.as_raw())?;
+        let resize = match &master {
+            Some(m) => Some(
+                m.try_clone()
+                    .map_err(|e| Error::Step(format!("dup console master: {e}")))?,
+            ),
+            None => None,
+        };
+        forward_signals(pid.as_raw(), resize)?;
         let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
         let code = wait_exit(pid.as_raw());
         if let Some(t) = relay {

@@ -2,12 +2,15 @@
 //! passes on the signals it receives, and returns the process's exit status the way a
 //! shell reports it.
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::runtime::error::{Error, Result};
+use crate::sys::pty;
 
 /// The signals a user sends to a foreground container through vzrun, as with runc.
 const FORWARDED: [Signal; 7] = [
@@ -30,7 +33,11 @@ pub fn become_subreaper() -> Result<()> {
 /// Signals sent to vzrun from now on go to `pid`. They are blocked and read from a
 /// signalfd by one thread, so no handler runs in an arbitrary thread's context. Programs
 /// vzrun starts later get a clean mask (std's spawn resets it in the child).
-pub fn forward_signals(pid: i32) -> Result<()> {
+///
+/// With `terminal` (the master of a pty vzrun relays), SIGWINCH is not passed on: it
+/// means vzrun's own window changed size, and the new size is copied to the process's
+/// terminal, whose kernel side then signals the process itself (as runc does).
+pub fn forward_signals(pid: i32, terminal: Option<OwnedFd>) -> Result<()> {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
@@ -40,8 +47,12 @@ pub fn forward_signals(pid: i32) -> Result<()> {
     let fd = SignalFd::new(&set).map_err(|e| Error::Step(format!("signalfd: {e}")))?;
     std::thread::spawn(move || {
         while let Ok(Some(info)) = fd.read_signal() {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            match (Signal::try_from(info.ssi_signo as i32), &terminal) {
+                (Ok(Signal::SIGWINCH), Some(master)) => pty::copy_winsize(master.as_fd()),
+                (Ok(sig), _) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+                }
+                (Err(_), _) => {}
             }
         }
     });

@@ -2,6 +2,7 @@
 //! exit status, then delete the container (unless `keep`). A process that wants a terminal
 //! and was given no console socket gets vzrun's own pty relay, as with runc.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use crate::runtime::bundle;
@@ -41,15 +42,12 @@ impl Runtime {
             .as_ref()
             .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
             .unwrap_or(false);
-        let own_console = if !detach && terminal && c.console_socket.is_none() {
+        let relayed = !detach && terminal;
+        if relayed && c.console_socket.is_none() {
             self.root.ensure()?;
-            Some(ConsoleSocket::new(&self.root.path).map_err(terminal_err)?)
-        } else {
-            None
-        };
-        if let Some(own) = &own_console {
-            c.console_socket = Some(own.path().to_path_buf());
         }
+        let (socket, own_console) = console(&self.root.path, c.console_socket.take(), relayed)?;
+        c.console_socket = socket;
         c.detach = detach || c.console_socket.is_some();
         let id = c.id.clone();
         let (mut container, lock) = self.create(opts.create)?;
@@ -67,7 +65,14 @@ impl Runtime {
         if detach {
             return Ok(0);
         }
-        forward_signals(pid)?;
+        let resize = match &master {
+            Some(m) => Some(
+                m.try_clone()
+                    .map_err(|e| Error::Step(format!("dup console master: {e}")))?,
+            ),
+            None => None,
+        };
+        forward_signals(pid, resize)?;
         let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
         let code = wait_exit(pid);
         if let Some(t) = relay {
@@ -90,6 +95,16 @@ pub(crate) fn console(
 ) -> Result<(Option<PathBuf>, Option<ConsoleSocket>)> {
     if given.is_some() || !wants {
         return Ok((given, None));
+    }
+    // vzrun relays the terminal between the process and its own stdin and stdout. From
+    // anything but a terminal the process would wait for input that never ends (no EOF
+    // crosses a pty), so this fails before anything is made, as runc does.
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Step(
+            "the process wants a terminal and stdin is not one: run from a terminal, \
+             without -t (or process.terminal), or with --console-socket"
+                .into(),
+        ));
     }
     let own = ConsoleSocket::new(dir).map_err(terminal_err)?;
     Ok((Some(own.path().to_path_buf()), Some(own)))

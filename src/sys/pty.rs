@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -93,12 +93,23 @@ impl Drop for RawGuard {
     }
 }
 
-fn copy_winsize(master: RawFd) {
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: ioctls on valid descriptors with a correctly typed argument.
+/// Gives the terminal behind `master` the window size of vzrun's own terminal (stdin).
+/// The kernel then sends SIGWINCH to the process group in the foreground of that
+/// terminal, as it does for a window resized on a real one. Does nothing when stdin is no
+/// terminal.
+pub fn copy_winsize(master: BorrowedFd<'_>) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ and TIOCSWINSZ on descriptors that are open for the duration of
+    // the calls, each with a pointer to a winsize that outlives it (nix has no wrapper
+    // for these two requests).
     unsafe {
         if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
         }
     }
 }
@@ -112,7 +123,7 @@ pub fn relay(master: OwnedFd) -> Result<()> {
             let mut raw = saved.clone();
             termios::cfmakeraw(&mut raw);
             let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-            copy_winsize(master.as_raw_fd());
+            copy_winsize(master.as_fd());
             Some(RawGuard { saved })
         }
         Err(_) => None,

@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 
 use super::{VeError, PREFIX};
 
-pub const KEYS: &[&str] = &[
-    "hooks.pre-checkpoint",
-    "hooks.post-checkpoint",
-    "hooks.pre-restore",
-    "hooks.post-restore",
-    "hooks.timeout",
-];
-
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,14 +106,15 @@ impl Actions {
         }
         let tkey = format!("{PREFIX}hooks.timeout");
         if let Some(t) = a.get(&tkey) {
+            let (lo, hi) = super::keys::int_range("hooks.timeout").unwrap_or((1, 86_400));
             let secs: u64 = t
                 .trim()
                 .parse()
                 .ok()
-                .filter(|s| (1..=86400).contains(s))
+                .filter(|s| (lo..=hi).contains(s))
                 .ok_or_else(|| VeError::Annotation {
                     key: tkey.clone(),
-                    problem: format!("{t:?} is not a number of seconds in 1..86400"),
+                    problem: format!("{t:?} is not a number of seconds in {lo}..{hi}"),
                 })?;
             out.timeout = Some(Duration::from_secs(secs));
         }

@@ -1,25 +1,17 @@
-//! The one place where `io.vzrun.` annotations are read. Each concern lists its keys, so
-//! that a misspelt key is an error rather than a setting silently ignored.
+//! The one place where `io.vzrun.` annotations are read. Every key must be in the key
+//! table (`keys.rs`), so that a misspelt key is an error, with the nearest valid key,
+//! rather than a setting silently ignored.
 
 use std::collections::HashMap;
 
-use super::actions::{self, Actions};
-use super::disk::{self, DiskConfig};
-use super::net::{self, NetConfig};
-use super::proc_view::{self, ProcConfig};
-use super::resources::{self, ResourceConfig};
-use super::system::config::{self as system, SystemConfig};
+use super::actions::Actions;
+use super::disk::DiskConfig;
+use super::keys;
+use super::net::NetConfig;
+use super::proc_view::ProcConfig;
+use super::resources::ResourceConfig;
+use super::system::config::SystemConfig;
 use super::{VeError, PREFIX};
-
-/// Keys vzrun understands, without the prefix.
-fn known(name: &str) -> bool {
-    net::KEYS.contains(&name)
-        || actions::KEYS.contains(&name)
-        || resources::KEYS.contains(&name)
-        || disk::KEYS.contains(&name)
-        || system::KEYS.contains(&name)
-        || proc_view::KEYS.contains(&name)
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct VeConfig {
@@ -33,16 +25,21 @@ pub struct VeConfig {
 
 impl VeConfig {
     pub fn parse(annotations: &HashMap<String, String>) -> Result<Self, VeError> {
-        let mut keys: Vec<&String> = annotations
+        let mut given: Vec<&String> = annotations
             .keys()
             .filter(|k| k.starts_with(PREFIX))
             .collect();
-        keys.sort();
-        for key in keys {
-            if !known(&key[PREFIX.len()..]) {
+        given.sort();
+        for key in given {
+            let name = &key[PREFIX.len()..];
+            if keys::find(name).is_none() {
+                // The message without a hint stays as containerd and podman users see it.
+                let hint = keys::nearest(name)
+                    .map(|k| format!("; did you mean {}?", keys::full(k)))
+                    .unwrap_or_default();
                 return Err(VeError::Annotation {
                     key: key.clone(),
-                    problem: "unknown vzrun annotation".to_string(),
+                    problem: format!("unknown vzrun annotation{hint}"),
                 });
             }
         }
@@ -77,6 +74,13 @@ mod tests {
         a.insert("io.vzrun.bogus".to_string(), "1".to_string());
         let err = VeConfig::parse(&a).unwrap_err().to_string();
         assert_eq!(err, "annotation io.vzrun.bogus: unknown vzrun annotation");
+        a.clear();
+        a.insert("io.vzrun.rma".to_string(), "1G".to_string());
+        let err = VeConfig::parse(&a).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "annotation io.vzrun.rma: unknown vzrun annotation; did you mean io.vzrun.ram?"
+        );
     }
 
     #[test]

@@ -25,9 +25,6 @@ use serde::{Deserialize, Serialize};
 use super::{bad, VeError, PREFIX};
 use crate::units::parse_size;
 
-/// Keys this module reads.
-pub const KEYS: &[&str] = &["diskspace", "diskinodes", "disk.image"];
-
 /// Smallest image that holds an ext4 journal and a useful upper layer.
 const MIN_SPACE: u64 = 16 << 20;
 const MAX_INODES: u64 = 1 << 32;

@@ -16,6 +16,7 @@ pub mod actions;
 pub mod annotations;
 pub mod checkpoint;
 pub mod disk;
+pub mod keys;
 pub mod live;
 pub mod migrate;
 pub mod net;

@@ -19,8 +19,6 @@ use oci_spec::runtime::{Mount, Spec};
 
 use super::PREFIX;
 
-pub const KEYS: &[&str] = &["proc"];
-
 /// LXCFS's standard mount point (Debian's unit, LXD, Incus).
 pub const LXCFS_DIR: &str = "/var/lib/lxcfs";
 

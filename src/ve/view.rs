@@ -63,6 +63,22 @@ pub fn stat(rt: &Runtime, id: &str) -> Result<Vec<Counter>> {
     Ok(beancounters(pid.as_raw(), &loaded.record.ve))
 }
 
+/// The beancounters of every running VE under the root, by ID (sorted); VEs that stop
+/// or go away while being read are left out.
+pub fn stat_all(rt: &Runtime) -> Vec<(String, Vec<Counter>)> {
+    let mut out = Vec::new();
+    for id in rt.root.ids() {
+        let Ok((c, rec)) = rt.root.read(&id) else {
+            continue;
+        };
+        if let (false, Some(pid)) = (c.status() == ContainerStatus::Stopped, c.pid()) {
+            out.push((id, beancounters(pid.as_raw(), &rec.ve)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// A stopped system VE's row: what its config says; counters are "-" as in vzlist.
 fn stopped_row(id: &str, dir: &std::path::Path, fields: &[String]) -> Map<String, Value> {
     let config: Value = std::fs::read(dir.join("config.json"))

@@ -12,8 +12,12 @@ use crate::ve::{template, VeConfig, VeError, PREFIX};
 
 use super::flag_err;
 use super::set::{resource_flags, SetArgs};
+use crate::commands::out::outln;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  vzrun ve create 101 --template debian-12 --ipadd 192.0.2.101 --ram 1G"
+)]
 pub struct CreateArgs {
     /// The OS template to boot (`busybox` is built in)
     #[arg(long)]
@@ -97,7 +101,7 @@ pub fn run(args: CreateArgs) -> Result<i32> {
         let _ = fs::remove_dir_all(&dir);
         return Err(e);
     }
-    println!("VE {id} created from template {}", tpl.info.name);
+    outln!("VE {id} created from template {}", tpl.info.name)?;
     Ok(0)
 }
 

@@ -7,6 +7,7 @@ use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  vzrun ve enter 101")]
 pub struct EnterArgs {
     pub id: String,
 }

@@ -3,10 +3,14 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  vzrun ve list\n  vzrun ve list -a -o ctid,status,ram,ram.l -s ram"
+)]
 pub struct ListArgs {
     /// Fields to show, comma-separated: ctid, status, ip, hostname, a beancounter
     /// (physpages, ram, swappages, swap, kmemsize, numproc, numfile, diskspace, diskinodes)
@@ -45,7 +49,7 @@ pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(0);
     }
     let text = |v: &Value| match v {
@@ -76,7 +80,7 @@ pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end())?;
     }
     Ok(0)
 }

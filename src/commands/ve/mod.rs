@@ -8,6 +8,7 @@ use crate::cli::GlobalOpts;
 pub mod create;
 pub mod destroy;
 pub mod enter;
+pub mod keys;
 pub mod list;
 pub mod restart;
 pub mod set;
@@ -38,6 +39,8 @@ pub enum VeCommand {
     Enter(enter::EnterArgs),
     /// Remove a stopped VE and its private area
     Destroy(destroy::DestroyArgs),
+    /// Every io.vzrun.* annotation key: type, range, default
+    Keys(keys::KeysArgs),
 }
 
 pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
@@ -53,6 +56,7 @@ pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
         VeCommand::Restart(args) => restart::run(&rt, args),
         VeCommand::Enter(args) => enter::run(&rt, args),
         VeCommand::Destroy(args) => destroy::run(&rt, args),
+        VeCommand::Keys(args) => keys::run(args),
     }
 }
 

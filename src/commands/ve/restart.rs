@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  vzrun ve restart --timeout 30 101")]
 pub struct RestartArgs {
     pub id: String,
     /// Kill instead of shutting down cleanly
@@ -21,9 +23,9 @@ pub struct RestartArgs {
 pub fn run(rt: &Runtime, args: RestartArgs) -> Result<i32> {
     if rt.root.read(&args.id).is_ok() {
         let msg = lifecycle::stop(rt, &args.id, args.fast, Duration::from_secs(args.timeout))?;
-        println!("{msg}");
+        outln!("{msg}").or_else(crate::commands::out::closed_is_ok)?;
     }
     lifecycle::start(rt, &args.id)?;
-    println!("VE {} started", args.id);
+    outln!("VE {} started", args.id)?;
     Ok(0)
 }

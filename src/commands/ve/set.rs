@@ -12,6 +12,9 @@ use crate::ve::VeError;
 use super::flag_err;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  vzrun ve set web --ram 1G --swap 512M --numproc 400\n  vzrun ve set web --ipadd 192.0.2.10 --save"
+)]
 pub struct SetArgs {
     pub id: String,
     /// Add an IP address (repeatable)

@@ -3,10 +3,12 @@
 use anyhow::Result;
 use serde_json::Value;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  vzrun ve show web\n  vzrun ve show --json web")]
 pub struct ShowArgs {
     pub id: String,
     /// Print JSON
@@ -17,7 +19,7 @@ pub struct ShowArgs {
 pub fn run(rt: &Runtime, args: ShowArgs) -> Result<i32> {
     let v = view::show(rt, &args.id)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(0);
     }
     let s = |x: &Value| match x {
@@ -60,7 +62,7 @@ pub fn run(rt: &Runtime, args: ShowArgs) -> Result<i32> {
         } else {
             s(&v[key])
         };
-        println!("{key:<13}{val}");
+        outln!("{key:<13}{val}")?;
     }
     Ok(0)
 }

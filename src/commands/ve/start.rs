@@ -3,16 +3,18 @@
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  vzrun ve start 101")]
 pub struct StartArgs {
     pub id: String,
 }
 
 pub fn run(rt: &Runtime, args: StartArgs) -> Result<i32> {
     lifecycle::start(rt, &args.id)?;
-    println!("VE {} started", args.id);
+    outln!("VE {} started", args.id)?;
     Ok(0)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::commands::out::outln;
 use crate::runtime::Runtime;
 use crate::ve::system::lifecycle;
 
@@ -13,6 +14,7 @@ use crate::ve::system::lifecycle;
 pub const DEFAULT_TIMEOUT: u64 = 120;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  vzrun ve stop 101\n  vzrun ve stop --fast 101")]
 pub struct StopArgs {
     pub id: String,
     /// Kill at once, without asking init to shut down
@@ -25,6 +27,6 @@ pub struct StopArgs {
 
 pub fn run(rt: &Runtime, args: StopArgs) -> Result<i32> {
     let msg = lifecycle::stop(rt, &args.id, args.fast, Duration::from_secs(args.timeout))?;
-    println!("{msg}");
+    outln!("{msg}")?;
     Ok(0)
 }

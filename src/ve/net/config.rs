@@ -7,21 +7,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ve::keys::{self, Concern};
 use crate::ve::{bad, VeError, PREFIX};
-
-pub const KEYS: &[&str] = &[
-    "net.mode",
-    "net.ip",
-    "net.bridge",
-    "net.mac",
-    "net.mac_filter",
-    "net.gateway",
-    "net.routes",
-    "net.rules",
-    "net.nameserver",
-    "net.searchdomain",
-    "net.uplink",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -304,7 +291,7 @@ impl NetConfig {
     /// `None` when the VE has no network settings at all.
     pub fn parse(a: &HashMap<String, String>) -> Result<Option<NetConfig>, VeError> {
         let get = |k: &str| a.get(&format!("{PREFIX}{k}")).map(|s| s.trim().to_string());
-        if KEYS.iter().all(|k| get(k).is_none()) {
+        if keys::of(Concern::Net).all(|k| get(k.name).is_none()) {
             return Ok(None);
         }
         let mut c = NetConfig {

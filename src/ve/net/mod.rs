@@ -23,7 +23,7 @@ mod setup;
 mod uplink;
 
 pub use config::{
-    check_nameservers, parse_ips, parse_route, Addr, Mode, NetConfig, RouteSpec, RuleSpec, KEYS,
+    check_nameservers, parse_ips, parse_route, Addr, Mode, NetConfig, RouteSpec, RuleSpec,
 };
 pub use dns::resolv_conf;
 pub use error::NetError;

@@ -4,22 +4,8 @@
 use std::collections::HashMap;
 
 use crate::units::parse_size;
+use crate::ve::keys::{self, Concern};
 use crate::ve::{bad, VeError, PREFIX};
-
-/// Keys this module reads.
-pub const KEYS: &[&str] = &[
-    "cpuunits",
-    "cpulimit",
-    "cpus",
-    "ram",
-    "swap",
-    "memguarantee",
-    "numproc",
-    "numfile",
-    "ioprio",
-    "iolimit",
-    "iopslimit",
-];
 
 pub(super) const PERIOD: u64 = 100_000;
 
@@ -46,7 +32,9 @@ pub fn host_cpus() -> u64 {
         .unwrap_or(1)
 }
 
-fn number(key: &str, v: &str, lo: u64, hi: u64) -> Result<u64, String> {
+/// A whole number within the range the key table gives `key` on this host.
+fn number(key: &str, v: &str) -> Result<u64, String> {
+    let (lo, hi) = keys::int_range(key).ok_or_else(|| format!("{key} is not a number setting"))?;
     let n: u64 = v
         .trim()
         .parse()
@@ -54,30 +42,28 @@ fn number(key: &str, v: &str, lo: u64, hi: u64) -> Result<u64, String> {
     if !(lo..=hi).contains(&n) {
         return Err(format!("{n} is out of range ({lo}..{hi})"));
     }
-    let _ = key;
     Ok(n)
 }
 
 impl ResourceConfig {
     /// Parses one setting given under its vzctl name; `label` names it in errors.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        let ncpu = host_cpus();
         match name {
-            "cpuunits" => self.cpuunits = Some(number(name, value, 8, 500_000)?),
-            "cpulimit" => self.cpulimit = Some(number(name, value, 1, 100 * ncpu)?),
-            "cpus" => self.cpus = Some(number(name, value, 1, ncpu)? as u32),
+            "cpuunits" => self.cpuunits = Some(number(name, value)?),
+            "cpulimit" => self.cpulimit = Some(number(name, value)?),
+            "cpus" => self.cpus = Some(number(name, value)? as u32),
             "ram" => self.ram = Some(parse_size(value).map_err(|e| e.to_string())?),
             "swap" => self.swap = Some(parse_size(value).map_err(|e| e.to_string())?),
-            "memguarantee" => self.memguarantee = Some(number(name, value, 0, 100)?),
+            "memguarantee" => self.memguarantee = Some(number(name, value)?),
             "numproc" => self.numproc = Some(parse_size(value).map_err(|e| e.to_string())?),
-            "numfile" => self.numfile = Some(number(name, value, 16, 1 << 20)?),
-            "ioprio" => self.ioprio = Some(number(name, value, 0, 7)? as u8),
+            "numfile" => self.numfile = Some(number(name, value)?),
+            "ioprio" => self.ioprio = Some(number(name, value)? as u8),
             "iolimit" => self.iolimit = Some(parse_size(value).map_err(|e| e.to_string())?),
             "iopslimit" => {
                 self.iopslimit = Some(if value.trim() == "unlimited" {
                     None
                 } else {
-                    Some(number(name, value, 1, u32::MAX as u64)?)
+                    Some(number(name, value)?)
                 })
             }
             other => return Err(format!("unknown resource {other:?}")),
@@ -88,9 +74,9 @@ impl ResourceConfig {
     pub fn parse(a: &HashMap<String, String>) -> Result<Option<ResourceConfig>, VeError> {
         let mut c = ResourceConfig::default();
         let mut any = false;
-        for key in KEYS {
-            if let Some(v) = a.get(&format!("{PREFIX}{key}")) {
-                c.set(key, v).map_err(|e| bad(key, e))?;
+        for key in keys::of(Concern::Resources) {
+            if let Some(v) = a.get(&format!("{PREFIX}{}", key.name)) {
+                c.set(key.name, v).map_err(|e| bad(key.name, e))?;
                 any = true;
             }
         }

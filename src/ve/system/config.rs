@@ -8,10 +8,6 @@ use serde_json::json;
 
 use crate::ve::{VeError, PREFIX};
 
-/// `io.vzrun.sysctl=namespaced`: /proc/sys stays read-only except the parts the VE owns
-/// through its namespaces (net.*, the UTS names, the IPC limits, POSIX mqueues).
-pub const KEYS: &[&str] = &["sysctl"];
-
 /// runc's default capability set for containers, plus what a system needs: network
 /// administration and raw sockets (only ever in the VE's own network namespace), and
 /// reboot(2), which in a PID namespace only ends that namespace's init.

@@ -3,7 +3,7 @@
 //! directory holds its bundle, `ve.conf` and console log; its flock serialises the verbs.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -181,6 +181,13 @@ pub fn enter(rt: &Runtime, id: &str) -> Result<i32> {
                 "VE {id} is not running (vzrun ve start {id})"
             )))
         }
+    }
+    // A login shell on a terminal fed from a file or a pipe would wait for ever.
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Step(format!(
+            "VE {id}: entering needs a terminal, and stdin is not one; \
+             to run a command without one: vzrun exec {id} CMD"
+        )));
     }
     let term = std::env::var("TERM").unwrap_or_else(|_| "linux".to_string());
     rt.exec(ExecOptions {
