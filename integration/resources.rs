@@ -561,9 +561,29 @@ fn ve_stat_all_in_prometheus_format() {
             String::from_utf8_lossy(&check.stderr),
             o.stdout
         );
-    } else {
-        eprintln!("promtool is not installed: the exposition is checked by hand only");
     }
+    // Always read back by a Prometheus text-format parser (promtool where installed too).
+    let scrape = prometheus_parse::Scrape::parse(o.stdout.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("the exposition does not parse: {e}\n{}", o.stdout));
+    let parsed = |family: &str, ve: &str, resource: &str| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == family
+                    && s.labels.get("ve") == Some(ve)
+                    && s.labels.get("resource") == Some(resource)
+            })
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    };
+    assert_eq!(parsed("vzrun_ve_limit", &a, "numproc"), Some(64.0));
+    assert_eq!(parsed("vzrun_ve_limit", &b, "numproc"), Some(128.0));
+    assert!(parsed("vzrun_ve_held", &a, "numproc").is_some_and(|v| v >= 1.0));
     // Samples by (family, ve, resource).
     let sample = |family: &str, ve: &str, resource: &str| -> Option<String> {
         let head = format!("{family}{{ve=\"{ve}\",resource=\"{resource}\"}} ");
