@@ -6,6 +6,7 @@ mod common;
 
 use common::{Bundle, Out, Runtime};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// What to compare of a step's stdout.
 #[derive(Clone, Copy, PartialEq)]
@@ -916,3 +917,131 @@ diff!(
     },
     [s(&["run", "-b", "{b}", "{id}"])]
 );
+
+// --- hangs: each scenario runs under a deadline that kills what it started ----------------
+
+/// Long enough for a loaded CI host, short enough that a hang fails the test.
+const HANG: Duration = Duration::from_secs(20);
+
+/// What a caller sees of `exec --ignore-paused` into a paused container followed by a
+/// `resume`: the resume's exit code, and the exec's exit code and output.
+fn exec_ignore_paused_then_resume(rt: &Runtime, bundle: &Bundle, id: &str) -> (i32, i32, String) {
+    rt.track(id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let pause = rt.run(&["pause", id]);
+    assert_eq!(pause.code, 0, "{}: pause: {pause:?}", rt.name);
+    let exec = rt.start_deadlined(&["exec", "--ignore-paused", id, "echo", "after resume"]);
+    // The exec's process reaches the frozen cgroup and stops there until the resume.
+    std::thread::sleep(Duration::from_millis(500));
+    let resume = rt.run_deadlined(&["resume", id], HANG);
+    let exec = exec.wait(HANG);
+    assert!(
+        !exec.stderr.contains("[test: killed"),
+        "{}: exec hung: {exec:?}",
+        rt.name
+    );
+    (resume.code, exec.code, exec.stdout)
+}
+
+#[test]
+fn exec_ignore_paused_then_resume_does_not_hang() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("execpaused");
+    let runc = Runtime::runc();
+    let vz = Runtime::vzrun();
+    let want = exec_ignore_paused_then_resume(&runc, &bundle, &id);
+    assert_eq!(want, (0, 0, "after resume\n".to_string()), "runc");
+    let got = exec_ignore_paused_then_resume(&vz, &bundle, &id);
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
+/// A cgroup made and frozen by a test in every hierarchy's freezer; thawed and removed
+/// (with whatever a runtime made under its name elsewhere) when dropped.
+struct FrozenCgroup(String);
+
+impl FrozenCgroup {
+    fn new(name: &str) -> Option<FrozenCgroup> {
+        let cg = FrozenCgroup(name.to_string());
+        let v1 = std::path::Path::new("/sys/fs/cgroup/freezer").join(name);
+        if std::path::Path::new("/sys/fs/cgroup/freezer").is_dir() {
+            std::fs::create_dir(&v1).ok()?;
+            std::fs::write(v1.join("freezer.state"), "FROZEN").ok()?;
+        } else {
+            let v2 = std::path::Path::new("/sys/fs/cgroup").join(name);
+            std::fs::create_dir(&v2).ok()?;
+            std::fs::write(v2.join("cgroup.freeze"), "1").ok()?;
+        }
+        Some(cg)
+    }
+}
+
+impl Drop for FrozenCgroup {
+    fn drop(&mut self) {
+        for dir in common::cgroups_named(&self.0) {
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            common::wait_until(5, || std::fs::remove_dir(&dir).is_ok() || !dir.exists());
+        }
+    }
+}
+
+/// What `run -d` and then `create` into an already frozen cgroup show: each one's exit
+/// code and whether it named the frozen cgroup, and what `list -q` shows after.
+fn into_frozen_cgroup(rt: &Runtime, tag: &str) -> Option<Vec<(i32, bool)>> {
+    let name = common::unique_id(&format!("frozen-{tag}"));
+    let _cg = FrozenCgroup::new(&name)?;
+    let cgroup = format!("/{name}");
+    let bundle = Bundle::with(SLEEP, |v| v["linux"]["cgroupsPath"] = Value::from(cgroup));
+    let id = common::unique_id("frozen");
+    rt.track(&id);
+    let mut seen = Vec::new();
+    for args in [
+        &["run", "-d", "-b", bundle.p(), &id][..],
+        &["create", "-b", bundle.p(), &id][..],
+    ] {
+        let o = rt.run_deadlined(args, HANG);
+        assert!(
+            !o.stderr.contains("[test: killed"),
+            "{}: {args:?} hung: {o:?}",
+            rt.name
+        );
+        let named = o
+            .error_msg()
+            .contains("container's cgroup unexpectedly frozen");
+        seen.push((o.code, named));
+    }
+    let list = rt.run(&["list", "-q"]);
+    seen.push((list.code, list.stdout.is_empty()));
+    Some(seen)
+}
+
+#[test]
+fn run_into_frozen_cgroup_fails_at_once() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let runc = Runtime::runc();
+    let vz = Runtime::vzrun();
+    let Some(want) = into_frozen_cgroup(&runc, "runc") else {
+        eprintln!("SKIP: cannot make a frozen cgroup");
+        return;
+    };
+    assert_eq!(want, vec![(1, true), (1, true), (0, true)], "runc");
+    let got = into_frozen_cgroup(&vz, "vzrun").expect("frozen cgroup");
+    assert_eq!(got, want, "vzrun differs from runc");
+}

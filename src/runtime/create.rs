@@ -154,6 +154,15 @@ impl Runtime {
         let executor = VzExecutor::new(&bundle.spec, bundle.lent)?;
         let mut claimed = claim(&self.root, id, &bundle)?;
         let result = (|| -> Result<Container> {
+            // Checked before the VE layer makes anything (runc checks before it makes its
+            // state directory); the cgroup is the caller's and stays as it is.
+            let cgroup = cgroup_path(
+                &bundle.spec,
+                id,
+                &self.root.cgroup_tag(),
+                self.systemd_cgroup,
+            );
+            crate::sys::cgroups::refuse_frozen(&cgroup)?;
             self.derive_spec(id, &mut bundle, &mut claimed)?;
             let ve_dir = &claimed.ve_dir;
             let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())

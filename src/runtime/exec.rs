@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{Process, Spec};
 
@@ -122,6 +123,15 @@ impl Runtime {
             !opts.detach && terminal,
         )?;
         let executor = VzExecutor::new(&derived, lent)?;
+        // Into a paused container (--ignore-paused) the process freezes as it joins the
+        // cgroup, and libcontainer's build waits for it until a resume thaws it: a resume
+        // needs this lock, so it is let go first (runc holds no lock across an exec).
+        let loaded = if loaded.container.status() == ContainerStatus::Paused {
+            drop(loaded);
+            None
+        } else {
+            Some(loaded)
+        };
         let pid = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
             .with_root_path(&self.root.path)?
             .with_pid_file(opts.pid_file.clone())?

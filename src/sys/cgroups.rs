@@ -18,6 +18,9 @@ pub enum CgroupError {
     Open { path: PathBuf, reason: String },
     #[error("list processes of cgroup {path}: {reason}")]
     Pids { path: PathBuf, reason: String },
+    /// runc's words: a create into a frozen cgroup would leave its init frozen.
+    #[error("container's cgroup unexpectedly frozen")]
+    Frozen,
 }
 
 /// Whether the host runs the unified (pure v2) hierarchy.
@@ -86,6 +89,24 @@ pub fn freezer_dir(path: &Path) -> Option<PathBuf> {
             Some(mp.join(rel))
         }
     }
+}
+
+/// Fails when the cgroup at `path` exists and is frozen (or freezing), as runc refuses
+/// to create into it: the init would join it frozen and never report back. A cgroup that
+/// does not exist yet, or has no freezer, is not frozen.
+pub fn refuse_frozen(path: &Path) -> Result<(), CgroupError> {
+    let Some(dir) = freezer_dir(path) else {
+        return Ok(());
+    };
+    let frozen = match std::fs::read_to_string(dir.join("freezer.state")) {
+        // v1 reports FREEZING while a freeze (of it or of an ancestor) is under way.
+        Ok(v1) => v1.trim() != "THAWED",
+        Err(_) => std::fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1"),
+    };
+    if frozen {
+        return Err(CgroupError::Frozen);
+    }
+    Ok(())
 }
 
 /// A cgroup frozen by [`freeze`]; thawed again when dropped.
