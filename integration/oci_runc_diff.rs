@@ -1045,3 +1045,23 @@ fn run_into_frozen_cgroup_fails_at_once() {
     let got = into_frozen_cgroup(&vz, "vzrun").expect("frozen cgroup");
     assert_eq!(got, want, "vzrun differs from runc");
 }
+
+// --- hooks ---------------------------------------------------------------------------
+
+// A poststop hook that fails: runc logs it, removes the container and exits 0, so the
+// record never outlives the container (a kept one re-ran the hook on every delete).
+diff!(
+    hooks_failing_poststop_still_deletes,
+    SLEEP,
+    |v| {
+        v["hooks"] = json!({"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 1"]}]});
+    },
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["kill", "{id}", "KILL"]),
+        WAIT_STOPPED_STEP,
+        s(&["delete", "{id}"]),
+        s(&["list", "-q"]),
+        code(&["state", "{id}"]),
+    ]
+);

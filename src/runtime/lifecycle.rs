@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
 use nix::sys::signal::Signal;
 
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{chain, Error, Result};
 use crate::runtime::root::{validate_id, Lock};
 use crate::runtime::state::{status_word, Record};
 use crate::runtime::Runtime;
@@ -233,6 +234,17 @@ impl Runtime {
                     // cgroup made after libcontainer's state was written is swept too.
                     Ok(()) if force => self.remove_remains(id),
                     Ok(()) => {}
+                    // runc logs a failing poststop hook and carries on (exit 0, the hooks
+                    // after it not run): the container is gone by then, and a record kept
+                    // would run the hook again on every delete. libcontainer stopped
+                    // before removing its directory: that is left to remove.
+                    Err(LibcontainerError::Hook(e)) => {
+                        crate::logging::error_line(&format!(
+                            "error running poststop hook: {}",
+                            chain(&e)
+                        ));
+                        self.remove_remains(id);
+                    }
                     Err(e) if !force => return Err(e.into()),
                     // A state libcontainer cannot finish (a create killed halfway): take
                     // down what the derived config says was made.
