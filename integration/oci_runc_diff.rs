@@ -1065,3 +1065,53 @@ diff!(
         code(&["state", "{id}"]),
     ]
 );
+
+// --- exec ------------------------------------------------------------------------------
+diff!(
+    exec_into_created_container,
+    SLEEP,
+    |v| v["process"]["user"] = json!({"uid": 1, "gid": 1}),
+    [
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&[
+            "exec",
+            "{id}",
+            "sh",
+            "-c",
+            "echo in a created container; id"
+        ]),
+        s(&["state", "{id}"]),
+        s(&["start", "{id}"]),
+        s(&["state", "{id}"]),
+        s(&["delete", "--force", "{id}"]),
+    ]
+);
+diff!(
+    exec_pid_file_in_missing_directory,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&[
+            "exec",
+            "--pid-file",
+            "/vzt-no-such-dir/sub/pid",
+            "{id}",
+            "true"
+        ]),
+        s(&["delete", "--force", "{id}"]),
+    ]
+);
+diff!(
+    exec_process_file_without_user_is_root,
+    SLEEP,
+    |v| v["process"]["user"] = json!({"uid": 1, "gid": 1}),
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        stdin(
+            &["exec", "-p", "/dev/stdin", "{id}"],
+            r#"{"args": ["id"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]}"#
+        ),
+        s(&["delete", "--force", "{id}"]),
+    ]
+);
