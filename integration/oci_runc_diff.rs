@@ -1115,3 +1115,61 @@ diff!(
         s(&["delete", "--force", "{id}"]),
     ]
 );
+
+// --- cgroups ---------------------------------------------------------------------------
+diff!(
+    update_unlimited_as_separate_argument,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["update", "--memory", "100M", "--memory-swap", "-1", "{id}"]),
+        s(&["update", "--cpu-quota", "-1", "{id}"]),
+        s(&[
+            "update",
+            "--pids-limit",
+            "-1",
+            "--memory-reservation",
+            "-1",
+            "{id}"
+        ]),
+        code(&["update", "--cpu-share", "-1", "{id}"]),
+        s(&["delete", "--force", "{id}"]),
+    ]
+);
+diff!(
+    cgroup_unified_refused_on_v1,
+    SLEEP,
+    |v| v["linux"]["resources"]["unified"] = json!({"memory.max": "100000000"}),
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&["create", "-b", "{b}", "{id}"]),
+        s(&["list", "-q"]),
+    ]
+);
+diff!(
+    cgroup_disable_oom_killer_set_and_kept_by_update,
+    SLEEP,
+    |v| {
+        v["linux"]["resources"]["memory"] = json!({"limit": 100000000, "disableOOMKiller": true});
+    },
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&[
+            "exec",
+            "{id}",
+            "grep",
+            "oom_kill_disable",
+            "/sys/fs/cgroup/memory/memory.oom_control"
+        ]),
+        s(&["update", "--memory", "200M", "{id}"]),
+        s(&[
+            "exec",
+            "{id}",
+            "grep",
+            "oom_kill_disable",
+            "/sys/fs/cgroup/memory/memory.oom_control"
+        ]),
+        s(&["delete", "--force", "{id}"]),
+    ]
+);

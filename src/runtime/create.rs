@@ -177,6 +177,18 @@ impl Runtime {
                 .with_no_pivot(opts.no_pivot)
                 .build()?;
             container.refresh_status()?;
+            let resources = bundle
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref());
+            if crate::sys::cgroups::oom_killer_disabled(resources) {
+                let config = container.spec()?;
+                if let Err(e) = crate::sys::cgroups::disable_oom_killer(&config.cgroup_path) {
+                    let _ = container.delete(true);
+                    return Err(e.into());
+                }
+            }
             if let Some(pid) = container.pid() {
                 let ctx = ve::Ctx {
                     root: &self.root.path,

@@ -18,6 +18,8 @@ pub enum CgroupError {
     Open { path: PathBuf, reason: String },
     #[error("list processes of cgroup {path}: {reason}")]
     Pids { path: PathBuf, reason: String },
+    #[error("write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
     /// runc's words: a create into a frozen cgroup would leave its init frozen.
     #[error("container's cgroup unexpectedly frozen")]
     Frozen,
@@ -107,6 +109,32 @@ pub fn refuse_frozen(path: &Path) -> Result<(), CgroupError> {
         return Err(CgroupError::Frozen);
     }
     Ok(())
+}
+
+/// Whether resources ask for the OOM killer to be off (`memory.disableOOMKiller`).
+pub fn oom_killer_disabled(resources: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.disable_oom_killer())
+        .unwrap_or(false)
+}
+
+/// Turns the OOM killer off for the cgroup at `path`: v1's `memory.oom_control` (v2 has
+/// no such switch, and runc ignores the setting there). libcontainer's create writes 0
+/// whatever the spec says, so this comes after it.
+pub fn disable_oom_killer(path: &Path) -> Result<(), CgroupError> {
+    let Ok(mp) =
+        libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Memory)
+    else {
+        return Ok(());
+    };
+    let file = mp
+        .join(path.strip_prefix("/").unwrap_or(path))
+        .join("memory.oom_control");
+    std::fs::write(&file, "1").map_err(|e| CgroupError::Write {
+        path: file,
+        reason: e.to_string(),
+    })
 }
 
 /// A cgroup frozen by [`freeze`]; thawed again when dropped.
