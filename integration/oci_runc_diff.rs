@@ -1173,3 +1173,38 @@ diff!(
         s(&["delete", "--force", "{id}"]),
     ]
 );
+
+/// `exec --cgroup` of a sub-cgroup that does not exist: the exit code, whether the error
+/// says so, and whether a cgroup of that name was left behind.
+fn exec_into_missing_sub_cgroup(rt: &Runtime, sub_arg: &str, sub: &str) -> (i32, bool, bool) {
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("execsubcg");
+    rt.track(&id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let o = rt.run_deadlined(&["exec", "--cgroup", sub_arg, &id, "true"], HANG);
+    let said = o.error_msg().contains("no such file or directory");
+    let left = common::cgroups_named(sub);
+    for d in &left {
+        let _ = std::fs::remove_dir(d);
+    }
+    let del = rt.run(&["delete", "--force", &id]);
+    assert_eq!(del.code, 0, "{}: delete: {del:?}", rt.name);
+    (o.code, said, left.is_empty())
+}
+
+#[test]
+fn exec_cgroup_missing_sub_cgroup_fails_without_making_it() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let sub = common::unique_id("nosub");
+    for arg in [sub.clone(), format!("memory:{sub}")] {
+        let want = exec_into_missing_sub_cgroup(&Runtime::runc(), &arg, &sub);
+        assert_eq!(want, (255, true, true), "runc, --cgroup {arg}");
+        let got = exec_into_missing_sub_cgroup(&Runtime::vzrun(), &arg, &sub);
+        assert_eq!(got, want, "vzrun differs from runc, --cgroup {arg}");
+    }
+}

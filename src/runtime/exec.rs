@@ -137,6 +137,10 @@ impl Runtime {
                 (p, Some(f))
             }
         };
+        let sub_cgroup = match &opts.cgroup {
+            Some(arg) => Some(sub_cgroup(&derived, arg)?),
+            None => None,
+        };
         let terminal = opts.tty || process.terminal().unwrap_or(false);
         // A process built from the container's carries the init's capabilities,
         // CAP_SYS_ADMIN included where create lent it for seccomp: returned the same way,
@@ -185,7 +189,7 @@ impl Runtime {
             .with_detach(opts.detach || console_socket.is_some())
             .with_process(Some(process_copy.0.clone()))
             .with_ignore_paused(opts.ignore_paused)
-            .with_sub_cgroup(opts.cgroup.clone())
+            .with_sub_cgroup(sub_cgroup)
             .with_process_label(opts.process_label.clone())
             .build()?;
         drop(created);
@@ -213,6 +217,49 @@ impl Runtime {
         }
         Ok(code)
     }
+}
+
+/// The sub-cgroup of `exec --cgroup [CONTROLLER[,CONTROLLER]:]PATH`, which must exist as
+/// in runc: libcontainer would make it (in every hierarchy, a `CONTROLLER:` prefix taken
+/// as part of the name) and leave it behind.
+fn sub_cgroup(derived: &Spec, arg: &str) -> Result<String> {
+    let (controllers, sub) = match arg.split_once(':') {
+        Some((c, p)) => (c.split(',').filter(|c| !c.is_empty()).collect(), p),
+        None => (Vec::new(), arg),
+    };
+    let Some(path) = derived
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+    else {
+        return Err(Error::Config(
+            "--cgroup: the container has no cgroup path".into(),
+        ));
+    };
+    let dirs = crate::sys::cgroups::sub_cgroup_dirs(&path, sub, &controllers);
+    if dirs.is_empty() && !controllers.is_empty() {
+        return Err(Error::Config(format!(
+            "--cgroup: no such controller: {}",
+            controllers.join(",")
+        )));
+    }
+    if let Some(missing) = dirs.iter().find(|d| !d.is_dir()) {
+        // runc's words, but for the pid it has by then and this check runs before.
+        return Err(Error::Step(format!(
+            "unable to start container process: error adding pid to cgroups: open {}: no such file or directory",
+            missing.join("cgroup.procs").display()
+        )));
+    }
+    // libcontainer joins the sub-cgroup in every hierarchy: where it is missing outside
+    // the controllers named, it would be made and left behind.
+    let every = crate::sys::cgroups::sub_cgroup_dirs(&path, sub, &[]);
+    if let Some(missing) = every.iter().find(|d| !d.is_dir()) {
+        return Err(Error::Config(format!(
+            "--cgroup {arg}: vzrun joins a sub-cgroup in every controller, and {} does not exist",
+            missing.display()
+        )));
+    }
+    Ok(sub.to_string())
 }
 
 /// A process document (`exec -p`). A missing `user` is root, as in runc (Go's zero

@@ -137,6 +137,36 @@ pub fn disable_oom_killer(path: &Path) -> Result<(), CgroupError> {
     })
 }
 
+/// The directories a process joining the sub-cgroup `sub` of the cgroup at `path` enters:
+/// the v2 directory, or on v1 the one in each controller's hierarchy that holds the
+/// container's cgroup, only the `controllers` named when some are.
+pub fn sub_cgroup_dirs(path: &Path, sub: &str, controllers: &[&str]) -> Vec<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let sub = sub.trim_start_matches('/');
+    if unified() {
+        return vec![Path::new(CGROUP_ROOT).join(rel).join(sub)];
+    }
+    let Ok(rd) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // The hybrid host's v2 tree and systemd's named hierarchy hold no controller.
+            name != "unified"
+                && name != "systemd"
+                && (controllers.is_empty() || name.split(',').any(|c| controllers.contains(&c)))
+        })
+        .map(|e| e.path().join(rel))
+        .filter(|d| d.is_dir())
+        .map(|d| d.join(sub))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// A cgroup frozen by [`freeze`]; thawed again when dropped.
 pub struct Frozen {
     file: PathBuf,
