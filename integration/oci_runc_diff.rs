@@ -1208,3 +1208,95 @@ fn exec_cgroup_missing_sub_cgroup_fails_without_making_it() {
         assert_eq!(got, want, "vzrun differs from runc, --cgroup {arg}");
     }
 }
+
+// --- output ----------------------------------------------------------------------------
+
+#[test]
+fn events_keys_in_runc_order() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("evorder");
+    let mut heads = Vec::new();
+    for rt in [Runtime::runc(), Runtime::vzrun()] {
+        rt.track(&id);
+        let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+        assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+        let o = rt.run_deadlined(&["events", "--stats", &id], HANG);
+        assert_eq!(o.code, 0, "{}: events: {o:?}", rt.name);
+        // The envelope's keys, in the order they come.
+        let prefix = format!(r#"{{"type":"stats","id":"{id}","data":{{"#);
+        heads.push((rt.name, o.stdout.starts_with(&prefix)));
+        let del = rt.run(&["delete", "--force", &id]);
+        assert_eq!(del.code, 0, "{}: delete: {del:?}", rt.name);
+    }
+    assert_eq!(heads, vec![("runc", true), ("vzrun", true)]);
+}
+
+#[test]
+fn events_to_a_closed_pipe_does_not_panic() {
+    require_root!();
+    use std::io::BufRead;
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("evpipe");
+    let vz = Runtime::vzrun();
+    vz.track(&id);
+    let run = vz.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "run -d: {run:?}");
+    let mut cmd = vz.command();
+    cmd.args(["events", "--interval", "100ms", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn events");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    // The reader goes away, as `events | head -1` does.
+    drop(out);
+    let mut err = String::new();
+    let ended = common::wait_until(10, || child.try_wait().ok().flatten().is_some());
+    if !ended {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(ended, "events went on writing to a closed pipe");
+    assert!(!err.contains("panicked"), "events panicked: {err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+}
+diff!(
+    create_pid_file_in_missing_directory,
+    SLEEP,
+    none,
+    [
+        s(&[
+            "create",
+            "--pid-file",
+            "/vzt-no-such-dir/sub/pid",
+            "-b",
+            "{b}",
+            "{id}"
+        ]),
+        s(&["list", "-q"]),
+        s(&[
+            "run",
+            "-d",
+            "--pid-file",
+            "/vzt-no-such-dir/sub/pid",
+            "-b",
+            "{b}",
+            "{id}"
+        ]),
+        s(&["list", "-q"]),
+    ]
+);

@@ -151,6 +151,13 @@ impl Runtime {
         if !opts.trusted {
             self.check_policy(&bundle)?;
         }
+        // Relative to where the caller stands, fixed before anything starts (runc's way).
+        let pid_file = match &opts.pid_file {
+            Some(p) => {
+                Some(std::path::absolute(p).map_err(|e| Error::io("resolve pid file", p, e))?)
+            }
+            None => None,
+        };
         let executor = VzExecutor::new(&bundle.spec, bundle.lent)?;
         let mut claimed = claim(&self.root, id, &bundle)?;
         let result = (|| -> Result<Container> {
@@ -167,7 +174,7 @@ impl Runtime {
             let ve_dir = &claimed.ve_dir;
             let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_root_path(&self.root.path)?
-                .with_pid_file(opts.pid_file.clone())?
+                .with_pid_file(None::<PathBuf>)?
                 .with_console_socket(opts.console_socket.clone())
                 .with_preserved_fds(opts.preserve_fds)
                 .with_executor(executor)
@@ -207,9 +214,17 @@ impl Runtime {
                     return Err(e.into());
                 }
             }
+            // Written here rather than by libcontainer, which only warns when it cannot:
+            // runc fails the create and takes the container down.
+            if let (Some(path), Some(pid)) = (&pid_file, container.pid()) {
+                if let Err(e) = crate::sys::fs::write_pid_file(path, pid.as_raw()) {
+                    let _ = container.delete(true);
+                    return Err(Error::Step(e.to_string()));
+                }
+            }
             crate::logging::debug(&format!(
-                "created {id} (pid {:?}) from {}",
-                container.pid().map(|p| p.as_raw()),
+                "created {id} (pid {}) from {}",
+                container.pid().map_or(0, |p| p.as_raw()),
                 bundle.bundle.display()
             ));
             Ok(container)
