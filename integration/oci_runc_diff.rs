@@ -1300,3 +1300,49 @@ diff!(
         s(&["list", "-q"]),
     ]
 );
+
+/// A failing poststart hook under `create` then `start`: whether either failed, whether
+/// the container runs after, and whether the hook after the failing one ran. runc 1.1.5
+/// runs poststart hooks during create (vzrun at start, see the README), so the step
+/// that fails differs; what a caller is left with must not.
+fn failing_poststart(rt: &Runtime) -> (bool, bool, bool) {
+    let marks = tempfile::Builder::new()
+        .prefix("vzt-poststart-")
+        .tempdir()
+        .unwrap();
+    let mark = marks.path().join("second-ran");
+    let touch = format!("touch {}", mark.display());
+    let bundle = Bundle::with(SLEEP, |v| {
+        v["hooks"] = json!({"poststart": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "exit 1"]},
+            {"path": "/bin/sh", "args": ["sh", "-c", touch]},
+        ]});
+    });
+    let id = common::unique_id("poststart");
+    rt.track(&id);
+    let create = rt.run_deadlined(&["create", "-b", bundle.p(), &id], HANG);
+    let start = rt.run_deadlined(&["start", &id], HANG);
+    let failed = create.code != 0 || start.code != 0;
+    let running = common::wait_until(1, || {
+        let st = rt.run(&["state", &id]);
+        st.code == 0 && st.json()["status"] == "running"
+    });
+    let _ = rt.run(&["delete", "--force", &id]);
+    (failed, running, mark.exists())
+}
+
+#[test]
+fn hooks_failing_poststart_stops_the_container() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let want = failing_poststart(&Runtime::runc());
+    assert_eq!(want, (true, false, false), "runc");
+    assert_eq!(
+        failing_poststart(&Runtime::vzrun()),
+        want,
+        "vzrun differs from runc"
+    );
+}

@@ -296,5 +296,18 @@ impl Runtime {
 /// Starts a container the caller has loaded (and locked).
 pub fn start_loaded(container: &mut Container) -> Result<()> {
     can_start(container.status())?;
-    Ok(container.start()?)
+    match container.start() {
+        Ok(()) => Ok(()),
+        // A failing poststart hook (the ones after it do not run): runc stops the
+        // container and fails, as runtime-spec now asks. libcontainer has saved the
+        // container running by then and would leave it so.
+        Err(LibcontainerError::Hook(e)) => {
+            let _ = container.kill(Signal::SIGKILL, true);
+            Err(Error::Step(format!(
+                "error running poststart hook: {}",
+                chain(&e)
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
