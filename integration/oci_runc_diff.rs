@@ -1346,3 +1346,75 @@ fn hooks_failing_poststart_stops_the_container() {
         "vzrun differs from runc"
     );
 }
+
+/// What the poststart and poststop hooks read on stdin under a runtime, from a
+/// `run -d`, a kill and a `delete`, and the spec version the runtime reports.
+fn hook_states(rt: &Runtime) -> (Value, Value, String) {
+    let seen = tempfile::Builder::new()
+        .prefix("vzt-hookstate-")
+        .tempdir()
+        .unwrap();
+    let dump = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}", seen.path().display())]});
+    let hooks = json!({"poststart": [dump("poststart")], "poststop": [dump("poststop")]});
+    let bundle = Bundle::with(SLEEP, |v| v["hooks"] = hooks);
+    let id = common::unique_id("hookstate");
+    rt.track(&id);
+    let run = rt.run_deadlined(&["run", "-d", "-b", bundle.p(), &id], HANG);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    assert_eq!(rt.run(&["kill", &id, "KILL"]).code, 0, "{}: kill", rt.name);
+    assert!(
+        rt.wait_status(&id, "stopped"),
+        "{}: {id} did not stop",
+        rt.name
+    );
+    let del = rt.run_deadlined(&["delete", &id], HANG);
+    assert_eq!(del.code, 0, "{}: delete: {del:?}", rt.name);
+    let read = |name: &str| -> Value {
+        let text = std::fs::read_to_string(seen.path().join(name)).unwrap_or_default();
+        let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // The test's bundle stands for "the caller's bundle" in both.
+        if v["bundle"] == bundle.p() {
+            v["bundle"] = Value::from("{b}");
+        }
+        v
+    };
+    let version = rt.run(&["--version"]);
+    let spec = version
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("spec: "))
+        .unwrap_or_default()
+        .to_string();
+    (read("poststart"), read("poststop"), spec)
+}
+
+#[test]
+fn hooks_state_names_the_callers_bundle_and_the_runtimes_spec_version() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    for rt in [Runtime::runc(), Runtime::vzrun()] {
+        let (poststart, poststop, spec) = hook_states(&rt);
+        for (hook, state) in [("poststart", &poststart), ("poststop", &poststop)] {
+            assert_eq!(state["bundle"], "{b}", "{} {hook}: {state}", rt.name);
+            assert_eq!(
+                state["ociVersion"],
+                spec.as_str(),
+                "{} {hook}: {state}",
+                rt.name
+            );
+        }
+        // runc 1.1.5 runs poststart hooks during create (see the README).
+        let started = if rt.name == "runc" {
+            "created"
+        } else {
+            "running"
+        };
+        assert_eq!(poststart["status"], started, "{}: {poststart}", rt.name);
+        assert!(poststart["pid"].is_number(), "{}: {poststart}", rt.name);
+        assert_eq!(poststop["status"], "stopped", "{}: {poststop}", rt.name);
+        assert!(poststop.get("pid").is_none(), "{}: {poststop}", rt.name);
+    }
+}

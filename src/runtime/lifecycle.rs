@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use crate::runtime::error::{chain, Error, Result};
 use crate::runtime::root::{validate_id, Lock};
-use crate::runtime::state::{status_word, Record};
+use crate::runtime::state::{status_word, HookView, Record};
 use crate::runtime::Runtime;
 use crate::sys::cgroups;
 use crate::ve;
@@ -229,6 +229,13 @@ impl Runtime {
                     // SIGKILL stays pending in a frozen cgroup on v1: thaw first.
                     let _ = container.resume();
                 }
+                // The poststop hooks see the caller's bundle; libcontainer's directory
+                // goes with the delete, so nothing needs putting back.
+                let _ = HookView::show(&mut container);
+                if status == ContainerStatus::Stopped {
+                    // runc's poststop state has no pid once the init is gone.
+                    container.state.pid = None;
+                }
                 match container.delete(true) {
                     // A forced delete may follow a create killed halfway: a controller's
                     // cgroup made after libcontainer's state was written is swept too.
@@ -296,7 +303,12 @@ impl Runtime {
 /// Starts a container the caller has loaded (and locked).
 pub fn start_loaded(container: &mut Container) -> Result<()> {
     can_start(container.status())?;
-    match container.start() {
+    let view = HookView::show(container);
+    let started = container.start();
+    if let Some(v) = view {
+        v.hide(container);
+    }
+    match started {
         Ok(()) => Ok(()),
         // A failing poststart hook (the ones after it do not run): runc stops the
         // container and fails, as runtime-spec now asks. libcontainer has saved the
