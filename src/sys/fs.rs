@@ -155,6 +155,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pid_file_is_whole_and_its_failure_in_runcs_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        std::fs::write(&path, "stale").unwrap();
+        write_pid_file(&path, 42).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "42");
+        assert!(
+            !dir.path().join(".pid").exists(),
+            "the temporary file stayed"
+        );
+        let missing = dir.path().join("none/pid");
+        let err = write_pid_file(&missing, 42).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "open {}: no such file or directory",
+                dir.path().join("none/.pid").display()
+            )
+        );
+    }
+
+    #[test]
     fn links_in_an_image_stay_in_the_image() {
         let root = tempfile::tempdir().unwrap();
         let host = tempfile::tempdir().unwrap();
