@@ -103,6 +103,11 @@ pub fn error(err: &anyhow::Error) {
     write("error", &msg, true);
 }
 
+/// An error that does not end the command (runc logs a failing poststop hook and goes on).
+pub fn error_line(msg: &str) {
+    write("error", msg, true);
+}
+
 pub fn debug(msg: &str) {
     if SINK.get().map(|s| s.debug).unwrap_or(false) {
         write("debug", msg, false);

@@ -528,6 +528,79 @@ impl Started {
     }
 }
 
+/// A command in its own process group that must end by a deadline: a hang is a failure,
+/// not a stuck suite. The group is killed at the deadline, and when this is dropped while
+/// the command still runs (a test that failed midway).
+pub struct Deadlined {
+    started: Option<Started>,
+    desc: String,
+}
+
+impl Deadlined {
+    pub fn start(cmd: &mut Command) -> Deadlined {
+        use std::os::unix::process::CommandExt;
+        let desc = format!("{cmd:?}");
+        let started = Started::new(cmd.stdin(Stdio::null()).process_group(0));
+        Deadlined {
+            started: Some(started),
+            desc,
+        }
+    }
+
+    /// Waits up to `limit`; a command still running then is killed with its group and
+    /// reported with code -1 and a note on stderr.
+    pub fn wait(mut self, limit: Duration) -> Out {
+        let mut started = self.started.take().expect("waited once");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = started.child.try_wait().expect("wait") {
+                return started.output(st.code().unwrap_or(-1));
+            }
+            if start.elapsed() > limit {
+                kill_group(&mut started.child);
+                let mut o = started.output(-1);
+                o.stderr
+                    .push_str(&format!("\n[test: killed after {limit:?}: {}]", self.desc));
+                return o;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Deadlined {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.started.take() {
+            if s.child.try_wait().ok().flatten().is_none() {
+                kill_group(&mut s.child);
+            }
+        }
+    }
+}
+
+fn kill_group(child: &mut std::process::Child) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Runtime {
+    /// Starts a command of this runtime that must end by a deadline ([`Deadlined`]).
+    pub fn start_deadlined(&self, args: &[&str]) -> Deadlined {
+        let mut cmd = self.command();
+        cmd.args(args);
+        Deadlined::start(&mut cmd)
+    }
+
+    /// Runs a command that must end within `limit` (see [`Deadlined::wait`]).
+    pub fn run_deadlined(&self, args: &[&str], limit: Duration) -> Out {
+        self.start_deadlined(args).wait(limit)
+    }
+}
+
 /// All of a temporary output file, from its start (invalid UTF-8 replaced).
 fn read_back(f: &mut std::fs::File) -> String {
     use std::io::{Read, Seek};

@@ -92,13 +92,27 @@ pub fn runc_stats(s: &Stats) -> Value {
     })
 }
 
+/// runc's event envelope, its keys in runc's order (a JSON map would sort them).
+#[derive(serde::Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: &'a str,
+    data: Value,
+}
+
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let rt = super::runtime(global);
     let mut first = true;
     while let Some(stats) = rt.stats(&args.id, first)? {
         first = false;
-        let event = json!({"type": "stats", "id": args.id, "data": runc_stats(&stats)});
-        outln!("{event}")?;
+        let event = Event {
+            kind: "stats",
+            id: &args.id,
+            data: runc_stats(&stats),
+        };
+        let line = serde_json::to_string(&event)?;
+        outln!("{line}")?;
         if args.stats {
             break;
         }
@@ -119,6 +133,20 @@ mod tests {
         assert_eq!(parse_interval("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_interval("0s").is_err());
         assert!(parse_interval("fast").is_err());
+    }
+
+    #[test]
+    fn event_keys_in_runc_order() {
+        let e = Event {
+            kind: "stats",
+            id: "c1",
+            data: json!({"b": 1, "a": 2}),
+        };
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(
+            line.starts_with(r#"{"type":"stats","id":"c1","data":{"#),
+            "{line}"
+        );
     }
 
     #[test]

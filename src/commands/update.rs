@@ -15,6 +15,8 @@ use crate::units::parse_size;
 #[command(
     after_help = "Examples:\n  vzrun update --memory 536870912 --pids-limit 200 web\n  vzrun update --resources limits.json web"
 )]
+// -1 means unlimited and runc takes it as a separate argument (`--memory-swap -1`): the
+// limits that take it accept negative numbers.
 pub struct Args {
     /// Path to a file with the resources to update, or - for stdin
     #[arg(short = 'r', long)]
@@ -26,7 +28,7 @@ pub struct Args {
     #[arg(long = "cpu-period")]
     pub cpu_period: Option<u64>,
     /// CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period
-    #[arg(long = "cpu-quota")]
+    #[arg(long = "cpu-quota", allow_negative_numbers = true)]
     pub cpu_quota: Option<i64>,
     /// CPU shares (relative weight vs. other containers)
     #[arg(long = "cpu-share")]
@@ -35,7 +37,7 @@ pub struct Args {
     #[arg(long = "cpu-rt-period")]
     pub cpu_rt_period: Option<u64>,
     /// CPU realtime hardcap limit (in usecs)
-    #[arg(long = "cpu-rt-runtime")]
+    #[arg(long = "cpu-rt-runtime", allow_negative_numbers = true)]
     pub cpu_rt_runtime: Option<i64>,
     /// CPU(s) to use
     #[arg(long = "cpuset-cpus")]
@@ -44,16 +46,16 @@ pub struct Args {
     #[arg(long = "cpuset-mems")]
     pub cpuset_mems: Option<String>,
     /// Memory limit (in bytes, or with a K/M/G suffix)
-    #[arg(short = 'm', long)]
+    #[arg(short = 'm', long, allow_negative_numbers = true)]
     pub memory: Option<String>,
     /// Memory reservation or soft_limit
-    #[arg(long = "memory-reservation")]
+    #[arg(long = "memory-reservation", allow_negative_numbers = true)]
     pub memory_reservation: Option<String>,
     /// Total memory usage (memory + swap); -1 for unlimited
-    #[arg(long = "memory-swap")]
+    #[arg(long = "memory-swap", allow_negative_numbers = true)]
     pub memory_swap: Option<String>,
     /// Maximum number of pids allowed in the container
-    #[arg(long = "pids-limit")]
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     /// Kernel memory limit (accepted, ignored like runc 1.1)
     #[arg(long = "kernel-memory")]

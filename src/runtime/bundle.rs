@@ -127,6 +127,23 @@ pub struct Bundle {
 }
 
 /// Reads and checks a bundle the same way for `create`, `run` and `restore`.
+/// `linux.resources.unified` names cgroup v2 files: on a v1 or hybrid host runc refuses
+/// it (in these words) rather than dropping limits the caller asked for.
+fn refuse_unified_on_v1(spec: &Spec) -> Result<()> {
+    let unified = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.unified().as_ref())
+        .is_some_and(|u| !u.is_empty());
+    if unified && !crate::sys::cgroups::unified() {
+        return Err(Error::Config(
+            "invalid configuration: cannot use unified on cgroup v1".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn load(bundle: &Path, spec: Option<Spec>) -> Result<Bundle> {
     let bundle = fs::canonicalize(bundle).map_err(|e| Error::io("bundle", bundle, e))?;
     let mut spec = match spec {
@@ -136,6 +153,7 @@ pub fn load(bundle: &Path, spec: Option<Spec>) -> Result<Bundle> {
     if spec.process().is_none() {
         return Err(Error::Config("config.json: process: missing".into()));
     }
+    refuse_unified_on_v1(&spec)?;
     let rootfs = rootfs_of(&spec, &bundle)?;
     let ve_config = ve::config_from_spec(&spec)?;
     let has_seccomp = spec

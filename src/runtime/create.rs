@@ -151,14 +151,30 @@ impl Runtime {
         if !opts.trusted {
             self.check_policy(&bundle)?;
         }
+        // Relative to where the caller stands, fixed before anything starts (runc's way).
+        let pid_file = match &opts.pid_file {
+            Some(p) => {
+                Some(std::path::absolute(p).map_err(|e| Error::io("resolve pid file", p, e))?)
+            }
+            None => None,
+        };
         let executor = VzExecutor::new(&bundle.spec, bundle.lent)?;
         let mut claimed = claim(&self.root, id, &bundle)?;
         let result = (|| -> Result<Container> {
+            // Checked before the VE layer makes anything (runc checks before it makes its
+            // state directory); the cgroup is the caller's and stays as it is.
+            let cgroup = cgroup_path(
+                &bundle.spec,
+                id,
+                &self.root.cgroup_tag(),
+                self.systemd_cgroup,
+            );
+            crate::sys::cgroups::refuse_frozen(&cgroup)?;
             self.derive_spec(id, &mut bundle, &mut claimed)?;
             let ve_dir = &claimed.ve_dir;
             let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_root_path(&self.root.path)?
-                .with_pid_file(opts.pid_file.clone())?
+                .with_pid_file(None::<PathBuf>)?
                 .with_console_socket(opts.console_socket.clone())
                 .with_preserved_fds(opts.preserve_fds)
                 .with_executor(executor)
@@ -168,6 +184,18 @@ impl Runtime {
                 .with_no_pivot(opts.no_pivot)
                 .build()?;
             container.refresh_status()?;
+            let resources = bundle
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref());
+            if crate::sys::cgroups::oom_killer_disabled(resources) {
+                let config = container.spec()?;
+                if let Err(e) = crate::sys::cgroups::disable_oom_killer(&config.cgroup_path) {
+                    let _ = container.delete(true);
+                    return Err(e.into());
+                }
+            }
             if let Some(pid) = container.pid() {
                 let ctx = ve::Ctx {
                     root: &self.root.path,
@@ -186,9 +214,17 @@ impl Runtime {
                     return Err(e.into());
                 }
             }
+            // Written here rather than by libcontainer, which only warns when it cannot:
+            // runc fails the create and takes the container down.
+            if let (Some(path), Some(pid)) = (&pid_file, container.pid()) {
+                if let Err(e) = crate::sys::fs::write_pid_file(path, pid.as_raw()) {
+                    let _ = container.delete(true);
+                    return Err(Error::Step(e.to_string()));
+                }
+            }
             crate::logging::debug(&format!(
-                "created {id} (pid {:?}) from {}",
-                container.pid().map(|p| p.as_raw()),
+                "created {id} (pid {}) from {}",
+                container.pid().map_or(0, |p| p.as_raw()),
                 bundle.bundle.display()
             ));
             Ok(container)

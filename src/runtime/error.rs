@@ -67,7 +67,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<LibcontainerError> for Error {
     fn from(e: LibcontainerError) -> Self {
-        Error::Libcontainer(chain(&e))
+        match e {
+            // libcontainer names the status in Rust's spelling (`Created`); runc's words
+            // and its status names instead. The can_* checks catch most of these first.
+            LibcontainerError::IncorrectStatus(status) => Error::State(format!(
+                "container is {}",
+                crate::runtime::state::status_word(status)
+            )),
+            other => Error::Libcontainer(chain(&other)),
+        }
     }
 }
 
@@ -100,4 +108,16 @@ pub fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libcontainer::container::ContainerStatus;
+
+    #[test]
+    fn libcontainer_status_errors_use_runc_status_names() {
+        let e: Error = LibcontainerError::IncorrectStatus(ContainerStatus::Created).into();
+        assert_eq!(e.to_string(), "container is created");
+    }
 }

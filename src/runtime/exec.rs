@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{Process, Spec};
 
@@ -57,6 +58,36 @@ pub struct ExecOptions {
 /// Removed when dropped, whatever happens to the exec.
 struct TempFile(PathBuf);
 
+/// A state root of the exec's own, holding a copy of the container's state that says
+/// "running": libcontainer execs only into a running (or paused) container, runc also into
+/// a created one, whose init waits for `start` with its namespaces made. Inside the ID's
+/// own directory, so a delete takes it along even after a killed exec; removed when
+/// dropped.
+struct CreatedView(PathBuf);
+
+impl CreatedView {
+    fn new(state_dir: &std::path::Path, ve_dir: &std::path::Path, id: &str) -> Result<Self> {
+        let view = CreatedView(ve_dir.join(format!("exec-{}", std::process::id())));
+        let dir = view.0.join(id);
+        crate::sys::fs::private_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let from = state_dir.join("state.json");
+        let text = std::fs::read(&from).map_err(|e| Error::io("read", &from, e))?;
+        let mut state: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::Step(format!("{}: {e}", from.display())))?;
+        state["status"] = serde_json::Value::from("running");
+        let to = dir.join("state.json");
+        let doc = serde_json::to_vec(&state).map_err(|e| Error::Step(e.to_string()))?;
+        std::fs::write(&to, doc).map_err(|e| Error::io("write", &to, e))?;
+        Ok(view)
+    }
+}
+
+impl Drop for CreatedView {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -68,6 +99,13 @@ impl Runtime {
     pub fn exec(&self, opts: ExecOptions) -> Result<i32> {
         let loaded = self.root.load(&opts.id)?;
         can_exec(loaded.container.status(), opts.ignore_paused)?;
+        // Relative to where the caller stands, fixed before anything starts (runc's way).
+        let pid_file = match &opts.pid_file {
+            Some(p) => {
+                Some(std::path::absolute(p).map_err(|e| Error::io("resolve pid file", p, e))?)
+            }
+            None => None,
+        };
         if let ProcessSource::Flags(f) = &opts.process {
             if f.command.is_empty() {
                 return Err(Error::Config("args must not be empty".into()));
@@ -87,10 +125,7 @@ impl Runtime {
             ProcessSource::File(path) => {
                 let data = std::fs::read(path)
                     .map_err(|e| Error::Config(format!("--process {}: {e}", path.display())))?;
-                let de = &mut serde_json::Deserializer::from_slice(&data);
-                let p = serde_path_to_error::deserialize::<_, Process>(de).map_err(|e| {
-                    Error::Config(format!("--process: {}: {}", e.path(), e.inner()))
-                })?;
+                let p = parse_process(&data)?;
                 (p, None)
             }
             ProcessSource::Flags(f) => {
@@ -101,6 +136,10 @@ impl Runtime {
                 }
                 (p, Some(f))
             }
+        };
+        let sub_cgroup = match &opts.cgroup {
+            Some(arg) => Some(sub_cgroup(&derived, arg)?),
+            None => None,
         };
         let terminal = opts.tty || process.terminal().unwrap_or(false);
         // A process built from the container's carries the init's capabilities,
@@ -122,9 +161,27 @@ impl Runtime {
             !opts.detach && terminal,
         )?;
         let executor = VzExecutor::new(&derived, lent)?;
+        // Into a paused container (--ignore-paused) the process freezes as it joins the
+        // cgroup, and libcontainer's build waits for it until a resume thaws it: a resume
+        // needs this lock, so it is let go first (runc holds no lock across an exec).
+        let loaded = if loaded.container.status() == ContainerStatus::Paused {
+            drop(loaded);
+            None
+        } else {
+            Some(loaded)
+        };
+        let created = match loaded.as_ref().map(|l| l.container.status()) {
+            Some(ContainerStatus::Created) => Some(CreatedView::new(
+                &self.root.container_dir(&opts.id),
+                &ve_dir,
+                &opts.id,
+            )?),
+            _ => None,
+        };
+        let state_root = created.as_ref().map_or(&self.root.path, |v| &v.0);
         let pid = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
-            .with_root_path(&self.root.path)?
-            .with_pid_file(opts.pid_file.clone())?
+            .with_root_path(state_root)?
+            .with_pid_file(None::<PathBuf>)?
             .with_console_socket(console_socket.clone())
             .with_preserved_fds(opts.preserve_fds)
             .with_executor(executor)
@@ -132,10 +189,19 @@ impl Runtime {
             .with_detach(opts.detach || console_socket.is_some())
             .with_process(Some(process_copy.0.clone()))
             .with_ignore_paused(opts.ignore_paused)
-            .with_sub_cgroup(opts.cgroup.clone())
+            .with_sub_cgroup(sub_cgroup)
             .with_process_label(opts.process_label.clone())
             .build()?;
+        drop(created);
         drop(loaded);
+        // Written here rather than by libcontainer, which only warns when it cannot: runc
+        // fails the exec and ends the process it started.
+        if let Some(path) = &pid_file {
+            if let Err(e) = crate::sys::fs::write_pid_file(path, pid.as_raw()) {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(Error::Step(e.to_string()));
+            }
+        }
         if opts.detach {
             return Ok(0);
         }
@@ -158,6 +224,65 @@ impl Runtime {
         }
         Ok(code)
     }
+}
+
+/// The sub-cgroup of `exec --cgroup [CONTROLLER[,CONTROLLER]:]PATH`, which must exist as
+/// in runc: libcontainer would make it (in every hierarchy, a `CONTROLLER:` prefix taken
+/// as part of the name) and leave it behind.
+fn sub_cgroup(derived: &Spec, arg: &str) -> Result<String> {
+    let (controllers, sub) = match arg.split_once(':') {
+        Some((c, p)) => (c.split(',').filter(|c| !c.is_empty()).collect(), p),
+        None => (Vec::new(), arg),
+    };
+    let Some(path) = derived
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+    else {
+        return Err(Error::Config(
+            "--cgroup: the container has no cgroup path".into(),
+        ));
+    };
+    let dirs = crate::sys::cgroups::sub_cgroup_dirs(&path, sub, &controllers);
+    if dirs.is_empty() && !controllers.is_empty() {
+        return Err(Error::Config(format!(
+            "--cgroup: no such controller: {}",
+            controllers.join(",")
+        )));
+    }
+    if let Some(missing) = dirs.iter().find(|d| !d.is_dir()) {
+        // runc's words, but for the pid it has by then and this check runs before.
+        return Err(Error::Step(format!(
+            "unable to start container process: error adding pid to cgroups: open {}: no such file or directory",
+            missing.join("cgroup.procs").display()
+        )));
+    }
+    // libcontainer joins the sub-cgroup in every hierarchy: where it is missing outside
+    // the controllers named, it would be made and left behind.
+    let every = crate::sys::cgroups::sub_cgroup_dirs(&path, sub, &[]);
+    if let Some(missing) = every.iter().find(|d| !d.is_dir()) {
+        return Err(Error::Config(format!(
+            "--cgroup {arg}: vzrun joins a sub-cgroup in every controller, and {} does not exist",
+            missing.display()
+        )));
+    }
+    Ok(sub.to_string())
+}
+
+/// A process document (`exec -p`). A missing `user` is root, as in runc (Go's zero
+/// value); oci-spec requires the field.
+fn parse_process(data: &[u8]) -> Result<Process> {
+    let bad = |path: &dyn std::fmt::Display, e: &dyn std::fmt::Display| {
+        Error::Config(format!("--process: {path}: {e}"))
+    };
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    let mut doc: serde_json::Value =
+        serde_path_to_error::deserialize(de).map_err(|e| bad(e.path(), e.inner()))?;
+    if let Some(obj) = doc.as_object_mut() {
+        obj.entry("user")
+            .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    serde_path_to_error::deserialize::<_, Process>(doc).map_err(|e| bad(e.path(), e.inner()))
 }
 
 /// The process `runc exec` makes from its flags: the container's own process with the

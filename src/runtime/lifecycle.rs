@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
 use nix::sys::signal::Signal;
 
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{chain, Error, Result};
 use crate::runtime::root::{validate_id, Lock};
-use crate::runtime::state::{status_word, Record};
+use crate::runtime::state::{status_word, HookView, Record};
 use crate::runtime::Runtime;
 use crate::sys::cgroups;
 use crate::ve;
@@ -228,11 +229,29 @@ impl Runtime {
                     // SIGKILL stays pending in a frozen cgroup on v1: thaw first.
                     let _ = container.resume();
                 }
+                // The poststop hooks see the caller's bundle; libcontainer's directory
+                // goes with the delete, so nothing needs putting back.
+                let _ = HookView::show(&mut container);
+                if status == ContainerStatus::Stopped {
+                    // runc's poststop state has no pid once the init is gone.
+                    container.state.pid = None;
+                }
                 match container.delete(true) {
                     // A forced delete may follow a create killed halfway: a controller's
                     // cgroup made after libcontainer's state was written is swept too.
                     Ok(()) if force => self.remove_remains(id),
                     Ok(()) => {}
+                    // runc logs a failing poststop hook and carries on (exit 0, the hooks
+                    // after it not run): the container is gone by then, and a record kept
+                    // would run the hook again on every delete. libcontainer stopped
+                    // before removing its directory: that is left to remove.
+                    Err(LibcontainerError::Hook(e)) => {
+                        crate::logging::error_line(&format!(
+                            "error running poststop hook: {}",
+                            chain(&e)
+                        ));
+                        self.remove_remains(id);
+                    }
                     Err(e) if !force => return Err(e.into()),
                     // A state libcontainer cannot finish (a create killed halfway): take
                     // down what the derived config says was made.
@@ -284,5 +303,23 @@ impl Runtime {
 /// Starts a container the caller has loaded (and locked).
 pub fn start_loaded(container: &mut Container) -> Result<()> {
     can_start(container.status())?;
-    Ok(container.start()?)
+    let view = HookView::show(container);
+    let started = container.start();
+    if let Some(v) = view {
+        v.hide(container);
+    }
+    match started {
+        Ok(()) => Ok(()),
+        // A failing poststart hook (the ones after it do not run): runc stops the
+        // container and fails, as runtime-spec now asks. libcontainer has saved the
+        // container running by then and would leave it so.
+        Err(LibcontainerError::Hook(e)) => {
+            let _ = container.kill(Signal::SIGKILL, true);
+            Err(Error::Step(format!(
+                "error running poststart hook: {}",
+                chain(&e)
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

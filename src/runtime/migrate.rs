@@ -973,7 +973,7 @@ impl Move<'_> {
             }
         };
         self.progress
-            .line(&format!("pre-copy ends after {round} rounds: {stop:?}"));
+            .line(&format!("pre-copy ends after {round} rounds: {stop}"));
         let dir = self.out.join("final");
         let sent = written.iter().sum::<u64>() * PAGE;
         self.frozen_final(&dir, parent, Some("final"), round, sent)

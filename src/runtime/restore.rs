@@ -194,9 +194,10 @@ impl Runtime {
         // its numproc limit would not fit back, so that limit comes once CRIU is done.
         let mut while_restoring = resources.clone();
         while_restoring.set_pids(None);
+        let disable_oom_killer = crate::sys::cgroups::oom_killer_disabled(Some(&resources));
         let controller = |resources| ControllerOpt {
             resources,
-            disable_oom_killer: false,
+            disable_oom_killer,
             oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
             freezer_state: None,
         };

@@ -133,7 +133,15 @@ impl Root {
 
     pub fn load(&self, id: &str) -> Result<Loaded> {
         let lock = self.lock(id)?;
-        let (container, record) = self.read(id)?;
+        let (mut container, record) = self.read(id)?;
+        // A vzrun killed while a poststart hook ran left the state the hook saw (see
+        // HookView): libcontainer's bundle is put back before anything uses it.
+        if container.state.bundle == record.bundle {
+            if let Ok(derived) = fs::canonicalize(self.ve_dir(id)) {
+                container.state.bundle = derived;
+                container.save()?;
+            }
+        }
         Ok(Loaded {
             container,
             record,

@@ -113,6 +113,34 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| format!("#{uid}"))
 }
 
+/// libcontainer runs the poststart and poststop hooks in vzrun's process and hands them
+/// its own state: the derived bundle directory (its bundle) and its spec version. While
+/// a hook view is shown they carry what `state` reports instead, the caller's bundle and
+/// vzrun's spec version; [`HookView::hide`] puts libcontainer's back, which it needs to
+/// find the derived config.
+pub struct HookView {
+    derived: PathBuf,
+    version: String,
+}
+
+impl HookView {
+    /// None when vzrun has no record beside libcontainer's bundle (nothing to show).
+    pub fn show(container: &mut Container) -> Option<HookView> {
+        let record = Record::load(&container.state.bundle).ok()?;
+        Some(HookView {
+            derived: std::mem::replace(&mut container.state.bundle, record.bundle),
+            version: std::mem::replace(&mut container.state.oci_version, OCI_VERSION.into()),
+        })
+    }
+
+    /// Puts libcontainer's state back, on disk too: it saved the shown one meanwhile.
+    pub fn hide(self, container: &mut Container) {
+        container.state.bundle = self.derived;
+        container.state.oci_version = self.version;
+        let _ = container.save();
+    }
+}
+
 /// `owner` is empty in `state` and the creator's name in `list`, as in runc.
 pub fn oci_state(container: &Container, record: &Record, with_owner: bool) -> OciState {
     let status = container.status();

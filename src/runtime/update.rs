@@ -20,16 +20,26 @@ impl Runtime {
     /// Applies resources to a container's cgroup and records them in its derived config.
     pub fn apply_resources(&self, container: &Container, resources: &LinuxResources) -> Result<()> {
         let config = container.spec()?;
+        let dir = self.root.ve_dir(container.id());
+        let mut spec = load_spec(&dir)?;
+        // libcgroups writes memory.oom_control either way: the container's own setting
+        // (or the update's) is kept rather than turning the OOM killer back on.
+        let recorded = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        let disable_oom_killer = cgroups::oom_killer_disabled(Some(resources))
+            || (resources
+                .memory()
+                .as_ref()
+                .and_then(|m| m.disable_oom_killer())
+                .is_none()
+                && cgroups::oom_killer_disabled(recorded.as_ref()));
         cgroups::manager(&config.cgroup_path, container.id())?
             .apply(&ControllerOpt {
                 resources,
-                disable_oom_killer: false,
+                disable_oom_killer,
                 oom_score_adj: None,
                 freezer_state: None,
             })
             .map_err(|e| Error::Step(format!("update cgroup: {e}")))?;
-        let dir = self.root.ve_dir(container.id());
-        let mut spec = load_spec(&dir)?;
         if let Some(mut linux) = spec.linux().clone() {
             let mut current = linux.resources().clone().unwrap_or_default();
             merge(&mut current, resources);

@@ -18,6 +18,11 @@ pub enum CgroupError {
     Open { path: PathBuf, reason: String },
     #[error("list processes of cgroup {path}: {reason}")]
     Pids { path: PathBuf, reason: String },
+    #[error("write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+    /// runc's words: a create into a frozen cgroup would leave its init frozen.
+    #[error("container's cgroup unexpectedly frozen")]
+    Frozen,
 }
 
 /// Whether the host runs the unified (pure v2) hierarchy.
@@ -86,6 +91,80 @@ pub fn freezer_dir(path: &Path) -> Option<PathBuf> {
             Some(mp.join(rel))
         }
     }
+}
+
+/// Fails when the cgroup at `path` exists and is frozen (or freezing), as runc refuses
+/// to create into it: the init would join it frozen and never report back. A cgroup that
+/// does not exist yet, or has no freezer, is not frozen.
+pub fn refuse_frozen(path: &Path) -> Result<(), CgroupError> {
+    let Some(dir) = freezer_dir(path) else {
+        return Ok(());
+    };
+    let frozen = match std::fs::read_to_string(dir.join("freezer.state")) {
+        // v1 reports FREEZING while a freeze (of it or of an ancestor) is under way.
+        Ok(v1) => v1.trim() != "THAWED",
+        Err(_) => std::fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1"),
+    };
+    if frozen {
+        return Err(CgroupError::Frozen);
+    }
+    Ok(())
+}
+
+/// Whether resources ask for the OOM killer to be off (`memory.disableOOMKiller`).
+pub fn oom_killer_disabled(resources: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.disable_oom_killer())
+        .unwrap_or(false)
+}
+
+/// Turns the OOM killer off for the cgroup at `path`: v1's `memory.oom_control` (v2 has
+/// no such switch, and runc ignores the setting there). libcontainer's create writes 0
+/// whatever the spec says, so this comes after it.
+pub fn disable_oom_killer(path: &Path) -> Result<(), CgroupError> {
+    let Ok(mp) =
+        libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Memory)
+    else {
+        return Ok(());
+    };
+    let file = mp
+        .join(path.strip_prefix("/").unwrap_or(path))
+        .join("memory.oom_control");
+    std::fs::write(&file, "1").map_err(|e| CgroupError::Write {
+        path: file,
+        reason: e.to_string(),
+    })
+}
+
+/// The directories a process joining the sub-cgroup `sub` of the cgroup at `path` enters:
+/// the v2 directory, or on v1 the one in each controller's hierarchy that holds the
+/// container's cgroup, only the `controllers` named when some are.
+pub fn sub_cgroup_dirs(path: &Path, sub: &str, controllers: &[&str]) -> Vec<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let sub = sub.trim_start_matches('/');
+    if unified() {
+        return vec![Path::new(CGROUP_ROOT).join(rel).join(sub)];
+    }
+    let Ok(rd) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // The hybrid host's v2 tree and systemd's named hierarchy hold no controller.
+            name != "unified"
+                && name != "systemd"
+                && (controllers.is_empty() || name.split(',').any(|c| controllers.contains(&c)))
+        })
+        .map(|e| e.path().join(rel))
+        .filter(|d| d.is_dir())
+        .map(|d| d.join(sub))
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 /// A cgroup frozen by [`freeze`]; thawed again when dropped.

@@ -108,9 +108,73 @@ pub fn read_in_root(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A pid file that could not be written, in runc's words (`open DIR/.NAME: no such file
+/// or directory`).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {reason}")]
+pub struct PidFileError {
+    op: &'static str,
+    path: std::path::PathBuf,
+    reason: String,
+}
+
+/// Writes `pid` to `path` as runc does: into `.NAME` beside it, made exclusively, then
+/// renamed over `path`, so a reader never sees half a number. `path` should be absolute
+/// (runc makes it so before it starts anything).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), PidFileError> {
+    use std::io::Write;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}"));
+    let fail = |op, p: &Path, e: std::io::Error| PidFileError {
+        op,
+        path: p.to_path_buf(),
+        // Go's words for an errno are the C library's, starting in lower case.
+        reason: match e.raw_os_error() {
+            Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+            None => e.to_string(),
+        },
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| fail("open", &tmp, e))?;
+    let written = f
+        .write_all(pid.to_string().as_bytes())
+        .and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail("write", path, e));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_file_is_whole_and_its_failure_in_runcs_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        std::fs::write(&path, "stale").unwrap();
+        write_pid_file(&path, 42).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "42");
+        assert!(
+            !dir.path().join(".pid").exists(),
+            "the temporary file stayed"
+        );
+        let missing = dir.path().join("none/pid");
+        let err = write_pid_file(&missing, 42).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "open {}: no such file or directory",
+                dir.path().join("none/.pid").display()
+            )
+        );
+    }
 
     #[test]
     fn links_in_an_image_stay_in_the_image() {

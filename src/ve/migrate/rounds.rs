@@ -71,6 +71,16 @@ pub enum Stop {
     MaxRounds,
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::FewDirty => "few pages are still dirty",
+            Stop::NotShrinking => "the rounds no longer shrink",
+            Stop::MaxRounds => "the most rounds allowed",
+        })
+    }
+}
+
 /// The pre-copy rule, given the pages each round wrote (CRIU's `pages_written` from
 /// stats-dump): stop when the last round wrote at most `few` pages, when it wrote more than
 /// 90% of the round before, or after `max_rounds`.
