@@ -124,13 +124,7 @@ pub fn run_in_pty(
     steps: &[(&str, &str)],
     deadline: Duration,
 ) -> PtyRun {
-    let ws = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+    let pty = common::openpty(rows, cols);
     let slave: OwnedFd = pty.slave;
     let master: OwnedFd = pty.master;
     let mfd = master.as_raw_fd();

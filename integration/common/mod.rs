@@ -666,16 +666,21 @@ pub struct OnPty {
     seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
+/// A new pty pair whose terminal is `rows` x `cols`.
+pub fn openpty(rows: u16, cols: u16) -> nix::pty::OpenptyResult {
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    nix::pty::openpty(Some(&ws), None).expect("openpty")
+}
+
 impl OnPty {
     pub fn spawn(cmd: &mut Command, rows: u16, cols: u16) -> OnPty {
         use std::os::unix::process::CommandExt;
-        let ws = nix::pty::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        let pty = openpty(rows, cols);
         let slave = std::fs::File::from(pty.slave);
         // SAFETY: between fork and exec only async-signal-safe calls (setsid, ioctl) on the
         // child's own descriptors: it gets a session whose controlling terminal is the pty,
