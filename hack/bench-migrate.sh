@@ -56,7 +56,7 @@ cp "$tmp/touch" "$tmp/bundle/rootfs/bin/touchmem"
 jq --argjson args "[\"sh\",\"-c\",\"exec </dev/null >/dev/null 2>&1; exec touchmem $mb $hot\"]" \
   '.root = {path: "rootfs", readonly: false} | .process.args = $args | .process.terminal = false' \
   "$here/bundles/busybox/config.json" >"$tmp/bundle/config.json"
-head -c 32 /dev/urandom | base64 >"$tmp/key"
+(umask 077; head -c 32 /dev/urandom | base64 >"$tmp/key")  # vzrun refuses a key others can read
 
 "$vz" --root "$dst" migrate-listen --listen 127.0.0.1:0 --key-file "$tmp/key" >"$tmp/listen.out" 2>"$tmp/listen.err" &
 listener=$!
