@@ -119,7 +119,10 @@ impl Command {
             | Command::MigrateListen(_) => true,
             Command::Ve(v) => matches!(
                 v,
-                VeCommand::Start(_) | VeCommand::Restart(_) | VeCommand::Enter(_)
+                VeCommand::Start(_)
+                    | VeCommand::Restart(_)
+                    | VeCommand::Enter(_)
+                    | VeCommand::Exec(_)
             ),
             _ => false,
         }

@@ -170,35 +170,132 @@ pub fn destroy(rt: &Runtime, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A login shell inside a running VE, on a terminal, through the same path as
-/// `vzrun exec -t`; returns the shell's exit status.
-pub fn enter(rt: &Runtime, id: &str) -> Result<i32> {
-    existing(id)?;
-    match rt.root.read(id) {
-        Ok((c, _)) if c.status() == ContainerStatus::Running => {}
-        _ => {
-            return Err(Error::State(format!(
-                "VE {id} is not running (vzrun ve start {id})"
-            )))
-        }
+/// What `ve status` reports, in vzctl's three words: whether the VE exists, whether
+/// its root is mounted (its container made), and whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: String,
+    pub exists: bool,
+    pub mounted: bool,
+    /// vzctl's word: `running` or `down`; vzrun also says `paused`.
+    pub state: &'static str,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VEID {} {} {} {}",
+            self.id,
+            if self.exists { "exist" } else { "deleted" },
+            if self.mounted { "mounted" } else { "unmounted" },
+            self.state
+        )
     }
+}
+
+/// A VE's status: a system VE, or any container under the root (a VE made from an
+/// application bundle). An ID that is neither is `deleted`, not an error, as vzctl has it.
+pub fn status(rt: &Runtime, id: &str) -> Result<Status> {
+    validate_id(id)?;
+    let system = existing(id).is_ok();
+    let container = rt.root.read(id).ok().map(|(c, _)| c.status());
+    let (mounted, state) = match container {
+        None | Some(ContainerStatus::Stopped) => (false, "down"),
+        Some(ContainerStatus::Running) => (true, "running"),
+        Some(ContainerStatus::Paused) => (true, "paused"),
+        // Created (init waiting for start), or in the middle of being made or removed.
+        Some(_) => (true, "down"),
+    };
+    Ok(Status {
+        id: id.to_string(),
+        exists: system || container.is_some(),
+        mounted,
+        state,
+    })
+}
+
+/// Checks that `id` is a system VE whose container runs, with errors that name it and
+/// say what to do; `exec_flags` are the `vzrun exec` flags to suggest for an
+/// application container.
+fn running_system_ve(rt: &Runtime, id: &str, exec_flags: &str) -> Result<()> {
+    if let Err(e) = existing(id) {
+        // A container that is not a system VE has no init or login to enter through.
+        if rt.root.read(id).is_ok() {
+            return Err(Error::State(format!(
+                "{id} is an application container, not a system VE: use vzrun exec {exec_flags}{id} CMD"
+            )));
+        }
+        return Err(e);
+    }
+    match rt.root.read(id) {
+        Ok((c, _)) if c.status() == ContainerStatus::Running => Ok(()),
+        _ => Err(Error::State(format!(
+            "VE {id} is not running (vzrun ve start {id})"
+        ))),
+    }
+}
+
+/// A login shell inside a running VE, on a terminal, through the same path as
+/// `vzrun exec -t`; with `command`, that command on the terminal instead of the shell.
+/// Returns the exit status of what ran.
+pub fn enter(rt: &Runtime, id: &str, command: &[String]) -> Result<i32> {
+    running_system_ve(rt, id, "-t ")?;
     // A login shell on a terminal fed from a file or a pipe would wait for ever.
     if !std::io::stdin().is_terminal() {
         return Err(Error::Step(format!(
             "VE {id}: entering needs a terminal, and stdin is not one; \
-             to run a command without one: vzrun exec {id} CMD"
+             to run a command without one: vzrun ve exec {id} CMD"
         )));
     }
+    let mut argv = vec!["/bin/sh".to_string(), "-c".to_string()];
+    if command.is_empty() {
+        argv.push(LOGIN.to_string());
+    } else {
+        // The command's words reach it as they were given, in root's home as a login
+        // would start there.
+        argv.push("cd /root 2>/dev/null || cd /; exec \"$@\"".to_string());
+        argv.push("sh".to_string());
+        argv.extend(command.iter().cloned());
+    }
     let term = std::env::var("TERM").unwrap_or_else(|_| "linux".to_string());
-    rt.exec(ExecOptions {
+    rt.exec(in_ve(
+        id,
+        argv,
+        true,
+        vec![format!("TERM={term}"), "HOME=/root".to_string()],
+    ))
+}
+
+/// `vzctl exec`: a command line run by the VE's shell, without a terminal, with vzrun's
+/// stdin, stdout and stderr; returns its exit status. The words are joined with spaces
+/// as vzctl joins them, so `ve exec 101 'echo $HOME'` expands inside the VE.
+pub fn exec(rt: &Runtime, id: &str, command: &[String]) -> Result<i32> {
+    if command.is_empty() {
+        return Err(Error::Config(format!("VE {id}: no command to run")));
+    }
+    running_system_ve(rt, id, "")?;
+    let line = command.join(" ");
+    rt.exec(in_ve(
+        id,
+        vec!["/bin/sh".to_string(), "-c".to_string(), line],
+        false,
+        vec!["HOME=/root".to_string()],
+    ))
+}
+
+/// An exec into a VE's container, in the foreground, with the container's own process
+/// settings apart from `command`, `tty` and `env`.
+fn in_ve(id: &str, command: Vec<String>, tty: bool, env: Vec<String>) -> ExecOptions {
+    ExecOptions {
         id: id.to_string(),
         process: ProcessSource::Flags(ProcessFlags {
-            command: vec!["/bin/sh".to_string(), "-c".to_string(), LOGIN.to_string()],
-            tty: true,
-            env: vec![format!("TERM={term}"), "HOME=/root".to_string()],
+            command,
+            tty,
+            env,
             ..Default::default()
         }),
-        tty: true,
+        tty,
         console_socket: None,
         pid_file: None,
         detach: false,
@@ -206,7 +303,7 @@ pub fn enter(rt: &Runtime, id: &str) -> Result<i32> {
         ignore_paused: false,
         cgroup: None,
         process_label: None,
-    })
+    }
 }
 
 /// vzrun's own stdin, stdout and stderr pointed at the console log (stdin at /dev/null)
