@@ -44,6 +44,9 @@ pub enum CkptError {
         log: PathBuf,
         tail: String,
     },
+    /// CRIU could not be started at all: it wrote no log to point at.
+    #[error("{op} failed: {err}")]
+    NoCriu { op: &'static str, err: CriuError },
     #[error(transparent)]
     Copy(#[from] crate::sys::sparse::CopyError),
     #[error("{0}")]
@@ -153,6 +156,9 @@ impl CriuOpts {
 
 /// A failed CRIU call, with the end of its log.
 fn criu_failed(op: &'static str, err: CriuError, log: PathBuf) -> CkptError {
+    if matches!(err, CriuError::NotFound(_) | CriuError::Spawn { .. }) {
+        return CkptError::NoCriu { op, err };
+    }
     let tail = criu::log_tail(&log);
     CkptError::Criu {
         op,
