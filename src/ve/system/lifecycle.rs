@@ -345,3 +345,25 @@ impl Drop for StdioTo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vzctl's words, in vzctl's order.
+    #[test]
+    fn status_reads_as_vzctl_prints_it() {
+        let s = |exists, mounted, state| {
+            Status {
+                id: "101".into(),
+                exists,
+                mounted,
+                state,
+            }
+            .to_string()
+        };
+        assert_eq!(s(true, true, "running"), "VEID 101 exist mounted running");
+        assert_eq!(s(true, false, "down"), "VEID 101 exist unmounted down");
+        assert_eq!(s(false, false, "down"), "VEID 101 deleted unmounted down");
+    }
+}
