@@ -340,6 +340,75 @@ fn status_exec_and_enter_exec_as_vzctl() {
     assert_eq!(o.code, 1, "a malformed ID is an error: {o:?}");
 }
 
+/// vzctl suspend/resume: the checkpoint goes into the VE's own directory and the VE
+/// stops; resume brings the same processes back (a counter carries on) with init's
+/// output on the console log again, and removes the checkpoint.
+#[test]
+fn suspend_and_resume_from_the_ves_own_directory() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(&rt, data.path(), "sys-susp", "busybox", &[]);
+    let o = ve.ve("suspend", &[]);
+    assert!(o.error_msg().contains("is not running"), "{o:?}");
+    ve.start();
+    let o = ve.ve(
+        "exec",
+        &[
+            "(i=0; while true; do i=$((i+1)); echo $i > /dev/shm/c; sleep 0.05; done) \
+           </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let count = || -> u64 {
+        let o = ve.ve("exec", &["cat /dev/shm/c"]);
+        o.stdout.trim().parse().unwrap_or(0)
+    };
+    let before = count();
+    assert!(before > 0);
+
+    let o = ve.ve("suspend", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, format!("VE {} suspended\n", ve.id));
+    let o = ve.ve("status", &[]);
+    assert_eq!(
+        o.stdout,
+        format!("VEID {} exist unmounted down suspended\n", ve.id)
+    );
+    assert!(ve.dir().join("suspend").is_dir());
+    assert!(
+        common::dir_entries(rt.root.path()).is_empty(),
+        "the VE stopped"
+    );
+    let o = ve.ve("start", &[]);
+    assert!(
+        o.error_msg()
+            .contains(&format!("is suspended: vzrun ve resume {}", ve.id)),
+        "{o:?}"
+    );
+
+    let o = ve.ve("resume", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = ve.ve("status", &[]);
+    assert_eq!(o.stdout, format!("VEID {} exist mounted running\n", ve.id));
+    let after = count();
+    assert!(
+        after >= before,
+        "the counter carried on: {before} -> {after}"
+    );
+    assert!(
+        common::wait_until(5, || count() > after),
+        "and keeps counting"
+    );
+    assert!(!ve.dir().join("suspend").exists(), "checkpoint removed");
+    let pid = rt.state(&ve.id)["pid"].as_i64().unwrap();
+    let out = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+    assert_eq!(out, ve.dir().join("console.log"));
+    let o = ve.ve("resume", &[]);
+    assert!(o.error_msg().contains("is not suspended"), "{o:?}");
+}
+
 /// `ve set/show/stat` say which VE an error is about, and `ve enter`/`ve exec` on an
 /// application container point to `vzrun exec`.
 #[test]

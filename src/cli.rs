@@ -139,6 +139,7 @@ impl Command {
                     | VeCommand::Restart(_)
                     | VeCommand::Enter(_)
                     | VeCommand::Exec(_)
+                    | VeCommand::Resume(_)
             ),
             _ => false,
         }

@@ -12,12 +12,14 @@ pub mod exec;
 pub mod keys;
 pub mod list;
 pub mod restart;
+pub mod resume;
 pub mod set;
 pub mod show;
 pub mod start;
 pub mod stat;
 pub mod status;
 pub mod stop;
+pub mod suspend;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum VeCommand {
@@ -37,6 +39,10 @@ pub enum VeCommand {
     Stop(stop::StopArgs),
     /// Stop, then start
     Restart(restart::RestartArgs),
+    /// Checkpoint a running VE into its own directory; it stops (vzctl suspend)
+    Suspend(suspend::SuspendArgs),
+    /// Bring a suspended VE back from its checkpoint (vzctl resume)
+    Resume(resume::ResumeArgs),
     /// Whether a VE exists, is mounted and runs (vzctl status)
     Status(status::StatusArgs),
     /// A login shell (or --exec CMD) inside a running VE, on a terminal
@@ -60,6 +66,8 @@ pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
         VeCommand::Start(args) => start::run(&rt, args),
         VeCommand::Stop(args) => stop::run(&rt, args),
         VeCommand::Restart(args) => restart::run(&rt, args),
+        VeCommand::Suspend(args) => suspend::run(&rt, args),
+        VeCommand::Resume(args) => resume::run(&rt, args),
         VeCommand::Status(args) => status::run(&rt, args),
         VeCommand::Enter(args) => enter::run(&rt, args),
         VeCommand::Exec(args) => exec::run(&rt, args),

@@ -11,13 +11,20 @@ use std::time::{Duration, Instant};
 use libcontainer::container::ContainerStatus;
 
 use super::{request_shutdown, ves_dir, VeConf, CONSOLE_LOG, VE_CONF};
+use crate::runtime::checkpoint::CheckpointOptions;
 use crate::runtime::create::CreateOptions;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::exec::{ExecOptions, ProcessFlags, ProcessSource};
 use crate::runtime::lifecycle::start_loaded;
+use crate::runtime::restore::RestoreOptions;
 use crate::runtime::root::validate_id;
 use crate::runtime::Runtime;
 use crate::sys::lock::FileLock;
+use crate::ve::checkpoint::{CriuOpts, DumpOpts, RestoreOpts};
+
+/// Where `ve suspend` leaves a VE's checkpoint: in the VE's own directory, as vzctl
+/// keeps its dump file, until `ve resume` brings the VE back from it.
+pub const SUSPEND_DIR: &str = "suspend";
 
 /// root's login shell from the VE's own /etc/passwd, read inside the VE.
 const LOGIN: &str = "cd /root 2>/dev/null || cd /; \
@@ -51,6 +58,13 @@ pub fn lock(id: &str) -> Result<(PathBuf, FileLock)> {
 pub fn start(rt: &Runtime, id: &str) -> Result<()> {
     let (dir, _lock) = lock(id)?;
     VeConf::load(&dir)?;
+    // Booting afresh would run on a disk the checkpoint's processes left mid-use, and
+    // the checkpoint would then be stale.
+    if dir.join(SUSPEND_DIR).exists() {
+        return Err(Error::State(format!(
+            "VE {id} is suspended: vzrun ve resume {id}"
+        )));
+    }
     // A VE whose init ended by itself (a `halt` inside) leaves a stopped container.
     if let Ok((container, _)) = rt.root.read(id) {
         match container.status() {
@@ -170,6 +184,87 @@ pub fn destroy(rt: &Runtime, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `vzctl suspend`: checkpoints a running system VE into its own directory; the VE
+/// stops. A failed dump leaves the VE running and no checkpoint behind.
+pub fn suspend(rt: &Runtime, id: &str) -> Result<()> {
+    let (dir, _lock) = lock(id)?;
+    match rt.root.read(id) {
+        Ok((c, _)) if c.status() == ContainerStatus::Running => {}
+        _ => {
+            return Err(Error::State(format!(
+                "VE {id} is not running (vzrun ve start {id})"
+            )))
+        }
+    }
+    let image = dir.join(SUSPEND_DIR);
+    // Left by a suspend whose VE was started afresh since: the running VE is newer.
+    if image.exists() {
+        fs::remove_dir_all(&image).map_err(|e| Error::io("remove", &image, e))?;
+    }
+    let dumped = rt.checkpoint(&CheckpointOptions {
+        id: id.to_string(),
+        dump: DumpOpts {
+            criu: CriuOpts {
+                image: image.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    });
+    if let Err(e) = dumped {
+        let _ = fs::remove_dir_all(&image);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `vzctl resume`: restores a suspended system VE from its own directory, init's output
+/// going to the console log again; the checkpoint is removed once the VE runs. A failed
+/// restore keeps the checkpoint for another try.
+pub fn resume(rt: &Runtime, id: &str) -> Result<()> {
+    let (dir, _lock) = lock(id)?;
+    let image = dir.join(SUSPEND_DIR);
+    if !image.exists() {
+        return Err(Error::State(format!(
+            "VE {id} is not suspended (vzrun ve suspend {id})"
+        )));
+    }
+    if let Ok((container, _)) = rt.root.read(id) {
+        match container.status() {
+            ContainerStatus::Stopped => rt.delete(id, true)?,
+            _ => return Err(Error::State(format!("VE {id} is already running"))),
+        }
+    }
+    let log_path = dir.join(CONSOLE_LOG);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io("open", &log_path, e))?;
+    {
+        // CRIU hands the restored init our stdio in place of the console log it had.
+        let _stdio = StdioTo::log(&log)?;
+        rt.restore(RestoreOptions {
+            id: id.to_string(),
+            bundle: dir.clone(),
+            criu: RestoreOpts {
+                criu: CriuOpts {
+                    image: image.clone(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            console_socket: None,
+            pid_file: None,
+            detach: true,
+            keep_on_hook_failure: false,
+            trusted: true,
+        })?;
+    }
+    fs::remove_dir_all(&image).map_err(|e| Error::io("remove", &image, e))?;
+    Ok(())
+}
+
 /// What `ve status` reports, in vzctl's three words: whether the VE exists, whether
 /// its root is mounted (its container made), and whether it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +274,8 @@ pub struct Status {
     pub mounted: bool,
     /// vzctl's word: `running` or `down`; vzrun also says `paused`.
     pub state: &'static str,
+    /// A `ve suspend` checkpoint waits for `ve resume`.
+    pub suspended: bool,
 }
 
 impl std::fmt::Display for Status {
@@ -190,7 +287,11 @@ impl std::fmt::Display for Status {
             if self.exists { "exist" } else { "deleted" },
             if self.mounted { "mounted" } else { "unmounted" },
             self.state
-        )
+        )?;
+        if self.suspended {
+            f.write_str(" suspended")?;
+        }
+        Ok(())
     }
 }
 
@@ -198,7 +299,7 @@ impl std::fmt::Display for Status {
 /// application bundle). An ID that is neither is `deleted`, not an error, as vzctl has it.
 pub fn status(rt: &Runtime, id: &str) -> Result<Status> {
     validate_id(id)?;
-    let system = existing(id).is_ok();
+    let system = existing(id);
     let container = rt.root.read(id).ok().map(|(c, _)| c.status());
     let (mounted, state) = match container {
         None | Some(ContainerStatus::Stopped) => (false, "down"),
@@ -209,9 +310,10 @@ pub fn status(rt: &Runtime, id: &str) -> Result<Status> {
     };
     Ok(Status {
         id: id.to_string(),
-        exists: system || container.is_some(),
+        exists: system.is_ok() || container.is_some(),
         mounted,
         state,
+        suspended: system.is_ok_and(|d| d.join(SUSPEND_DIR).exists()),
     })
 }
 
@@ -359,6 +461,7 @@ mod tests {
                 exists,
                 mounted,
                 state,
+                suspended: false,
             }
             .to_string()
         };
