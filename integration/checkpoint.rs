@@ -789,3 +789,39 @@ fn criu_dumps_inet_sockets() -> bool {
         .collect();
     k < vec![6, 16]
 }
+
+/// With no CRIU to run, checkpoint says which binary it looked for (here the one
+/// VZRUN_CRIU names), points at no log CRIU never wrote, and the container runs on.
+#[test]
+fn missing_criu_names_the_binary() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::busybox(&["sleep", "600"]);
+    let id = common::unique_id("nocriu");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let dir = images();
+    let img = dir.path().join("img");
+    let o = common::output_of(
+        {
+            let mut c = rt.command();
+            c.env("VZRUN_CRIU", "/nonexistent/criu").args([
+                "checkpoint",
+                "--image-path",
+                img.to_str().unwrap(),
+                &id,
+            ]);
+            c
+        },
+        std::process::Stdio::null(),
+    );
+    assert_eq!(o.code, 1, "{o:?}");
+    let msg = o.error_msg();
+    assert!(
+        msg.contains("criu not found") && msg.contains("/nonexistent/criu"),
+        "{o:?}"
+    );
+    assert!(!msg.contains(".log"), "CRIU never ran, so no log: {o:?}");
+    assert_eq!(rt.status(&id), "running");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}

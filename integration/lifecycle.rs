@@ -546,3 +546,49 @@ fn exec_t_gets_a_terminal_like_runc() {
         seen[0].1, seen[1].1
     );
 }
+
+/// A user other than root is told vzrun needs root, once, with exit 1, rather than the
+/// first privileged step's failure; what only prints (help, spec, keys) still works.
+#[test]
+fn non_root_is_told_vzrun_needs_root() {
+    require_root!();
+    if !common::have("setpriv") {
+        eprintln!("SKIP: setpriv (util-linux) is missing");
+        return;
+    }
+    let rt = Runtime::vzrun();
+    let b = Bundle::busybox(&["true"]);
+    let nobody = |args: &[&str]| -> common::Out {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&rt.bin)
+            .arg("--root")
+            .arg(rt.root.path())
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv");
+        out.into()
+    };
+    for args in [
+        vec!["run", "-b", b.p(), "vzt-nobody"],
+        vec!["list"],
+        vec!["ve", "status", "vzt-nobody"],
+        vec!["ve", "start", "vzt-nobody"],
+        vec!["checkpoint", "vzt-nobody"],
+    ] {
+        let o = nobody(&args);
+        assert_eq!(o.code, 1, "{args:?}: {o:?}");
+        assert!(
+            o.error_msg().starts_with("vzrun needs root"),
+            "{args:?}: {o:?}"
+        );
+        assert_eq!(o.stderr.lines().count(), 1, "said once: {o:?}");
+    }
+    for args in [vec!["--help"], vec!["run", "--help"], vec!["ve", "keys"]] {
+        let o = nobody(&args);
+        assert_eq!(o.code, 0, "{args:?}: {o:?}");
+    }
+    assert!(common::dir_entries(rt.root.path()).is_empty());
+}

@@ -263,6 +263,216 @@ fn busybox_system_ve_boots_its_services_and_shuts_down_cleanly() {
     );
 }
 
+/// vzctl's status, exec and enter --exec: status in each state with exit 0, a command
+/// line's output and exit status, a command on the terminal; errors name the VE.
+#[test]
+fn status_exec_and_enter_exec_as_vzctl() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(&rt, data.path(), "sys-verbs", "busybox", &[]);
+    let status = |want: &str| {
+        let o = ve.ve("status", &[]);
+        assert_eq!(o.code, 0, "{o:?}");
+        assert_eq!(o.stdout, format!("VEID {} {want}\n", ve.id));
+    };
+    status("exist unmounted down");
+    let o = ve.ve("exec", &["true"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.error_msg().contains(&format!(
+            "VE {} is not running (vzrun ve start {})",
+            ve.id, ve.id
+        )),
+        "{o:?}"
+    );
+    ve.start();
+    status("exist mounted running");
+
+    // The words are one command line for the VE's shell, as vzctl exec has them.
+    let o = ve.ve("exec", &["echo", "$((6*7))", "$(hostname)"]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, &*format!("42 {}\n", ve.id)),
+        "{o:?}"
+    );
+    let o = ve.ve("exec", &["ls", "-d", "/etc"]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "/etc\n"),
+        "flags pass: {o:?}"
+    );
+    let o = ve.ve("exec", &["exit 7"]);
+    assert_eq!(o.code, 7, "the command's status: {o:?}");
+    // stdin reaches the command.
+    let o = vz(
+        &rt,
+        data.path(),
+        &["ve", "exec", &ve.id, "wc", "-l"],
+        Some("a\nb\n"),
+    );
+    assert_eq!(o.stdout.trim(), "2", "{o:?}");
+
+    // enter --exec: the command on a terminal, its words as given, its status returned.
+    let mut cmd = rt.command();
+    cmd.env("VZRUN_DATA_DIR", data.path()).args([
+        "ve",
+        "enter",
+        &ve.id,
+        "--exec",
+        "sh",
+        "-c",
+        "tty; pwd; exit 5",
+    ]);
+    let mut term = common::OnPty::spawn(&mut cmd, 24, 80);
+    assert_eq!(term.wait(20), Some(5), "{:?}", term.screen());
+    assert!(
+        term.screen().contains("/dev/pts/") && term.screen().contains("/root"),
+        "{:?}",
+        term.screen()
+    );
+
+    assert_eq!(ve.ve("stop", &["--fast"]).code, 0);
+    status("exist unmounted down");
+    assert_eq!(ve.ve("destroy", &[]).code, 0);
+    status("deleted unmounted down");
+    let o = ve.vz(&["ve", "status", "no/such"]);
+    assert_eq!(o.code, 1, "a malformed ID is an error: {o:?}");
+}
+
+/// vzctl suspend/resume: the checkpoint goes into the VE's own directory and the VE
+/// stops; resume brings the same processes back (a counter carries on) with init's
+/// output on the console log again, and removes the checkpoint.
+#[test]
+fn suspend_and_resume_from_the_ves_own_directory() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(&rt, data.path(), "sys-susp", "busybox", &[]);
+    let o = ve.ve("suspend", &[]);
+    assert!(o.error_msg().contains("is not running"), "{o:?}");
+    ve.start();
+    let o = ve.ve(
+        "exec",
+        &[
+            "(i=0; while true; do i=$((i+1)); echo $i > /dev/shm/c; sleep 0.05; done) \
+           </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let count = || -> u64 {
+        let o = ve.ve("exec", &["cat /dev/shm/c"]);
+        o.stdout.trim().parse().unwrap_or(0)
+    };
+    let before = count();
+    assert!(before > 0);
+
+    let o = ve.ve("suspend", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, format!("VE {} suspended\n", ve.id));
+    let o = ve.ve("status", &[]);
+    assert_eq!(
+        o.stdout,
+        format!("VEID {} exist unmounted down suspended\n", ve.id)
+    );
+    assert!(ve.dir().join("suspend").is_dir());
+    assert!(
+        common::dir_entries(rt.root.path()).is_empty(),
+        "the VE stopped"
+    );
+    let o = ve.ve("start", &[]);
+    assert!(
+        o.error_msg()
+            .contains(&format!("is suspended: vzrun ve resume {}", ve.id)),
+        "{o:?}"
+    );
+
+    let o = ve.ve("resume", &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = ve.ve("status", &[]);
+    assert_eq!(o.stdout, format!("VEID {} exist mounted running\n", ve.id));
+    let after = count();
+    assert!(
+        after >= before,
+        "the counter carried on: {before} -> {after}"
+    );
+    assert!(
+        common::wait_until(5, || count() > after),
+        "and keeps counting"
+    );
+    assert!(!ve.dir().join("suspend").exists(), "checkpoint removed");
+    let pid = rt.state(&ve.id)["pid"].as_i64().unwrap();
+    let out = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+    assert_eq!(out, ve.dir().join("console.log"));
+    let o = ve.ve("resume", &[]);
+    assert!(o.error_msg().contains("is not suspended"), "{o:?}");
+}
+
+/// `ve set/show/stat` say which VE an error is about, and `ve enter`/`ve exec` on an
+/// application container point to `vzrun exec`.
+#[test]
+fn ve_errors_name_the_ve() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    for verb in [
+        vec!["set", "--hostname", "x"],
+        vec!["show"],
+        vec!["stat"],
+        vec!["exec", "true"],
+    ] {
+        let mut args = vec!["ve", verb[0], "vzt-never-made"];
+        args.extend_from_slice(&verb[1..]);
+        let o = vz(&rt, data.path(), &args, None);
+        assert_eq!(o.code, 1, "{verb:?}: {o:?}");
+        assert!(
+            o.error_msg()
+                .starts_with("VE vzt-never-made does not exist"),
+            "{verb:?}: {o:?}"
+        );
+    }
+    // A system VE that is down.
+    let ve = SysVe::create(&rt, data.path(), "sys-err", "busybox", &[]);
+    for verb in [vec!["set", "--hostname", "x"], vec!["show"], vec!["stat"]] {
+        let o = ve.ve(verb[0], &verb[1..]);
+        assert_eq!(o.code, 1, "{verb:?}: {o:?}");
+        assert!(
+            o.error_msg()
+                .starts_with(&format!("VE {} is not running", ve.id)),
+            "{verb:?}: {o:?}"
+        );
+    }
+    // An application container.
+    let b = common::Bundle::busybox(&["sleep", "600"]);
+    let id = common::unique_id("app");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let o = vz(
+        &rt,
+        data.path(),
+        &["ve", "set", &id, "--hostname", "no way"],
+        None,
+    );
+    assert!(
+        o.error_msg().starts_with(&format!("VE {id}: --hostname:")),
+        "{o:?}"
+    );
+    for (args, hint) in [(vec!["enter"], "-t "), (vec!["exec", "true"], "")] {
+        let mut full = vec!["ve", args[0], &id];
+        full.extend_from_slice(&args[1..]);
+        let o = vz(&rt, data.path(), &full, None);
+        assert_eq!(o.code, 1, "{o:?}");
+        assert!(
+            o.error_msg().contains(&format!(
+                "{id} is an application container, not a system VE: use vzrun exec {hint}{id} CMD"
+            )),
+            "{args:?}: {o:?}"
+        );
+    }
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}
+
 #[test]
 fn sysctls_set_inside_stay_inside() {
     require_root!();
@@ -323,7 +533,8 @@ fn fast_stop_timeout_kill_and_enter() {
     assert_eq!(o.code, 1, "{o:?}");
     assert!(
         o.error_msg().contains("stdin is not one")
-            && o.error_msg().contains(&format!("vzrun exec {} CMD", ve.id)),
+            && o.error_msg()
+                .contains(&format!("vzrun ve exec {} CMD", ve.id)),
         "{o:?}"
     );
     // --fast: no shutdown scripts.

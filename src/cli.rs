@@ -108,6 +108,22 @@ pub enum Command {
 }
 
 impl Command {
+    /// Commands that work on containers, VEs or templates: namespaces, cgroups, mounts
+    /// and the state under /run/vzrun are root's. The rest only print what vzrun knows.
+    fn needs_root(&self) -> bool {
+        use commands::template::TemplateCommand;
+        use commands::ve::VeCommand;
+        !matches!(
+            self,
+            Command::Spec(_)
+                | Command::Features(_)
+                | Command::Completion(_)
+                | Command::Man(_)
+                | Command::Ve(VeCommand::Keys(_))
+                | Command::Template(TemplateCommand::List(_))
+        )
+    }
+
     /// Commands whose process (or a fork of it) becomes a container process.
     fn starts_container_processes(&self) -> bool {
         use commands::ve::VeCommand;
@@ -119,7 +135,11 @@ impl Command {
             | Command::MigrateListen(_) => true,
             Command::Ve(v) => matches!(
                 v,
-                VeCommand::Start(_) | VeCommand::Restart(_) | VeCommand::Enter(_)
+                VeCommand::Start(_)
+                    | VeCommand::Restart(_)
+                    | VeCommand::Enter(_)
+                    | VeCommand::Exec(_)
+                    | VeCommand::Resume(_)
             ),
             _ => false,
         }
@@ -223,6 +243,15 @@ pub fn main() -> i32 {
         let _ = Cli::command().print_help();
         return 0;
     };
+    // Checked first: without root, each command would fail at its first privileged step,
+    // with that step's words (a lock file, a cgroup, a mount) rather than the cause.
+    if command.needs_root() && !nix::unistd::geteuid().is_root() {
+        logging::error(&anyhow::anyhow!(
+            "vzrun needs root (user {} is not; run it as root, e.g. with sudo)",
+            nix::unistd::geteuid()
+        ));
+        return 1;
+    }
     // Container processes start as forks of vzrun: they must run from a sealed copy, so
     // that none of them can reach a writable host binary through /proc/PID/exe.
     if command.starts_container_processes() {

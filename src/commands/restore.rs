@@ -83,6 +83,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         pid_file: args.pid_file,
         detach: args.detach,
         keep_on_hook_failure: args.keep_on_hook_failure,
+        trusted: false,
     })?;
     Ok(code)
 }

@@ -535,6 +535,7 @@ fn received(
         pid_file: None,
         detach: true,
         keep_on_hook_failure: false,
+        trusted: false,
     }
 }
 

@@ -5,22 +5,22 @@
 use libcontainer::container::ContainerStatus;
 
 use crate::runtime::bundle::load_spec;
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::Result;
 use crate::runtime::lifecycle::pids;
 use crate::runtime::Runtime;
 use crate::ve::live::{self, Changes, Plan, Setting};
-use crate::ve::{self, resources};
+use crate::ve::{self, resources, view};
 
 impl Runtime {
     pub fn set(&self, id: &str, changes: &Changes) -> Result<()> {
-        let mut loaded = self.root.load(id)?;
+        let mut loaded = view::load_ve(self, id)?;
         let running = matches!(
             loaded.container.status(),
             ContainerStatus::Running | ContainerStatus::Created | ContainerStatus::Paused
         );
         let pid = match loaded.container.pid() {
             Some(p) if running => p.as_raw(),
-            _ => return Err(Error::State("container not running".into())),
+            _ => return Err(view::not_running(id)),
         };
         let ve_dir = self.root.ve_dir(id);
         let mut current_ram = || -> Result<Option<u64>, ve::VeError> {

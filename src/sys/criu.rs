@@ -31,8 +31,9 @@ pub use rust_criu::rust_criu_protobuf::rpc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriuError {
-    #[error("criu not found (looked in PATH and /usr/local/sbin, /usr/sbin)")]
-    NotFound,
+    /// No CRIU to run; says which binary was looked for, and where.
+    #[error("criu not found: {0}")]
+    NotFound(String),
     #[error("start {path}: {source}")]
     Spawn {
         path: PathBuf,
@@ -85,7 +86,15 @@ fn msg_text(m: &str) -> String {
 /// shell started by a daemon may have a short PATH).
 pub fn binary() -> Result<PathBuf, CriuError> {
     if let Some(p) = std::env::var_os("VZRUN_CRIU") {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        // Checked here, so the error names the setting rather than a failed start.
+        if !is_executable(&p) {
+            return Err(CriuError::NotFound(format!(
+                "VZRUN_CRIU is {}, which is not an executable file",
+                p.display()
+            )));
+        }
+        return Ok(p);
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
@@ -93,10 +102,18 @@ pub fn binary() -> Result<PathBuf, CriuError> {
     for d in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
         dirs.push(PathBuf::from(d));
     }
-    dirs.into_iter()
-        .map(|d| d.join("criu"))
+    let candidates: Vec<PathBuf> = dirs.into_iter().map(|d| d.join("criu")).collect();
+    candidates
+        .iter()
         .find(|p| is_executable(p))
-        .ok_or(CriuError::NotFound)
+        .cloned()
+        .ok_or_else(|| {
+            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            CriuError::NotFound(format!(
+                "looked for {} (install CRIU, or set VZRUN_CRIU to its path)",
+                looked.join(", ")
+            ))
+        })
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -44,6 +44,9 @@ pub enum CkptError {
         log: PathBuf,
         tail: String,
     },
+    /// CRIU could not be started at all: it wrote no log to point at.
+    #[error("{op} failed: {err}")]
+    NoCriu { op: &'static str, err: CriuError },
     #[error(transparent)]
     Copy(#[from] crate::sys::sparse::CopyError),
     #[error("{0}")]
@@ -153,6 +156,9 @@ impl CriuOpts {
 
 /// A failed CRIU call, with the end of its log.
 fn criu_failed(op: &'static str, err: CriuError, log: PathBuf) -> CkptError {
+    if matches!(err, CriuError::NotFound(_) | CriuError::Spawn { .. }) {
+        return CkptError::NoCriu { op, err };
+    }
     let tail = criu::log_tail(&log);
     CkptError::Criu {
         op,
@@ -428,6 +434,9 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
         opts.external.push(format!("net[{ino}]:{NETNS_KEY}"));
     }
     write_descriptors(&o.criu.image, t.pid)?;
+    let files = external_stdio(t.pid);
+    save_external_stdio(&o.criu.image, &files)?;
+    opts.external.extend(files.into_iter().map(|(_, key)| key));
     // CRIU freezes the cgroup itself but then sleeps 100 ms before it looks whether the
     // freeze took; a cgroup found frozen is used as it is (and left frozen).
     let froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
@@ -540,6 +549,62 @@ fn write_descriptors(image: &Path, pid: i32) -> Result<(), CkptError> {
         path,
         source,
     })
+}
+
+const EXTERNAL_STDIO: &str = "vzrun-stdio.json";
+
+/// The init's fds 0-2 that are regular files on no mount the VE has (a system VE's
+/// console log on the host), as CRIU names an external file (`file[MNT_ID:INODE]`, both
+/// hex): CRIU cannot reopen such a file by path, so it leaves it out and is handed a new
+/// one at restore. A file the VE can see is dumped as usual.
+fn external_stdio(pid: i32) -> Vec<(usize, String)> {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    let ve_mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    (0..3)
+        .filter_map(|n| {
+            let meta = std::fs::metadata(format!("/proc/{pid}/fd/{n}")).ok()?;
+            if !meta.is_file() {
+                return None;
+            }
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}")).ok()?;
+            let mnt_id: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("mnt_id:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            if ve_mounts.contains(&mnt_id.to_string().as_str()) {
+                return None;
+            }
+            Some((n, format!("file[{mnt_id:x}:{:x}]", meta.ino())))
+        })
+        .collect()
+}
+
+fn save_external_stdio(image: &Path, files: &[(usize, String)]) -> Result<(), CkptError> {
+    let path = image.join(EXTERNAL_STDIO);
+    if files.is_empty() {
+        return Ok(());
+    }
+    let text = serde_json::to_vec(files).map_err(|e| CkptError::Other(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|source| CkptError::Io {
+        what: "write",
+        path,
+        source,
+    })
+}
+
+fn load_external_stdio(image: &Path) -> Vec<(usize, String)> {
+    std::fs::read(image.join(EXTERNAL_STDIO))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<Vec<(usize, String)>>(&d).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(n, _)| *n < 3)
+        .collect()
 }
 
 fn read_descriptors(image: &Path) -> Vec<String> {
@@ -687,6 +752,19 @@ pub fn restore(
         };
         let mut inh = rpc::Inherit_fd::new();
         inh.set_key(what.clone());
+        inh.set_fd(fd.as_raw_fd());
+        opts.inherit_fd.push(inh);
+        keep.push(fd.as_raw_fd());
+        stdio.push(fd);
+    }
+    // Host files the init's stdio was (a system VE's console log) were left out of the
+    // dump: the same fds of ours stand in for them, as for the pipes.
+    for (n, key) in load_external_stdio(&o.criu.image) {
+        let Ok(fd) = dup_stdio(n) else {
+            continue;
+        };
+        let mut inh = rpc::Inherit_fd::new();
+        inh.set_key(key);
         inh.set_fd(fd.as_raw_fd());
         opts.inherit_fd.push(inh);
         keep.push(fd.as_raw_fd());

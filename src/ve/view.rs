@@ -5,6 +5,7 @@ use libcontainer::container::ContainerStatus;
 use serde_json::{json, Map, Value};
 
 use crate::runtime::error::{Error, Result};
+use crate::runtime::root::Loaded;
 use crate::runtime::state::{status_word, Record};
 use crate::runtime::Runtime;
 use crate::ve::resources::{beancounters, Counter};
@@ -18,9 +19,24 @@ pub enum ViewError {
     UnknownSuffix(String),
 }
 
+/// A VE's container and record, locked, for the `ve` verbs: its absence said in a VE's
+/// words, naming it (runc's "container does not exist" is for runc's callers).
+pub fn load_ve(rt: &Runtime, id: &str) -> Result<Loaded> {
+    rt.root.load(id).map_err(|e| match e {
+        Error::NotExist if crate::ve::system::lifecycle::existing(id).is_ok() => not_running(id),
+        Error::NotExist => Error::State(format!("VE {id} does not exist")),
+        other => other,
+    })
+}
+
+/// The error for a VE whose container is not running, naming it.
+pub fn not_running(id: &str) -> Error {
+    Error::State(format!("VE {id} is not running"))
+}
+
 /// One VE's network settings, as `ve show` prints them (field order is the table's).
 pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
-    let loaded = rt.root.load(id)?;
+    let loaded = load_ve(rt, id)?;
     let ve = &loaded.record.ve;
     let n = ve.net.clone().unwrap_or_default();
     let resolv = n
@@ -54,12 +70,11 @@ pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
 
 /// The beancounters of a VE that has not stopped.
 pub fn stat(rt: &Runtime, id: &str) -> Result<Vec<Counter>> {
-    let loaded = rt.root.load(id)?;
-    let not_running = || Error::State("container not running".into());
+    let loaded = load_ve(rt, id)?;
     if loaded.container.status() == ContainerStatus::Stopped {
-        return Err(not_running());
+        return Err(not_running(id));
     }
-    let pid = loaded.container.pid().ok_or_else(not_running)?;
+    let pid = loaded.container.pid().ok_or_else(|| not_running(id))?;
     Ok(beancounters(pid.as_raw(), &loaded.record.ve))
 }
 

@@ -8,14 +8,18 @@ use crate::cli::GlobalOpts;
 pub mod create;
 pub mod destroy;
 pub mod enter;
+pub mod exec;
 pub mod keys;
 pub mod list;
 pub mod restart;
+pub mod resume;
 pub mod set;
 pub mod show;
 pub mod start;
 pub mod stat;
+pub mod status;
 pub mod stop;
+pub mod suspend;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum VeCommand {
@@ -35,8 +39,16 @@ pub enum VeCommand {
     Stop(stop::StopArgs),
     /// Stop, then start
     Restart(restart::RestartArgs),
-    /// A login shell inside a running VE, on a terminal
+    /// Checkpoint a running VE into its own directory; it stops (vzctl suspend)
+    Suspend(suspend::SuspendArgs),
+    /// Bring a suspended VE back from its checkpoint (vzctl resume)
+    Resume(resume::ResumeArgs),
+    /// Whether a VE exists, is mounted and runs (vzctl status)
+    Status(status::StatusArgs),
+    /// A login shell (or --exec CMD) inside a running VE, on a terminal
     Enter(enter::EnterArgs),
+    /// Run a command line in a running VE and return its exit status (vzctl exec)
+    Exec(exec::ExecArgs),
     /// Remove a stopped VE and its private area
     Destroy(destroy::DestroyArgs),
     /// Every io.vzrun.* annotation key: type, range, default
@@ -54,7 +66,11 @@ pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
         VeCommand::Start(args) => start::run(&rt, args),
         VeCommand::Stop(args) => stop::run(&rt, args),
         VeCommand::Restart(args) => restart::run(&rt, args),
+        VeCommand::Suspend(args) => suspend::run(&rt, args),
+        VeCommand::Resume(args) => resume::run(&rt, args),
+        VeCommand::Status(args) => status::run(&rt, args),
         VeCommand::Enter(args) => enter::run(&rt, args),
+        VeCommand::Exec(args) => exec::run(&rt, args),
         VeCommand::Destroy(args) => destroy::run(&rt, args),
         VeCommand::Keys(args) => keys::run(args),
     }
@@ -63,4 +79,29 @@ pub fn run(cmd: VeCommand, global: &GlobalOpts) -> Result<i32> {
 /// An error in the value of a flag, named as the user typed it.
 pub(crate) fn flag_err(flag: &str, problem: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{flag}: {problem}")
+}
+
+/// A runtime error of a verb on one VE, naming the VE unless it already does: an
+/// administrator running verbs over many VEs must see which one failed.
+pub(crate) fn ve_err(id: &str, e: crate::runtime::error::Error) -> anyhow::Error {
+    let text = crate::runtime::error::chain(&e);
+    if text.contains(&format!("VE {id} ")) {
+        anyhow!(text)
+    } else {
+        anyhow!("VE {id}: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::error::Error;
+
+    #[test]
+    fn errors_name_the_ve_once() {
+        let e = ve_err("web", Error::Step("cgroup write failed".into()));
+        assert_eq!(e.to_string(), "VE web: cgroup write failed");
+        let e = ve_err("web", Error::State("VE web is not running".into()));
+        assert_eq!(e.to_string(), "VE web is not running");
+    }
 }

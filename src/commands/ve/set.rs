@@ -9,7 +9,7 @@ use crate::runtime::Runtime;
 use crate::ve::live::{Changes, Setting};
 use crate::ve::VeError;
 
-use super::flag_err;
+use super::{flag_err, ve_err};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -101,10 +101,11 @@ pub fn run(rt: &Runtime, args: SetArgs) -> Result<i32> {
     };
     match rt.set(&args.id, &changes) {
         Ok(()) => Ok(0),
-        Err(Error::Ve(VeError::Setting { setting, problem })) => {
-            Err(flag_err(&flag(setting), problem))
-        }
-        Err(e) => Err(e.into()),
+        Err(Error::Ve(VeError::Setting { setting, problem })) => Err(flag_err(
+            &format!("VE {}: {}", args.id, flag(setting)),
+            problem,
+        )),
+        Err(e) => Err(ve_err(&args.id, e)),
     }
 }
 

@@ -17,7 +17,7 @@ pub struct ShowArgs {
 }
 
 pub fn run(rt: &Runtime, args: ShowArgs) -> Result<i32> {
-    let v = view::show(rt, &args.id)?;
+    let v = view::show(rt, &args.id).map_err(|e| super::ve_err(&args.id, e))?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(0);

@@ -41,7 +41,10 @@ pub struct StatArgs {
 pub fn run(rt: &Runtime, args: StatArgs) -> Result<i32> {
     let format = if args.json { Format::Json } else { args.format };
     let ves = match &args.id {
-        Some(id) => vec![(id.clone(), view::stat(rt, id)?)],
+        Some(id) => vec![(
+            id.clone(),
+            view::stat(rt, id).map_err(|e| super::ve_err(id, e))?,
+        )],
         None if args.all => view::stat_all(rt),
         None => bail!("ve stat: give a VE ID or --all"),
     };

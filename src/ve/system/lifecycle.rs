@@ -11,13 +11,20 @@ use std::time::{Duration, Instant};
 use libcontainer::container::ContainerStatus;
 
 use super::{request_shutdown, ves_dir, VeConf, CONSOLE_LOG, VE_CONF};
+use crate::runtime::checkpoint::CheckpointOptions;
 use crate::runtime::create::CreateOptions;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::exec::{ExecOptions, ProcessFlags, ProcessSource};
 use crate::runtime::lifecycle::start_loaded;
+use crate::runtime::restore::RestoreOptions;
 use crate::runtime::root::validate_id;
 use crate::runtime::Runtime;
 use crate::sys::lock::FileLock;
+use crate::ve::checkpoint::{CriuOpts, DumpOpts, RestoreOpts};
+
+/// Where `ve suspend` leaves a VE's checkpoint: in the VE's own directory, as vzctl
+/// keeps its dump file, until `ve resume` brings the VE back from it.
+pub const SUSPEND_DIR: &str = "suspend";
 
 /// root's login shell from the VE's own /etc/passwd, read inside the VE.
 const LOGIN: &str = "cd /root 2>/dev/null || cd /; \
@@ -51,6 +58,13 @@ pub fn lock(id: &str) -> Result<(PathBuf, FileLock)> {
 pub fn start(rt: &Runtime, id: &str) -> Result<()> {
     let (dir, _lock) = lock(id)?;
     VeConf::load(&dir)?;
+    // Booting afresh would run on a disk the checkpoint's processes left mid-use, and
+    // the checkpoint would then be stale.
+    if dir.join(SUSPEND_DIR).exists() {
+        return Err(Error::State(format!(
+            "VE {id} is suspended: vzrun ve resume {id}"
+        )));
+    }
     // A VE whose init ended by itself (a `halt` inside) leaves a stopped container.
     if let Ok((container, _)) = rt.root.read(id) {
         match container.status() {
@@ -170,10 +184,10 @@ pub fn destroy(rt: &Runtime, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A login shell inside a running VE, on a terminal, through the same path as
-/// `vzrun exec -t`; returns the shell's exit status.
-pub fn enter(rt: &Runtime, id: &str) -> Result<i32> {
-    existing(id)?;
+/// `vzctl suspend`: checkpoints a running system VE into its own directory; the VE
+/// stops. A failed dump leaves the VE running and no checkpoint behind.
+pub fn suspend(rt: &Runtime, id: &str) -> Result<()> {
+    let (dir, _lock) = lock(id)?;
     match rt.root.read(id) {
         Ok((c, _)) if c.status() == ContainerStatus::Running => {}
         _ => {
@@ -182,23 +196,208 @@ pub fn enter(rt: &Runtime, id: &str) -> Result<i32> {
             )))
         }
     }
+    let image = dir.join(SUSPEND_DIR);
+    // Left by a suspend whose VE was started afresh since: the running VE is newer.
+    if image.exists() {
+        fs::remove_dir_all(&image).map_err(|e| Error::io("remove", &image, e))?;
+    }
+    let dumped = rt.checkpoint(&CheckpointOptions {
+        id: id.to_string(),
+        dump: DumpOpts {
+            criu: CriuOpts {
+                image: image.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    });
+    if let Err(e) = dumped {
+        let _ = fs::remove_dir_all(&image);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `vzctl resume`: restores a suspended system VE from its own directory, init's output
+/// going to the console log again; the checkpoint is removed once the VE runs. A failed
+/// restore keeps the checkpoint for another try.
+pub fn resume(rt: &Runtime, id: &str) -> Result<()> {
+    let (dir, _lock) = lock(id)?;
+    let image = dir.join(SUSPEND_DIR);
+    if !image.exists() {
+        return Err(Error::State(format!(
+            "VE {id} is not suspended (vzrun ve suspend {id})"
+        )));
+    }
+    if let Ok((container, _)) = rt.root.read(id) {
+        match container.status() {
+            ContainerStatus::Stopped => rt.delete(id, true)?,
+            _ => return Err(Error::State(format!("VE {id} is already running"))),
+        }
+    }
+    let log_path = dir.join(CONSOLE_LOG);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io("open", &log_path, e))?;
+    {
+        // CRIU hands the restored init our stdio in place of the console log it had.
+        let _stdio = StdioTo::log(&log)?;
+        rt.restore(RestoreOptions {
+            id: id.to_string(),
+            bundle: dir.clone(),
+            criu: RestoreOpts {
+                criu: CriuOpts {
+                    image: image.clone(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            console_socket: None,
+            pid_file: None,
+            detach: true,
+            keep_on_hook_failure: false,
+            trusted: true,
+        })?;
+    }
+    fs::remove_dir_all(&image).map_err(|e| Error::io("remove", &image, e))?;
+    Ok(())
+}
+
+/// What `ve status` reports, in vzctl's three words: whether the VE exists, whether
+/// its root is mounted (its container made), and whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: String,
+    pub exists: bool,
+    pub mounted: bool,
+    /// vzctl's word: `running` or `down`; vzrun also says `paused`.
+    pub state: &'static str,
+    /// A `ve suspend` checkpoint waits for `ve resume`.
+    pub suspended: bool,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VEID {} {} {} {}",
+            self.id,
+            if self.exists { "exist" } else { "deleted" },
+            if self.mounted { "mounted" } else { "unmounted" },
+            self.state
+        )?;
+        if self.suspended {
+            f.write_str(" suspended")?;
+        }
+        Ok(())
+    }
+}
+
+/// A VE's status: a system VE, or any container under the root (a VE made from an
+/// application bundle). An ID that is neither is `deleted`, not an error, as vzctl has it.
+pub fn status(rt: &Runtime, id: &str) -> Result<Status> {
+    validate_id(id)?;
+    let system = existing(id);
+    let container = rt.root.read(id).ok().map(|(c, _)| c.status());
+    let (mounted, state) = match container {
+        None | Some(ContainerStatus::Stopped) => (false, "down"),
+        Some(ContainerStatus::Running) => (true, "running"),
+        Some(ContainerStatus::Paused) => (true, "paused"),
+        // Created (init waiting for start), or in the middle of being made or removed.
+        Some(_) => (true, "down"),
+    };
+    Ok(Status {
+        id: id.to_string(),
+        exists: system.is_ok() || container.is_some(),
+        mounted,
+        state,
+        suspended: system.is_ok_and(|d| d.join(SUSPEND_DIR).exists()),
+    })
+}
+
+/// Checks that `id` is a system VE whose container runs, with errors that name it and
+/// say what to do; `exec_flags` are the `vzrun exec` flags to suggest for an
+/// application container.
+fn running_system_ve(rt: &Runtime, id: &str, exec_flags: &str) -> Result<()> {
+    if let Err(e) = existing(id) {
+        // A container that is not a system VE has no init or login to enter through.
+        if rt.root.read(id).is_ok() {
+            return Err(Error::State(format!(
+                "{id} is an application container, not a system VE: use vzrun exec {exec_flags}{id} CMD"
+            )));
+        }
+        return Err(e);
+    }
+    match rt.root.read(id) {
+        Ok((c, _)) if c.status() == ContainerStatus::Running => Ok(()),
+        _ => Err(Error::State(format!(
+            "VE {id} is not running (vzrun ve start {id})"
+        ))),
+    }
+}
+
+/// A login shell inside a running VE, on a terminal, through the same path as
+/// `vzrun exec -t`; with `command`, that command on the terminal instead of the shell.
+/// Returns the exit status of what ran.
+pub fn enter(rt: &Runtime, id: &str, command: &[String]) -> Result<i32> {
+    running_system_ve(rt, id, "-t ")?;
     // A login shell on a terminal fed from a file or a pipe would wait for ever.
     if !std::io::stdin().is_terminal() {
         return Err(Error::Step(format!(
             "VE {id}: entering needs a terminal, and stdin is not one; \
-             to run a command without one: vzrun exec {id} CMD"
+             to run a command without one: vzrun ve exec {id} CMD"
         )));
     }
+    let mut argv = vec!["/bin/sh".to_string(), "-c".to_string()];
+    if command.is_empty() {
+        argv.push(LOGIN.to_string());
+    } else {
+        // The command's words reach it as they were given, in root's home as a login
+        // would start there.
+        argv.push("cd /root 2>/dev/null || cd /; exec \"$@\"".to_string());
+        argv.push("sh".to_string());
+        argv.extend(command.iter().cloned());
+    }
     let term = std::env::var("TERM").unwrap_or_else(|_| "linux".to_string());
-    rt.exec(ExecOptions {
+    rt.exec(in_ve(
+        id,
+        argv,
+        true,
+        vec![format!("TERM={term}"), "HOME=/root".to_string()],
+    ))
+}
+
+/// `vzctl exec`: a command line run by the VE's shell, without a terminal, with vzrun's
+/// stdin, stdout and stderr; returns its exit status. The words are joined with spaces
+/// as vzctl joins them, so `ve exec 101 'echo $HOME'` expands inside the VE.
+pub fn exec(rt: &Runtime, id: &str, command: &[String]) -> Result<i32> {
+    if command.is_empty() {
+        return Err(Error::Config(format!("VE {id}: no command to run")));
+    }
+    running_system_ve(rt, id, "")?;
+    let line = command.join(" ");
+    rt.exec(in_ve(
+        id,
+        vec!["/bin/sh".to_string(), "-c".to_string(), line],
+        false,
+        vec!["HOME=/root".to_string()],
+    ))
+}
+
+/// An exec into a VE's container, in the foreground, with the container's own process
+/// settings apart from `command`, `tty` and `env`.
+fn in_ve(id: &str, command: Vec<String>, tty: bool, env: Vec<String>) -> ExecOptions {
+    ExecOptions {
         id: id.to_string(),
         process: ProcessSource::Flags(ProcessFlags {
-            command: vec!["/bin/sh".to_string(), "-c".to_string(), LOGIN.to_string()],
-            tty: true,
-            env: vec![format!("TERM={term}"), "HOME=/root".to_string()],
+            command,
+            tty,
+            env,
             ..Default::default()
         }),
-        tty: true,
+        tty,
         console_socket: None,
         pid_file: None,
         detach: false,
@@ -206,7 +405,7 @@ pub fn enter(rt: &Runtime, id: &str) -> Result<i32> {
         ignore_paused: false,
         cgroup: None,
         process_label: None,
-    })
+    }
 }
 
 /// vzrun's own stdin, stdout and stderr pointed at the console log (stdin at /dev/null)
@@ -246,5 +445,28 @@ impl Drop for StdioTo {
         for (fd, copy) in self.saved.drain(..) {
             let _ = nix::unistd::dup2(copy.as_raw_fd(), fd);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vzctl's words, in vzctl's order.
+    #[test]
+    fn status_reads_as_vzctl_prints_it() {
+        let s = |exists, mounted, state| {
+            Status {
+                id: "101".into(),
+                exists,
+                mounted,
+                state,
+                suspended: false,
+            }
+            .to_string()
+        };
+        assert_eq!(s(true, true, "running"), "VEID 101 exist mounted running");
+        assert_eq!(s(true, false, "down"), "VEID 101 exist unmounted down");
+        assert_eq!(s(false, false, "down"), "VEID 101 deleted unmounted down");
     }
 }
