@@ -918,7 +918,11 @@ fn the_hosts_own_gateway_loopback_and_special_addresses_are_refused_for_everyone
         let o = rt.run(&["ve", "set", &id, "--ipadd", ip]);
         assert_ne!(o.code, 0, "ve set --ipadd {ip}: {o:?}");
         let msg = o.error_msg();
-        assert!(msg.starts_with(&format!("--ipadd: {ip} ")), "{ip}: {msg}");
+        // The administrator's command names the VE, then the flag.
+        assert!(
+            msg.starts_with(&format!("VE {id}: --ipadd: {ip} ")),
+            "{ip}: {msg}"
+        );
         assert!(
             msg.contains(rule.as_str()),
             "{ip}: expected {rule:?} in {msg}"

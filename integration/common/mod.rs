@@ -768,6 +768,17 @@ impl OnPty {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // What the command wrote just before it ended may still be in the pty, not yet
+        // read by the reader thread: wait until the screen stops growing.
+        let mut shown = self.seen.lock().unwrap().len();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let now = self.seen.lock().unwrap().len();
+            if now == shown {
+                break;
+            }
+            shown = now;
+        }
         code
     }
 }
