@@ -245,6 +245,7 @@ impl Runtime {
         match self.receive_ve(&mut ch, &hello, &id, &mut inc, &ends, page_timeout) {
             Ok(()) => {
                 inc.kept = true;
+                self.announce_after_source(&id);
                 // Post-copy: the pages keep coming after the VE runs; the images go when
                 // the lazy-pages daemon has them all.
                 let pages = match inc.lazy.take() {
@@ -263,6 +264,26 @@ impl Runtime {
                     inc.kept = true;
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// Announces the arrived VE's addresses again once the source has had time to delete
+    /// its copy: until then the source's proxy ARP still answers for them, and a
+    /// neighbour that asked in between keeps the source's MAC until its cache entry
+    /// fails (a TCP client of the VE then stalls for half a minute or more).
+    /// Waits a second in all, so a `--once` listener does not end first.
+    fn announce_after_source(&self, id: &str) {
+        let dir = self.root.ve_dir(id);
+        for ms in [200u64, 800] {
+            std::thread::sleep(Duration::from_millis(ms));
+            match crate::runtime::state::Record::load(&dir) {
+                Ok(rec) => {
+                    if let Some(n) = &rec.ve.net {
+                        crate::ve::net::announce(n);
+                    }
+                }
+                Err(_) => return,
             }
         }
     }
