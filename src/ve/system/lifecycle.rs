@@ -65,19 +65,7 @@ pub fn start(rt: &Runtime, id: &str) -> Result<()> {
             "VE {id} is suspended: vzrun ve resume {id}"
         )));
     }
-    // A VE whose init ended by itself (a `halt` inside) leaves a stopped container.
-    if let Ok((container, _)) = rt.root.read(id) {
-        match container.status() {
-            ContainerStatus::Stopped => rt.delete(id, true)?,
-            _ => return Err(Error::State(format!("VE {id} is already running"))),
-        }
-    }
-    let log_path = dir.join(CONSOLE_LOG);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io("open", &log_path, e))?;
+    let log = clear_to_run(rt, id, &dir)?;
     let created = {
         let _stdio = StdioTo::log(&log)?;
         rt.create(CreateOptions {
@@ -229,18 +217,7 @@ pub fn resume(rt: &Runtime, id: &str) -> Result<()> {
             "VE {id} is not suspended (vzrun ve suspend {id})"
         )));
     }
-    if let Ok((container, _)) = rt.root.read(id) {
-        match container.status() {
-            ContainerStatus::Stopped => rt.delete(id, true)?,
-            _ => return Err(Error::State(format!("VE {id} is already running"))),
-        }
-    }
-    let log_path = dir.join(CONSOLE_LOG);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io("open", &log_path, e))?;
+    let log = clear_to_run(rt, id, &dir)?;
     {
         // CRIU hands the restored init our stdio in place of the console log it had.
         let _stdio = StdioTo::log(&log)?;
@@ -446,6 +423,23 @@ impl Drop for StdioTo {
             let _ = nix::unistd::dup2(copy.as_raw_fd(), fd);
         }
     }
+}
+
+/// Before a VE's init runs again (start or resume): a container its init left stopped
+/// (a `halt` inside) is removed, a running one refused; the console log is opened.
+fn clear_to_run(rt: &Runtime, id: &str, dir: &std::path::Path) -> Result<fs::File> {
+    if let Ok((container, _)) = rt.root.read(id) {
+        match container.status() {
+            ContainerStatus::Stopped => rt.delete(id, true)?,
+            _ => return Err(Error::State(format!("VE {id} is already running"))),
+        }
+    }
+    let log_path = dir.join(CONSOLE_LOG);
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io("open", &log_path, e))
 }
 
 #[cfg(test)]
