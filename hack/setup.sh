@@ -52,7 +52,10 @@ if ! grep -qs " $lxcfs_dir fuse.lxcfs " /proc/self/mounts || ! stat -t "$lxcfs_d
   grep -qs " $lxcfs_dir fuse" /proc/self/mounts && { fusermount -u "$lxcfs_dir" 2>/dev/null || umount -l "$lxcfs_dir"; }
   mkdir -p "$lxcfs_dir"
   say "starting lxcfs at $lxcfs_dir"
-  lxcfs -l --enable-cfs --pidfile=/run/lxcfs.pid "$lxcfs_dir" >/var/log/lxcfs.log 2>&1 &
+  # In its own session: a daemon started from this script must outlive it, its process
+  # group and its terminal (a caller that kills its group or hangs up would take LXCFS
+  # with it, and every VE's binds would then answer ENOTCONN).
+  setsid -f lxcfs -l --enable-cfs --pidfile=/run/lxcfs.pid "$lxcfs_dir" >/var/log/lxcfs.log 2>&1 </dev/null
   for _ in $(seq 50); do stat -t "$lxcfs_dir/proc/meminfo" >/dev/null 2>&1 && break; sleep 0.1; done
   stat -t "$lxcfs_dir/proc/meminfo" >/dev/null 2>&1 || { echo "setup.sh: lxcfs did not mount $lxcfs_dir (see /var/log/lxcfs.log)" >&2; exit 1; }
 fi

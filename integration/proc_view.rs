@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -298,4 +299,162 @@ fn a_cold_migration_keeps_the_view() {
     assert_eq!(dst.status(&id), "running");
     assert_ve_view(&dst, &id, 256 * 1024);
     assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
+}
+
+/// A Debian system VE gets the view by default, and its own procps `free` (which reads
+/// /proc/meminfo) and `nproc` show the VE's limits; `ve set` moves them at once.
+#[test]
+fn a_debian_system_ves_free_and_nproc_are_its_own() {
+    require_lxcfs!();
+    let rt = Runtime::vzrun();
+    if let Err(why) = common::debian_template(&rt) {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let ve = common::SysVe::create(
+        &rt,
+        Path::new(common::DEBIAN_DATA),
+        "proc-deb",
+        common::DEBIAN_TEMPLATE,
+        &["--ram", "256M", "--cpus", "1"],
+    );
+    ve.start();
+    let free_k = |ve: &common::SysVe| -> u64 {
+        let out = ve.sh("free -k");
+        out.lines()
+            .find(|l| l.starts_with("Mem:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("free -k said {out:?}"))
+    };
+    assert_eq!(free_k(&ve), 256 * 1024, "free -k total");
+    assert_eq!(ve.sh("nproc").trim(), "1");
+    let o = ve.ve("set", &["--ram", "512M"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(free_k(&ve), 512 * 1024, "free -k total after ve set");
+}
+
+/// An LXCFS of the test's own at a temporary mount point, so that killing it touches no
+/// other VE; killed and unmounted at the end however the test ends.
+struct PrivateLxcfs {
+    dir: tempfile::TempDir,
+    daemon: std::process::Child,
+}
+
+impl PrivateLxcfs {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("vzt-lxcfs-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(dir.path().join("mnt")).unwrap();
+        let daemon = Command::new("lxcfs")
+            .arg("--pidfile")
+            .arg(dir.path().join("pid"))
+            .arg(dir.path().join("mnt"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lxcfs");
+        let me = PrivateLxcfs { dir, daemon };
+        let meminfo = me.mnt().join("proc/meminfo");
+        assert!(
+            common::wait_until(10, || std::fs::metadata(&meminfo).is_ok()),
+            "lxcfs did not mount {}",
+            me.mnt().display()
+        );
+        me
+    }
+
+    fn mnt(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// As a crash would: no chance to unmount.
+    fn kill(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+impl Drop for PrivateLxcfs {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = nix::mount::umount2(&self.mnt(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// `ve list -o ctid,procview` of one VE.
+fn procview(rt: &Runtime, id: &str) -> String {
+    let o = rt.run(&["ve", "list", "-j", "-o", "ctid,procview"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let rows = o.json();
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["ctid"] == id))
+        .unwrap_or_else(|| panic!("{id} not in {rows}"));
+    row["procview"].as_str().unwrap_or_default().to_string()
+}
+
+/// When LXCFS dies, its files answer ENOTCONN in every VE that binds them: `ve list`
+/// shows which VEs lost their view, and `delete` still leaves nothing.
+#[test]
+fn ve_list_shows_which_ves_lost_lxcfs() {
+    require_lxcfs!();
+    if !common::have("lxcfs") {
+        eprintln!("SKIP: lxcfs is not installed");
+        return;
+    }
+    let rt = Runtime::vzrun();
+    let mut lx = PrivateLxcfs::start();
+    let id = common::unique_id("proc-lost");
+    let host_id = common::unique_id("proc-host");
+    let b = bundle();
+    let plain = Bundle::ve(
+        &["sh", "-c", "exec </dev/null >/dev/null 2>&1; sleep 100000"],
+        json!({"io.vzrun.proc": "host"}),
+    );
+    rt.track(&id);
+    rt.track(&host_id);
+    let o = common::output_of(
+        {
+            let mut c = rt.command();
+            c.env("VZRUN_LXCFS", lx.mnt())
+                .args(["run", "-d", "-b", b.p(), &id]);
+            c
+        },
+        Stdio::null(),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(rt.run(&["run", "-d", "-b", plain.p(), &host_id]).code, 0);
+    assert_eq!(free_total(&rt, &id), 256 * 1024);
+    assert_eq!(procview(&rt, &id), "virtual");
+    assert_eq!(procview(&rt, &host_id), "host");
+
+    lx.kill();
+    let o = rt.run(&["exec", &id, "cat", "/proc/meminfo"]);
+    assert_ne!(o.code, 0, "a dead LXCFS still answered: {o:?}");
+    assert_eq!(procview(&rt, &id), "lost");
+    assert_eq!(procview(&rt, &host_id), "host");
+    // The table says it in words too.
+    let o = rt.run(&["ve", "list", "-o", "ctid,procview"]);
+    assert!(
+        o.stdout
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("lost")),
+        "{o:?}"
+    );
+
+    for v in [&id, &host_id] {
+        assert_eq!(rt.run(&["delete", "-f", v]).code, 0);
+    }
+    // Only the dead daemon's own mount point is left, for the guard to unmount.
+    let mnt = lx.mnt();
+    let left = common::mounts_containing(&mnt.to_string_lossy());
+    assert!(
+        left.iter()
+            .all(|m| m.split(' ').nth(4) == Some(&*mnt.to_string_lossy())),
+        "a VE's bind stayed behind: {left:?}"
+    );
 }

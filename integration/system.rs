@@ -7,110 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Out, Runtime};
-
-/// A private data directory (templates and VEs), removed at the end.
-struct Data {
-    dir: tempfile::TempDir,
-}
-
-impl Data {
-    fn new() -> Self {
-        Data {
-            dir: tempfile::Builder::new()
-                .prefix("vzt-data-")
-                .tempdir()
-                .expect("tempdir"),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-/// Runs vzrun with a data directory; output through files, since a VE's init could
-/// otherwise hold a pipe open.
-fn vz(rt: &Runtime, data: &Path, args: &[&str], input: Option<&str>) -> Out {
-    use std::io::Seek;
-    let stdin = match input {
-        Some(text) => {
-            let mut f = tempfile::tempfile().unwrap();
-            f.write_all(text.as_bytes()).unwrap();
-            f.rewind().unwrap();
-            Stdio::from(f)
-        }
-        None => Stdio::null(),
-    };
-    let mut cmd = rt.command();
-    cmd.env("VZRUN_DATA_DIR", data).args(args);
-    common::output_of(cmd, stdin)
-}
-
-/// A system VE that is stopped (at once) and destroyed when the test ends, however it ends.
-struct SysVe<'a> {
-    rt: &'a Runtime,
-    data: PathBuf,
-    id: String,
-}
-
-impl<'a> SysVe<'a> {
-    fn create(rt: &'a Runtime, data: &Path, tag: &str, template: &str, extra: &[&str]) -> Self {
-        let id = common::unique_id(tag);
-        rt.track(&id);
-        let mut args = vec!["ve", "create", &id, "--template", template];
-        args.extend_from_slice(extra);
-        let o = vz(rt, data, &args, None);
-        assert_eq!(o.code, 0, "ve create {id}: {o:?}");
-        SysVe {
-            rt,
-            data: data.to_path_buf(),
-            id,
-        }
-    }
-
-    fn vz(&self, args: &[&str]) -> Out {
-        vz(self.rt, &self.data, args, None)
-    }
-
-    fn ve(&self, verb: &str, extra: &[&str]) -> Out {
-        let mut args = vec!["ve", verb, &self.id];
-        args.extend_from_slice(extra);
-        self.vz(&args)
-    }
-
-    fn start(&self) {
-        let o = self.ve("start", &[]);
-        assert_eq!(o.code, 0, "ve start {}: {o:?}", self.id);
-    }
-
-    fn exec(&self, cmd: &[&str]) -> Out {
-        let mut args = vec!["exec", &self.id];
-        args.extend_from_slice(cmd);
-        self.vz(&args)
-    }
-
-    fn sh(&self, script: &str) -> String {
-        let o = self.exec(&["sh", "-c", script]);
-        assert_eq!(o.code, 0, "{script}: {o:?}");
-        o.stdout
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.data.join("ve").join(&self.id)
-    }
-}
-
-impl Drop for SysVe<'_> {
-    fn drop(&mut self) {
-        let _ = self.ve("stop", &["--fast"]);
-        let _ = self.ve("destroy", &[]);
-    }
-}
+use common::{vz, Data, Runtime, SysVe};
 
 /// A plain HTTP GET from the host, so no client tool is needed.
 fn http_get(addr: &str) -> Option<String> {
@@ -729,59 +630,6 @@ fn bad_input_leaves_no_half_ve() {
     }
 }
 
-/// The Debian template the tests and hack/bench-system.sh share: built once (about half
-/// a minute once debootstrap's package cache is warm) and kept in the default data
-/// directory, so later runs only boot it.
-const DEBIAN_DATA: &str = "/var/lib/vzrun";
-const DEBIAN_TEMPLATE: &str = "vzt-debian-12";
-
-/// Builds the shared Debian template if it is not cached yet; None (with the reason) when
-/// this host cannot.
-fn debian_template(rt: &Runtime) -> Result<(), String> {
-    let data = Path::new(DEBIAN_DATA);
-    if data
-        .join("templates")
-        .join(DEBIAN_TEMPLATE)
-        .join("template.json")
-        .exists()
-    {
-        return Ok(());
-    }
-    if !common::have("debootstrap") {
-        return Err("debootstrap is not installed (hack/setup.sh installs it)".into());
-    }
-    let Some(mirror) = common::host_debian_mirror() else {
-        return Err("no Debian mirror in the host's apt sources (set DEBIAN_MIRROR)".into());
-    };
-    let o = vz(
-        rt,
-        data,
-        &[
-            "template",
-            "create",
-            DEBIAN_TEMPLATE,
-            "--dist",
-            "debian-12",
-            "--mirror",
-            &mirror,
-            "--packages",
-            "lighttpd",
-        ],
-        None,
-    );
-    if o.code == 0 {
-        return Ok(());
-    }
-    let msg = o.error_msg();
-    if msg.contains("Failed getting release")
-        || msg.contains("Couldn't download")
-        || msg.contains("Temporary failure resolving")
-    {
-        return Err(format!("the Debian mirror is not reachable: {msg}"));
-    }
-    panic!("template create {DEBIAN_TEMPLATE}: {o:?}");
-}
-
 /// A tiny package and a flat repository for it, in a tar stream to unpack inside a VE.
 fn local_mirror() -> Result<Vec<u8>, String> {
     if !common::have("dpkg-deb") || !common::have("dpkg-scanpackages") {
@@ -834,16 +682,16 @@ fn local_mirror() -> Result<Vec<u8>, String> {
 fn debian_template_boots_sysvinit_installs_a_package_and_halts() {
     require_root!();
     let rt = Runtime::vzrun();
-    if let Err(why) = debian_template(&rt) {
+    if let Err(why) = common::debian_template(&rt) {
         eprintln!("SKIP: {why}");
         return;
     }
     let ip = "198.51.100.215";
     let ve = SysVe::create(
         &rt,
-        Path::new(DEBIAN_DATA),
+        Path::new(common::DEBIAN_DATA),
         "sys-deb",
-        DEBIAN_TEMPLATE,
+        common::DEBIAN_TEMPLATE,
         &["--ipadd", ip],
     );
     ve.start();
@@ -868,7 +716,7 @@ fn debian_template_boots_sysvinit_installs_a_package_and_halts() {
             let unpack = ve
                 .rt
                 .command()
-                .env("VZRUN_DATA_DIR", DEBIAN_DATA)
+                .env("VZRUN_DATA_DIR", common::DEBIAN_DATA)
                 .args([
                     "exec",
                     &ve.id,

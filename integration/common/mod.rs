@@ -285,6 +285,165 @@ impl Bundle {
     }
 }
 
+/// A private data directory (templates and VEs), removed at the end.
+pub struct Data {
+    dir: tempfile::TempDir,
+}
+
+impl Data {
+    pub fn new() -> Self {
+        Data {
+            dir: tempfile::Builder::new()
+                .prefix("vzt-data-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Runs vzrun with a data directory; output through files, since a VE's init could
+/// otherwise hold a pipe open.
+pub fn vz(rt: &Runtime, data: &Path, args: &[&str], input: Option<&str>) -> Out {
+    use std::io::{Seek, Write};
+    let stdin = match input {
+        Some(text) => {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            f.rewind().unwrap();
+            Stdio::from(f)
+        }
+        None => Stdio::null(),
+    };
+    let mut cmd = rt.command();
+    cmd.env("VZRUN_DATA_DIR", data).args(args);
+    output_of(cmd, stdin)
+}
+
+/// A system VE that is stopped (at once) and destroyed when the test ends, however it ends.
+pub struct SysVe<'a> {
+    pub rt: &'a Runtime,
+    pub data: PathBuf,
+    pub id: String,
+}
+
+impl<'a> SysVe<'a> {
+    pub fn create(rt: &'a Runtime, data: &Path, tag: &str, template: &str, extra: &[&str]) -> Self {
+        let id = unique_id(tag);
+        rt.track(&id);
+        let mut args = vec!["ve", "create", &id, "--template", template];
+        args.extend_from_slice(extra);
+        let o = vz(rt, data, &args, None);
+        assert_eq!(o.code, 0, "ve create {id}: {o:?}");
+        SysVe {
+            rt,
+            data: data.to_path_buf(),
+            id,
+        }
+    }
+
+    pub fn vz(&self, args: &[&str]) -> Out {
+        vz(self.rt, &self.data, args, None)
+    }
+
+    pub fn ve(&self, verb: &str, extra: &[&str]) -> Out {
+        let mut args = vec!["ve", verb, &self.id];
+        args.extend_from_slice(extra);
+        self.vz(&args)
+    }
+
+    pub fn start(&self) {
+        let o = self.ve("start", &[]);
+        assert_eq!(o.code, 0, "ve start {}: {o:?}", self.id);
+    }
+
+    pub fn exec(&self, cmd: &[&str]) -> Out {
+        let mut args = vec!["exec", &self.id];
+        args.extend_from_slice(cmd);
+        self.vz(&args)
+    }
+
+    pub fn sh(&self, script: &str) -> String {
+        let o = self.exec(&["sh", "-c", script]);
+        assert_eq!(o.code, 0, "{script}: {o:?}");
+        o.stdout
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.data.join("ve").join(&self.id)
+    }
+}
+
+impl Drop for SysVe<'_> {
+    fn drop(&mut self) {
+        let _ = self.ve("stop", &["--fast"]);
+        let _ = self.ve("destroy", &[]);
+    }
+}
+
+/// The Debian template the system and proc_view suites and hack/bench-system.sh share: built once (about half
+/// a minute once debootstrap's package cache is warm) and kept in the default data
+/// directory, so later runs only boot it.
+pub const DEBIAN_DATA: &str = "/var/lib/vzrun";
+pub const DEBIAN_TEMPLATE: &str = "vzt-debian-12";
+/// Its extra packages: lighttpd for the services test, procps for `free` in the /proc view.
+const DEBIAN_PACKAGES: [&str; 2] = ["lighttpd", "procps"];
+
+/// Builds the shared Debian template if it is not cached yet; None (with the reason) when
+/// this host cannot.
+pub fn debian_template(rt: &Runtime) -> Result<(), String> {
+    let data = Path::new(DEBIAN_DATA);
+    let meta = data
+        .join("templates")
+        .join(DEBIAN_TEMPLATE)
+        .join("template.json");
+    if let Ok(text) = std::fs::read_to_string(&meta) {
+        let cached: Value = serde_json::from_str(&text).unwrap_or_default();
+        if cached["packages"] == serde_json::json!(DEBIAN_PACKAGES) {
+            return Ok(());
+        }
+        // Cached by an older suite with other packages: build it again.
+        let mut rm = rt.command();
+        rm.env("VZRUN_DATA_DIR", data)
+            .args(["template", "rm", DEBIAN_TEMPLATE]);
+        let o = output_of(rm, Stdio::null());
+        assert_eq!(o.code, 0, "template rm {DEBIAN_TEMPLATE}: {o:?}");
+    }
+    if !have("debootstrap") {
+        return Err("debootstrap is not installed (hack/setup.sh installs it)".into());
+    }
+    let Some(mirror) = host_debian_mirror() else {
+        return Err("no Debian mirror in the host's apt sources (set DEBIAN_MIRROR)".into());
+    };
+    let mut cmd = rt.command();
+    cmd.env("VZRUN_DATA_DIR", data).args([
+        "template",
+        "create",
+        DEBIAN_TEMPLATE,
+        "--dist",
+        "debian-12",
+        "--mirror",
+        &mirror,
+        "--packages",
+        &DEBIAN_PACKAGES.join(","),
+    ]);
+    let o = output_of(cmd, Stdio::null());
+    if o.code == 0 {
+        return Ok(());
+    }
+    let msg = o.error_msg();
+    if msg.contains("Failed getting release")
+        || msg.contains("Couldn't download")
+        || msg.contains("Temporary failure resolving")
+    {
+        return Err(format!("the Debian mirror is not reachable: {msg}"));
+    }
+    panic!("template create {DEBIAN_TEMPLATE}: {o:?}");
+}
+
 /// The Debian mirror of this host: `DEBIAN_MIRROR` when set, else the URI its apt sources
 /// use for the Debian main archive (as hack/install-criu.sh finds it): the first enabled
 /// `deb` source, one-line (sources.list, sources.list.d/*.list) or deb822

@@ -24,7 +24,7 @@ pub const LXCFS_DIR: &str = "/var/lib/lxcfs";
 
 /// The command that starts the host daemon, for errors and warnings (as hack/setup.sh).
 pub const START_HINT: &str =
-    "start the host's LXCFS daemon: `mkdir -p /var/lib/lxcfs && lxcfs -l --enable-cfs /var/lib/lxcfs` (hack/setup.sh does this)";
+    "start the host's LXCFS daemon: `mkdir -p /var/lib/lxcfs && setsid -f lxcfs -l --enable-cfs /var/lib/lxcfs` (hack/setup.sh does this)";
 
 /// The files LXCFS virtualizes that VEs get, as paths inside the container; each is
 /// bound only when LXCFS serves it (older versions lack some).
@@ -141,6 +141,52 @@ pub fn mounted(dir: &Path) -> bool {
     here && std::fs::metadata(dir.join("proc/meminfo")).is_ok()
 }
 
+/// What a running VE's /proc shows, from its own mount table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The kernel's files.
+    Host,
+    /// LXCFS's files, and LXCFS answers.
+    Virtual,
+    /// LXCFS's files bound, but the daemon behind them is gone: reads fail with ENOTCONN
+    /// until the VE is restarted (or suspended and resumed) against a running LXCFS.
+    Lost,
+}
+
+impl Seen {
+    pub fn word(self) -> &'static str {
+        match self {
+            Seen::Host => "host",
+            Seen::Virtual => "virtual",
+            Seen::Lost => "lost",
+        }
+    }
+}
+
+/// What the VE whose init is `pid` sees: one of [`FILES`] mounted from LXCFS in its mount
+/// table means virtual; opening that file through the VE's root then tells whether the
+/// daemon still answers. The host's own LXCFS mount point is not one of [`FILES`], so a
+/// process in the host's namespace reads as `Host`.
+pub fn seen_by(pid: i32) -> Seen {
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+        return Seen::Host;
+    };
+    let bound = table.lines().find_map(|l| {
+        let point = unescape(l.split(' ').nth(4)?);
+        let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+        (fstype == "fuse.lxcfs" && FILES.contains(&point.as_str())).then_some(point)
+    });
+    let Some(point) = bound else {
+        return Seen::Host;
+    };
+    // An open, not a stat: FUSE may answer a stat from its attribute cache after the
+    // daemon is gone; an open always asks the daemon.
+    match std::fs::File::open(format!("/proc/{pid}/root{point}")) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTCONN) => Seen::Lost,
+        _ => Seen::Virtual,
+    }
+}
+
 /// mountinfo writes space, tab, newline and backslash as octal escapes.
 fn unescape(s: &str) -> String {
     s.replace("\\040", " ")
@@ -253,5 +299,12 @@ mod tests {
         assert_eq!(m[0].destination(), Path::new("/proc/meminfo"));
         assert!(!mounted(&d));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_hosts_own_lxcfs_mount_is_not_a_view() {
+        // The host's table may hold LXCFS at its mount point, never over /proc/meminfo.
+        assert_eq!(seen_by(std::process::id() as i32), Seen::Host);
+        assert_eq!(seen_by(i32::MAX), Seen::Host);
     }
 }

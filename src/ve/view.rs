@@ -197,7 +197,15 @@ pub fn list(
         };
         let mut row = Map::new();
         for f in fields {
-            row.insert(f.clone(), list_field(f, &id, status, &rec, &counters)?);
+            let v = match (f.as_str(), c.pid()) {
+                // Read from the VE's own mount table, so only for a live init.
+                ("procview", Some(pid)) if c.status() != ContainerStatus::Stopped => {
+                    json!(crate::ve::proc_view::seen_by(pid.as_raw()).word())
+                }
+                ("procview", _) => Value::Null,
+                _ => list_field(f, &id, status, &rec, &counters)?,
+            };
+            row.insert(f.clone(), v);
         }
         rows.push(row);
     }

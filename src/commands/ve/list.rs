@@ -14,7 +14,9 @@ use crate::ve::view;
 pub struct ListArgs {
     /// Fields to show, comma-separated: ctid, status, ip, hostname, a beancounter
     /// (physpages, ram, swappages, swap, kmemsize, numproc, numfile, diskspace, diskinodes)
-    /// for its held value, or with .m .b .l .f for maxheld, barrier, limit, failcnt
+    /// for its held value, or with .m .b .l .f for maxheld, barrier, limit, failcnt;
+    /// procview: what the VE's /proc shows (host, virtual, or lost when the LXCFS behind
+    /// its view died)
     #[arg(short = 'o', long, default_value = "ctid,numproc,status,ip,hostname")]
     pub output: String,
     /// Sort by this field
