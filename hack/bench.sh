@@ -12,7 +12,7 @@
 #                          `run --rm` through podman/conmon and containerd's shim; skipped when not installed)
 #   BENCH_OUT=DIR          also write DIR/bench-results.md and the hyperfine JSON files (default: print only)
 #   BENCH_HYPERFINE_ARGS   extra arguments for every hyperfine call (word-split), e.g. "--style basic"
-#   BENCH_NET=0 BENCH_RES=0 BENCH_SYS=0 BENCH_CKPT=0 BENCH_MIG=0 BENCH_PROC=0   skip a VE part (see the end of this script)
+#   BENCH_NET=0 BENCH_RES=0 BENCH_SYS=0 BENCH_CKPT=0 BENCH_MIG=0 BENCH_PROC=0 BENCH_DENS=0   skip a VE part (see the end of this script)
 #
 # Host quirk handled here: crun 1.8 refuses every container on a cgroup v1 "hybrid" host ("cgroups in hybrid
 # mode not supported") when /sys/fs/cgroup/unified holds a controller. So the script re-executes itself once in
@@ -672,8 +672,9 @@ fi
 #   CKPT  hack/bench-ckpt.sh       checkpoint/restore of a VE with 256 MiB touched against runc, same CRIU
 #   MIG   hack/bench-migrate.sh    suspended and total time of a cold and an online move of a 512 MiB VE
 #   PROC  hack/bench-proc.sh       what the LXCFS binds add to run, a /proc/meminfo read in a VE against the host's
+#   DENS  hack/bench-density.sh    500 idle VEs: create flatness, ve list/stat/set with 500 running, memory per VE
 # BENCH_<NAME>=0 skips one.
-for part in NET:net RES:resources SYS:system CKPT:ckpt MIG:migrate PROC:proc; do
+for part in NET:net RES:resources SYS:system CKPT:ckpt MIG:migrate PROC:proc DENS:density; do
   var=BENCH_${part%%:*}
   [ "${!var:-1}" = 1 ] || continue
   echo
