@@ -9,6 +9,7 @@ pub mod hash;
 pub mod lock;
 pub mod loopdev;
 pub mod netlink;
+pub mod nftables;
 pub mod process;
 pub mod pty;
 pub mod sealed;

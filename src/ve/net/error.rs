@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::sys::netlink::NlError;
+use crate::sys::nftables::NftError;
 use crate::sys::process::ToolError;
 use crate::ve::PREFIX;
 
@@ -19,6 +20,9 @@ pub enum NetError {
     /// nft failed (the anti-spoofing guard).
     #[error("network: {0}")]
     Nft(ToolError),
+    /// A guard's address sets could not be changed over netlink.
+    #[error("network: {0}")]
+    NftSets(NftError),
     #[error("network: {op} {}: {err}", path.display())]
     Io {
         op: &'static str,
@@ -57,6 +61,12 @@ pub enum NetError {
 impl From<NlError> for NetError {
     fn from(e: NlError) -> Self {
         NetError::Netlink(e)
+    }
+}
+
+impl From<NftError> for NetError {
+    fn from(e: NftError) -> Self {
+        NetError::NftSets(e)
     }
 }
 

@@ -3,6 +3,7 @@
 //! ingress on the host end sees every frame the VE sends, before any routing or
 //! bridging. On a bridge: the VE's port is isolated from other VEs' unicast.
 
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use super::config::format_mac;
 use super::setup::is_ve_link;
 use super::{Addr, Mode, NetConfig, NetError};
 use crate::sys::netlink::{BridgePortFlags, FdbEntry, Netlink};
+use crate::sys::nftables::{self, SetContent};
 
 fn nft(script: &str) -> Result<(), NetError> {
     crate::sys::process::run_with_input(Command::new("nft").args(["-f", "-"]), script.as_bytes())?;
@@ -107,19 +109,30 @@ pub fn guard(host_if: &str, c: &NetConfig, mac: &[u8]) -> Result<String, NetErro
     Ok(format!("{SHARED}{host_if}"))
 }
 
-/// Replaces the allowed source addresses after `ve set --ipadd/--ipdel`: one batch that
-/// touches only this VE's two sets.
+/// Replaces the allowed source addresses after `ve set --ipadd/--ipdel`: one netlink
+/// batch that touches only this VE's two sets (no `nft` process: see sys::nftables).
 pub fn refresh_addresses(handle: &str, ips: &[Addr]) -> Result<(), NetError> {
     let Some(host_if) = handle.strip_prefix(SHARED) else {
         return refresh_own_table(handle, ips);
     };
     let n = names(host_if);
-    let mut s = format!(
-        "flush set netdev {TABLE} {}\nflush set netdev {TABLE} {}\n",
-        n.v4, n.v6
-    );
-    s.push_str(&add_elements(&n, ips));
-    nft(&s)
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) =
+        ips.iter().map(|a| a.ip).partition(|ip| ip.is_ipv6());
+    nftables::replace_sets(
+        nftables::Family::Netdev,
+        TABLE,
+        &[
+            SetContent {
+                set: &n.v4,
+                elements: &v4,
+            },
+            SetContent {
+                set: &n.v6,
+                elements: &v6,
+            },
+        ],
+    )?;
+    Ok(())
 }
 
 /// [`refresh_addresses`] for a guard in a table of its own (records from before the
