@@ -71,6 +71,12 @@ pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
     }))
 }
 
+/// A limit as every table prints it (`ve stat`, `ve list`, `ve show`): the number, or
+/// `unlimited` for `None`. JSON says `null`, Prometheus `+Inf` (docs/json.md).
+pub fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+}
+
 /// The beancounters vzrun keeps, in vzlist's order.
 pub const BEANCOUNTERS: [&str; 7] = [
     "physpages",

@@ -105,7 +105,7 @@ pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
             fields
                 .iter()
                 .map(|f| match value(v, f) {
-                    Value::Null if is_number(f) => "unlimited".to_string(),
+                    Value::Null if is_number(f) => view::limit_text(None),
                     other => text(&other),
                 })
                 .collect(),

@@ -64,7 +64,6 @@ pub fn run(rt: &Runtime, args: StatArgs) -> Result<i32> {
 }
 
 fn table(rows: &[Counter]) -> String {
-    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
     let mut text = format!(
         "{:<12} {:>12} {:>12} {:>12} {:>12} {:>8}\n",
         "resource", "held", "maxheld", "barrier", "limit", "failcnt"
@@ -76,8 +75,8 @@ fn table(rows: &[Counter]) -> String {
             r.resource,
             r.held,
             r.maxheld,
-            show(r.barrier),
-            show(r.limit),
+            view::limit_text(r.barrier),
+            view::limit_text(r.limit),
             r.failcnt
         );
     }
