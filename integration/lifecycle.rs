@@ -345,6 +345,47 @@ fn json_log_carries_errors_for_the_shim() {
     assert!(o.stderr.contains("container does not exist"), "{o:?}");
 }
 
+/// A usage error is said once on stderr, and the log line the shim reads carries the
+/// whole message (clap words it on several lines: the missing argument is on the second).
+#[test]
+fn usage_errors_print_once_and_whole() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-log-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("log.json");
+    let said = "the following required arguments were not provided";
+    for args in [
+        vec!["ve", "stat"],
+        vec![
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "ve",
+            "stat",
+        ],
+    ] {
+        let o = rt.run(&args);
+        assert_eq!(o.code, 1, "{args:?}: {o:?}");
+        assert_eq!(o.stderr.matches(said).count(), 1, "{args:?}: {o:?}");
+        assert_eq!(
+            o.stderr.matches("<ID>").count(),
+            2,
+            "message and usage: {o:?}"
+        );
+        assert!(o.stderr.contains("Usage: vzrun ve stat"), "{o:?}");
+    }
+    let o = rt.run(&["create", "--bogus", "x"]);
+    assert_eq!(o.stderr.matches("bogus").count(), 1, "{o:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    assert_eq!(last["msg"], format!("{said}: <ID>"), "{text}");
+}
+
 #[test]
 fn bad_input_leaves_nothing() {
     require_root!();

@@ -1,7 +1,7 @@
 //! VE resource settings on real VEs: the cgroup files of whatever version this host has,
 //! the effect inside (a fork bomb stops at numproc, a memory hog at ram, `nproc` shows
 //! cpus), live changes with `ve set`, and beancounters checked against the kernel's own
-//! counters.
+//! counters. Addresses: 198.51.100.131-132 only.
 
 mod common;
 
@@ -255,16 +255,9 @@ fn ve_list_shows_vzlist_fields_with_suffixes() {
         &["sleep", "600"],
         json!({"io.vzrun.numproc": "33", "io.vzrun.ram": "48M"}),
     );
+    // -j: every field of each VE, whatever -o says (docs/json.md), beancounters nested.
     let rows = rt
-        .run(&[
-            "ve",
-            "list",
-            "-o",
-            "ctid,status,numproc,numproc.l,numproc.f,ram.l",
-            "-s",
-            "ctid",
-            "-j",
-        ])
+        .run(&["ve", "list", "-o", "ctid,status", "-s", "ctid", "-j", &id])
         .json();
     let row = rows
         .as_array()
@@ -274,10 +267,15 @@ fn ve_list_shows_vzlist_fields_with_suffixes() {
         .cloned()
         .expect("listed");
     assert_eq!(row["status"], "running");
-    assert_eq!(row["numproc.l"], 33);
-    assert!(row["numproc"].as_u64().unwrap() >= 1);
-    assert_eq!(row["numproc.f"], 0);
-    assert_eq!(row["ram.l"], (48u64 << 20) / 4096);
+    let numproc = &row["beancounters"]["numproc"];
+    assert_eq!(numproc["limit"], 33, "{row}");
+    assert!(numproc["held"].as_u64().unwrap() >= 1, "{row}");
+    assert_eq!(numproc["failcnt"], 0, "{row}");
+    assert_eq!(
+        row["beancounters"]["physpages"]["limit"],
+        (48u64 << 20) / 4096,
+        "{row}"
+    );
     let table = rt.run(&["ve", "list", "-o", "ctid,numproc.l"]).stdout;
     assert!(table.starts_with("CTID"), "{table}");
     assert!(
@@ -289,6 +287,113 @@ fn ve_list_shows_vzlist_fields_with_suffixes() {
     let o = rt.run(&["ve", "list", "-o", "ctid,bogus"]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("unknown field"), "{o:?}");
+}
+
+/// Every number in a JSON value, with its path.
+fn numbers(v: &Value, path: String, out: &mut Vec<(String, f64)>) {
+    match v {
+        Value::Number(n) => out.push((path, n.as_f64().unwrap())),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                numbers(x, format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                numbers(x, format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One way to say unlimited: `null` in JSON (never a huge number a JSON reader rounds),
+/// `unlimited` in the tables. maxheld is never below held, and numfile counts the open
+/// files of the VE's processes as /proc shows them.
+#[test]
+fn unlimited_is_null_and_counts_are_whole() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    // No ram, swap or kmem limit; a private area; three files held open by the init.
+    let bundle = Bundle::with(
+        &[
+            "sh",
+            "-c",
+            "exec 3</etc/passwd 4</etc/passwd 5</etc/passwd; exec sleep 600",
+        ],
+        |v| {
+            v["root"]["readonly"] = json!(false);
+            v["annotations"] = json!({"io.vzrun.numproc": "20", "io.vzrun.diskspace": "48M"});
+        },
+    );
+    let id = common::unique_id("unlim");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let stat = rt.run(&["ve", "stat", "--json", &id]).json();
+    let listed = rt.run(&["ve", "list", "-j", &id]).json();
+    for (what, v) in [("ve stat --json", &stat), ("ve list -j", &listed)] {
+        let mut all = Vec::new();
+        numbers(v, String::new(), &mut all);
+        for (path, n) in &all {
+            assert!(
+                *n <= (1u64 << 53) as f64,
+                "{what}: {path} = {n} is above 2^53, which JSON readers round: {v}"
+            );
+        }
+    }
+    assert_eq!(
+        listed[0]["beancounters"]["physpages"]["limit"],
+        stat["beancounters"]["physpages"]["limit"]
+    );
+    let bc = &stat["beancounters"];
+    for unlimited in ["physpages", "swappages", "kmemsize"] {
+        assert!(bc[unlimited]["limit"].is_null(), "{unlimited}: {stat}");
+        assert!(bc[unlimited]["barrier"].is_null(), "{unlimited}: {stat}");
+    }
+    assert_eq!(bc["numproc"]["limit"], 20, "{stat}");
+    for (name, row) in bc.as_object().expect("beancounters by name") {
+        let (held, maxheld) = (row["held"].as_u64(), row["maxheld"].as_u64());
+        assert!(maxheld >= held, "{name}: maxheld below held: {stat}");
+    }
+    assert!(bc["diskspace"]["held"].as_u64() > Some(0), "{stat}");
+    // numfile: the files the init holds, as the kernel lists them.
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    assert!(open >= 6, "stdio and the three files");
+    assert_eq!(bc["numfile"]["held"], open, "{stat}");
+    // Tables say "unlimited" for the same values.
+    let table = rt.run(&["ve", "stat", &id]).stdout;
+    let physpages = table
+        .lines()
+        .find(|l| l.starts_with("physpages"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(
+        physpages
+            .split_whitespace()
+            .skip(3)
+            .take(2)
+            .collect::<Vec<_>>(),
+        ["unlimited", "unlimited"],
+        "{table}"
+    );
+    let table = rt
+        .run(&[
+            "ve",
+            "list",
+            "-H",
+            "-o",
+            "ctid,ram.l,swap.b,kmemsize.l",
+            &id,
+        ])
+        .stdout;
+    assert_eq!(
+        table.split_whitespace().collect::<Vec<_>>(),
+        [id.as_str(), "unlimited", "unlimited", "unlimited"],
+        "{table}"
+    );
 }
 
 /// CPU time the VE's cgroup has used, in nanoseconds.
@@ -534,14 +639,22 @@ fn ve_stat_all_in_prometheus_format() {
         &rt,
         "prom-a",
         &["sleep", "600"],
-        json!({"io.vzrun.numproc": "64"}),
+        json!({"io.vzrun.numproc": "64", "io.vzrun.net.ip": "198.51.100.131"}),
     );
-    let (b, _bb) = start(
-        &rt,
-        "prom-b",
-        &["sleep", "600"],
-        json!({"io.vzrun.numproc": "128"}),
-    );
+    // b has a private area (disk usage) and an address a can reach.
+    let bb = Bundle::with(&["sleep", "600"], |v| {
+        v["root"]["readonly"] = json!(false);
+        v["annotations"] = json!({
+            "io.vzrun.numproc": "128", "io.vzrun.net.ip": "198.51.100.132",
+            "io.vzrun.diskspace": "48M"
+        });
+    });
+    let b = common::unique_id("prom-b");
+    rt.track(&b);
+    let o = rt.run(&["run", "-d", "-b", bb.p(), &b]);
+    assert_eq!(o.code, 0, "{o:?}");
+    // Traffic: a connects to a closed port of b; its SYN goes out and b's reset comes back.
+    let _ = rt.run(&["exec", &a, "nc", "-w", "2", "198.51.100.132", "9"]);
     let o = rt.run(&["ve", "stat", "--all", "--format", "prometheus"]);
     assert_eq!(o.code, 0, "{o:?}");
     if common::have("promtool") {
@@ -616,21 +729,80 @@ fn ve_stat_all_in_prometheus_format() {
             o.stdout
         );
     }
-    // --all --json: the rows of `ve stat --json ID` under each ID.
+    // Per VE: CPU time, network bytes, and disk usage where the VE has a private area.
+    let per_ve = |family: &str, ve: &str| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == family && s.labels.get("ve") == Some(ve))
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    };
+    for ve in [&a, &b] {
+        assert!(
+            per_ve("vzrun_ve_cpu_seconds_total", ve).is_some_and(|v| v > 0.0),
+            "{}",
+            o.stdout
+        );
+    }
+    for family in [
+        "vzrun_ve_network_transmit_bytes_total",
+        "vzrun_ve_network_receive_bytes_total",
+    ] {
+        assert!(
+            per_ve(family, &a).is_some_and(|v| v > 0.0),
+            "{family} of {a}: {}",
+            o.stdout
+        );
+    }
+    let used = per_ve("vzrun_ve_disk_used_bytes", &b);
+    assert!(used.is_some_and(|v| v > 0.0), "{}", o.stdout);
+    let size = per_ve("vzrun_ve_disk_size_bytes", &b).unwrap_or_default();
+    assert!(
+        (32.0 * 1048576.0..=48.0 * 1048576.0).contains(&size),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        per_ve("vzrun_ve_disk_used_bytes", &a),
+        None,
+        "a has no private area"
+    );
+    for family in [
+        "vzrun_ve_cpu_seconds_total",
+        "vzrun_ve_network_receive_bytes_total",
+        "vzrun_ve_network_transmit_bytes_total",
+    ] {
+        assert!(
+            o.stdout.contains(&format!("# TYPE {family} counter\n")),
+            "{}",
+            o.stdout
+        );
+    }
+    // --all --json: an array of the objects `ve stat --json ID` prints (docs/json.md).
     let all = rt.run(&["ve", "stat", "--all", "--json"]).json();
-    let resources = |rows: &Value| -> Vec<String> {
-        rows.as_array()
-            .map(|r| r.iter().map(|x| x["resource"].to_string()).collect())
+    let of = |id: &str| -> Value {
+        all.as_array()
+            .and_then(|r| r.iter().find(|v| v["ctid"] == id).cloned())
+            .unwrap_or_else(|| panic!("{id} in {all}"))
+    };
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect())
             .unwrap_or_default()
     };
     let one = rt.run(&["ve", "stat", "--json", &a]).json();
-    assert_eq!(resources(&all[&a]), resources(&one), "{all}");
-    assert!(
-        all[&b].as_array().is_some_and(|r| r
-            .iter()
-            .any(|x| x["resource"] == "numproc" && x["limit"] == 128)),
+    assert_eq!(keys(&of(&a)), keys(&one), "{all}");
+    assert_eq!(
+        keys(&of(&a)["beancounters"]),
+        keys(&one["beancounters"]),
         "{all}"
     );
+    assert_eq!(of(&b)["beancounters"]["numproc"]["limit"], 128, "{all}");
     // An ID or --all, not both, not neither.
     assert_ne!(rt.run(&["ve", "stat"]).code, 0);
     assert_ne!(rt.run(&["ve", "stat", "--all", &a]).code, 0);

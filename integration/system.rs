@@ -310,6 +310,71 @@ fn suspend_and_resume_from_the_ves_own_directory() {
     assert!(o.error_msg().contains("is not suspended"), "{o:?}");
 }
 
+/// vzlist on stopped VEs: `-S` lists only them, an ID names one whatever its state, and
+/// a stopped VE shows the limits it is configured with (nothing held).
+#[test]
+fn ve_list_shows_stopped_ves_with_their_limits() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(
+        &rt,
+        data.path(),
+        "sys-list",
+        "busybox",
+        &["--ram", "64M", "--numproc", "40", "--diskspace", "1G"],
+    );
+    let o = ve.vz(&["ve", "list", "-S", "-j"]);
+    let rows = o.json();
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["ctid"] == ve.id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("ve list -S: {rows}"));
+    assert_eq!(row["status"], "stopped", "{row}");
+    let bc = &row["beancounters"];
+    assert_eq!(bc["numproc"]["limit"], 40, "{row}");
+    assert_eq!(bc["physpages"]["limit"], (64u64 << 20) / 4096, "{row}");
+    assert_eq!(bc["diskspace"]["limit"], 1u64 << 20, "{row}");
+    assert!(bc["kmemsize"]["limit"].is_null(), "{row}");
+    assert_eq!(bc["numproc"]["held"], 0, "{row}");
+    // Named by ID, a stopped VE is listed without -a.
+    let o = ve.vz(&[
+        "ve",
+        "list",
+        "-H",
+        "-o",
+        "ctid,status,numproc.l,ram.l",
+        &ve.id,
+    ]);
+    assert_eq!(
+        o.stdout.split_whitespace().collect::<Vec<_>>(),
+        [ve.id.as_str(), "stopped", "40", "16384"],
+        "{o:?}"
+    );
+    assert!(
+        ve.vz(&["ve", "list", "-1", "-S"])
+            .stdout
+            .lines()
+            .any(|l| l == ve.id),
+        "-1 -S"
+    );
+    ve.start();
+    assert!(
+        !ve.vz(&["ve", "list", "-1", "-S"])
+            .stdout
+            .lines()
+            .any(|l| l == ve.id),
+        "a running VE is not in -S"
+    );
+    assert!(
+        ve.vz(&["ve", "list", "-1"])
+            .stdout
+            .lines()
+            .any(|l| l == ve.id),
+        "a running VE is listed"
+    );
+}
+
 /// `ve set/show/stat` say which VE an error is about, and `ve enter`/`ve exec` on an
 /// application container point to `vzrun exec`.
 #[test]

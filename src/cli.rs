@@ -272,9 +272,10 @@ pub fn main() -> i32 {
     }
 }
 
-/// Usage errors print clap's explanation for a person, then the one-line message in
-/// runc's words through the log, so a shim reading log.json and a test comparing with
-/// runc both find what they expect.
+/// A usage error is said once: the whole message through the log (a logrus line on
+/// stderr, or the `--log` file's line that a shim reads plus the bare message on stderr),
+/// then clap's usage lines for a person. The message is in runc's words where runc has
+/// some, so a caller comparing with runc finds what it expects.
 fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -282,14 +283,11 @@ fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
         return 0;
     }
     logging::init(&logging::sniff_global_opts(args));
-    let msg = runc_words(&e);
-    if msg.starts_with("flag needs an argument") {
-        // podman greps the output for exactly these words, so keep them on stderr too.
-        eprintln!("{msg}");
-    } else {
-        let _ = e.print();
+    logging::error(&anyhow::anyhow!("{}", runc_words(&e)));
+    let usage = usage_lines(&e.render().to_string());
+    if !usage.is_empty() {
+        eprint!("\n{usage}");
     }
-    logging::error(&anyhow::anyhow!("{msg}"));
     if e.kind() == ErrorKind::InvalidSubcommand {
         EXIT_UNKNOWN_COMMAND
     } else {
@@ -314,7 +312,8 @@ fn runc_words(e: &clap::Error) -> String {
             .to_string();
         format!("-{name}")
     };
-    let first = first_line(&e.render().to_string());
+    let rendered = e.render().to_string();
+    let first = message(&rendered);
     match e.kind() {
         ErrorKind::UnknownArgument => match ctx(ContextKind::InvalidArg) {
             Some(a) if a.starts_with('-') => {
@@ -326,24 +325,49 @@ fn runc_words(e: &clap::Error) -> String {
             Some(c) => format!("No help topic for '{c}'"),
             None => first,
         },
-        _ => match missing_value_flag(&first) {
+        _ => match missing_value_flag(&rendered) {
             Some(flag) => format!("flag needs an argument: {}", go_flag(flag)),
             None => first,
         },
     }
 }
 
-fn missing_value_flag(msg: &str) -> Option<String> {
-    let rest = msg.strip_prefix("a value is required for '")?;
+fn missing_value_flag(rendered: &str) -> Option<String> {
+    let rest = rendered
+        .trim_start_matches("error: ")
+        .strip_prefix("a value is required for '")?;
     Some(rest.split([' ', '\'']).next()?.to_string())
 }
 
-fn first_line(s: &str) -> String {
-    s.lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
-        .to_string()
+/// Where clap's usage lines start in its rendering of an error.
+fn usage_start(rendered: &str) -> usize {
+    ["\nUsage:", "\nFor more information"]
+        .iter()
+        .filter_map(|h| rendered.find(h))
+        .min()
+        .unwrap_or(rendered.len())
+}
+
+/// The whole message of a clap error on one line (a log line is one line): its lines
+/// joined, paragraphs (a tip, the list of missing arguments) set off by "; ".
+fn message(rendered: &str) -> String {
+    let text = rendered[..usage_start(rendered)].trim_start_matches("error: ");
+    text.split("\n\n")
+        .map(|para| {
+            para.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// clap's usage lines of an error ("Usage: ...", "For more information ..."), for a person.
+fn usage_lines(rendered: &str) -> String {
+    rendered[usage_start(rendered)..].trim_start().to_string()
 }
 
 #[cfg(test)]
@@ -379,6 +403,29 @@ mod tests {
             runc_words(&Cli::try_parse_from(args).unwrap_err()),
             "No help topic for 'frobnicate'"
         );
+    }
+
+    #[test]
+    fn usage_messages_are_whole_and_one_line() {
+        let err = |v: &[&str]| {
+            Cli::try_parse_from(normalize_args(v.iter().map(OsString::from).collect())).unwrap_err()
+        };
+        let e = err(&["vzrun", "ve", "stat"]);
+        assert_eq!(
+            runc_words(&e),
+            "the following required arguments were not provided: <ID>"
+        );
+        assert!(usage_lines(&e.render().to_string()).starts_with("Usage: vzrun ve stat"));
+        let e = err(&["vzrun", "ve", "stat", "--format", "xml", "x"]);
+        let m = runc_words(&e);
+        assert!(
+            m.starts_with("invalid value 'xml' for '--format <FORMAT>'")
+                && m.contains("[possible values: table, json, prometheus]")
+                && !m.contains('\n'),
+            "{m}"
+        );
+        let e = err(&["vzrun", "restore", "--lsm-mount-context"]);
+        assert_eq!(runc_words(&e), "flag needs an argument: -lsm-mount-context");
     }
 
     #[test]

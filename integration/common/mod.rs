@@ -615,12 +615,13 @@ pub fn disk_leftovers(needle: &str) -> Vec<String> {
     left
 }
 
-/// One row of `vzrun ve stat --json ID`.
+/// One beancounter of `vzrun ve stat --json ID`: {held, maxheld, barrier, limit, failcnt}.
 pub fn ve_stat_row(rt: &Runtime, id: &str, resource: &str) -> Value {
-    let rows = rt.run(&["ve", "stat", "--json", id]).json();
-    rows.as_array()
-        .and_then(|a| a.iter().find(|r| r["resource"] == resource).cloned())
-        .unwrap_or_else(|| panic!("no {resource} row: {rows}"))
+    let ve = rt.run(&["ve", "stat", "--json", id]).json();
+    ve["beancounters"]
+        .get(resource)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {resource} beancounter: {ve}"))
 }
 
 /// The names in a directory; none when it does not exist.

@@ -1,19 +1,22 @@
 //! What `ve show`, `ve stat` and `ve list` report about VEs, gathered from the runtime's
 //! records and the kernel's counters; the commands only format it.
 
+use std::collections::HashMap;
+
 use libcontainer::container::ContainerStatus;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::root::Loaded;
 use crate::runtime::state::{status_word, Record};
 use crate::runtime::Runtime;
-use crate::ve::resources::{beancounters, Counter};
+use crate::ve::resources::{beancounters, usage, Counter, ResourceConfig, Usage};
 
 /// A field of `ve list` that does not exist.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
-    #[error("unknown field {0:?}")]
+    #[error("unknown field {0:?} (vzrun ve list -L lists them)")]
     UnknownField(String),
     #[error("unknown suffix in {0:?} (use .m .b .l .f)")]
     UnknownSuffix(String),
@@ -68,39 +71,238 @@ pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
     }))
 }
 
-/// The beancounters of a VE that has not stopped.
-pub fn stat(rt: &Runtime, id: &str) -> Result<Vec<Counter>> {
+/// A limit as every table prints it (`ve stat`, `ve list`, `ve show`): the number, or
+/// `unlimited` for `None`. JSON says `null`, Prometheus `+Inf` (docs/json.md).
+pub fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+}
+
+/// The beancounters vzrun keeps, in vzlist's order.
+pub const BEANCOUNTERS: [&str; 7] = [
+    "physpages",
+    "swappages",
+    "kmemsize",
+    "numproc",
+    "numfile",
+    "diskspace",
+    "diskinodes",
+];
+
+/// Fields of `ve list` that are not beancounters, with what they show (for `-L`).
+pub const PLAIN_FIELDS: [(&str, &str); 5] = [
+    ("ctid", "the VE's ID"),
+    ("status", "running, paused, created or stopped"),
+    ("ip", "the VE's addresses"),
+    ("hostname", "the VE's hostname"),
+    (
+        "procview",
+        "what the VE's /proc shows: host, virtual, or lost when the LXCFS behind it died",
+    ),
+];
+
+/// Beancounter suffixes (vzlist's) and the column each picks.
+pub const SUFFIXES: [(&str, &str); 5] = [
+    ("", "held"),
+    (".m", "maxheld"),
+    (".b", "barrier"),
+    (".l", "limit"),
+    (".f", "failcnt"),
+];
+
+/// vzctl's short names for two beancounters.
+fn canonical(name: &str) -> &str {
+    match name {
+        "ram" => "physpages",
+        "swap" => "swappages",
+        n => n,
+    }
+}
+
+/// A VE's beancounters, serialized as an object keyed by resource, in vzlist's order.
+#[derive(Debug, Clone, Default)]
+pub struct Beancounters(pub Vec<Counter>);
+
+impl Serialize for Beancounters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for c in &self.0 {
+            m.serialize_entry(&c.resource, c)?;
+        }
+        m.end()
+    }
+}
+
+/// One VE as `ve list -j`, `ve stat --json` and `ve stat --all --json` print it (the
+/// schema is docs/json.md's; the table and Prometheus outputs are drawn from it too).
+#[derive(Debug, Clone, Serialize)]
+pub struct VeView {
+    pub ctid: String,
+    pub status: String,
+    pub hostname: Option<String>,
+    pub ip: Vec<String>,
+    /// What the VE's /proc shows (`host`, `virtual`, `lost`); `None` for a stopped VE.
+    pub procview: Option<&'static str>,
+    pub beancounters: Beancounters,
+    pub usage: Usage,
+}
+
+impl VeView {
+    /// The value of one `ve list` field (`-o`/`-s`): `null` is unlimited (or no hostname).
+    pub fn field(&self, field: &str) -> Result<Value, ViewError> {
+        Ok(match field {
+            "ctid" => json!(self.ctid),
+            "status" => json!(self.status),
+            "ip" => json!(self.ip),
+            "hostname" => json!(self.hostname),
+            "procview" => json!(self.procview),
+            other => {
+                let (name, suffix) = match other.split_once('.') {
+                    Some((n, s)) => (n, s),
+                    None => (other, ""),
+                };
+                let name = canonical(name);
+                if !BEANCOUNTERS.contains(&name) {
+                    return Err(ViewError::UnknownField(other.to_string()));
+                }
+                let c = self.beancounters.0.iter().find(|c| c.resource == name);
+                match (c, suffix) {
+                    (_, s) if !["", "m", "b", "l", "f"].contains(&s) => {
+                        return Err(ViewError::UnknownSuffix(other.to_string()))
+                    }
+                    (None, _) => Value::Null,
+                    (Some(c), "") => json!(c.held),
+                    (Some(c), "m") => json!(c.maxheld),
+                    (Some(c), "b") => json!(c.barrier),
+                    (Some(c), "l") => json!(c.limit),
+                    (Some(c), _) => json!(c.failcnt),
+                }
+            }
+        })
+    }
+}
+
+/// Checks that `field` names a `ve list` field.
+pub fn check_field(field: &str) -> Result<(), ViewError> {
+    VeView {
+        ctid: String::new(),
+        status: String::new(),
+        hostname: None,
+        ip: Vec::new(),
+        procview: None,
+        beancounters: Beancounters::default(),
+        usage: Usage::default(),
+    }
+    .field(field)
+    .map(|_| ())
+}
+
+fn running_view(id: &str, status: &str, pid: i32, rec: &Record) -> VeView {
+    VeView {
+        ctid: id.to_string(),
+        status: status.to_string(),
+        hostname: rec.ve.hostname.clone(),
+        ip: rec
+            .ve
+            .net
+            .as_ref()
+            .map(|n| n.ips.iter().map(|a| a.ip.to_string()).collect())
+            .unwrap_or_default(),
+        // Read from the VE's own mount table, so only for a live init.
+        procview: Some(crate::ve::proc_view::seen_by(pid).word()),
+        beancounters: Beancounters(beancounters(pid, &rec.ve)),
+        usage: usage(pid),
+    }
+}
+
+/// The view of a VE that has not stopped.
+pub fn stat(rt: &Runtime, id: &str) -> Result<VeView> {
     let loaded = load_ve(rt, id)?;
     if loaded.container.status() == ContainerStatus::Stopped {
         return Err(not_running(id));
     }
     let pid = loaded.container.pid().ok_or_else(|| not_running(id))?;
-    Ok(beancounters(pid.as_raw(), &loaded.record.ve))
+    let status = status_word(loaded.container.status());
+    Ok(running_view(id, status, pid.as_raw(), &loaded.record))
 }
 
-/// The beancounters of every running VE under the root, by ID (sorted); VEs that stop
-/// or go away while being read are left out.
-pub fn stat_all(rt: &Runtime) -> Vec<(String, Vec<Counter>)> {
-    let mut out = Vec::new();
-    for id in rt.root.ids() {
-        let Ok((c, rec)) = rt.root.read(&id) else {
-            continue;
-        };
-        if let (false, Some(pid)) = (c.status() == ContainerStatus::Stopped, c.pid()) {
-            out.push((id, beancounters(pid.as_raw(), &rec.ve)));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+/// The views of every VE under the root that has not stopped, by ID (sorted); VEs that
+/// stop or go away while being read are left out.
+pub fn stat_all(rt: &Runtime) -> Vec<VeView> {
+    let mut out: Vec<VeView> = list(rt, Which::Running, &[]);
+    out.sort_by(|a, b| a.ctid.cmp(&b.ctid));
     out
 }
 
-/// A stopped system VE's row: what its config says; counters are "-" as in vzlist.
-fn stopped_row(id: &str, dir: &std::path::Path, fields: &[String]) -> Map<String, Value> {
+/// The limits a stopped VE's config gives it, as beancounters holding nothing: what it
+/// would run with, read from the same annotations a start applies.
+fn configured(config: &Value) -> Vec<Counter> {
+    let annotations: HashMap<String, String> = config["annotations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let res = ResourceConfig::parse(&annotations)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let disk = crate::ve::disk::DiskConfig::parse(&annotations)
+        .ok()
+        .flatten();
+    let row = |name: &str, barrier: Option<u64>, limit: Option<u64>| Counter {
+        resource: name.to_string(),
+        held: 0,
+        maxheld: 0,
+        barrier,
+        limit,
+        failcnt: 0,
+    };
+    let page = |b: u64| b / 4096;
+    let ram = res.ram.flatten();
+    let guarantee = match (ram, res.memguarantee) {
+        (Some(r), Some(pct)) => Some(r * pct / 100),
+        _ => ram,
+    };
+    let swap = res.swap.flatten().map(page);
+    // Without io.vzrun.numfile the spec's own RLIMIT_NOFILE holds.
+    let nofile = config["process"]["rlimits"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["type"] == "RLIMIT_NOFILE"))
+        .map(|r| (r["soft"].as_u64(), r["hard"].as_u64()));
+    let (nf_soft, nf_hard) = match (res.numfile, nofile) {
+        (Some(n), _) => (Some(n), Some(n)),
+        (None, Some(pair)) => pair,
+        (None, None) => (None, None),
+    };
+    vec![
+        row("physpages", guarantee.map(page), ram.map(page)),
+        row("swappages", swap, swap),
+        row("kmemsize", None, None),
+        row("numproc", res.numproc.flatten(), res.numproc.flatten()),
+        row("numfile", nf_soft, nf_hard),
+        row(
+            "diskspace",
+            disk.as_ref().map(|d| d.space.soft / 1024),
+            disk.as_ref().map(|d| d.space.hard / 1024),
+        ),
+        row(
+            "diskinodes",
+            disk.as_ref().and_then(|d| d.inodes).map(|i| i.soft),
+            disk.as_ref().and_then(|d| d.inodes).map(|i| i.hard),
+        ),
+    ]
+}
+
+/// A stopped system VE as its config describes it: nothing held, its configured limits.
+fn stopped_view(id: &str, dir: &std::path::Path) -> VeView {
     let config: Value = std::fs::read(dir.join("config.json"))
         .ok()
         .and_then(|d| serde_json::from_slice(&d).ok())
         .unwrap_or(Value::Null);
-    let ips: Vec<String> = config["annotations"]["io.vzrun.net.ip"]
+    let ip: Vec<String> = config["annotations"]["io.vzrun.net.ip"]
         .as_str()
         .map(|s| {
             s.split(',')
@@ -109,121 +311,112 @@ fn stopped_row(id: &str, dir: &std::path::Path, fields: &[String]) -> Map<String
                 .collect()
         })
         .unwrap_or_default();
-    fields
-        .iter()
-        .map(|f| {
-            let v = match f.as_str() {
-                "ctid" => json!(id),
-                "status" => json!("stopped"),
-                "ip" => json!(ips),
-                "hostname" => config["hostname"].clone(),
-                _ => Value::Null,
-            };
-            (f.clone(), v)
-        })
-        .collect()
+    VeView {
+        ctid: id.to_string(),
+        status: "stopped".to_string(),
+        hostname: config["hostname"].as_str().map(str::to_string),
+        ip,
+        procview: None,
+        beancounters: Beancounters(configured(&config)),
+        usage: Usage::default(),
+    }
 }
 
-/// The value of one vzlist field for one VE; beancounter fields read the kernel's counters.
-fn list_field(
-    field: &str,
-    id: &str,
-    status: &str,
-    rec: &Record,
-    counters: &[Counter],
-) -> Result<Value, ViewError> {
-    let ips: Vec<String> = rec
-        .ve
-        .net
-        .as_ref()
-        .map(|n| n.ips.iter().map(|a| a.ip.to_string()).collect())
-        .unwrap_or_default();
-    Ok(match field {
-        "ctid" => json!(id),
-        "status" => json!(status),
-        "ip" => json!(ips),
-        "hostname" => json!(rec.ve.hostname),
-        other => {
-            let (name, suffix) = other.split_once('.').unwrap_or((other, ""));
-            let name = match name {
-                "ram" => "physpages",
-                "swap" => "swappages",
-                n => n,
-            };
-            if ![
-                "physpages",
-                "swappages",
-                "kmemsize",
-                "numproc",
-                "numfile",
-                "diskspace",
-                "diskinodes",
-            ]
-            .contains(&name)
-            {
-                return Err(ViewError::UnknownField(other.to_string()));
-            }
-            let row = counters.iter().find(|c| c.resource == name);
-            let v = match (row, suffix) {
-                (None, _) => 0,
-                (Some(r), "") => r.held,
-                (Some(r), "m") => r.maxheld,
-                (Some(r), "b") => r.barrier,
-                (Some(r), "l") => r.limit,
-                (Some(r), "f") => r.failcnt,
-                _ => return Err(ViewError::UnknownSuffix(other.to_string())),
-            };
-            json!(v)
-        }
-    })
+/// Which VEs `ve list` shows (vzlist: default running, `-a` all, `-S` stopped only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Running,
+    All,
+    Stopped,
 }
 
-/// `ve list`'s rows: every container under the root, and with `all` the system VEs that
-/// are not running, each with the `fields` asked for.
-pub fn list(
-    rt: &Runtime,
-    fields: &[String],
-    all: bool,
-) -> Result<Vec<Map<String, Value>>, ViewError> {
-    let mut rows: Vec<Map<String, Value>> = Vec::new();
+/// `ve list`'s VEs: every container under the root that is not stopped, and the system
+/// VEs that are not running; `ids`, when given, picks those (in any state `which` allows).
+pub fn list(rt: &Runtime, which: Which, ids: &[String]) -> Vec<VeView> {
+    let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
+    let mut views = Vec::new();
+    let mut stopped_containers = Vec::new();
     for id in rt.root.ids() {
+        if !wanted(&id) {
+            continue;
+        }
         let Ok((c, rec)) = rt.root.read(&id) else {
             continue;
         };
-        let status = crate::runtime::state::status_word(c.status());
-        let counters = match (c.status(), c.pid()) {
-            (ContainerStatus::Stopped, _) | (_, None) => Vec::new(),
-            (_, Some(pid)) => beancounters(pid.as_raw(), &rec.ve),
-        };
-        let mut row = Map::new();
-        for f in fields {
-            let v = match (f.as_str(), c.pid()) {
-                // Read from the VE's own mount table, so only for a live init.
-                ("procview", Some(pid)) if c.status() != ContainerStatus::Stopped => {
-                    json!(crate::ve::proc_view::seen_by(pid.as_raw()).word())
-                }
-                ("procview", _) => Value::Null,
-                _ => list_field(f, &id, status, &rec, &counters)?,
-            };
-            row.insert(f.clone(), v);
-        }
-        rows.push(row);
-    }
-    if all {
-        let ves = crate::ve::system::ves_dir(&crate::ve::data_dir());
-        let mut stopped: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&ves)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        stopped.sort();
-        for (id, dir) in stopped {
-            if !rt.root.container_dir(&id).exists() && dir.join("config.json").exists() {
-                rows.push(stopped_row(&id, &dir, fields));
+        match (c.status(), c.pid()) {
+            (ContainerStatus::Stopped, _) | (_, None) => stopped_containers.push((id, rec)),
+            (status, Some(pid)) if which != Which::Stopped => {
+                views.push(running_view(&id, status_word(status), pid.as_raw(), &rec))
             }
+            _ => {}
         }
     }
-    Ok(rows)
+    if which == Which::Running {
+        return views;
+    }
+    // A container whose process has gone: listed as vzlist lists a stopped CT, with the
+    // limits it was created with.
+    for (id, rec) in stopped_containers {
+        let dir = crate::ve::system::ves_dir(&crate::ve::data_dir()).join(&id);
+        let mut v = stopped_view(&id, &rec.bundle);
+        if dir.join("config.json").exists() {
+            v = stopped_view(&id, &dir);
+        }
+        v.hostname = v.hostname.or(rec.ve.hostname.clone());
+        views.push(v);
+    }
+    let ves = crate::ve::system::ves_dir(&crate::ve::data_dir());
+    let mut stopped: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&ves)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    stopped.sort();
+    for (id, dir) in stopped {
+        if wanted(&id) && !rt.root.container_dir(&id).exists() && dir.join("config.json").exists() {
+            views.push(stopped_view(&id, &dir));
+        }
+    }
+    views
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_limits_of_a_stopped_ve() {
+        let config = json!({
+            "annotations": {
+                "io.vzrun.ram": "64M", "io.vzrun.memguarantee": "50",
+                "io.vzrun.numproc": "40", "io.vzrun.diskspace": "1G:2G"
+            },
+            "process": {"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}]}
+        });
+        let rows = configured(&config);
+        let get = |n: &str| rows.iter().find(|r| r.resource == n).cloned().unwrap();
+        assert_eq!(get("physpages").limit, Some(16384));
+        assert_eq!(get("physpages").barrier, Some(8192));
+        assert_eq!(get("numproc").limit, Some(40));
+        assert_eq!(get("numfile").barrier, Some(1024));
+        assert_eq!(get("numfile").limit, Some(4096));
+        assert_eq!(get("diskspace").limit, Some(2 << 20));
+        assert_eq!(get("swappages").limit, None);
+    }
+
+    #[test]
+    fn fields_and_suffixes() {
+        assert!(check_field("ram.l").is_ok());
+        assert!(check_field("numfile.f").is_ok());
+        assert!(matches!(
+            check_field("bogus"),
+            Err(ViewError::UnknownField(_))
+        ));
+        assert!(matches!(
+            check_field("numproc.x"),
+            Err(ViewError::UnknownSuffix(_))
+        ));
+    }
 }

@@ -1,60 +1,161 @@
 //! `vzrun ve list`: the vzlist table.
 
-use anyhow::{anyhow, bail, Result};
+use std::cmp::Ordering;
+
+use anyhow::{anyhow, Result};
 use serde_json::Value;
 
 use crate::commands::out::outln;
 use crate::runtime::Runtime;
-use crate::ve::view;
+use crate::ve::view::{self, VeView, Which};
 
 #[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Examples:\n  vzrun ve list\n  vzrun ve list -a -o ctid,status,ram,ram.l -s ram"
-)]
+#[command(after_help = "Examples:\n  vzrun ve list\n  \
+                  vzrun ve list -a -o ctid,status,ram,ram.l -s -ram\n  \
+                  vzrun ve list -1 -S\n  vzrun ve list -j web1")]
 pub struct ListArgs {
-    /// Fields to show, comma-separated: ctid, status, ip, hostname, a beancounter
-    /// (physpages, ram, swappages, swap, kmemsize, numproc, numfile, diskspace, diskinodes)
-    /// for its held value, or with .m .b .l .f for maxheld, barrier, limit, failcnt;
-    /// procview: what the VE's /proc shows (host, virtual, or lost when the LXCFS behind
-    /// its view died)
+    /// VEs to list (default: all that the other options select)
+    pub ids: Vec<String>,
+    /// Fields to show, comma-separated (vzrun ve list -L lists them): ctid, status, ip,
+    /// hostname, procview (what the VE's /proc shows: host, virtual, or lost when the
+    /// LXCFS behind its view died), a beancounter for its held value, or with .m .b .l .f
+    /// for maxheld, barrier, limit, failcnt
     #[arg(short = 'o', long, default_value = "ctid,numproc,status,ip,hostname")]
     pub output: String,
-    /// Sort by this field
-    #[arg(short = 's', long)]
+    /// Sort by this field (any -L field, shown or not); -FIELD sorts in reverse
+    #[arg(short = 's', long, allow_hyphen_values = true, value_name = "[-]FIELD")]
     pub sort: Option<String>,
-    /// Print JSON
+    /// Print JSON: every field of each VE, whatever -o says (docs/json.md)
     #[arg(short = 'j', long)]
     pub json: bool,
     /// Do not print the header
     #[arg(short = 'H', long = "no-header")]
     pub no_header: bool,
-    /// Also list system VEs that are not running (made with `ve create`)
-    #[arg(short = 'a', long)]
+    /// Also list VEs that are not running (system VEs made with `ve create`)
+    #[arg(short = 'a', long, conflicts_with = "stopped")]
     pub all: bool,
+    /// List only VEs that are not running
+    #[arg(short = 'S', long)]
+    pub stopped: bool,
+    /// Only the VE IDs, one per line (-H -o ctid)
+    #[arg(short = '1', conflicts_with_all = ["output", "json"])]
+    pub ids_only: bool,
+    /// List the fields -o and -s take, and exit
+    #[arg(short = 'L', long = "list")]
+    pub list_fields: bool,
 }
 
 pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
-    let fields: Vec<String> = args
-        .output
-        .split(',')
-        .map(|f| f.trim().to_string())
-        .filter(|f| !f.is_empty())
-        .collect();
-    let mut rows = view::list(rt, &fields, args.all).map_err(|e| anyhow!("-o: {e}"))?;
-    if let Some(key) = &args.sort {
-        if !fields.contains(key) {
-            bail!("-s: {key:?} is not one of the -o fields");
+    if args.list_fields {
+        return list_fields();
+    }
+    let fields: Vec<String> = if args.ids_only {
+        vec!["ctid".to_string()]
+    } else {
+        args.output
+            .split(',')
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect()
+    };
+    for f in &fields {
+        view::check_field(f).map_err(|e| anyhow!("-o: {e}"))?;
+    }
+    let sort = match &args.sort {
+        Some(s) => {
+            let (reverse, key) = match s.strip_prefix('-') {
+                Some(k) => (true, k),
+                None => (false, s.as_str()),
+            };
+            view::check_field(key).map_err(|e| anyhow!("-s: {e}"))?;
+            Some((key.to_string(), reverse))
         }
-        rows.sort_by(|a, b| match (&a[key], &b[key]) {
-            (Value::Number(x), Value::Number(y)) => x.as_u64().cmp(&y.as_u64()),
-            (x, y) => x.to_string().cmp(&y.to_string()),
+        None => None,
+    };
+    let which = match (args.all, args.stopped) {
+        (_, true) => Which::Stopped,
+        (true, _) => Which::All,
+        // VEs named on the command line are listed whatever their state, as vzlist does.
+        _ if !args.ids.is_empty() => Which::All,
+        _ => Which::Running,
+    };
+    let mut views = view::list(rt, which, &args.ids);
+    // vzlist's order without -s: by ID.
+    views.sort_by(|a, b| a.ctid.cmp(&b.ctid));
+    if let Some((key, reverse)) = &sort {
+        views.sort_by(|a, b| {
+            let o = order(&value(a, key), &value(b, key));
+            if *reverse {
+                o.reverse()
+            } else {
+                o
+            }
         });
     }
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        outln!("{}", serde_json::to_string_pretty(&views)?)?;
         return Ok(0);
     }
-    let text = |v: &Value| match v {
+    let mut table: Vec<Vec<String>> = Vec::new();
+    if !args.no_header && !args.ids_only {
+        table.push(fields.iter().map(|f| f.to_uppercase()).collect());
+    }
+    for v in &views {
+        table.push(
+            fields
+                .iter()
+                .map(|f| match value(v, f) {
+                    Value::Null if is_number(f) => view::limit_text(None),
+                    other => text(&other),
+                })
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..fields.len())
+        .map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    // Numbers (and their headers) right-aligned as in vzlist; words left-aligned.
+    let numeric: Vec<bool> = fields.iter().map(|f| is_number(f)).collect();
+    for r in table {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match numeric[i] {
+                true => format!("{c:>w$}", w = widths[i]),
+                false => format!("{c:<w$}", w = widths[i]),
+            })
+            .collect();
+        outln!("{}", line.join("  ").trim_end())?;
+    }
+    Ok(0)
+}
+
+/// Beancounter fields hold numbers; the others words.
+fn is_number(field: &str) -> bool {
+    !view::PLAIN_FIELDS.iter().any(|(name, _)| *name == field)
+}
+
+fn value(v: &VeView, field: &str) -> Value {
+    // Fields were checked before listing.
+    v.field(field).unwrap_or(Value::Null)
+}
+
+/// Sort order of field values: numbers by value with unlimited (null) above every
+/// number, text and address lists by their text.
+fn order(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_u64()
+            .cmp(&y.as_u64())
+            .then_with(|| x.to_string().cmp(&y.to_string())),
+        (Value::Null, Value::Number(_)) => Ordering::Greater,
+        (Value::Number(_), Value::Null) => Ordering::Less,
+        (x, y) => text(x).cmp(&text(y)),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
         Value::Array(a) if a.is_empty() => "-".to_string(),
@@ -63,26 +164,23 @@ pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
             .filter_map(|x| x.as_str())
             .collect::<Vec<_>>()
             .join(" "),
-        Value::Number(n) if n.as_u64() >= Some(i64::MAX as u64) => "unlimited".to_string(),
         other => other.to_string(),
-    };
-    let mut table = Vec::new();
-    if !args.no_header {
-        table.push(fields.iter().map(|f| f.to_uppercase()).collect::<Vec<_>>());
     }
-    for r in &rows {
-        table.push(fields.iter().map(|f| text(&r[f])).collect());
+}
+
+fn list_fields() -> Result<i32> {
+    for (name, what) in view::PLAIN_FIELDS {
+        outln!("{name:<16}{what}")?;
     }
-    let widths: Vec<usize> = (0..fields.len())
-        .map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    for r in table {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        outln!("{}", line.join("  ").trim_end())?;
+    for bc in view::BEANCOUNTERS {
+        for (suffix, column) in view::SUFFIXES {
+            let alias = match bc {
+                "physpages" => format!(" (or ram{suffix})"),
+                "swappages" => format!(" (or swap{suffix})"),
+                _ => String::new(),
+            };
+            outln!("{:<16}{bc}'s {column}{alias}", format!("{bc}{suffix}"))?;
+        }
     }
     Ok(0)
 }

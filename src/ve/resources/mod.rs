@@ -49,8 +49,8 @@ mod tests {
             resource: resource.into(),
             held: 1,
             maxheld,
-            barrier: 10,
-            limit: 10,
+            barrier: Some(10),
+            limit: Some(10),
             failcnt,
         };
         let mut rows = vec![row("numproc", 3, 0), row("physpages", 50, 2)];
