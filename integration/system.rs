@@ -445,8 +445,10 @@ fn ve_errors_name_the_ve() {
     let o = ve.ve("set", &["--hostname", "x"]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(
-        o.error_msg()
-            .starts_with(&format!("VE {}: --save: the VE is not running", ve.id)),
+        o.error_msg().starts_with(&format!(
+            "VE {}: --save: needed: the VE is not running",
+            ve.id
+        )),
         "{o:?}"
     );
     let o = ve.ve("set", &["--ram", "lots", "--save"]);

@@ -195,7 +195,7 @@ fn an_address_under_a_route_is_not_removed_alone() {
     assert!(
         err.starts_with(&format!("VE {}: --ipdel: ", ve.id))
             && err.contains("source address of the VE's route")
-            && err.contains("--route-del"),
+            && err.contains("remove that route with it"),
         "{err}"
     );
     let routes = ve.sh("ip route show 203.0.113.0/24");

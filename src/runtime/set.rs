@@ -287,7 +287,7 @@ fn set_stopped(id: &str, dir: &Path, changes: &Changes) -> Result<()> {
     if !changes.save {
         return Err(refuse(
             Setting::Save,
-            "the VE is not running: add --save to change the settings its next start uses",
+            "needed: the VE is not running, so a change is for its next start",
         )
         .into());
     }

@@ -144,8 +144,8 @@ fn address_in_use(
     for r in routes {
         if r.src == Some(ip) && !leaving.iter().any(|l| l.text == r.text) {
             return Err(format!(
-                "{ip} is the source address of the VE's route {:?}: remove the route too (--route-del {:?}), or first",
-                r.text, r.text
+                "{ip} is the source address of the VE's route {:?}: remove that route with it, or first",
+                r.text
             ));
         }
     }
