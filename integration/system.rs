@@ -398,17 +398,30 @@ fn ve_errors_name_the_ve() {
             "{verb:?}: {o:?}"
         );
     }
-    // A system VE that is down.
+    // A system VE that is down: its counters are not there, and a change to its
+    // settings says it needs --save.
     let ve = SysVe::create(&rt, data.path(), "sys-err", "busybox", &[]);
-    for verb in [vec!["set", "--hostname", "x"], vec!["show"], vec!["stat"]] {
-        let o = ve.ve(verb[0], &verb[1..]);
-        assert_eq!(o.code, 1, "{verb:?}: {o:?}");
-        assert!(
-            o.error_msg()
-                .starts_with(&format!("VE {} is not running", ve.id)),
-            "{verb:?}: {o:?}"
-        );
-    }
+    let o = ve.ve("stat", &[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.error_msg()
+            .starts_with(&format!("VE {} is not running", ve.id)),
+        "{o:?}"
+    );
+    let o = ve.ve("set", &["--hostname", "x"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.error_msg().starts_with(&format!(
+            "VE {}: --save: needed: the VE is not running",
+            ve.id
+        )),
+        "{o:?}"
+    );
+    let o = ve.ve("set", &["--ram", "lots", "--save"]);
+    assert!(
+        o.error_msg().starts_with(&format!("VE {}: --ram: ", ve.id)),
+        "{o:?}"
+    );
     // An application container.
     let b = common::Bundle::busybox(&["sleep", "600"]);
     let id = common::unique_id("app");
@@ -437,6 +450,160 @@ fn ve_errors_name_the_ve() {
         );
     }
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}
+
+/// A file of the cgroup v1 `controller` hierarchy of process `pid`.
+fn cgroup_v1_file(pid: i64, controller: &str, file: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| {
+        let mut p = l.splitn(3, ':');
+        let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+        ctrls.split(',').any(|c| c == controller).then_some(path)
+    })?;
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{rel}/{file}"))
+        .ok()
+        .map(|v| v.trim().to_string())
+}
+
+/// vzctl's workflow on a stopped VE: `ve show` lists its network and resources from its
+/// one settings file, `ve set --save` changes that file, and the next start has the new
+/// values inside.
+#[test]
+fn a_stopped_ves_settings_are_shown_changed_and_booted_with() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(
+        &rt,
+        data.path(),
+        "sys-set",
+        "busybox",
+        &[
+            "--ipadd",
+            "198.51.100.216",
+            "--ram",
+            "128M",
+            "--hostname",
+            "before.example.test",
+            "--nameserver",
+            "198.51.100.53",
+            "--searchdomain",
+            "example.test",
+        ],
+    );
+    let show = ve.vz(&["ve", "show", "--json", &ve.id]);
+    assert_eq!(show.code, 0, "{show:?}");
+    let v = show.json();
+    assert_eq!(v["status"], "stopped", "{v}");
+    assert_eq!(v["template"], "busybox", "{v}");
+    assert_eq!(v["ip"], serde_json::json!(["198.51.100.216/32"]), "{v}");
+    assert_eq!(v["nameserver"], serde_json::json!(["198.51.100.53"]), "{v}");
+    assert_eq!(v["ram"], "128M", "{v}");
+    assert_eq!(v["diskspace"], "10G", "{v}");
+    assert!(v["numproc"].is_null(), "{v}");
+    let text = ve.ve("show", &[]).stdout;
+    for row in [
+        "status       stopped",
+        "ram          128M",
+        "numproc      -",
+    ] {
+        assert!(text.lines().any(|l| l == row), "{row:?} in:\n{text}");
+    }
+    // One text file, KEY="value" a line.
+    let conf = std::fs::read_to_string(ve.dir().join("ve.conf")).unwrap();
+    for line in [
+        "TEMPLATE=\"busybox\"",
+        "HOSTNAME=\"before.example.test\"",
+        "net.ip=\"198.51.100.216\"",
+        "ram=\"128M\"",
+        "diskspace=\"10G\"",
+    ] {
+        assert!(conf.lines().any(|l| l == line), "{line} in:\n{conf}");
+    }
+
+    let o = ve.ve(
+        "set",
+        &[
+            "--ram",
+            "256M",
+            "--numproc",
+            "150",
+            "--hostname",
+            "after.example.test",
+            "--ipadd",
+            "198.51.100.217",
+            "--nameserver",
+            "198.51.100.54",
+            "--save",
+        ],
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    let conf = std::fs::read_to_string(ve.dir().join("ve.conf")).unwrap();
+    assert!(conf.contains("\nram=\"256M\"\n"), "{conf}");
+    assert!(
+        conf.contains("\nnet.ip=\"198.51.100.216,198.51.100.217\"\n"),
+        "{conf}"
+    );
+    let v = ve.vz(&["ve", "show", "--json", &ve.id]).json();
+    assert_eq!(
+        (v["ram"].as_str(), v["numproc"].as_str()),
+        (Some("256M"), Some("150"))
+    );
+    assert_eq!(v["hostname"], "after.example.test");
+
+    ve.start();
+    assert_eq!(ve.sh("hostname").trim(), "after.example.test");
+    let addrs = ve.sh("ip -o addr show dev venet0");
+    assert!(
+        addrs.contains("198.51.100.216") && addrs.contains("198.51.100.217"),
+        "{addrs}"
+    );
+    let resolv = ve.sh("cat /etc/resolv.conf");
+    assert!(
+        resolv.contains("nameserver 198.51.100.54") && resolv.contains("search example.test"),
+        "{resolv}"
+    );
+    let pid = rt.state(&ve.id)["pid"].as_i64().unwrap();
+    if let Some(max) = cgroup_v1_file(pid, "pids", "pids.max") {
+        assert_eq!(max, "150");
+        let ram = cgroup_v1_file(pid, "memory", "memory.limit_in_bytes").unwrap();
+        assert_eq!(ram, (256u64 << 20).to_string());
+    }
+    let v = ve.vz(&["ve", "show", "--json", &ve.id]).json();
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["ram"], "256M");
+    // --save on the running VE writes the file too.
+    let o = ve.ve("set", &["--numproc", "160", "--save"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let conf = std::fs::read_to_string(ve.dir().join("ve.conf")).unwrap();
+    assert!(conf.contains("\nnumproc=\"160\"\n"), "{conf}");
+}
+
+/// A VE made before ve.conf held the settings (a JSON ve.conf, the settings in
+/// config.json's annotations) still starts with them, and its ve.conf becomes the
+/// text form.
+#[test]
+fn a_ve_from_before_the_settings_file_starts_and_is_migrated() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(&rt, data.path(), "sys-old", "busybox", &["--ram", "96M"]);
+    std::fs::write(
+        ve.dir().join("ve.conf"),
+        r#"{"template":"busybox","shutdown":"busybox","created":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let v = ve.vz(&["ve", "show", "--json", &ve.id]).json();
+    assert_eq!(v["ram"], "96M", "{v}");
+    ve.start();
+    let conf = std::fs::read_to_string(ve.dir().join("ve.conf")).unwrap();
+    assert!(conf.contains("\nram=\"96M\"\n"), "{conf}");
+    assert!(conf.contains("\nSHUTDOWN=\"busybox\"\n"), "{conf}");
+    assert_eq!(
+        ve.ve("stop", &[]).code,
+        0,
+        "stops the way its template says"
+    );
 }
 
 #[test]

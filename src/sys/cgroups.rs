@@ -254,3 +254,85 @@ pub fn remove_everywhere(path: &Path) {
         }
     }
 }
+
+/// Files of a cgroup as they were, to be written back if a change has to be undone.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    files: Vec<(PathBuf, String)>,
+}
+
+/// The file `name` of the cgroup at `path`: in the v2 directory, or on v1 in the
+/// hierarchy of the controller the name starts with (`memory.limit_in_bytes`).
+pub fn file_of(path: &Path, name: &str) -> PathBuf {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let root = Path::new(CGROUP_ROOT);
+    if unified() {
+        return root.join(rel).join(name);
+    }
+    let controller = name.split('.').next().unwrap_or(name);
+    root.join(controller).join(rel).join(name)
+}
+
+/// Reads the `names` of the cgroup at `path` that exist (v1 and v2 names may be mixed:
+/// only this host's are there).
+pub fn snapshot(path: &Path, names: &[&str]) -> Snapshot {
+    Snapshot {
+        files: names
+            .iter()
+            .map(|n| file_of(path, n))
+            .filter_map(|f| Some((f.clone(), std::fs::read_to_string(&f).ok()?)))
+            .collect(),
+    }
+}
+
+impl Snapshot {
+    /// Writes every file back. Limits that depend on each other (v1's memory and
+    /// memory+swap, a CPU quota and its period) are refused in one order and accepted
+    /// in the other, so what fails is tried once more after the rest.
+    pub fn restore(&self) -> Result<(), CgroupError> {
+        let mut failed = Vec::new();
+        for (file, old) in &self.files {
+            if write_back(file, old).is_err() {
+                failed.push((file, old));
+            }
+        }
+        for (file, old) in failed {
+            write_back(file, old).map_err(|e| CgroupError::Write {
+                path: file.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a file's old content back. Per-device files (v1 throttles, v2 io.max) take
+/// one device a write: each old line again, and a device that has a line only now is
+/// set back to no limit.
+fn write_back(file: &Path, old: &str) -> std::io::Result<()> {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let per_device = name.starts_with("blkio.throttle.") || name == "io.max";
+    if !per_device {
+        return std::fs::write(file, old.trim());
+    }
+    let device = |l: &str| l.split_whitespace().next().unwrap_or_default().to_string();
+    let now = std::fs::read_to_string(file)?;
+    for line in now.lines().filter(|l| !l.trim().is_empty()) {
+        let dev = device(line);
+        if !old.lines().any(|o| device(o) == dev) {
+            let none = if name == "io.max" {
+                format!("{dev} rbps=max wbps=max riops=max wiops=max")
+            } else {
+                format!("{dev} 0")
+            };
+            std::fs::write(file, none)?;
+        }
+    }
+    for line in old.lines().filter(|l| !l.trim().is_empty()) {
+        std::fs::write(file, line.trim())?;
+    }
+    Ok(())
+}

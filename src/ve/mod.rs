@@ -42,6 +42,15 @@ pub enum VeError {
         setting: live::Setting,
         problem: String,
     },
+    /// A step of `ve set` that failed after others had been made: `put_back` names the
+    /// settings undone, `left` those that could not be (with why).
+    #[error("{step} failed: {problem}{}", live::undo_summary(put_back, left))]
+    Failed {
+        step: live::Setting,
+        problem: String,
+        put_back: Vec<live::Setting>,
+        left: Vec<(live::Setting, String)>,
+    },
     #[error(transparent)]
     Net(#[from] net::NetError),
     /// A system call or file operation of the VE layer failed; `step` says which.

@@ -37,9 +37,35 @@ pub fn not_running(id: &str) -> Error {
     Error::State(format!("VE {id} is not running"))
 }
 
-/// One VE's network settings, as `ve show` prints them (field order is the table's).
+/// The `ve show` fields that come from the network; every other `io.vzrun.*` key is a
+/// field of its own, named by the key.
+const SHOWN_AS_NETWORK: &[&str] = &[
+    "net.mode",
+    "net.ip",
+    "net.mac",
+    "net.bridge",
+    "net.routes",
+    "net.rules",
+    "net.nameserver",
+    "net.searchdomain",
+];
+
+/// One VE's settings, as `ve show` prints them (field order is the table's): the network
+/// as it is, for a running VE, and every other setting; for a stopped system VE, what its
+/// ve.conf says.
 pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
-    let loaded = load_ve(rt, id)?;
+    let system = crate::ve::system::lifecycle::existing(id).ok();
+    // A system VE that is down (or whose init halted) shows what its next start uses;
+    // any other container what it was made with.
+    let loaded = match (load_ve(rt, id), &system) {
+        (Ok(l), Some(dir)) if l.container.status() == ContainerStatus::Stopped => {
+            drop(l);
+            return show_stopped(id, dir);
+        }
+        (Ok(l), _) => l,
+        (Err(_), Some(dir)) => return show_stopped(id, dir),
+        (Err(e), None) => return Err(e),
+    };
     let ve = &loaded.record.ve;
     let n = ve.net.clone().unwrap_or_default();
     let resolv = n
@@ -54,9 +80,10 @@ pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
             .flat_map(|r| r.split_whitespace().map(str::to_string).collect::<Vec<_>>())
             .collect()
     };
-    Ok(json!({
+    let mut out = json!({
         "ctid": id,
         "status": status_word(loaded.container.status()),
+        "template": system.as_ref().and_then(|d| crate::ve::system::VeConf::load(d).ok()).map(|c| c.template),
         "hostname": ve.hostname,
         "mode": if ve.net.is_some() { Some(n.mode) } else { None },
         "ip": n.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
@@ -65,10 +92,77 @@ pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
         "mac": n.mac,
         "bridge": n.bridge,
         "routes": n.routes.iter().map(|r| r.text.clone()).collect::<Vec<_>>(),
-        "rules": n.rules.iter().map(|r| format!("from {} table {}{}", r.from, r.table, r.priority.map(|p| format!(" priority {p}")).unwrap_or_default())).collect::<Vec<_>>(),
+        "rules": n.rules.iter().map(rule_text).collect::<Vec<_>>(),
         "nameserver": words("nameserver"),
         "searchdomain": words("search"),
-    }))
+    });
+    // The settings as the VE was made with them and `ve set` changed them since.
+    let settings = crate::runtime::bundle::load_spec(&rt.root.ve_dir(id))
+        .ok()
+        .and_then(|s| s.annotations().clone())
+        .unwrap_or_default();
+    add_settings(&mut out, &settings);
+    Ok(out)
+}
+
+fn rule_text(r: &crate::ve::net::RuleSpec) -> String {
+    format!(
+        "from {} table {}{}",
+        r.from,
+        r.table,
+        r.priority
+            .map(|p| format!(" priority {p}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Every `io.vzrun.*` key not shown as network, as a field named by the key (null when
+/// unset).
+fn add_settings(out: &mut Value, annotations: &std::collections::HashMap<String, String>) {
+    for k in crate::ve::keys::KEYS {
+        if SHOWN_AS_NETWORK.contains(&k.name) {
+            continue;
+        }
+        out[k.name] = annotations
+            .get(&crate::ve::keys::full(k.name))
+            .map_or(Value::Null, |v| json!(v));
+    }
+}
+
+/// A stopped system VE's settings, from its ve.conf.
+fn show_stopped(id: &str, dir: &std::path::Path) -> Result<Value> {
+    let conf = crate::ve::system::VeConf::load(dir)?;
+    let annotations = conf.annotations(dir);
+    let n = crate::ve::net::NetConfig::parse(&annotations)?;
+    let list = |key: &str| -> Vec<String> {
+        conf.settings
+            .get(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = json!({
+        "ctid": id,
+        "status": "stopped",
+        "template": conf.template,
+        "hostname": conf.hostname,
+        "mode": n.as_ref().map(|n| n.mode),
+        "ip": n.as_ref().map(|n| n.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "host_if": null,
+        "ve_if": null,
+        "mac": conf.settings.get("net.mac"),
+        "bridge": conf.settings.get("net.bridge"),
+        "routes": n.as_ref().map(|n| n.routes.iter().map(|r| r.text.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        "rules": n.as_ref().map(|n| n.rules.iter().map(rule_text).collect::<Vec<_>>()).unwrap_or_default(),
+        "nameserver": list("net.nameserver"),
+        "searchdomain": list("net.searchdomain"),
+    });
+    add_settings(&mut out, &annotations);
+    Ok(out)
 }
 
 /// A limit as every table prints it (`ve stat`, `ve list`, `ve show`): the number, or

@@ -1,5 +1,6 @@
 //! `vzrun ve create ID --template NAME [ve set flags]`: a system VE's bundle in the data
-//! directory, booting the template's init, with the settings as `io.vzrun.` annotations.
+//! directory, booting the template's init, with the settings in its `ve.conf` (and, made
+//! from it, as `io.vzrun.` annotations of its config.json).
 
 use std::collections::HashMap;
 use std::fs;
@@ -81,6 +82,12 @@ pub fn run(args: CreateArgs) -> Result<i32> {
             format!("{PREFIX}disk.image"),
             dir.join(system::DISK_IMAGE).to_string_lossy().into_owned(),
         );
+        let settings = annotations
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v)))
+            .filter(|(k, _)| system::settable(k))
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         let spec = system::spec(&SystemSpec {
             template: &tpl,
             hostname: &hostname,
@@ -89,10 +96,14 @@ pub fn run(args: CreateArgs) -> Result<i32> {
         })?;
         spec.save(dir.join("config.json"))
             .map_err(|e| anyhow!("write {}/config.json: {e}", dir.display()))?;
+        // The settings' one home; config.json is made from it again at every start.
         VeConf {
             template: tpl.info.name.clone(),
             shutdown: tpl.info.shutdown,
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            hostname: Some(hostname.clone()),
+            settings,
+            legacy: false,
         }
         .save(&dir)?;
         Ok(())

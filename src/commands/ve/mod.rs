@@ -23,9 +23,9 @@ pub mod suspend;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum VeCommand {
-    /// Change settings of a running VE (vzctl set)
+    /// Change a VE's settings: live, and with --save for its next start (vzctl set)
     Set(Box<set::SetArgs>),
-    /// Print a VE's network settings
+    /// Print a VE's settings: network and resources, running or stopped
     Show(show::ShowArgs),
     /// Beancounters: held, maxheld, barrier, limit and failcnt per resource
     Stat(stat::StatArgs),

@@ -1,19 +1,20 @@
-//! `vzrun ve set`: change a running VE, as `vzctl set` does. Flags become
-//! [`Changes`], the runtime applies them, and an error about a setting is named here by
-//! the flag that gave it.
+//! `vzrun ve set`: change a VE, as `vzctl set` does: a running one live (and with
+//! `--save` for its next start too), a stopped system VE's saved settings with `--save`.
+//! Flags become [`Changes`], the runtime applies them, and an error about a setting, or
+//! a step that failed and what was put back, is named here by the flag that gave it.
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
 use crate::runtime::error::Error;
 use crate::runtime::Runtime;
-use crate::ve::live::{Changes, Setting};
+use crate::ve::live::{undo_summary_with, Changes, Setting};
 use crate::ve::VeError;
 
 use super::{flag_err, ve_err};
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  vzrun ve set web --ram 1G --swap 512M --numproc 400\n  vzrun ve set web --ipadd 192.0.2.10 --save"
+    after_help = "Examples:\n  vzrun ve set web --ram 1G --swap 512M --numproc 400\n  vzrun ve set web --ipadd 192.0.2.10 --save\n  vzrun ve set web --ram 2G --save    # a stopped VE: for its next start"
 )]
 pub struct SetArgs {
     pub id: String,
@@ -77,7 +78,8 @@ pub struct SetArgs {
     /// I/O operations per second limit, read and write each (or unlimited)
     #[arg(long)]
     pub iopslimit: Option<String>,
-    /// Also write the new values into the bundle's config.json annotations
+    /// Also keep the new values for the next start: a system VE's ve.conf, else the
+    /// bundle's config.json annotations. A stopped system VE changes only with --save
     #[arg(long)]
     pub save: bool,
 }
@@ -105,6 +107,17 @@ pub fn run(rt: &Runtime, args: SetArgs) -> Result<i32> {
             &format!("VE {}: {}", args.id, flag(setting)),
             problem,
         )),
+        Err(Error::Ve(VeError::Failed {
+            step,
+            problem,
+            put_back,
+            left,
+        })) => Err(anyhow!(
+            "VE {}: {} failed: {problem}{}",
+            args.id,
+            flag(step),
+            undo_summary_with(&put_back, &left, flag)
+        )),
         Err(e) => Err(ve_err(&args.id, e)),
     }
 }
@@ -118,6 +131,7 @@ pub(super) fn flag(s: Setting) -> String {
         Setting::RouteDel => "--route-del".into(),
         Setting::Hostname => "--hostname".into(),
         Setting::Nameserver => "--nameserver".into(),
+        Setting::Searchdomain => "--searchdomain".into(),
         Setting::Resource(name) => format!("--{name}"),
         Setting::DiskSpace => "--diskspace".into(),
         Setting::DiskInodes => "--diskinodes".into(),

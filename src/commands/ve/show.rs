@@ -1,10 +1,11 @@
-//! `vzrun ve show`: a VE's network settings.
+//! `vzrun ve show`: a VE's settings, network and resources, running or stopped.
 
 use anyhow::Result;
 use serde_json::Value;
 
 use crate::commands::out::outln;
 use crate::runtime::Runtime;
+use crate::ve::keys::{self, Concern};
 use crate::ve::view;
 
 #[derive(clap::Args, Debug)]
@@ -33,9 +34,21 @@ pub fn run(rt: &Runtime, args: ShowArgs) -> Result<i32> {
             .join(" "),
         other => other.to_string(),
     };
+    // The VE and its network, then each other setting: the resources and the private
+    // area always, the rest when set.
+    let others = keys::KEYS
+        .iter()
+        .filter(|k| v.get(k.name).is_some())
+        .filter(|k| {
+            matches!(k.concern, Concern::Resources)
+                || matches!(k.name, "diskspace" | "diskinodes")
+                || !v[k.name].is_null()
+        })
+        .map(|k| k.name);
     for key in [
         "ctid",
         "status",
+        "template",
         "hostname",
         "mode",
         "ip",
@@ -47,7 +60,10 @@ pub fn run(rt: &Runtime, args: ShowArgs) -> Result<i32> {
         "rules",
         "nameserver",
         "searchdomain",
-    ] {
+    ]
+    .into_iter()
+    .chain(others)
+    {
         let val = if key == "routes" || key == "rules" {
             v[key]
                 .as_array()
@@ -62,7 +78,7 @@ pub fn run(rt: &Runtime, args: ShowArgs) -> Result<i32> {
         } else {
             s(&v[key])
         };
-        outln!("{key:<13}{val}")?;
+        outln!("{key:<12} {val}")?;
     }
     Ok(0)
 }

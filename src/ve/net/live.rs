@@ -9,6 +9,33 @@ use super::setup::{
 use super::{guard, Addr, Mode, NetConfig, NetError, NetRecord, RouteSpec};
 use crate::sys::netlink::{self, in_netns, Address, Netlink};
 
+/// One change made inside the VE, for putting it back.
+enum Done {
+    RouteDel(netlink::Route),
+    AddrAdd(Address),
+    AddrDel(Address),
+    RouteAdd(netlink::Route),
+}
+
+/// Whether a running VE may take the addresses `add`: the same rules as at create (the
+/// policy's pools are not checked here: `ve set` is the administrator's own command).
+pub fn check_add(rec: &NetRecord, add: &[Addr]) -> Result<(), NetError> {
+    for a in add {
+        if rec.ips.iter().any(|x| x.ip == a.ip) {
+            return Err(NetError::AddressOwned(a.ip));
+        }
+    }
+    if add.is_empty() {
+        return Ok(());
+    }
+    let mut nl = Netlink::new()?;
+    let lan = match rec.mode {
+        Mode::Venet => rec.uplink.as_deref(),
+        Mode::Veth => rec.bridge.as_deref(),
+    };
+    super::claim::check(&mut nl, "net.ip", add, lan)
+}
+
 /// Adds and removes addresses and routes on a running VE (`ve set`). An address to add
 /// that the VE holds already ([`NetError::AddressOwned`]) or may not claim on this host
 /// ([`NetError::AddressRefused`]) is refused before anything changes.
@@ -23,18 +50,7 @@ pub fn change(
     let ns = netns_of(pid);
     let ve_if = rec.ve_if.clone().ok_or(NetError::Unmanaged)?;
     let mut nl = Netlink::new()?;
-    for a in add {
-        if rec.ips.iter().any(|x| x.ip == a.ip) {
-            return Err(NetError::AddressOwned(a.ip));
-        }
-    }
-    // The same rules as at create (the policy's pools are not checked here: `ve set` is
-    // the administrator's own command).
-    let lan = match rec.mode {
-        Mode::Venet => rec.uplink.as_deref(),
-        Mode::Veth => rec.bridge.as_deref(),
-    };
-    super::claim::check(&mut nl, "net.ip", add, lan)?;
+    check_add(rec, add)?;
     let (add_v, ra, rd) = (add.to_vec(), routes_add.to_vec(), routes_del.to_vec());
     let (mode, had_v4, had_v6) = (
         rec.mode,
@@ -57,27 +73,50 @@ pub fn change(
             ip: a.ip,
             prefix: a.prefix,
         };
-        for a in &add_v {
-            n.add(&address(a))?;
-        }
-        if mode == Mode::Venet {
-            // The first address of a family brings that family's default route.
-            for (v6, had) in [(false, had_v4), (true, had_v6)] {
-                if !had && add_v.iter().any(|a| a.ip.is_ipv6() == v6) {
-                    let _ = n.add(&venet_default(idx, v6));
+        // Routes go before the addresses they may name as source, and come after them:
+        // the kernel drops a route whose source address goes, and refuses one whose
+        // source is not there yet. The same order undoes a change (adds and removes
+        // swapped). What one refuses halfway is put back here, so that a failed change
+        // leaves the VE as it was.
+        let mut done: Vec<Done> = Vec::new();
+        let result = (|| -> Result<(), NetError> {
+            for r in &rd {
+                n.del(&to_route(r, idx))?;
+                done.push(Done::RouteDel(to_route(r, idx)));
+            }
+            for a in &add_v {
+                n.add(&address(a))?;
+                done.push(Done::AddrAdd(address(a)));
+            }
+            if mode == Mode::Venet {
+                // The first address of a family brings that family's default route.
+                for (v6, had) in [(false, had_v4), (true, had_v6)] {
+                    if !had && add_v.iter().any(|a| a.ip.is_ipv6() == v6) {
+                        let _ = n.add(&venet_default(idx, v6));
+                    }
                 }
             }
+            for a in &del_prefixes {
+                n.del(&address(a))?;
+                done.push(Done::AddrDel(address(a)));
+            }
+            for r in &ra {
+                n.add(&to_route(r, idx))?;
+                done.push(Done::RouteAdd(to_route(r, idx)));
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for d in done.iter().rev() {
+                let _ = match d {
+                    Done::RouteDel(r) => n.add(r),
+                    Done::AddrAdd(a) => n.del(a),
+                    Done::AddrDel(a) => n.add(a),
+                    Done::RouteAdd(r) => n.del(r),
+                };
+            }
         }
-        for a in &del_prefixes {
-            n.del(&address(a))?;
-        }
-        for r in &rd {
-            n.del(&to_route(r, idx))?;
-        }
-        for r in &ra {
-            n.add(&to_route(r, idx))?;
-        }
-        Ok(())
+        result
     })??;
     let host_idx = rec
         .host_if

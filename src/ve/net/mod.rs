@@ -25,9 +25,9 @@ mod uplink;
 pub use config::{
     check_nameservers, parse_ips, parse_route, Addr, Mode, NetConfig, RouteSpec, RuleSpec,
 };
-pub use dns::resolv_conf;
+pub use dns::{resolv_conf, update_resolv_conf};
 pub use error::NetError;
-pub use live::change;
+pub use live::{change, check_add};
 pub use setup::{
     announce, fresh_netns, preflight, set_host_link, setup, setup_at, teardown, NetRecord,
 };

@@ -35,3 +35,30 @@ pub fn set_process_numfile(pid: i32, n: u64) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A running process's hard RLIMIT_NOFILE.
+pub fn process_numfile_hard(pid: i32) -> std::io::Result<u64> {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: no new limit is given; `old` is a valid rlimit for the kernel to fill.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(old.rlim_max)
+}
+
+/// Whether this process may raise hard resource limits (CAP_SYS_RESOURCE in effect).
+pub fn may_raise_limits() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}

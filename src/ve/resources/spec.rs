@@ -324,3 +324,99 @@ pub fn merge(into: &mut LinuxResources, new: &LinuxResources) {
         into.set_block_io(new.block_io().clone());
     }
 }
+/// The part of a VE's resources one cgroup controller applies, with the cgroup files
+/// (v1 and v2 names) it writes: `ve set` applies the parts one at a time, in an order the
+/// kernel accepts, and writes the files back if a later step fails.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The setting the part is named by in errors: the first one given.
+    pub name: &'static str,
+    pub config: ResourceConfig,
+    pub files: &'static [&'static str],
+}
+
+impl ResourceConfig {
+    /// The parts these settings touch: processes, CPU, memory, I/O. `given` lists the
+    /// settings the user gave, to name each part by one of them.
+    pub fn parts(&self, given: &[&'static str]) -> Vec<Part> {
+        let mut out = Vec::new();
+        let mut part = |members: &[&'static str], config: ResourceConfig, files| {
+            if config == ResourceConfig::default() {
+                return;
+            }
+            let name = given
+                .iter()
+                .find(|g| members.contains(g))
+                .copied()
+                .unwrap_or(members[0]);
+            out.push(Part {
+                name,
+                config,
+                files,
+            });
+        };
+        part(
+            &["numproc"],
+            ResourceConfig {
+                numproc: self.numproc,
+                ..Default::default()
+            },
+            &["pids.max"],
+        );
+        part(
+            &["cpuunits", "cpulimit", "cpus"],
+            ResourceConfig {
+                cpuunits: self.cpuunits,
+                cpulimit: self.cpulimit,
+                cpus: self.cpus,
+                ..Default::default()
+            },
+            &[
+                "cpuset.cpus",
+                "cpu.shares",
+                "cpu.cfs_period_us",
+                "cpu.cfs_quota_us",
+                "cpu.weight",
+                "cpu.max",
+            ],
+        );
+        part(
+            &["ram", "swap", "memguarantee"],
+            ResourceConfig {
+                ram: self.ram,
+                swap: self.swap,
+                memguarantee: self.memguarantee,
+                ..Default::default()
+            },
+            &[
+                "memory.memsw.limit_in_bytes",
+                "memory.limit_in_bytes",
+                "memory.soft_limit_in_bytes",
+                "memory.max",
+                "memory.swap.max",
+                "memory.low",
+            ],
+        );
+        part(
+            &["iolimit", "iopslimit", "ioprio"],
+            ResourceConfig {
+                iolimit: self.iolimit,
+                iopslimit: self.iopslimit,
+                ioprio: self.ioprio,
+                ..Default::default()
+            },
+            &[
+                "blkio.weight",
+                "blkio.bfq.weight",
+                "blkio.throttle.read_bps_device",
+                "blkio.throttle.write_bps_device",
+                "blkio.throttle.read_iops_device",
+                "blkio.throttle.write_iops_device",
+                "io.weight",
+                "io.bfq.weight",
+                "io.max",
+            ],
+        );
+        out
+    }
+}

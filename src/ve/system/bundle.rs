@@ -1,25 +1,17 @@
 //! A system VE's bundle in the data directory: its OCI config that boots a template's
-//! init, and `ve.conf`, the VE's record beside it.
+//! init, beside `ve.conf`, the VE's record and settings (see `conf`).
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::conf::VeConf;
 use super::config::SYSTEM_CAPS;
-use crate::ve::template::{Shutdown, Template};
+use crate::ve::template::Template;
 use crate::ve::{VeError, PREFIX};
-
-/// The VE's record beside its bundle: which template it boots and how it stops.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VeConf {
-    pub template: String,
-    pub shutdown: Shutdown,
-    pub created: String,
-}
 
 pub const VE_CONF: &str = "ve.conf";
 pub const CONSOLE_LOG: &str = "console.log";
@@ -27,22 +19,6 @@ pub const DISK_IMAGE: &str = "private.img";
 
 pub fn ves_dir(data: &Path) -> PathBuf {
     data.join("ve")
-}
-
-impl VeConf {
-    pub fn load(dir: &Path) -> Result<Self, VeError> {
-        let path = dir.join(VE_CONF);
-        let data =
-            fs::read(&path).map_err(|e| VeError::io(format!("read {}", path.display()), e))?;
-        serde_json::from_slice(&data)
-            .map_err(|e| VeError::Refused(format!("{}: {e}", path.display())))
-    }
-
-    pub fn save(&self, dir: &Path) -> Result<(), VeError> {
-        let path = dir.join(VE_CONF);
-        let text = serde_json::to_vec_pretty(self).map_err(|e| VeError::io("encode ve.conf", e))?;
-        fs::write(&path, text).map_err(|e| VeError::io(format!("write {}", path.display()), e))
-    }
 }
 
 /// `(VE id, template)` for every VE in the data directory.

@@ -57,7 +57,7 @@ pub fn lock(id: &str) -> Result<(PathBuf, FileLock)> {
 /// Boots a system VE: its container from the VE's bundle, init started.
 pub fn start(rt: &Runtime, id: &str) -> Result<()> {
     let (dir, _lock) = lock(id)?;
-    VeConf::load(&dir)?;
+    let conf = VeConf::load(&dir)?;
     // Booting afresh would run on a disk the checkpoint's processes left mid-use, and
     // the checkpoint would then be stale.
     if dir.join(SUSPEND_DIR).exists() {
@@ -66,6 +66,12 @@ pub fn start(rt: &Runtime, id: &str) -> Result<()> {
         )));
     }
     let log = clear_to_run(rt, id, &dir)?;
+    // ve.conf is what the VE boots with, hand edits included; a VE from before it held
+    // the settings gets the text form now.
+    if conf.legacy {
+        conf.save(&dir)?;
+    }
+    conf.write_bundle(&dir)?;
     let created = {
         let _stdio = StdioTo::log(&log)?;
         rt.create(CreateOptions {

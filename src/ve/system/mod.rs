@@ -8,12 +8,14 @@
 //! stays under the runtime root, as for any container.
 
 mod bundle;
+mod conf;
 pub mod config;
 mod init;
 pub mod lifecycle;
 mod sysctl;
 
 pub use bundle::*;
+pub use conf::*;
 pub use config::*;
 pub use init::*;
 pub use sysctl::*;

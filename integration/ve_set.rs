@@ -1,0 +1,239 @@
+//! `ve set` on running VEs as an administrator relies on it: all or nothing (a step
+//! the kernel refuses puts back the steps before it and is named), no address taken
+//! from under a route, name servers that keep the search domains. Stopped system VEs
+//! are in `system.rs`. Addresses: 198.51.100.241-249 and 203.0.113.0/24 routes.
+
+mod common;
+
+use common::{Bundle, Runtime};
+use serde_json::{json, Value};
+
+struct Ve<'a> {
+    rt: &'a Runtime,
+    id: String,
+    _bundle: Bundle,
+}
+
+impl<'a> Ve<'a> {
+    fn start(rt: &'a Runtime, tag: &str, ann: Value) -> Ve<'a> {
+        let bundle = Bundle::ve(&["sleep", "600"], ann);
+        let id = common::unique_id(tag);
+        rt.track(&id);
+        let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+        assert_eq!(o.code, 0, "start {id}: {o:?}");
+        Ve {
+            rt,
+            id,
+            _bundle: bundle,
+        }
+    }
+
+    fn set(&self, flags: &[&str]) -> common::Out {
+        let mut args = vec!["ve", "set", self.id.as_str()];
+        args.extend_from_slice(flags);
+        self.rt.run(&args)
+    }
+
+    fn sh(&self, script: &str) -> String {
+        let o = self.rt.run(&["exec", &self.id, "sh", "-c", script]);
+        assert_eq!(o.code, 0, "{script}: {o:?}");
+        o.stdout
+    }
+
+    fn show(&self) -> Value {
+        let o = self.rt.run(&["ve", "show", "--json", &self.id]);
+        assert_eq!(o.code, 0, "{o:?}");
+        o.json()
+    }
+
+    /// A file of the VE's cgroup v1 `controller` hierarchy, read on the host.
+    fn cgroup(&self, controller: &str, file: &str) -> String {
+        let pid = self.rt.state(&self.id)["pid"].as_i64().unwrap();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let rel = text
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+                ctrls.split(',').any(|c| c == controller).then_some(path)
+            })
+            .unwrap_or_else(|| panic!("no {controller} cgroup: {text}"));
+        let path = format!("/sys/fs/cgroup/{controller}{rel}/{file}");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .to_string()
+    }
+}
+
+fn cgroup_v1() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+}
+
+/// A `ve set` whose memory step the kernel refuses (a limit below what the VE's tmpfs
+/// holds, with no swap to push it to) after its address and process limit were made:
+/// both are put back, and the error names the step that failed and what it undid.
+#[test]
+fn a_failed_step_puts_back_the_steps_before_it() {
+    require_root!();
+    if !cgroup_v1() {
+        eprintln!("SKIP: the cgroup files read here are cgroup v1's");
+        return;
+    }
+    let rt = Runtime::vzrun();
+    let ve = Ve::start(
+        &rt,
+        "set-undo",
+        json!({"io.vzrun.net.ip": "198.51.100.241", "io.vzrun.ram": "64M", "io.vzrun.numproc": "100"}),
+    );
+    // 24 MiB in the VE's own tmpfs: charged to its cgroup, and nothing can reclaim it.
+    ve.sh("dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null");
+    let before = ve.show();
+    let o = ve.set(&[
+        "--ipadd",
+        "198.51.100.242",
+        "--numproc",
+        "77",
+        "--ram",
+        "8M",
+    ]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let err = o.error_msg();
+    assert!(
+        err.starts_with(&format!("VE {}: --ram failed: ", ve.id)),
+        "{err}"
+    );
+    assert!(
+        err.contains("put back as it was: --ipadd, --numproc"),
+        "{err}"
+    );
+    assert_eq!(ve.cgroup("pids", "pids.max"), "100", "numproc put back");
+    assert_eq!(
+        ve.cgroup("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    let addrs = ve.sh("ip -o addr show dev venet0");
+    assert!(!addrs.contains("198.51.100.242"), "{addrs}");
+    assert_eq!(ve.show(), before, "ve show after a failed set");
+    // The same change within what the VE holds goes through whole.
+    let o = ve.set(&[
+        "--ipadd",
+        "198.51.100.242",
+        "--numproc",
+        "77",
+        "--ram",
+        "48M",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(ve.cgroup("pids", "pids.max"), "77");
+    let show = ve.show();
+    assert_eq!(
+        show["ip"],
+        json!(["198.51.100.241/32", "198.51.100.242/32"])
+    );
+    assert_eq!(
+        (show["ram"].as_str(), show["numproc"].as_str()),
+        (Some("48M"), Some("77"))
+    );
+}
+
+/// The README's own example on a VE with swap: raising ram needs memory+swap raised
+/// first on cgroup v1 (EINVAL otherwise), lowering it the other way round.
+#[test]
+fn raising_and_lowering_ram_with_swap() {
+    require_root!();
+    if !std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+        eprintln!("SKIP: no cgroup v1 swap accounting (memory.memsw)");
+        return;
+    }
+    let rt = Runtime::vzrun();
+    let ve = Ve::start(
+        &rt,
+        "set-swap",
+        json!({"io.vzrun.ram": "256M", "io.vzrun.swap": "128M", "io.vzrun.numproc": "200",
+               "io.vzrun.diskspace": "1G"}),
+    );
+    let o = ve.set(&[
+        "--ram",
+        "512M",
+        "--numproc",
+        "400",
+        "--cpulimit",
+        "150",
+        "--diskspace",
+        "2G",
+        "--iolimit",
+        "40M",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mem = |f: &str| ve.cgroup("memory", f).parse::<u64>().unwrap();
+    assert_eq!(mem("memory.limit_in_bytes"), 512 << 20);
+    assert_eq!(mem("memory.memsw.limit_in_bytes"), 640 << 20, "swap kept");
+    assert_eq!(ve.cgroup("pids", "pids.max"), "400");
+    let o = ve.set(&["--ram", "128M"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(mem("memory.limit_in_bytes"), 128 << 20);
+    assert_eq!(mem("memory.memsw.limit_in_bytes"), 256 << 20);
+    assert_eq!(ve.show()["ram"], "128M");
+}
+
+/// Removing an address a route uses as its source is refused, naming the route (the
+/// kernel would drop the route and `ve show` still list it); with the route it goes.
+#[test]
+fn an_address_under_a_route_is_not_removed_alone() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let route = "203.0.113.0/24 src 198.51.100.243";
+    let ve = Ve::start(
+        &rt,
+        "set-ipdel",
+        json!({"io.vzrun.net.ip": "198.51.100.243,198.51.100.244", "io.vzrun.net.routes": route}),
+    );
+    let o = ve.set(&["--ipdel", "198.51.100.243"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let err = o.error_msg();
+    assert!(
+        err.starts_with(&format!("VE {}: --ipdel: ", ve.id))
+            && err.contains("source address of the VE's route")
+            && err.contains("remove that route with it"),
+        "{err}"
+    );
+    let routes = ve.sh("ip route show 203.0.113.0/24");
+    assert!(routes.contains("src 198.51.100.243"), "{routes}");
+    assert_eq!(ve.show()["routes"], json!([route]));
+    let o = ve.set(&["--ipdel", "all"]);
+    assert!(o.error_msg().contains("--ipdel"), "{o:?}");
+    let o = ve.set(&["--ipdel", "198.51.100.243", "--route-del", route]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let show = ve.show();
+    assert_eq!(show["routes"], json!([]));
+    assert_eq!(show["ip"], json!(["198.51.100.244/32"]));
+    assert!(ve.sh("ip route show 203.0.113.0/24").trim().is_empty());
+}
+
+/// `--nameserver` replaces the name servers and keeps the search domains (and the other
+/// way round), as the VE's resolv.conf has them.
+#[test]
+fn name_servers_and_search_domains_change_apart() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let ve = Ve::start(
+        &rt,
+        "set-dns",
+        json!({"io.vzrun.net.ip": "198.51.100.245", "io.vzrun.net.nameserver": "198.51.100.53",
+               "io.vzrun.net.searchdomain": "example.test"}),
+    );
+    let o = ve.set(&["--nameserver", "198.51.100.54"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let conf = ve.sh("cat /etc/resolv.conf");
+    assert!(conf.contains("search example.test\n"), "{conf}");
+    assert!(
+        conf.contains("nameserver 198.51.100.54\n") && !conf.contains("198.51.100.53"),
+        "{conf}"
+    );
+    let o = ve.set(&["--searchdomain", "other.test"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let show = ve.show();
+    assert_eq!(show["nameserver"], json!(["198.51.100.54"]));
+    assert_eq!(show["searchdomain"], json!(["other.test"]));
+}
