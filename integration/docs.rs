@@ -261,3 +261,33 @@ fn unknown_keys_suggest_the_nearest_and_ranges_match_ve_keys() {
         assert!(o.error_msg().contains(want), "{key}: {o:?}");
     }
 }
+
+/// `ve create --help` offers only what makes sense for a VE that does not exist yet (no
+/// removing addresses or routes, no --save), and every ID argument says what it is.
+#[test]
+fn ve_create_help_offers_only_create_time_flags() {
+    let create = vzrun(&["ve", "create", "--help"]).stdout;
+    let set = vzrun(&["ve", "set", "--help"]).stdout;
+    for flag in ["--ipdel", "--route-del", "--save"] {
+        assert!(!create.contains(flag), "ve create offers {flag}:\n{create}");
+        assert!(set.contains(flag), "ve set lost {flag}:\n{set}");
+    }
+    assert!(
+        create.contains("--ipadd") && create.contains("--ram"),
+        "{create}"
+    );
+    for help in [&create, &set] {
+        let id = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("<ID>"))
+            .unwrap_or_default();
+        assert!(
+            id.len() > "  <ID>".len() + 5,
+            "<ID> is not described:\n{help}"
+        );
+    }
+    // What the help leaves out is still refused by name.
+    let o = vzrun(&["ve", "create", "x1", "--template", "busybox", "--save"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("--save"), "{o:?}");
+}

@@ -32,6 +32,13 @@ pub enum VeCommand {
     /// List VEs (vzlist)
     List(list::ListArgs),
     /// Make a system VE from an OS template (vzctl create)
+    // Removing addresses or routes, or saving, means nothing for a VE that does not
+    // exist yet: its help leaves those `ve set` flags out (create refuses them by name).
+    #[command(
+        mut_arg("ipdel", |a| a.hide(true)),
+        mut_arg("route_del", |a| a.hide(true)),
+        mut_arg("save", |a| a.hide(true))
+    )]
     Create(Box<create::CreateArgs>),
     /// Boot a system VE: its init runs the startup scripts
     Start(start::StartArgs),

@@ -17,6 +17,7 @@ use super::{flag_err, ve_err};
     after_help = "Examples:\n  vzrun ve set web --ram 1G --swap 512M --numproc 400\n  vzrun ve set web --ipadd 192.0.2.10 --save\n  vzrun ve set web --ram 2G --save    # a stopped VE: for its next start"
 )]
 pub struct SetArgs {
+    /// The VE's ID (its container ID: `vzrun list` and `vzrun ve list` show them)
     pub id: String,
     /// Add an IP address (repeatable)
     #[arg(long = "ipadd")]
