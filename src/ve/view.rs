@@ -11,7 +11,7 @@ use crate::runtime::error::{Error, Result};
 use crate::runtime::root::Loaded;
 use crate::runtime::state::{status_word, Record};
 use crate::runtime::Runtime;
-use crate::ve::resources::{beancounters, usage, Counter, ResourceConfig, Usage};
+use crate::ve::resources::{beancounters_of, usage, Counter, Groups, ResourceConfig, Usage};
 
 /// A field of `ve list` that does not exist.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +276,40 @@ impl VeView {
     }
 }
 
+/// What a list has to read for each running VE: a table reads what its columns show,
+/// JSON everything. With hundreds of VEs the reads a column does not need (every
+/// process's fd table for numfile, the private area's statfs, the mount table for
+/// procview) are most of a `ve list`'s time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub groups: Groups,
+    pub usage: bool,
+    pub procview: bool,
+}
+
+impl Need {
+    pub const ALL: Need = Need {
+        groups: Groups::ALL,
+        usage: true,
+        procview: true,
+    };
+
+    /// What the `ve list` fields (already checked) need.
+    pub fn fields<'a>(fields: impl IntoIterator<Item = &'a str>) -> Need {
+        let mut need = Need {
+            groups: Groups::NONE,
+            usage: false,
+            procview: false,
+        };
+        for f in fields {
+            let name = canonical(f.split('.').next().unwrap_or(f));
+            need.procview |= name == "procview";
+            need.groups = need.groups.with(name);
+        }
+        need
+    }
+}
+
 /// Checks that `field` names a `ve list` field.
 pub fn check_field(field: &str) -> Result<(), ViewError> {
     VeView {
@@ -291,7 +325,7 @@ pub fn check_field(field: &str) -> Result<(), ViewError> {
     .map(|_| ())
 }
 
-fn running_view(id: &str, status: &str, pid: i32, rec: &Record) -> VeView {
+fn running_view(id: &str, status: &str, pid: i32, rec: &Record, need: Need) -> VeView {
     VeView {
         ctid: id.to_string(),
         status: status.to_string(),
@@ -303,9 +337,15 @@ fn running_view(id: &str, status: &str, pid: i32, rec: &Record) -> VeView {
             .map(|n| n.ips.iter().map(|a| a.ip.to_string()).collect())
             .unwrap_or_default(),
         // Read from the VE's own mount table, so only for a live init.
-        procview: Some(crate::ve::proc_view::seen_by(pid).word()),
-        beancounters: Beancounters(beancounters(pid, &rec.ve)),
-        usage: usage(pid),
+        procview: need
+            .procview
+            .then(|| crate::ve::proc_view::seen_by(pid).word()),
+        beancounters: Beancounters(beancounters_of(pid, &rec.ve, need.groups)),
+        usage: if need.usage {
+            usage(pid)
+        } else {
+            Usage::default()
+        },
     }
 }
 
@@ -317,13 +357,19 @@ pub fn stat(rt: &Runtime, id: &str) -> Result<VeView> {
     }
     let pid = loaded.container.pid().ok_or_else(|| not_running(id))?;
     let status = status_word(loaded.container.status());
-    Ok(running_view(id, status, pid.as_raw(), &loaded.record))
+    Ok(running_view(
+        id,
+        status,
+        pid.as_raw(),
+        &loaded.record,
+        Need::ALL,
+    ))
 }
 
 /// The views of every VE under the root that has not stopped, by ID (sorted); VEs that
 /// stop or go away while being read are left out.
 pub fn stat_all(rt: &Runtime) -> Vec<VeView> {
-    let mut out: Vec<VeView> = list(rt, Which::Running, &[]);
+    let mut out: Vec<VeView> = list(rt, Which::Running, &[], Need::ALL);
     out.sort_by(|a, b| a.ctid.cmp(&b.ctid));
     out
 }
@@ -426,7 +472,7 @@ pub enum Which {
 
 /// `ve list`'s VEs: every container under the root that is not stopped, and the system
 /// VEs that are not running; `ids`, when given, picks those (in any state `which` allows).
-pub fn list(rt: &Runtime, which: Which, ids: &[String]) -> Vec<VeView> {
+pub fn list(rt: &Runtime, which: Which, ids: &[String], need: Need) -> Vec<VeView> {
     let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
     let mut views = Vec::new();
     let mut stopped_containers = Vec::new();
@@ -439,9 +485,13 @@ pub fn list(rt: &Runtime, which: Which, ids: &[String]) -> Vec<VeView> {
         };
         match (c.status(), c.pid()) {
             (ContainerStatus::Stopped, _) | (_, None) => stopped_containers.push((id, rec)),
-            (status, Some(pid)) if which != Which::Stopped => {
-                views.push(running_view(&id, status_word(status), pid.as_raw(), &rec))
-            }
+            (status, Some(pid)) if which != Which::Stopped => views.push(running_view(
+                &id,
+                status_word(status),
+                pid.as_raw(),
+                &rec,
+                need,
+            )),
             _ => {}
         }
     }

@@ -79,7 +79,18 @@ pub fn run(rt: &Runtime, args: ListArgs) -> Result<i32> {
         _ if !args.ids.is_empty() => Which::All,
         _ => Which::Running,
     };
-    let mut views = view::list(rt, which, &args.ids);
+    // JSON carries every field; a table reads only what its columns and the sort show.
+    let need = if args.json {
+        view::Need::ALL
+    } else {
+        view::Need::fields(
+            fields
+                .iter()
+                .map(String::as_str)
+                .chain(sort.as_ref().map(|(k, _)| k.as_str())),
+        )
+    };
+    let mut views = view::list(rt, which, &args.ids, need);
     // vzlist's order without -s: by ID.
     views.sort_by(|a, b| a.ctid.cmp(&b.ctid));
     if let Some((key, reverse)) = &sort {

@@ -112,7 +112,51 @@ fn nofile_limits(pid: i32) -> Option<(Option<u64>, Option<u64>)> {
 }
 
 /// Beancounters from the kernel's own counters; what the kernel does not count is 0.
+/// Which beancounters to read: each group costs its own reads (the open-file count
+/// walks every process's fd table), so a table that shows one column reads one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Groups {
+    /// physpages, swappages, kmemsize
+    pub memory: bool,
+    pub numproc: bool,
+    pub numfile: bool,
+    /// diskspace, diskinodes
+    pub disk: bool,
+}
+
+impl Groups {
+    pub const ALL: Groups = Groups {
+        memory: true,
+        numproc: true,
+        numfile: true,
+        disk: true,
+    };
+    pub const NONE: Groups = Groups {
+        memory: false,
+        numproc: false,
+        numfile: false,
+        disk: false,
+    };
+
+    /// Adds the group that holds the beancounter `resource` (a canonical name).
+    pub fn with(mut self, resource: &str) -> Groups {
+        match resource {
+            "physpages" | "swappages" | "kmemsize" => self.memory = true,
+            "numproc" => self.numproc = true,
+            "numfile" => self.numfile = true,
+            "diskspace" | "diskinodes" => self.disk = true,
+            _ => {}
+        }
+        self
+    }
+}
+
 pub fn beancounters(pid: i32, ve: &crate::ve::VeRecord) -> Vec<Counter> {
+    beancounters_of(pid, ve, Groups::ALL)
+}
+
+/// The beancounters of `groups` only.
+pub fn beancounters_of(pid: i32, ve: &crate::ve::VeRecord, groups: Groups) -> Vec<Counter> {
     let row = |name: &str, held, maxheld, barrier, limit, failcnt| Counter {
         resource: name.to_string(),
         held,
@@ -123,7 +167,7 @@ pub fn beancounters(pid: i32, ve: &crate::ve::VeRecord) -> Vec<Counter> {
     };
     let mut rows = Vec::new();
     let v2 = crate::sys::cgroups::unified();
-    if let Some(m) = crate::sys::cgroups::dir_of(pid, "memory") {
+    if let Some(m) = crate::sys::cgroups::dir_of(pid, "memory").filter(|_| groups.memory) {
         let n = |f: &str| read_u64(&m.join(f)).unwrap_or(0);
         if v2 {
             let lim = read_limit(&m.join("memory.max"));
@@ -197,7 +241,7 @@ pub fn beancounters(pid: i32, ve: &crate::ve::VeRecord) -> Vec<Counter> {
             ));
         }
     }
-    if let Some(p) = crate::sys::cgroups::dir_of(pid, "pids") {
+    if let Some(p) = crate::sys::cgroups::dir_of(pid, "pids").filter(|_| groups.numproc) {
         let lim = read_limit(&p.join("pids.max"));
         rows.push(row(
             "numproc",
@@ -210,16 +254,19 @@ pub fn beancounters(pid: i32, ve: &crate::ve::VeRecord) -> Vec<Counter> {
     }
     // RLIMIT_NOFILE is per process: the init's soft and hard limits stand for the VE's
     // (io.vzrun.numfile and `ve set --numfile` give every process the same).
-    let (soft, hard) = match ve.numfile {
-        Some(n) => (Some(n), Some(n)),
-        None => nofile_limits(pid).unwrap_or((None, None)),
-    };
-    rows.push(row("numfile", open_files(pid), 0, soft, hard, 0));
+    if groups.numfile {
+        let (soft, hard) = match ve.numfile {
+            Some(n) => (Some(n), Some(n)),
+            None => nofile_limits(pid).unwrap_or((None, None)),
+        };
+        rows.push(row("numfile", open_files(pid), 0, soft, hard, 0));
+    }
     // Disk rows in 1K blocks as vzquota shows them. The kernel keeps no count of refused
     // writes (ENOSPC) without quota support, so failcnt stays 0 rather than a guess.
     match ve
         .disk
         .as_ref()
+        .filter(|_| groups.disk)
         .and_then(|d| Some((d, crate::ve::disk::usage(d)?)))
     {
         Some((d, (used, total, iused, itotal))) => {
@@ -235,10 +282,11 @@ pub fn beancounters(pid: i32, ve: &crate::ve::VeRecord) -> Vec<Counter> {
             let isoft = d.inodes.map(|i| i.0.min(itotal)).unwrap_or(itotal);
             rows.push(row("diskinodes", iused, 0, Some(isoft), Some(itotal), 0));
         }
-        None => {
+        None if groups.disk => {
             rows.push(row("diskspace", 0, 0, None, None, 0));
             rows.push(row("diskinodes", 0, 0, None, None, 0));
         }
+        None => {}
     }
     carry_over(&mut rows, &ve.carried);
     at_least_held(&mut rows);
