@@ -245,17 +245,23 @@ impl Runtime {
         match self.receive_ve(&mut ch, &hello, &id, &mut inc, &ends, page_timeout) {
             Ok(()) => {
                 inc.kept = true;
-                self.announce_after_source(&id);
+                // Beside the page watch, not before it: post-copy's progress reports (and
+                // the source's end of the move) would otherwise wait out the second.
+                let announcer = self.announce_after_source(&id);
                 // Post-copy: the pages keep coming after the VE runs; the images go when
                 // the lazy-pages daemon has them all.
                 let pages = match inc.lazy.take() {
                     None => None,
                     Some(lazy) => {
                         let images = inc.dir.join("images");
-                        Some(self.watch_pages(&mut ch, lazy, &images, &id, page_timeout)?)
+                        Some(self.watch_pages(&mut ch, lazy, &images, &id, page_timeout))
                     }
                 };
-                Ok(Received { id, pages })
+                let _ = announcer.join();
+                Ok(Received {
+                    id,
+                    pages: pages.transpose()?,
+                })
             }
             Err(e) => {
                 ch.fail(&chain(&e));
@@ -273,19 +279,22 @@ impl Runtime {
     /// neighbour that asked in between keeps the source's MAC until its cache entry
     /// fails (a TCP client of the VE then stalls for half a minute or more).
     /// Waits a second in all, so a `--once` listener does not end first.
-    fn announce_after_source(&self, id: &str) {
+    /// Runs on a thread of its own; the caller joins it before it returns.
+    fn announce_after_source(&self, id: &str) -> std::thread::JoinHandle<()> {
         let dir = self.root.ve_dir(id);
-        for ms in [200u64, 800] {
-            std::thread::sleep(Duration::from_millis(ms));
-            match crate::runtime::state::Record::load(&dir) {
-                Ok(rec) => {
-                    if let Some(n) = &rec.ve.net {
-                        crate::ve::net::announce(n);
+        std::thread::spawn(move || {
+            for ms in [200u64, 800] {
+                std::thread::sleep(Duration::from_millis(ms));
+                match crate::runtime::state::Record::load(&dir) {
+                    Ok(rec) => {
+                        if let Some(n) = &rec.ve.net {
+                            crate::ve::net::announce(n);
+                        }
                     }
+                    Err(_) => return,
                 }
-                Err(_) => return,
             }
-        }
+        })
     }
 
     fn receive_ve(
