@@ -25,6 +25,8 @@ pub struct CheckpointOptions {
 impl Runtime {
     pub fn checkpoint(&self, opts: &CheckpointOptions) -> Result<()> {
         let (id, dump) = (opts.id.as_str(), &opts.dump);
+        let _step =
+            tracing::debug_span!("checkpoint", id, image = %dump.criu.image.display()).entered();
         let root = &self.root;
         // The action scripts run without the container's lock: a ve: command is a
         // `vzrun exec`, which takes it.
