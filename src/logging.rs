@@ -5,6 +5,8 @@
 
 mod trace;
 
+pub use trace::human;
+
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
