@@ -825,3 +825,90 @@ fn missing_criu_names_the_binary() {
     assert_eq!(rt.status(&id), "running");
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
 }
+
+/// runc prints nothing when a checkpoint or restore succeeds, and callers compare: the
+/// one-line summary (image size, time, how long the VE was frozen) is for a person at a
+/// terminal, and in the --debug log with CRIU's request timed.
+#[test]
+fn summary_on_a_terminal_and_in_the_debug_log_only() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::ve(&["sh", "-c", COUNTER], json!({}));
+    let id = common::unique_id("ckptsum");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let dir = images();
+    let log = dir.path().join("log.json");
+    let img = dir.path().join("img");
+    let o = rt.run(&[
+        "--debug",
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "checkpoint",
+        "--leave-running",
+        "--image-path",
+        img.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        (o.stdout.as_str(), o.stderr.as_str()),
+        ("", ""),
+        "as runc: nothing"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let said = |start: &str| {
+        lines
+            .iter()
+            .filter_map(|l| l["msg"].as_str())
+            .find(|m| m.starts_with(start))
+            .map(str::to_string)
+    };
+    let summary = said(&format!("Checkpointed (left running) {id} into ")).unwrap_or_default();
+    assert!(
+        summary.contains(" MiB, ") && summary.contains("(frozen "),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"] == "criu" && l["request"] == "DUMP" && l["took"].is_string()),
+        "{lines:?}"
+    );
+
+    // At a terminal the same line is shown, and restore -d has its own.
+    let pty_run = |args: &[&str]| {
+        let mut cmd = rt.command();
+        cmd.args(args);
+        let mut t = common::OnPty::spawn(&mut cmd, 24, 120);
+        let code = t.wait(60);
+        (code, t.screen())
+    };
+    let img2 = dir.path().join("img2");
+    let (code, screen) = pty_run(&["checkpoint", "--image-path", img2.to_str().unwrap(), &id]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains(&format!("Checkpointed {id} into {}: ", img2.display())),
+        "{screen}"
+    );
+    rt.track(&id);
+    let (code, screen) = pty_run(&[
+        "restore",
+        "-d",
+        "--image-path",
+        img2.to_str().unwrap(),
+        "--bundle",
+        b.p(),
+        &id,
+    ]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains(&format!("Restored {id} from ")), "{screen}");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}

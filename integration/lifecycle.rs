@@ -386,6 +386,96 @@ fn usage_errors_print_once_and_whole() {
     assert_eq!(last["msg"], format!("{said}: <ID>"), "{text}");
 }
 
+/// The lines of `text` that carry `msg` (logrus text), with their fields.
+fn debug_lines<'a>(text: &'a str, msg: &str) -> Vec<&'a str> {
+    let quoted = format!("msg={}", serde_json::to_string(msg).unwrap());
+    text.lines()
+        .filter(|l| l.contains(" level=debug ") && l.contains(&quoted))
+        .collect()
+}
+
+#[test]
+fn debug_traces_the_netlink_and_cgroup_steps_of_a_create() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let bundle = Bundle::ve(
+        &["sleep", "300"],
+        json!({"io.vzrun.net.ip": "198.51.100.163", "io.vzrun.ram": "96M"}),
+    );
+    let id = common::unique_id("debugcreate");
+    rt.track(&id);
+    let o = rt.run(&["--debug", "create", "-b", bundle.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let err = &o.stderr;
+    // The venet address, as the netlink request that added it, timed.
+    let added = debug_lines(err, "netlink");
+    assert!(
+        added
+            .iter()
+            .any(|l| l.contains("op=\"add address 198.51.100.163/32\"") && l.contains(" took=")),
+        "{err}"
+    );
+    // The cgroup: the path and limits vzrun derived, and libcgroups applying them.
+    let derived = debug_lines(err, "derived spec");
+    assert!(
+        derived.iter().any(|l| l.contains("cgroup=/vzrun-")
+            && l.contains(&id)
+            && l.contains("\\\"limit\\\":100663296")),
+        "{err}"
+    );
+    assert!(
+        !debug_lines(err, "Apply Memory cgroup config").is_empty(),
+        "{err}"
+    );
+    // The whole command, timed.
+    assert!(
+        debug_lines(err, "vzrun")
+            .iter()
+            .any(|l| l.contains("command=create") && l.contains(" took=")),
+        "{err}"
+    );
+
+    // The same steps as JSON lines in --log, as containerd's shim asks for them.
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-log-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("log.json");
+    let o = rt.run(&[
+        "--debug",
+        "--log-format",
+        "json",
+        "--log",
+        log.to_str().unwrap(),
+        "delete",
+        "--force",
+        &id,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stderr.is_empty(), "the log takes the lines: {o:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for l in &lines {
+        assert!(l["level"].is_string() && l["msg"].is_string(), "{l}");
+        assert!(l["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"] == "ve teardown" && l["took"].is_string()),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"] == "vzrun" && l["command"] == "delete"),
+        "{text}"
+    );
+}
+
 #[test]
 fn bad_input_leaves_nothing() {
     require_root!();

@@ -1418,3 +1418,108 @@ fn hooks_state_names_the_callers_bundle_and_the_runtimes_spec_version() {
         assert!(poststop.get("pid").is_none(), "{}: {poststop}", rt.name);
     }
 }
+
+// --- --log and --debug on every command ---------------------------------------------------
+
+/// Per command: its exit code and whether its `--log` file exists afterwards (runc opens
+/// it before the command runs, so a caller waiting for the file finds it even when nothing
+/// was logged).
+fn log_files(rt: &Runtime, bundle: &Bundle, id: &str) -> Vec<(String, i32, bool)> {
+    rt.track(id);
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-logs-")
+        .tempdir()
+        .unwrap();
+    let steps: &[&[&str]] = &[
+        &["run", "-d", "-b", "{b}", "{id}"],
+        &["state", "{id}"],
+        &["list"],
+        &["list", "-q", "--format", "json"],
+        &["ps", "{id}"],
+        &["exec", "{id}", "true"],
+        &["exec", "{id}", "sh", "-c", "exit 3"],
+        &["pause", "{id}"],
+        &["resume", "{id}"],
+        &["update", "--pids-limit", "100", "{id}"],
+        &["events", "--stats", "{id}"],
+        &["kill", "{id}", "KILL"],
+        &["state", "vzt-no-such-container"],
+        &["delete", "--force", "{id}"],
+    ];
+    let mut seen = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let log = dir.path().join(format!("{i}.log"));
+        let mut args = vec!["--log", log.to_str().unwrap()];
+        args.extend(step.iter().map(|a| match *a {
+            "{id}" => id,
+            "{b}" => bundle.p(),
+            other => other,
+        }));
+        let o = rt.run(&args);
+        seen.push((step.join(" "), o.code, log.exists()));
+    }
+    seen
+}
+
+#[test]
+fn log_file_is_created_by_every_command() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("logfiles");
+    let want = log_files(&Runtime::runc(), &bundle, &id);
+    assert!(want.iter().all(|(_, _, made)| *made), "runc: {want:?}");
+    let got = log_files(&Runtime::vzrun(), &bundle, &id);
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
+/// Whether `--debug exec` logs anything: on stderr as logrus text, and as JSON lines with
+/// level, msg and time in `--log` with `--log-format json`.
+fn exec_debug(rt: &Runtime, bundle: &Bundle, id: &str) -> (bool, bool, String) {
+    rt.track(id);
+    let o = rt.run(&["run", "-d", "-b", bundle.p(), id]);
+    assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+    let text = rt.run(&["--debug", "exec", id, "echo", "hi"]);
+    let on_stderr = text.stderr.lines().any(|l| l.contains(" level=debug "));
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-logs-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("log.json");
+    let json = rt.run(&[
+        "--debug",
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "exec",
+        id,
+        "true",
+    ]);
+    assert_eq!(json.code, 0, "{}: {json:?}", rt.name);
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    let in_log = lines.lines().any(|l| {
+        serde_json::from_str::<Value>(l)
+            .is_ok_and(|v| v["level"] == "debug" && v["msg"].is_string() && v["time"].is_string())
+    });
+    assert_eq!(rt.run(&["delete", "--force", id]).code, 0);
+    (on_stderr, in_log, text.stdout)
+}
+
+#[test]
+fn debug_logs_the_steps_of_exec() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("execdebug");
+    let want = exec_debug(&Runtime::runc(), &bundle, &id);
+    assert_eq!(want, (true, true, "hi\n".to_string()), "runc");
+    let got = exec_debug(&Runtime::vzrun(), &bundle, &id);
+    assert_eq!(got, want, "vzrun differs from runc");
+}

@@ -234,7 +234,10 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => return usage_error(e, &args),
     };
-    logging::init(&cli.global);
+    if let Err(e) = logging::init(&cli.global) {
+        logging::error(&e.into());
+        return 1;
+    }
     if cli.version {
         commands::version::print();
         return 0;
@@ -261,6 +264,9 @@ pub fn main() -> i32 {
             return 1;
         }
     }
+    // The whole command as one timed step; every step below nests in it.
+    let _step = tracing::debug_span!("vzrun", command = %command_name(&matches)).entered();
+    tracing::debug!(pid = std::process::id(), "vzrun {}", command_name(&matches));
     match commands::dispatch(command, &cli.global) {
         Ok(code) => code,
         // The reader of our output stopped reading (`| head`): the command is done.
@@ -282,7 +288,7 @@ fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
         let _ = e.print();
         return 0;
     }
-    logging::init(&logging::sniff_global_opts(args));
+    let _ = logging::init(&logging::sniff_global_opts(args));
     logging::error(&anyhow::anyhow!("{}", runc_words(&e)));
     let usage = usage_lines(&e.render().to_string());
     if !usage.is_empty() {
@@ -293,6 +299,17 @@ fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
     } else {
         1
     }
+}
+
+/// The subcommand's words (`exec`, `ve set`), for the debug log.
+fn command_name(m: &clap::ArgMatches) -> String {
+    let mut words = Vec::new();
+    let mut m = m;
+    while let Some((name, sub)) = m.subcommand() {
+        words.push(name);
+        m = sub;
+    }
+    words.join(" ")
 }
 
 /// Go's flag package and urfave/cli word usage errors like this.

@@ -1,10 +1,16 @@
 //! Runtime log output in the two shapes callers read: logrus-style text lines on stderr
 //! (or in the `--log` file), and JSON lines for containerd's shim, which takes the last
-//! line whose level is "error" as the failure reason.
+//! line whose level is "error" as the failure reason. With `--debug`, [`trace`] adds the
+//! steps of the command (vzrun's and libcontainer's `tracing` events) in the same shape.
+
+mod trace;
+
+pub use trace::human;
 
 use std::ffi::OsString;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -18,19 +24,64 @@ pub enum LogFormat {
 }
 
 struct Sink {
-    file: Option<PathBuf>,
+    file: Option<File>,
     format: LogFormat,
-    debug: bool,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-pub fn init(opts: &GlobalOpts) {
+/// `--log` could not be opened; runc stops there, before the command runs.
+#[derive(Debug, thiserror::Error)]
+#[error("open {}: {}", .path.display(), errno_words(.err))]
+pub struct LogError {
+    path: PathBuf,
+    err: std::io::Error,
+}
+
+/// An I/O error in Go's words ("no such file or directory"), as runc prints it.
+fn errno_words(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+        None => e.to_string(),
+    }
+}
+
+/// Opens the `--log` file (runc creates it for every command, even one that logs
+/// nothing: a caller may wait for it) and, with `--debug`, starts tracing into it or into
+/// stderr.
+pub fn init(opts: &GlobalOpts) -> Result<(), LogError> {
+    let file = match &opts.log {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| LogError {
+                    path: path.clone(),
+                    err,
+                })?,
+        ),
+        None => None,
+    };
+    if opts.debug {
+        // A descriptor of its own (close-on-exec): the init's fd 2 becomes the
+        // container's stderr before libcontainer has finished logging in it.
+        let out = match &file {
+            Some(f) => f.try_clone(),
+            None => std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from),
+        };
+        if let Ok(out) = out {
+            trace::install(out, opts.log_format);
+        }
+    }
     let _ = SINK.set(Sink {
-        file: opts.log.clone(),
+        file,
         format: opts.log_format,
-        debug: opts.debug,
     });
+    Ok(())
 }
 
 /// A usage error happens before clap has produced GlobalOpts; pick out `--log` and
@@ -67,12 +118,54 @@ fn now() -> String {
 }
 
 fn render(format: LogFormat, level: &str, msg: &str) -> String {
+    render_with(format, level, msg, &[])
+}
+
+/// One line as logrus writes it: in JSON the fields are keys beside level, msg and time
+/// (sorted, as Go's encoder sorts a map); in text they follow the message as key=value.
+fn render_with(
+    format: LogFormat,
+    level: &str,
+    msg: &str,
+    fields: &[(&str, serde_json::Value)],
+) -> String {
     match format {
         LogFormat::Json => {
-            let line = serde_json::json!({"level": level, "msg": msg, "time": now()});
-            format!("{line}\n")
+            let mut m = serde_json::Map::new();
+            for (k, v) in fields {
+                m.insert(k.to_string(), v.clone());
+            }
+            m.insert("level".into(), level.into());
+            m.insert("msg".into(), msg.into());
+            m.insert("time".into(), now().into());
+            format!("{}\n", serde_json::Value::Object(m))
         }
-        LogFormat::Text => format!("time={:?} level={} msg={:?}\n", now(), level, msg),
+        LogFormat::Text => {
+            let mut line = format!("time={:?} level={} msg={:?}", now(), level, msg);
+            for (k, v) in fields {
+                line.push(' ');
+                line.push_str(k);
+                line.push('=');
+                match v {
+                    serde_json::Value::String(s) => line.push_str(&text_value(s)),
+                    other => line.push_str(&other.to_string()),
+                }
+            }
+            line.push('\n');
+            line
+        }
+    }
+}
+
+/// logrus quotes a text value unless it is made only of these characters.
+fn text_value(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/@^+".contains(c));
+    if bare {
+        s.to_string()
+    } else {
+        format!("{s:?}")
     }
 }
 
@@ -80,11 +173,9 @@ fn write(level: &str, msg: &str, also_stderr: bool) {
     let sink = SINK.get();
     let format = sink.map(|s| s.format).unwrap_or_default();
     match sink.and_then(|s| s.file.as_ref()) {
-        Some(path) => {
+        Some(mut f) => {
             let line = render(format, level, msg);
-            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
-                let _ = f.write_all(line.as_bytes());
-            }
+            let _ = f.write_all(line.as_bytes());
             if also_stderr {
                 // runc prints the bare message on stderr as well when a log file takes the
                 // structured line; a person or a caller that only keeps stderr still sees it.
@@ -108,12 +199,6 @@ pub fn error_line(msg: &str) {
     write("error", msg, true);
 }
 
-pub fn debug(msg: &str) {
-    if SINK.get().map(|s| s.debug).unwrap_or(false) {
-        write("debug", msg, false);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +218,29 @@ mod tests {
         let line = render(LogFormat::Text, "error", "container does not exist");
         assert!(line.starts_with("time=\""));
         assert!(line.contains(" level=error msg=\"container does not exist\""));
+    }
+
+    #[test]
+    fn fields_follow_logrus() {
+        let fields = [
+            ("op", serde_json::Value::from("add address 198.51.100.7/32")),
+            ("took", serde_json::Value::from("1.2ms")),
+            ("pid", serde_json::Value::from(42)),
+        ];
+        let line = render_with(LogFormat::Text, "debug", "netlink", &fields);
+        assert!(
+            line.ends_with(
+                " level=debug msg=\"netlink\" op=\"add address 198.51.100.7/32\" took=1.2ms pid=42\n"
+            ),
+            "{line}"
+        );
+        let line = render_with(LogFormat::Json, "debug", "netlink", &fields);
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["op"], "add address 198.51.100.7/32");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["msg"], "netlink");
+        let keys: Vec<&str> = line.split('"').skip(1).step_by(4).take(3).collect();
+        assert_eq!(keys, ["level", "msg", "op"], "sorted as Go sorts: {line}");
     }
 
     #[test]

@@ -124,8 +124,43 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         status_fd: args.status_fd,
         skip_in_flight: false,
     };
-    super::runtime(global).checkpoint(&CheckpointOptions { id, dump })?;
+    let (start, image, what) = (
+        std::time::Instant::now(),
+        dump.criu.image.clone(),
+        match (dump.pre_dump, dump.leave_running) {
+            (true, _) => "Pre-dumped",
+            (false, true) => "Checkpointed (left running)",
+            (false, false) => "Checkpointed",
+        },
+    );
+    let dumped = super::runtime(global).checkpoint(&CheckpointOptions {
+        id: id.clone(),
+        dump,
+    })?;
+    summary(format!(
+        "{what} {id} into {}: {}, {} (frozen {})",
+        image.display(),
+        mib(crate::ve::checkpoint::image_size(&image)),
+        crate::logging::human(start.elapsed()),
+        crate::logging::human(dumped.frozen)
+    ));
     Ok(0)
+}
+
+/// A one-line summary of a checkpoint or restore. runc prints nothing when either
+/// succeeds and callers (containerd, podman, scripts comparing with runc) read stdout and
+/// stderr: the line is shown to a person at a terminal only, and otherwise goes to the
+/// --debug log.
+pub(super) fn summary(line: String) {
+    if nix::unistd::isatty(2).unwrap_or(false) {
+        eprintln!("{line}");
+    } else {
+        tracing::debug!("{line}");
+    }
+}
+
+pub(super) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
 #[cfg(test)]

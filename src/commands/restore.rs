@@ -75,8 +75,9 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         Some(b) => b,
         None => std::env::current_dir().context("current directory")?,
     };
+    let (start, image) = (std::time::Instant::now(), criu.criu.image.clone());
     let code = super::runtime(global).restore(RestoreOptions {
-        id,
+        id: id.clone(),
         bundle,
         criu,
         console_socket: args.console_socket,
@@ -85,5 +86,14 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         keep_on_hook_failure: args.keep_on_hook_failure,
         trusted: false,
     })?;
+    // In the foreground the restore returns when the process has ended: too late for it.
+    if args.detach {
+        super::checkpoint::summary(format!(
+            "Restored {id} from {}: {}, {}",
+            image.display(),
+            super::checkpoint::mib(crate::ve::checkpoint::image_size(&image)),
+            crate::logging::human(start.elapsed())
+        ));
+    }
     Ok(code)
 }

@@ -48,6 +48,64 @@ pub struct RmArgs {
     pub name: String,
 }
 
+/// A template build's progress on stderr: one line rewritten in place on a terminal
+/// (stage and package count), else a line per stage, which a log keeps readably.
+struct Shown {
+    bar: Option<indicatif::ProgressBar>,
+    stage: &'static str,
+    start: std::time::Instant,
+}
+
+impl Shown {
+    fn new() -> Shown {
+        let bar = nix::unistd::isatty(2).unwrap_or(false).then(|| {
+            let b = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed:>4} {msg}") {
+                b.set_style(style);
+            }
+            b
+        });
+        Shown {
+            bar,
+            stage: "",
+            start: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&mut self, p: template::Progress) {
+        let count = match (p.done, p.total) {
+            (0, _) => String::new(),
+            (d, 0) => format!(": {d} packages"),
+            (d, t) => format!(": {d}/{t} packages"),
+        };
+        match &self.bar {
+            Some(b) => b.set_message(format!("{}{count}", p.stage)),
+            None if p.stage != self.stage => {
+                let total = match p.total {
+                    0 => String::new(),
+                    t => format!(" ({t} packages)"),
+                };
+                eprintln!(
+                    "template: {:>6.1}s {}{total}",
+                    self.start.elapsed().as_secs_f64(),
+                    p.stage
+                );
+            }
+            None => {}
+        }
+        self.stage = p.stage;
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// A template error in the user's words: a bad setting is named by its flag.
 fn flagged(e: template::TemplateError) -> anyhow::Error {
     match e.setting() {
@@ -86,7 +144,17 @@ fn template_cmd(cmd: TemplateCommand, _global: &GlobalOpts) -> Result<i32> {
                     "Building template {} ({}) with debootstrap...",
                     a.name, a.dist
                 );
-                template::create_debian(&data, &a.name, &a.dist, a.mirror.as_deref(), &packages)?
+                let mut shown = Shown::new();
+                let built = template::create_debian(
+                    &data,
+                    &a.name,
+                    &a.dist,
+                    a.mirror.as_deref(),
+                    &packages,
+                    &mut |p| shown.show(p),
+                );
+                shown.finish();
+                built?
             };
             outln!("Template {} created ({})", info.name, info.dist)?;
             Ok(0)

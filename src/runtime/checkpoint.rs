@@ -14,7 +14,7 @@ use crate::runtime::root::{Loaded, Root};
 use crate::runtime::state::{oci_state, OciState};
 use crate::runtime::Runtime;
 use crate::ve::actions::{Action, Actions, Point, Runner};
-use crate::ve::checkpoint::{self, DumpOpts, DumpTarget};
+use crate::ve::checkpoint::{self, DumpOpts, DumpTarget, Dumped};
 
 /// What `checkpoint` takes.
 pub struct CheckpointOptions {
@@ -23,8 +23,11 @@ pub struct CheckpointOptions {
 }
 
 impl Runtime {
-    pub fn checkpoint(&self, opts: &CheckpointOptions) -> Result<()> {
+    /// Returns what the dump reports (how long the VE was frozen).
+    pub fn checkpoint(&self, opts: &CheckpointOptions) -> Result<Dumped> {
         let (id, dump) = (opts.id.as_str(), &opts.dump);
+        let _step =
+            tracing::debug_span!("checkpoint", id, image = %dump.criu.image.display()).entered();
         let root = &self.root;
         // The action scripts run without the container's lock: a ve: command is a
         // `vzrun exec`, which takes it.
@@ -54,7 +57,7 @@ impl Runtime {
                 "container {id} changed while its pre-checkpoint script ran"
             )));
         }
-        Source::of(root, id, &loaded)?.dump(dump, id)?;
+        let dumped = Source::of(root, id, &loaded)?.dump(dump, id)?;
         let mut state = oci_state(&loaded.container, &loaded.record, false);
         if dump.leave_running {
             drop(loaded);
@@ -65,7 +68,8 @@ impl Runtime {
             state.status = "stopped".into();
             state.pid = 0;
         }
-        run_action(self, id, &actions, Point::PostCheckpoint, &state)
+        run_action(self, id, &actions, Point::PostCheckpoint, &state)?;
+        Ok(dumped)
     }
 
     /// What is left of a VE that a dump has stopped goes; its private area outlives it
@@ -172,8 +176,8 @@ impl Source {
 
     /// Dumps the VE into `o.criu.image`, with what a restore needs: its MAC (for the same
     /// ID) and its beancounters' counts.
-    pub fn dump(&self, o: &DumpOpts, id: &str) -> Result<()> {
-        checkpoint::dump(
+    pub fn dump(&self, o: &DumpOpts, id: &str) -> Result<Dumped> {
+        let dumped = checkpoint::dump(
             &DumpTarget {
                 pid: self.pid,
                 rootfs: &self.rootfs,
@@ -188,6 +192,6 @@ impl Source {
             counters: self.counters.clone(),
         }
         .save(&o.criu.image)?;
-        Ok(())
+        Ok(dumped)
     }
 }

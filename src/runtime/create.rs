@@ -110,6 +110,7 @@ impl Runtime {
             bundle.ve_config.proc.forced = self.policy()?.proc_mode();
         }
         let spec = &mut bundle.spec;
+        let step = tracing::debug_span!("ve prepare", id).entered();
         let prepared = ve::prepare(
             &ctx,
             &bundle.ve_config,
@@ -117,6 +118,7 @@ impl Runtime {
             &mut claimed.record.ve,
             &mut save,
         );
+        drop(step);
         claimed.record.save(&claimed.ve_dir)?;
         prepared?;
         // After prepare: a private area puts an overlay in front of the bundle's rootfs.
@@ -125,6 +127,13 @@ impl Runtime {
         }
         spec.save(claimed.ve_dir.join("config.json"))
             .map_err(|e| Error::Step(format!("write derived config: {e}")))?;
+        tracing::debug!(
+            config = %claimed.ve_dir.join("config.json").display(),
+            rootfs = %spec.root().as_ref().map(|r| r.path().display().to_string()).unwrap_or_default(),
+            cgroup = %spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.display().to_string()).unwrap_or_default(),
+            resources = %serde_json::to_string(&spec.linux().as_ref().and_then(|l| l.resources().as_ref())).unwrap_or_default(),
+            "derived spec"
+        );
         Ok(())
     }
 
@@ -137,6 +146,7 @@ impl Runtime {
         if self.root.container_dir(id).exists() {
             self.remove_remains(id);
         }
+        tracing::debug!(id, "abandon the failed create");
         ve::teardown(&claimed.record.ve);
         self.root.release(id);
         drop(claimed.lock);
@@ -145,6 +155,7 @@ impl Runtime {
     /// Creates the container and leaves its init waiting for `start`; the lock is held
     /// until the caller drops it.
     pub fn create(&self, opts: CreateOptions) -> Result<(Container, Lock)> {
+        let _step = tracing::debug_span!("create", id = %opts.id).entered();
         validate_id(&opts.id)?;
         let id = opts.id.as_str();
         let mut bundle = bundle::load(&opts.bundle, opts.spec)?;
@@ -172,6 +183,7 @@ impl Runtime {
             crate::sys::cgroups::refuse_frozen(&cgroup)?;
             self.derive_spec(id, &mut bundle, &mut claimed)?;
             let ve_dir = &claimed.ve_dir;
+            let build = tracing::debug_span!("libcontainer create").entered();
             let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_root_path(&self.root.path)?
                 .with_pid_file(None::<PathBuf>)?
@@ -183,6 +195,7 @@ impl Runtime {
                 .with_detach(opts.detach)
                 .with_no_pivot(opts.no_pivot)
                 .build()?;
+            drop(build);
             container.refresh_status()?;
             let resources = bundle
                 .spec
@@ -197,6 +210,7 @@ impl Runtime {
                 }
             }
             if let Some(pid) = container.pid() {
+                let _step = tracing::debug_span!("ve configure", id, pid = pid.as_raw()).entered();
                 let ctx = ve::Ctx {
                     root: &self.root.path,
                     id,
@@ -222,11 +236,11 @@ impl Runtime {
                     return Err(Error::Step(e.to_string()));
                 }
             }
-            crate::logging::debug(&format!(
-                "created {id} (pid {}) from {}",
-                container.pid().map_or(0, |p| p.as_raw()),
-                bundle.bundle.display()
-            ));
+            tracing::debug!(
+                pid = container.pid().map_or(0, |p| p.as_raw()),
+                bundle = %bundle.bundle.display(),
+                "created {id}"
+            );
             Ok(container)
         })();
         match result {

@@ -97,6 +97,7 @@ impl Drop for TempFile {
 impl Runtime {
     /// Returns the process's exit status in the foreground, 0 when detached.
     pub fn exec(&self, opts: ExecOptions) -> Result<i32> {
+        let _step = tracing::debug_span!("exec", id = %opts.id).entered();
         let loaded = self.root.load(&opts.id)?;
         can_exec(loaded.container.status(), opts.ignore_paused)?;
         // Relative to where the caller stands, fixed before anything starts (runc's way).

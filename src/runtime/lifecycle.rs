@@ -159,6 +159,7 @@ impl Runtime {
         let signo =
             crate::runtime::signal::parse(signal).map_err(|e| Error::Config(e.to_string()))?;
         let container = &mut loaded.container;
+        tracing::debug!(id, signo, all, status = ?container.status(), "kill");
         if let Err(e) = can_kill(container.status()) {
             // Without a PID namespace the init's children outlive it; containerd's shim
             // sends `kill --all ID 9` once the init is gone, and runc still signals what is
@@ -264,7 +265,7 @@ impl Runtime {
             Err(e) if !force => return Err(e),
             Err(_) => self.remove_remains(id),
         }
-        ve::teardown(&record.ve);
+        tracing::debug_span!("ve teardown", id).in_scope(|| ve::teardown(&record.ve));
         self.root.release(id);
         drop(lock);
         Ok(())

@@ -842,7 +842,7 @@ impl Move<'_> {
         let dumper = {
             let id = id.clone();
             std::thread::spawn(move || {
-                let r = t.dump(&o, &id);
+                let r = t.dump(&o, &id).map(|_| ());
                 drop(status_w);
                 r
             })

@@ -46,6 +46,7 @@ impl Runtime {
     /// Returns the init's exit status in the foreground, 0 when detached.
     pub fn restore(&self, opts: RestoreOptions) -> Result<i32> {
         let id = opts.id.as_str();
+        let _step = tracing::debug_span!("restore", id).entered();
         validate_id(id)?;
         let mut loaded = bundle::load(&opts.bundle, None)?;
         // A restored (or migrated-in) VE asks for the same host resources a created one
@@ -89,7 +90,7 @@ impl Runtime {
             }
         };
         drop(claimed.lock);
-        crate::logging::debug(&format!("restored {id} (pid {pid})"));
+        tracing::debug!(pid, "restored {id}");
 
         let state = {
             let l = self.root.load(id)?;

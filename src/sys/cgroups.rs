@@ -131,6 +131,7 @@ pub fn disable_oom_killer(path: &Path) -> Result<(), CgroupError> {
     let file = mp
         .join(path.strip_prefix("/").unwrap_or(path))
         .join("memory.oom_control");
+    tracing::debug!(file = %file.display(), value = "1", "cgroup write");
     std::fs::write(&file, "1").map_err(|e| CgroupError::Write {
         path: file,
         reason: e.to_string(),
@@ -175,6 +176,7 @@ pub struct Frozen {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
+        tracing::debug!(file = %self.file.display(), value = self.thawed, "cgroup write");
         let _ = std::fs::write(&self.file, self.thawed);
     }
 }
@@ -209,6 +211,7 @@ pub fn freeze(path: &Path, limit: Duration) -> Option<Frozen> {
     if done() {
         return None;
     }
+    tracing::debug!(file = %file.display(), value = frozen, "cgroup write");
     std::fs::write(&file, frozen).ok()?;
     let f = Frozen { file, thawed };
     let start = std::time::Instant::now();

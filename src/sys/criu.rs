@@ -196,6 +196,7 @@ pub fn call(
     started: impl FnOnce(i32) -> Result<(), CriuError>,
     mut notify: impl FnMut(Notify) -> Result<(), CriuError>,
 ) -> Result<rpc::Criu_resp, CriuError> {
+    let _step = tracing::debug_span!("criu", request = ?req.type_()).entered();
     let bin = binary()?;
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,

@@ -97,6 +97,7 @@ pub fn attach(image: &File) -> Result<(PathBuf, File), LoopError> {
         // SAFETY: cfg outlives the call and has the kernel's layout.
         let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
         if rc == 0 {
+            tracing::debug!(dev = %path.display(), "loop device attached");
             return Ok((path, dev));
         }
         let err = std::io::Error::last_os_error();

@@ -401,6 +401,7 @@ impl Netlink {
     }
 
     fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        let _step = tracing::debug_span!("netlink", op).entered();
         self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
     }
 
@@ -824,6 +825,7 @@ pub fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'st
 
 /// Writes a sysctl of the calling thread's network namespace.
 pub fn sysctl(path: &str, value: &str) -> std::io::Result<()> {
+    tracing::debug!(path, value, "sysctl");
     std::fs::write(Path::new("/proc/sys").join(path), value)
 }
 

@@ -161,6 +161,20 @@ fn replace_batch(family: Family, table: &str, sets: &[SetContent]) -> (Vec<u8>, 
 /// exactly its elements (all of the set's address family), or, on an error, nothing
 /// changed.
 pub fn replace_sets(family: Family, table: &str, sets: &[SetContent]) -> Result<(), NftError> {
+    // Each set as name=addr,addr, built only when --debug is on.
+    let _step = tracing::debug_span!(
+        "nftables",
+        table,
+        sets = %sets
+            .iter()
+            .map(|s| {
+                let addrs: Vec<String> = s.elements.iter().map(|a| a.to_string()).collect();
+                format!("{}={}", s.set, addrs.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+    .entered();
     let (batch, mut acks) = replace_batch(family, table, sets);
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;

@@ -58,6 +58,7 @@ fn tail(stderr: &[u8]) -> String {
 
 /// Runs `cmd` to its end with stdin closed; its output is returned when it exits 0.
 pub fn output(cmd: &mut Command) -> Result<Output, ToolError> {
+    let _step = tracing::debug_span!("run", tool = %name_of(cmd), args = %args_of(cmd)).entered();
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -88,6 +89,7 @@ pub fn run(cmd: &mut Command) -> Result<(), ToolError> {
 
 /// Runs `cmd` with `input` on its stdin (nft reads rule batches so).
 pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<Output, ToolError> {
+    let _step = tracing::debug_span!("run", tool = %name_of(cmd), args = %args_of(cmd), input = %String::from_utf8_lossy(input)).entered();
     use std::io::Write;
     let spawn_err = |cmd: &Command, source| ToolError::Spawn {
         tool: name_of(cmd),

@@ -141,6 +141,7 @@ impl Actions {
         let Some(action) = self.map.get(&p) else {
             return Ok(());
         };
+        let _step = tracing::debug_span!("action script", point = p.name(), id = r.id).entered();
         let fail = |problem: String| ActionError::Failed {
             point: p.name(),
             problem,

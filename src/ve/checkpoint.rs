@@ -390,9 +390,31 @@ fn is_terminal(spec: &Spec) -> bool {
         .unwrap_or(false)
 }
 
+/// What a dump reports besides its images.
+#[derive(Debug, Clone, Copy)]
+pub struct Dumped {
+    /// From the freeze to CRIU's answer: how long the VE's processes did not run (with
+    /// `leave_running`), or ran no more (without).
+    pub frozen: std::time::Duration,
+}
+
+/// The disk space the files of an image directory take (sparse files count what they
+/// hold, as du counts it).
+pub fn image_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Dumps the VE's process tree into `o.image`. The VE keeps running when CRIU fails,
 /// and with `leave_running`; otherwise CRIU has killed its processes on success.
-pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
+pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
     let Request {
         mut opts,
         mut keep,
@@ -439,6 +461,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     opts.external.extend(files.into_iter().map(|(_, key)| key));
     // CRIU freezes the cgroup itself but then sleeps 100 ms before it looks whether the
     // freeze took; a cgroup found frozen is used as it is (and left frozen).
+    let frozen_at = std::time::Instant::now();
     let froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
     let mut req = rpc::Criu_req::new();
     if o.pre_dump {
@@ -450,9 +473,11 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<(), CkptError> {
     req.opts = MessageField::some(opts);
     let dumped = criu::call(req, &keep, o.criu.stopper.as_ref(), |_| Ok(()), |_| Ok(()));
     drop(froze);
+    let frozen = frozen_at.elapsed();
     let op = if o.pre_dump { "pre-dump" } else { "checkpoint" };
     dumped.map_err(|err| criu_failed(op, err, log))?;
-    Ok(())
+    tracing::debug!(frozen = %crate::logging::human(frozen), "{op} dumped");
+    Ok(Dumped { frozen })
 }
 
 /// The private area's image inside a checkpoint, for a VE that does not outlive it.

@@ -426,6 +426,7 @@ pub fn prepare(
     crate::sys::fs::private_dir(&private).map_err(|e| io(private.display(), e))?;
     // The host never runs or opens devices from a VE's files here: the VE sees them
     // through the overlay, whose own mount decides what it may run.
+    tracing::debug!(dev = %dev.display(), at = %private.display(), "mount ext4");
     mount(
         Some(&dev),
         &private,
@@ -464,6 +465,7 @@ pub fn prepare(
         escape(&upper),
         escape(&work)
     );
+    tracing::debug!(at = %rootfs.display(), options = %opts, "mount overlay");
     mount(
         Some("overlay"),
         &rootfs,
@@ -497,6 +499,7 @@ fn escape(p: &Path) -> String {
 }
 
 fn unmount(p: &Path) {
+    tracing::debug!(at = %p.display(), "unmount");
     if umount2(p, MntFlags::empty()).is_err() {
         // Busy (a process still holds it) or already gone: detach lazily so the loop
         // device still clears once the last user lets go.

@@ -241,13 +241,125 @@ pub fn remove(data: &Path, name: &str, users: &[(String, String)]) -> Result<(),
     fs::remove_dir_all(&trash).map_err(io("remove", &trash))
 }
 
-/// Builds a Debian template with debootstrap (minbase plus sysvinit and `packages`).
+/// How far a template build has come, for the caller to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// What the build is doing: "resolving", "downloading", "unpacking"...
+    pub stage: &'static str,
+    /// Packages done in this stage.
+    pub done: usize,
+    /// Packages the stage works through; 0 while not known (during the download).
+    pub total: usize,
+}
+
+/// Turns debootstrap's output, line by line, into stages and package counts. The total
+/// is the number of packages it downloaded or validated (each once). Unpacking and
+/// configuring happen twice (the required packages, then the base system): their counts
+/// go on across both.
+#[derive(Default)]
+struct DebootstrapLog {
+    stage: &'static str,
+    done: std::collections::HashMap<&'static str, usize>,
+    packages: std::collections::HashSet<String>,
+}
+
+impl DebootstrapLog {
+    fn line(&mut self, line: &str) -> Option<Progress> {
+        let line = line.trim_end();
+        let info = line.strip_prefix("I: ");
+        let word = |s: &str| s.split([' ', '.']).next().unwrap_or_default().to_string();
+        let (stage, package) = if let Some(rest) = info.and_then(|i| {
+            i.strip_prefix("Retrieving ")
+                .or_else(|| i.strip_prefix("Validating "))
+        }) {
+            // "Retrieving libc6 2.36-9": a package and its version; the archive's index
+            // files ("Retrieving InRelease") have no version.
+            if rest.split(' ').count() < 2 {
+                ("resolving", None)
+            } else {
+                let name = word(rest);
+                if !self.packages.insert(name) {
+                    return None;
+                }
+                ("downloading", Some(()))
+            }
+        } else if info.is_some_and(|i| i.starts_with("Extracting ")) {
+            ("extracting", Some(()))
+        } else if info.is_some_and(|i| i.starts_with("Installing core packages")) {
+            ("installing core packages", None)
+        } else if info
+            .is_some_and(|i| i.starts_with("Resolving dependencies") || i.starts_with("Checking "))
+        {
+            ("resolving", None)
+        } else if info.is_some_and(|i| i.starts_with("Base system installed")) {
+            ("installed", None)
+        } else if let Some(rest) = info.and_then(|i| i.strip_prefix("Unpacking ")) {
+            // "Unpacking required packages..." and "Unpacking the base system..." head
+            // the two rounds; "Unpacking libc6..." is one package.
+            let round = rest.starts_with("required packages") || rest.starts_with("the base");
+            ("unpacking", (!round).then_some(()))
+        } else if let Some(rest) = info.and_then(|i| i.strip_prefix("Configuring ")) {
+            let round = rest.starts_with("required packages") || rest.starts_with("the base");
+            ("configuring", (!round).then_some(()))
+        } else {
+            return None;
+        };
+        if stage != self.stage {
+            self.stage = stage;
+        } else if package.is_none() {
+            return None;
+        }
+        let done = self.done.entry(stage).or_default();
+        if package.is_some() {
+            *done += 1;
+        }
+        let done = *done;
+        let total = if stage == "downloading" {
+            0
+        } else {
+            self.packages.len()
+        };
+        Some(Progress { stage, done, total })
+    }
+}
+
+/// Runs debootstrap with its output going to `log` and, line by line, to `progress`.
+fn run_debootstrap(
+    cmd: &mut Command,
+    log: &mut fs::File,
+    progress: &mut dyn FnMut(Progress),
+) -> std::io::Result<std::process::ExitStatus> {
+    use std::io::BufRead;
+    let (reader, writer) = std::io::pipe()?;
+    let mut child = cmd.stdout(writer.try_clone()?).stderr(writer).spawn()?;
+    // The command holds the only other copies of the write end: EOF comes when
+    // debootstrap and its children are done.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut parse = DebootstrapLog::default();
+    let mut lines = std::io::BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        log.write_all(&line)?;
+        if let Some(p) = parse.line(&String::from_utf8_lossy(&line)) {
+            progress(p);
+        }
+    }
+    child.wait()
+}
+
+/// Builds a Debian template with debootstrap (minbase plus sysvinit and `packages`);
+/// `progress` hears of each stage and package.
 pub fn create_debian(
     data: &Path,
     name: &str,
     dist: &str,
     mirror: Option<&str>,
     packages: &[String],
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<TemplateInfo, TemplateError> {
     check_name(name)?;
     let suite = suite_of(dist)?;
@@ -273,20 +385,18 @@ pub fn create_debian(
     build(data, name, |tmp| {
         let rootfs = tmp.join("rootfs");
         let log_path = tmp.join("debootstrap.log");
-        let log = fs::File::create(&log_path).map_err(io("create", &log_path))?;
-        let log_err = log.try_clone().map_err(io("open", &log_path))?;
-        let status = Command::new(&debootstrap)
-            .arg("--variant=minbase")
+        let mut log = fs::File::create(&log_path).map_err(io("create", &log_path))?;
+        let mut cmd = Command::new(&debootstrap);
+        cmd.arg("--variant=minbase")
             .arg(format!("--include={}", include.join(",")))
             .arg(format!("--cache-dir={}", cache.display()))
             .arg(suite)
             .arg(&rootfs)
             .arg(&url)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .status()
-            .map_err(io("run", &debootstrap))?;
+            .stdin(Stdio::null());
+        tracing::debug!(args = ?cmd.get_args().collect::<Vec<_>>(), "debootstrap");
+        let status =
+            run_debootstrap(&mut cmd, &mut log, progress).map_err(io("run", &debootstrap))?;
         if !status.success() {
             let text = fs::read_to_string(&log_path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -296,6 +406,11 @@ pub fn create_debian(
                 tail,
             });
         }
+        progress(Progress {
+            stage: "fitting for a VE",
+            done: 0,
+            total: 0,
+        });
         fit_debian_for_ve(&rootfs)?;
         let _ = fs::remove_file(&log_path);
         Ok(TemplateInfo {
@@ -609,6 +724,52 @@ mod tests {
         );
         assert!(mirror_url("ftp://x").is_err());
         assert!(mirror_url("file://relative").is_err());
+    }
+
+    #[test]
+    fn debootstrap_output_becomes_stages_and_package_counts() {
+        let out = "I: Retrieving InRelease \nI: Checking Release signature\n\
+            I: Retrieving Packages \nI: Validating Packages \n\
+            I: Resolving dependencies of required packages...\n\
+            I: Checking component main on http://deb.example/debian...\n\
+            I: Retrieving libc6 2.36-9\nI: Validating libc6 2.36-9\n\
+            I: Validating base-files 12.4\nI: Retrieving dpkg 1.21.22\n\
+            I: Validating dpkg 1.21.22\nI: Chosen extractor for .deb packages: dpkg-deb\n\
+            I: Extracting libc6...\nI: Extracting dpkg...\n\
+            I: Installing core packages...\n\
+            I: Unpacking required packages...\nI: Unpacking libc6...\n\
+            I: Configuring required packages...\nI: Configuring libc6...\n\
+            I: Unpacking the base system...\nI: Unpacking dpkg...\n\
+            I: Configuring the base system...\nI: Configuring dpkg...\n\
+            I: Base system installed successfully.\n";
+        let mut log = DebootstrapLog::default();
+        let seen: Vec<(String, usize, usize)> = out
+            .lines()
+            .filter_map(|l| log.line(l))
+            .map(|p| (p.stage.to_string(), p.done, p.total))
+            .collect();
+        let want: Vec<(String, usize, usize)> = [
+            ("resolving", 0, 0),
+            ("downloading", 1, 0),
+            ("downloading", 2, 0),
+            ("downloading", 3, 0),
+            ("extracting", 1, 3),
+            ("extracting", 2, 3),
+            ("installing core packages", 0, 3),
+            ("unpacking", 0, 3),
+            ("unpacking", 1, 3),
+            ("configuring", 0, 3),
+            ("configuring", 1, 3),
+            ("unpacking", 1, 3),
+            ("unpacking", 2, 3),
+            ("configuring", 1, 3),
+            ("configuring", 2, 3),
+            ("installed", 0, 3),
+        ]
+        .iter()
+        .map(|(s, d, t)| (s.to_string(), *d, *t))
+        .collect();
+        assert_eq!(seen, want);
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub fn stop(rt: &Runtime, id: &str, fast: bool, timeout: Duration) -> Result<Str
         let when = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let _ = writeln!(log, "vzrun {when}: {msg}");
     }
-    crate::logging::debug(&msg);
+    tracing::debug!("{msg}");
     Ok(msg)
 }
 
