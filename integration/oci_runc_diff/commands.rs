@@ -768,3 +768,63 @@ fn spec_writes_runcs_default_config() {
         );
     }
 }
+
+diff!(
+    exec_preserve_fds_and_pid_file_relative,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&[
+            "exec",
+            "--preserve-fds",
+            "0",
+            "{id}",
+            "sh",
+            "-c",
+            "ls /proc/self/fd | wc -l"
+        ]),
+        s(&["exec", "--pid-file", "{b}/exec.pid", "{id}", "true"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    run_pid_file_written,
+    SLEEP,
+    none,
+    [
+        s(&[
+            "run",
+            "-d",
+            "--pid-file",
+            "{b}/run.pid",
+            "-b",
+            "{b}",
+            "{id}"
+        ]),
+        s(&["exec", "{id}", "true"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    kill_realtime_signals,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        // runc 1.1.5 has no RTMIN+N names (vzrun takes them, see the README).
+        s(&["kill", "{id}", "64"]),
+        s(&["kill", "{id}", "65"]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
+    list_with_no_root_directory,
+    SLEEP,
+    none,
+    [
+        s(&["list", "-q"]),
+        s(&["list", "-f", "json"]),
+        ps(&["list"])
+    ]
+);

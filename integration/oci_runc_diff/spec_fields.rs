@@ -561,3 +561,62 @@ diff!(
     |v| v["hooks"] = json!({"prestart": [{"path": "/nonexistent-vzt-hook"}]}),
     [code(&["run", "-d", "-b", "{b}", "{id}"]), LIST]
 );
+
+// --- more mounts ---------------------------------------------------------------------
+diff!(
+    spec_mount_relative_bind_source,
+    &["ls", "/mnt"],
+    |v| v["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/mnt", "type": "bind", "source": ".", "options": ["rbind", "ro"]})
+    ),
+    [RUN]
+);
+diff!(
+    spec_mount_propagation_options,
+    &["sh", "-c", "grep ' /mnt ' /proc/self/mountinfo | grep -o 'shared:[0-9]*\\|master:[0-9]*' | cut -d: -f1"],
+    |v| v["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["rprivate"]})),
+    [RUN]
+);
+diff!(
+    spec_mount_over_a_file_of_the_rootfs,
+    &["cat", "/etc/hostname"],
+    |v| {
+        v["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/etc/hostname", "type": "bind", "source": common::rootfs().join("etc/group"), "options": ["bind", "ro"]}))
+    },
+    [RUN]
+);
+diff!(
+    spec_process_terminal_false_stdio,
+    &[
+        "sh",
+        "-c",
+        "test -t 0; echo tty=$?; ls -l /proc/self/fd/1 | grep -c pipe; true"
+    ],
+    none,
+    [RUN]
+);
+diff!(
+    spec_rlimit_nofile_above_hard_limit_of_host,
+    &["sh", "-c", "ulimit -n"],
+    |v| v["process"]["rlimits"] =
+        json!([{"type": "RLIMIT_NOFILE", "soft": 2097152, "hard": 2097152}]),
+    [code(&["run", "-b", "{b}", "{id}"]), LIST]
+);
+diff!(
+    spec_env_without_path,
+    &["sh", "-c", "echo ran"],
+    |v| v["process"]["env"] = json!(["A=1"]),
+    [RUN]
+);
+diff!(
+    spec_readonly_rootfs_with_cwd_missing,
+    &["pwd"],
+    |v| v["process"]["cwd"] = json!("/vzt/missing"),
+    [code(&["run", "-b", "{b}", "{id}"]), LIST]
+);

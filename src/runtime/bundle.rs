@@ -104,6 +104,29 @@ pub(crate) fn cgroup_path(spec: &Spec, id: &str, tag: &str, systemd: bool) -> Pa
     }
 }
 
+/// A relative bind source names a path in the bundle (runc works from the bundle
+/// directory): made absolute before libcontainer, which would resolve it against
+/// vzrun's own working directory.
+pub(crate) fn absolute_bind_sources(spec: &mut Spec, bundle: &Path) {
+    let Some(mut mounts) = spec.mounts().clone() else {
+        return;
+    };
+    for m in &mut mounts {
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+        match m.source() {
+            Some(src) if bind && src.is_relative() => {
+                let abs = bundle.join(src);
+                m.set_source(Some(abs));
+            }
+            _ => {}
+        }
+    }
+    spec.set_mounts(Some(mounts));
+}
+
 /// Resolves `root.path` against the bundle and checks that it is a directory.
 fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     let root = spec

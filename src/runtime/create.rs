@@ -78,6 +78,7 @@ impl Runtime {
             r.set_path(bundle.rootfs.clone());
             spec.set_root(Some(r));
         }
+        bundle::absolute_bind_sources(spec, &bundle.bundle);
         if let Some(mut linux) = spec.linux().clone() {
             linux.set_cgroups_path(Some(cgroup_path(
                 spec,

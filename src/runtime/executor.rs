@@ -215,7 +215,10 @@ impl Executor for VzExecutor {
             };
         }
         DefaultExecutor {}.validate(spec).map_err(|e| match e {
-            ExecutorValidationError::ArgValidationError(m) if m.contains("not found in $PATH") => {
+            // Without PATH runc looks nowhere and finds nothing: the same words.
+            ExecutorValidationError::ArgValidationError(m)
+                if m.contains("not found in $PATH") || m.contains("PATH environment") =>
+            {
                 ExecutorValidationError::ArgValidationError(format!(
                     "exec: {arg0:?}: executable file not found in $PATH"
                 ))
