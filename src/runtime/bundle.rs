@@ -218,9 +218,13 @@ fn refuse_malformed(spec: &Spec) -> Result<()> {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
+            // The spec's name of the type ("network"), not its short form.
+            let kind = serde_json::to_value(ns.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             return Err(Error::Config(format!(
-                "malformed spec file: duplicated ns {{\"{}\" \"{path}\"}}",
-                ns.typ()
+                "malformed spec file: duplicated ns {{\"{kind}\" \"{path}\"}}"
             )));
         }
     }
