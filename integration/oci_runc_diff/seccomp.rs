@@ -37,16 +37,18 @@ fn helper() -> Option<&'static PathBuf> {
         .get_or_init(|| {
             let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
             let src = dir.join(format!("vzt-sys-{}.c", std::process::id()));
-            let bin = dir.join(format!("vzt-sys-{}", std::process::id()));
+            let built = dir.join(format!("vzt-sys-{}", std::process::id()));
             std::fs::write(&src, HELPER_C).ok()?;
             let ok = std::process::Command::new("cc")
                 .args(["-static", "-O1", "-o"])
-                .arg(&bin)
+                .arg(&built)
                 .arg(&src)
                 .status()
                 .is_ok_and(|s| s.success());
             let _ = std::fs::remove_file(&src);
-            ok.then_some(bin)
+            // One name for every run (a rename is atomic): runs do not pile up copies.
+            let bin = dir.join("vzt-sys");
+            (ok && std::fs::rename(&built, &bin).is_ok()).then_some(bin)
         })
         .as_ref()
 }
