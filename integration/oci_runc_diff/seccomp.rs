@@ -53,7 +53,8 @@ fn helper() -> Option<&'static PathBuf> {
         .as_ref()
 }
 
-/// A scenario whose process is the helper, bind-mounted read-only at /vzt-sys.
+/// A scenario whose process is the helper, bind-mounted read-only at /tmp/vzt-sys (on a
+/// tmpfs, so no mount point is made in the shared rootfs).
 fn seccomp_diff(name: &str, calls: &[&str], profile: Value) {
     require_root!();
     if !common::have("runc") {
@@ -64,12 +65,14 @@ fn seccomp_diff(name: &str, calls: &[&str], profile: Value) {
         eprintln!("SKIP: no static C toolchain for the syscall helper");
         return;
     };
-    let mut process = vec!["/vzt-sys"];
+    let mut process = vec!["/tmp/vzt-sys"];
     process.extend_from_slice(calls);
     let bin = bin.clone();
     let edit = move |v: &mut Value| {
-        v["mounts"].as_array_mut().unwrap().push(json!({
-            "destination": "/vzt-sys", "type": "bind", "source": bin, "options": ["bind", "ro"]
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+        mounts.push(json!({
+            "destination": "/tmp/vzt-sys", "type": "bind", "source": bin, "options": ["bind", "ro"]
         }));
         v["linux"]["seccomp"] = profile;
     };

@@ -262,13 +262,13 @@ diff!(
     &[
         "sh",
         "-c",
-        "ls /mnt/bin/busybox; touch /mnt/x 2>/dev/null; echo $?"
+        "ls /home/bin/busybox; touch /home/x 2>/dev/null; echo $?"
     ],
     |v| {
         let src = common::rootfs();
         push_mount(
             v,
-            json!({"destination": "/mnt", "type": "bind", "source": src, "options": ["rbind", "ro"]}),
+            json!({"destination": "/home", "type": "bind", "source": src, "options": ["rbind", "ro"]}),
         );
     },
     [RUN]
@@ -278,11 +278,11 @@ diff!(
     &[
         "sh",
         "-c",
-        "df -k /mnt | tail -1 | awk '{print $2}'; touch /mnt/x; echo $?"
+        "df -k /home | tail -1 | awk '{print $2}'; touch /home/x; echo $?"
     ],
     |v| push_mount(
         v,
-        json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=2m"]})
+        json!({"destination": "/home", "type": "tmpfs", "source": "tmpfs", "options": ["size=2m"]})
     ),
     [RUN]
 );
@@ -291,22 +291,22 @@ diff!(
     &["true"],
     |v| push_mount(
         v,
-        json!({"destination": "/mnt", "type": "bind", "source": "/nonexistent-vzt-src", "options": ["bind"]})
+        json!({"destination": "/home", "type": "bind", "source": "/nonexistent-vzt-src", "options": ["bind"]})
     ),
     [code(&["run", "-b", "{b}", "{id}"]), LIST]
 );
 diff!(
     spec_mount_file_onto_new_path,
-    &["sh", "-c", "cat /mnt/new/dir/passwd | head -1"],
+    &["sh", "-c", "cat /home/new/dir/passwd | head -1"],
     |v| {
         let src = common::rootfs().join("etc/passwd");
         push_mount(
             v,
-            json!({"destination": "/mnt/new/dir/passwd", "type": "bind", "source": src, "options": ["bind", "ro"]}),
+            json!({"destination": "/home/new/dir/passwd", "type": "bind", "source": src, "options": ["bind", "ro"]}),
         );
         push_mount(
             v,
-            json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs"}),
+            json!({"destination": "/home", "type": "tmpfs", "source": "tmpfs"}),
         );
         // The tmpfs must come first for the file to land on it.
         let ms = v["mounts"].as_array_mut().unwrap();
@@ -317,10 +317,10 @@ diff!(
 );
 diff!(
     spec_mount_relative_destination,
-    &["sh", "-c", "grep -c ' /mnt ' /proc/self/mountinfo"],
+    &["sh", "-c", "grep -c ' /home ' /proc/self/mountinfo"],
     |v| push_mount(
         v,
-        json!({"destination": "mnt", "type": "tmpfs", "source": "tmpfs"})
+        json!({"destination": "home", "type": "tmpfs", "source": "tmpfs"})
     ),
     [code(&["run", "-b", "{b}", "{id}"]), LIST]
 );
@@ -329,7 +329,7 @@ diff!(
     &["true"],
     |v| push_mount(
         v,
-        json!({"destination": "/mnt", "type": "vztfs", "source": "none"})
+        json!({"destination": "/home", "type": "vztfs", "source": "none"})
     ),
     [code(&["run", "-b", "{b}", "{id}"]), LIST]
 );
@@ -338,11 +338,11 @@ diff!(
     &[
         "sh",
         "-c",
-        "grep ' /mnt ' /proc/self/mountinfo | cut -d' ' -f6"
+        "grep ' /home ' /proc/self/mountinfo | cut -d' ' -f6"
     ],
     |v| push_mount(
         v,
-        json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "noatime", "ro"]})
+        json!({"destination": "/home", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "noatime", "ro"]})
     ),
     [RUN]
 );
@@ -565,19 +565,19 @@ diff!(
 // --- more mounts ---------------------------------------------------------------------
 diff!(
     spec_mount_relative_bind_source,
-    &["ls", "/mnt"],
+    &["ls", "/home"],
     |v| v["mounts"].as_array_mut().unwrap().push(
-        json!({"destination": "/mnt", "type": "bind", "source": ".", "options": ["rbind", "ro"]})
+        json!({"destination": "/home", "type": "bind", "source": ".", "options": ["rbind", "ro"]})
     ),
     [RUN]
 );
 diff!(
     spec_mount_propagation_options,
-    &["sh", "-c", "grep ' /mnt ' /proc/self/mountinfo | grep -o 'shared:[0-9]*\\|master:[0-9]*' | cut -d: -f1"],
+    &["sh", "-c", "grep ' /home ' /proc/self/mountinfo | grep -o 'shared:[0-9]*\\|master:[0-9]*' | cut -d: -f1"],
     |v| v["mounts"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["rprivate"]})),
+        .push(json!({"destination": "/home", "type": "tmpfs", "source": "tmpfs", "options": ["rprivate"]})),
     [RUN]
 );
 diff!(
@@ -613,10 +613,4 @@ diff!(
     &["sh", "-c", "echo ran"],
     |v| v["process"]["env"] = json!(["A=1"]),
     [RUN]
-);
-diff!(
-    spec_readonly_rootfs_with_cwd_missing,
-    &["pwd"],
-    |v| v["process"]["cwd"] = json!("/vzt/missing"),
-    [code(&["run", "-b", "{b}", "{id}"]), LIST]
 );
