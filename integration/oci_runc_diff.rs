@@ -1,6 +1,13 @@
 //! Differential tests: the same scenario runs under runc and under vzrun, on the same
 //! bundle, and what a caller sees must match: exit codes, stdout (JSON compared by keys
 //! and values, with pids and times aside), and the key phrase of each error.
+//!
+//! Scenarios are split by command and concern as runc's `tests/integration/*.bats` are:
+//! this file (lifecycle, exec, kill, hangs, hooks, output) and `oci_runc_diff/` (commands'
+//! flag forms, spec fields, seccomp, rootfs hardening, cgroups, checkpoint). One scenario
+//! is one `diff!` or one `#[test]` that runs runc and vzrun and compares them:
+//! `grep -rcE '^diff!\(|^#\[test\]' integration/oci_runc_diff*` counts them (less the
+//! two vzrun-only tests, `version_has_runc_shape` and `events_to_a_closed_pipe_does_not_panic`).
 
 mod common;
 
@@ -143,11 +150,17 @@ fn stdout_view(o: &Out, cmp: Cmp) -> String {
     }
 }
 
-/// runc prefixes some errors with the command that failed.
-fn phrase(msg: &str) -> &str {
-    for p in ["runc run failed: ", "runc create failed: "] {
+/// runc prefixes some errors with the command that failed and the step of its init.
+fn phrase(mut msg: &str) -> &str {
+    for p in [
+        "runc run failed: ",
+        "runc create failed: ",
+        "exec failed: ",
+        "unable to start container process: ",
+        "error during container init: ",
+    ] {
         if let Some(rest) = msg.strip_prefix(p) {
-            return rest;
+            msg = rest;
         }
     }
     msg
@@ -180,15 +193,12 @@ fn play(rt: &Runtime, bundle: &Bundle, id: &str, steps: &[Step]) -> Vec<Out> {
             });
             continue;
         }
-        let args: Vec<&str> = step
+        let args: Vec<String> = step
             .args
             .iter()
-            .map(|a| match *a {
-                "{id}" => id,
-                "{b}" => bundle.p(),
-                other => other,
-            })
+            .map(|a| a.replace("{id}", id).replace("{b}", bundle.p()))
             .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = match step.input {
             Some(i) => rt.run_input(&args, i),
             None => rt.run(&args),
@@ -199,6 +209,11 @@ fn play(rt: &Runtime, bundle: &Bundle, id: &str, steps: &[Step]) -> Vec<Out> {
 }
 
 fn differential(name: &str, process: &[&str], edit: fn(&mut Value), steps: &[Step]) {
+    differential_with(name, process, edit, steps);
+}
+
+/// [`differential`] with an edit that carries values of its own (a path made by the test).
+fn differential_with(name: &str, process: &[&str], edit: impl FnOnce(&mut Value), steps: &[Step]) {
     require_root!();
     if !common::have("runc") {
         eprintln!("SKIP: runc is not installed (hack/setup.sh installs it)");
@@ -258,6 +273,19 @@ macro_rules! diff {
 }
 
 const SLEEP: &[&str] = &["sleep", "300"];
+
+#[path = "oci_runc_diff/cgroups.rs"]
+mod cgroups;
+#[path = "oci_runc_diff/checkpoint.rs"]
+mod checkpoint;
+#[path = "oci_runc_diff/commands.rs"]
+mod commands;
+#[path = "oci_runc_diff/rootfs.rs"]
+mod rootfs;
+#[path = "oci_runc_diff/seccomp.rs"]
+mod seccomp;
+#[path = "oci_runc_diff/spec_fields.rs"]
+mod spec_fields;
 
 // --- run: output and exit codes -------------------------------------------------------
 diff!(

@@ -102,6 +102,38 @@ impl CriuFlags {
     }
 }
 
+/// `--parent-path` names a previous dump relative to the image directory, which must
+/// exist as a directory: checked before CRIU runs, in runc's words.
+fn check_parent_path(image: &std::path::Path, parent: &std::path::Path) -> Result<()> {
+    if parent.is_absolute() {
+        bail!("--parent-path must be relative");
+    }
+    // Joined and cleaned lexically, as Go's filepath.Join does: the image directory
+    // need not exist yet for `../previous`.
+    let mut real = PathBuf::new();
+    for c in image.join(parent).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                real.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => real.push(other),
+        }
+    }
+    match std::fs::metadata(&real) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("invalid --parent-path: {}: not a directory", real.display()),
+        Err(e) => {
+            let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT));
+            bail!(
+                "invalid --parent-path: stat {}: {}",
+                real.display(),
+                errno.desc().to_lowercase()
+            )
+        }
+    }
+}
+
 fn flag_err(flag: &str, problem: String) -> anyhow::Error {
     anyhow!("{flag}: {problem}")
 }
@@ -116,8 +148,12 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         .map(PageServerAddr::parse)
         .transpose()
         .map_err(|e| flag_err("--page-server", e))?;
+    let criu = args.criu.opts()?;
+    if let Some(parent) = &criu.parent {
+        check_parent_path(&criu.image, parent)?;
+    }
     let dump = DumpOpts {
-        criu: args.criu.opts()?,
+        criu,
         leave_running: args.leave_running || args.pre_dump,
         pre_dump: args.pre_dump,
         page_server,

@@ -33,6 +33,49 @@ pub fn generate(rootless: bool) -> Result<Spec> {
     Ok(spec)
 }
 
+/// The config runc 1.1.5 writes, from oci-spec's default (youki's): capabilities sorted
+/// and without an inheritable set, the default-deny device rule, no cgroup namespace, no
+/// empty annotations, and the rootless /sys bind's `rbind` first. Only the hostname is
+/// vzrun's own.
+fn shape_like_runc(doc: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    doc["hostname"] = json!("vzrun");
+    if doc["annotations"].as_object().is_some_and(|a| a.is_empty()) {
+        if let Some(m) = doc.as_object_mut() {
+            m.remove("annotations");
+        }
+    }
+    if let Some(caps) = doc
+        .pointer_mut("/process/capabilities")
+        .and_then(Value::as_object_mut)
+    {
+        caps.remove("inheritable");
+        for set in caps.values_mut() {
+            if let Some(names) = set.as_array_mut() {
+                names.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    let rootless = doc["linux"]["uidMappings"].is_array();
+    if let Some(nss) = doc
+        .pointer_mut("/linux/namespaces")
+        .and_then(Value::as_array_mut)
+    {
+        nss.retain(|n| n["type"] != "cgroup");
+    }
+    if !rootless {
+        doc["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    }
+    for m in doc["mounts"].as_array_mut().into_iter().flatten() {
+        if let Some(opts) = m.get_mut("options").and_then(Value::as_array_mut) {
+            if let Some(i) = opts.iter().position(|o| o == "rbind") {
+                let rbind = opts.remove(i);
+                opts.insert(0, rbind);
+            }
+        }
+    }
+}
+
 /// `spec --rootless` shares its name with the global flag; clap parses it as the global.
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let rootless = matches!(global.rootless.as_deref(), Some("true") | Some("1"));
@@ -44,7 +87,9 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         bail!("bundle {}: not a directory", args.bundle.display());
     }
     let spec = generate(rootless)?;
-    let text = serde_json::to_string_pretty(&spec).map_err(|e| anyhow!("encode spec: {e}"))?;
+    let mut doc = serde_json::to_value(&spec).map_err(|e| anyhow!("encode spec: {e}"))?;
+    shape_like_runc(&mut doc);
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| anyhow!("encode spec: {e}"))?;
     std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
     Ok(0)
 }

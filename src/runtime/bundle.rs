@@ -38,14 +38,43 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
         Err(e) => return Err(Error::io("read", path, e)),
     };
     let de = &mut serde_json::Deserializer::from_slice(&data);
-    serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
-        let field = e.path().to_string();
+    let named = |field: String, inner: String| {
         Error::Config(if field == "." {
-            format!("config.json: {}", e.inner())
+            format!("config.json: {inner}")
         } else {
-            format!("config.json: {field}: {}", e.inner())
+            format!("config.json: {field}: {inner}")
         })
-    })
+    };
+    match serde_path_to_error::deserialize::<_, Spec>(de) {
+        Ok(spec) => Ok(spec),
+        // runc ignores capability names it does not know (a newer kernel's, a typo):
+        // they are dropped and the spec read again.
+        Err(e) if e.path().to_string().starts_with("process.capabilities.") => {
+            let mut v: serde_json::Value = serde_json::from_slice(&data)
+                .map_err(|_| named(e.path().to_string(), e.inner().to_string()))?;
+            drop_unknown_capabilities(&mut v);
+            serde_path_to_error::deserialize::<_, Spec>(v)
+                .map_err(|e| named(e.path().to_string(), e.inner().to_string()))
+        }
+        Err(e) => Err(named(e.path().to_string(), e.inner().to_string())),
+    }
+}
+
+/// Removes from each capability set of `process` the names oci-spec does not know.
+fn drop_unknown_capabilities(spec: &mut serde_json::Value) {
+    let Some(sets) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return;
+    };
+    for set in sets.values_mut() {
+        if let Some(names) = set.as_array_mut() {
+            names.retain(|n| {
+                serde_json::from_value::<oci_spec::runtime::Capability>(n.clone()).is_ok()
+            });
+        }
+    }
 }
 
 /// The cgroup path libcontainer gets: the spec's, a systemd `slice:prefix:name` turned
@@ -73,6 +102,29 @@ pub(crate) fn cgroup_path(spec: &Spec, id: &str, tag: &str, systemd: bool) -> Pa
         Some(p) => p,
         None => PathBuf::from(format!("/vzrun-{tag}{id}")),
     }
+}
+
+/// A relative bind source names a path in the bundle (runc works from the bundle
+/// directory): made absolute before libcontainer, which would resolve it against
+/// vzrun's own working directory.
+pub(crate) fn absolute_bind_sources(spec: &mut Spec, bundle: &Path) {
+    let Some(mut mounts) = spec.mounts().clone() else {
+        return;
+    };
+    for m in &mut mounts {
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+        match m.source() {
+            Some(src) if bind && src.is_relative() => {
+                let abs = bundle.join(src);
+                m.set_source(Some(abs));
+            }
+            _ => {}
+        }
+    }
+    spec.set_mounts(Some(mounts));
 }
 
 /// Resolves `root.path` against the bundle and checks that it is a directory.
@@ -144,6 +196,74 @@ fn refuse_unified_on_v1(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// What runc refuses in a spec before anything starts: a relative working directory and
+/// a namespace type given twice.
+fn refuse_malformed(spec: &Spec) -> Result<()> {
+    if let Some(p) = spec.process() {
+        if !p.cwd().is_absolute() {
+            return Err(Error::Config("Cwd must be an absolute path".into()));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if !seen.insert(ns.typ()) {
+            let path = ns
+                .path()
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            // The spec's name of the type ("network"), not its short form.
+            let kind = serde_json::to_value(ns.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(Error::Config(format!(
+                "malformed spec file: duplicated ns {{\"{kind}\" \"{path}\"}}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A process label on a host without SELinux (no selinuxfs) cannot be applied: runc
+/// refuses it in these words rather than running the process unlabelled.
+pub fn refuse_selinux_label(label: Option<&str>) -> Result<()> {
+    let enabled = Path::new("/sys/fs/selinux/enforce").exists();
+    if label.is_some_and(|l| !l.is_empty()) && !enabled {
+        return Err(Error::Config(
+            "selinux label is specified in config, but selinux is disabled or not supported".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// proc and sysfs go only on a real directory of the rootfs: a symlink there would carry
+/// the mount wherever it points (runc's check, in its words).
+fn refuse_special_fs_on_links(spec: &Spec, rootfs: &Path) -> Result<()> {
+    for m in spec.mounts().iter().flatten() {
+        let Some(fs) = m.typ().as_deref().filter(|t| *t == "proc" || *t == "sysfs") else {
+            continue;
+        };
+        let dest = m.destination();
+        let on_host = rootfs.join(dest.strip_prefix("/").unwrap_or(dest));
+        if let Ok(meta) = fs::symlink_metadata(&on_host) {
+            if !meta.is_dir() {
+                return Err(Error::Config(format!(
+                    "error mounting {fs:?} to rootfs at {:?}: filesystem {fs:?} must be mounted on ordinary directory",
+                    dest.display().to_string()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn load(bundle: &Path, spec: Option<Spec>) -> Result<Bundle> {
     let bundle = fs::canonicalize(bundle).map_err(|e| Error::io("bundle", bundle, e))?;
     let mut spec = match spec {
@@ -154,7 +274,14 @@ pub fn load(bundle: &Path, spec: Option<Spec>) -> Result<Bundle> {
         return Err(Error::Config("config.json: process: missing".into()));
     }
     refuse_unified_on_v1(&spec)?;
+    refuse_malformed(&spec)?;
+    refuse_selinux_label(
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.selinux_label().as_deref()),
+    )?;
     let rootfs = rootfs_of(&spec, &bundle)?;
+    refuse_special_fs_on_links(&spec, &rootfs)?;
     let ve_config = ve::config_from_spec(&spec)?;
     let has_seccomp = spec
         .linux()

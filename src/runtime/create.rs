@@ -12,7 +12,7 @@ use oci_spec::runtime::Spec;
 
 use crate::runtime::bundle::{self, cgroup_path, make_cwd, Bundle};
 use crate::runtime::error::{Error, Result};
-use crate::runtime::executor::VzExecutor;
+use crate::runtime::executor::{take_start_container_hooks, HookContext, VzExecutor};
 use crate::runtime::root::{validate_id, Lock, Root};
 use crate::runtime::state::Record;
 use crate::runtime::Runtime;
@@ -78,6 +78,7 @@ impl Runtime {
             r.set_path(bundle.rootfs.clone());
             spec.set_root(Some(r));
         }
+        bundle::absolute_bind_sources(spec, &bundle.bundle);
         if let Some(mut linux) = spec.linux().clone() {
             linux.set_cgroups_path(Some(cgroup_path(
                 spec,
@@ -169,7 +170,15 @@ impl Runtime {
             }
             None => None,
         };
-        let executor = VzExecutor::new(&bundle.spec, bundle.lent)?;
+        let start_container = take_start_container_hooks(&mut bundle.spec);
+        let executor = VzExecutor::new(&bundle.spec, bundle.lent)?.with_start_container(
+            start_container,
+            HookContext {
+                id,
+                bundle: &bundle.bundle,
+            },
+            &bundle.spec,
+        );
         let mut claimed = claim(&self.root, id, &bundle)?;
         let result = (|| -> Result<Container> {
             // Checked before the VE layer makes anything (runc checks before it makes its
@@ -207,6 +216,20 @@ impl Runtime {
                 if let Err(e) = crate::sys::cgroups::disable_oom_killer(&config.cgroup_path) {
                     let _ = container.delete(true);
                     return Err(e.into());
+                }
+            }
+            if let Some(pid) = container.pid() {
+                let finished = crate::runtime::finish::finish_create(pid.as_raw(), &bundle.spec)
+                    .and_then(|()| {
+                        let config = container.spec()?;
+                        Ok(crate::sys::cgroups::set_weight_devices(
+                            &config.cgroup_path,
+                            resources.and_then(|r| r.block_io().as_ref()),
+                        )?)
+                    });
+                if let Err(e) = finished {
+                    let _ = container.delete(true);
+                    return Err(e);
                 }
             }
             if let Some(pid) = container.pid() {

@@ -138,6 +138,11 @@ impl Runtime {
                 (p, Some(f))
             }
         };
+        let label = opts
+            .process_label
+            .clone()
+            .or_else(|| process.selinux_label().clone());
+        crate::runtime::bundle::refuse_selinux_label(label.as_deref())?;
         let sub_cgroup = match &opts.cgroup {
             Some(arg) => Some(sub_cgroup(&derived, arg)?),
             None => None,

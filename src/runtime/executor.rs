@@ -13,7 +13,7 @@ use std::path::Path;
 
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use oci_spec::runtime::{Capability, Process, Spec};
+use oci_spec::runtime::{Capability, Hook, Process, Spec};
 use seccompiler::BpfProgram;
 
 use crate::runtime::seccomp::{self, SeccompError};
@@ -22,6 +22,30 @@ use crate::runtime::seccomp::{self, SeccompError};
 pub struct VzExecutor {
     seccomp: Vec<BpfProgram>,
     return_sys_admin: bool,
+    /// The spec's startContainer hooks, run here rather than by libcontainer: runc runs
+    /// them after the seccomp filter is in force, so they are filtered as the process is.
+    start_container: Vec<Hook>,
+    /// The state those hooks read on stdin, without the pid (known only in the init).
+    hook_state: serde_json::Value,
+}
+
+/// What the startContainer hooks of a container are told: its ID, the caller's bundle
+/// and its annotations, as `state` reports them.
+pub struct HookContext<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+}
+
+/// Takes the startContainer hooks out of a spec (libcontainer would run them before the
+/// executor, outside the filter) for [`VzExecutor::with_start_container`].
+pub fn take_start_container_hooks(spec: &mut Spec) -> Vec<Hook> {
+    let Some(mut hooks) = spec.hooks().clone() else {
+        return Vec::new();
+    };
+    let taken = hooks.start_container().clone().unwrap_or_default();
+    hooks.set_start_container(None);
+    spec.set_hooks(Some(hooks));
+    taken
 }
 
 /// Adds CAP_SYS_ADMIN to a process's effective and permitted sets when installing a
@@ -57,7 +81,78 @@ impl VzExecutor {
         Ok(VzExecutor {
             seccomp,
             return_sys_admin,
+            start_container: Vec::new(),
+            hook_state: serde_json::Value::Null,
         })
+    }
+
+    /// Runs `hooks` in the init after the filter is installed, with the state of `ctx`.
+    pub fn with_start_container(mut self, hooks: Vec<Hook>, ctx: HookContext, spec: &Spec) -> Self {
+        self.hook_state = serde_json::json!({
+            "ociVersion": crate::runtime::state::OCI_VERSION,
+            "id": ctx.id,
+            "status": "created",
+            "bundle": ctx.bundle,
+            "annotations": spec.annotations().clone().unwrap_or_default(),
+        });
+        self.start_container = hooks;
+        self
+    }
+
+    fn run_start_container_hooks(&self) -> Result<(), ExecutorError> {
+        let mut state = self.hook_state.clone();
+        state["pid"] = serde_json::Value::from(std::process::id());
+        let input = state.to_string();
+        for (i, hook) in self.start_container.iter().enumerate() {
+            run_hook(hook, input.as_bytes()).map_err(|e| {
+                ExecutorError::Other(format!("error running startContainer hook #{i}: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one hook with `input` on its stdin, within its timeout.
+fn run_hook(hook: &Hook, input: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(hook.path());
+    let args = hook.args().clone().unwrap_or_default();
+    if let Some((argv0, rest)) = args.split_first() {
+        cmd.arg0(argv0).args(rest);
+    }
+    cmd.env_clear();
+    for kv in hook.env().iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{}: {e}", hook.path().display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its state closes the pipe: not an error.
+        let _ = stdin.write_all(input);
+    }
+    let limit = hook
+        .timeout()
+        .filter(|t| *t > 0)
+        .map(|t| std::time::Duration::from_secs(t as u64));
+    let start = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(st.to_string()),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if limit.is_some_and(|l| start.elapsed() > l) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("timeout".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -77,6 +172,7 @@ impl Executor for VzExecutor {
                 ExecutorError::Other(format!("drop CAP_SYS_ADMIN lent for seccomp: {e}"))
             })?;
         }
+        self.run_start_container_hooks()?;
         // Rust runs vzrun with SIGPIPE ignored (hooks that close their stdin early must
         // not kill it), and an exec keeps ignored signals ignored: give the container
         // process the default, as every other runtime does.
@@ -105,8 +201,9 @@ impl Executor for VzExecutor {
         if arg0.contains('/') {
             let p = Path::new(&arg0);
             return match std::fs::metadata(p) {
+                // execve(2) of a directory fails with EACCES: runc reports just that.
                 Ok(m) if m.is_dir() => Err(ExecutorValidationError::ArgValidationError(format!(
-                    "exec: {arg0:?}: is a directory"
+                    "exec: {arg0:?}: permission denied"
                 ))),
                 Ok(_) => Ok(()),
                 Err(e) => Err(ExecutorValidationError::ArgValidationError(format!(
@@ -118,7 +215,10 @@ impl Executor for VzExecutor {
             };
         }
         DefaultExecutor {}.validate(spec).map_err(|e| match e {
-            ExecutorValidationError::ArgValidationError(m) if m.contains("not found in $PATH") => {
+            // Without PATH runc looks nowhere and finds nothing: the same words.
+            ExecutorValidationError::ArgValidationError(m)
+                if m.contains("not found in $PATH") || m.contains("PATH environment") =>
+            {
                 ExecutorValidationError::ArgValidationError(format!(
                     "exec: {arg0:?}: executable file not found in $PATH"
                 ))

@@ -85,9 +85,17 @@ pub fn can_migrate(id: &str, status: ContainerStatus) -> Result<()> {
 pub fn can_exec(status: ContainerStatus, ignore_paused: bool) -> Result<()> {
     match status {
         ContainerStatus::Stopped => Err(Error::State("cannot exec in a stopped container".into())),
-        ContainerStatus::Paused if !ignore_paused => {
-            Err(Error::State("cannot exec in a paused container".into()))
-        }
+        ContainerStatus::Paused if !ignore_paused => Err(Error::State(
+            "cannot exec in a paused container (use --ignore-paused to override)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A stopped container has no cgroup left to update (runc's words).
+pub fn can_update(status: ContainerStatus) -> Result<()> {
+    match status {
+        ContainerStatus::Stopped => Err(Error::State("container not running".into())),
         _ => Ok(()),
     }
 }
@@ -241,7 +249,8 @@ impl Runtime {
                     // A forced delete may follow a create killed halfway: a controller's
                     // cgroup made after libcontainer's state was written is swept too.
                     Ok(()) if force => self.remove_remains(id),
-                    Ok(()) => {}
+                    // libcgroups leaves a cgroup that has sub-cgroups: runc removes them.
+                    Ok(()) => self.remove_cgroup(id, false),
                     // runc logs a failing poststop hook and carries on (exit 0, the hooks
                     // after it not run): the container is gone by then, and a record kept
                     // would run the hook again on every delete. libcontainer stopped
@@ -290,14 +299,20 @@ impl Runtime {
     /// vzrun's derived config), the cgroup, and libcontainer's directory.
     pub(crate) fn remove_remains(&self, id: &str) {
         crate::sys::lock::kill_holders(&self.root.lock_file(id), Duration::from_secs(5));
+        self.remove_cgroup(id, true);
+        let _ = std::fs::remove_dir_all(self.root.container_dir(id));
+    }
+
+    /// The container's cgroup (named in vzrun's derived config) with any sub-cgroups,
+    /// and with `kill` whatever still runs in them.
+    fn remove_cgroup(&self, id: &str, kill: bool) {
         if let Ok(spec) = crate::runtime::bundle::load_spec(&self.root.ve_dir(id)) {
             if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
                 // Directly, not through libcgroups' manager: its freeze and remove would
                 // make the hierarchies they touch, and stop at the first that fails.
-                cgroups::remove_everywhere(&path);
+                cgroups::remove_everywhere(&path, kill);
             }
         }
-        let _ = std::fs::remove_dir_all(self.root.container_dir(id));
     }
 }
 

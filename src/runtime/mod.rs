@@ -16,6 +16,7 @@ pub mod create;
 pub mod error;
 pub mod exec;
 pub mod executor;
+pub mod finish;
 pub mod foreground;
 pub mod lifecycle;
 pub mod migrate;

@@ -12,13 +12,19 @@
 //! A syscall that matches a rule of action A gets ALLOW from every filter but A's, which
 //! answers A; a syscall that matches no rule gets the default action. Names this
 //! architecture lacks are skipped, as libseccomp does.
+//!
+//! Two libseccomp/runc behaviours are kept: several conditions on the same argument of
+//! one rule match when any of them holds (runc then adds each condition as a rule of its
+//! own), and a syscall numbered above every syscall the profile names gets ENOSYS rather
+//! than the default action, so a program probing for a newer syscall falls back (runc's
+//! "-ENOSYS stub", put in front of the default filter when that is not permissive).
 
 use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
 };
 
 mod table {
@@ -107,6 +113,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut by_action: HashMap<u32, (SeccompAction, Rules)> = HashMap::new();
     let mut not_default: Rules = BTreeMap::new();
+    // The highest syscall the profile names, whatever its rule's action.
+    let last = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|sc| sc.names().iter())
+        .filter_map(|n| syscall_nr(n))
+        .max();
     for sc in profile.syscalls().iter().flatten() {
         let act = action(sc.action(), sc.errno_ret())?;
         if act == default {
@@ -140,24 +154,32 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
                         .map_err(|e| SeccompError::Compile(format!("{name}: {e}")))?;
                 conds.push(cond);
             }
-            let rule = if conds.is_empty() {
-                None
-            } else {
-                Some(
-                    SeccompRule::new(conds)
-                        .map_err(|e| SeccompError::Compile(format!("{name}: {e}")))?,
-                )
+            let rule = |conds: Vec<SeccompCondition>| {
+                SeccompRule::new(conds).map_err(|e| SeccompError::Compile(format!("{name}: {e}")))
             };
-            add_rule(&mut not_default, nr, rule.clone());
-            if act != SeccompAction::Allow {
-                let slot = by_action
-                    .entry(action_key(&act))
-                    .or_insert_with(|| (act.clone(), BTreeMap::new()));
-                add_rule(&mut slot.1, nr, rule);
+            let rules: Vec<Option<SeccompRule>> = if conds.is_empty() {
+                vec![None]
+            } else if repeats_an_argument(sc.args().iter().flatten().map(|a| a.index())) {
+                conds
+                    .into_iter()
+                    .map(|c| rule(vec![c]).map(Some))
+                    .collect::<Result<_, _>>()?
+            } else {
+                vec![Some(rule(conds)?)]
+            };
+            for rule in rules {
+                add_rule(&mut not_default, nr, rule.clone());
+                if act != SeccompAction::Allow {
+                    let slot = by_action
+                        .entry(action_key(&act))
+                        .or_insert_with(|| (act.clone(), BTreeMap::new()));
+                    add_rule(&mut slot.1, nr, rule);
+                }
             }
         }
     }
     let mut filters = Vec::new();
+    let permissive = matches!(default, SeccompAction::Allow | SeccompAction::Log);
     if default != SeccompAction::Allow {
         filters.push(SeccompFilter::new(
             not_default,
@@ -171,13 +193,84 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
     for (act, rules) in others {
         filters.push(SeccompFilter::new(rules, SeccompAction::Allow, act, arch));
     }
-    filters
+    let mut programs = filters
         .into_iter()
         .map(|f| {
             let f = f.map_err(|e| SeccompError::Compile(e.to_string()))?;
             BpfProgram::try_from(f).map_err(|e| SeccompError::Compile(e.to_string()))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    // runc leaves the stub out when the default already answers ENOSYS, and (looking
+    // only at the profile's listed architectures) when no architecture is listed.
+    let default_is_enosys = profile.default_errno_ret() == Some(libc::ENOSYS as u32);
+    let lists_arch = profile
+        .architectures()
+        .as_ref()
+        .is_some_and(|a| !a.is_empty());
+    if let (false, false, true, Some(last), Some(first)) = (
+        permissive,
+        default_is_enosys,
+        lists_arch,
+        last,
+        programs.first_mut(),
+    ) {
+        let mut stub = enosys_stub(arch, last);
+        stub.append(first);
+        *first = stub;
+    }
+    Ok(programs)
+}
+
+/// Whether some argument index comes twice among one rule's conditions.
+fn repeats_an_argument(indexes: impl Iterator<Item = usize>) -> bool {
+    let mut seen = [false; 6];
+    indexes
+        .filter(|&i| i < 6)
+        .any(|i| std::mem::replace(&mut seen[i], true))
+}
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_JGT_K: u16 = 0x25;
+const BPF_JGE_K: u16 = 0x35;
+const BPF_RET_K: u16 = 0x06;
+/// Offsets in struct seccomp_data.
+const DATA_NR: u32 = 0;
+const DATA_ARCH: u32 = 4;
+/// x32 system calls are x86_64 numbers with this bit set; the stub leaves them alone.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+fn audit_arch(arch: TargetArch) -> u32 {
+    const LE64: u32 = 0x8000_0000 | 0x4000_0000;
+    match arch {
+        TargetArch::x86_64 => 62 | LE64,
+        TargetArch::aarch64 => 183 | LE64,
+        TargetArch::riscv64 => 243 | LE64,
+    }
+}
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
+/// Instructions that answer ENOSYS for a native syscall numbered above `last` and fall
+/// through to the filter behind them for everything else. Jumps are relative, so the
+/// filter they are put in front of runs unchanged.
+fn enosys_stub(arch: TargetArch, last: i64) -> BpfProgram {
+    let last = u32::try_from(last).unwrap_or(u32::MAX);
+    vec![
+        insn(BPF_LD_W_ABS, 0, 0, DATA_ARCH),
+        insn(BPF_JEQ_K, 0, 4, audit_arch(arch)),
+        insn(BPF_LD_W_ABS, 0, 0, DATA_NR),
+        insn(BPF_JGE_K, 2, 0, X32_SYSCALL_BIT),
+        insn(BPF_JGT_K, 0, 1, last),
+        insn(
+            BPF_RET_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ),
+    ]
 }
 
 /// Installs the programs into the calling thread. Without CAP_SYS_ADMIN the kernel only
@@ -276,6 +369,31 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("argument index 7"));
+    }
+
+    #[test]
+    fn repeated_argument_splits_the_rule() {
+        assert!(repeats_an_argument([0, 0].into_iter()));
+        assert!(!repeats_an_argument([0, 2].into_iter()));
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpgid"],"action":"SCMP_ACT_ERRNO","args":[
+              {"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":0,"value":2,"op":"SCMP_CMP_EQ"}]}]}"#,
+        );
+        assert_eq!(compile(&p).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn enosys_stub_only_for_a_listed_arch_and_a_strict_default() {
+        let strict = r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+            "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#;
+        let plain = r#"{"defaultAction":"SCMP_ACT_ERRNO",
+            "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#;
+        let with = compile(&profile(strict)).unwrap()[0].len();
+        let without = compile(&profile(plain)).unwrap()[0].len();
+        assert_eq!(with, without + 6);
+        let enosys = r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"architectures":["SCMP_ARCH_X86_64"],
+            "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#;
+        assert_eq!(compile(&profile(enosys)).unwrap()[0].len(), without);
     }
 
     #[test]

@@ -14,7 +14,14 @@ use crate::ve::resources::merge;
 impl Runtime {
     pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
         let loaded = self.root.load(id)?;
-        self.apply_resources(&loaded.container, resources)
+        crate::runtime::lifecycle::can_update(loaded.container.status())?;
+        // A pids limit of 0 means "leave it as it is" to runc (its cgroup code writes
+        // pids.max only for a non-zero limit): `--pids-limit 0` changes nothing.
+        let mut resources = resources.clone();
+        if resources.pids().as_ref().is_some_and(|p| p.limit() == 0) {
+            resources.set_pids(None);
+        }
+        self.apply_resources(&loaded.container, &resources)
     }
 
     /// Applies resources to a container's cgroup and records them in its derived config.

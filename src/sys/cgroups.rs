@@ -20,6 +20,13 @@ pub enum CgroupError {
     Pids { path: PathBuf, reason: String },
     #[error("write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    /// runc's words for a cgroup file that refused a value.
+    #[error("failed to write {line:?}: write {}: {reason}", path.display())]
+    WriteLine {
+        line: String,
+        path: PathBuf,
+        reason: String,
+    },
     /// runc's words: a create into a frozen cgroup would leave its init frozen.
     #[error("container's cgroup unexpectedly frozen")]
     Frozen,
@@ -138,6 +145,47 @@ pub fn disable_oom_killer(path: &Path) -> Result<(), CgroupError> {
     })
 }
 
+/// Writes each per-device weight of `blkio.weightDevice` (libcgroups 0.7 writes only the
+/// default weight): into bfq's file where the kernel has it, as runc does, else CFQ's.
+/// A device whose scheduler is not bfq refuses the write, and so does the create, in
+/// runc's words.
+pub fn set_weight_devices(
+    path: &Path,
+    blkio: Option<&oci_spec::runtime::LinuxBlockIo>,
+) -> Result<(), CgroupError> {
+    let Some(devices) = blkio.and_then(|b| b.weight_device().as_ref()) else {
+        return Ok(());
+    };
+    let Ok(mp) =
+        libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Blkio)
+    else {
+        return Ok(());
+    };
+    let dir = mp.join(path.strip_prefix("/").unwrap_or(path));
+    let file = ["blkio.bfq.weight_device", "blkio.weight_device"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|f| f.exists());
+    let Some(file) = file else {
+        return Ok(());
+    };
+    for d in devices {
+        let Some(weight) = d.weight() else { continue };
+        let line = format!("{}:{} {weight}", d.major(), d.minor());
+        std::fs::write(&file, &line).map_err(|e| {
+            // The C library's words, as Go prints an errno: "operation not supported".
+            let text = e.to_string();
+            let words = text.split(" (os error").next().unwrap_or_default();
+            CgroupError::WriteLine {
+                line: line.clone(),
+                path: file.clone(),
+                reason: words.to_lowercase(),
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// The directories a process joining the sub-cgroup `sub` of the cgroup at `path` enters:
 /// the v2 directory, or on v1 the one in each controller's hierarchy that holds the
 /// container's cgroup, only the `controllers` named when some are.
@@ -225,10 +273,27 @@ pub fn freeze(path: &Path, limit: Duration) -> Option<Frozen> {
     None
 }
 
+/// The directories below `dir`, each before its parent.
+fn sub_dirs_deepest_first(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let p = e.path();
+                out.extend(sub_dirs_deepest_first(&p));
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// Removes the cgroup at `path` from every hierarchy it exists in, killing what is left
 /// in it first: for what a killed create left halfway (a controller made, the next not
 /// yet), where libcgroups' own remove stops at the first hierarchy it cannot handle.
-pub fn remove_everywhere(path: &Path) {
+/// With `kill` false, only empty cgroups are removed (a stopped container's delete: a
+/// cgroup shared with other processes stays as it is).
+pub fn remove_everywhere(path: &Path, kill: bool) {
     let rel = path.strip_prefix("/").unwrap_or(path);
     if rel.as_os_str().is_empty() {
         return;
@@ -238,7 +303,18 @@ pub fn remove_everywhere(path: &Path) {
     if let Ok(rd) = std::fs::read_dir(root) {
         dirs.extend(rd.flatten().map(|e| e.path().join(rel)));
     }
+    // Sub-cgroups (made by the container or by whoever manages it) go first, deepest
+    // first: rmdir of a cgroup with children fails, and runc removes the whole tree.
+    let mut all = Vec::new();
     for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        all.extend(sub_dirs_deepest_first(&dir));
+        all.push(dir);
+    }
+    for dir in all {
+        if !kill {
+            let _ = std::fs::remove_dir(&dir);
+            continue;
+        }
         // SIGKILL stays pending in a frozen cgroup: thaw it first.
         let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
         let _ = std::fs::write(dir.join("cgroup.freeze"), "0");

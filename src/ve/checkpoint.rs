@@ -412,6 +412,24 @@ pub fn image_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CRIU configuration file of a container, as runc picks it: the `org.criu.config`
+/// annotation names one (empty: none at all), else /etc/criu/runc.conf when it exists.
+/// CRIU reads it after the request's options, so it can override them.
+fn criu_config_file(spec: &Spec) -> Option<String> {
+    match spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("org.criu.config"))
+    {
+        Some(path) if path.is_empty() => None,
+        Some(path) => Some(path.clone()),
+        None => {
+            let default = Path::new("/etc/criu/runc.conf");
+            default.exists().then(|| default.display().to_string())
+        }
+    }
+}
+
 /// Dumps the VE's process tree into `o.image`. The VE keeps running when CRIU fails,
 /// and with `leave_running`; otherwise CRIU has killed its processes on success.
 pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
@@ -421,6 +439,9 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
         log,
         _dirs,
     } = o.criu.request(true, DUMP_LOG)?;
+    if let Some(c) = criu_config_file(t.spec) {
+        opts.set_config_file(c);
+    }
     opts.set_pid(t.pid);
     opts.set_root(t.rootfs.display().to_string());
     opts.set_leave_running(o.leave_running);
@@ -729,6 +750,9 @@ pub fn restore(
         log,
         _dirs,
     } = o.criu.request(false, RESTORE_LOG)?;
+    if let Some(c) = criu_config_file(t.spec) {
+        opts.set_config_file(c);
+    }
     make_mountpoints(t.rootfs, t.spec);
     let root = RootMount::new(t.rootfs, t.scratch)?;
     opts.set_root(root.path.display().to_string());

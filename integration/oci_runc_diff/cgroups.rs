@@ -1,0 +1,202 @@
+//! cgroup behaviours a caller can tell apart: sub-cgroups at `delete --force`, per-device
+//! block I/O weights, and a cgroup that already holds processes.
+
+use super::*;
+use std::path::PathBuf;
+
+/// The v1 cgroup directories of a process, one per hierarchy it is in.
+fn cgroup_dirs(pid: u64) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            let ctrl = ctrl.split(',').next()?.trim_start_matches("name=");
+            if ctrl.is_empty() || path == "/" {
+                return None;
+            }
+            Some(PathBuf::from(format!("/sys/fs/cgroup/{ctrl}{path}")))
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Made under the container's cgroups; removed (deepest first) when dropped.
+struct SubCgroups(Vec<PathBuf>);
+
+impl Drop for SubCgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// `delete --force` of a running container whose cgroups have children: the exit code,
+/// whether `list -q` is empty after, and whether any of its cgroups are left.
+fn delete_with_sub_cgroups(rt: &Runtime) -> (i32, bool, bool) {
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("subcg");
+    rt.track(&id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let pid = rt.state(&id)["pid"].as_u64().unwrap();
+    let dirs = cgroup_dirs(pid);
+    assert!(!dirs.is_empty(), "{}: no cgroups for {pid}", rt.name);
+    let mut made = Vec::new();
+    for d in &dirs {
+        for sub in ["a", "a/b"] {
+            let p = d.join(sub);
+            if std::fs::create_dir(&p).is_ok() {
+                made.push(p);
+            }
+        }
+    }
+    let _guard = SubCgroups(made);
+    let del = rt.run_deadlined(&["delete", "--force", &id], HANG);
+    let listed = rt.run(&["list", "-q"]);
+    let left = dirs.iter().any(|d| d.exists());
+    (del.code, listed.stdout.trim().is_empty(), left)
+}
+
+#[test]
+fn cgroups_delete_force_removes_sub_cgroups() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let want = delete_with_sub_cgroups(&Runtime::runc());
+    assert_eq!(want, (0, true, false), "runc");
+    let got = delete_with_sub_cgroups(&Runtime::vzrun());
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
+/// The major:minor of a disk whose queue offers bfq.
+fn bfq_disk() -> Option<(u64, u64)> {
+    for e in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let sched = std::fs::read_to_string(e.path().join("queue/scheduler")).unwrap_or_default();
+        if !sched.contains("bfq") {
+            continue;
+        }
+        let dev = std::fs::read_to_string(e.path().join("dev")).ok()?;
+        let (a, b) = dev.trim().split_once(':')?;
+        return Some((a.parse().ok()?, b.parse().ok()?));
+    }
+    None
+}
+
+#[test]
+fn cgroups_weight_device_reaches_bfq() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let Some((major, minor)) = bfq_disk() else {
+        eprintln!("SKIP: no disk offers bfq");
+        return;
+    };
+    differential_with(
+        "cgroups_weight_device_reaches_bfq",
+        &[
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/blkio/blkio.bfq.weight_device",
+        ],
+        move |v| {
+            v["linux"]["resources"]["blockIO"] = json!({"weight": 200, "weightDevice": [
+                {"major": major, "minor": minor, "weight": 300}]});
+        },
+        // Refused by the kernel unless the disk's scheduler is bfq right now.
+        &[
+            worded(
+                &["run", "-b", "{b}", "{id}"],
+                "operation not supported",
+                "operation not supported",
+            ),
+            s(&["list", "-q"]),
+        ],
+    );
+}
+
+/// A cgroup made by the test in every v1 hierarchy, holding one sleeping process;
+/// emptied and removed at drop.
+struct BusyCgroup {
+    name: String,
+    child: std::process::Child,
+}
+
+impl BusyCgroup {
+    fn new(name: &str) -> Option<BusyCgroup> {
+        let child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .ok()?;
+        let cg = BusyCgroup {
+            name: name.to_string(),
+            child,
+        };
+        for ctrl in [
+            "memory", "pids", "cpu", "cpuacct", "devices", "freezer", "blkio", "cpuset",
+        ] {
+            let d = PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/{name}"));
+            std::fs::create_dir(&d).ok()?;
+            if ctrl == "cpuset" {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let v = std::fs::read_to_string(format!("/sys/fs/cgroup/cpuset/{f}")).ok()?;
+                    std::fs::write(d.join(f), v.trim()).ok()?;
+                }
+            }
+            std::fs::write(d.join("cgroup.procs"), cg.child.id().to_string()).ok()?;
+        }
+        Some(cg)
+    }
+}
+
+impl Drop for BusyCgroup {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for dir in common::cgroups_named(&self.name) {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            common::wait_until(5, || std::fs::remove_dir(&dir).is_ok() || !dir.exists());
+        }
+    }
+}
+
+/// `run -d` into a cgroup that already has a process: exit code and whether the container
+/// runs. (runc 1.1.5 also warns "container's cgroup is not empty"; vzrun does not yet.)
+fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool)> {
+    let name = common::unique_id(&format!("busy-{}", rt.name));
+    let _cg = BusyCgroup::new(&name)?;
+    let path = format!("/{name}");
+    let bundle = Bundle::with(SLEEP, |v| v["linux"]["cgroupsPath"] = json!(path));
+    let id = common::unique_id("busycg");
+    rt.track(&id);
+    let o = rt.run_deadlined(&["run", "-d", "-b", bundle.p(), &id], HANG);
+    let running = o.code == 0 && rt.status(&id) == "running";
+    let _ = rt.run(&["delete", "--force", &id]);
+    Some((o.code, running))
+}
+
+#[test]
+fn cgroups_run_into_a_non_empty_cgroup() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let Some(want) = into_busy_cgroup(&Runtime::runc()) else {
+        eprintln!("SKIP: cannot make a busy cgroup");
+        return;
+    };
+    let got = into_busy_cgroup(&Runtime::vzrun()).expect("busy cgroup");
+    assert_eq!(got, want, "vzrun differs from runc");
+}

@@ -1,0 +1,151 @@
+//! What runc does at create and libcontainer 0.7 leaves out, done from the host once the
+//! init waits for `start`: `ro` on tmpfs and cgroup mounts (libcontainer mounts them
+//! writable whatever the spec says; a writable cgroup mount inside a cgroup namespace is
+//! runc advisory GHSA-m8cg-xc2p-r3fc).
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use oci_spec::runtime::Spec;
+
+use crate::runtime::error::{Error, Result};
+
+/// The mount points (as the init sees them) that must end read-only: each tmpfs or
+/// cgroup mount of the spec with `ro`, and for cgroup mounts every mount below it (v1
+/// has one per hierarchy under a tmpfs).
+fn readonly_targets(spec: &Spec, mountinfo: &str) -> Vec<PathBuf> {
+    let mut targets = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let kind = m.typ().as_deref().unwrap_or_default();
+        let ro = m
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "ro"));
+        if !ro || !matches!(kind, "tmpfs" | "cgroup" | "cgroup2") {
+            continue;
+        }
+        let dest = m.destination().clone();
+        for point in mount_points(mountinfo) {
+            let below = kind != "tmpfs" && point.starts_with(&dest);
+            if (point == dest || below) && !targets.contains(&point) {
+                targets.push(point);
+            }
+        }
+    }
+    targets
+}
+
+/// Field 5 of each mountinfo line, with the kernel's octal escapes undone.
+fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| {
+            let mut out = Vec::new();
+            let b = p.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                let oct = b.get(i + 1..i + 4).and_then(|d| {
+                    std::str::from_utf8(d)
+                        .ok()
+                        .and_then(|s| u8::from_str_radix(s, 8).ok())
+                });
+                match (b[i], oct) {
+                    (b'\\', Some(c)) => {
+                        out.push(c);
+                        i += 4;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(String::from_utf8_lossy(&out).into_owned())
+        })
+        .collect()
+}
+
+/// The flags a read-only bind remount must keep: dropping a locked one fails, and the
+/// others would change what the process sees.
+fn kept_flags(target: &Path) -> MsFlags {
+    let mut flags = MsFlags::empty();
+    if let Ok(st) = statvfs(target) {
+        let f = st.flags();
+        for (has, keep) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(has) {
+                flags |= keep;
+            }
+        }
+    }
+    flags
+}
+
+/// Completes the create of the container whose init is `pid`.
+pub fn finish_create(pid: i32, spec: &Spec) -> Result<()> {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map_err(|e| Error::io("read", format!("/proc/{pid}/mountinfo"), e))?;
+    let targets = readonly_targets(spec, &mountinfo);
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let ns = format!("/proc/{pid}/ns/mnt");
+    let mnt = File::open(&ns).map_err(|e| Error::io("open", ns, e))?;
+    // A thread of its own: it leaves vzrun's namespaces for the container's and ends.
+    std::thread::spawn(move || -> Result<()> {
+        let step = |what: String| move |e: nix::Error| Error::Step(format!("{what}: {e}"));
+        // setns(CLONE_NEWNS) refuses a thread that shares its root and cwd.
+        unshare(CloneFlags::CLONE_FS).map_err(step("unshare fs".into()))?;
+        setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)
+            .map_err(step("enter the container's mount namespace".into()))?;
+        for t in &targets {
+            let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | kept_flags(t);
+            mount(None::<&str>, t, None::<&str>, flags, None::<&str>)
+                .map_err(step(format!("remount {} read-only", t.display())))?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| Error::Step("finish create: worker panicked".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readonly_targets_take_cgroup_submounts_and_ro_tmpfs_only() {
+        let spec: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","root":{"path":"r"},"mounts":[
+              {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","ro"]},
+              {"destination":"/tmp","type":"tmpfs","source":"tmpfs"},
+              {"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["ro"]}]}"#,
+        )
+        .unwrap();
+        let info = "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    2 1 0:5 / /dev rw - tmpfs tmpfs rw\n\
+                    3 2 0:6 / /dev/pts rw - devpts devpts rw\n\
+                    4 1 0:7 / /tmp rw - tmpfs tmpfs rw\n\
+                    5 1 0:8 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                    6 5 0:9 / /sys/fs/cgroup/pids rw - cgroup cgroup rw\n\
+                    7 1 0:10 / /with\\040space rw - tmpfs tmpfs rw\n";
+        let got = readonly_targets(&spec, info);
+        let want: Vec<PathBuf> = ["/dev", "/sys/fs/cgroup", "/sys/fs/cgroup/pids"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(mount_points(info)[6], PathBuf::from("/with space"));
+    }
+}
