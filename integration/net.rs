@@ -7,29 +7,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{Bundle, Runtime};
+use common::{Bundle, Runtime, Ve};
 use serde_json::{json, Value};
 
-struct Ve<'a> {
-    rt: &'a Runtime,
-    id: String,
-    _bundle: Bundle,
-}
-
-impl<'a> Ve<'a> {
-    fn start(rt: &'a Runtime, tag: &str, ann: Value) -> Ve<'a> {
-        let bundle = Bundle::ve(&["sleep", "600"], ann);
-        let id = common::unique_id(tag);
-        rt.track(&id);
-        let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
-        assert_eq!(o.code, 0, "start {id}: {o:?}");
-        Ve {
-            rt,
-            id,
-            _bundle: bundle,
-        }
-    }
-
+impl Ve<'_> {
     fn pid(&self) -> String {
         self.rt.state(&self.id)["pid"].to_string()
     }
@@ -50,10 +31,6 @@ impl<'a> Ve<'a> {
             .output()
             .unwrap()
             .into()
-    }
-
-    fn show(&self) -> Value {
-        self.rt.run(&["ve", "show", "--json", &self.id]).json()
     }
 }
 
@@ -524,7 +501,7 @@ fn ve_set_changes_a_running_ve_and_saves() {
     );
     assert_eq!(show["hostname"], "renamed");
     let saved: Value =
-        serde_json::from_slice(&std::fs::read(a._bundle.path().join("config.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(a.bundle.path().join("config.json")).unwrap())
             .unwrap();
     assert_eq!(
         saved["annotations"]["io.vzrun.net.ip"],

@@ -5,29 +5,10 @@
 
 mod common;
 
-use common::{Bundle, Runtime};
-use serde_json::{json, Value};
+use common::{Runtime, Ve};
+use serde_json::json;
 
-struct Ve<'a> {
-    rt: &'a Runtime,
-    id: String,
-    _bundle: Bundle,
-}
-
-impl<'a> Ve<'a> {
-    fn start(rt: &'a Runtime, tag: &str, ann: Value) -> Ve<'a> {
-        let bundle = Bundle::ve(&["sleep", "600"], ann);
-        let id = common::unique_id(tag);
-        rt.track(&id);
-        let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
-        assert_eq!(o.code, 0, "start {id}: {o:?}");
-        Ve {
-            rt,
-            id,
-            _bundle: bundle,
-        }
-    }
-
+impl Ve<'_> {
     fn set(&self, flags: &[&str]) -> common::Out {
         let mut args = vec!["ve", "set", self.id.as_str()];
         args.extend_from_slice(flags);
@@ -38,12 +19,6 @@ impl<'a> Ve<'a> {
         let o = self.rt.run(&["exec", &self.id, "sh", "-c", script]);
         assert_eq!(o.code, 0, "{script}: {o:?}");
         o.stdout
-    }
-
-    fn show(&self) -> Value {
-        let o = self.rt.run(&["ve", "show", "--json", &self.id]);
-        assert_eq!(o.code, 0, "{o:?}");
-        o.json()
     }
 
     /// A file of the VE's cgroup v1 `controller` hierarchy, read on the host.

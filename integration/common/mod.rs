@@ -285,6 +285,34 @@ impl Bundle {
     }
 }
 
+/// A VE started with `run -d` from a VE bundle whose process sleeps; the runtime's
+/// tracking deletes it when the test ends, however it ends. Suites add their own
+/// methods in `impl common::Ve` blocks.
+pub struct Ve<'a> {
+    pub rt: &'a Runtime,
+    pub id: String,
+    /// Kept for the VE's life: its config.json, for a suite that reads it back.
+    pub bundle: Bundle,
+}
+
+impl<'a> Ve<'a> {
+    pub fn start(rt: &'a Runtime, tag: &str, ann: Value) -> Ve<'a> {
+        let bundle = Bundle::ve(&["sleep", "600"], ann);
+        let id = unique_id(tag);
+        rt.track(&id);
+        let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+        assert_eq!(o.code, 0, "start {id}: {o:?}");
+        Ve { rt, id, bundle }
+    }
+
+    /// `ve show --json`.
+    pub fn show(&self) -> Value {
+        let o = self.rt.run(&["ve", "show", "--json", &self.id]);
+        assert_eq!(o.code, 0, "{o:?}");
+        o.json()
+    }
+}
+
 /// A private data directory (templates and VEs), removed at the end.
 pub struct Data {
     dir: tempfile::TempDir,
