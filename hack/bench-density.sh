@@ -63,7 +63,7 @@ start_many() { # NAME CMD-PREFIX...
     if [ "$name" = vzrun ]; then
       in_ns "$@" run -d -b "$tmp/ve/$i" "vzb-d$i" >/dev/null </dev/null
     else
-      "$@" run -d -b "$tmp/plain" "vzb-d$i" >/dev/null </dev/null 2>&1
+      "$@" run -d -b "$tmp/plain" "vzb-d$i" >/dev/null </dev/null
     fi
     ms_since "$t0"
   done
