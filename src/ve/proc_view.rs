@@ -124,12 +124,12 @@ pub fn lxcfs_dir() -> PathBuf {
     }
 }
 
-/// Whether a live LXCFS is mounted at `dir`: a FUSE mount there in our mount table, and
-/// its meminfo answers (a mount whose daemon died answers ENOTCONN).
-pub fn mounted(dir: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
+/// The files of [`FILES`] a live LXCFS at `dir` serves; None when none answers there (no
+/// FUSE mount at `dir` in our mount table, or one whose daemon died: its listing fails
+/// with ENOTCONN). One listing of its proc directory rather than a stat per file: each
+/// is a round trip to the daemon, which sizes a file by generating it (about 60 µs here).
+pub fn served(dir: &Path) -> Option<Vec<&'static str>> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let here = table.lines().any(|l| {
         let mut f = l.split(' ');
         let point = f.nth(4);
@@ -138,7 +138,26 @@ pub fn mounted(dir: &Path) -> bool {
         point.is_some_and(|p| Path::new(&unescape(p)) == dir)
             && fstype.is_some_and(|t| t.starts_with("fuse"))
     });
-    here && std::fs::metadata(dir.join("proc/meminfo")).is_ok()
+    if !here {
+        return None;
+    }
+    files_in(dir).ok()
+}
+
+/// The files of [`FILES`] present under `dir`.
+fn files_in(dir: &Path) -> std::io::Result<Vec<&'static str>> {
+    let proc: std::collections::HashSet<String> = std::fs::read_dir(dir.join("proc"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    Ok(FILES
+        .iter()
+        .copied()
+        .filter(|f| match f.strip_prefix("/proc/") {
+            Some(name) => proc.contains(name),
+            None => dir.join(f.trim_start_matches('/')).exists(),
+        })
+        .collect())
 }
 
 /// What a running VE's /proc shows, from its own mount table.
@@ -195,22 +214,20 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-/// The bind mounts for the files `dir` serves, in [`FILES`] order.
-pub fn mounts(dir: &Path) -> Vec<Mount> {
+/// The bind mounts for `files` (of [`FILES`]) from `dir`, in [`FILES`] order.
+pub fn mounts(dir: &Path, files: &[&str]) -> Vec<Mount> {
     FILES
         .iter()
-        .filter_map(|f| {
-            let source = dir.join(f.trim_start_matches('/'));
-            source.exists().then(|| {
-                let mut m = Mount::default();
-                m.set_destination(PathBuf::from(f));
-                m.set_typ(Some("bind".to_string()));
-                m.set_source(Some(source));
-                // Read-only: nothing inside may write the host daemon's files, and
-                // a plain bind (not rbind) since these are single files.
-                m.set_options(Some(vec!["bind".to_string(), "ro".to_string()]));
-                m
-            })
+        .filter(|f| files.contains(f))
+        .map(|f| {
+            let mut m = Mount::default();
+            m.set_destination(PathBuf::from(f));
+            m.set_typ(Some("bind".to_string()));
+            m.set_source(Some(dir.join(f.trim_start_matches('/'))));
+            // Read-only: nothing inside may write the host daemon's files, and a plain
+            // bind (not rbind) since these are single files.
+            m.set_options(Some(vec!["bind".to_string(), "ro".to_string()]));
+            m
         })
         .collect()
 }
@@ -223,7 +240,8 @@ pub fn prepare(c: &ProcConfig, system_ve: bool, spec: &mut Spec) -> Result<bool,
         return Ok(false);
     }
     let dir = lxcfs_dir();
-    if !mounted(&dir) {
+    let files = served(&dir).unwrap_or_default();
+    if !files.contains(&"/proc/meminfo") {
         if want == Want::Required {
             return Err(ProcViewError::NotMounted { dir });
         }
@@ -234,7 +252,7 @@ pub fn prepare(c: &ProcConfig, system_ve: bool, spec: &mut Spec) -> Result<bool,
         );
         return Ok(false);
     }
-    let add = mounts(&dir);
+    let add = mounts(&dir, &files);
     let mut all = spec.mounts().clone().unwrap_or_default();
     // A spec (or a restore re-deriving one) that already binds these paths gets ours.
     all.retain(|m| !add.iter().any(|a| a.destination() == m.destination()));
@@ -294,10 +312,10 @@ mod tests {
         let d = std::env::temp_dir().join(format!("vzrun-lxcfs-{}", std::process::id()));
         std::fs::create_dir_all(d.join("proc")).unwrap();
         std::fs::write(d.join("proc/meminfo"), "").unwrap();
-        let m = mounts(&d);
+        let m = mounts(&d, &files_in(&d).unwrap());
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].destination(), Path::new("/proc/meminfo"));
-        assert!(!mounted(&d));
+        assert!(served(&d).is_none(), "not a FUSE mount: no LXCFS there");
         let _ = std::fs::remove_dir_all(&d);
     }
 
