@@ -14,20 +14,25 @@ use oci_spec::runtime::Spec;
 
 use crate::runtime::error::{Error, Result};
 
+/// A tmpfs or cgroup mount of the spec with `ro`: libcontainer leaves those writable.
+fn wants_readonly(m: &oci_spec::runtime::Mount) -> bool {
+    let ro = m
+        .options()
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|x| x == "ro"));
+    ro && matches!(
+        m.typ().as_deref().unwrap_or_default(),
+        "tmpfs" | "cgroup" | "cgroup2"
+    )
+}
+
 /// The mount points (as the init sees them) that must end read-only: each tmpfs or
 /// cgroup mount of the spec with `ro`, and for cgroup mounts every mount below it (v1
 /// has one per hierarchy under a tmpfs).
 fn readonly_targets(spec: &Spec, mountinfo: &str) -> Vec<PathBuf> {
     let mut targets = Vec::new();
-    for m in spec.mounts().iter().flatten() {
+    for m in spec.mounts().iter().flatten().filter(|m| wants_readonly(m)) {
         let kind = m.typ().as_deref().unwrap_or_default();
-        let ro = m
-            .options()
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|x| x == "ro"));
-        if !ro || !matches!(kind, "tmpfs" | "cgroup" | "cgroup2") {
-            continue;
-        }
         let dest = m.destination().clone();
         for point in mount_points(mountinfo) {
             let below = kind != "tmpfs" && point.starts_with(&dest);
@@ -44,29 +49,7 @@ fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| {
-            let mut out = Vec::new();
-            let b = p.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                let oct = b.get(i + 1..i + 4).and_then(|d| {
-                    std::str::from_utf8(d)
-                        .ok()
-                        .and_then(|s| u8::from_str_radix(s, 8).ok())
-                });
-                match (b[i], oct) {
-                    (b'\\', Some(c)) => {
-                        out.push(c);
-                        i += 4;
-                    }
-                    (c, _) => {
-                        out.push(c);
-                        i += 1;
-                    }
-                }
-            }
-            PathBuf::from(String::from_utf8_lossy(&out).into_owned())
-        })
+        .map(|p| PathBuf::from(crate::sys::fs::unescape_mountinfo(p)))
         .collect()
 }
 
@@ -94,6 +77,10 @@ fn kept_flags(target: &Path) -> MsFlags {
 
 /// Completes the create of the container whose init is `pid`.
 pub fn finish_create(pid: i32, spec: &Spec) -> Result<()> {
+    // A spec with no read-only tmpfs or cgroup mount needs nothing: no mountinfo read.
+    if !spec.mounts().iter().flatten().any(wants_readonly) {
+        return Ok(());
+    }
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
         .map_err(|e| Error::io("read", format!("/proc/{pid}/mountinfo"), e))?;
     let targets = readonly_targets(spec, &mountinfo);

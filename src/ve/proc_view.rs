@@ -135,7 +135,7 @@ pub fn served(dir: &Path) -> Option<Vec<&'static str>> {
         let point = f.nth(4);
         // Fields after " - " are fstype, source, options.
         let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
-        point.is_some_and(|p| Path::new(&unescape(p)) == dir)
+        point.is_some_and(|p| Path::new(&crate::sys::fs::unescape_mountinfo(p)) == dir)
             && fstype.is_some_and(|t| t.starts_with("fuse"))
     });
     if !here {
@@ -191,7 +191,7 @@ pub fn seen_by(pid: i32) -> Seen {
         return Seen::Host;
     };
     let bound = table.lines().find_map(|l| {
-        let point = unescape(l.split(' ').nth(4)?);
+        let point = crate::sys::fs::unescape_mountinfo(l.split(' ').nth(4)?);
         let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
         (fstype == "fuse.lxcfs" && FILES.contains(&point.as_str())).then_some(point)
     });
@@ -204,14 +204,6 @@ pub fn seen_by(pid: i32) -> Seen {
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOTCONN) => Seen::Lost,
         _ => Seen::Virtual,
     }
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// The bind mounts for `files` (of [`FILES`]) from `dir`, in [`FILES`] order.
