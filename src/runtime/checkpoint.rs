@@ -154,7 +154,12 @@ impl Source {
             .pid()
             .map(|p| p.as_raw())
             .ok_or_else(|| Error::State(format!("container {id} has no process")))?;
-        let spec = bundle::load_spec(&root.ve_dir(id))?;
+        let mut spec = bundle::load_spec(&root.ve_dir(id))?;
+        // The /proc view's binds were made by vzrun, not from the spec: CRIU must know
+        // them as external mounts.
+        if let Some(binds) = &loaded.record.ve.proc_view {
+            binds.add_to(&mut spec);
+        }
         let cgroup = loaded.container.spec()?.cgroup_path;
         let rootfs = spec
             .root()

@@ -3,12 +3,9 @@
 //! writable whatever the spec says; a writable cgroup mount inside a cgroup namespace is
 //! runc advisory GHSA-m8cg-xc2p-r3fc).
 
-use std::fs::File;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use oci_spec::runtime::Spec;
 
@@ -87,24 +84,20 @@ pub fn finish_create(pid: i32, spec: &Spec) -> Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
-    let ns = format!("/proc/{pid}/ns/mnt");
-    let mnt = File::open(&ns).map_err(|e| Error::io("open", ns, e))?;
-    // A thread of its own: it leaves vzrun's namespaces for the container's and ends.
-    std::thread::spawn(move || -> Result<()> {
-        let step = |what: String| move |e: nix::Error| Error::Step(format!("{what}: {e}"));
-        // setns(CLONE_NEWNS) refuses a thread that shares its root and cwd.
-        unshare(CloneFlags::CLONE_FS).map_err(step("unshare fs".into()))?;
-        setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)
-            .map_err(step("enter the container's mount namespace".into()))?;
+    crate::sys::mount::in_mount_ns_of(pid, || {
         for t in &targets {
             let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | kept_flags(t);
-            mount(None::<&str>, t, None::<&str>, flags, None::<&str>)
-                .map_err(step(format!("remount {} read-only", t.display())))?;
+            mount(None::<&str>, t, None::<&str>, flags, None::<&str>).map_err(|e| {
+                std::io::Error::other(format!("remount {} read-only: {e}", t.display()))
+            })?;
         }
         Ok(())
     })
-    .join()
-    .map_err(|_| Error::Step("finish create: worker panicked".into()))?
+    .map_err(|e| {
+        Error::Step(format!(
+            "finish create in the container's mount namespace: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]

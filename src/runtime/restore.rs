@@ -145,6 +145,10 @@ impl Runtime {
             }
         }
         self.derive_spec(id, loaded, claimed)?;
+        // CRIU puts back the /proc view's binds as the external mounts they were dumped as.
+        if let Some(binds) = &claimed.record.ve.proc_view {
+            binds.add_to(&mut loaded.spec);
+        }
         let spec = &loaded.spec;
         let ve_dir = claimed.ve_dir.clone();
         let creating = OciState {

@@ -8,6 +8,7 @@ pub mod fs;
 pub mod hash;
 pub mod lock;
 pub mod loopdev;
+pub mod mount;
 pub mod netlink;
 pub mod nftables;
 pub mod process;

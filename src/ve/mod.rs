@@ -109,6 +109,9 @@ pub struct VeRecord {
     /// The block device (major, minor) that I/O limits apply to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_dev: Option<(u64, u64)>,
+    /// The LXCFS files bound over the VE's /proc (io.vzrun.proc=virtual).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_view: Option<proc_view::Binds>,
 }
 
 /// vzrun's data directory: VE disk images (and OS templates) live here, on disk rather
@@ -220,7 +223,12 @@ pub fn prepare(
         spec.set_root(Some(root));
     }
     // A system VE is a bundle of `ve create`, which always sets io.vzrun.sysctl.
-    proc_view::prepare(&config.proc, config.system.is_some(), spec)?;
+    proc_view::prepare(
+        &config.proc,
+        config.system.is_some(),
+        spec,
+        &mut record.proc_view,
+    )?;
     if let Some(r) = &config.resources {
         if r.needs_io_device() {
             record.io_dev = Some(io_device(spec, record)?);

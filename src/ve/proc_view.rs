@@ -4,9 +4,11 @@
 //! the VE's (LXCFS answers from the reader's cgroup). `host` keeps the kernel's files.
 //!
 //! One LXCFS daemon serves the whole host (hack/setup.sh starts it); vzrun never starts
-//! one. The binds are ordinary spec mounts, so they live and die with the container's
-//! mount namespace (nothing to undo on delete) and checkpoint declares them external
-//! mounts like any other bind (CRIU cannot dump FUSE), to be bound again on restore.
+//! one. vzrun binds the files into the container's mount namespace once the init waits
+//! for `start` ([`Binds::bind_into`]), so they live and die with that namespace (nothing
+//! to undo on delete); the VE record keeps them, so that checkpoint declares them
+//! external mounts like any other bind (CRIU cannot dump FUSE) and restore binds them
+//! again.
 //!
 //! Default: `host` for app containers, `virtual` for system VEs (`ve create`). A system
 //! VE that gets the default on a host without LXCFS starts with a warning; a VE that
@@ -206,27 +208,74 @@ pub fn seen_by(pid: i32) -> Seen {
     }
 }
 
-/// The bind mounts for `files` (of [`FILES`]) from `dir`, in [`FILES`] order.
-pub fn mounts(dir: &Path, files: &[&str]) -> Vec<Mount> {
-    FILES
-        .iter()
-        .filter(|f| files.contains(f))
-        .map(|f| {
-            let mut m = Mount::default();
-            m.set_destination(PathBuf::from(f));
-            m.set_typ(Some("bind".to_string()));
-            m.set_source(Some(dir.join(f.trim_start_matches('/'))));
-            // Read-only: nothing inside may write the host daemon's files, and a plain
-            // bind (not rbind) since these are single files.
-            m.set_options(Some(vec!["bind".to_string(), "ro".to_string()]));
-            m
-        })
-        .collect()
+/// The LXCFS files a VE got: recorded at create, so that checkpoint and restore name
+/// them as external mounts (CRIU cannot dump FUSE) and a restore binds them again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Binds {
+    /// Where LXCFS was mounted.
+    pub dir: PathBuf,
+    /// Of [`FILES`], in that order: the ones LXCFS served.
+    pub files: Vec<String>,
 }
 
-/// Adds the binds to the spec when the VE gets virtual files; after the spec's own
-/// mounts, so /proc and /sys are already there to bind over. Returns whether it did.
-pub fn prepare(c: &ProcConfig, system_ve: bool, spec: &mut Spec) -> Result<bool, ProcViewError> {
+impl Binds {
+    fn source(&self, file: &str) -> PathBuf {
+        self.dir.join(file.trim_start_matches('/'))
+    }
+
+    /// The binds as spec mounts, for checkpoint and restore.
+    pub fn mounts(&self) -> Vec<Mount> {
+        self.files
+            .iter()
+            .map(|f| {
+                let mut m = Mount::default();
+                m.set_destination(PathBuf::from(f));
+                m.set_typ(Some("bind".to_string()));
+                m.set_source(Some(self.source(f)));
+                // Read-only: nothing inside may write the host daemon's files, and a plain
+                // bind (not rbind) since these are single files.
+                m.set_options(Some(vec!["bind".to_string(), "ro".to_string()]));
+                m
+            })
+            .collect()
+    }
+
+    /// Adds the binds to a spec (after its own mounts, as they were made).
+    pub fn add_to(&self, spec: &mut Spec) {
+        let add = self.mounts();
+        let mut all = spec.mounts().clone().unwrap_or_default();
+        all.retain(|m| !add.iter().any(|a| a.destination() == m.destination()));
+        all.extend(add);
+        spec.set_mounts(Some(all));
+    }
+
+    /// Binds the files over the container's own, read-only, into the running init `pid`
+    /// (waiting for `start`). vzrun does this itself rather than handing libcontainer
+    /// spec mounts: libcontainer checks its /proc handle and the mount target anew for
+    /// each mount (some 70 system calls a bind), which made the view cost 1.2-1.6 ms per
+    /// `run`; this is a few calls a file. A file the container lacks (no /sys mounted)
+    /// is left out rather than made in the image.
+    pub fn bind_into(&self, pid: i32) -> std::io::Result<()> {
+        let sources: Vec<PathBuf> = self.files.iter().map(|f| self.source(f)).collect();
+        let pairs: Vec<(&Path, &Path)> = sources
+            .iter()
+            .zip(&self.files)
+            .map(|(s, d)| (s.as_path(), Path::new(d)))
+            .collect();
+        crate::sys::mount::bind_into(pid, &pairs).map(|_| ())
+    }
+}
+
+/// Decides the view when the VE gets virtual files: records the binds for create to
+/// make, and drops the spec's own mounts over those paths (the VE's view wins). Returns
+/// whether the VE gets them.
+pub fn prepare(
+    c: &ProcConfig,
+    system_ve: bool,
+    spec: &mut Spec,
+    record: &mut Option<Binds>,
+) -> Result<bool, ProcViewError> {
+    *record = None;
     let want = want(c, system_ve);
     if want == Want::Off {
         return Ok(false);
@@ -244,12 +293,17 @@ pub fn prepare(c: &ProcConfig, system_ve: bool, spec: &mut Spec) -> Result<bool,
         );
         return Ok(false);
     }
-    let add = mounts(&dir, &files);
-    let mut all = spec.mounts().clone().unwrap_or_default();
-    // A spec (or a restore re-deriving one) that already binds these paths gets ours.
-    all.retain(|m| !add.iter().any(|a| a.destination() == m.destination()));
-    all.extend(add);
-    spec.set_mounts(Some(all));
+    if let Some(mut all) = spec.mounts().clone() {
+        let before = all.len();
+        all.retain(|m| !files.iter().any(|f| m.destination() == Path::new(f)));
+        if all.len() != before {
+            spec.set_mounts(Some(all));
+        }
+    }
+    *record = Some(Binds {
+        dir,
+        files: files.iter().map(|f| f.to_string()).collect(),
+    });
     Ok(true)
 }
 
@@ -304,7 +358,15 @@ mod tests {
         let d = std::env::temp_dir().join(format!("vzrun-lxcfs-{}", std::process::id()));
         std::fs::create_dir_all(d.join("proc")).unwrap();
         std::fs::write(d.join("proc/meminfo"), "").unwrap();
-        let m = mounts(&d, &files_in(&d).unwrap());
+        let b = Binds {
+            dir: d.clone(),
+            files: files_in(&d)
+                .unwrap()
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
+        };
+        let m = b.mounts();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].destination(), Path::new("/proc/meminfo"));
         assert!(served(&d).is_none(), "not a FUSE mount: no LXCFS there");
