@@ -67,7 +67,13 @@ impl Runtime {
             _ => None,
         };
         let res = plan.resources.clone().unwrap_or_default();
-        let procs = pids(&loaded.container)?;
+        // The VE's processes only for the settings that go to each of them: listing them
+        // builds a cgroup manager, which reads the mount table once per controller.
+        let procs = if res.numfile.is_some() || res.ioprio.is_some() {
+            pids(&loaded.container)?
+        } else {
+            Vec::new()
+        };
         if let Some(n) = res.numfile {
             check_numfile(&procs, n)?;
         }
