@@ -36,9 +36,10 @@ pub fn check_add(rec: &NetRecord, add: &[Addr]) -> Result<(), NetError> {
     super::claim::check(&mut nl, "net.ip", add, lan)
 }
 
-/// Adds and removes addresses and routes on a running VE (`ve set`). An address to add
-/// that the VE holds already ([`NetError::AddressOwned`]) or may not claim on this host
-/// ([`NetError::AddressRefused`]) is refused before anything changes.
+/// Adds and removes addresses and routes on a running VE (`ve set`). The caller has
+/// checked the addresses to add with [`check_add`] (`ve set` checks every flag before
+/// the first step; an undo puts back addresses the VE held a moment ago): the check
+/// dumps the host's addresses and routes, which at 500 VEs is most of the work.
 pub fn change(
     rec: &mut NetRecord,
     pid: i32,
@@ -50,7 +51,6 @@ pub fn change(
     let ns = netns_of(pid);
     let ve_if = rec.ve_if.clone().ok_or(NetError::Unmanaged)?;
     let mut nl = Netlink::new()?;
-    check_add(rec, add)?;
     let (add_v, ra, rd) = (add.to_vec(), routes_add.to_vec(), routes_del.to_vec());
     let (mode, had_v4, had_v6) = (
         rec.mode,
