@@ -159,6 +159,34 @@ fn venet_addresses_routes_and_traffic() {
         "{}",
         nft_guards()
     );
+    // vzrun writes the guard as netlink messages of its own: nft must read them back
+    // as exactly these rules (a wrong byte would show as another rule, or none).
+    let guards = nft_guards();
+    let chain: Vec<&str> = guards
+        .split(&format!("chain in_{host_if} {{"))
+        .nth(1)
+        .and_then(|r| r.split('}').next())
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            format!("type filter hook ingress device \"{host_if}\" priority -500; policy accept;"),
+            "meta protocol arp drop".to_string(),
+            format!("ip saddr != @v4_{host_if} drop"),
+            format!("ip6 saddr != @v6_{host_if} ip6 saddr != fe80::/10 ip6 saddr != :: drop"),
+        ],
+        "{guards}"
+    );
+    assert!(
+        guards.contains(&format!(
+            "set v4_{host_if} {{\n\t\ttype ipv4_addr\n\t\telements = {{ 198.51.100.31"
+        )),
+        "{guards}"
+    );
     assert_eq!(rt.run(&["delete", "-f", &a.id]).code, 0);
     // The pair goes with the VE's namespace, which the kernel tears down right after.
     let gone = common::poll(100, std::time::Duration::from_millis(20), || {

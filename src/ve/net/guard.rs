@@ -11,8 +11,10 @@ use super::config::format_mac;
 use super::setup::is_ve_link;
 use super::{Addr, Mode, NetConfig, NetError};
 use crate::sys::netlink::{BridgePortFlags, FdbEntry, Netlink};
-use crate::sys::nftables::{self, SetContent};
+use crate::sys::nftables::{self, AddrKind, Base, Batch, Expr, Family, Meta, SetContent};
 
+/// `nft -f -` for guards in tables of their own, which records from before the shared
+/// table name; everything else goes through netlink batches.
 fn nft(script: &str) -> Result<(), NetError> {
     crate::sys::process::run_with_input(Command::new("nft").args(["-f", "-"]), script.as_bytes())?;
     Ok(())
@@ -43,69 +45,146 @@ fn names(host_if: &str) -> Names {
     }
 }
 
-/// `add element` lines putting `ips` in the VE's two sets.
-fn add_elements(n: &Names, ips: &[Addr]) -> String {
-    let mut s = String::new();
-    for (set, v6) in [(&n.v4, false), (&n.v6, true)] {
-        let v: Vec<String> = ips
-            .iter()
-            .filter(|a| a.ip.is_ipv6() == v6)
-            .map(|a| a.ip.to_string())
-            .collect();
-        if !v.is_empty() {
-            s.push_str(&format!(
-                "add element netdev {TABLE} {set} {{ {} }}\n",
-                v.join(", ")
-            ));
-        }
-    }
-    s
+/// One guard rule: its expressions, and its nft text (for errors and the tests).
+pub struct Rule {
+    pub exprs: Vec<Expr>,
+    pub text: String,
 }
 
-/// The batch that installs one VE link's guard. Every `add` is idempotent and each
-/// object is flushed after it, so a guard left under the same names by a vzrun that was
-/// killed is replaced, not added to; nft applies the whole batch or none of it.
-pub fn ruleset(host_if: &str, c: &NetConfig, mac: &[u8]) -> String {
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+
+fn protocol_is(p: [u8; 2]) -> [Expr; 2] {
+    [
+        Expr::Meta(Meta::Protocol),
+        Expr::Cmp {
+            eq: true,
+            data: p.to_vec(),
+        },
+    ]
+}
+
+/// Loads `len` bytes of a header into the register.
+fn load(base: Base, offset: u32, len: u32) -> Expr {
+    Expr::Payload { base, offset, len }
+}
+
+fn differs(data: &[u8]) -> Expr {
+    Expr::Cmp {
+        eq: false,
+        data: data.to_vec(),
+    }
+}
+
+/// The rules of a VE link's guard, in order: what nft compiles `ether saddr != MAC
+/// drop` and the others below into (`nft --debug=netlink` shows the same expressions).
+pub fn rules(host_if: &str, c: &NetConfig, mac: &[u8]) -> Vec<Rule> {
     let n = names(host_if);
     let mut rules = Vec::new();
     if c.mode == Mode::Veth && c.mac_filter {
-        rules.push(format!("ether saddr != {} drop", format_mac(mac)));
-        rules.push(format!("arp saddr ether != {} drop", format_mac(mac)));
+        // ARPHRD_ETHER as the device type, host order: nft's dependency for `ether`.
+        let mut e = vec![
+            Expr::Meta(Meta::IifType),
+            Expr::Cmp {
+                eq: true,
+                data: 1u16.to_ne_bytes().to_vec(),
+            },
+        ];
+        e.extend([load(Base::Link, 6, 6), differs(mac), Expr::Drop]);
+        rules.push(Rule {
+            exprs: e,
+            text: format!("ether saddr != {} drop", format_mac(mac)),
+        });
+        let mut e = protocol_is(ETH_P_ARP).to_vec();
+        e.extend([load(Base::Network, 8, 6), differs(mac), Expr::Drop]);
+        rules.push(Rule {
+            exprs: e,
+            text: format!("arp saddr ether != {} drop", format_mac(mac)),
+        });
     }
     if c.mode == Mode::Venet {
         // venet has no ARP at all.
-        rules.push("meta protocol arp drop".to_string());
+        let mut e = protocol_is(ETH_P_ARP).to_vec();
+        e.push(Expr::Drop);
+        rules.push(Rule {
+            exprs: e,
+            text: "meta protocol arp drop".into(),
+        });
     }
     let filter_ip = c.mode == Mode::Venet || !c.ips.is_empty();
     if filter_ip {
-        rules.push(format!("meta protocol ip ip saddr != @{} drop", n.v4));
-        rules.push(format!(
-            "meta protocol ip6 ip6 saddr != @{} ip6 saddr != fe80::/10 ip6 saddr != :: drop",
-            n.v6
-        ));
+        let mut e = protocol_is(ETH_P_IP).to_vec();
+        e.extend([
+            load(Base::Network, 12, 4),
+            Expr::Lookup {
+                set: n.v4.clone(),
+                inverted: true,
+            },
+            Expr::Drop,
+        ]);
+        rules.push(Rule {
+            exprs: e,
+            text: format!("ip saddr != @{} drop", n.v4),
+        });
+        // Link-local and the unspecified source stay allowed: neighbour discovery and
+        // duplicate address detection use them.
+        let mut link_local = [0u8; 16];
+        link_local[..2].copy_from_slice(&[0xfe, 0x80]);
+        let mut mask = [0u8; 16];
+        mask[..2].copy_from_slice(&[0xff, 0xc0]);
+        let mut e = protocol_is(ETH_P_IPV6).to_vec();
+        e.extend([
+            load(Base::Network, 8, 16),
+            Expr::Lookup {
+                set: n.v6.clone(),
+                inverted: true,
+            },
+            load(Base::Network, 8, 16),
+            Expr::Mask(mask.to_vec()),
+            differs(&link_local),
+            load(Base::Network, 8, 16),
+            differs(&[0; 16]),
+            Expr::Drop,
+        ]);
+        rules.push(Rule {
+            exprs: e,
+            text: format!(
+                "ip6 saddr != @{} ip6 saddr != fe80::/10 ip6 saddr != :: drop",
+                n.v6
+            ),
+        });
     }
-    let mut s = format!(
-        "add table netdev {TABLE}\n\
-         add set netdev {TABLE} {v4} {{ type ipv4_addr; }}\n\
-         flush set netdev {TABLE} {v4}\n\
-         add set netdev {TABLE} {v6} {{ type ipv6_addr; }}\n\
-         flush set netdev {TABLE} {v6}\n\
-         add chain netdev {TABLE} {chain} {{ type filter hook ingress device \"{host_if}\" priority -500; policy accept; }}\n\
-         flush chain netdev {TABLE} {chain}\n",
-        v4 = n.v4,
-        v6 = n.v6,
-        chain = n.chain,
-    );
-    s.push_str(&add_elements(&n, &c.ips));
-    for r in rules {
-        s.push_str(&format!("add rule netdev {TABLE} {} {r}\n", n.chain));
-    }
-    s
+    rules
 }
 
-/// Installs the guard; returns the handle to keep in the VE's record.
+/// The batch that installs one VE link's guard. Every add is idempotent and each object
+/// is flushed after it, so a guard left under the same names by a vzrun that was killed
+/// is replaced, not added to; the kernel applies the whole batch or none of it.
+fn install_batch(host_if: &str, c: &NetConfig, mac: &[u8]) -> Batch {
+    let n = names(host_if);
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) =
+        c.ips.iter().map(|a| a.ip).partition(|ip| ip.is_ipv6());
+    let mut b = Batch::new(Family::Netdev);
+    b.add_table(TABLE)
+        .add_set(TABLE, &n.v4, AddrKind::V4)
+        .flush_set(TABLE, &n.v4)
+        .add_set(TABLE, &n.v6, AddrKind::V6)
+        .flush_set(TABLE, &n.v6)
+        .add_ingress_chain(TABLE, &n.chain, host_if, -500)
+        .flush_chain(TABLE, &n.chain)
+        .add_elements(TABLE, &n.v4, &v4)
+        .add_elements(TABLE, &n.v6, &v6);
+    for r in rules(host_if, c, mac) {
+        b.add_rule(TABLE, &n.chain, &r.exprs, &r.text);
+    }
+    b
+}
+
+/// Installs the guard (one netlink batch, no `nft` process: see sys::nftables);
+/// returns the handle to keep in the VE's record.
 pub fn guard(host_if: &str, c: &NetConfig, mac: &[u8]) -> Result<String, NetError> {
-    nft(&ruleset(host_if, c, mac))?;
+    install_batch(host_if, c, mac).commit()?;
     Ok(format!("{SHARED}{host_if}"))
 }
 
@@ -119,7 +198,7 @@ pub fn refresh_addresses(handle: &str, ips: &[Addr]) -> Result<(), NetError> {
     let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) =
         ips.iter().map(|a| a.ip).partition(|ip| ip.is_ipv6());
     nftables::replace_sets(
-        nftables::Family::Netdev,
+        Family::Netdev,
         TABLE,
         &[
             SetContent {
@@ -149,7 +228,7 @@ fn refresh_own_table(table: &str, ips: &[Addr]) -> Result<(), NetError> {
     nft(&s)
 }
 
-/// Removes a VE's guard. The chain goes first (its rules reference the sets). A kernel
+/// Removes a VE's guard. The chain goes first (its rules refer to the sets). A kernel
 /// that dropped the chain with its link fails that batch as a whole; the sets are then
 /// removed on their own. The shared table itself stays, as an empty table does no work.
 pub fn remove(handle: &str) {
@@ -158,12 +237,16 @@ pub fn remove(handle: &str) {
         return;
     };
     let n = names(host_if);
-    let sets = format!(
-        "delete set netdev {TABLE} {}\ndelete set netdev {TABLE} {}\n",
-        n.v4, n.v6
-    );
-    if nft(&format!("delete chain netdev {TABLE} {}\n{sets}", n.chain)).is_err() {
-        let _ = nft(&sets);
+    let sets = |b: &mut Batch| {
+        b.delete_set(TABLE, &n.v4).delete_set(TABLE, &n.v6);
+    };
+    let mut b = Batch::new(Family::Netdev);
+    b.delete_chain(TABLE, &n.chain);
+    sets(&mut b);
+    if b.commit().is_err() {
+        let mut b = Batch::new(Family::Netdev);
+        sets(&mut b);
+        let _ = b.commit();
     }
 }
 
@@ -255,8 +338,12 @@ mod tests {
     use super::*;
     use crate::ve::net::config::parse_addr;
 
+    fn texts(r: &[Rule]) -> Vec<&str> {
+        r.iter().map(|r| r.text.as_str()).collect()
+    }
+
     #[test]
-    fn venet_ruleset_allows_only_own_sources() {
+    fn venet_rules_allow_only_own_sources() {
         let c = NetConfig {
             ips: vec![
                 parse_addr("198.51.100.5", None).unwrap(),
@@ -264,34 +351,58 @@ mod tests {
             ],
             ..Default::default()
         };
-        let r = ruleset("vz0123456789", &c, &[2, 0, 0, 0, 0, 1]);
-        assert!(r.starts_with("add table netdev vzrun\n"), "{r}");
-        assert!(r.contains(
-            "add chain netdev vzrun in_vz0123456789 { type filter hook ingress device \"vz0123456789\""
-        ));
-        assert!(r.contains("add element netdev vzrun v4_vz0123456789 { 198.51.100.5 }"));
-        assert!(r.contains("add element netdev vzrun v6_vz0123456789 { 2001:db8::5 }"));
-        assert!(r.contains("add rule netdev vzrun in_vz0123456789 meta protocol arp drop"));
-        assert!(r.contains("ip saddr != @v4_vz0123456789 drop"));
-        assert!(!r.contains("ether saddr"));
-        // Whatever a killed vzrun left under these names is emptied first.
-        let flush = r.find("flush chain netdev vzrun in_vz0123456789").unwrap();
-        assert!(flush < r.find("add rule").unwrap());
+        let r = rules("vz0123456789", &c, &[2, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            texts(&r),
+            [
+                "meta protocol arp drop",
+                "ip saddr != @v4_vz0123456789 drop",
+                "ip6 saddr != @v6_vz0123456789 ip6 saddr != fe80::/10 ip6 saddr != :: drop",
+            ]
+        );
+        // The IPv4 source (12 bytes into the header) is looked up, inverted, in the set.
+        assert_eq!(
+            r[1].exprs[2..4],
+            [
+                load(Base::Network, 12, 4),
+                Expr::Lookup {
+                    set: "v4_vz0123456789".into(),
+                    inverted: true
+                }
+            ]
+        );
+        assert!(r.iter().all(|r| r.exprs.last() == Some(&Expr::Drop)));
     }
 
     #[test]
-    fn veth_ruleset_filters_macs() {
+    fn the_batch_replaces_what_a_killed_vzrun_left() {
+        let c = NetConfig {
+            ips: vec![parse_addr("198.51.100.5", None).unwrap()],
+            ..Default::default()
+        };
+        let (_, ops) = install_batch("vzx", &c, &[2, 0, 0, 0, 0, 1]).bytes_for_test();
+        let at = |op: &str| ops.iter().position(|o| o.starts_with(op)).unwrap();
+        // Whatever a killed vzrun left under these names is emptied before it is filled.
+        assert!(at("flush set vzrun v4_vzx") < at("add elements to vzrun v4_vzx"));
+        assert!(at("flush chain vzrun in_vzx") < at("add rule vzrun in_vzx"));
+        assert_eq!(ops[0], "add table vzrun");
+    }
+
+    #[test]
+    fn veth_rules_filter_macs() {
         let c = NetConfig {
             mode: Mode::Veth,
             mac_filter: true,
             ..Default::default()
         };
-        let r = ruleset("vzx", &c, &[2, 0, 0, 0, 0, 1]);
-        assert!(r.contains("ether saddr != 02:00:00:00:00:01 drop"));
-        assert!(
-            !r.contains("ip saddr"),
+        let r = rules("vzx", &c, &[2, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            texts(&r),
+            [
+                "ether saddr != 02:00:00:00:00:01 drop",
+                "arp saddr ether != 02:00:00:00:00:01 drop"
+            ],
             "no addresses given: the VE may do DHCP"
         );
-        assert!(!r.contains("add element"));
     }
 }
