@@ -46,6 +46,7 @@ impl Lan {
                 ("203.0.113", 224),
                 ("203.0.113", 232),
                 ("203.0.113", 216),
+                ("198.51.100", 232),
             ][n as usize - 1],
         };
         let (a1, a2, a3) = (lan.ip(1), lan.ip(2), lan.ip(3));
@@ -675,6 +676,86 @@ fn killing_the_source_mid_transfer_is_reported_by_the_destination_watchdog() {
     assert!(log.contains("never arrived"), "{log}");
     assert!(log.contains(&format!("VE {id} is stopped here")), "{log}");
     assert_ne!(dst.status(&id), "running");
+    let _ = dst.run(&["delete", "-f", &id]);
+    let _ = src.run(&["delete", "-f", &id]);
+    let _ = std::fs::remove_dir_all(format!("/var/lib/vzrun/migrate-out/{id}"));
+}
+
+#[test]
+fn a_destination_that_vanishes_mid_transfer_is_reported_by_the_source() {
+    require_criu!();
+    let _one = one_move_at_a_time();
+    let _pipe = PipeMaxSize::hold();
+    let lan = Lan::new(6);
+    // Slow the pages down so the transfer is still running when the destination goes.
+    sh(&format!(
+        "tc qdisc add dev vzmd{} root tbf rate 40mbit burst 64kb latency 500ms",
+        lan.tag
+    ));
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("migv");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    src.track(&id);
+    let _b = start_ve_with(&src, &lan, &id, &dirtier(96));
+    wait_ready(&src, &id);
+    // The destination's watchdog, which it tells the source: the source waits that long
+    // and 2 s more.
+    let timeout = 4.0;
+    let mut l = Listener::start_with(&dst, &lan, &k, &["--page-timeout", "4"]);
+    let mut m = src
+        .command()
+        .args([
+            "migrate",
+            &id,
+            &l.addr,
+            "--key-file",
+            k.to_str().unwrap(),
+            "--online",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(m.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the move ended before its pages moved: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("its pages follow") {
+            break;
+        }
+    }
+    // The destination host drops off the network: no FIN, no RST, nothing more.
+    sh(&format!("ip link set vzmd{} down", lan.tag));
+    let cut = Instant::now();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    let status = m.wait().unwrap();
+    let took = cut.elapsed();
+    eprintln!("source after the destination went ({took:?}): {rest}");
+    assert!(!status.success(), "the move cannot have succeeded: {rest}");
+    assert!(
+        took.as_secs_f64() <= timeout + 2.0 + 5.0,
+        "the source took {took:?} to give up"
+    );
+    assert!(rest.contains("no word from the destination"), "{rest}");
+    assert!(
+        rest.contains(&format!(
+            "the source VE {id} is left frozen here with all of its memory"
+        )),
+        "{rest}"
+    );
+    assert_eq!(src.status(&id), "paused", "{rest}");
+    // The destination's own watchdog stops its copy.
+    let log = l.stderr();
+    assert!(log.contains(&format!("VE {id} is stopped here")), "{log}");
     let _ = dst.run(&["delete", "-f", &id]);
     let _ = src.run(&["delete", "-f", &id]);
     let _ = std::fs::remove_dir_all(format!("/var/lib/vzrun/migrate-out/{id}"));

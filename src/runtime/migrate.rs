@@ -950,12 +950,27 @@ impl Move<'_> {
                     return Err(format!("the destination reported: {why}"))
                 }
                 Err(e) => {
+                    let so_far = if total == 0 {
+                        "before it reported a page".to_string()
+                    } else {
+                        format!("after {} of {total} pages", got.demand + got.pushed)
+                    };
+                    // A read that timed out says "Resource temporarily unavailable".
+                    let how = match &e {
+                        mig::MigError::Io(io)
+                            if matches!(
+                                io.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            "silence".to_string()
+                        }
+                        other => other.to_string(),
+                    };
                     return Err(format!(
-                        "no word from the destination for {:.1} s after {} of {total} pages \
-                         ({e})",
-                        wait.as_secs_f64(),
-                        got.demand + got.pushed
-                    ))
+                        "no word from the destination for {:.1} s {so_far} ({how})",
+                        wait.as_secs_f64()
+                    ));
                 }
             };
             got = criu::LazyCounts {
