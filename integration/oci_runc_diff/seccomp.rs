@@ -723,3 +723,64 @@ diff!(
     },
     [s(&["run", "-b", "{b}", "{id}"]), s(&["list", "-q"])]
 );
+
+/// An allow-list profile (default ERRNO) whose mkdir goes to the agent, run on the
+/// syscall helper: the agent answers EROFS, everything unlisted is refused.
+fn notify_allow_list(rt: &Runtime, bin: &std::path::Path) -> (Out, Vec<Value>) {
+    let agent = Agent::start(Answer::Errno(libc::EROFS));
+    // mkdir(NULL): the agent answers before the kernel reads the path; getpgid is unlisted.
+    let process = ["/tmp/vzt-sys", "83", "0", "--", "121", "0"];
+    let bundle = Bundle::with(&process, |v| {
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+        mounts.push(json!({
+            "destination": "/tmp/vzt-sys", "type": "bind", "source": bin, "options": ["bind", "ro"]
+        }));
+        let mut profile = allow_list(json!([
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}
+        ]));
+        profile["listenerPath"] = json!(agent.path());
+        v["linux"]["seccomp"] = profile;
+    });
+    let id = common::unique_id("notifylist");
+    rt.track(&id);
+    let out = rt.run_deadlined(&["run", "-b", bundle.p(), &id], HANG);
+    let init = agent
+        .messages()
+        .first()
+        .and_then(|(d, _)| d["state"]["pid"].as_u64())
+        .unwrap_or_default();
+    let mut view = agent_view(rt, &agent, &bundle, init);
+    for m in &mut view {
+        m["message"]["state"]["id"] = Value::from("{id}");
+    }
+    (out, view)
+}
+
+// The filter's refusals do not stop the runtime handing the fd over.
+#[test]
+fn seccomp_notify_in_an_allow_list_profile() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let Some(bin) = helper() else {
+        eprintln!("SKIP: no static C toolchain for the syscall helper");
+        return;
+    };
+    let (out, view) = notify_allow_list(&Runtime::runc(), bin);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "-1 30\n-1 1\n"),
+        "runc: {out:?}"
+    );
+    assert_eq!(view.len(), 1, "runc: {view:?}");
+    let (vout, vview) = notify_allow_list(&Runtime::vzrun(), bin);
+    assert_eq!(
+        (vout.code, &vout.stdout),
+        (out.code, &out.stdout),
+        "vzrun: {vout:?}"
+    );
+    assert_eq!(vview, view, "vzrun's agent was told otherwise");
+}

@@ -2,10 +2,12 @@
 //! seccomp filter (compiled before the fork, so a bad profile fails `create` cleanly),
 //! then exec the process like libcontainer's default executor.
 //!
-//! A profile with `SCMP_ACT_NOTIFY` rules is installed earlier, when libcontainer sets
-//! up the environment (still before the process reports ready): runc hands the listener
-//! to the agent during `create`, and that needs the process to be waiting on the vzrun
-//! that created it (see `seccomp_agent`).
+//! The filter of a profile's `SCMP_ACT_NOTIFY` rules is installed earlier, when
+//! libcontainer sets up the environment (still before the process reports ready): runc
+//! hands the listener to the agent during `create`, and that needs the process to be
+//! waiting on the vzrun that created it (see `seccomp_agent`). That filter allows every
+//! other syscall, so libcontainer's own steps until `start` are not refused by an
+//! allow-list profile; the rest of the profile comes at exec as for any profile.
 //!
 //! The kernel accepts a seccomp filter only from a task with CAP_SYS_ADMIN or under
 //! no_new_privs. runc installs it before dropping capabilities; libcontainer drops them
@@ -31,6 +33,8 @@ use crate::runtime::seccomp_agent::{self, AgentError, AgentState, Relay};
 #[derive(Clone)]
 pub struct VzExecutor {
     seccomp: Filters,
+    /// The notify rules' filter, taken out of `seccomp`.
+    notify: Option<Filters>,
     return_sys_admin: bool,
     /// The profile's `listenerPath` and `listenerMetadata`, when it has notify rules.
     listener: Option<(std::path::PathBuf, String)>,
@@ -89,11 +93,12 @@ pub fn lend_sys_admin(spec_has_seccomp: bool, process: &mut Process) -> bool {
 impl VzExecutor {
     pub fn new(spec: &Spec, return_sys_admin: bool) -> Result<Self, SeccompError> {
         let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-        let seccomp = match profile {
+        let mut seccomp = match profile {
             Some(profile) => seccomp::compile(profile)?,
             None => Filters::default(),
         };
-        let listener = match (profile, seccomp.listener) {
+        let notify = seccomp.take_listener();
+        let listener = match (profile, &notify) {
             (Some(p), Some(_)) => p
                 .listener_path()
                 .clone()
@@ -102,6 +107,7 @@ impl VzExecutor {
         };
         Ok(VzExecutor {
             seccomp,
+            notify,
             return_sys_admin,
             listener,
             agent: None,
@@ -142,16 +148,6 @@ impl VzExecutor {
         let (relay, theirs) = seccomp_agent::start(state)?;
         self.agent = Some(Arc::new(theirs));
         Ok((self, Some(relay)))
-    }
-
-    /// Installs the filter and hands CAP_SYS_ADMIN back if it was lent for it.
-    fn install(&self) -> Result<Option<OwnedFd>, String> {
-        let listener = seccomp::install(&self.seccomp).map_err(|e| e.to_string())?;
-        if self.return_sys_admin {
-            give_back_sys_admin()
-                .map_err(|e| format!("drop CAP_SYS_ADMIN lent for seccomp: {e}"))?;
-        }
-        Ok(listener)
     }
 
     fn run_start_container_hooks(&self) -> Result<(), ExecutorError> {
@@ -221,9 +217,11 @@ fn give_back_sys_admin() -> Result<(), caps::errors::CapsError> {
 
 impl Executor for VzExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        // A notify profile is in force already (setup_envs).
-        if self.agent.is_none() {
-            self.install().map_err(ExecutorError::Other)?;
+        seccomp::install(&self.seccomp).map_err(|e| ExecutorError::Other(e.to_string()))?;
+        if self.return_sys_admin {
+            give_back_sys_admin().map_err(|e| {
+                ExecutorError::Other(format!("drop CAP_SYS_ADMIN lent for seccomp: {e}"))
+            })?;
         }
         self.run_start_container_hooks()?;
         // Rust runs vzrun with SIGPIPE ignored (hooks that close their stdin early must
@@ -243,10 +241,12 @@ impl Executor for VzExecutor {
 
     fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
         DefaultExecutor {}.setup_envs(envs)?;
-        let Some(agent) = &self.agent else {
+        let (Some(agent), Some(notify)) = (&self.agent, &self.notify) else {
             return Ok(());
         };
-        let listener = self.install().map_err(ExecutorSetEnvsError::Other)?;
+        // A CAP_SYS_ADMIN lent for the filters is kept for the rest, installed at exec.
+        let listener =
+            seccomp::install(notify).map_err(|e| ExecutorSetEnvsError::Other(e.to_string()))?;
         if let Some(listener) = listener {
             seccomp_agent::hand_over(agent.as_fd(), listener)
                 .map_err(ExecutorSetEnvsError::Other)?;

@@ -98,6 +98,19 @@ pub struct Filters {
     pub listener: Option<usize>,
 }
 
+impl Filters {
+    /// Takes the listener's program out, as a set of its own. It answers ALLOW to every
+    /// syscall without a notify rule, so it can be installed before the rest: the
+    /// stack answers the same once all are in.
+    pub fn take_listener(&mut self) -> Option<Filters> {
+        let i = self.listener.take()?;
+        Some(Filters {
+            programs: vec![self.programs.remove(i)],
+            listener: Some(0),
+        })
+    }
+}
+
 /// runc's checks on a profile with notify rules, in the order runc meets them (the first
 /// two in its init, the last when its parent is handed the fd).
 fn check_notify(profile: &LinuxSeccomp) -> Result<bool, SeccompError> {
