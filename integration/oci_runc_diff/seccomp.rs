@@ -367,7 +367,7 @@ struct Agent {
     dir: tempfile::TempDir,
     /// Each message received: the state document and how many fds came with it.
     got: std::sync::Arc<std::sync::Mutex<Vec<(Value, usize)>>>,
-    /// How many notifications were answered, over all fds.
+    /// How many notifications were received, over all fds.
     answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -399,12 +399,13 @@ impl Agent {
                 }
                 let Ok(conn) = conn else { continue };
                 let (doc, fds) = receive_state(&conn);
-                for fd in &fds {
-                    let fd = fd.try_clone().unwrap();
+                // Recorded before any notification is answered: once the process has
+                // seen an answer, the message is here.
+                got.lock().unwrap().push((doc, fds.len()));
+                for fd in fds {
                     let answered = answered.clone();
                     std::thread::spawn(move || serve_notifications(fd, answer, &answered));
                 }
-                got.lock().unwrap().push((doc, fds.len()));
             }
         });
         agent
@@ -479,9 +480,10 @@ fn serve_notifications(
             error,
             flags: 0,
         };
+        // Counted before the answer lets the process go on.
+        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // SAFETY: as above, for the response.
         unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
-        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -543,7 +545,7 @@ fn notify_mkdir(v: &mut Value, agent: &Agent) {
 }
 
 /// `run` in the foreground with the agent answering `answer`: the run's output, what the
-/// agent was sent, and how many notifications it answered.
+/// agent was sent, and how many notifications it received.
 fn notify_run(rt: &Runtime, answer: Answer) -> (Out, Vec<Value>, usize) {
     let agent = Agent::start(answer);
     let script = "mkdir /tmp/x 2>&1 | sed 's/.*: //'; ls /tmp; echo done";
@@ -592,7 +594,7 @@ fn seccomp_notify_agent_answers_the_process() {
         "vzrun: {vout:?}"
     );
     assert_eq!(vview, view, "vzrun's agent was told otherwise");
-    assert_eq!(vanswered, answered, "notifications answered");
+    assert_eq!(vanswered, answered, "notifications received");
 }
 
 /// `run -d` then an exec whose mkdir the agent fakes: what the exec printed, and what the
