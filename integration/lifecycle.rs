@@ -503,12 +503,13 @@ fn bad_input_leaves_nothing() {
             Bundle::with(&["/no/such/binary"], |_| {}),
             "/no/such/binary",
         ),
+        // Fails once the init has installed its filter: no agent listens at /x.
         (
             Bundle::with(&["true"], |v| {
-                v["linux"]["seccomp"] =
-                    json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"});
+                v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+                    "listenerPath": "/x", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]});
             }),
-            "listenerPath",
+            "seccomp agent",
         ),
     ];
     for (bundle, words) in &cases {

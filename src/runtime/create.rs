@@ -14,6 +14,7 @@ use crate::runtime::bundle::{self, cgroup_path, make_cwd, Bundle};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::executor::{take_start_container_hooks, HookContext, VzExecutor};
 use crate::runtime::root::{validate_id, Lock, Root};
+use crate::runtime::seccomp_agent::AgentState;
 use crate::runtime::state::Record;
 use crate::runtime::Runtime;
 use crate::ve;
@@ -179,6 +180,15 @@ impl Runtime {
             },
             &bundle.spec,
         );
+        // runc tells the agent "creating", with the init as the process.
+        let (executor, relay) = executor.with_agent(|| AgentState {
+            id: id.to_string(),
+            status: "creating",
+            bundle: bundle.bundle.clone(),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            init_pid: None,
+            ..AgentState::default()
+        })?;
         let mut claimed = claim(&self.root, id, &bundle)?;
         let result = (|| -> Result<Container> {
             // Checked before the VE layer makes anything (runc checks before it makes its
@@ -193,7 +203,7 @@ impl Runtime {
             self.derive_spec(id, &mut bundle, &mut claimed)?;
             let ve_dir = &claimed.ve_dir;
             let build = tracing::debug_span!("libcontainer create").entered();
-            let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_root_path(&self.root.path)?
                 .with_pid_file(None::<PathBuf>)?
                 .with_console_socket(opts.console_socket.clone())
@@ -203,8 +213,19 @@ impl Runtime {
                 .with_systemd(false)
                 .with_detach(opts.detach)
                 .with_no_pivot(opts.no_pivot)
-                .build()?;
+                .build();
             drop(build);
+            // A failed hand-off fails the init too: the agent's error is the one to tell.
+            let relayed = relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
+            let mut container = match (built, relayed) {
+                (Ok(c), Ok(())) => c,
+                (Ok(mut c), Err(e)) => {
+                    let _ = c.delete(true);
+                    return Err(e.into());
+                }
+                (Err(_), Err(e)) => return Err(e.into()),
+                (Err(e), Ok(())) => return Err(e.into()),
+            };
             container.refresh_status()?;
             let resources = bundle
                 .spec

@@ -43,6 +43,8 @@ pub enum Error {
     Tool(#[from] crate::sys::process::ToolError),
     #[error(transparent)]
     Seccomp(#[from] crate::runtime::seccomp::SeccompError),
+    #[error(transparent)]
+    Agent(#[from] crate::runtime::seccomp_agent::AgentError),
     /// A step that failed with its own explanation (a hook, a CRIU run).
     #[error("{0}")]
     Step(String),

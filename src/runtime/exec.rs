@@ -16,6 +16,7 @@ use crate::runtime::executor::{lend_sys_admin, VzExecutor};
 use crate::runtime::foreground::{become_subreaper, forward_signals, wait_exit};
 use crate::runtime::lifecycle::can_exec;
 use crate::runtime::run::{console, terminal_err};
+use crate::runtime::seccomp_agent::AgentState;
 use crate::runtime::Runtime;
 use crate::sys::pty;
 
@@ -166,7 +167,16 @@ impl Runtime {
             opts.console_socket.clone(),
             !opts.detach && terminal,
         )?;
-        let executor = VzExecutor::new(&derived, lent)?;
+        // runc tells the agent "running", with the init's pid in the state.
+        let init_pid = loaded.container.pid().map(|p| p.as_raw());
+        let (executor, relay) = VzExecutor::new(&derived, lent)?.with_agent(|| AgentState {
+            id: opts.id.clone(),
+            status: "running",
+            bundle: loaded.record.bundle.clone(),
+            annotations: derived.annotations().clone().unwrap_or_default(),
+            init_pid,
+            ..AgentState::default()
+        })?;
         // Into a paused container (--ignore-paused) the process freezes as it joins the
         // cgroup, and libcontainer's build waits for it until a resume thaws it: a resume
         // needs this lock, so it is let go first (runc holds no lock across an exec).
@@ -185,7 +195,7 @@ impl Runtime {
             _ => None,
         };
         let state_root = created.as_ref().map_or(&self.root.path, |v| &v.0);
-        let pid = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
+        let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
             .with_root_path(state_root)?
             .with_pid_file(None::<PathBuf>)?
             .with_console_socket(console_socket.clone())
@@ -197,7 +207,18 @@ impl Runtime {
             .with_ignore_paused(opts.ignore_paused)
             .with_sub_cgroup(sub_cgroup)
             .with_process_label(opts.process_label.clone())
-            .build()?;
+            .build();
+        // A failed hand-off fails the process too: the agent's error is the one to tell.
+        let relayed = relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
+        let pid = match (built, relayed) {
+            (Ok(pid), Ok(())) => pid,
+            (Ok(pid), Err(e)) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(e.into());
+            }
+            (Err(_), Err(e)) => return Err(e.into()),
+            (Err(e), Ok(())) => return Err(e.into()),
+        };
         drop(created);
         drop(loaded);
         // Written here rather than by libcontainer, which only warns when it cannot: runc

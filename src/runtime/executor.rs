@@ -2,6 +2,13 @@
 //! seccomp filter (compiled before the fork, so a bad profile fails `create` cleanly),
 //! then exec the process like libcontainer's default executor.
 //!
+//! The filter of a profile's `SCMP_ACT_NOTIFY` rules is installed earlier, when
+//! libcontainer sets up the environment (still before the process reports ready): runc
+//! hands the listener to the agent during `create`, and that needs the process to be
+//! waiting on the vzrun that created it (see `seccomp_agent`). That filter allows every
+//! other syscall, so libcontainer's own steps until `start` are not refused by an
+//! allow-list profile; the rest of the profile comes at exec as for any profile.
+//!
 //! The kernel accepts a seccomp filter only from a task with CAP_SYS_ADMIN or under
 //! no_new_privs. runc installs it before dropping capabilities; libcontainer drops them
 //! before the executor runs. So when the process has neither, vzrun lends it
@@ -9,19 +16,30 @@
 //! the executor hands it back right after installing the filter, before exec. The
 //! process starts with exactly the capabilities and no_new_privs value of its spec.
 
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use libcontainer::workload::{
+    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
+};
 use oci_spec::runtime::{Capability, Hook, Process, Spec};
-use seccompiler::BpfProgram;
 
-use crate::runtime::seccomp::{self, SeccompError};
+use crate::runtime::seccomp::{self, Filters, SeccompError};
+use crate::runtime::seccomp_agent::{self, AgentError, AgentState, Relay};
 
 #[derive(Clone)]
 pub struct VzExecutor {
-    seccomp: Vec<BpfProgram>,
+    seccomp: Filters,
+    /// The notify rules' filter, taken out of `seccomp`.
+    notify: Option<Filters>,
     return_sys_admin: bool,
+    /// The profile's `listenerPath` and `listenerMetadata`, when it has notify rules.
+    listener: Option<(std::path::PathBuf, String)>,
+    /// The process's end of the channel to the relay (see `seccomp_agent`).
+    agent: Option<Arc<OwnedFd>>,
     /// The spec's startContainer hooks, run here rather than by libcontainer: runc runs
     /// them after the seccomp filter is in force, so they are filtered as the process is.
     start_container: Vec<Hook>,
@@ -74,13 +92,25 @@ pub fn lend_sys_admin(spec_has_seccomp: bool, process: &mut Process) -> bool {
 
 impl VzExecutor {
     pub fn new(spec: &Spec, return_sys_admin: bool) -> Result<Self, SeccompError> {
-        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        let mut seccomp = match profile {
             Some(profile) => seccomp::compile(profile)?,
-            None => Vec::new(),
+            None => Filters::default(),
+        };
+        let notify = seccomp.take_listener();
+        let listener = match (profile, &notify) {
+            (Some(p), Some(_)) => p
+                .listener_path()
+                .clone()
+                .map(|path| (path, p.listener_metadata().clone().unwrap_or_default())),
+            _ => None,
         };
         Ok(VzExecutor {
             seccomp,
+            notify,
             return_sys_admin,
+            listener,
+            agent: None,
             start_container: Vec::new(),
             hook_state: serde_json::Value::Null,
         })
@@ -97,6 +127,27 @@ impl VzExecutor {
         });
         self.start_container = hooks;
         self
+    }
+
+    /// For a profile with notify rules, starts the relay that hands the listener to the
+    /// agent; `state` is what the agent is told (its listener fields are filled here).
+    /// Must be called before libcontainer forks; the relay's outcome is read with
+    /// [`Relay::finish`] once the build returns.
+    pub fn with_agent(
+        mut self,
+        state: impl FnOnce() -> AgentState,
+    ) -> Result<(Self, Option<Relay>), AgentError> {
+        let Some((listener, metadata)) = self.listener.clone() else {
+            return Ok((self, None));
+        };
+        let state = AgentState {
+            listener,
+            metadata,
+            ..state()
+        };
+        let (relay, theirs) = seccomp_agent::start(state)?;
+        self.agent = Some(Arc::new(theirs));
+        Ok((self, Some(relay)))
     }
 
     fn run_start_container_hooks(&self) -> Result<(), ExecutorError> {
@@ -186,6 +237,21 @@ impl Executor for VzExecutor {
             libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
         DefaultExecutor {}.exec(spec)
+    }
+
+    fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        DefaultExecutor {}.setup_envs(envs)?;
+        let (Some(agent), Some(notify)) = (&self.agent, &self.notify) else {
+            return Ok(());
+        };
+        // A CAP_SYS_ADMIN lent for the filters is kept for the rest, installed at exec.
+        let listener =
+            seccomp::install(notify).map_err(|e| ExecutorSetEnvsError::Other(e.to_string()))?;
+        if let Some(listener) = listener {
+            seccomp_agent::hand_over(agent.as_fd(), listener)
+                .map_err(ExecutorSetEnvsError::Other)?;
+        }
+        Ok(())
     }
 
     /// An absolute or relative path needs no PATH (runc runs `/bin/echo` with an empty

@@ -2,7 +2,7 @@
 //! where containers live and how they are locked (`root`), vzrun's record of each
 //! (`state`), bundles (`bundle`), create, run, the verbs on an existing container with
 //! their state checks (`lifecycle`), exec, update, set (a running VE's settings), the final exec step (`executor`,
-//! `seccomp`), and a foreground process's signals and exit (`foreground`). Commands
+//! `seccomp`, and `seccomp_agent` for notify profiles), and a foreground process's signals and exit (`foreground`). Commands
 //! turn flags into the options here and print what comes back.
 
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ pub mod restore;
 pub mod root;
 pub mod run;
 pub mod seccomp;
+pub mod seccomp_agent;
 pub mod set;
 pub mod signal;
 pub mod state;

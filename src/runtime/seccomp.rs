@@ -13,6 +13,13 @@
 //! answers A; a syscall that matches no rule gets the default action. Names this
 //! architecture lacks are skipped, as libseccomp does.
 //!
+//! `SCMP_ACT_NOTIFY` rules get a filter of their own, as any other action does; seccompiler
+//! has no user-notification action, so that filter is compiled with a stand-in action
+//! whose return instructions are then rewritten to `SECCOMP_RET_USER_NOTIF`, and it is
+//! installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER` (the kernel allows one listener per
+//! process): [`install`] returns the listener's fd, which `seccomp_agent` hands to the
+//! agent at `listenerPath`.
+//!
 //! Two libseccomp/runc behaviours are kept: several conditions on the same argument of
 //! one rule match when any of them holds (runc then adds each condition as a rule of its
 //! own), and a syscall numbered above every syscall the profile names gets ENOSYS rather
@@ -20,6 +27,7 @@
 //! "-ENOSYS stub", put in front of the default filter when that is not permissive).
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 use seccompiler::{
@@ -33,10 +41,13 @@ mod table {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("linux.seccomp: action {0} is not supported by vzrun")]
-    UnsupportedAction(String),
-    #[error("linux.seccomp: listenerPath (seccomp user notification) is not supported by vzrun")]
-    Listener,
+    // runc's words for the three notify profiles it refuses.
+    #[error("SCMP_ACT_NOTIFY cannot be used as default action")]
+    NotifyDefault,
+    #[error("SCMP_ACT_NOTIFY cannot be used for the write syscall")]
+    NotifyWrite,
+    #[error("listenerPath is not set")]
+    NoListenerPath,
     #[error("linux.seccomp: {syscall}: argument index {index} is out of range (0..5)")]
     ArgIndex { syscall: String, index: usize },
     #[error("linux.seccomp: this architecture is not supported by seccompiler")]
@@ -69,15 +80,71 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction, Se
         LinuxSeccompAction::ScmpActTrace => {
             SeccompAction::Trace(errno.unwrap_or(libc::EPERM as u32))
         }
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(SeccompError::UnsupportedAction("SCMP_ACT_NOTIFY".into()))
-        }
+        // Only in a filter of its own (see [`NOTIFY_STAND_IN`]); refused as the default.
+        LinuxSeccompAction::ScmpActNotify => NOTIFY_STAND_IN,
     })
 }
 
-/// A key that orders and compares actions including their data (errno values).
-fn action_key(a: &SeccompAction) -> u32 {
-    u32::from(a.clone())
+/// What the notify filter is compiled with before its returns become
+/// `SECCOMP_RET_USER_NOTIF`. Every non-ALLOW return of that filter is this one, so any
+/// value would do; the filter is told apart by its key, not by this value.
+const NOTIFY_STAND_IN: SeccompAction = SeccompAction::Trace(0);
+
+/// The compiled profile: the programs to install in order, and which of them (if any)
+/// answers `SECCOMP_RET_USER_NOTIF` and so is installed with a listener.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    pub programs: Vec<BpfProgram>,
+    pub listener: Option<usize>,
+}
+
+impl Filters {
+    /// Takes the listener's program out, as a set of its own. It answers ALLOW to every
+    /// syscall without a notify rule, so it can be installed before the rest: the
+    /// stack answers the same once all are in.
+    pub fn take_listener(&mut self) -> Option<Filters> {
+        let i = self.listener.take()?;
+        Some(Filters {
+            programs: vec![self.programs.remove(i)],
+            listener: Some(0),
+        })
+    }
+}
+
+/// runc's checks on a profile with notify rules, in the order runc meets them (the first
+/// two in its init, the last when its parent is handed the fd).
+fn check_notify(profile: &LinuxSeccomp) -> Result<bool, SeccompError> {
+    if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(SeccompError::NotifyDefault);
+    }
+    let notify: Vec<_> = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|sc| sc.action() == LinuxSeccompAction::ScmpActNotify)
+        .collect();
+    // The process hands the fd over with write(2): a notified write would wait for an
+    // agent that does not have the fd yet.
+    if notify
+        .iter()
+        .any(|sc| sc.names().iter().any(|n| n == "write"))
+    {
+        return Err(SeccompError::NotifyWrite);
+    }
+    let has_listener = profile
+        .listener_path()
+        .as_ref()
+        .is_some_and(|p| !p.as_os_str().is_empty());
+    if !notify.is_empty() && !has_listener {
+        return Err(SeccompError::NoListenerPath);
+    }
+    Ok(!notify.is_empty())
+}
+
+/// A key that orders and compares actions including their data (errno values); notify
+/// rules have a key of their own, whatever their stand-in action is.
+fn action_key(a: &SeccompAction, notify: bool) -> (u32, bool) {
+    (u32::from(a.clone()), notify)
 }
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
@@ -104,14 +171,13 @@ fn target_arch() -> Result<TargetArch, SeccompError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|_| SeccompError::Arch)
 }
 
-/// Compiles the profile into the list of programs to install, in order.
-pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> {
-    if profile.listener_path().is_some() {
-        return Err(SeccompError::Listener);
-    }
+/// Compiles the profile into the programs to install. A `listenerPath` without notify
+/// rules is accepted and unused, as in runc.
+pub fn compile(profile: &LinuxSeccomp) -> Result<Filters, SeccompError> {
+    check_notify(profile)?;
     let arch = target_arch()?;
     let default = action(profile.default_action(), profile.default_errno_ret())?;
-    let mut by_action: HashMap<u32, (SeccompAction, Rules)> = HashMap::new();
+    let mut by_action: HashMap<(u32, bool), (SeccompAction, Rules)> = HashMap::new();
     let mut not_default: Rules = BTreeMap::new();
     // The highest syscall the profile names, whatever its rule's action.
     let last = profile
@@ -123,7 +189,8 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
         .max();
     for sc in profile.syscalls().iter().flatten() {
         let act = action(sc.action(), sc.errno_ret())?;
-        if act == default {
+        let notify = sc.action() == LinuxSeccompAction::ScmpActNotify;
+        if act == default && !notify {
             continue;
         }
         for name in sc.names() {
@@ -171,7 +238,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
                 add_rule(&mut not_default, nr, rule.clone());
                 if act != SeccompAction::Allow {
                     let slot = by_action
-                        .entry(action_key(&act))
+                        .entry(action_key(&act, notify))
                         .or_insert_with(|| (act.clone(), BTreeMap::new()));
                     add_rule(&mut slot.1, nr, rule);
                 }
@@ -188,9 +255,13 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
             arch,
         ));
     }
-    let mut others: Vec<_> = by_action.into_values().collect();
-    others.sort_by_key(|(a, _)| action_key(a));
-    for (act, rules) in others {
+    let mut others: Vec<_> = by_action.into_iter().collect();
+    others.sort_by_key(|(key, _)| *key);
+    let mut listener = None;
+    for ((_, notify), (act, rules)) in others {
+        if notify {
+            listener = Some(filters.len());
+        }
         filters.push(SeccompFilter::new(rules, SeccompAction::Allow, act, arch));
     }
     let mut programs = filters
@@ -200,6 +271,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
             BpfProgram::try_from(f).map_err(|e| SeccompError::Compile(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(i) = listener {
+        let stand_in = u32::from(NOTIFY_STAND_IN);
+        for insn in programs[i].iter_mut() {
+            if insn.code == BPF_RET_K && insn.k == stand_in {
+                insn.k = libc::SECCOMP_RET_USER_NOTIF;
+            }
+        }
+    }
     // runc leaves the stub out when the default already answers ENOSYS, and (looking
     // only at the profile's listed architectures) when no architecture is listed.
     let default_is_enosys = profile.default_errno_ret() == Some(libc::ENOSYS as u32);
@@ -218,7 +297,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
         stub.append(first);
         *first = stub;
     }
-    Ok(programs)
+    Ok(Filters { programs, listener })
 }
 
 /// Whether some argument index comes twice among one rule's conditions.
@@ -273,39 +352,56 @@ fn enosys_stub(arch: TargetArch, last: i64) -> BpfProgram {
     ]
 }
 
-/// Installs the programs into the calling thread. Without CAP_SYS_ADMIN the kernel only
-/// accepts a filter under no_new_privs; libcontainer drops capabilities before the
-/// executor runs, so when the spec did not ask for no_new_privs and the process cannot
-/// install without it, no_new_privs is set rather than running unfiltered.
-pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
-    for prog in programs {
+/// Installs the programs into the calling thread; returns the notify listener's fd when
+/// the profile has notify rules. Without CAP_SYS_ADMIN the kernel only accepts a filter
+/// under no_new_privs; libcontainer drops capabilities before the executor runs, so when
+/// the spec did not ask for no_new_privs and the process cannot install without it,
+/// no_new_privs is set rather than running unfiltered.
+pub fn install(filters: &Filters) -> Result<Option<OwnedFd>, SeccompError> {
+    let mut listener = None;
+    for (i, prog) in filters.programs.iter().enumerate() {
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
         };
+        let flags = if filters.listener == Some(i) {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        } else {
+            0
+        };
         let set = || {
-            // SAFETY: fprog points at a live, correctly sized BPF program.
+            // SAFETY: fprog points at a live, correctly sized BPF program; nix has no
+            // seccomp(2) wrapper.
             unsafe {
                 libc::syscall(
                     libc::SYS_seccomp,
                     libc::SECCOMP_SET_MODE_FILTER,
-                    0,
+                    flags,
                     &fprog as *const libc::sock_fprog,
                 )
             }
         };
-        if set() != 0 {
+        let mut rc = set();
+        if rc < 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EACCES) {
                 return Err(SeccompError::Install(err));
             }
             nix::sys::prctl::set_no_new_privs().map_err(|e| SeccompError::Install(e.into()))?;
-            if set() != 0 {
+            rc = set();
+            if rc < 0 {
                 return Err(SeccompError::Install(std::io::Error::last_os_error()));
             }
         }
+        if flags != 0 {
+            let fd = RawFd::try_from(rc).map_err(|_| {
+                SeccompError::Install(std::io::Error::from_raw_os_error(libc::EBADF))
+            })?;
+            // SAFETY: with NEW_LISTENER, seccomp(2) returns a new fd that nothing else owns.
+            listener = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
     }
-    Ok(())
+    Ok(listener)
 }
 
 #[cfg(test)]
@@ -328,7 +424,7 @@ mod tests {
         let p = profile(
             r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","write","bogus_call"],"action":"SCMP_ACT_ALLOW"}]}"#,
         );
-        assert_eq!(compile(&p).unwrap().len(), 1);
+        assert_eq!(compile(&p).unwrap().programs.len(), 1);
     }
 
     #[test]
@@ -336,7 +432,7 @@ mod tests {
         let p = profile(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13},{"names":["chmod"],"action":"SCMP_ACT_KILL"}]}"#,
         );
-        assert_eq!(compile(&p).unwrap().len(), 2);
+        assert_eq!(compile(&p).unwrap().programs.len(), 2);
     }
 
     #[test]
@@ -348,20 +444,11 @@ mod tests {
               {"names":["socket"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":16,"op":"SCMP_CMP_EQ"},{"index":2,"value":9,"op":"SCMP_CMP_EQ"}]}
             ]}"#,
         );
-        assert_eq!(compile(&p).unwrap().len(), 2);
+        assert_eq!(compile(&p).unwrap().programs.len(), 2);
     }
 
     #[test]
     fn refuses_what_it_cannot_enforce() {
-        let notify = profile(
-            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_NOTIFY"}]}"#,
-        );
-        assert!(compile(&notify)
-            .unwrap_err()
-            .to_string()
-            .contains("SCMP_ACT_NOTIFY"));
-        let listener = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x.sock"}"#);
-        assert!(matches!(compile(&listener), Err(SeccompError::Listener)));
         let idx = profile(
             r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":7,"value":0,"op":"SCMP_CMP_EQ"}]}]}"#,
         );
@@ -372,6 +459,71 @@ mod tests {
     }
 
     #[test]
+    fn notify_profiles_refused_as_runc_refuses_them() {
+        let err = |json: &str| compile(&profile(json)).err().map(|e| e.to_string());
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#)
+                .as_deref(),
+            Some("listenerPath is not set")
+        );
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/a","syscalls":[{"names":["read","write"],"action":"SCMP_ACT_NOTIFY"}]}"#)
+                .as_deref(),
+            Some("SCMP_ACT_NOTIFY cannot be used for the write syscall")
+        );
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_NOTIFY","listenerPath":"/a"}"#).as_deref(),
+            Some("SCMP_ACT_NOTIFY cannot be used as default action")
+        );
+        // A listener without notify rules is accepted and unused.
+        let unused = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/a"}"#,
+        ))
+        .unwrap();
+        assert_eq!(unused.listener, None);
+    }
+
+    #[test]
+    fn notify_rules_get_a_listener_filter_that_returns_user_notif() {
+        // A TRACE rule with the stand-in's value stays a TRACE filter of its own.
+        let f = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","listenerPath":"/a","syscalls":[
+              {"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"},
+              {"names":["mkdir","mkdirat"],"action":"SCMP_ACT_NOTIFY"},
+              {"names":["getpid"],"action":"SCMP_ACT_TRACE","errnoRet":0}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(f.programs.len(), 3);
+        let i = f.listener.expect("a listener filter");
+        let rets = |p: &BpfProgram| -> Vec<u32> {
+            p.iter()
+                .filter(|x| x.code == BPF_RET_K)
+                .map(|x| x.k)
+                .collect()
+        };
+        let notify = rets(&f.programs[i]);
+        assert!(notify.contains(&libc::SECCOMP_RET_USER_NOTIF));
+        // Besides ALLOW and USER_NOTIF, only seccompiler's wrong-architecture kill.
+        assert!(
+            notify.iter().all(|&k| [
+                libc::SECCOMP_RET_USER_NOTIF,
+                libc::SECCOMP_RET_ALLOW,
+                libc::SECCOMP_RET_KILL_PROCESS
+            ]
+            .contains(&k)),
+            "{notify:x?}"
+        );
+        for (j, p) in f.programs.iter().enumerate() {
+            if j != i {
+                assert!(
+                    !rets(p).contains(&libc::SECCOMP_RET_USER_NOTIF),
+                    "program {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn repeated_argument_splits_the_rule() {
         assert!(repeats_an_argument([0, 0].into_iter()));
         assert!(!repeats_an_argument([0, 2].into_iter()));
@@ -379,7 +531,7 @@ mod tests {
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpgid"],"action":"SCMP_ACT_ERRNO","args":[
               {"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":0,"value":2,"op":"SCMP_CMP_EQ"}]}]}"#,
         );
-        assert_eq!(compile(&p).unwrap().len(), 1);
+        assert_eq!(compile(&p).unwrap().programs.len(), 1);
     }
 
     #[test]
@@ -388,12 +540,15 @@ mod tests {
             "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#;
         let plain = r#"{"defaultAction":"SCMP_ACT_ERRNO",
             "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#;
-        let with = compile(&profile(strict)).unwrap()[0].len();
-        let without = compile(&profile(plain)).unwrap()[0].len();
+        let with = compile(&profile(strict)).unwrap().programs[0].len();
+        let without = compile(&profile(plain)).unwrap().programs[0].len();
         assert_eq!(with, without + 6);
         let enosys = r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"architectures":["SCMP_ARCH_X86_64"],
             "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#;
-        assert_eq!(compile(&profile(enosys)).unwrap()[0].len(), without);
+        assert_eq!(
+            compile(&profile(enosys)).unwrap().programs[0].len(),
+            without
+        );
     }
 
     #[test]
