@@ -611,74 +611,119 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
     assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
 }
 
+/// A post-copy move under way: a dirtying VE on a LAN slowed to about 40 Mbit/s into
+/// the destination (so its pages are still moving when the test breaks something), a
+/// destination whose watchdog is 4 s, and `migrate --online` in a process group of its
+/// own, read up to "its pages follow".
+/// Fields drop in this order, after [`Drop::drop`]: the LAN goes last.
+struct PagesMoving {
+    migrate: Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    listener: Listener,
+    _arrived: Arrived,
+    _bundle: Bundle,
+    _keys: tempfile::TempDir,
+    id: String,
+    src: Runtime,
+    dst: Runtime,
+    lan: Lan,
+}
+
+/// The destination's --page-timeout in [`PagesMoving`], in seconds.
+const PAGE_TIMEOUT: f64 = 4.0;
+
+impl PagesMoving {
+    fn start(n: u8, prefix: &str) -> PagesMoving {
+        let lan = Lan::new(n);
+        sh(&format!(
+            "tc qdisc add dev vzmd{} root tbf rate 40mbit burst 64kb latency 500ms",
+            lan.tag
+        ));
+        let keys = tempfile::tempdir().unwrap();
+        let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef");
+        let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+        let id = common::unique_id(prefix);
+        let arrived = Arrived(id.clone());
+        dst.track(&id);
+        src.track(&id);
+        let bundle = start_ve_with(&src, &lan, &id, &dirtier(96));
+        wait_ready(&src, &id);
+        let listener = Listener::start_with(&dst, &lan, &k, &["--page-timeout", "4"]);
+        let mut migrate = src
+            .command()
+            .args([
+                "migrate",
+                &id,
+                &listener.addr,
+                "--key-file",
+                k.to_str().unwrap(),
+                "--online",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(migrate.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("the move ended before its pages moved: {seen}");
+            }
+            seen.push_str(&line);
+            if line.contains("its pages follow") {
+                break;
+            }
+        }
+        PagesMoving {
+            lan,
+            src,
+            dst,
+            id,
+            _arrived: arrived,
+            _bundle: bundle,
+            _keys: keys,
+            listener,
+            migrate,
+            stderr,
+        }
+    }
+}
+
+impl Drop for PagesMoving {
+    fn drop(&mut self) {
+        let _ = self.migrate.kill();
+        let _ = self.dst.run(&["delete", "-f", &self.id]);
+        let _ = self.src.run(&["delete", "-f", &self.id]);
+        let _ = std::fs::remove_dir_all(format!("/var/lib/vzrun/migrate-out/{}", self.id));
+    }
+}
+
 #[test]
 fn killing_the_source_mid_transfer_is_reported_by_the_destination_watchdog() {
     require_criu!();
     let _one = one_move_at_a_time();
     let _pipe = PipeMaxSize::hold();
-    let lan = Lan::new(4);
-    // Slow the pages down (about 40 Mbit/s into the destination) so the transfer is
-    // still running when the source dies.
-    sh(&format!(
-        "tc qdisc add dev vzmd{} root tbf rate 40mbit burst 64kb latency 500ms",
-        lan.tag
-    ));
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("migw");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
-    let _b = start_ve_with(&src, &lan, &id, &dirtier(96));
-    wait_ready(&src, &id);
-    let timeout = 4.0;
-    let mut l = Listener::start_with(&dst, &lan, &k, &["--page-timeout", "4"]);
-    let mut m = src
-        .command()
-        .args([
-            "migrate",
-            &id,
-            &l.addr,
-            "--key-file",
-            k.to_str().unwrap(),
-            "--online",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    // Wait until the VE runs on the destination and its pages are on their way.
-    let mut err = BufReader::new(m.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            panic!("the move ended before its pages moved: {seen}");
-        }
-        seen.push_str(&line);
-        if line.contains("its pages follow") {
-            break;
-        }
-    }
+    let mut mv = PagesMoving::start(4, "migw");
     // The source host dies: vzrun and its CRIU page server with it.
-    let pgid = nix::unistd::Pid::from_raw(-(m.id() as i32));
+    let pgid = nix::unistd::Pid::from_raw(-(mv.migrate.id() as i32));
     nix::sys::signal::kill(pgid, nix::sys::signal::SIGKILL).unwrap();
     let killed = Instant::now();
-    let _ = m.wait();
-    let log = l.stderr();
+    let _ = mv.migrate.wait();
+    let log = mv.listener.stderr();
     let took = killed.elapsed();
     eprintln!("destination after the source died ({took:?}): {log}");
     assert!(
-        took.as_secs_f64() <= timeout + 5.0,
+        took.as_secs_f64() <= PAGE_TIMEOUT + 5.0,
         "the destination took {took:?} to give up"
     );
     assert!(log.contains("never arrived"), "{log}");
-    assert!(log.contains(&format!("VE {id} is stopped here")), "{log}");
-    assert_ne!(dst.status(&id), "running");
-    let _ = dst.run(&["delete", "-f", &id]);
-    let _ = src.run(&["delete", "-f", &id]);
-    let _ = std::fs::remove_dir_all(format!("/var/lib/vzrun/migrate-out/{id}"));
+    assert!(
+        log.contains(&format!("VE {} is stopped here", mv.id)),
+        "{log}"
+    );
+    assert_ne!(mv.dst.status(&mv.id), "running");
 }
 
 #[test]
@@ -686,79 +731,36 @@ fn a_destination_that_vanishes_mid_transfer_is_reported_by_the_source() {
     require_criu!();
     let _one = one_move_at_a_time();
     let _pipe = PipeMaxSize::hold();
-    let lan = Lan::new(6);
-    // Slow the pages down so the transfer is still running when the destination goes.
-    sh(&format!(
-        "tc qdisc add dev vzmd{} root tbf rate 40mbit burst 64kb latency 500ms",
-        lan.tag
-    ));
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("migv");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
-    src.track(&id);
-    let _b = start_ve_with(&src, &lan, &id, &dirtier(96));
-    wait_ready(&src, &id);
-    // The destination's watchdog, which it tells the source: the source waits that long
-    // and 2 s more.
-    let timeout = 4.0;
-    let mut l = Listener::start_with(&dst, &lan, &k, &["--page-timeout", "4"]);
-    let mut m = src
-        .command()
-        .args([
-            "migrate",
-            &id,
-            &l.addr,
-            "--key-file",
-            k.to_str().unwrap(),
-            "--online",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(m.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            panic!("the move ended before its pages moved: {seen}");
-        }
-        seen.push_str(&line);
-        if line.contains("its pages follow") {
-            break;
-        }
-    }
+    let mut mv = PagesMoving::start(6, "migv");
     // The destination host drops off the network: no FIN, no RST, nothing more.
-    sh(&format!("ip link set vzmd{} down", lan.tag));
+    sh(&format!("ip link set vzmd{} down", mv.lan.tag));
     let cut = Instant::now();
     let mut rest = String::new();
-    let _ = err.read_to_string(&mut rest);
-    let status = m.wait().unwrap();
+    let _ = mv.stderr.read_to_string(&mut rest);
+    let status = mv.migrate.wait().unwrap();
     let took = cut.elapsed();
     eprintln!("source after the destination went ({took:?}): {rest}");
     assert!(!status.success(), "the move cannot have succeeded: {rest}");
+    // The source waits the destination's watchdog time and 2 s more.
     assert!(
-        took.as_secs_f64() <= timeout + 2.0 + 5.0,
+        took.as_secs_f64() <= PAGE_TIMEOUT + 2.0 + 5.0,
         "the source took {took:?} to give up"
     );
     assert!(rest.contains("no word from the destination"), "{rest}");
     assert!(
         rest.contains(&format!(
-            "the source VE {id} is left frozen here with all of its memory"
+            "the source VE {} is left frozen here with all of its memory",
+            mv.id
         )),
         "{rest}"
     );
-    assert_eq!(src.status(&id), "paused", "{rest}");
+    assert_eq!(mv.src.status(&mv.id), "paused", "{rest}");
     // The destination's own watchdog stops its copy.
-    let log = l.stderr();
-    assert!(log.contains(&format!("VE {id} is stopped here")), "{log}");
-    let _ = dst.run(&["delete", "-f", &id]);
-    let _ = src.run(&["delete", "-f", &id]);
-    let _ = std::fs::remove_dir_all(format!("/var/lib/vzrun/migrate-out/{id}"));
+    let log = mv.listener.stderr();
+    assert!(
+        log.contains(&format!("VE {} is stopped here", mv.id)),
+        "{log}"
+    );
 }
 
 #[test]

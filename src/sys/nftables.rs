@@ -304,6 +304,15 @@ impl Batch {
         &mut self.msgs.last_mut().expect("pushed").0
     }
 
+    /// A message that only names its object: a table and a set, chain or rule list.
+    fn named(&mut self, kind: u16, what: String, names: [(u16, &str); 2]) -> &mut Self {
+        let m = self.msg(kind, 0, what);
+        for (attr, name) in names {
+            m.str_attr(attr, name);
+        }
+        self
+    }
+
     /// Adds the table unless it exists (`nft add table`).
     pub fn add_table(&mut self, table: &str) -> &mut Self {
         self.msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, format!("add table {table}"))
@@ -333,10 +342,14 @@ impl Batch {
 
     /// Empties a set: a delete of elements that names none (what `nft flush set` sends).
     pub fn flush_set(&mut self, table: &str, set: &str) -> &mut Self {
-        let m = self.msg(NFT_MSG_DELSETELEM, 0, format!("flush set {table} {set}"));
-        m.str_attr(NFTA_SET_ELEM_LIST_TABLE, table);
-        m.str_attr(NFTA_SET_ELEM_LIST_SET, set);
-        self
+        self.named(
+            NFT_MSG_DELSETELEM,
+            format!("flush set {table} {set}"),
+            [
+                (NFTA_SET_ELEM_LIST_TABLE, table),
+                (NFTA_SET_ELEM_LIST_SET, set),
+            ],
+        )
     }
 
     /// Puts addresses in a set (nothing is sent for none).
@@ -391,10 +404,11 @@ impl Batch {
 
     /// Removes every rule of a chain (a rule delete that names no rule).
     pub fn flush_chain(&mut self, table: &str, chain: &str) -> &mut Self {
-        let m = self.msg(NFT_MSG_DELRULE, 0, format!("flush chain {table} {chain}"));
-        m.str_attr(NFTA_RULE_TABLE, table);
-        m.str_attr(NFTA_RULE_CHAIN, chain);
-        self
+        self.named(
+            NFT_MSG_DELRULE,
+            format!("flush chain {table} {chain}"),
+            [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)],
+        )
     }
 
     /// Appends a rule to a chain; `text` is its nft form, for errors.
@@ -416,18 +430,20 @@ impl Batch {
 
     /// Deletes a chain and its rules.
     pub fn delete_chain(&mut self, table: &str, chain: &str) -> &mut Self {
-        let m = self.msg(NFT_MSG_DELCHAIN, 0, format!("delete chain {table} {chain}"));
-        m.str_attr(NFTA_CHAIN_TABLE, table);
-        m.str_attr(NFTA_CHAIN_NAME, chain);
-        self
+        self.named(
+            NFT_MSG_DELCHAIN,
+            format!("delete chain {table} {chain}"),
+            [(NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, chain)],
+        )
     }
 
     /// Deletes a set (no rule may still refer to it).
     pub fn delete_set(&mut self, table: &str, set: &str) -> &mut Self {
-        let m = self.msg(NFT_MSG_DELSET, 0, format!("delete set {table} {set}"));
-        m.str_attr(NFTA_SET_TABLE, table);
-        m.str_attr(NFTA_SET_NAME, set);
-        self
+        self.named(
+            NFT_MSG_DELSET,
+            format!("delete set {table} {set}"),
+            [(NFTA_SET_TABLE, table), (NFTA_SET_NAME, set)],
+        )
     }
 
     /// The bytes to send: BEGIN, the messages numbered from 2, END.
