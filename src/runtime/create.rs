@@ -13,6 +13,7 @@ use oci_spec::runtime::Spec;
 use crate::runtime::bundle::{self, cgroup_path, make_cwd, Bundle};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::executor::{take_start_container_hooks, HookContext, VzExecutor};
+use crate::runtime::hooks;
 use crate::runtime::root::{validate_id, Lock, Root};
 use crate::runtime::state::Record;
 use crate::runtime::Runtime;
@@ -123,8 +124,9 @@ impl Runtime {
         claimed.record.save(&claimed.ve_dir)?;
         prepared?;
         // After prepare: a private area puts an overlay in front of the bundle's rootfs.
-        if let Some(r) = spec.root() {
+        if let Some(r) = spec.root().clone() {
             make_cwd(spec, r.path());
+            hooks::wrap_create_hooks(spec, &bundle.bundle, r.path());
         }
         spec.save(claimed.ve_dir.join("config.json"))
             .map_err(|e| Error::Step(format!("write derived config: {e}")))?;
