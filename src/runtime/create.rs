@@ -71,8 +71,9 @@ impl Runtime {
         Ok(self.policy()?.check(&bundle.ve_config, annotations)?)
     }
 
-    /// The spec libcontainer (or CRIU) gets: absolute rootfs, vzrun's cgroup path, and
-    /// what the VE layer prepares on the host; written to `<root>/.vzrun/<id>/config.json`.
+    /// The spec libcontainer (or CRIU) gets: absolute rootfs, vzrun's cgroup path, what
+    /// the VE layer prepares on the host, and the create hooks behind the state shim
+    /// (runtime::hooks); written to `<root>/.vzrun/<id>/config.json`.
     pub fn derive_spec(&self, id: &str, bundle: &mut Bundle, claimed: &mut Claimed) -> Result<()> {
         let spec = &mut bundle.spec;
         if let Some(mut r) = spec.root().clone() {
