@@ -1447,6 +1447,173 @@ fn hooks_state_names_the_callers_bundle_and_the_runtimes_spec_version() {
     }
 }
 
+/// Every hook kind's stdin and working directory under a runtime, from a `run -d` and a
+/// `delete --force` of the running container, keyed by kind; and the spec version the
+/// runtime reports. The startContainer hook runs inside the container: it writes through
+/// a bind of the same directory on /home.
+fn every_hook_state(rt: &Runtime) -> (Vec<(&'static str, Value, String)>, String) {
+    const KINDS: [&str; 6] = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ];
+    let seen = tempfile::Builder::new()
+        .prefix("vzt-hookkinds-")
+        .tempdir()
+        .unwrap();
+    let mut hooks = serde_json::Map::new();
+    for kind in KINDS {
+        let dir = if kind == "startContainer" {
+            "/home".to_string()
+        } else {
+            seen.path().display().to_string()
+        };
+        let script = format!("cat > {dir}/{kind}; pwd > {dir}/{kind}.cwd");
+        let dump = json!({"path": "/bin/sh", "args": ["sh", "-c", script]});
+        hooks.insert(kind.to_string(), json!([dump]));
+    }
+    let bundle = Bundle::with(SLEEP, |v| {
+        v["hooks"] = Value::Object(hooks);
+        v["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/home", "type": "bind", "source": seen.path(), "options": ["rbind", "rw"]
+        }));
+    });
+    let id = common::unique_id("hookkinds");
+    rt.track(&id);
+    let run = rt.run_deadlined(&["run", "-d", "-b", bundle.p(), &id], HANG);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    assert_eq!(rt.status(&id), "running", "{}", rt.name);
+    let del = rt.run_deadlined(&["delete", "--force", &id], HANG);
+    assert_eq!(del.code, 0, "{}: delete --force: {del:?}", rt.name);
+    let states = KINDS
+        .iter()
+        .map(|kind| {
+            let text = std::fs::read_to_string(seen.path().join(kind)).unwrap_or_default();
+            let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            // The test's bundle stands for "the caller's bundle" in both.
+            if v["bundle"] == bundle.p() {
+                v["bundle"] = Value::from("{b}");
+            }
+            let cwd = std::fs::read_to_string(seen.path().join(format!("{kind}.cwd")))
+                .unwrap_or_default()
+                .trim_end()
+                .replace(bundle.p(), "{b}")
+                .replace(common::rootfs().to_str().unwrap(), "{rootfs}");
+            (*kind, v, cwd)
+        })
+        .collect();
+    let version = rt.run(&["--version"]);
+    let spec = version
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("spec: "))
+        .unwrap_or_default()
+        .to_string();
+    (states, spec)
+}
+
+#[test]
+fn hooks_of_every_kind_read_runcs_state() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let (want, runc_spec) = every_hook_state(&Runtime::runc());
+    let (got, vz_spec) = every_hook_state(&Runtime::vzrun());
+    for ((kind, r, r_cwd), (_, v, v_cwd)) in want.iter().zip(&got) {
+        assert!(r.is_object(), "runc {kind}: no state read: {r}");
+        assert_eq!(v["bundle"], "{b}", "vzrun {kind}: {v}");
+        assert_eq!(r["bundle"], "{b}", "runc {kind}: {r}");
+        assert_eq!(r["ociVersion"], runc_spec.as_str(), "runc {kind}: {r}");
+        assert_eq!(v["ociVersion"], vz_spec.as_str(), "vzrun {kind}: {v}");
+        // runc 1.1.5 runs poststart hooks during create (see the README).
+        if *kind != "poststart" {
+            assert_eq!(v["status"], r["status"], "{kind}: runc {r}, vzrun {v}");
+        }
+        let keys = |s: &Value| -> Vec<String> {
+            s.as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(keys(v), keys(r), "{kind}: runc {r}, vzrun {v}");
+        // The init's pid as the container sees it.
+        if *kind == "createContainer" {
+            assert_eq!(v["pid"], r["pid"], "{kind}: runc {r}, vzrun {v}");
+        }
+        // Where the hook starts: runc runs the create hooks from the bundle, and
+        // createContainer from the rootfs. Poststart and poststop run from wherever the
+        // command was started (run, delete) in vzrun; runc's run works from the bundle.
+        if !["poststart", "poststop"].contains(kind) {
+            assert_eq!(v_cwd, r_cwd, "{kind}: working directory");
+        }
+    }
+}
+
+/// The createContainer hook's state in a container with its own user namespace, in
+/// which the host's root (the owner of the runtime's binary) is unmapped.
+fn create_container_state_in_user_ns(rt: &Runtime) -> Value {
+    let seen = tempfile::Builder::new()
+        .prefix("vzt-hookuserns-")
+        .tempdir()
+        .unwrap();
+    // The hook runs as the container's root, host uid 100000.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(seen.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = seen.path().join("state");
+    let bundle = Bundle::with(SLEEP, |v| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "cgroup" && m["type"] != "sysfs" && m["type"] != "mqueue");
+        let script = format!("cat > {}", out.display());
+        v["hooks"] =
+            json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]});
+    });
+    let id = common::unique_id("hookuserns");
+    rt.track(&id);
+    let run = rt.run_deadlined(&["run", "-d", "-b", bundle.p(), &id], HANG);
+    let _ = rt.run(&["delete", "--force", &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if v["bundle"] == bundle.p() {
+        v["bundle"] = Value::from("{b}");
+    }
+    for k in ["id", "ociVersion"] {
+        if let Some(o) = v.as_object_mut() {
+            o.remove(k);
+        }
+    }
+    v
+}
+
+#[test]
+fn hooks_create_container_in_a_user_namespace() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let want = create_container_state_in_user_ns(&Runtime::runc());
+    assert_eq!(
+        want,
+        json!({"status": "creating", "pid": 1, "bundle": "{b}"}),
+        "runc"
+    );
+    let got = create_container_state_in_user_ns(&Runtime::vzrun());
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
 // --- --log and --debug on every command ---------------------------------------------------
 
 /// Per command: its exit code and whether its `--log` file exists afterwards (runc opens

@@ -10,5 +10,9 @@ mod units;
 mod ve;
 
 fn main() {
+    // The hook shim libcontainer runs during create: nothing of the CLI is set up for it.
+    if let Some(code) = runtime::hooks::shim() {
+        std::process::exit(code);
+    }
     std::process::exit(cli::main());
 }

@@ -132,3 +132,74 @@ fn checkpoint_criu_config_annotation() {
     let got = dump_with_criu_config(&Runtime::vzrun());
     assert_eq!(got, want, "vzrun differs from runc");
 }
+
+/// A checkpoint and restore of a container whose bind mount's destination is a symbolic
+/// link in its rootfs (`/data -> /mnt/data`): each step's exit code, and what the restored
+/// process reads through the bind.
+fn bind_onto_a_link(rt: &Runtime) -> (i32, i32, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-ckptlink-")
+        .tempdir()
+        .unwrap();
+    // A rootfs of its own: the shared one is read-only and has no such link.
+    let rootfs = dir.path().join("rootfs");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(common::rootfs())
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copy the rootfs");
+    std::fs::create_dir_all(rootfs.join("mnt/data")).unwrap();
+    std::os::unix::fs::symlink("/mnt/data", rootfs.join("data")).unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("file"), "through the bind\n").unwrap();
+    let process = &["sh", "-c", "exec </dev/null >/dev/null 2>&1; sleep 300"];
+    let bundle = Bundle::with(process, |v| {
+        v["root"] = json!({"path": rootfs, "readonly": false});
+        v["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": source, "options": ["rbind", "rw"]
+        }));
+    });
+    let id = common::unique_id("ckptlink");
+    rt.track(&id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let image = dir.path().join("img");
+    let image = image.to_str().unwrap();
+    let dump = rt.run_deadlined(&["checkpoint", "--image-path", image, &id], HANG);
+    let restore = if dump.code == 0 {
+        rt.run_deadlined(
+            &[
+                "restore",
+                "-d",
+                "--image-path",
+                image,
+                "-b",
+                bundle.p(),
+                &id,
+            ],
+            HANG,
+        )
+    } else {
+        eprintln!("{}: checkpoint: {}", rt.name, dump.stderr);
+        dump.clone()
+    };
+    let seen = rt.run(&["exec", &id, "cat", "/data/file"]);
+    let _ = rt.run(&["delete", "--force", &id]);
+    (dump.code, restore.code, seen.stdout)
+}
+
+#[test]
+fn checkpoint_bind_mount_onto_a_symlink() {
+    require_criu!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let want = bind_onto_a_link(&Runtime::runc());
+    assert_eq!(want, (0, 0, "through the bind\n".to_string()), "runc");
+    let got = bind_onto_a_link(&Runtime::vzrun());
+    assert_eq!(got, want, "vzrun differs from runc");
+}

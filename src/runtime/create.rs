@@ -13,6 +13,7 @@ use oci_spec::runtime::Spec;
 use crate::runtime::bundle::{self, cgroup_path, make_cwd, Bundle};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::executor::{take_start_container_hooks, HookContext, VzExecutor};
+use crate::runtime::hooks;
 use crate::runtime::root::{validate_id, Lock, Root};
 use crate::runtime::seccomp_agent::AgentState;
 use crate::runtime::state::Record;
@@ -71,8 +72,9 @@ impl Runtime {
         Ok(self.policy()?.check(&bundle.ve_config, annotations)?)
     }
 
-    /// The spec libcontainer (or CRIU) gets: absolute rootfs, vzrun's cgroup path, and
-    /// what the VE layer prepares on the host; written to `<root>/.vzrun/<id>/config.json`.
+    /// The spec libcontainer (or CRIU) gets: absolute rootfs, vzrun's cgroup path, what
+    /// the VE layer prepares on the host, and the create hooks behind the state shim
+    /// (runtime::hooks); written to `<root>/.vzrun/<id>/config.json`.
     pub fn derive_spec(&self, id: &str, bundle: &mut Bundle, claimed: &mut Claimed) -> Result<()> {
         let spec = &mut bundle.spec;
         if let Some(mut r) = spec.root().clone() {
@@ -124,8 +126,9 @@ impl Runtime {
         claimed.record.save(&claimed.ve_dir)?;
         prepared?;
         // After prepare: a private area puts an overlay in front of the bundle's rootfs.
-        if let Some(r) = spec.root() {
+        if let Some(r) = spec.root().clone() {
             make_cwd(spec, r.path());
+            hooks::wrap_create_hooks(spec, &bundle.bundle, r.path());
         }
         spec.save(claimed.ve_dir.join("config.json"))
             .map_err(|e| Error::Step(format!("write derived config: {e}")))?;

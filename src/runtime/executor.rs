@@ -123,8 +123,11 @@ impl VzExecutor {
             "id": ctx.id,
             "status": "created",
             "bundle": ctx.bundle,
-            "annotations": spec.annotations().clone().unwrap_or_default(),
         });
+        // runc leaves out annotations when there are none.
+        if let Some(a) = spec.annotations().as_ref().filter(|a| !a.is_empty()) {
+            self.hook_state["annotations"] = serde_json::json!(a);
+        }
         self.start_container = hooks;
         self
     }

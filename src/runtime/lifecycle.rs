@@ -238,10 +238,18 @@ impl Runtime {
                     // SIGKILL stays pending in a frozen cgroup on v1: thaw first.
                     let _ = container.resume();
                 }
+                // runc kills a live container before its poststop hooks, which then see
+                // it stopped and without a pid; libcontainer would show them the pid of
+                // the init it kills on the way. Killed here, libcontainer finds it stopped.
+                let live = matches!(
+                    status,
+                    ContainerStatus::Running | ContainerStatus::Created | ContainerStatus::Paused
+                );
+                let killed = live && container.kill(Signal::SIGKILL, true).is_ok();
                 // The poststop hooks see the caller's bundle; libcontainer's directory
                 // goes with the delete, so nothing needs putting back.
                 let _ = HookView::show(&mut container);
-                if status == ContainerStatus::Stopped {
+                if status == ContainerStatus::Stopped || killed {
                     // runc's poststop state has no pid once the init is gone.
                     container.state.pid = None;
                 }

@@ -2,8 +2,9 @@
 //! where containers live and how they are locked (`root`), vzrun's record of each
 //! (`state`), bundles (`bundle`), create, run, the verbs on an existing container with
 //! their state checks (`lifecycle`), exec, update, set (a running VE's settings), the final exec step (`executor`,
-//! `seccomp`, and `seccomp_agent` for notify profiles), and a foreground process's signals and exit (`foreground`). Commands
-//! turn flags into the options here and print what comes back.
+//! `seccomp`, and `seccomp_agent` for notify profiles), the state the create hooks read
+//! (`hooks`), and a foreground process's signals and exit (`foreground`). Commands turn
+//! flags into the options here and print what comes back.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -18,6 +19,7 @@ pub mod exec;
 pub mod executor;
 pub mod finish;
 pub mod foreground;
+pub mod hooks;
 pub mod lifecycle;
 pub mod migrate;
 pub mod observe;

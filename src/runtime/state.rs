@@ -127,6 +127,15 @@ impl HookView {
     /// None when vzrun has no record beside libcontainer's bundle (nothing to show).
     pub fn show(container: &mut Container) -> Option<HookView> {
         let record = Record::load(&container.state.bundle).ok()?;
+        // runc leaves out annotations when there are none, as `state` does.
+        if container
+            .state
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.is_empty())
+        {
+            container.state.annotations = None;
+        }
         Some(HookView {
             derived: std::mem::replace(&mut container.state.bundle, record.bundle),
             version: std::mem::replace(&mut container.state.oci_version, OCI_VERSION.into()),

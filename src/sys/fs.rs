@@ -92,6 +92,49 @@ pub fn mkdir_in_root(root: &Path, path: &Path) -> std::io::Result<()> {
     .map(|_| ())
 }
 
+/// Where `path` lands inside `root` once its symbolic links are followed as the
+/// container sees them (an absolute link and `..` never leave `root`); the part that does
+/// not exist yet is kept as written. The result is absolute, relative to `root`. This is
+/// the name a mount made at `path` has in the container's mount table (runc names CRIU's
+/// external bind mounts by it: filepath-securejoin's rules).
+pub fn resolve_in_root(root: &Path, path: &Path) -> std::path::PathBuf {
+    use std::path::{Component, PathBuf};
+    // The components still to walk, last first; a link's target is pushed in front.
+    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    let push = |todo: &mut Vec<std::ffi::OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push(n.to_os_string()),
+                Component::ParentDir => todo.push("..".into()),
+                _ => {}
+            }
+        }
+    };
+    push(&mut todo, path);
+    let mut done = PathBuf::from("/");
+    // Linux's own bound on links followed in one lookup (ELOOP past it).
+    let mut hops = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        let next = done.join(&name);
+        let on_host = root.join(next.strip_prefix("/").unwrap_or(&next));
+        match std::fs::read_link(&on_host) {
+            Ok(target) if hops < 40 => {
+                hops += 1;
+                if target.is_absolute() {
+                    done = PathBuf::from("/");
+                }
+                push(&mut todo, &target);
+            }
+            _ => done = next,
+        }
+    }
+    done
+}
+
 /// Reads a file as the container will see it: `path` resolved inside `root`.
 pub fn read_in_root(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -179,6 +222,26 @@ pub fn unescape_mountinfo(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_resolve_inside_the_root() {
+        use std::os::unix::fs::symlink;
+        use std::path::PathBuf;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("mnt/data")).unwrap();
+        symlink("/mnt/data", r.join("data")).unwrap();
+        symlink("../mnt", r.join("up")).unwrap();
+        symlink("../../../../etc", r.join("escape")).unwrap();
+        symlink("loop", r.join("loop")).unwrap();
+        let at = |p: &str| resolve_in_root(r, Path::new(p));
+        assert_eq!(at("/data"), PathBuf::from("/mnt/data"));
+        assert_eq!(at("/data/new/x"), PathBuf::from("/mnt/data/new/x"));
+        assert_eq!(at("/up/data"), PathBuf::from("/mnt/data"));
+        assert_eq!(at("/escape/passwd"), PathBuf::from("/etc/passwd"));
+        assert_eq!(at("/plain"), PathBuf::from("/plain"));
+        assert_eq!(at("/loop"), PathBuf::from("/loop"));
+    }
 
     #[test]
     fn pid_file_is_whole_and_its_failure_in_runcs_words() {

@@ -330,12 +330,21 @@ fn has_masked_paths(spec: &Spec) -> bool {
 
 /// External mounts as (key, host path): the bind mounts by destination, /dev/null for
 /// masked paths, and on cgroup v1 the host's controller mounts that libcontainer binds.
-/// `restore` maps each key to where the source lives now.
-fn external_mounts(spec: &Spec, bundle_dir: Option<&Path>, restore: bool) -> Vec<(String, String)> {
+/// `restore` maps each key to where the source lives now. A destination is named as the
+/// mount table inside `rootfs` names it, its links followed (runc's key): a bind onto
+/// `/data -> /mnt/data` is the mount at `/mnt/data`, and CRIU knows no other.
+fn external_mounts(
+    spec: &Spec,
+    rootfs: &Path,
+    bundle_dir: Option<&Path>,
+    restore: bool,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        let dest = m.destination().display().to_string();
         if is_bind(m) {
+            let dest = crate::sys::fs::resolve_in_root(rootfs, m.destination())
+                .display()
+                .to_string();
             let val = if restore {
                 match m.source() {
                     Some(s) if s.is_absolute() => s.display().to_string(),
@@ -465,7 +474,7 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
         opts.set_status_fd(fd);
         keep.push(fd);
     }
-    opts.ext_mnt = ext_mnt(external_mounts(t.spec, None, false));
+    opts.ext_mnt = ext_mnt(external_mounts(t.spec, t.rootfs, None, false));
     {
         let ino = std::fs::metadata(format!("/proc/{}/ns/net", t.pid))
             .map_err(|source| CkptError::Io {
@@ -671,8 +680,9 @@ fn make_mountpoints(rootfs: &Path, spec: &Spec) {
         if !is_bind(m) {
             continue;
         }
-        let rel = m.destination().strip_prefix("/").unwrap_or(m.destination());
-        let target = base.join(rel);
+        // Where create mounted it: the destination's links followed inside the rootfs.
+        let dest = crate::sys::fs::resolve_in_root(&base, m.destination());
+        let target = base.join(dest.strip_prefix("/").unwrap_or(&dest));
         if target.symlink_metadata().is_ok() {
             continue;
         }
@@ -781,7 +791,7 @@ pub fn restore(
     if is_terminal(t.spec) {
         opts.set_orphan_pts_master(true);
     }
-    opts.ext_mnt = ext_mnt(external_mounts(t.spec, None, true));
+    opts.ext_mnt = ext_mnt(external_mounts(t.spec, t.rootfs, None, true));
     if let Some(ns) = t.netns {
         let mut inh = rpc::Inherit_fd::new();
         inh.set_key(NETNS_KEY.into());
@@ -931,11 +941,11 @@ mod tests {
                "linux":{"maskedPaths":["/proc/kcore"]}}"#,
         )
         .unwrap();
-        let dump = external_mounts(&spec, None, false);
+        let dump = external_mounts(&spec, Path::new("/nonexistent-vzt"), None, false);
         assert!(dump.contains(&("/etc/resolv.conf".into(), "/etc/resolv.conf".into())));
         assert!(dump.contains(&("/dev/null".into(), "/dev/null".into())));
         assert!(!dump.iter().any(|(k, _)| k == "/proc"));
-        let rst = external_mounts(&spec, None, true);
+        let rst = external_mounts(&spec, Path::new("/nonexistent-vzt"), None, true);
         assert!(rst.contains(&("/etc/resolv.conf".into(), "/run/x/resolv.conf".into())));
     }
 }
