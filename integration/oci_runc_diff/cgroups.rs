@@ -200,3 +200,52 @@ fn cgroups_run_into_a_non_empty_cgroup() {
     let got = into_busy_cgroup(&Runtime::vzrun()).expect("busy cgroup");
     assert_eq!(got, want, "vzrun differs from runc");
 }
+
+/// What a caller waiting on `events` for an OOM sees: the exit code of an `exec` that
+/// allocates past the container's memory limit, and whether `{"type":"oom","id":ID}`
+/// arrived on the stream (which runs under a deadline: a stream that never reports it is
+/// killed, not waited on for ever).
+fn oom_event(rt: &Runtime) -> (i32, bool) {
+    const LIMIT: u64 = 32 << 20;
+    let bundle = Bundle::with(SLEEP, |v| {
+        v["linux"]["resources"]["memory"] = json!({"limit": LIMIT, "swap": LIMIT});
+    });
+    let id = common::unique_id("oomev");
+    rt.track(&id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let events = rt.start_deadlined(&["events", "--interval", "100ms", &id]);
+    // The first line proves the stream is up, and so its watch on the cgroup.
+    let streaming = events.stdout_until(HANG, |o| o.contains(r#""type":"stats""#));
+    assert!(streaming, "{}: events printed nothing", rt.name);
+    // The shell keeps 64 MiB of 'a's in a variable: twice the limit.
+    let hog = rt.run_deadlined(
+        &[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            r#"x=$(head -c 67108864 /dev/zero | tr '\0' a); echo ${#x}"#,
+        ],
+        HANG,
+    );
+    let want = format!(r#"{{"type":"oom","id":"{id}"}}"#);
+    let seen = events.stdout_until(HANG, |o| o.lines().any(|l| l == want));
+    drop(events);
+    let del = rt.run(&["delete", "--force", &id]);
+    assert_eq!(del.code, 0, "{}: delete: {del:?}", rt.name);
+    (hog.code, seen)
+}
+
+#[test]
+fn cgroups_events_reports_oom() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let want = oom_event(&Runtime::runc());
+    assert_eq!(want, (137, true), "runc");
+    let got = oom_event(&Runtime::vzrun());
+    assert_eq!(got, want, "vzrun differs from runc");
+}
