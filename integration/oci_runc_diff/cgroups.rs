@@ -171,9 +171,9 @@ impl Drop for BusyCgroup {
     }
 }
 
-/// `run -d` into a cgroup that already has a process: exit code and whether the container
-/// runs. (runc 1.1.5 also warns "container's cgroup is not empty"; vzrun does not yet.)
-fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool)> {
+/// `run -d` into a cgroup that already has a process: exit code, whether the container
+/// runs, and the warnings printed on the way (runc 1.1.5 goes on after two).
+fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool, Vec<String>)> {
     let name = common::unique_id(&format!("busy-{}", rt.name));
     let _cg = BusyCgroup::new(&name)?;
     let path = format!("/{name}");
@@ -183,7 +183,7 @@ fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool)> {
     let o = rt.run_deadlined(&["run", "-d", "-b", bundle.p(), &id], HANG);
     let running = o.code == 0 && rt.status(&id) == "running";
     let _ = rt.run(&["delete", "--force", &id]);
-    Some((o.code, running))
+    Some((o.code, running, warnings(&o.stderr)))
 }
 
 #[test]
@@ -197,6 +197,14 @@ fn cgroups_run_into_a_non_empty_cgroup() {
         eprintln!("SKIP: cannot make a busy cgroup");
         return;
     };
+    assert_eq!(
+        want.2,
+        [
+            "container's cgroup is not empty: 1 process(es) found",
+            "DEPRECATED: running container in a non-empty cgroup won't be supported in runc 1.2; https://github.com/opencontainers/runc/issues/3132",
+        ],
+        "runc"
+    );
     let got = into_busy_cgroup(&Runtime::vzrun()).expect("busy cgroup");
     assert_eq!(got, want, "vzrun differs from runc");
 }

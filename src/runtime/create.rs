@@ -192,6 +192,16 @@ impl Runtime {
             crate::sys::cgroups::refuse_frozen(&cgroup)?;
             self.derive_spec(id, &mut bundle, &mut claimed)?;
             let ve_dir = &claimed.ve_dir;
+            // runc's words; it goes on, and so does vzrun.
+            let busy = crate::sys::cgroups::process_count(&cgroup);
+            if busy > 0 {
+                crate::logging::warn(&format!(
+                    "container's cgroup is not empty: {busy} process(es) found"
+                ));
+                crate::logging::warn(
+                    "DEPRECATED: running container in a non-empty cgroup won't be supported in runc 1.2; https://github.com/opencontainers/runc/issues/3132",
+                );
+            }
             let build = tracing::debug_span!("libcontainer create").entered();
             let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_root_path(&self.root.path)?

@@ -85,6 +85,28 @@ pub fn dir_of(pid: i32, controller: &str) -> Option<PathBuf> {
         .filter(|d| d.join("cgroup.controllers").exists())
 }
 
+/// How many processes the cgroup at `path` and its sub-cgroups hold, counted in one
+/// hierarchy as runc counts them (v1's devices controller, or the v2 tree); 0 when it does
+/// not exist.
+pub fn process_count(path: &Path) -> usize {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        return 0;
+    }
+    let root = Path::new(CGROUP_ROOT);
+    let dir = if unified() {
+        root.join(rel)
+    } else {
+        root.join("devices").join(rel)
+    };
+    let mut dirs = sub_dirs_deepest_first(&dir);
+    dirs.push(dir);
+    dirs.iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .map(|procs| procs.lines().filter(|l| !l.trim().is_empty()).count())
+        .sum()
+}
+
 /// The freezer's directory for the cgroup at `path`: the v2 directory, or the v1 freezer
 /// hierarchy's.
 pub fn freezer_dir(path: &Path) -> Option<PathBuf> {
