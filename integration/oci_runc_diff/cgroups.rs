@@ -1,5 +1,6 @@
 //! cgroup behaviours a caller can tell apart: sub-cgroups at `delete --force`, per-device
-//! block I/O weights, and a cgroup that already holds processes.
+//! block I/O weights, a cgroup that already holds processes, OOM events, and the unified
+//! hierarchy of a hybrid host.
 
 use super::*;
 use std::path::PathBuf;
@@ -255,5 +256,93 @@ fn cgroups_events_reports_oom() {
     let want = oom_event(&Runtime::runc());
     assert_eq!(want, (137, true), "runc");
     let got = oom_event(&Runtime::vzrun());
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
+/// One line of `/proc/PID/cgroup` per hierarchy: (controllers, path).
+fn cgroup_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            Some((ctrl.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+/// Whether a process's unified (`0::`) path is its `pids` controller's path, as under
+/// runc on a hybrid host: the container is in the unified hierarchy at its own path.
+fn unified_matches_v1(text: &str) -> bool {
+    let lines = cgroup_lines(text);
+    let path = |want: &str| {
+        lines
+            .iter()
+            .find(|(c, _)| c == want)
+            .map(|(_, p)| p.clone())
+    };
+    matches!((path(""), path("pids")), (Some(u), Some(p)) if u == p && p != "/")
+}
+
+/// On a hybrid host: whether the init and an exec'd process are in the container's
+/// unified cgroup, whether its directory exists while the container runs and is gone
+/// after `delete`, and what a create that fails after making its cgroups leaves there.
+fn unified_membership(rt: &Runtime) -> (bool, bool, bool, bool, i32, Vec<PathBuf>) {
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("unified");
+    rt.track(&id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let pid = rt.state(&id)["pid"].as_u64().unwrap();
+    let init = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let exec = rt.run(&["exec", &id, "cat", "/proc/self/cgroup"]);
+    assert_eq!(exec.code, 0, "{}: exec: {exec:?}", rt.name);
+    let dir = cgroup_lines(&init)
+        .into_iter()
+        .find(|(c, _)| c.is_empty())
+        .map(|(_, p)| PathBuf::from(format!("/sys/fs/cgroup/unified{p}")));
+    let there = dir.as_ref().is_some_and(|d| d.is_dir());
+    let del = rt.run(&["delete", "--force", &id]);
+    assert_eq!(del.code, 0, "{}: delete: {del:?}", rt.name);
+    let gone = dir.as_ref().is_some_and(|d| !d.exists());
+    // A pid file in a missing directory fails the create after its cgroups are made.
+    let name = common::unique_id(&format!("unifail-{}", rt.name));
+    let path = format!("/{name}");
+    let failing = Bundle::with(SLEEP, |v| v["linux"]["cgroupsPath"] = json!(path));
+    let fid = common::unique_id("unifail");
+    rt.track(&fid);
+    let create = rt.run(&[
+        "create",
+        "--pid-file",
+        "/nonexistent/dir/pid",
+        "-b",
+        failing.p(),
+        &fid,
+    ]);
+    let left = common::cgroups_named(&name);
+    let _cleanup = SubCgroups(left.clone());
+    (
+        unified_matches_v1(&init),
+        unified_matches_v1(&exec.stdout),
+        there,
+        gone,
+        create.code,
+        left,
+    )
+}
+
+#[test]
+fn cgroups_hybrid_host_joins_the_unified_hierarchy() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        eprintln!("SKIP: not a hybrid cgroup host");
+        return;
+    }
+    let want = unified_membership(&Runtime::runc());
+    assert_eq!(want, (true, true, true, true, 1, vec![]), "runc");
+    let got = unified_membership(&Runtime::vzrun());
     assert_eq!(got, want, "vzrun differs from runc");
 }

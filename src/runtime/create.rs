@@ -180,6 +180,8 @@ impl Runtime {
             &bundle.spec,
         );
         let mut claimed = claim(&self.root, id, &bundle)?;
+        // The hybrid unified cgroup this create made: removed again if the create fails.
+        let mut made_unified = None;
         let result = (|| -> Result<Container> {
             // Checked before the VE layer makes anything (runc checks before it makes its
             // state directory); the cgroup is the caller's and stays as it is.
@@ -202,8 +204,12 @@ impl Runtime {
                     "DEPRECATED: running container in a non-empty cgroup won't be supported in runc 1.2; https://github.com/opencontainers/runc/issues/3132",
                 );
             }
+            // The init is forked by what libcontainer forks from here: born in the unified
+            // cgroup too, as under runc.
+            let unified = crate::sys::cgroups::join_unified(&cgroup, true)?;
+            made_unified = unified.as_ref().and_then(|u| u.made());
             let build = tracing::debug_span!("libcontainer create").entered();
-            let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_root_path(&self.root.path)?
                 .with_pid_file(None::<PathBuf>)?
                 .with_console_socket(opts.console_socket.clone())
@@ -213,8 +219,10 @@ impl Runtime {
                 .with_systemd(false)
                 .with_detach(opts.detach)
                 .with_no_pivot(opts.no_pivot)
-                .build()?;
+                .build();
             drop(build);
+            drop(unified);
+            let mut container = built?;
             container.refresh_status()?;
             let resources = bundle
                 .spec
@@ -280,6 +288,9 @@ impl Runtime {
             Ok(container) => Ok((container, claimed.lock)),
             Err(e) => {
                 self.abandon(id, claimed);
+                if let Some(dir) = &made_unified {
+                    crate::sys::cgroups::remove_made_unified(dir);
+                }
                 Err(e)
             }
         }

@@ -185,6 +185,16 @@ impl Runtime {
             _ => None,
         };
         let state_root = created.as_ref().map_or(&self.root.path, |v| &v.0);
+        // Forked from here, the process is born in the container's unified cgroup, which
+        // libcontainer's v1 manager does not join (runc's does).
+        let unified = match derived
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+        {
+            Some(path) => crate::sys::cgroups::join_unified(path, false)?,
+            None => None,
+        };
         let pid = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
             .with_root_path(state_root)?
             .with_pid_file(None::<PathBuf>)?
@@ -197,7 +207,9 @@ impl Runtime {
             .with_ignore_paused(opts.ignore_paused)
             .with_sub_cgroup(sub_cgroup)
             .with_process_label(opts.process_label.clone())
-            .build()?;
+            .build();
+        drop(unified);
+        let pid = pid?;
         drop(created);
         drop(loaded);
         // Written here rather than by libcontainer, which only warns when it cannot: runc

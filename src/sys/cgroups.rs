@@ -107,6 +107,97 @@ pub fn process_count(path: &Path) -> usize {
         .sum()
 }
 
+/// The v2 hierarchy a hybrid host mounts beside its v1 controllers (it has no
+/// controllers: it tracks processes, and systemd reads it); None on a pure v1 or v2 host.
+fn hybrid_unified_root() -> Option<PathBuf> {
+    if unified() {
+        return None;
+    }
+    let root = Path::new(CGROUP_ROOT).join("unified");
+    root.join("cgroup.procs").exists().then_some(root)
+}
+
+/// The calling process's place in the hybrid unified hierarchy for as long as it lives:
+/// what it forks meanwhile (a container's init, an exec'd process) is born there, which
+/// libcontainer 0.7's v1 manager never arranges. Dropping it moves the caller back.
+pub struct UnifiedJoin {
+    dir: PathBuf,
+    back: PathBuf,
+    made: bool,
+}
+
+/// Joins the cgroup at `path` in a hybrid host's unified hierarchy, making it when
+/// `make` is true (runc's create makes it there as in each controller). None where
+/// there is no such hierarchy, or (`make` false) no such cgroup.
+pub fn join_unified(path: &Path, make: bool) -> Result<Option<UnifiedJoin>, CgroupError> {
+    let Some(root) = hybrid_unified_root() else {
+        return Ok(None);
+    };
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(own) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Ok(None);
+    };
+    let dir = root.join(rel);
+    let made = !dir.is_dir();
+    if made {
+        if !make {
+            return Ok(None);
+        }
+        tracing::debug!(dir = %dir.display(), "cgroup mkdir");
+        std::fs::create_dir_all(&dir).map_err(|e| CgroupError::Write {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let join = UnifiedJoin {
+        back: root.join(own.trim_start_matches('/')),
+        dir,
+        made,
+    };
+    let procs = join.dir.join("cgroup.procs");
+    tracing::debug!(file = %procs.display(), value = std::process::id(), "cgroup write");
+    if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+        let made = join.made();
+        drop(join);
+        if let Some(made) = made {
+            remove_made_unified(&made);
+        }
+        return Err(CgroupError::Write {
+            path: procs,
+            reason: e.to_string(),
+        });
+    }
+    Ok(Some(join))
+}
+
+impl UnifiedJoin {
+    /// The cgroup, when this join made it: for the caller to remove with
+    /// [`remove_made_unified`] should its create fail after all.
+    pub fn made(&self) -> Option<PathBuf> {
+        self.made.then(|| self.dir.clone())
+    }
+}
+
+/// Removes a unified cgroup that a failed create made; its init (killed by then) leaves
+/// it only when reaped, a moment later.
+pub fn remove_made_unified(dir: &Path) {
+    for _ in 0..100 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for UnifiedJoin {
+    fn drop(&mut self) {
+        let procs = self.back.join("cgroup.procs");
+        tracing::debug!(file = %procs.display(), value = std::process::id(), "cgroup write");
+        let _ = std::fs::write(procs, std::process::id().to_string());
+    }
+}
+
 /// The freezer's directory for the cgroup at `path`: the v2 directory, or the v1 freezer
 /// hierarchy's.
 pub fn freezer_dir(path: &Path) -> Option<PathBuf> {
