@@ -1264,6 +1264,69 @@ fn events_keys_in_runc_order() {
     assert_eq!(heads, vec![("runc", true), ("vzrun", true)]);
 }
 
+/// The messages of the warnings in a runtime's stderr, logrus text or JSON lines.
+fn warnings(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            if let Ok(v) = serde_json::from_str::<Value>(l) {
+                return (v["level"] == "warning").then(|| v["msg"].as_str().unwrap_or("").into());
+            }
+            let rest = l.split_once(" level=warning msg=")?.1;
+            let quoted = rest.split(" time=").next().unwrap_or(rest);
+            let mut de = serde_json::Deserializer::from_str(quoted).into_iter::<String>();
+            de.next()?.ok()
+        })
+        .collect()
+}
+
+/// Capability names the runtime does not know: the run goes on, with a warning on stderr
+/// (text or JSON by `--log-format`) or, with `--log`, only in the log file.
+fn unknown_capabilities(rt: &Runtime) -> Vec<(i32, Vec<String>, Vec<String>)> {
+    let bundle = Bundle::with(&["true"], |v| {
+        for set in ["bounding", "effective", "permitted"] {
+            let names = v["process"]["capabilities"][set].as_array_mut().unwrap();
+            names.push(json!("CAP_ZZZ"));
+            names.push(json!("CAP_BOGUS"));
+        }
+    });
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().to_str().unwrap();
+    let mut seen = Vec::new();
+    for global in [&[][..], &["--log-format", "json"], &["--log", log_path]] {
+        let id = common::unique_id("unkcaps");
+        rt.track(&id);
+        let mut args = global.to_vec();
+        args.extend(["run", "-b", bundle.p(), &id]);
+        let o = rt.run(&args);
+        let logged = std::fs::read_to_string(log.path()).unwrap_or_default();
+        seen.push((o.code, warnings(&o.stderr), warnings(&logged)));
+    }
+    seen
+}
+
+#[test]
+fn unknown_capabilities_warn_and_go_on() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let want = unknown_capabilities(&Runtime::runc());
+    let line = "ignoring unknown or unavailable capabilities: [CAP_BOGUS CAP_ZZZ]".to_string();
+    assert_eq!(
+        want,
+        vec![
+            (0, vec![line.clone()], vec![]),
+            (0, vec![line.clone()], vec![]),
+            (0, vec![], vec![line]),
+        ],
+        "runc"
+    );
+    let got = unknown_capabilities(&Runtime::vzrun());
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
 #[test]
 fn events_to_a_closed_pipe_does_not_panic() {
     require_root!();

@@ -194,6 +194,12 @@ pub fn error(err: &anyhow::Error) {
     write("error", &msg, true);
 }
 
+/// A warning the command goes on after, at logrus's `warning` level: on stderr, or only
+/// in the `--log` file when there is one (runc prints it nowhere else then).
+pub fn warn(msg: &str) {
+    write("warning", msg, false);
+}
+
 /// An error that does not end the command (runc logs a failing poststop hook and goes on).
 pub fn error_line(msg: &str) {
     write("error", msg, true);

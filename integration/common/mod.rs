@@ -756,6 +756,27 @@ impl Deadlined {
     }
 }
 
+impl Deadlined {
+    /// Polls the command's stdout so far until `want` holds of it, for at most `limit`
+    /// (a stream such as `events` never ends by itself); whether it held.
+    pub fn stdout_until(&self, limit: Duration, want: impl Fn(&str) -> bool) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some(started) = self.started.as_ref() else {
+            return false;
+        };
+        let start = Instant::now();
+        while start.elapsed() <= limit {
+            let mut buf = vec![0; 1 << 20];
+            let n = started.out.read_at(&mut buf, 0).unwrap_or(0);
+            if want(&String::from_utf8_lossy(&buf[..n])) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
 impl Drop for Deadlined {
     fn drop(&mut self) {
         if let Some(mut s) = self.started.take() {

@@ -1,5 +1,6 @@
 //! cgroup behaviours a caller can tell apart: sub-cgroups at `delete --force`, per-device
-//! block I/O weights, and a cgroup that already holds processes.
+//! block I/O weights, a cgroup that already holds processes, OOM events, and the unified
+//! hierarchy of a hybrid host.
 
 use super::*;
 use std::path::PathBuf;
@@ -171,9 +172,9 @@ impl Drop for BusyCgroup {
     }
 }
 
-/// `run -d` into a cgroup that already has a process: exit code and whether the container
-/// runs. (runc 1.1.5 also warns "container's cgroup is not empty"; vzrun does not yet.)
-fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool)> {
+/// `run -d` into a cgroup that already has a process: exit code, whether the container
+/// runs, and the warnings printed on the way (runc 1.1.5 goes on after two).
+fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool, Vec<String>)> {
     let name = common::unique_id(&format!("busy-{}", rt.name));
     let _cg = BusyCgroup::new(&name)?;
     let path = format!("/{name}");
@@ -183,7 +184,7 @@ fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool)> {
     let o = rt.run_deadlined(&["run", "-d", "-b", bundle.p(), &id], HANG);
     let running = o.code == 0 && rt.status(&id) == "running";
     let _ = rt.run(&["delete", "--force", &id]);
-    Some((o.code, running))
+    Some((o.code, running, warnings(&o.stderr)))
 }
 
 #[test]
@@ -197,6 +198,151 @@ fn cgroups_run_into_a_non_empty_cgroup() {
         eprintln!("SKIP: cannot make a busy cgroup");
         return;
     };
+    assert_eq!(
+        want.2,
+        [
+            "container's cgroup is not empty: 1 process(es) found",
+            "DEPRECATED: running container in a non-empty cgroup won't be supported in runc 1.2; https://github.com/opencontainers/runc/issues/3132",
+        ],
+        "runc"
+    );
     let got = into_busy_cgroup(&Runtime::vzrun()).expect("busy cgroup");
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
+/// What a caller waiting on `events` for an OOM sees: the exit code of an `exec` that
+/// allocates past the container's memory limit, and whether `{"type":"oom","id":ID}`
+/// arrived on the stream (which runs under a deadline: a stream that never reports it is
+/// killed, not waited on for ever).
+fn oom_event(rt: &Runtime) -> (i32, bool) {
+    const LIMIT: u64 = 32 << 20;
+    let bundle = Bundle::with(SLEEP, |v| {
+        v["linux"]["resources"]["memory"] = json!({"limit": LIMIT, "swap": LIMIT});
+    });
+    let id = common::unique_id("oomev");
+    rt.track(&id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let events = rt.start_deadlined(&["events", "--interval", "100ms", &id]);
+    // The first line proves the stream is up, and so its watch on the cgroup.
+    let streaming = events.stdout_until(HANG, |o| o.contains(r#""type":"stats""#));
+    assert!(streaming, "{}: events printed nothing", rt.name);
+    // The shell keeps 64 MiB of 'a's in a variable: twice the limit.
+    let hog = rt.run_deadlined(
+        &[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            r#"x=$(head -c 67108864 /dev/zero | tr '\0' a); echo ${#x}"#,
+        ],
+        HANG,
+    );
+    let want = format!(r#"{{"type":"oom","id":"{id}"}}"#);
+    let seen = events.stdout_until(HANG, |o| o.lines().any(|l| l == want));
+    drop(events);
+    let del = rt.run(&["delete", "--force", &id]);
+    assert_eq!(del.code, 0, "{}: delete: {del:?}", rt.name);
+    (hog.code, seen)
+}
+
+#[test]
+fn cgroups_events_reports_oom() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    let want = oom_event(&Runtime::runc());
+    assert_eq!(want, (137, true), "runc");
+    let got = oom_event(&Runtime::vzrun());
+    assert_eq!(got, want, "vzrun differs from runc");
+}
+
+/// One line of `/proc/PID/cgroup` per hierarchy: (controllers, path).
+fn cgroup_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            Some((ctrl.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+/// Whether a process's unified (`0::`) path is its `pids` controller's path, as under
+/// runc on a hybrid host: the container is in the unified hierarchy at its own path.
+fn unified_matches_v1(text: &str) -> bool {
+    let lines = cgroup_lines(text);
+    let path = |want: &str| {
+        lines
+            .iter()
+            .find(|(c, _)| c == want)
+            .map(|(_, p)| p.clone())
+    };
+    matches!((path(""), path("pids")), (Some(u), Some(p)) if u == p && p != "/")
+}
+
+/// On a hybrid host: whether the init and an exec'd process are in the container's
+/// unified cgroup, whether its directory exists while the container runs and is gone
+/// after `delete`, and what a create that fails after making its cgroups leaves there.
+fn unified_membership(rt: &Runtime) -> (bool, bool, bool, bool, i32, Vec<PathBuf>) {
+    let bundle = Bundle::busybox(SLEEP);
+    let id = common::unique_id("unified");
+    rt.track(&id);
+    let run = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(run.code, 0, "{}: run -d: {run:?}", rt.name);
+    let pid = rt.state(&id)["pid"].as_u64().unwrap();
+    let init = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let exec = rt.run(&["exec", &id, "cat", "/proc/self/cgroup"]);
+    assert_eq!(exec.code, 0, "{}: exec: {exec:?}", rt.name);
+    let dir = cgroup_lines(&init)
+        .into_iter()
+        .find(|(c, _)| c.is_empty())
+        .map(|(_, p)| PathBuf::from(format!("/sys/fs/cgroup/unified{p}")));
+    let there = dir.as_ref().is_some_and(|d| d.is_dir());
+    let del = rt.run(&["delete", "--force", &id]);
+    assert_eq!(del.code, 0, "{}: delete: {del:?}", rt.name);
+    let gone = dir.as_ref().is_some_and(|d| !d.exists());
+    // A pid file in a missing directory fails the create after its cgroups are made.
+    let name = common::unique_id(&format!("unifail-{}", rt.name));
+    let path = format!("/{name}");
+    let failing = Bundle::with(SLEEP, |v| v["linux"]["cgroupsPath"] = json!(path));
+    let fid = common::unique_id("unifail");
+    rt.track(&fid);
+    let create = rt.run(&[
+        "create",
+        "--pid-file",
+        "/nonexistent/dir/pid",
+        "-b",
+        failing.p(),
+        &fid,
+    ]);
+    let left = common::cgroups_named(&name);
+    let _cleanup = SubCgroups(left.clone());
+    (
+        unified_matches_v1(&init),
+        unified_matches_v1(&exec.stdout),
+        there,
+        gone,
+        create.code,
+        left,
+    )
+}
+
+#[test]
+fn cgroups_hybrid_host_joins_the_unified_hierarchy() {
+    require_root!();
+    if !common::have("runc") {
+        eprintln!("SKIP: runc is not installed");
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        eprintln!("SKIP: not a hybrid cgroup host");
+        return;
+    }
+    let want = unified_membership(&Runtime::runc());
+    assert_eq!(want, (true, true, true, true, 1, vec![]), "runc");
+    let got = unified_membership(&Runtime::vzrun());
     assert_eq!(got, want, "vzrun differs from runc");
 }

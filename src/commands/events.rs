@@ -1,7 +1,7 @@
 //! `vzrun events`: container statistics in runc's event envelope, once (`--stats`) or
 //! every interval.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
@@ -98,27 +98,55 @@ struct Event<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     id: &'a str,
+    #[serde(skip_serializing_if = "Value::is_null")]
     data: Value,
 }
 
 pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let rt = super::runtime(global);
     let mut first = true;
+    let mut oom = None;
     while let Some(stats) = rt.stats(&args.id, first)? {
+        if first && !args.stats {
+            // Watched from before the first line, so a caller that waits for that line
+            // and then drives the container into an OOM sees it reported.
+            oom = rt.watch_oom(&args.id)?;
+        }
         first = false;
-        let event = Event {
-            kind: "stats",
-            id: &args.id,
-            data: runc_stats(&stats),
-        };
-        let line = serde_json::to_string(&event)?;
-        outln!("{line}")?;
+        print_event("stats", &args.id, runc_stats(&stats))?;
         if args.stats {
             break;
         }
-        std::thread::sleep(args.interval);
+        let next = Instant::now() + args.interval;
+        loop {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match oom.as_mut() {
+                Some(w) => {
+                    if w.wait(left)? {
+                        print_event("oom", &args.id, Value::Null)?;
+                    }
+                }
+                None => std::thread::sleep(left),
+            }
+        }
+    }
+    // An OOM that stopped the container while its last stats were read.
+    if let Some(w) = oom.as_mut() {
+        if w.wait(Duration::ZERO)? {
+            print_event("oom", &args.id, Value::Null)?;
+        }
     }
     Ok(0)
+}
+
+/// One line of the stream; runc leaves `data` out when an event has none (`oom`).
+fn print_event(kind: &str, id: &str, data: Value) -> Result<()> {
+    let line = serde_json::to_string(&Event { kind, id, data })?;
+    outln!("{line}")?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -146,6 +174,19 @@ mod tests {
         assert!(
             line.starts_with(r#"{"type":"stats","id":"c1","data":{"#),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn oom_event_has_no_data() {
+        let e = Event {
+            kind: "oom",
+            id: "c1",
+            data: Value::Null,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"oom","id":"c1"}"#
         );
     }
 

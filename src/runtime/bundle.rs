@@ -17,6 +17,25 @@ const MAX_CONFIG: u64 = 32 << 20;
 
 /// Reads a bundle's config.json; a parse error names the JSON path of the bad field.
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    read_spec(bundle).map(|(spec, _)| spec)
+}
+
+/// [`load_spec`] of the caller's bundle at create, run or restore, where runc warns of
+/// the capability names it ignores (and goes on).
+pub fn load_user_spec(bundle: &Path) -> Result<Spec> {
+    let (spec, ignored) = read_spec(bundle)?;
+    if !ignored.is_empty() {
+        crate::logging::warn(&format!(
+            "ignoring unknown or unavailable capabilities: [{}]",
+            ignored.join(" ")
+        ));
+    }
+    Ok(spec)
+}
+
+/// The spec in `bundle`, and the capability names it gave that are dropped (sorted, each
+/// once, as runc lists them).
+fn read_spec(bundle: &Path) -> Result<(Spec, Vec<String>)> {
     let path = bundle.join("config.json");
     if let Ok(m) = fs::metadata(&path) {
         if m.len() > MAX_CONFIG {
@@ -46,35 +65,44 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
         })
     };
     match serde_path_to_error::deserialize::<_, Spec>(de) {
-        Ok(spec) => Ok(spec),
+        Ok(spec) => Ok((spec, Vec::new())),
         // runc ignores capability names it does not know (a newer kernel's, a typo):
         // they are dropped and the spec read again.
         Err(e) if e.path().to_string().starts_with("process.capabilities.") => {
             let mut v: serde_json::Value = serde_json::from_slice(&data)
                 .map_err(|_| named(e.path().to_string(), e.inner().to_string()))?;
-            drop_unknown_capabilities(&mut v);
-            serde_path_to_error::deserialize::<_, Spec>(v)
-                .map_err(|e| named(e.path().to_string(), e.inner().to_string()))
+            let ignored = drop_unknown_capabilities(&mut v);
+            let spec = serde_path_to_error::deserialize::<_, Spec>(v)
+                .map_err(|e| named(e.path().to_string(), e.inner().to_string()))?;
+            Ok((spec, ignored))
         }
         Err(e) => Err(named(e.path().to_string(), e.inner().to_string())),
     }
 }
 
-/// Removes from each capability set of `process` the names oci-spec does not know.
-fn drop_unknown_capabilities(spec: &mut serde_json::Value) {
+/// Removes from each capability set of `process` the names oci-spec does not know, and
+/// returns them sorted, each once.
+fn drop_unknown_capabilities(spec: &mut serde_json::Value) -> Vec<String> {
+    let mut dropped = std::collections::BTreeSet::new();
     let Some(sets) = spec
         .pointer_mut("/process/capabilities")
         .and_then(|c| c.as_object_mut())
     else {
-        return;
+        return Vec::new();
     };
     for set in sets.values_mut() {
         if let Some(names) = set.as_array_mut() {
             names.retain(|n| {
-                serde_json::from_value::<oci_spec::runtime::Capability>(n.clone()).is_ok()
+                let known =
+                    serde_json::from_value::<oci_spec::runtime::Capability>(n.clone()).is_ok();
+                if !known {
+                    dropped.insert(n.as_str().map_or_else(|| n.to_string(), str::to_string));
+                }
+                known
             });
         }
     }
+    dropped.into_iter().collect()
 }
 
 /// The cgroup path libcontainer gets: the spec's, a systemd `slice:prefix:name` turned
@@ -268,7 +296,7 @@ pub fn load(bundle: &Path, spec: Option<Spec>) -> Result<Bundle> {
     let bundle = fs::canonicalize(bundle).map_err(|e| Error::io("bundle", bundle, e))?;
     let mut spec = match spec {
         Some(s) => s,
-        None => load_spec(&bundle)?,
+        None => load_user_spec(&bundle)?,
     };
     if spec.process().is_none() {
         return Err(Error::Config("config.json: process: missing".into()));
@@ -305,6 +333,23 @@ pub fn load(bundle: &Path, spec: Option<Spec>) -> Result<Bundle> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_capabilities_are_dropped_and_named_once_in_order() {
+        let mut v = serde_json::json!({"process": {"capabilities": {
+            "bounding": ["CAP_KILL", "CAP_ZZZ", "CAP_BOGUS"],
+            "effective": ["CAP_ZZZ", "CAP_KILL"],
+        }}});
+        assert_eq!(drop_unknown_capabilities(&mut v), ["CAP_BOGUS", "CAP_ZZZ"]);
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            serde_json::json!(["CAP_KILL"])
+        );
+    }
 
     fn spec_with_cgroup(path: Option<&str>) -> Spec {
         let mut spec = Spec::default();

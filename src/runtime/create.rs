@@ -193,6 +193,8 @@ impl Runtime {
             ..AgentState::default()
         })?;
         let mut claimed = claim(&self.root, id, &bundle)?;
+        // The hybrid unified cgroup this create made: removed again if the create fails.
+        let mut made_unified = None;
         let result = (|| -> Result<Container> {
             // Checked before the VE layer makes anything (runc checks before it makes its
             // state directory); the cgroup is the caller's and stays as it is.
@@ -205,6 +207,20 @@ impl Runtime {
             crate::sys::cgroups::refuse_frozen(&cgroup)?;
             self.derive_spec(id, &mut bundle, &mut claimed)?;
             let ve_dir = &claimed.ve_dir;
+            // runc's words; it goes on, and so does vzrun.
+            let busy = crate::sys::cgroups::process_count(&cgroup);
+            if busy > 0 {
+                crate::logging::warn(&format!(
+                    "container's cgroup is not empty: {busy} process(es) found"
+                ));
+                crate::logging::warn(
+                    "DEPRECATED: running container in a non-empty cgroup won't be supported in runc 1.2; https://github.com/opencontainers/runc/issues/3132",
+                );
+            }
+            // The init is forked by what libcontainer forks from here: born in the unified
+            // cgroup too, as under runc.
+            let unified = crate::sys::cgroups::join_unified(&cgroup, true)?;
+            made_unified = unified.as_ref().and_then(|u| u.made());
             let build = tracing::debug_span!("libcontainer create").entered();
             let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
                 .with_root_path(&self.root.path)?
@@ -218,6 +234,7 @@ impl Runtime {
                 .with_no_pivot(opts.no_pivot)
                 .build();
             drop(build);
+            drop(unified);
             // A failed hand-off fails the init too: the agent's error is the one to tell.
             let relayed = relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
             let mut container = match (built, relayed) {
@@ -303,6 +320,9 @@ impl Runtime {
             Ok(container) => Ok((container, claimed.lock)),
             Err(e) => {
                 self.abandon(id, claimed);
+                if let Some(dir) = &made_unified {
+                    crate::sys::cgroups::remove_made_unified(dir);
+                }
                 Err(e)
             }
         }

@@ -195,6 +195,16 @@ impl Runtime {
             _ => None,
         };
         let state_root = created.as_ref().map_or(&self.root.path, |v| &v.0);
+        // Forked from here, the process is born in the container's unified cgroup, which
+        // libcontainer's v1 manager does not join (runc's does).
+        let unified = match derived
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+        {
+            Some(path) => crate::sys::cgroups::join_unified(path, false)?,
+            None => None,
+        };
         let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
             .with_root_path(state_root)?
             .with_pid_file(None::<PathBuf>)?
@@ -208,6 +218,7 @@ impl Runtime {
             .with_sub_cgroup(sub_cgroup)
             .with_process_label(opts.process_label.clone())
             .build();
+        drop(unified);
         // A failed hand-off fails the process too: the agent's error is the one to tell.
         let relayed = relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
         let pid = match (built, relayed) {

@@ -57,4 +57,12 @@ impl Runtime {
             .map_err(|e| Error::Step(format!("read stats: {e}")))?;
         Ok(Some(stats))
     }
+
+    /// A watch on the OOMs of a container's memory cgroup, for `events` to report them;
+    /// None when the container has no memory cgroup to watch.
+    pub fn watch_oom(&self, id: &str) -> Result<Option<cgroups::OomWatch>> {
+        let (container, _) = self.root.read(id)?;
+        let config = container.spec()?;
+        Ok(cgroups::watch_oom(&config.cgroup_path)?)
+    }
 }

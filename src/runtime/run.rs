@@ -36,7 +36,7 @@ impl Runtime {
         }
         // Read once here and handed to create; a config that does not load is reported by
         // create, with the same words as for `vzrun create`.
-        c.spec = bundle::load_spec(&c.bundle).ok();
+        c.spec = bundle::load_user_spec(&c.bundle).ok();
         let terminal = c
             .spec
             .as_ref()

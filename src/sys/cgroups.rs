@@ -2,6 +2,7 @@
 //! the per-controller directory of a process for reading counters, and a freeze that a
 //! dump can wait on without CRIU's fixed 100 ms sleep.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,6 +83,119 @@ pub fn dir_of(pid: i32, controller: &str) -> Option<PathBuf> {
         .find_map(|l| l.strip_prefix("0::"))
         .map(|path| Path::new(CGROUP_ROOT).join(path.trim_start_matches('/')))
         .filter(|d| d.join("cgroup.controllers").exists())
+}
+
+/// How many processes the cgroup at `path` and its sub-cgroups hold, counted in one
+/// hierarchy as runc counts them (v1's devices controller, or the v2 tree); 0 when it does
+/// not exist.
+pub fn process_count(path: &Path) -> usize {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        return 0;
+    }
+    let root = Path::new(CGROUP_ROOT);
+    let dir = if unified() {
+        root.join(rel)
+    } else {
+        root.join("devices").join(rel)
+    };
+    let mut dirs = sub_dirs_deepest_first(&dir);
+    dirs.push(dir);
+    dirs.iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .map(|procs| procs.lines().filter(|l| !l.trim().is_empty()).count())
+        .sum()
+}
+
+/// The v2 hierarchy a hybrid host mounts beside its v1 controllers (it has no
+/// controllers: it tracks processes, and systemd reads it); None on a pure v1 or v2 host.
+fn hybrid_unified_root() -> Option<PathBuf> {
+    if unified() {
+        return None;
+    }
+    let root = Path::new(CGROUP_ROOT).join("unified");
+    root.join("cgroup.procs").exists().then_some(root)
+}
+
+/// The calling process's place in the hybrid unified hierarchy for as long as it lives:
+/// what it forks meanwhile (a container's init, an exec'd process) is born there, which
+/// libcontainer 0.7's v1 manager never arranges. Dropping it moves the caller back.
+pub struct UnifiedJoin {
+    dir: PathBuf,
+    back: PathBuf,
+    made: bool,
+}
+
+/// Joins the cgroup at `path` in a hybrid host's unified hierarchy, making it when
+/// `make` is true (runc's create makes it there as in each controller). None where
+/// there is no such hierarchy, or (`make` false) no such cgroup.
+pub fn join_unified(path: &Path, make: bool) -> Result<Option<UnifiedJoin>, CgroupError> {
+    let Some(root) = hybrid_unified_root() else {
+        return Ok(None);
+    };
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(own) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Ok(None);
+    };
+    let dir = root.join(rel);
+    let made = !dir.is_dir();
+    if made {
+        if !make {
+            return Ok(None);
+        }
+        tracing::debug!(dir = %dir.display(), "cgroup mkdir");
+        std::fs::create_dir_all(&dir).map_err(|e| CgroupError::Write {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let join = UnifiedJoin {
+        back: root.join(own.trim_start_matches('/')),
+        dir,
+        made,
+    };
+    let procs = join.dir.join("cgroup.procs");
+    tracing::debug!(file = %procs.display(), value = std::process::id(), "cgroup write");
+    if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+        let made = join.made();
+        drop(join);
+        if let Some(made) = made {
+            remove_made_unified(&made);
+        }
+        return Err(CgroupError::Write {
+            path: procs,
+            reason: e.to_string(),
+        });
+    }
+    Ok(Some(join))
+}
+
+impl UnifiedJoin {
+    /// The cgroup, when this join made it: for the caller to remove with
+    /// [`remove_made_unified`] should its create fail after all.
+    pub fn made(&self) -> Option<PathBuf> {
+        self.made.then(|| self.dir.clone())
+    }
+}
+
+/// Removes a unified cgroup that a failed create made; its init (killed by then) leaves
+/// it only when reaped, a moment later.
+pub fn remove_made_unified(dir: &Path) {
+    for _ in 0..100 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for UnifiedJoin {
+    fn drop(&mut self) {
+        let procs = self.back.join("cgroup.procs");
+        tracing::debug!(file = %procs.display(), value = std::process::id(), "cgroup write");
+        let _ = std::fs::write(procs, std::process::id().to_string());
+    }
 }
 
 /// The freezer's directory for the cgroup at `path`: the v2 directory, or the v1 freezer
@@ -214,6 +328,156 @@ pub fn sub_cgroup_dirs(path: &Path, sub: &str, controllers: &[&str]) -> Vec<Path
         .collect();
     dirs.sort();
     dirs
+}
+
+/// The OOM notifications of a container's memory cgroup, as runc's `events` reads them:
+/// on v1 an eventfd registered for `memory.oom_control` through `cgroup.event_control`,
+/// on v2 inotify on `memory.events` with its `oom`/`oom_kill` counters compared.
+pub struct OomWatch {
+    dir: PathBuf,
+    source: OomSource,
+}
+
+enum OomSource {
+    V1 {
+        efd: nix::sys::eventfd::EventFd,
+        // The registration names this descriptor; it stays open as long as the watch.
+        _control: std::fs::File,
+    },
+    V2 {
+        inotify: nix::sys::inotify::Inotify,
+        seen: u64,
+    },
+    /// The cgroup went away (its container was deleted): nothing more will come.
+    Gone,
+}
+
+/// The sum of v2's `oom` and `oom_kill` counters in `memory.events`.
+fn v2_oom_count(events: &str) -> u64 {
+    events
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(k, _)| *k == "oom" || *k == "oom_kill")
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Starts watching the memory cgroup at `path` for OOMs; None when the host has no
+/// memory controller for it.
+pub fn watch_oom(path: &Path) -> Result<Option<OomWatch>, CgroupError> {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::fd::AsRawFd;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let fail = |path: PathBuf, e: &dyn std::fmt::Display| CgroupError::Open {
+        path,
+        reason: e.to_string(),
+    };
+    if unified() {
+        let dir = Path::new(CGROUP_ROOT).join(rel);
+        let events = dir.join("memory.events");
+        let Ok(text) = std::fs::read_to_string(&events) else {
+            return Ok(None);
+        };
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .map_err(|e| fail(events.clone(), &e))?;
+        inotify
+            .add_watch(&events, AddWatchFlags::IN_MODIFY)
+            .map_err(|e| fail(events.clone(), &e))?;
+        return Ok(Some(OomWatch {
+            dir,
+            source: OomSource::V2 {
+                inotify,
+                seen: v2_oom_count(&text),
+            },
+        }));
+    }
+    let Ok(mp) =
+        libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Memory)
+    else {
+        return Ok(None);
+    };
+    let dir = mp.join(rel);
+    let control_path = dir.join("memory.oom_control");
+    let Ok(control) = std::fs::File::open(&control_path) else {
+        return Ok(None);
+    };
+    let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map_err(|e| fail(control_path.clone(), &e))?;
+    let register = dir.join("cgroup.event_control");
+    std::fs::write(
+        &register,
+        format!("{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd()),
+    )
+    .map_err(|e| CgroupError::Write {
+        path: register,
+        reason: e.to_string(),
+    })?;
+    Ok(Some(OomWatch {
+        dir,
+        source: OomSource::V1 {
+            efd,
+            _control: control,
+        },
+    }))
+}
+
+impl OomWatch {
+    /// Waits up to `limit` for the cgroup's next OOM; true when there was one. It may
+    /// return false before `limit` (another counter of `memory.events` changed, a
+    /// signal): the caller keeps its own deadline.
+    pub fn wait(&mut self, limit: Duration) -> Result<bool, CgroupError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let fd = match &self.source {
+            OomSource::V1 { efd, .. } => efd.as_fd(),
+            OomSource::V2 { inotify, .. } => inotify.as_fd(),
+            OomSource::Gone => {
+                std::thread::sleep(limit);
+                return Ok(false);
+            }
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(false),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(CgroupError::Open {
+                    path: self.dir.clone(),
+                    reason: format!("wait for OOM events: {e}"),
+                })
+            }
+        }
+        let oom = match &mut self.source {
+            OomSource::V1 { efd, .. } => {
+                let _ = efd.read();
+                // The eventfd also fires when the cgroup is removed; runc tells the two
+                // apart the same way, by whether the control file is still there.
+                self.dir.join("memory.oom_control").exists()
+            }
+            OomSource::V2 { inotify, seen } => {
+                let _ = inotify.read_events();
+                let now = std::fs::read_to_string(self.dir.join("memory.events"))
+                    .map(|t| v2_oom_count(&t));
+                match now {
+                    Ok(n) if n > *seen => {
+                        *seen = n;
+                        true
+                    }
+                    Ok(_) => false,
+                    Err(_) => {
+                        self.source = OomSource::Gone;
+                        return Ok(false);
+                    }
+                }
+            }
+            OomSource::Gone => false,
+        };
+        if !oom && !self.dir.exists() {
+            self.source = OomSource::Gone;
+        }
+        Ok(oom)
+    }
 }
 
 /// A cgroup frozen by [`freeze`]; thawed again when dropped.
@@ -414,4 +678,16 @@ fn write_back(file: &Path, old: &str) -> std::io::Result<()> {
         std::fs::write(file, line.trim())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_oom_counters_add_up() {
+        let events = "low 0\nhigh 4\nmax 9\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(v2_oom_count(events), 3);
+        assert_eq!(v2_oom_count(""), 0);
+    }
 }
