@@ -640,7 +640,11 @@ fn a_create_killed_at_any_point_leaves_nothing_after_delete_force() {
     assert_eq!(rt.run(&["create", "-b", b.p(), &id]).code, 0);
     let span = t.elapsed();
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
-    assert!(remains(&rt, &id, ip).is_empty());
+    let left = remains(&rt, &id, ip);
+    assert!(
+        left.is_empty(),
+        "a plain create and delete -f left: {left:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(240);
     // 30 kills spread over a create, then 6 at the worst moment: right after libcontainer
     // forked, when its forks go on alone (and the init waits forever for a start) before
