@@ -261,7 +261,7 @@ impl Runtime {
             }
             if let Some(pid) = container.pid() {
                 let finished = crate::runtime::finish::finish_create(pid.as_raw(), &bundle.spec)
-                    .and_then(|()| match &claimed.record.ve.proc_view {
+                    .and_then(|()| match &mut claimed.record.ve.proc_view {
                         Some(binds) => binds.bind_into(pid.as_raw()).map_err(|e| {
                             Error::Step(format!(
                                 "bind LXCFS's files from {} into the VE: {e}",

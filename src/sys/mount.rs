@@ -118,8 +118,11 @@ pub fn in_mount_ns_of<T: Send>(
 }
 
 /// What [`bind_into`] did with one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
     Done,
+    /// The host has no such file to bind (an older LXCFS serves fewer).
+    NoSource,
     /// The container has no such file to bind over (e.g. no /sys mounted).
     NoTarget,
 }
@@ -132,12 +135,20 @@ pub fn bind_into(pid: i32, binds: &[(&Path, &Path)]) -> io::Result<Vec<Bound>> {
     // names the container's root whether it pivoted or chrooted (--no-pivot).
     let trees = binds
         .iter()
-        .map(|(src, _)| readonly_clone(src))
+        .map(|(src, _)| match readonly_clone(src) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let root = File::open(format!("/proc/{pid}/root"))?;
     in_mount_ns_of(pid, move || {
         let mut done = Vec::with_capacity(binds.len());
         for (tree, (_, dest)) in trees.iter().zip(binds) {
+            let Some(tree) = tree else {
+                done.push(Bound::NoSource);
+                continue;
+            };
             let target = match crate::sys::fs::open_at(
                 &root,
                 dest,
