@@ -263,6 +263,21 @@ fn differential_with(name: &str, process: &[&str], edit: impl FnOnce(&mut Value)
 
 fn none(_: &mut Value) {}
 
+/// The spec in a user namespace mapping container root to host uid/gid 100000, without
+/// the mounts the unmapped host root owns (cgroup, sysfs, mqueue).
+fn in_user_namespace(v: &mut serde_json::Value) {
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    v["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["type"] != "cgroup" && m["type"] != "sysfs" && m["type"] != "mqueue");
+}
+
 macro_rules! diff {
     ($name:ident, $process:expr, $edit:expr, [$($step:expr),* $(,)?]) => {
         #[test]
@@ -827,11 +842,7 @@ diff!(
 
 #[test]
 fn unknown_command_exit_code_matches_runc() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let a = Runtime::runc().run(&["frobnicate"]);
     let b = Runtime::vzrun().run(&["frobnicate"]);
     assert_eq!(a.code, b.code, "runc {a:?} vzrun {b:?}");
@@ -974,11 +985,7 @@ fn exec_ignore_paused_then_resume(rt: &Runtime, bundle: &Bundle, id: &str) -> (i
 
 #[test]
 fn exec_ignore_paused_then_resume_does_not_hang() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let bundle = Bundle::busybox(SLEEP);
     let id = common::unique_id("execpaused");
     let runc = Runtime::runc();
@@ -1058,11 +1065,7 @@ fn into_frozen_cgroup(rt: &Runtime, tag: &str) -> Option<Vec<(i32, bool)>> {
 
 #[test]
 fn run_into_frozen_cgroup_fails_at_once() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let runc = Runtime::runc();
     let vz = Runtime::vzrun();
     let Some(want) = into_frozen_cgroup(&runc, "runc") else {
@@ -1223,11 +1226,7 @@ fn exec_into_missing_sub_cgroup(rt: &Runtime, sub_arg: &str, sub: &str) -> (i32,
 
 #[test]
 fn exec_cgroup_missing_sub_cgroup_fails_without_making_it() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let sub = common::unique_id("nosub");
     for arg in [sub.clone(), format!("memory:{sub}")] {
         let want = exec_into_missing_sub_cgroup(&Runtime::runc(), &arg, &sub);
@@ -1241,11 +1240,7 @@ fn exec_cgroup_missing_sub_cgroup_fails_without_making_it() {
 
 #[test]
 fn events_keys_in_runc_order() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let bundle = Bundle::busybox(SLEEP);
     let id = common::unique_id("evorder");
     let mut heads = Vec::new();
@@ -1307,11 +1302,7 @@ fn unknown_capabilities(rt: &Runtime) -> Vec<(i32, Vec<String>, Vec<String>)> {
 
 #[test]
 fn unknown_capabilities_warn_and_go_on() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let want = unknown_capabilities(&Runtime::runc());
     let line = "ignoring unknown or unavailable capabilities: [CAP_BOGUS CAP_ZZZ]".to_string();
     assert_eq!(
@@ -1424,11 +1415,7 @@ fn failing_poststart(rt: &Runtime) -> (bool, bool, bool) {
 
 #[test]
 fn hooks_failing_poststart_stops_the_container() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let want = failing_poststart(&Runtime::runc());
     assert_eq!(want, (true, false, false), "runc");
     assert_eq!(
@@ -1481,11 +1468,7 @@ fn hook_states(rt: &Runtime) -> (Value, Value, String) {
 
 #[test]
 fn hooks_state_names_the_callers_bundle_and_the_runtimes_spec_version() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     for rt in [Runtime::runc(), Runtime::vzrun()] {
         let (poststart, poststop, spec) = hook_states(&rt);
         for (hook, state) in [("poststart", &poststart), ("poststop", &poststop)] {
@@ -1580,11 +1563,7 @@ fn every_hook_state(rt: &Runtime) -> (Vec<(&'static str, Value, String)>, String
 
 #[test]
 fn hooks_of_every_kind_read_runcs_state() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let (want, runc_spec) = every_hook_state(&Runtime::runc());
     let (got, vz_spec) = every_hook_state(&Runtime::vzrun());
     for ((kind, r, r_cwd), (_, v, v_cwd)) in want.iter().zip(&got) {
@@ -1628,16 +1607,7 @@ fn create_container_state_in_user_ns(rt: &Runtime) -> Value {
     std::fs::set_permissions(seen.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = seen.path().join("state");
     let bundle = Bundle::with(SLEEP, |v| {
-        v["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "user"}));
-        v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        v["mounts"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|m| m["type"] != "cgroup" && m["type"] != "sysfs" && m["type"] != "mqueue");
+        in_user_namespace(v);
         let script = format!("cat > {}", out.display());
         v["hooks"] =
             json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]});
@@ -1662,11 +1632,7 @@ fn create_container_state_in_user_ns(rt: &Runtime) -> Value {
 
 #[test]
 fn hooks_create_container_in_a_user_namespace() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let want = create_container_state_in_user_ns(&Runtime::runc());
     assert_eq!(
         want,
@@ -1721,11 +1687,7 @@ fn log_files(rt: &Runtime, bundle: &Bundle, id: &str) -> Vec<(String, i32, bool)
 
 #[test]
 fn log_file_is_created_by_every_command() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let bundle = Bundle::busybox(SLEEP);
     let id = common::unique_id("logfiles");
     let want = log_files(&Runtime::runc(), &bundle, &id);
@@ -1769,11 +1731,7 @@ fn exec_debug(rt: &Runtime, bundle: &Bundle, id: &str) -> (bool, bool, String) {
 
 #[test]
 fn debug_logs_the_steps_of_exec() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let bundle = Bundle::busybox(SLEEP);
     let id = common::unique_id("execdebug");
     let want = exec_debug(&Runtime::runc(), &bundle, &id);

@@ -75,6 +75,18 @@ macro_rules! require_criu {
     };
 }
 
+/// Skips a test that compares with runc when it cannot run (no root, or no runc).
+#[macro_export]
+macro_rules! require_runc {
+    () => {
+        $crate::require_root!();
+        if !$crate::common::have("runc") {
+            eprintln!("SKIP: runc is not installed");
+            return;
+        }
+    };
+}
+
 pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])

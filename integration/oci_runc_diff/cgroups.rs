@@ -62,11 +62,7 @@ fn delete_with_sub_cgroups(rt: &Runtime) -> (i32, bool, bool) {
 
 #[test]
 fn cgroups_delete_force_removes_sub_cgroups() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let want = delete_with_sub_cgroups(&Runtime::runc());
     assert_eq!(want, (0, true, false), "runc");
     let got = delete_with_sub_cgroups(&Runtime::vzrun());
@@ -89,11 +85,7 @@ fn bfq_disk() -> Option<(u64, u64)> {
 
 #[test]
 fn cgroups_weight_device_reaches_bfq() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let Some((major, minor)) = bfq_disk() else {
         eprintln!("SKIP: no disk offers bfq");
         return;
@@ -189,11 +181,7 @@ fn into_busy_cgroup(rt: &Runtime) -> Option<(i32, bool, Vec<String>)> {
 
 #[test]
 fn cgroups_run_into_a_non_empty_cgroup() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let Some(want) = into_busy_cgroup(&Runtime::runc()) else {
         eprintln!("SKIP: cannot make a busy cgroup");
         return;
@@ -248,11 +236,7 @@ fn oom_event(rt: &Runtime) -> (i32, bool) {
 
 #[test]
 fn cgroups_events_reports_oom() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let want = oom_event(&Runtime::runc());
     assert_eq!(want, (137, true), "runc");
     let got = oom_event(&Runtime::vzrun());
@@ -332,11 +316,7 @@ fn unified_membership(rt: &Runtime) -> (bool, bool, bool, bool, i32, Vec<PathBuf
 
 #[test]
 fn cgroups_hybrid_host_joins_the_unified_hierarchy() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
         eprintln!("SKIP: not a hybrid cgroup host");
         return;

@@ -753,11 +753,7 @@ fn spec_written(rt: &Runtime, rootless: bool) -> (i32, Value) {
 
 #[test]
 fn spec_writes_runcs_default_config() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     for rootless in [false, true] {
         let want = spec_written(&Runtime::runc(), rootless);
         assert_eq!(want.0, 0, "runc spec (rootless {rootless})");

@@ -24,11 +24,7 @@ fn rootfs_with_link(entry: &str, target: &str) -> tempfile::TempDir {
 }
 
 fn refused_link(name: &str, entry: &str, target: &str) {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let root = rootfs_with_link(entry, target);
     let path = root.path().to_path_buf();
     differential_with(

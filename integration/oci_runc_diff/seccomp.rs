@@ -56,11 +56,7 @@ fn helper() -> Option<&'static PathBuf> {
 /// A scenario whose process is the helper, bind-mounted read-only at /tmp/vzt-sys (on a
 /// tmpfs, so no mount point is made in the shared rootfs).
 fn seccomp_diff(name: &str, calls: &[&str], profile: Value) {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let Some(bin) = helper() else {
         eprintln!("SKIP: no static C toolchain for the syscall helper");
         return;
@@ -570,11 +566,7 @@ fn notify_run(rt: &Runtime, answer: Answer) -> (Out, Vec<Value>, usize) {
 
 #[test]
 fn seccomp_notify_agent_answers_the_process() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let (out, view, answered) = notify_run(&Runtime::runc(), Answer::Errno(libc::EROFS));
     assert_eq!(out.code, 0, "runc: {out:?}");
     assert_eq!(out.stdout, "Read-only file system\ndone\n", "runc");
@@ -633,11 +625,7 @@ fn notify_exec(rt: &Runtime) -> (Out, Vec<Value>) {
 
 #[test]
 fn seccomp_notify_agent_gets_exec_processes_too() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let (exec, view) = notify_exec(&Runtime::runc());
     assert_eq!(
         (exec.code, exec.stdout.as_str()),
@@ -762,11 +750,7 @@ fn notify_allow_list(rt: &Runtime, bin: &std::path::Path) -> (Out, Vec<Value>) {
 // The filter's refusals do not stop the runtime handing the fd over.
 #[test]
 fn seccomp_notify_in_an_allow_list_profile() {
-    require_root!();
-    if !common::have("runc") {
-        eprintln!("SKIP: runc is not installed");
-        return;
-    }
+    require_runc!();
     let Some(bin) = helper() else {
         eprintln!("SKIP: no static C toolchain for the syscall helper");
         return;

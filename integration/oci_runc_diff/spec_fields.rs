@@ -466,17 +466,8 @@ diff!(
     spec_user_namespace_mappings,
     &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id"],
     |v| {
-        v["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "user"}));
-        v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         // The shared rootfs belongs to the host's root, who is unmapped here.
-        v["mounts"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|m| m["type"] != "cgroup" && m["type"] != "sysfs" && m["type"] != "mqueue");
+        crate::in_user_namespace(v);
     },
     [RUN]
 );
