@@ -394,8 +394,8 @@ impl Runtime {
 
     /// Post-copy after the restore: waits until CRIU's lazy-pages daemon has every page,
     /// telling the source how far it got. The VE runs meanwhile; a task touching a page
-    /// that has not arrived waits for it. A watchdog ends the wait when the daemon's log
-    /// (one line per transfer) stays still for `timeout`, or the daemon fails: the VE is
+    /// that has not arrived waits for it. A watchdog ends the wait when no page has moved
+    /// for `timeout` (counted from the daemon's log), or the daemon fails: the VE is
     /// then stopped here, since once the daemon is gone its missing pages would read as
     /// zeroes instead of blocking.
     fn watch_pages(
@@ -409,7 +409,7 @@ impl Runtime {
         let started = Instant::now();
         let total = criu::lazy_pages_in(images);
         let log = images.join("lazy-pages.log");
-        let (mut size, mut moved) = (0u64, Instant::now());
+        let (mut got, mut moved) = (0u64, Instant::now());
         let mut told = Instant::now();
         let failure = loop {
             let counts = criu::lazy_counts(&log);
@@ -438,9 +438,11 @@ impl Runtime {
                 Ok(None) => {}
                 Err(e) => break format!("CRIU's lazy-pages daemon: {e}"),
             }
-            let now = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-            if now != size {
-                (size, moved) = (now, Instant::now());
+            // Progress is pages moved, not the log's growth: a daemon whose source is gone
+            // logs the same unanswered page fault over and over.
+            let now = counts.copied;
+            if now != got {
+                (got, moved) = (now, Instant::now());
             } else if moved.elapsed() >= timeout {
                 break format!(
                     "post-copy watchdog: no page from the source for {:.1} s (--page-timeout)",
@@ -976,6 +978,7 @@ impl Move<'_> {
             got = criu::LazyCounts {
                 demand: v["demand"].as_u64().unwrap_or(0),
                 pushed: v["pushed"].as_u64().unwrap_or(0),
+                ..Default::default()
             };
             total = v["total"].as_u64().unwrap_or(0);
             self.progress

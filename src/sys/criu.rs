@@ -681,6 +681,9 @@ pub struct LazyCounts {
     pub demand: u64,
     /// Pushed in the background.
     pub pushed: u64,
+    /// Copied into the tasks, either way: what grows only while pages move (a fault the
+    /// source never answers is logged again and again, and counted again in `demand`).
+    pub copied: u64,
 }
 
 /// [`LazyCounts`] from a lazy-pages daemon's log.
@@ -708,6 +711,7 @@ fn lazy_counts_of(text: &str) -> LazyCounts {
     LazyCounts {
         demand: faults,
         pushed: copied.saturating_sub(faults),
+        copied,
     }
 }
 
@@ -766,9 +770,13 @@ mod tests {
             lazy_counts_of(log),
             LazyCounts {
                 demand: 1,
-                pushed: 64
+                pushed: 64,
+                copied: 65
             }
         );
+        // A fault logged again and again moves no page.
+        let spin = "(00.3) uffd: 1-13: #PF at 0x7f00\n".repeat(3);
+        assert_eq!(lazy_counts_of(&format!("{log}{spin}")).copied, 65);
     }
 
     #[test]
