@@ -146,11 +146,32 @@ impl Command {
     }
 }
 
+/// The commands of [`Command::starts_container_processes`] by name: top-level ones, and
+/// those under `ve`.
+const STARTS_PROCESSES: &[&str] = &["create", "run", "exec", "restore", "migrate-listen"];
+const VE_STARTS_PROCESSES: &[&str] = &["start", "restart", "enter", "exec", "resume"];
+
+/// Whether the raw arguments may name a command that starts container processes: read
+/// before clap builds its parser (about 1 ms for vzrun's command tree), so that such a run
+/// re-executes from the sealed copy at once instead of parsing in both images. A false
+/// yes (a container named `run`) costs an exec the command did not need; a command that
+/// starts processes always gets a yes, and is checked again after parsing anyway.
+fn may_start_container_processes(args: &[OsString]) -> bool {
+    let words = || args.iter().skip(1).filter_map(|a| a.to_str());
+    words().any(|w| STARTS_PROCESSES.contains(&w))
+        || (words().any(|w| w == "ve") && words().any(|w| VE_STARTS_PROCESSES.contains(&w)))
+}
+
 /// Go's flag package accepts `-flag` for a long flag and containerd relies on it
 /// (`restore -no-subreaper`). Rewrite such tokens to `--flag` when `flag` is a long option
 /// the command knows; anything else (short clusters, container arguments) is left alone.
+#[cfg(test)]
 pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
-    let cmd = Cli::command();
+    normalize_args_for(&Cli::command(), args)
+}
+
+/// [`normalize_args`] with the parser already built (it is built once per run).
+fn normalize_args_for(cmd: &clap::Command, args: Vec<OsString>) -> Vec<OsString> {
     // Long names, and short ones as one-letter names, with whether they take a value.
     let longs_of = |c: &clap::Command| -> Vec<(String, bool)> {
         let mut v: Vec<(String, bool)> = c
@@ -166,7 +187,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         }));
         v
     };
-    let mut longs = longs_of(&cmd);
+    let mut longs = longs_of(cmd);
     let mut out = Vec::with_capacity(args.len());
     let mut sub_seen = false;
     let mut positional_seen = false;
@@ -225,8 +246,15 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
 
 pub fn main() -> i32 {
     let raw: Vec<OsString> = std::env::args_os().collect();
-    let args = normalize_args(raw);
-    let matches = match Cli::command().try_get_matches_from(&args) {
+    // Only root's runs can make the read-only copy; anyone else's stop at the root check.
+    if may_start_container_processes(&raw) && nix::unistd::geteuid().is_root() {
+        // On failure the run goes on, and the check after parsing reports it in the
+        // form the caller asked for (--log, --log-format).
+        let _ = crate::sys::sealed::ensure();
+    }
+    let mut cmd = Cli::command();
+    let args = normalize_args_for(&cmd, raw);
+    let matches = match cmd.try_get_matches_from_mut(&args) {
         Ok(m) => m,
         Err(e) => return usage_error(e, &args),
     };
@@ -243,7 +271,7 @@ pub fn main() -> i32 {
         return 0;
     }
     let Some(command) = cli.command else {
-        let _ = Cli::command().print_help();
+        let _ = cmd.print_help();
         return 0;
     };
     // Checked first: without root, each command would fail at its first privileged step,
@@ -390,6 +418,46 @@ fn usage_lines(rendered: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_raw_check_says_yes_for_every_command_that_starts_container_processes() {
+        let cases: &[&[&str]] = &[
+            &["vzrun", "--root", "/r", "run", "-b", "b", "id"],
+            &["vzrun", "create", "--bundle", "b", "id"],
+            &["vzrun", "exec", "id", "sh"],
+            &["vzrun", "restore", "--image-path", "i", "id"],
+            &[
+                "vzrun",
+                "migrate-listen",
+                "--listen",
+                "127.0.0.1:1",
+                "--key-file",
+                "k",
+            ],
+            &["vzrun", "ve", "start", "101"],
+            &["vzrun", "ve", "restart", "101"],
+            &["vzrun", "ve", "enter", "101"],
+            &["vzrun", "ve", "exec", "101", "ls"],
+            &["vzrun", "ve", "resume", "101"],
+            &["vzrun", "delete", "id"],
+            &["vzrun", "state", "id"],
+            &["vzrun", "--root", "/r", "list"],
+            &["vzrun", "ve", "stop", "101"],
+            &["vzrun", "ve", "list"],
+            &["vzrun", "kill", "id", "KILL"],
+        ];
+        for argv in cases {
+            let args: Vec<OsString> = argv.iter().map(OsString::from).collect();
+            let cli = Cli::try_parse_from(normalize_args(args.clone()))
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let starts = cli.command.unwrap().starts_container_processes();
+            assert!(
+                !starts || may_start_container_processes(&args),
+                "{argv:?} starts container processes but the raw check says no"
+            );
+            assert_eq!(may_start_container_processes(&args), starts, "{argv:?}");
+        }
+    }
 
     fn norm(v: &[&str]) -> Vec<String> {
         normalize_args(v.iter().map(OsString::from).collect())

@@ -256,6 +256,13 @@ impl Runtime {
                 match container.delete(true) {
                     // A forced delete may follow a create killed halfway: a controller's
                     // cgroup made after libcontainer's state was written is swept too.
+                    // A container found stopped has no fork left to hold its lock file
+                    // (its init is gone, and libcontainer's intermediate process exits
+                    // as soon as the init is forked): the scan of every process's
+                    // descriptors, which grows with the host's processes, is skipped.
+                    Ok(()) if force && status == ContainerStatus::Stopped => {
+                        self.remove_cgroup_and_state(id)
+                    }
                     Ok(()) if force => self.remove_remains(id),
                     // libcgroups leaves a cgroup that has sub-cgroups: runc removes them.
                     Ok(()) => self.remove_cgroup(id, false),
@@ -307,6 +314,11 @@ impl Runtime {
     /// vzrun's derived config), the cgroup, and libcontainer's directory.
     pub(crate) fn remove_remains(&self, id: &str) {
         crate::sys::lock::kill_holders(&self.root.lock_file(id), Duration::from_secs(5));
+        self.remove_cgroup_and_state(id);
+    }
+
+    /// The container's cgroup, with whatever still runs in it, and libcontainer's directory.
+    fn remove_cgroup_and_state(&self, id: &str) {
         self.remove_cgroup(id, true);
         let _ = std::fs::remove_dir_all(self.root.container_dir(id));
     }
