@@ -400,6 +400,65 @@ impl Netlink {
         }
     }
 
+    /// A dump whose answers are read in place instead of decoded into messages: `each`
+    /// gets every answer's payload (what follows the 16-byte netlink header). Decoding
+    /// allocates per attribute, which dominates a dump of thousands of routes (2000 IPv6
+    /// routes at 500 VEs: 5-7 ms decoded, well under one read in place).
+    fn dump_raw(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<()> {
+        const NLMSG_ERROR: u16 = 2;
+        const NLMSG_DONE: u16 = 3;
+        self.seq += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_DUMP | NLM_F_REQUEST;
+        header.sequence_number = self.seq;
+        let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        req.finalize();
+        let mut buf = vec![0; req.header.length as usize];
+        req.serialize(&mut buf[..]);
+        self.socket.send(&buf[..], 0)?;
+        let mut rbuf = vec![0u8; 65536];
+        loop {
+            let n = self.socket.recv(&mut &mut rbuf[..], 0)?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let len =
+                    u32::from_ne_bytes([rbuf[off], rbuf[off + 1], rbuf[off + 2], rbuf[off + 3]])
+                        as usize;
+                let kind = u16::from_ne_bytes([rbuf[off + 4], rbuf[off + 5]]);
+                if len < 16 || off + len > n {
+                    return Err(NlError::Decode(DecodeError::from(format!(
+                        "{op}: a message of {len} bytes at {off} of {n}"
+                    ))));
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR if len >= 20 => {
+                        let code = i32::from_ne_bytes([
+                            rbuf[off + 16],
+                            rbuf[off + 17],
+                            rbuf[off + 18],
+                            rbuf[off + 19],
+                        ]);
+                        if code != 0 {
+                            return Err(NlError::Kernel {
+                                op: op.to_string(),
+                                err: std::io::Error::from_raw_os_error(-code),
+                            });
+                        }
+                        return Ok(());
+                    }
+                    _ => each(&rbuf[off + 16..off + len]),
+                }
+                off += (len + 3) & !3;
+            }
+        }
+    }
+
     fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         let _step = tracing::debug_span!("netlink", op).entered();
         self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
@@ -566,69 +625,29 @@ impl Netlink {
     }
 
     /// Every gateway of every route of the host, in any table (multipath next hops too),
-    /// with the link it is reached on.
+    /// with the link it is reached on. The routes are read in place (see [`Self::dump_raw`]).
     pub fn gateways(&mut self) -> Result<Vec<(IpAddr, Option<u32>)>> {
         let mut out = Vec::new();
         for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut m = RouteMessage::default();
             m.header.address_family = fam;
-            let msgs = self.request("list routes", RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)?;
-            for msg in msgs {
-                let RouteNetlinkMessage::NewRoute(r) = msg else {
-                    continue;
-                };
-                let e = FibEntry::from_message(&r);
-                if let Some(g) = e.gateway {
-                    out.push((g, e.oif));
-                }
-                for a in &r.attributes {
-                    if let RouteAttribute::MultiPath(hops) = a {
-                        for h in hops {
-                            for ha in &h.attributes {
-                                if let RouteAttribute::Gateway(g) = ha {
-                                    if let Some(g) = route_ip(g) {
-                                        out.push((g, Some(h.interface_index)));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            self.dump_raw("list routes", RouteNetlinkMessage::GetRoute(m), |p| {
+                raw_route_gateways(p, &mut out)
+            })?;
         }
         Ok(out)
     }
 
-    /// Every address configured on the host's links: (link, address, prefix).
+    /// Every address configured on the host's links: (link, address, prefix). Read in
+    /// place (see [`Self::dump_raw`]): each VE's host end has a link-local address.
     pub fn addresses(&mut self) -> Result<Vec<Address>> {
-        let msgs = self.request(
+        let mut out = Vec::new();
+        self.dump_raw(
             "list addresses",
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
+            |p| out.extend(raw_address(p)),
         )?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => {
-                    let ip = a.attributes.iter().find_map(|x| match x {
-                        AddressAttribute::Local(ip) => Some(*ip),
-                        _ => None,
-                    });
-                    let ip = ip.or_else(|| {
-                        a.attributes.iter().find_map(|x| match x {
-                            AddressAttribute::Address(ip) => Some(*ip),
-                            _ => None,
-                        })
-                    })?;
-                    Some(Address {
-                        link: a.header.index,
-                        ip,
-                        prefix: a.header.prefix_len,
-                    })
-                }
-                _ => None,
-            })
-            .collect())
+        Ok(out)
     }
 
     /// The name of the link `index`, if it exists.
@@ -775,6 +794,92 @@ pub struct FdbSeen {
     pub port: u32,
 }
 
+/// The attributes `(type, value)` in `b`, a run of netlink attributes (`rtattr`s).
+fn raw_attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let value = &b[4..len];
+        b = &b[((len + 3) & !3).min(b.len())..];
+        Some((kind, value))
+    })
+}
+
+/// One RTM_NEWADDR payload (an 8-byte `ifaddrmsg`: the prefix length at 1, the link's
+/// index at 4; then attributes): its IFA_LOCAL address, else its IFA_ADDRESS.
+fn raw_address(payload: &[u8]) -> Option<Address> {
+    const IFA_ADDRESS: u16 = 1;
+    const IFA_LOCAL: u16 = 2;
+    let head = payload.get(..8)?;
+    let (mut local, mut address) = (None, None);
+    for (kind, v) in raw_attrs(&payload[8..]) {
+        match kind {
+            IFA_LOCAL => local = raw_ip(v),
+            IFA_ADDRESS => address = raw_ip(v),
+            _ => {}
+        }
+    }
+    Some(Address {
+        link: u32::from_ne_bytes([head[4], head[5], head[6], head[7]]),
+        ip: local.or(address)?,
+        prefix: head[1],
+    })
+}
+
+/// An address attribute's value as an IP address (4 or 16 bytes).
+fn raw_ip(v: &[u8]) -> Option<IpAddr> {
+    match v.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(v).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(v).ok()?)),
+        _ => None,
+    }
+}
+
+/// The gateways of one RTM_NEWROUTE payload (a 12-byte `rtmsg`, then attributes):
+/// RTA_GATEWAY with RTA_OIF, and each next hop of RTA_MULTIPATH (an `rtnexthop` of 8
+/// bytes, its interface index at 4, then its own attributes).
+fn raw_route_gateways(payload: &[u8], out: &mut Vec<(IpAddr, Option<u32>)>) {
+    const RTA_OIF: u16 = 4;
+    const RTA_GATEWAY: u16 = 5;
+    const RTA_MULTIPATH: u16 = 9;
+    let Some(attrs) = payload.get(12..) else {
+        return;
+    };
+    let (mut gateway, mut oif) = (None, None);
+    for (kind, v) in raw_attrs(attrs) {
+        match kind {
+            RTA_GATEWAY => gateway = raw_ip(v),
+            RTA_OIF if v.len() == 4 => oif = Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]])),
+            RTA_MULTIPATH => {
+                let mut hops = v;
+                while hops.len() >= 8 {
+                    let len = (u16::from_ne_bytes([hops[0], hops[1]]) as usize).min(hops.len());
+                    if len < 8 {
+                        break;
+                    }
+                    let ifindex = u32::from_ne_bytes([hops[4], hops[5], hops[6], hops[7]]);
+                    for (k, hv) in raw_attrs(&hops[8..len]) {
+                        if let (RTA_GATEWAY, Some(g)) = (k, raw_ip(hv)) {
+                            out.push((g, Some(ifindex)));
+                        }
+                    }
+                    hops = &hops[((len + 3) & !3).min(hops.len())..];
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(g) = gateway {
+        out.push((g, oif));
+    }
+}
+
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
@@ -833,6 +938,70 @@ pub fn sysctl(path: &str, value: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use netlink_packet_core::Emitable;
+
+    #[test]
+    fn addresses_read_in_place_match_the_built_message() {
+        let a = Address {
+            link: 12,
+            ip: "2001:db8::7".parse().unwrap(),
+            prefix: 64,
+        };
+        let Body::Address(m) = a.body() else {
+            unreachable!()
+        };
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        assert_eq!(raw_address(&b), Some(a));
+        assert_eq!(raw_address(&b[..6]), None);
+    }
+
+    #[test]
+    fn gateways_read_in_place_match_the_decoded_route() {
+        use netlink_packet_route::route::RouteNextHop;
+        let gw =
+            |ip: &str| RouteAttribute::Gateway(RouteAddress::from(ip.parse::<IpAddr>().unwrap()));
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet6;
+        m.header.destination_prefix_length = 64;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                "2001:db8:1::".parse::<IpAddr>().unwrap(),
+            )));
+        m.attributes.push(gw("2001:db8::1"));
+        m.attributes.push(RouteAttribute::Oif(7));
+        let hop = |i: u32, ip: &str| {
+            let mut h = RouteNextHop::default();
+            h.interface_index = i;
+            h.attributes.push(gw(ip));
+            h
+        };
+        m.attributes.push(RouteAttribute::MultiPath(vec![
+            hop(3, "2001:db8::3"),
+            hop(4, "2001:db8::4"),
+        ]));
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        let mut raw = Vec::new();
+        raw_route_gateways(&b, &mut raw);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            raw,
+            vec![
+                (ip("2001:db8::3"), Some(3)),
+                (ip("2001:db8::4"), Some(4)),
+                (ip("2001:db8::1"), Some(7)),
+            ]
+        );
+        // A route without a gateway (a VE's host route) gives none; a cut message, none.
+        let mut plain = RouteMessage::default();
+        plain.attributes.push(RouteAttribute::Oif(9));
+        let mut b = vec![0u8; plain.buffer_len()];
+        plain.emit(&mut b);
+        let mut none = Vec::new();
+        raw_route_gateways(&b, &mut none);
+        raw_route_gateways(&b[..5], &mut none);
+        assert!(none.is_empty());
+    }
 
     /// The bytes bridge(8) puts after the ndmsg header's family for
     /// `fdb add 02:00:00:00:00:01 dev X master static`: state 0x42, flags NTF_MASTER.

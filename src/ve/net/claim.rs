@@ -109,8 +109,9 @@ pub fn check(
             return Err(refuse(a.ip, why));
         }
     }
-    let addresses = nl.addresses()?;
-    let gateways = nl.gateways()?;
+    let _step = tracing::debug_span!("address check", n = ips.len()).entered();
+    let addresses = tracing::debug_span!("list host addresses").in_scope(|| nl.addresses())?;
+    let gateways = tracing::debug_span!("list host gateways").in_scope(|| nl.gateways())?;
     let nameservers = host_nameservers();
     let lan = match lan {
         Some(l) => nl.link_index(l)?,

@@ -214,6 +214,31 @@ pub fn refresh_addresses(handle: &str, ips: &[Addr]) -> Result<(), NetError> {
     Ok(())
 }
 
+/// Adds `ips` to the allowed source addresses (`ve set --ipadd` alone): one batch that
+/// only adds elements. Unlike [`refresh_addresses`] it removes nothing, so the kernel has
+/// nothing to free behind an RCU grace period, which the socket's close would wait for.
+pub fn allow_addresses(handle: &str, ips: &[Addr]) -> Result<(), NetError> {
+    let Some(host_if) = handle.strip_prefix(SHARED) else {
+        let mut s = String::new();
+        for a in ips {
+            let set = if a.ip.is_ipv6() { "v6" } else { "v4" };
+            s.push_str(&format!(
+                "add element netdev {handle} {set} {{ {} }}\n",
+                a.ip
+            ));
+        }
+        return nft(&s);
+    };
+    let n = names(host_if);
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) =
+        ips.iter().map(|a| a.ip).partition(|ip| ip.is_ipv6());
+    let mut b = Batch::new(Family::Netdev);
+    b.add_elements(TABLE, &n.v4, &v4)
+        .add_elements(TABLE, &n.v6, &v6);
+    b.commit()?;
+    Ok(())
+}
+
 /// [`refresh_addresses`] for a guard in a table of its own (records from before the
 /// shared table).
 fn refresh_own_table(table: &str, ips: &[Addr]) -> Result<(), NetError> {

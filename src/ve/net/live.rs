@@ -150,6 +150,10 @@ pub fn change(
     rec.routes.extend(routes_add.iter().cloned());
     if let Some(h) = rec.host_if.clone() {
         match &rec.nft_table {
+            // Only adding: the new addresses join the sets. A batch that removes
+            // elements costs an RCU grace period when its socket closes (4-16 ms here),
+            // one that only adds costs nothing of the kind.
+            Some(t) if del.is_empty() => guard::allow_addresses(t, add)?,
             Some(t) => guard::refresh_addresses(t, &rec.ips)?,
             None if !kernel_guard_applies(rec.mode, &rec.ips) => {
                 // The first IPv6 address: the kernel guard no longer covers the VE.
