@@ -127,7 +127,7 @@ fi
 case "$BENCH_HOST_CGROUPS" in
   "v1 hybrid"*)
     umount /sys/fs/cgroup/unified || die "cannot unmount /sys/fs/cgroup/unified in the private mount namespace"
-    mount -t tmpfs -o mode=0755,size=1m vzrun-bench /sys/fs/cgroup/unified \
+    mount -t tmpfs -o mode=0755,size=64m vzrun-bench /sys/fs/cgroup/unified \
       || die "cannot cover /sys/fs/cgroup/unified with a tmpfs"
     ns_note="a private mount namespace with /sys/fs/cgroup/unified unmounted (crun refuses hybrid mode)"
     ;;
