@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use protobuf::MessageField;
 
+use super::masked;
 use crate::sys::cgroups;
 use crate::sys::criu::{self, rpc, CriuError};
 
@@ -94,6 +95,9 @@ pub struct DumpOpts {
     /// namespace of the VE's own, nothing can reach its sockets, so CRIU need not lock
     /// it with iptables rules (an iptables-restore, about 15 ms with the VE frozen).
     pub link_cut: bool,
+    /// Leave the VE's masked directories (empty read-only tmpfs mounts) out of the dump;
+    /// the restore mounts new ones ([`super::masked`]).
+    pub masked_standins: bool,
 }
 
 /// The restore options callers pass.
@@ -491,7 +495,19 @@ pub fn dump(
         opts.set_status_fd(fd);
         keep.push(fd);
     }
-    opts.ext_mnt = ext_mnt(external_mounts(t.spec, t.rootfs, None, false));
+    let left_out = if o.masked_standins {
+        masked::leave_out(t.pid, t.spec)
+    } else {
+        Vec::new()
+    };
+    masked::save(&o.criu.image, &left_out).map_err(|source| CkptError::Io {
+        what: "write the masked directories' list into",
+        path: o.criu.image.clone(),
+        source,
+    })?;
+    let mut ext = external_mounts(t.spec, t.rootfs, None, false);
+    ext.extend(left_out.iter().map(|p| (p.clone(), p.clone())));
+    opts.ext_mnt = ext_mnt(ext);
     {
         let ino = std::fs::metadata(format!("/proc/{}/ns/net", t.pid))
             .map_err(|source| CkptError::Io {
@@ -528,6 +544,9 @@ pub fn dump(
             at_freeze().map_err(CriuError::Notify)?;
             frozen_at = Some(std::time::Instant::now());
             froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
+            if !left_out.is_empty() {
+                masked::still_left_out(t.pid, &left_out).map_err(CriuError::Notify)?;
+            }
             Ok(())
         },
         |_| Ok(()),
@@ -821,7 +840,21 @@ pub fn restore(
     if is_terminal(t.spec) {
         opts.set_orphan_pts_master(true);
     }
-    opts.ext_mnt = ext_mnt(external_mounts(t.spec, t.rootfs, None, true));
+    let mut ext = external_mounts(t.spec, t.rootfs, None, true);
+    let points = masked::load(&o.criu.image);
+    let standins = if points.is_empty() {
+        None
+    } else {
+        let (s, map) =
+            masked::Standins::mount(t.scratch, &points).map_err(|source| CkptError::Io {
+                what: "mount a masked directory's tmpfs in",
+                path: t.scratch.to_path_buf(),
+                source,
+            })?;
+        ext.extend(map);
+        Some(s)
+    };
+    opts.ext_mnt = ext_mnt(ext);
     // A namespace vzrun makes for the restore is new and its host link stays down until
     // CRIU is done: there is no lock of CRIU's in it to undo (CRIU would run
     // iptables-restore twice, failing, for about 6 ms).
@@ -892,6 +925,7 @@ pub fn restore(
         },
     )
     .map_err(|err| criu_failed("restore", err, log))?;
+    drop(standins);
     drop(root);
     drop(stdio);
     let pid = resp.restore.pid();

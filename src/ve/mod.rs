@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod disk;
 pub mod keys;
 pub mod live;
+pub mod masked;
 pub mod migrate;
 pub mod net;
 pub mod policy;
