@@ -160,7 +160,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         status_fd: args.status_fd,
         skip_in_flight: false,
         link_cut: false,
-        masked_standins: false,
+        plain_tmpfs_external: false,
     };
     let (start, image, what) = (
         std::time::Instant::now(),

@@ -729,7 +729,7 @@ fn dump_opts(image: &Path) -> DumpOpts {
         skip_in_flight: true,
         // Every frozen dump of a move takes the VE's host link down first.
         link_cut: true,
-        masked_standins: true,
+        plain_tmpfs_external: true,
         ..Default::default()
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use protobuf::MessageField;
 
-use super::masked;
+use super::plain_tmpfs;
 use crate::sys::cgroups;
 use crate::sys::criu::{self, rpc, CriuError};
 
@@ -95,9 +95,9 @@ pub struct DumpOpts {
     /// namespace of the VE's own, nothing can reach its sockets, so CRIU need not lock
     /// it with iptables rules (an iptables-restore, about 15 ms with the VE frozen).
     pub link_cut: bool,
-    /// Leave the VE's masked directories (empty read-only tmpfs mounts) out of the dump;
-    /// the restore mounts new ones ([`super::masked`]).
-    pub masked_standins: bool,
+    /// Leave the VE's runtime-made read-only tmpfs mounts (masked directories, the
+    /// cgroup v1 tmpfs) out of the dump; the restore mounts new ones ([`super::plain_tmpfs`]).
+    pub plain_tmpfs_external: bool,
 }
 
 /// The restore options callers pass.
@@ -495,18 +495,18 @@ pub fn dump(
         opts.set_status_fd(fd);
         keep.push(fd);
     }
-    let left_out = if o.masked_standins {
-        masked::leave_out(t.pid, t.spec)
+    let left_out = if o.plain_tmpfs_external {
+        plain_tmpfs::leave_out(t.pid, t.spec)
     } else {
         Vec::new()
     };
-    masked::save(&o.criu.image, &left_out).map_err(|source| CkptError::Io {
-        what: "write the masked directories' list into",
+    plain_tmpfs::save(&o.criu.image, &left_out).map_err(|source| CkptError::Io {
+        what: "write the list of left-out tmpfs mounts into",
         path: o.criu.image.clone(),
         source,
     })?;
     let mut ext = external_mounts(t.spec, t.rootfs, None, false);
-    ext.extend(left_out.iter().map(|p| (p.clone(), p.clone())));
+    ext.extend(left_out.iter().map(|p| (p.point.clone(), p.point.clone())));
     opts.ext_mnt = ext_mnt(ext);
     {
         let ino = std::fs::metadata(format!("/proc/{}/ns/net", t.pid))
@@ -545,7 +545,7 @@ pub fn dump(
             frozen_at = Some(std::time::Instant::now());
             froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
             if !left_out.is_empty() {
-                masked::still_left_out(t.pid, &left_out).map_err(CriuError::Notify)?;
+                plain_tmpfs::still_left_out(t.pid, &left_out).map_err(CriuError::Notify)?;
             }
             Ok(())
         },
@@ -841,13 +841,13 @@ pub fn restore(
         opts.set_orphan_pts_master(true);
     }
     let mut ext = external_mounts(t.spec, t.rootfs, None, true);
-    let points = masked::load(&o.criu.image);
+    let points = plain_tmpfs::load(&o.criu.image);
     let standins = if points.is_empty() {
         None
     } else {
         let (s, map) =
-            masked::Standins::mount(t.scratch, &points).map_err(|source| CkptError::Io {
-                what: "mount a masked directory's tmpfs in",
+            plain_tmpfs::Standins::mount(t.scratch, &points).map_err(|source| CkptError::Io {
+                what: "mount a left-out tmpfs in",
                 path: t.scratch.to_path_buf(),
                 source,
             })?;
