@@ -165,3 +165,27 @@ fn make(bin: &Path, dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_others_can_write_is_not_trusted() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("kdat");
+        private_dir(&dir).unwrap();
+        let cache = dir.join("criu.kdat");
+        std::fs::write(&cache, b"kdat").unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(trusted(&cache));
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!trusted(&cache));
+        // Made by someone who lets others write: refused, not taken over.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(private_dir(&dir).is_err());
+    }
+}
