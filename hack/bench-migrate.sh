@@ -67,6 +67,9 @@ declare -A susp=() total=() fails=()
 for mode in cold online; do
   for i in $(seq 1 "$runs"); do
     id=vzb-mig-$mode-$i
+    # The bundle's rootfs is shared by the runs: the marker of the last one must go, or
+    # this one moves before its memory is touched.
+    rm -f "$tmp/bundle/rootfs/ready"
     "$vz" --root "$src" run -d -b "$tmp/bundle" "$id" >/dev/null
     for _ in $(seq 600); do "$vz" --root "$src" exec "$id" test -e /ready 2>/dev/null && break; sleep 0.1; done
     flags=(); [ "$mode" = online ] && flags=(--online)

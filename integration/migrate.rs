@@ -550,6 +550,14 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
     let id = common::unique_id("migp");
     let _arrived = Arrived(id.clone());
     dst.track(&id);
+    // The move itself must set up CRIU's kernel-probe cache where /run is no tmpfs: a
+    // link of an earlier run's goes first.
+    let kdat = Path::new("/run/criu.kdat");
+    let run_on_tmpfs = nix::sys::statfs::statfs("/run")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if std::fs::read_link(kdat).is_ok_and(|t| t.starts_with("/dev/shm/vzrun-criu-kdat")) {
+        std::fs::remove_file(kdat).unwrap();
+    }
     let _b = start_ve_with(&src, &lan, &id, &dirtier(64));
     wait_ready(&src, &id);
     let stop = Arc::new(AtomicBool::new(false));
@@ -577,6 +585,23 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
     );
     assert!(o.stderr.contains("pages fetched on demand"), "{}", o.stderr);
     assert!(log.contains("all pages arrived"), "{log}");
+    if !run_on_tmpfs {
+        // CRIU probed the kernel once, before the freeze, and every CRIU since loads
+        // what it found instead of probing again with the VE frozen.
+        let to = std::fs::read_link(kdat).expect("/run/criu.kdat made by the move");
+        assert!(to.starts_with("/dev/shm/vzrun-criu-kdat/"), "{to:?}");
+        let d = tempfile::tempdir().unwrap();
+        let check_log = d.path().join("check.log");
+        let ok = Command::new(std::env::var("VZRUN_CRIU").unwrap_or_else(|_| "criu".into()))
+            .args(["check", "-v4", "-o"])
+            .arg(&check_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        let text = std::fs::read_to_string(&check_log).unwrap_or_default();
+        assert!(ok.success() && text.contains("Loaded kdat cache"), "{text}");
+    }
 
     assert_eq!(dst.status(&id), "running");
     let after = count(&dst, &id);

@@ -159,6 +159,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         page_server,
         status_fd: args.status_fd,
         skip_in_flight: false,
+        link_cut: false,
+        plain_tmpfs_external: false,
     };
     let (start, image, what) = (
         std::time::Instant::now(),

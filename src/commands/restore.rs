@@ -64,6 +64,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         tcp_close: args.tcp_close,
         lsm_profile: args.lsm_profile,
         lsm_mount_context: args.lsm_mount_context,
+        lazy_daemon: None,
     };
     if !criu.criu.image.is_dir() {
         bail!(

@@ -182,6 +182,17 @@ impl Source {
     /// Dumps the VE into `o.criu.image`, with what a restore needs: its MAC (for the same
     /// ID) and its beancounters' counts.
     pub fn dump(&self, o: &DumpOpts, id: &str) -> Result<Dumped> {
+        self.dump_at(o, id, || Ok(()))
+    }
+
+    /// [`Source::dump`], running `at_freeze` once CRIU waits for the request, just before
+    /// the VE is frozen (see [`checkpoint::dump`]).
+    pub fn dump_at(
+        &self,
+        o: &DumpOpts,
+        id: &str,
+        at_freeze: impl FnOnce() -> Result<(), String>,
+    ) -> Result<Dumped> {
         let dumped = checkpoint::dump(
             &DumpTarget {
                 pid: self.pid,
@@ -190,6 +201,7 @@ impl Source {
                 cgroup_path: &self.cgroup,
             },
             o,
+            at_freeze,
         )?;
         checkpoint::Meta {
             id: Some(id.to_string()),

@@ -21,6 +21,7 @@ use crate::runtime::lifecycle::can_migrate;
 use crate::runtime::restore::RestoreOptions;
 use crate::runtime::Runtime;
 use crate::sys::criu::{self, Feature, LazyPages, PageServer, Stopper};
+use crate::sys::criu_kdat::{self, Kdat};
 use crate::ve::checkpoint::{CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
 use crate::ve::disk::DiskRecord;
 use crate::ve::migrate::{
@@ -113,6 +114,7 @@ impl Runtime {
         if mode == Mode::Postcopy {
             lazy_pipe_ready(|l| progress.line(l))?;
         }
+        kdat_ready(|l| progress.line(l));
         let id = opts.id.as_str();
         let (config, disk, rootfs) = {
             let loaded = self.root.load(id)?;
@@ -237,6 +239,7 @@ impl Runtime {
                 return Err(e);
             }
         }
+        kdat_ready(|l| eprintln!("migrate-listen: {l}"));
         ch.send(kind::OK, &[])?;
         let ends = tunnel::Ends {
             ip: local_ip,
@@ -371,7 +374,9 @@ impl Runtime {
                             .ok_or_else(|| {
                                 mig::MigError::Protocol("restore: no page server address".into())
                             })?;
+                        let _step = tracing::debug_span!("lazy-pages start").entered();
                         inc.lazy = Some(LazyPages::start(&images, ends.forward(ps)?)?);
+                        drop(_step);
                         self.lazy_restore(id, &bundle, &images, inc)?;
                     } else {
                         self.restore(received(id, &bundle, &images, false, None))?;
@@ -492,9 +497,17 @@ impl Runtime {
         let opts = received(id, bundle, images, true, Some(stopper.clone()));
         let mut daemon_failed: Option<Instant> = None;
         let r = std::thread::scope(|s| {
-            let worker = s.spawn(|| self.restore(opts));
-            while !worker.is_finished() {
-                std::thread::sleep(Duration::from_millis(20));
+            // The restore's end is heard at once (it is part of the VE's suspended time);
+            // the daemon is looked at every 20 ms meanwhile.
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let worker = s.spawn(move || {
+                let r = self.restore(opts);
+                let _ = done_tx.send(());
+                r
+            });
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                done_rx.recv_timeout(Duration::from_millis(20))
+            {
                 if let Some(d) = inc.lazy.as_mut() {
                     if d.failed() && daemon_failed.is_none() {
                         daemon_failed = Some(Instant::now());
@@ -525,6 +538,20 @@ impl Runtime {
     }
 }
 
+/// [`criu_kdat::ensure`] before anything is frozen, saying in one line when it made
+/// CRIU's cache.
+fn kdat_ready(say: impl FnOnce(&str)) {
+    match criu_kdat::ensure() {
+        Kdat::Made(at) => say(&format!(
+            "made CRIU's kernel-probe cache at {} (linked from /run/criu.kdat): CRIU skips \
+             its probes on each start, which otherwise run while the VE is frozen",
+            at.display()
+        )),
+        Kdat::Without(why) => tracing::debug!(why, "no CRIU kerndat cache"),
+        Kdat::CriusOwn | Kdat::Linked => {}
+    }
+}
+
 /// [`criu::prepare_lazy_pages`], saying in one line when it raised the sysctl.
 fn lazy_pipe_ready(say: impl FnOnce(&str)) -> Result<()> {
     if let criu::PipePrep::Raised(from, to) = criu::prepare_lazy_pages()? {
@@ -534,6 +561,34 @@ fn lazy_pipe_ready(say: impl FnOnce(&str)) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The VE's host link, taken down while a dump of a move has the VE frozen: the dump
+/// leaves its sockets live (for a way back), and CRIU does not lock the network itself
+/// then (see [`DumpOpts::link_cut`](crate::ve::checkpoint::DumpOpts)).
+struct HostLink<'a>(Option<&'a crate::ve::net::NetRecord>);
+
+impl HostLink<'_> {
+    fn set(&self, up: bool) -> Result<()> {
+        match self.0 {
+            Some(n) => Ok(crate::ve::net::set_host_link(n, up)?),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a move's dump runs once CRIU waits for its request: the VE is frozen (as a
+/// paused container, so that a failure can resume it) and its host link goes down; the
+/// moment is kept as the start of its suspended time.
+fn freeze_and_cut(
+    rt: &Runtime,
+    id: &str,
+    links: &HostLink,
+    frozen: &std::sync::OnceLock<Instant>,
+) -> std::result::Result<(), String> {
+    rt.pause(id).map_err(|e| chain(&e))?;
+    let _ = frozen.set(Instant::now());
+    links.set(false).map_err(|e| chain(&e))
 }
 
 fn json_of(p: &[u8]) -> Result<Value> {
@@ -561,6 +616,8 @@ fn received(
                 stopper,
                 ..Default::default()
             },
+            // The lazy-pages daemon starts beside the restore's own preparations.
+            lazy_daemon: lazy.then(|| images.to_path_buf()),
             ..Default::default()
         },
         console_socket: None,
@@ -670,6 +727,9 @@ fn dump_opts(image: &Path) -> DumpOpts {
         },
         // A client connecting at the moment of the dump must not fail the move.
         skip_in_flight: true,
+        // Every frozen dump of a move takes the VE's host link down first.
+        link_cut: true,
+        plain_tmpfs_external: true,
         ..Default::default()
     }
 }
@@ -785,35 +845,30 @@ impl Move<'_> {
         memory_bytes: u64,
     ) -> Result<Report> {
         let (rt, id) = (self.rt, self.opts.id.clone());
-        rt.pause(&id)?;
-        let frozen = Instant::now();
-        // The dump leaves the VE's sockets live (leave_running, for a way back): keep
-        // them off the wire until the VE runs on the destination or is thawed here.
         let net = rt.root.load(&id)?.record.ve.net;
-        let cut = |up: bool| match &net {
-            Some(n) => crate::ve::net::set_host_link(n, up),
-            None => Ok(()),
-        };
+        let links = HostLink(net.as_ref());
+        let frozen = std::sync::OnceLock::new();
         let outcome = (|| -> Result<()> {
-            cut(false)?;
             let mut o = dump_opts(dir);
             o.leave_running = true;
             o.criu.parent = parent;
             if let Some(name) = page_server_for {
                 o.page_server = self.remote_page_server(name)?;
             }
-            rt.dump_source(&id)?.dump(&o, &id)?;
+            rt.dump_source(&id)?
+                .dump_at(&o, &id, || freeze_and_cut(rt, &id, &links, &frozen))?;
+            let since = frozen.get().copied().unwrap_or_else(Instant::now);
             self.progress
-                .line(&format!("checkpoint: {} ms", frozen.elapsed().as_millis()));
+                .line(&format!("checkpoint: {} ms", since.elapsed().as_millis()));
             self.final_disk()?;
             self.restore_remote(dir, json!({"lazy": false})).map(|_| ())
         })();
         if let Err(e) = outcome {
-            let _ = cut(true);
+            let _ = links.set(true);
             let _ = rt.resume(&id);
             return Err(self.kept_running(e));
         }
-        let suspended = frozen.elapsed();
+        let suspended = frozen.get().map(|t| t.elapsed()).unwrap_or_default();
         self.retire_source()?;
         Ok(Report {
             rounds,
@@ -826,6 +881,8 @@ impl Move<'_> {
     fn postcopy(&mut self) -> Result<Report> {
         let (rt, id) = (self.rt, self.opts.id.clone());
         let t: Source = rt.dump_source(&id)?;
+        let net = rt.root.load(&id)?.record.ve.net;
+        let links = HostLink(net.as_ref());
         // CRIU's page server on loopback; the destination reaches it through a tunnel.
         let ps = tunnel::loopback_port()?;
         let public = self.ends.serve(ps)?;
@@ -840,94 +897,103 @@ impl Move<'_> {
             port: ps.port().into(),
         });
         o.status_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&status_w));
-        let frozen = Instant::now();
-        let dumper = {
-            let id = id.clone();
-            std::thread::spawn(move || {
-                let r = t.dump(&o, &id).map(|_| ());
+        let frozen = std::sync::OnceLock::new();
+        // Until the destination runs the VE the way back is the source as it was.
+        let back = |e: Error| {
+            let _ = links.set(true);
+            let _ = rt.resume(&id);
+            Error::KeptRunning {
+                id: id.clone(),
+                source: Box::new(e),
+            }
+        };
+        std::thread::scope(|s| {
+            let dumper = s.spawn(|| {
+                let r = t
+                    .dump_at(&o, &id, || freeze_and_cut(rt, &id, &links, &frozen))
+                    .map(|_| ());
                 drop(status_w);
                 r
-            })
-        };
-        let join = |dumper: std::thread::JoinHandle<Result<()>>| {
-            dumper
-                .join()
-                .map_err(|_| Error::Step("dump thread panicked".into()))?
-        };
-        // CRIU writes one byte once everything but memory is dumped and its page server
-        // listens; an end of file means it failed (the VE is thawed by CRIU then).
-        let mut ready = [0u8; 1];
-        let got = std::fs::File::from(status_r).read(&mut ready).unwrap_or(0);
-        if got == 0 {
-            join(dumper)?;
-            return Err(Error::Step(
-                "CRIU ended before its lazy page server was ready".into(),
-            ));
-        }
-        self.progress.line(&format!(
-            "frozen; non-memory state dumped in {} ms, pages served from {public}",
-            frozen.elapsed().as_millis()
-        ));
-        let out = self.out.clone();
-        let outcome = (|| -> Result<Value> {
-            self.final_disk()?;
-            self.restore_remote(
-                &out,
-                json!({"lazy": true, "page_server": public.to_string()}),
-            )
-        })();
-        let done = match outcome {
-            Ok(d) => d,
-            Err(e) => {
-                // Nothing runs on the destination: stop CRIU, whose failure path thaws the VE.
-                stopper.stop();
-                let _ = dumper.join();
-                let _ = rt.resume(&id);
-                return Err(self.kept_running(e));
+            });
+            let join = |dumper: std::thread::ScopedJoinHandle<Result<()>>| {
+                dumper
+                    .join()
+                    .map_err(|_| Error::Step("dump thread panicked".into()))?
+            };
+            // CRIU writes one byte once everything but memory is dumped and its page
+            // server listens; an end of file means it failed.
+            let mut ready = [0u8; 1];
+            let got = std::fs::File::from(status_r).read(&mut ready).unwrap_or(0);
+            if got == 0 {
+                let e = join(dumper).err().unwrap_or_else(|| {
+                    Error::Step("CRIU ended before its lazy page server was ready".into())
+                });
+                return Err(back(e));
             }
-        };
-        let suspended = frozen.elapsed();
-        self.progress
-            .line("running on the destination; its pages follow");
-        let pages = match self.follow_pages(&done) {
-            Ok(p) => p,
-            Err(why) => {
-                // The destination is gone or gave up: what it lacks exists only in the
-                // source's tasks, so they stay frozen rather than be killed by CRIU's end.
-                let frozen_here = rt.pause(&id).is_ok();
-                stopper.stop();
-                let _ = dumper.join();
+            let frozen = frozen.get().copied().unwrap_or_else(Instant::now);
+            self.progress.line(&format!(
+                "frozen; non-memory state dumped in {} ms, pages served from {public}",
+                frozen.elapsed().as_millis()
+            ));
+            let out = self.out.clone();
+            let outcome = (|| -> Result<Value> {
+                self.final_disk()?;
+                self.restore_remote(
+                    &out,
+                    json!({"lazy": true, "page_server": public.to_string()}),
+                )
+            })();
+            let done = match outcome {
+                Ok(d) => d,
+                Err(e) => {
+                    // Nothing runs on the destination: stop CRIU, then thaw the VE.
+                    stopper.stop();
+                    let _ = dumper.join();
+                    return Err(back(e));
+                }
+            };
+            let suspended = frozen.elapsed();
+            self.progress
+                .line("running on the destination; its pages follow");
+            let pages = match self.follow_pages(&done) {
+                Ok(p) => p,
+                Err(why) => {
+                    // The destination is gone or gave up: what it lacks exists only in
+                    // the source's tasks, which stay frozen (as they are since the dump)
+                    // rather than be killed by CRIU's end.
+                    stopper.stop();
+                    let _ = dumper.join();
+                    return Err(Error::Step(format!(
+                        "post-copy of {id} broke off after the destination had started it: \
+                         {why}; the source VE {id} is left frozen here with all of its \
+                         memory, its host link down (post-copy: the VE is lost unless the \
+                         source's copy is resumed here and the destination's is gone)"
+                    )));
+                }
+            };
+            // The dump ends once the destination has every page.
+            if let Err(e) = join(dumper) {
                 return Err(Error::Step(format!(
-                    "post-copy of {id} broke off after the destination had started it: {why}; \
-                     the source VE {id} is {} (post-copy: the VE is lost unless the source's \
-                     copy is resumed here and the destination's is gone)",
-                    if frozen_here {
-                        "left frozen here with all of its memory"
-                    } else {
-                        "in CRIU's hands and could not be frozen"
-                    }
+                    "the VE runs on the destination, but the page transfer reported: {} \
+                     (the source VE {id} is left as it is)",
+                    chain(&e)
                 )));
             }
-        };
-        // The dump ends once the destination has every page.
-        if let Err(e) = join(dumper) {
-            return Err(Error::Step(format!(
-                "the VE runs on the destination, but the page transfer reported: {} \
-                 (the source VE {id} is left as it is)",
-                chain(&e)
-            )));
-        }
-        let lazy = criu::stats_pages_written(&out.join("stats-dump")).unwrap_or(0);
-        self.progress.line(&format!(
-            "all pages moved after {:.3} s",
-            frozen.elapsed().as_secs_f64()
-        ));
-        self.retire_source()?;
-        Ok(Report {
-            rounds: 0,
-            suspended,
-            memory_bytes: lazy.max(pages.demand + pages.pushed) * PAGE,
-            pages: Some(pages),
+            // CRIU has killed the source's tasks; in the cgroup frozen for the dump they
+            // die once thawed.
+            let _ = rt.resume(&id);
+            let lazy = criu::stats_pages_written(&out.join("stats-dump")).unwrap_or(0);
+            self.progress.line(&format!(
+                "all pages moved after {:.3} s",
+                frozen.elapsed().as_secs_f64()
+            ));
+            self.retire_source()?;
+            Ok(Report {
+                rounds: 0,
+                suspended,
+                memory_bytes: lazy.max(pages.demand + pages.pushed) * PAGE,
+                pages: Some(pages),
+            })
         })
     }
 

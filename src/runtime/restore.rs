@@ -144,6 +144,7 @@ impl Runtime {
                 crate::ve::disk::hand_over(&target).map_err(|e| Error::io("mark", &target, e))?;
             }
         }
+        let prepare = tracing::debug_span!("restore prepare", id).entered();
         self.derive_spec(id, loaded, claimed)?;
         // CRIU puts back the /proc view's binds as the external mounts they were dumped as.
         if let Some(binds) = &claimed.record.ve.proc_view {
@@ -216,6 +217,7 @@ impl Runtime {
             .as_ref()
             .map(|r| r.path().clone())
             .unwrap_or_else(|| loaded.rootfs.clone());
+        drop(prepare);
         let restored = checkpoint::restore(
             &RestoreTarget {
                 rootfs: &rootfs,
@@ -241,6 +243,7 @@ impl Runtime {
                 return Err(e.into());
             }
         };
+        let finish = tracing::debug_span!("restore finish", id).entered();
         let limited = manager
             .apply(&controller(&resources))
             .map_err(|e| Error::Step(format!("cgroup limits: {e}")));
@@ -254,6 +257,7 @@ impl Runtime {
             crate::ve::net::set_host_link(n, true)?;
             crate::ve::net::announce(n);
         }
+        drop(finish);
         if let Some(pf) = &opts.pid_file {
             std::fs::write(pf, pid.to_string()).map_err(|e| Error::io("write pid file", pf, e))?;
         }

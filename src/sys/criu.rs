@@ -215,15 +215,18 @@ pub fn call(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     inherit_fds(&mut cmd, inherit);
+    let t0 = std::time::Instant::now();
     let mut child = cmd.spawn().map_err(|source| CriuError::Spawn {
         path: bin.clone(),
         source,
     })?;
+    tracing::debug!(took = ?t0.elapsed(), "criu spawned");
     drop(theirs);
     if let Some(s) = stopper {
         s.started(child.id() as i32);
     }
     let result = converse(&mut child, ours, req, started, &mut notify);
+    tracing::debug!(at = ?t0.elapsed(), "criu answered");
     if result.is_err() {
         let _ = child.kill();
     }
@@ -231,6 +234,7 @@ pub fn call(
         s.ended();
     }
     let _ = child.wait();
+    tracing::debug!(at = ?t0.elapsed(), "criu exited");
     result
 }
 
@@ -241,7 +245,9 @@ fn converse(
     started: impl FnOnce(i32) -> Result<(), CriuError>,
     notify: &mut impl FnMut(Notify) -> Result<(), CriuError>,
 ) -> Result<rpc::Criu_resp, CriuError> {
+    let t0 = std::time::Instant::now();
     started(child.id() as i32)?;
+    tracing::debug!(took = ?t0.elapsed(), "criu started callback");
     let want = req.type_();
     let sock = UnixDatagram::from(sock);
     send(&sock, &req)?;
@@ -547,8 +553,9 @@ pub struct LazyPages {
 }
 
 impl LazyPages {
-    /// Starts the daemon for the images in `images`, fetching from `page_server`, and
-    /// returns once its socket (which the restore connects to) exists.
+    /// Starts the daemon for the images in `images`, fetching from `page_server`. It is
+    /// ready once its socket exists ([`lazy_socket_ready`]); the restore's own start
+    /// goes on meanwhile.
     pub fn start(images: &Path, page_server: SocketAddr) -> Result<LazyPages, CriuError> {
         let bin = binary()?;
         let child = Command::new(&bin)
@@ -562,18 +569,7 @@ impl LazyPages {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|source| CriuError::Spawn { path: bin, source })?;
-        let daemon = LazyPages { child: Held(child) };
-        let sock = images.join("lazy-pages.socket");
-        for _ in 0..200 {
-            if sock.exists() {
-                return Ok(daemon);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Err(CriuError::Daemon {
-            what: "lazy-pages did not start",
-            log: images.join("lazy-pages.log"),
-        })
+        Ok(LazyPages { child: Held(child) })
     }
 
     /// Whether the daemon has ended with a failure (its page server is gone, or CRIU
@@ -586,6 +582,22 @@ impl LazyPages {
     pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
         self.child.0.try_wait()
     }
+}
+
+/// Waits (a second at most) until the lazy-pages daemon working in `images` has made the
+/// socket a lazy restore connects to.
+pub fn lazy_socket_ready(images: &Path) -> Result<(), CriuError> {
+    let sock = images.join("lazy-pages.socket");
+    for _ in 0..1000 {
+        if sock.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Err(CriuError::Daemon {
+        what: "lazy-pages did not start",
+        log: images.join("lazy-pages.log"),
+    })
 }
 
 /// `pages_written` from a CRIU `stats-dump` image: one or two 32-bit magics, then a

@@ -4,6 +4,7 @@
 pub mod apt;
 pub mod cgroups;
 pub mod criu;
+pub mod criu_kdat;
 pub mod fs;
 pub mod hash;
 pub mod lock;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use protobuf::MessageField;
 
+use super::plain_tmpfs;
 use crate::sys::cgroups;
 use crate::sys::criu::{self, rpc, CriuError};
 
@@ -90,6 +91,13 @@ pub struct DumpOpts {
     pub status_fd: Option<i32>,
     /// Leave connections still being set up out of the dump (CRIU --skip-in-flight).
     pub skip_in_flight: bool,
+    /// The caller has taken the VE's host link down (a migration): for a network
+    /// namespace of the VE's own, nothing can reach its sockets, so CRIU need not lock
+    /// it with iptables rules (an iptables-restore, about 15 ms with the VE frozen).
+    pub link_cut: bool,
+    /// Leave the VE's runtime-made read-only tmpfs mounts (masked directories, the
+    /// cgroup v1 tmpfs) out of the dump; the restore mounts new ones ([`super::plain_tmpfs`]).
+    pub plain_tmpfs_external: bool,
 }
 
 /// The restore options callers pass.
@@ -99,6 +107,9 @@ pub struct RestoreOpts {
     pub tcp_close: bool,
     pub lsm_profile: Option<String>,
     pub lsm_mount_context: Option<String>,
+    /// A lazy-pages daemon still starting in this directory (a migration's): CRIU gets
+    /// the request once its socket exists.
+    pub lazy_daemon: Option<PathBuf>,
 }
 
 /// A CRIU request being built, with what both directions share already set; the image
@@ -439,9 +450,16 @@ fn criu_config_file(spec: &Spec) -> Option<String> {
     }
 }
 
-/// Dumps the VE's process tree into `o.image`. The VE keeps running when CRIU fails,
+/// Dumps the VE's process tree into `o.criu.image`. The VE keeps running when CRIU fails,
 /// and with `leave_running`; otherwise CRIU has killed its processes on success.
-pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
+/// `at_freeze` runs once CRIU has started and waits for the request, just before the VE
+/// is frozen (a migration freezes it itself there, and takes its link down); an error
+/// from it ends the dump before CRIU has done anything.
+pub fn dump(
+    t: &DumpTarget,
+    o: &DumpOpts,
+    at_freeze: impl FnOnce() -> Result<(), String>,
+) -> Result<Dumped, CkptError> {
     let Request {
         mut opts,
         mut keep,
@@ -470,11 +488,26 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
     if let Some(ps) = &o.page_server {
         opts.ps = MessageField::some(ps.rpc());
     }
+    if o.link_cut && netns_source(t.spec) == NetnsSource::New {
+        opts.set_network_lock(rpc::Criu_network_lock_method::SKIP);
+    }
     if let Some(fd) = o.status_fd {
         opts.set_status_fd(fd);
         keep.push(fd);
     }
-    opts.ext_mnt = ext_mnt(external_mounts(t.spec, t.rootfs, None, false));
+    let left_out = if o.plain_tmpfs_external {
+        plain_tmpfs::leave_out(t.pid, t.spec)
+    } else {
+        Vec::new()
+    };
+    plain_tmpfs::save(&o.criu.image, &left_out).map_err(|source| CkptError::Io {
+        what: "write the list of left-out tmpfs mounts into",
+        path: o.criu.image.clone(),
+        source,
+    })?;
+    let mut ext = external_mounts(t.spec, t.rootfs, None, false);
+    ext.extend(left_out.iter().map(|p| (p.point.clone(), p.point.clone())));
+    opts.ext_mnt = ext_mnt(ext);
     {
         let ino = std::fs::metadata(format!("/proc/{}/ns/net", t.pid))
             .map_err(|source| CkptError::Io {
@@ -489,10 +522,6 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
     let files = external_stdio(t.pid);
     save_external_stdio(&o.criu.image, &files)?;
     opts.external.extend(files.into_iter().map(|(_, key)| key));
-    // CRIU freezes the cgroup itself but then sleeps 100 ms before it looks whether the
-    // freeze took; a cgroup found frozen is used as it is (and left frozen).
-    let frozen_at = std::time::Instant::now();
-    let froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
     let mut req = rpc::Criu_req::new();
     if o.pre_dump {
         req.set_type(rpc::Criu_req_type::PRE_DUMP);
@@ -501,9 +530,29 @@ pub fn dump(t: &DumpTarget, o: &DumpOpts) -> Result<Dumped, CkptError> {
         req.set_type(rpc::Criu_req_type::DUMP);
     }
     req.opts = MessageField::some(opts);
-    let dumped = criu::call(req, &keep, o.criu.stopper.as_ref(), |_| Ok(()), |_| Ok(()));
+    // Frozen only once CRIU has started (its exec and its read of the request are not
+    // the VE's time). CRIU freezes the cgroup itself but then sleeps 100 ms before it
+    // looks whether the freeze took; a cgroup found frozen is used as it is (and left
+    // frozen).
+    let mut frozen_at = None;
+    let mut froze = None;
+    let dumped = criu::call(
+        req,
+        &keep,
+        o.criu.stopper.as_ref(),
+        |_| {
+            at_freeze().map_err(CriuError::Notify)?;
+            frozen_at = Some(std::time::Instant::now());
+            froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
+            if !left_out.is_empty() {
+                plain_tmpfs::still_left_out(t.pid, &left_out).map_err(CriuError::Notify)?;
+            }
+            Ok(())
+        },
+        |_| Ok(()),
+    );
     drop(froze);
-    let frozen = frozen_at.elapsed();
+    let frozen = frozen_at.map(|t| t.elapsed()).unwrap_or_default();
     let op = if o.pre_dump { "pre-dump" } else { "checkpoint" };
     dumped.map_err(|err| criu_failed(op, err, log))?;
     tracing::debug!(frozen = %crate::logging::human(frozen), "{op} dumped");
@@ -791,7 +840,27 @@ pub fn restore(
     if is_terminal(t.spec) {
         opts.set_orphan_pts_master(true);
     }
-    opts.ext_mnt = ext_mnt(external_mounts(t.spec, t.rootfs, None, true));
+    let mut ext = external_mounts(t.spec, t.rootfs, None, true);
+    let points = plain_tmpfs::load(&o.criu.image);
+    let standins = if points.is_empty() {
+        None
+    } else {
+        let (s, map) =
+            plain_tmpfs::Standins::mount(t.scratch, &points).map_err(|source| CkptError::Io {
+                what: "mount a left-out tmpfs in",
+                path: t.scratch.to_path_buf(),
+                source,
+            })?;
+        ext.extend(map);
+        Some(s)
+    };
+    opts.ext_mnt = ext_mnt(ext);
+    // A namespace vzrun makes for the restore is new and its host link stays down until
+    // CRIU is done: there is no lock of CRIU's in it to undo (CRIU would run
+    // iptables-restore twice, failing, for about 6 ms).
+    if netns_source(t.spec) == NetnsSource::New {
+        opts.set_network_lock(rpc::Criu_network_lock_method::SKIP);
+    }
     if let Some(ns) = t.netns {
         let mut inh = rpc::Inherit_fd::new();
         inh.set_key(NETNS_KEY.into());
@@ -837,7 +906,13 @@ pub fn restore(
         req,
         &keep,
         o.criu.stopper.as_ref(),
-        |pid| started(pid).map_err(CriuError::Notify),
+        |pid| {
+            started(pid).map_err(CriuError::Notify)?;
+            match &o.lazy_daemon {
+                Some(dir) => criu::lazy_socket_ready(dir),
+                None => Ok(()),
+            }
+        },
         |n| {
             if n.script == "orphan-pts-master" {
                 if let (Some(sock), Some(fd)) = (&console, n.fd) {
@@ -850,6 +925,7 @@ pub fn restore(
         },
     )
     .map_err(|err| criu_failed("restore", err, log))?;
+    drop(standins);
     drop(root);
     drop(stdio);
     let pid = resp.restore.pid();

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod live;
 pub mod migrate;
 pub mod net;
+pub mod plain_tmpfs;
 pub mod policy;
 pub mod proc_view;
 pub mod resources;

@@ -75,12 +75,15 @@ fn forward(key: &Key, remote: SocketAddr) -> Result<SocketAddr, MigError> {
     let local = listener.local_addr()?;
     let key = key.clone();
     std::thread::spawn(move || {
-        let Some(criu) = accept_until(&listener, Instant::now() + WAIT) else {
-            return;
-        };
+        // The peer's end is joined before CRIU connects: a post-copy restore's first
+        // page faults wait for the connection otherwise, with the VE frozen (a TCP
+        // connect and the key's handshake, tens of ms on a busy host).
         let peer = TcpStream::connect_timeout(&remote, HANDSHAKE_TIMEOUT)
             .map_err(MigError::from)
             .and_then(|s| Channel::client(s, &key));
+        let Some(criu) = accept_until(&listener, Instant::now() + WAIT) else {
+            return;
+        };
         match peer {
             Ok(ch) => pump(ch, criu),
             // CRIU sees its connection end and fails the step with its own message.
