@@ -555,7 +555,7 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
     let kdat = Path::new("/run/criu.kdat");
     let run_on_tmpfs = nix::sys::statfs::statfs("/run")
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    if std::fs::read_link(kdat).is_ok_and(|t| t.starts_with("/dev/shm/vzrun-criu-kdat")) {
+    if std::fs::read_link(kdat).is_ok_and(|t| t.starts_with("/run/vzrun-criu-kdat")) {
         std::fs::remove_file(kdat).unwrap();
     }
     let _b = start_ve_with(&src, &lan, &id, &dirtier(64));
@@ -589,7 +589,7 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
         // CRIU probed the kernel once, before the freeze, and every CRIU since loads
         // what it found instead of probing again with the VE frozen.
         let to = std::fs::read_link(kdat).expect("/run/criu.kdat made by the move");
-        assert!(to.starts_with("/dev/shm/vzrun-criu-kdat/"), "{to:?}");
+        assert!(to.starts_with("/run/vzrun-criu-kdat/"), "{to:?}");
         let d = tempfile::tempdir().unwrap();
         let check_log = d.path().join("check.log");
         let ok = Command::new(std::env::var("VZRUN_CRIU").unwrap_or_else(|_| "criu".into()))

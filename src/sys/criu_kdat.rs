@@ -6,12 +6,14 @@
 //! that file only where /run is a tmpfs (so that a reboot forgets it), and on this kind
 //! of host /run is not.
 //!
-//! vzrun keeps the cache on /dev/shm, which is a tmpfs, in a directory of its own that
-//! only root can write: CRIU itself writes it there once (a `criu check` whose /run is
-//! that directory, in a mount namespace of its own), and `/run/criu.kdat` becomes a link
-//! to it. The file is named after the CRIU binary's identity, so a CRIU upgraded in place
-//! makes a new one; a reboot empties /dev/shm and leaves the link pointing nowhere, which
-//! CRIU takes as no cache.
+//! vzrun keeps the cache on a small tmpfs of its own mounted at /run/vzrun-criu-kdat,
+//! a directory only root can make or write: CRIU itself writes the cache there once (a
+//! `criu check` whose /run is that directory, in a mount namespace of its own), and
+//! `/run/criu.kdat` becomes a link to it. The file is named after the CRIU binary's
+//! identity, so a CRIU upgraded in place makes a new one. A reboot takes the tmpfs away
+//! and leaves the link pointing into the empty, root-owned directory under it, which
+//! CRIU takes as no cache. (Not /dev/shm: anyone may create a directory there, and after
+//! a reboot the link would lead every root CRIU on the host to a cache a user planted.)
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -22,7 +24,7 @@ use super::criu::binary;
 
 /// Where CRIU (running as root) looks for its cache; fixed in CRIU.
 const CRIU_KDAT: &str = "/run/criu.kdat";
-const DIR: &str = "/dev/shm/vzrun-criu-kdat";
+const DIR: &str = "/run/vzrun-criu-kdat";
 
 /// What [`ensure`] found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +73,10 @@ pub fn ensure() -> Kdat {
         }
         _ => {}
     }
-    if let Err(e) = private_dir(Path::new(DIR)).and_then(|()| private_dir(&dir)) {
+    if let Err(e) = private_dir(Path::new(DIR))
+        .and_then(|()| private_tmpfs(Path::new(DIR)))
+        .and_then(|()| private_dir(&dir))
+    {
         return Kdat::Without(e);
     }
     if !trusted(&cache) {
@@ -98,7 +103,7 @@ pub fn ensure() -> Kdat {
 }
 
 /// A directory only root may write, made if missing; refused when someone else made it
-/// (/dev/shm is world-writable: another user could have planted a cache for CRIU).
+/// (a directory someone else made could hold a cache planted for CRIU).
 fn private_dir(dir: &Path) -> Result<(), String> {
     match std::fs::create_dir(dir) {
         Ok(()) => {
@@ -116,6 +121,23 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A tmpfs on `dir`, mounted now unless one is there already: what a reboot forgets.
+fn private_tmpfs(dir: &Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+    if statfs(dir).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC) {
+        return Ok(());
+    }
+    mount(
+        Some("vzrun-criu-kdat"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700,size=4m"),
+    )
+    .map_err(|e| format!("mount a tmpfs on {}: {e}", dir.display()))
 }
 
 /// A regular file owned by root that nobody else can write.
