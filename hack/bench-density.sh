@@ -98,7 +98,7 @@ start_many() { # NAME CMD-PREFIX...
 }
 
 declare -A first last mem
-export VZRUN_POLICY=${VZRUN_POLICY:-$here/hack/policy.toml}
+# VZRUN_POLICY: set by bench-lib.sh
 runtimes=(vzrun)
 [ "$peers" = 1 ] && command -v crun >/dev/null && runtimes+=(crun)
 [ "$peers" = 1 ] && runtimes+=(runc)

@@ -5,6 +5,9 @@
 here=$(cd "$(dirname "${BASH_SOURCE[1]}")/.." && pwd)
 vz=${VZRUN:-/usr/local/bin/vzrun}
 runc=${RUNC:-runc}
+# The addresses and limits the VE parts ask for are allowed by the repository's policy
+# (as for the tests); a host's own /etc/vzrun/policy.toml may allow nothing.
+export VZRUN_POLICY=${VZRUN_POLICY:-$here/hack/policy.toml}
 
 bench_require() {
   local name=$1 t
