@@ -349,12 +349,8 @@ impl Netlink {
         Ok(Netlink { socket, seq: 0 })
     }
 
-    fn request(
-        &mut self,
-        op: &str,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    /// Sends one request with the next sequence number.
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         self.seq += 1;
         let mut header = NetlinkHeader::default();
         header.flags = flags | NLM_F_REQUEST;
@@ -364,6 +360,16 @@ impl Netlink {
         let mut buf = vec![0; req.header.length as usize];
         req.serialize(&mut buf[..]);
         self.socket.send(&buf[..], 0)?;
+        Ok(())
+    }
+
+    fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.send(msg, flags)?;
         let mut out = Vec::new();
         let mut rbuf = vec![0u8; 65536];
         loop {
@@ -412,15 +418,7 @@ impl Netlink {
     ) -> Result<()> {
         const NLMSG_ERROR: u16 = 2;
         const NLMSG_DONE: u16 = 3;
-        self.seq += 1;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_DUMP | NLM_F_REQUEST;
-        header.sequence_number = self.seq;
-        let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        req.finalize();
-        let mut buf = vec![0; req.header.length as usize];
-        req.serialize(&mut buf[..]);
-        self.socket.send(&buf[..], 0)?;
+        self.send(msg, NLM_F_DUMP)?;
         let mut rbuf = vec![0u8; 65536];
         loop {
             let n = self.socket.recv(&mut &mut rbuf[..], 0)?;
