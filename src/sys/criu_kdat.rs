@@ -99,6 +99,15 @@ pub fn ensure() -> Kdat {
         let _ = std::fs::remove_file(&tmp);
         return Kdat::Without(format!("link {CRIU_KDAT}: {e}"));
     }
+    // The caches of other CRIU binaries (replaced, or another VZRUN_CRIU) are no longer
+    // linked: nothing reads them, and the tmpfs would collect one per binary.
+    if let Ok(entries) = std::fs::read_dir(DIR) {
+        for e in entries.flatten() {
+            if e.path() != dir {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     Kdat::Made(cache)
 }
 
