@@ -73,6 +73,16 @@ ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f\n", (b - 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "n/a"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 available_kib() { awk '/^MemAvailable:/ { print $2 }' /proc/meminfo; }
 
+# 15 times: add an IPv6 address to VE, then remove it; the times go to TMP/ipadd, TMP/ipdel.
+ve_set_times() { # TMP VE CMD...
+  local tmp=$1 ve=$2 i t0
+  shift 2
+  for i in $(seq 15); do
+    t0=$EPOCHREALTIME; "$@" ve set "$ve" --ipadd "2001:db8::e:$i" >/dev/null; ms_since "$t0" >>"$tmp/ipadd"
+    t0=$EPOCHREALTIME; "$@" ve set "$ve" --ipdel "2001:db8::e:$i" >/dev/null; ms_since "$t0" >>"$tmp/ipdel"
+  done
+}
+
 bundle() { # DIR ANNOTATIONS-JSON
   mkdir -p "$1"
   jq --arg r "$here/bundles/busybox/rootfs" --argjson a "$2" \
@@ -129,10 +139,9 @@ for name in "${runtimes[@]}"; do
     for _ in $(seq 15); do t0=$EPOCHREALTIME; "${cmd[@]}" ve list >/dev/null; ms_since "$t0"; done >"$tmp/list"
     for _ in $(seq 5); do t0=$EPOCHREALTIME; "${cmd[@]}" ve stat --all --json >/dev/null; ms_since "$t0"; done >"$tmp/stat"
     mid=$((n / 2))
-    for i in $(seq 15); do
-      t0=$EPOCHREALTIME; in_ns "${cmd[@]}" ve set "vzb-d$mid" --ipadd "2001:db8::e:$i" >/dev/null; ms_since "$t0" >>"$tmp/ipadd"
-      t0=$EPOCHREALTIME; in_ns "${cmd[@]}" ve set "vzb-d$mid" --ipdel "2001:db8::e:$i" >/dev/null; ms_since "$t0" >>"$tmp/ipdel"
-    done
+    # One shell inside the namespace times every change: each figure is vzrun's, not
+    # also nsenter's (an exec more per change).
+    in_ns bash -c "$(declare -f ms_since ve_set_times); ve_set_times \"\$@\"" ve-set "$tmp" "vzb-d$mid" "${cmd[@]}"
     guards=$(in_ns nft list table netdev vzrun 2>/dev/null | grep -c '^\s*chain in_' || true)
   fi
   say "$name: removing them"
