@@ -583,6 +583,87 @@ fn a_cwd_link_in_the_image_never_makes_a_host_directory() {
     );
 }
 
+/// Removes what a cgroupsPath that climbed out of the hierarchies made: directories on
+/// the tmpfs that holds them, and the `…-a` ones inside them.
+struct CgroupEscape(String);
+
+impl Drop for CgroupEscape {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(Path::new("/sys/fs/cgroup").join(&self.0));
+        for p in common::cgroups_named(&self.0) {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+#[test]
+fn a_cgroups_path_cannot_climb_out_of_the_cgroup_hierarchies() {
+    require_root!();
+    // `/<id>-a/../../<id>`: joined to a hierarchy's mount point and resolved by the
+    // kernel, it is `/sys/fs/cgroup/<id>` on the tmpfs above the hierarchies. runc reads
+    // it from `/` and puts the container in `/<id>` of each hierarchy; so must vzrun.
+    let mut seen = Vec::new();
+    for rt in [Runtime::vzrun(), Runtime::runc()] {
+        let id = common::unique_id("cgesc");
+        let _guard = CgroupEscape(id.clone());
+        rt.track(&id);
+        let b = Bundle::with(&["cat", "/proc/self/cgroup"], |v| {
+            v["linux"]["cgroupsPath"] = json!(format!("/{id}-a/../../{id}"));
+        });
+        let out = rt.run(&["run", "-b", b.p(), &id]);
+        assert_eq!(out.code, 0, "{}: {}", rt.name, out.stderr);
+        assert!(
+            !Path::new("/sys/fs/cgroup").join(&id).exists(),
+            "{}: made /sys/fs/cgroup/{id} outside the hierarchies",
+            rt.name
+        );
+        let climbed: Vec<PathBuf> = common::cgroups_named(&format!("{id}-a"));
+        assert!(climbed.is_empty(), "{}: made {climbed:?}", rt.name);
+        let mut lines: Vec<String> = out
+            .stdout
+            .lines()
+            // The unified and name=systemd hierarchies: libcgroups manages neither on a
+            // hybrid host (runc does), which is not what this test is about.
+            .filter(|l| !l.starts_with("0::") && !l.contains(":name=systemd:"))
+            .map(|l| l.replace(&id, "ID"))
+            .collect();
+        lines.sort();
+        assert!(
+            lines.iter().any(|l| l.ends_with(":/ID")),
+            "{}: {lines:?}",
+            rt.name
+        );
+        seen.push(lines);
+    }
+    assert_eq!(seen[0], seen[1], "vzrun's cgroups against runc's");
+
+    // A path that is the root itself would put the container in the host's root cgroup,
+    // where killing its processes kills the host's: refused, and nothing is left.
+    let rt = Runtime::vzrun();
+    for root in ["/", "/x/.."] {
+        let id = common::unique_id("cgroot");
+        rt.track(&id);
+        let b = Bundle::with(&["true"], |v| {
+            v["linux"]["cgroupsPath"] = json!(root);
+        });
+        let out = rt.run(&["run", "-b", b.p(), &id]);
+        assert_ne!(out.code, 0, "{root}: ran in the root cgroup");
+        let msg = out.error_msg();
+        assert!(
+            msg.contains("linux.cgroupsPath") && msg.contains("root cgroup"),
+            "{root}: {msg}"
+        );
+        assert!(
+            common::dir_entries(rt.root.path())
+                .iter()
+                .all(|e| e == ".vzrun"),
+            "{root}: state left: {:?}",
+            common::dir_entries(rt.root.path())
+        );
+        assert!(common::dir_entries(&rt.root.path().join(".vzrun")).is_empty());
+    }
+}
+
 /// Everything of a VE that could outlive a killed create, by its ID and address.
 fn remains(rt: &Runtime, id: &str, ip: &str) -> Vec<String> {
     let mut left = Vec::new();

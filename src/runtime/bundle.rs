@@ -106,8 +106,48 @@ fn drop_unknown_capabilities(spec: &mut serde_json::Value) -> Vec<String> {
 }
 
 /// The cgroup path libcontainer gets: the spec's, a systemd `slice:prefix:name` turned
-/// into the cgroupfs path systemd would use, or vzrun's own default.
-pub(crate) fn cgroup_path(spec: &Spec, id: &str, tag: &str, systemd: bool) -> PathBuf {
+/// into the cgroupfs path systemd would use, or vzrun's own default; always made clean
+/// under the hierarchy's root, as runc does.
+/// A path that is the hierarchy's root is refused: the container would share the host's
+/// root cgroup, its limits would be the host's, and killing "its" processes (`kill
+/// --all`, `delete --force`) would kill every process on the host.
+pub(crate) fn cgroup_path(spec: &Spec, id: &str, tag: &str, systemd: bool) -> Result<PathBuf> {
+    let path = clean_cgroup_path(&given_cgroup_path(spec, id, tag, systemd));
+    if path == Path::new("/") {
+        let given = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return Err(Error::Config(format!(
+            "linux.cgroupsPath: {given:?} is the root cgroup: a container needs a cgroup of its own"
+        )));
+    }
+    Ok(path)
+}
+
+/// A cgroup path read lexically from `/`: `..` stops at the root. libcgroups joins the
+/// path to each hierarchy's mount point and lets the kernel resolve it, so
+/// `/a/../../x` would make `/sys/fs/cgroup/x` on the tmpfs that holds the hierarchies,
+/// write the VE's pid into a plain file there, and kill vzrun itself when a later step
+/// failed and "the cgroup's" processes were killed. runc reads it as `/x`.
+fn clean_cgroup_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+fn given_cgroup_path(spec: &Spec, id: &str, tag: &str, systemd: bool) -> PathBuf {
     let given = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     match given {
         Some(p) if systemd && p.to_string_lossy().contains(':') => {
@@ -362,13 +402,37 @@ mod tests {
     #[test]
     fn default_cgroup_is_named_after_vzrun() {
         assert_eq!(
-            cgroup_path(&spec_with_cgroup(None), "web1", "", false),
+            cgroup_path(&spec_with_cgroup(None), "web1", "", false).unwrap(),
             PathBuf::from("/vzrun-web1")
         );
         assert_eq!(
-            cgroup_path(&spec_with_cgroup(Some("/libpod_parent/x")), "x", "", false),
+            cgroup_path(&spec_with_cgroup(Some("/libpod_parent/x")), "x", "", false).unwrap(),
             PathBuf::from("/libpod_parent/x")
         );
+    }
+
+    #[test]
+    fn cgroup_paths_stay_under_the_hierarchy_root_as_runc_reads_them() {
+        for (given, want) in [
+            ("/a/../../vzt-esc", "/vzt-esc"),
+            ("../../../sys/x", "/sys/x"),
+            ("k8s.io/./abc", "/k8s.io/abc"),
+            ("/kubepods//pod1/", "/kubepods/pod1"),
+        ] {
+            assert_eq!(
+                cgroup_path(&spec_with_cgroup(Some(given)), "x", "", false).unwrap(),
+                PathBuf::from(want),
+                "{given}"
+            );
+        }
+        for root in ["/", "/..", "a/..", "/./"] {
+            let err = cgroup_path(&spec_with_cgroup(Some(root)), "x", "", false).unwrap_err();
+            assert!(
+                err.to_string().contains("linux.cgroupsPath")
+                    && err.to_string().contains("root cgroup"),
+                "{root}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -379,7 +443,8 @@ mod tests {
                 "abc",
                 "",
                 true
-            ),
+            )
+            .unwrap(),
             PathBuf::from("/system.slice/vzrun-abc.scope")
         );
     }

@@ -88,7 +88,7 @@ impl Runtime {
                 id,
                 &self.root.cgroup_tag(),
                 self.systemd_cgroup,
-            )));
+            )?));
             spec.set_linux(Some(linux));
         }
         claimed.record.save(&claimed.ve_dir)?;
@@ -203,7 +203,7 @@ impl Runtime {
                 id,
                 &self.root.cgroup_tag(),
                 self.systemd_cgroup,
-            );
+            )?;
             crate::sys::cgroups::refuse_frozen(&cgroup)?;
             self.derive_spec(id, &mut bundle, &mut claimed)?;
             let ve_dir = &claimed.ve_dir;
