@@ -392,6 +392,87 @@ fn external_mounts(
     out
 }
 
+/// Where each of the VE's cgroup v1 mounts is rooted in its hierarchy, beside CRIU's
+/// images. libcontainer binds the VE's own cgroup of each hierarchy, not the hierarchy:
+/// a restore that bound the host's mount points would show the VE every cgroup on the
+/// host (other VEs' names, usage and limits), read-only but readable.
+const CGROUP_ROOTS: &str = "vzrun-cgroup-roots.json";
+
+/// (mount point as the VE sees it, root in the hierarchy) of each cgroup v1 mount of the
+/// VE whose init is `pid`; `None` for the VE's own cgroup `own` (a restore under another
+/// ID has another), a path for the others (the hierarchies libcgroups does not manage,
+/// such as name=systemd, which libcontainer binds as the caller had them).
+type CgroupRoots = Vec<(String, Option<String>)>;
+
+fn cgroup_roots(pid: i32, own: &Path) -> CgroupRoots {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            if f.get(dash + 1) != Some(&"cgroup") {
+                return None;
+            }
+            let (root, point) = (f.get(3)?, f.get(4)?);
+            let root = crate::sys::fs::unescape_mountinfo(root);
+            Some((
+                crate::sys::fs::unescape_mountinfo(point),
+                (Path::new(&root) != own).then_some(root),
+            ))
+        })
+        .collect()
+}
+
+fn save_cgroup_roots(image: &Path, roots: &CgroupRoots) -> Result<(), CkptError> {
+    let path = image.join(CGROUP_ROOTS);
+    let written = if roots.is_empty() {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    } else {
+        std::fs::write(&path, serde_json::to_vec(roots).unwrap_or_default())
+    };
+    written.map_err(|source| CkptError::Io {
+        what: "write",
+        path,
+        source,
+    })
+}
+
+/// The cgroup roots of the dump in `image`; a root that is not a clean absolute path is
+/// dropped (its mount then stays as the host's mount point binds it).
+fn load_cgroup_roots(image: &Path) -> CgroupRoots {
+    std::fs::read(image.join(CGROUP_ROOTS))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<CgroupRoots>(&d).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, root)| {
+            root.as_deref()
+                .is_none_or(|r| r.starts_with('/') && !r.split('/').any(|c| c == ".." || c == "."))
+        })
+        .collect()
+}
+
+/// Each external cgroup mount's source made the cgroup the dump had there: the VE's own
+/// (`own`, its cgroup path now) or the other one recorded. The restore has made the VE's
+/// cgroups (CRIU is in them) before CRIU mounts anything.
+fn cgroup_sources(ext: &mut [(String, String)], roots: &CgroupRoots, own: Option<&Path>) {
+    for (key, source) in ext.iter_mut() {
+        let Some((_, root)) = roots.iter().find(|(point, _)| point == key) else {
+            continue;
+        };
+        let root = match (root, own) {
+            (Some(r), _) => Path::new(r.as_str()),
+            (None, Some(own)) => own,
+            (None, None) => continue,
+        };
+        let joined = Path::new(source.as_str()).join(root.strip_prefix("/").unwrap_or(root));
+        *source = joined.display().to_string();
+    }
+}
+
 fn ext_mnt(list: Vec<(String, String)>) -> Vec<rpc::Ext_mount_map> {
     list.into_iter()
         .map(|(k, v)| {
@@ -505,6 +586,7 @@ pub fn dump(
         path: o.criu.image.clone(),
         source,
     })?;
+    save_cgroup_roots(&o.criu.image, &cgroup_roots(t.pid, t.cgroup_path))?;
     let mut ext = external_mounts(t.spec, t.rootfs, None, false);
     ext.extend(left_out.iter().map(|p| (p.point.clone(), p.point.clone())));
     opts.ext_mnt = ext_mnt(ext);
@@ -841,6 +923,12 @@ pub fn restore(
         opts.set_orphan_pts_master(true);
     }
     let mut ext = external_mounts(t.spec, t.rootfs, None, true);
+    let own = t
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_deref());
+    cgroup_sources(&mut ext, &load_cgroup_roots(&o.criu.image), own);
     let points = plain_tmpfs::load(&o.criu.image);
     let standins = if points.is_empty() {
         None
