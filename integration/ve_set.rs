@@ -212,3 +212,91 @@ fn name_servers_and_search_domains_change_apart() {
     assert_eq!(show["nameserver"], json!(["198.51.100.54"]));
     assert_eq!(show["searchdomain"], json!(["other.test"]));
 }
+
+/// A VE without vzrun networking keeps its own /etc/resolv.conf, which `ve set
+/// --nameserver` rewrites. The VE makes it a symbolic link to a host path: the write
+/// must land inside the VE, never on the host file of that name.
+#[test]
+fn a_resolv_conf_link_in_the_ve_never_reaches_a_host_file() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let host = tempfile::Builder::new()
+        .prefix("vzt-victim-")
+        .tempdir()
+        .unwrap();
+    let victim = host.path().join("victim");
+    std::fs::write(&victim, b"host data\n").unwrap();
+    let script = format!(
+        "ln -s {} /etc/resolv.conf && touch /etc/ready && exec sleep 600",
+        victim.display()
+    );
+    let b = common::Bundle::with(&["sh", "-c", &script], |v| {
+        let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
+        mounts.push(json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs"}));
+        v["mounts"] = json!(mounts);
+    });
+    let id = common::unique_id("set-link");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        common::wait_until(10, || rt
+            .run(&["exec", &id, "test", "-e", "/etc/ready"])
+            .code
+            == 0),
+        "the VE never made its link"
+    );
+    let o = rt.run(&["ve", "set", &id, "--nameserver", "198.51.100.53"]);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"host data\n",
+        "ve set wrote the host's file: {o:?}"
+    );
+}
+
+/// A VE in the host's UTS namespace has the host's hostname: `ve set --hostname` is
+/// refused by name and the hostname stays. (Run in a UTS namespace of the test's own,
+/// standing in for the host's, so a failure cannot rename the test host.)
+#[test]
+fn a_ve_sharing_the_hosts_uts_namespace_cannot_rename_the_host() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let b = common::Bundle::with(&["sleep", "600"], |v| {
+        v.as_object_mut().unwrap().remove("hostname");
+        let ns: Vec<serde_json::Value> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["type"] != "uts")
+            .cloned()
+            .collect();
+        v["linux"]["namespaces"] = json!(ns);
+    });
+    let id = common::unique_id("set-uts");
+    rt.track(&id);
+    let root = rt.root.path().display().to_string();
+    let script = format!(
+        "hostname vzt-before && {bin} --root {root} run -d -b {b} {id} </dev/null >/dev/null 2>&1 \
+         && {bin} --root {root} ve set {id} --hostname vzt-after; echo \"rc=$?\"; hostname",
+        bin = common::VZRUN,
+        b = b.p(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["-u", "sh", "-c", &script])
+        .env(
+            "VZRUN_POLICY",
+            std::env::var("VZRUN_POLICY").unwrap_or_default(),
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        out.trim_end().ends_with("rc=1\nvzt-before"),
+        "{out} / {err}"
+    );
+    assert!(
+        err.contains("hostname") && err.contains("UTS namespace"),
+        "{err}"
+    );
+}

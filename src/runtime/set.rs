@@ -29,6 +29,8 @@ enum Undo {
     Hostname(String),
     /// A file and its content before (`None`: it did not exist).
     Files(Vec<(PathBuf, Option<Vec<u8>>)>),
+    /// The VE's resolv.conf before (`None`: it had none).
+    ResolvConf(Option<Vec<u8>>),
 }
 
 impl Runtime {
@@ -196,11 +198,10 @@ impl Runtime {
             } else {
                 Setting::Nameserver
             };
-            let path = Plan::resolv_conf_path(&loaded.record.ve, pid);
-            let old = std::fs::read(&path).ok();
-            Plan::apply_resolv_conf(text, &loaded.record.ve, pid)
+            let old = Plan::read_resolv_conf(&loaded.record.ve, pid);
+            Plan::apply_resolv_conf(Some(text.as_bytes()), &loaded.record.ve, pid)
                 .map_err(|e| (step, problem(e)))?;
-            undo.push((step, Undo::Files(vec![(path, old)])));
+            undo.push((step, Undo::ResolvConf(old)));
         }
         if changes.save {
             let target = system.zip(conf);
@@ -248,6 +249,10 @@ impl Runtime {
                 Undo::Hostname(old) => Plan::apply_hostname(&old, &mut loaded.record.ve, pid)
                     .map_err(|e| e.to_string()),
                 Undo::Files(files) => restore_files(files).map_err(|e| e.to_string()),
+                Undo::ResolvConf(old) => {
+                    Plan::apply_resolv_conf(old.as_deref(), &loaded.record.ve, pid)
+                        .map_err(|e| e.to_string())
+                }
             };
             match result {
                 Ok(()) => put_back.push(step),
@@ -329,7 +334,9 @@ fn current(derived: &Spec, ve: &VeRecord, pid: i32) -> Current {
             .collect(),
         ram: memory.and_then(|m| m.limit()),
         memsw: memory.and_then(|m| m.swap()),
-        resolv_conf: std::fs::read_to_string(Plan::resolv_conf_path(ve, pid)).unwrap_or_default(),
+        resolv_conf: Plan::read_resolv_conf(ve, pid)
+            .map(|d| String::from_utf8_lossy(&d).into_owned())
+            .unwrap_or_default(),
     }
 }
 

@@ -139,3 +139,18 @@ mod tests {
         assert_eq!(out.stdout, b"abc");
     }
 }
+
+/// Whether the process `pid` is in a namespace of its own of this kind, not vzrun's
+/// (the host's): a VE that shares the host's UTS namespace must not get the host's
+/// hostname to write.
+pub fn own_namespace(pid: i32, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    match (
+        ino(format!("/proc/{pid}/ns/{kind}")),
+        ino(format!("/proc/self/ns/{kind}")),
+    ) {
+        (Some(theirs), Some(ours)) => theirs != ours,
+        _ => false,
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -409,14 +409,6 @@ impl Plan {
         Ok(())
     }
 
-    /// Where the VE of `pid` reads its resolv.conf from the host.
-    pub fn resolv_conf_path(ve: &VeRecord, pid: i32) -> PathBuf {
-        ve.net
-            .as_ref()
-            .and_then(|n| n.resolv_conf.clone())
-            .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/root/etc/resolv.conf")))
-    }
-
     /// Sets the hostname of the VE of `pid`.
     pub fn apply_hostname(name: &str, ve: &mut VeRecord, pid: i32) -> Result<(), VeError> {
         set_hostname(pid, name)?;
@@ -424,16 +416,86 @@ impl Plan {
         Ok(())
     }
 
-    /// Writes the VE's resolv.conf.
-    pub fn apply_resolv_conf(text: &str, ve: &VeRecord, pid: i32) -> Result<(), VeError> {
-        let target = Self::resolv_conf_path(ve, pid);
-        // Rewritten in place: the VE sees this inode through a bind mount.
-        std::fs::write(&target, text).map_err(|e| {
-            refuse(
-                Setting::Nameserver,
-                format!("write {}: {e}", target.display()),
-            )
-        })
+    /// The VE's resolv.conf as it is now (`None`: it has none).
+    pub fn read_resolv_conf(ve: &VeRecord, pid: i32) -> Option<Vec<u8>> {
+        use std::io::Read;
+        match vzrun_resolv_conf(ve) {
+            Some(host) => std::fs::read(host).ok(),
+            None => {
+                let mut data = Vec::new();
+                open_resolv_conf_in_ve(pid, false)
+                    .and_then(|mut f| f.read_to_end(&mut data))
+                    .ok()?;
+                Some(data)
+            }
+        }
+    }
+
+    /// Writes the VE's resolv.conf (`None`: removes the one the VE had not had).
+    pub fn apply_resolv_conf(text: Option<&[u8]>, ve: &VeRecord, pid: i32) -> Result<(), VeError> {
+        use std::io::Write;
+        let written = match (vzrun_resolv_conf(ve), text) {
+            // Rewritten in place: the VE sees this inode through a bind mount.
+            (Some(host), Some(t)) => std::fs::write(host, t),
+            (Some(host), None) => std::fs::remove_file(host),
+            (None, Some(t)) => open_resolv_conf_in_ve(pid, true).and_then(|mut f| f.write_all(t)),
+            (None, None) => remove_resolv_conf_in_ve(pid),
+        };
+        written.map_err(|e| refuse(Setting::Nameserver, format!("write resolv.conf: {e}")))
+    }
+}
+
+/// vzrun's own resolv.conf of a VE with vzrun networking, bound over its /etc/resolv.conf.
+fn vzrun_resolv_conf(ve: &VeRecord) -> Option<&Path> {
+    ve.net.as_ref().and_then(|n| n.resolv_conf.as_deref())
+}
+
+/// The VE's own /etc/resolv.conf, resolved inside the VE: a symbolic link the VE made
+/// there points within the VE, never onto the host (through /proc/PID/root the host's
+/// root would be its target), and only a regular file is read or written (a FIFO would
+/// hang the command).
+fn open_resolv_conf_in_ve(pid: i32, write: bool) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    let flags = if write {
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC
+    } else {
+        OFlag::O_RDONLY
+    };
+    let file = crate::sys::fs::open_at(
+        &root,
+        Path::new("etc/resolv.conf"),
+        flags | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "/etc/resolv.conf in the VE is not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+fn remove_resolv_conf_in_ve(pid: i32) -> std::io::Result<()> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    let etc = crate::sys::fs::open_at(
+        &root,
+        Path::new("etc"),
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )?;
+    use std::os::fd::AsRawFd;
+    match nix::unistd::unlinkat(
+        Some(etc.as_raw_fd()),
+        "resolv.conf",
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -691,6 +753,14 @@ pub fn check_hostname(h: &str) -> Result<(), String> {
 }
 
 fn set_hostname(pid: i32, name: &str) -> Result<(), VeError> {
+    // A VE in the host's UTS namespace (a spec without one, like a hostNetwork pod) has
+    // the host's hostname: `ve set` must not change the host's.
+    if !crate::sys::process::own_namespace(pid, "uts") {
+        return Err(refuse(
+            Setting::Hostname,
+            "the VE shares the host's UTS namespace: its hostname is the host's",
+        ));
+    }
     let path = format!("/proc/{pid}/ns/uts");
     let file = std::fs::File::open(&path)
         .map_err(|e| refuse(Setting::Hostname, format!("open {path}: {e}")))?;

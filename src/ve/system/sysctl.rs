@@ -24,21 +24,6 @@ const OWN_SYSCTLS: &[(&str, &str)] = &[
     ("fs/mqueue", "ipc"),
 ];
 
-/// Whether the process `pid` is in a namespace of its own of this kind, not vzrun's
-/// (the host's): a VE that shares the host's UTS namespace must not get the host's
-/// hostname to write.
-fn own_namespace(pid: i32, kind: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let ino = |p: String| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    match (
-        ino(format!("/proc/{pid}/ns/{kind}")),
-        ino(format!("/proc/self/ns/{kind}")),
-    ) {
-        (Some(theirs), Some(ours)) => theirs != ours,
-        _ => false,
-    }
-}
-
 /// Makes the VE's own sysctls writable in its mount namespace, once libcontainer has
 /// made /proc/sys read-only and before init runs. Done from a thread of ours that
 /// enters only that mount namespace, so paths resolve inside the VE.
@@ -48,7 +33,7 @@ pub fn configure(pid: i32, cfg: &SystemConfig) -> Result<(), VeError> {
     }
     let own: Vec<&'static str> = OWN_SYSCTLS
         .iter()
-        .filter(|(_, ns)| own_namespace(pid, ns))
+        .filter(|(_, ns)| crate::sys::process::own_namespace(pid, ns))
         .map(|(path, _)| *path)
         .collect();
     use nix::sched::CloneFlags;
