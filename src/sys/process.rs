@@ -109,6 +109,21 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<Output, ToolErr
     checked(cmd, out)
 }
 
+/// Whether the process `pid` is in a namespace of its own of this kind, not vzrun's
+/// (the host's): a VE that shares the host's UTS namespace must not get the host's
+/// hostname to write.
+pub fn own_namespace(pid: i32, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    match (
+        ino(format!("/proc/{pid}/ns/{kind}")),
+        ino(format!("/proc/self/ns/{kind}")),
+    ) {
+        (Some(theirs), Some(ours)) => theirs != ours,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,20 +152,5 @@ mod tests {
     fn input_reaches_the_tool() {
         let out = run_with_input(&mut Command::new("cat"), b"abc").unwrap();
         assert_eq!(out.stdout, b"abc");
-    }
-}
-
-/// Whether the process `pid` is in a namespace of its own of this kind, not vzrun's
-/// (the host's): a VE that shares the host's UTS namespace must not get the host's
-/// hostname to write.
-pub fn own_namespace(pid: i32, kind: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let ino = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    match (
-        ino(format!("/proc/{pid}/ns/{kind}")),
-        ino(format!("/proc/self/ns/{kind}")),
-    ) {
-        (Some(theirs), Some(ours)) => theirs != ours,
-        _ => false,
     }
 }
