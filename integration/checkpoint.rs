@@ -943,3 +943,41 @@ fn summary_on_a_terminal_and_in_the_debug_log_only() {
     assert!(screen.contains(&format!("Restored {id} from ")), "{screen}");
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
 }
+
+/// A restore makes the mount points of the spec's binds in the rootfs before CRIU runs.
+/// The rootfs's links are the image's: a chain longer than the kernel follows, ending in
+/// a link to a host directory, must not lead that making onto the host.
+#[test]
+fn a_restore_never_makes_mount_points_outside_the_rootfs() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let dir = images();
+    let host = tempfile::Builder::new()
+        .prefix("vzt-hostdir-")
+        .tempdir()
+        .unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("c41")).unwrap();
+    for i in 0..41 {
+        std::os::unix::fs::symlink(format!("c{}", i + 1), rootfs.join(format!("c{i}"))).unwrap();
+    }
+    std::os::unix::fs::symlink(host.path(), rootfs.join("c41/esc")).unwrap();
+    std::fs::create_dir_all(dir.path().join("img")).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let b = Bundle::with(&["true"], |v| {
+        v["root"] = json!({"path": rootfs, "readonly": false});
+        let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
+        mounts.push(json!({"destination": "/c0/esc/made/f", "type": "bind",
+                           "source": src, "options": ["bind"]}));
+        v["mounts"] = json!(mounts);
+    });
+    let id = common::unique_id("rst-esc");
+    let o = restore(&rt, &id, &b, dir.path(), &[]);
+    assert_ne!(o.code, 0, "restored from an empty image: {o:?}");
+    assert!(
+        common::dir_entries(host.path()).is_empty(),
+        "made {:?} on the host",
+        common::dir_entries(host.path())
+    );
+}

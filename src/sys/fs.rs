@@ -92,6 +92,42 @@ pub fn mkdir_in_root(root: &Path, path: &Path) -> std::io::Result<()> {
     .map(|_| ())
 }
 
+/// Makes `name` (an empty file, or a directory with `dir`) in the directory `parent` of
+/// the container's tree at `root`, `parent` resolved inside `root`; nothing is done when
+/// something already stands there.
+pub fn make_in_root(
+    root: &Path,
+    parent: &Path,
+    name: &std::ffi::OsStr,
+    dir: bool,
+) -> std::io::Result<()> {
+    let root_dir = open_dir_nofollow(root)?;
+    let in_root = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    let at = open_at(
+        &root_dir,
+        &Path::new(".").join(parent.strip_prefix("/").unwrap_or(parent)),
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        Mode::empty(),
+        in_root,
+    )?;
+    let made = if dir {
+        nix::sys::stat::mkdirat(Some(at.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
+    } else {
+        nix::fcntl::openat(
+            Some(at.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        // SAFETY: openat just returned this descriptor, and nothing else owns it.
+        .map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }))
+    };
+    match made {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Where `path` lands inside `root` once its symbolic links are followed as the
 /// container sees them (an absolute link and `..` never leave `root`); the part that does
 /// not exist yet is kept as written. The result is absolute, relative to `root`. This is

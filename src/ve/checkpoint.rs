@@ -813,29 +813,20 @@ fn make_mountpoints(rootfs: &Path, spec: &Spec) {
         }
         // Where create mounted it: the destination's links followed inside the rootfs.
         let dest = crate::sys::fs::resolve_in_root(&base, m.destination());
-        let target = base.join(dest.strip_prefix("/").unwrap_or(&dest));
-        if target.symlink_metadata().is_ok() {
-            continue;
-        }
-        let Some(parent) = target.parent() else {
+        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
             continue;
         };
-        if std::fs::create_dir_all(parent).is_err() {
-            continue;
-        }
-        let inside = std::fs::canonicalize(parent).is_ok_and(|p| p.starts_with(&base));
-        if !inside {
+        // Made inside the rootfs one component at a time (openat2 in the root), never by
+        // a host path walk: the destination and the rootfs's links are the VE's, and a
+        // chain of links longer than the kernel follows would lead such a walk out.
+        if crate::sys::fs::mkdir_in_root(&base, parent).is_err() {
             continue;
         }
         let dir = m
             .source()
             .as_ref()
             .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| md.is_dir()));
-        let _ = if dir {
-            std::fs::create_dir(&target)
-        } else {
-            std::fs::File::create(&target).map(|_| ())
-        };
+        let _ = crate::sys::fs::make_in_root(&base, parent, name, dir);
     }
 }
 
