@@ -664,6 +664,45 @@ fn a_cgroups_path_cannot_climb_out_of_the_cgroup_hierarchies() {
     }
 }
 
+#[test]
+fn a_container_cannot_take_another_ves_cgroup_to_kill_it() {
+    require_root!();
+    // The victim in a cgroup below a parent of its own; the attacker names the victim's
+    // cgroup, then the parent (its processes are in a sub-cgroup), to be killed with it
+    // by its own delete --force or failed create.
+    let rt = Runtime::vzrun();
+    let victim = common::unique_id("cgvictim");
+    let parent = format!("/{victim}-p");
+    let inner = format!("{parent}/inner");
+    rt.track(&victim);
+    let b = Bundle::with(&["sleep", "600"], |v| {
+        v["linux"]["cgroupsPath"] = json!(inner);
+    });
+    let o = rt.run(&["run", "-d", "-b", b.p(), &victim]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for path in [&inner, &parent] {
+        let id = common::unique_id("cgthief");
+        rt.track(&id);
+        let b = Bundle::with(&["sleep", "600"], |v| {
+            v["linux"]["cgroupsPath"] = json!(path);
+        });
+        let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+        assert_ne!(o.code, 0, "{path}: ran in the victim's cgroup");
+        assert!(o.error_msg().contains("cgroup is not empty"), "{o:?}");
+        let _ = rt.run(&["delete", "--force", &id]);
+        assert_eq!(
+            rt.status(&victim),
+            "running",
+            "{path}: the victim was killed"
+        );
+    }
+    assert_eq!(rt.run(&["delete", "--force", &victim]).code, 0);
+    for dir in common::cgroups_named(&format!("{victim}-p")) {
+        let _ = std::fs::remove_dir(dir.join("inner"));
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 /// Everything of a VE that could outlive a killed create, by its ID and address.
 fn remains(rt: &Runtime, id: &str, ip: &str) -> Vec<String> {
     let mut left = Vec::new();

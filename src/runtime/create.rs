@@ -205,18 +205,19 @@ impl Runtime {
                 self.systemd_cgroup,
             )?;
             crate::sys::cgroups::refuse_frozen(&cgroup)?;
-            self.derive_spec(id, &mut bundle, &mut claimed)?;
-            let ve_dir = &claimed.ve_dir;
-            // runc's words; it goes on, and so does vzrun.
+            // runc 1.1.5 warns and goes on; vzrun refuses (runtime-spec allows it, and
+            // runc's issue 3132 says why): the cgroup is somebody else's, and killing
+            // "the container's" processes (kill --all, delete --force, a failed create)
+            // would kill theirs. Counted in every hierarchy and sub-cgroup.
             let busy = crate::sys::cgroups::process_count(&cgroup);
             if busy > 0 {
-                crate::logging::warn(&format!(
-                    "container's cgroup is not empty: {busy} process(es) found"
-                ));
-                crate::logging::warn(
-                    "DEPRECATED: running container in a non-empty cgroup won't be supported in runc 1.2; https://github.com/opencontainers/runc/issues/3132",
-                );
+                return Err(Error::Config(format!(
+                    "linux.cgroupsPath {:?}: container's cgroup is not empty: {busy} process(es) found; a container needs a cgroup of its own",
+                    cgroup.display().to_string()
+                )));
             }
+            self.derive_spec(id, &mut bundle, &mut claimed)?;
+            let ve_dir = &claimed.ve_dir;
             // The init is forked by what libcontainer forks from here: born in the unified
             // cgroup too, as under runc.
             let unified = crate::sys::cgroups::join_unified(&cgroup, true)?;

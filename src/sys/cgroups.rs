@@ -93,18 +93,40 @@ pub fn process_count(path: &Path) -> usize {
     if rel.as_os_str().is_empty() {
         return 0;
     }
+    // Every hierarchy, not one controller's: a cgroup that exists in one hierarchy only
+    // (a host service's memory cgroup) is as much somebody else's as one that has them
+    // all, and the container would join it.
     let root = Path::new(CGROUP_ROOT);
-    let dir = if unified() {
-        root.join(rel)
+    let tops: Vec<PathBuf> = if unified() {
+        vec![root.to_path_buf()]
     } else {
-        root.join("devices").join(rel)
+        std::fs::read_dir(root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let mut dirs = sub_dirs_deepest_first(&dir);
-    dirs.push(dir);
-    dirs.iter()
+    tops.iter()
+        .map(|t| t.join(rel))
+        .filter(|d| d.is_dir())
+        .flat_map(|d| {
+            let mut dirs = sub_dirs_deepest_first(&d);
+            dirs.push(d);
+            dirs
+        })
         .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-        .map(|procs| procs.lines().filter(|l| !l.trim().is_empty()).count())
-        .sum()
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        // A process is in one cgroup of each hierarchy: counted once.
+        .collect::<std::collections::BTreeSet<i32>>()
+        .len()
 }
 
 /// The v2 hierarchy a hybrid host mounts beside its v1 controllers (it has no
