@@ -1,5 +1,5 @@
-//! A VE's runtime-made read-only tmpfs mounts in a move: left out of the dump, made anew
-//! by the restore.
+//! A VE's runtime-made tmpfs mounts in a move that hold nothing of the VE's: left out of
+//! the dump, made anew by the restore.
 //!
 //! libcontainer masks a directory (`/proc/acpi`, `/sys/firmware`, ...) with an empty
 //! read-only tmpfs, and on cgroup v1 mounts a tmpfs at /sys/fs/cgroup that holds only
@@ -10,6 +10,9 @@
 //! links once the VE is frozen is handed to CRIU as an external mount instead, and the
 //! restore binds a new tmpfs made the same way there (same options, same entries). One
 //! that is not (a VE that remounted it writable and wrote to it) is dumped as before.
+//! A writable tmpfs of the spec's (/dev/shm) is left out the same way while it is empty
+//! and no process of the VE holds a file of it open, mapped or as its working directory
+//! (an unlinked file lives on there until closed); the restore's is writable again.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +40,10 @@ pub struct Plain {
     /// Its top-level entries: a directory (`None`) or a symbolic link to the target.
     #[serde(default)]
     pub entries: Vec<(String, Option<String>)>,
+    /// The VE's mount was writable (an empty one of the spec's); absent in lists of
+    /// read-only ones.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// The VE's runtime-made tmpfs mounts that can be left out of a dump now. Not for a VE
@@ -62,7 +69,7 @@ pub fn leave_out(pid: i32, spec: &Spec) -> Vec<Plain> {
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .filter(|m| m.typ().as_deref() == Some("cgroup"))
+            .filter(|m| matches!(m.typ().as_deref(), Some("cgroup" | "tmpfs")))
             .map(|m| m.destination().display().to_string()),
     );
     points.sort();
@@ -71,8 +78,9 @@ pub fn leave_out(pid: i32, spec: &Spec) -> Vec<Plain> {
 }
 
 /// The tmpfs at `point` when it can be made again: the topmost mount there, a tmpfs of
-/// its own (its root is the filesystem's root), read-only, holding only directories and
-/// symbolic links at its top and nothing below them but other mounts.
+/// its own (its root is the filesystem's root), and either read-only, holding only
+/// directories and symbolic links at its top and nothing below them but other mounts, or
+/// writable, empty and not in use by the VE's processes (see [`in_use`]).
 fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
     let line = info
         .lines()
@@ -84,9 +92,7 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         return None;
     }
     let mnt_opts: Vec<&str> = fields.get(5)?.split(',').collect();
-    if !mnt_opts.contains(&"ro") {
-        return None;
-    }
+    let writable = !mnt_opts.contains(&"ro");
     let sb: Vec<&str> = fields
         .get(dash + 3)
         .copied()
@@ -118,6 +124,9 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         }
     }
     entries.sort();
+    if writable && (!entries.is_empty() || in_use(pid, fields.get(2)?)) {
+        return None;
+    }
     let flags: Vec<String> = mnt_opts
         .iter()
         .filter(|o| !matches!(**o, "rw" | "ro"))
@@ -136,7 +145,66 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         sb_ro: sb.contains(&"ro"),
         flags,
         entries,
+        writable,
     })
+}
+
+/// Whether a process of the VE (those of `pid`'s cgroup and below it) has a file of the
+/// filesystem `dev` (mountinfo's "MAJOR:MINOR") open, mapped, or as its working
+/// directory. Anything that cannot be read counts as in use.
+fn in_use(pid: i32, dev: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((major, minor)) = dev
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+    else {
+        return true;
+    };
+    let Some(cgroup) = crate::sys::cgroups::dir_of(pid, "freezer")
+        .or_else(|| crate::sys::cgroups::dir_of(pid, ""))
+    else {
+        return true;
+    };
+    let Some(procs) = cgroup_procs(&cgroup) else {
+        return true;
+    };
+    let want = nix::sys::stat::makedev(major, minor);
+    // /proc/PID/maps names the device in hex.
+    let maps_dev = format!("{major:02x}:{minor:02x}");
+    procs.iter().any(|p| {
+        let on_it = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.dev() == want);
+        if on_it(Path::new(&format!("/proc/{p}/cwd"))) {
+            return true;
+        }
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{p}/maps")) else {
+            return false;
+        };
+        if maps
+            .lines()
+            .any(|l| l.split_whitespace().nth(3) == Some(&maps_dev))
+        {
+            return true;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| on_it(&fd.path()))
+    })
+}
+
+/// The processes of the cgroup at `dir` and its sub-cgroups.
+fn cgroup_procs(dir: &Path) -> Option<Vec<i32>> {
+    let mut procs: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            procs.extend(cgroup_procs(&e.path())?);
+        }
+    }
+    Some(procs)
 }
 
 /// Checked once the VE is frozen: each left-out mount is still as it was listed while
@@ -147,7 +215,7 @@ pub fn still_left_out(pid: i32, plains: &[Plain]) -> Result<(), String> {
     for p in plains {
         if plain(pid, &info, &p.point).as_ref() != Some(p) {
             return Err(format!(
-                "the VE's read-only tmpfs at {} changed as the move began; move it again",
+                "the VE's tmpfs at {} changed as the move began; move it again",
                 p.point
             ));
         }
@@ -246,14 +314,16 @@ impl Standins {
                     data,
                 )?;
             }
+            let ro = if p.writable {
+                MsFlags::empty()
+            } else {
+                MsFlags::MS_RDONLY
+            };
             mount(
                 None::<&str>,
                 &dir,
                 None::<&str>,
-                MsFlags::MS_REMOUNT
-                    | MsFlags::MS_BIND
-                    | MsFlags::MS_RDONLY
-                    | mount_flags(&p.flags)?,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | ro | mount_flags(&p.flags)?,
                 None::<&str>,
             )?;
             map.push((p.point.clone(), dir.display().to_string()));
@@ -279,7 +349,7 @@ mod tests {
 53 74 0:48 / /proc/acpi ro,relatime - tmpfs tmpfs ro,inode64
 54 74 0:43 /null /proc/keys rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
 56 74 0:49 / /sys/firmware ro,relatime - tmpfs tmpfs ro
-57 74 0:49 / /sys/firmware rw,relatime - tmpfs tmpfs rw
+57 74 0:51 / /sys/firmware rw,relatime - sysfs sysfs rw
 58 74 0:50 / /proc/scsi ro,relatime - proc proc ro";
 
     #[test]
@@ -289,10 +359,25 @@ mod tests {
         let me = std::process::id() as i32;
         // A bind of /dev's null node, not a tmpfs root.
         assert_eq!(plain(me, INFO, "/proc/keys"), None);
-        // The topmost mount decides: remounted writable on top.
+        // The topmost mount decides: something else mounted on top.
         assert_eq!(plain(me, INFO, "/sys/firmware"), None);
         assert_eq!(plain(me, INFO, "/proc/scsi"), None);
         assert_eq!(plain(me, INFO, "/proc/nothing"), None);
+    }
+
+    #[test]
+    fn an_open_file_puts_its_filesystem_in_use() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let _f = std::fs::File::create(d.path().join("held")).unwrap();
+        let dev = std::fs::metadata(d.path()).unwrap().dev();
+        let dev = format!(
+            "{}:{}",
+            nix::sys::stat::major(dev),
+            nix::sys::stat::minor(dev)
+        );
+        assert!(in_use(std::process::id() as i32, &dev));
+        assert!(in_use(std::process::id() as i32, "not a device"));
     }
 
     #[test]
@@ -314,6 +399,7 @@ mod tests {
             sb_ro: true,
             flags: vec![],
             entries: vec![(entry.into(), None)],
+            writable: false,
         };
         save(
             d.path(),
