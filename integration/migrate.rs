@@ -391,6 +391,9 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
         "exec", &id, "ip", "-o", "-4", "addr", "show", "dev", "venet0",
     ]);
     assert!(a.stdout.contains(&lan.ve_ip()), "{a:?}");
+    // /dev/shm was empty: left out of the dump and made anew, writable as before.
+    let w = dst.run(&["exec", &id, "touch", "/dev/shm/after-the-move"]);
+    assert_eq!(w.code, 0, "{w:?}");
     // The address moved: routed on the destination, gone from the source.
     assert!(
         !route_in(Some(&lan.dst), &lan.ve_ip()).is_empty(),
@@ -603,7 +606,10 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
     if std::fs::read_link(kdat).is_ok_and(|t| t.starts_with("/run/vzrun-criu-kdat")) {
         std::fs::remove_file(kdat).unwrap();
     }
-    let _b = start_ve_with(&src, &lan, &id, &dirtier(64));
+    // The init holds an unlinked file of /dev/shm open: that mount must travel in the
+    // dump (its file as one of CRIU's ghost files), not be made anew empty.
+    let held = "exec 3<>/dev/shm/held; echo kept-across >&3; rm /dev/shm/held; ";
+    let _b = start_ve_with(&src, &lan, &id, &format!("{held}{}", dirtier(64)));
     wait_ready(&src, &id);
     let stop = Arc::new(AtomicBool::new(false));
     let cl = client(&lan, stop.clone());
@@ -662,6 +668,8 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
         "exec", &id, "ip", "-o", "-4", "addr", "show", "dev", "venet0",
     ]);
     assert!(a.stdout.contains(&lan.ve_ip()), "{a:?}");
+    let h = dst.run(&["exec", &id, "cat", "/proc/1/fd/3"]);
+    assert_eq!(h.stdout.trim(), "kept-across", "{h:?}");
     assert!(!route_in(Some(&lan.dst), &lan.ve_ip()).is_empty());
     assert!(route_in(None, &lan.ve_ip()).is_empty());
     assert_ne!(src.run(&["state", &id]).code, 0, "the source VE is gone");

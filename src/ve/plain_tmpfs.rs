@@ -10,9 +10,10 @@
 //! links once the VE is frozen is handed to CRIU as an external mount instead, and the
 //! restore binds a new tmpfs made the same way there (same options, same entries). One
 //! that is not (a VE that remounted it writable and wrote to it) is dumped as before.
-//! A writable tmpfs of the spec's (/dev/shm) is left out the same way while it is empty
-//! and no process of the VE holds a file of it open, mapped or as its working directory
-//! (an unlinked file lives on there until closed); the restore's is writable again.
+//! A writable tmpfs of the spec's (/dev/shm) is left out the same way while it is empty;
+//! the restore's is writable again. A file of it that the VE unlinked but holds open or
+//! mapped is one of CRIU's ghost files either way (its content in the images, made again
+//! in the new mount and unlinked there).
 
 use std::path::{Path, PathBuf};
 
@@ -80,7 +81,7 @@ pub fn leave_out(pid: i32, spec: &Spec) -> Vec<Plain> {
 /// The tmpfs at `point` when it can be made again: the topmost mount there, a tmpfs of
 /// its own (its root is the filesystem's root), and either read-only, holding only
 /// directories and symbolic links at its top and nothing below them but other mounts, or
-/// writable, empty and not in use by the VE's processes (see [`in_use`]).
+/// writable and empty.
 fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
     let line = info
         .lines()
@@ -124,7 +125,7 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         }
     }
     entries.sort();
-    if writable && (!entries.is_empty() || in_use(pid, fields.get(2)?)) {
+    if writable && !entries.is_empty() {
         return None;
     }
     let flags: Vec<String> = mnt_opts
@@ -147,64 +148,6 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         entries,
         writable,
     })
-}
-
-/// Whether a process of the VE (those of `pid`'s cgroup and below it) has a file of the
-/// filesystem `dev` (mountinfo's "MAJOR:MINOR") open, mapped, or as its working
-/// directory. Anything that cannot be read counts as in use.
-fn in_use(pid: i32, dev: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Some((major, minor)) = dev
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-    else {
-        return true;
-    };
-    let Some(cgroup) = crate::sys::cgroups::dir_of(pid, "freezer")
-        .or_else(|| crate::sys::cgroups::dir_of(pid, ""))
-    else {
-        return true;
-    };
-    let Some(procs) = cgroup_procs(&cgroup) else {
-        return true;
-    };
-    let want = nix::sys::stat::makedev(major, minor);
-    // /proc/PID/maps names the device in hex.
-    let maps_dev = format!("{major:02x}:{minor:02x}");
-    procs.iter().any(|p| {
-        let on_it = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.dev() == want);
-        if on_it(Path::new(&format!("/proc/{p}/cwd"))) {
-            return true;
-        }
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{p}/maps")) else {
-            return false;
-        };
-        if maps
-            .lines()
-            .any(|l| l.split_whitespace().nth(3) == Some(&maps_dev))
-        {
-            return true;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
-            return false;
-        };
-        fds.flatten().any(|fd| on_it(&fd.path()))
-    })
-}
-
-/// The processes of the cgroup at `dir` and its sub-cgroups.
-fn cgroup_procs(dir: &Path) -> Option<Vec<i32>> {
-    let mut procs: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .ok()?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            procs.extend(cgroup_procs(&e.path())?);
-        }
-    }
-    Some(procs)
 }
 
 /// Checked once the VE is frozen: each left-out mount is still as it was listed while
@@ -363,21 +306,6 @@ mod tests {
         assert_eq!(plain(me, INFO, "/sys/firmware"), None);
         assert_eq!(plain(me, INFO, "/proc/scsi"), None);
         assert_eq!(plain(me, INFO, "/proc/nothing"), None);
-    }
-
-    #[test]
-    fn an_open_file_puts_its_filesystem_in_use() {
-        use std::os::unix::fs::MetadataExt;
-        let d = tempfile::tempdir().unwrap();
-        let _f = std::fs::File::create(d.path().join("held")).unwrap();
-        let dev = std::fs::metadata(d.path()).unwrap().dev();
-        let dev = format!(
-            "{}:{}",
-            nix::sys::stat::major(dev),
-            nix::sys::stat::minor(dev)
-        );
-        assert!(in_use(std::process::id() as i32, &dev));
-        assert!(in_use(std::process::id() as i32, "not a device"));
     }
 
     #[test]
