@@ -241,14 +241,41 @@ fn count(rt: &Runtime, id: &str) -> u64 {
     o.stdout.trim().parse().unwrap_or(0)
 }
 
-/// A TCP client in the client namespace that echoes a line every 20 ms until stopped;
-/// returns the longest wait for an answer and the first error, if any.
-fn client(lan: &Lan, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Duration, Option<String>)> {
+/// What [`client`] saw: the longest gap between two answers, when its first and last
+/// answers came, and the first error, if any.
+struct Echoes {
+    longest: Duration,
+    answers: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    err: Option<String>,
+}
+
+impl Echoes {
+    /// Whether the echoes ran through the whole of `from..to` (the move): a freeze in
+    /// between then shows in the longest gap.
+    fn bracket(&self, from: Instant, to: Instant) -> bool {
+        self.first.is_some_and(|f| f < from) && self.last.is_some_and(|l| l > to)
+    }
+}
+
+/// A TCP client in the client namespace that echoes a line every 5 ms until stopped,
+/// so that a move's freeze falls between two of its answers. Returns once it has had its
+/// first answer (or gave up), so that a move started next is bracketed by its echoes.
+fn client(lan: &Lan, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Echoes> {
     let ns = std::fs::File::open(Lan::ns(&lan.cli)).unwrap();
     let ve = lan.ve_ip();
-    std::thread::spawn(move || {
+    let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::spawn(move || {
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let addr = format!("{ve}:7000").parse().unwrap();
+        let mut e = Echoes {
+            longest: Duration::ZERO,
+            answers: 0,
+            first: None,
+            last: None,
+            err: None,
+        };
         let mut s = None;
         for _ in 0..50 {
             if let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
@@ -258,40 +285,48 @@ fn client(lan: &Lan, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Duration
             std::thread::sleep(Duration::from_millis(100));
         }
         let Some(mut s) = s else {
-            return (Duration::ZERO, Some("could not connect".into()));
+            e.err = Some("could not connect".into());
+            let _ = first_tx.send(());
+            return e;
         };
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut longest = Duration::ZERO;
-        let mut n = 0u64;
         let started = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            n += 1;
+            let n = e.answers + 1;
             let msg = format!("{n:08}\n");
-            let t = Instant::now();
             let mut buf = [0u8; 9];
-            if let Err(e) = s
+            if let Err(err) = s
                 .write_all(msg.as_bytes())
                 .and_then(|_| s.read_exact(&mut buf))
             {
-                return (
-                    longest,
-                    Some(format!(
-                        "after {n} echoes ({:?} in): {e}",
-                        started.elapsed()
-                    )),
-                );
+                e.err = Some(format!(
+                    "after {} echoes ({:?} in): {err}",
+                    e.answers,
+                    started.elapsed()
+                ));
+                return e;
             }
             if buf != msg.as_bytes() {
-                return (
-                    longest,
-                    Some(format!("echo {n}: got {:?}", String::from_utf8_lossy(&buf))),
-                );
+                e.err = Some(format!("echo {n}: got {:?}", String::from_utf8_lossy(&buf)));
+                return e;
             }
-            longest = longest.max(t.elapsed());
-            std::thread::sleep(Duration::from_millis(20));
+            let now = Instant::now();
+            if let Some(l) = e.last {
+                e.longest = e.longest.max(now - l);
+            }
+            if e.first.is_none() {
+                e.first = Some(now);
+                let _ = first_tx.send(());
+            }
+            e.last = Some(now);
+            e.answers = n;
+            std::thread::sleep(Duration::from_millis(5));
         }
-        (longest, None)
-    })
+        e
+    });
+    // Ends early when the thread does (its error is reported at the join).
+    let _ = first_rx.recv();
+    handle
 }
 
 fn suspended(stderr: &str) -> f64 {
@@ -335,7 +370,9 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
     );
 
     let mut l = Listener::start(&dst, &lan, &k);
+    let move_began = Instant::now();
     let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let move_ended = Instant::now();
     let listener_log = l.stderr();
     assert_eq!(o.code, 0, "{o:?}\nlistener: {listener_log}");
     let susp = suspended(&o.stderr);
@@ -354,6 +391,9 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
         "exec", &id, "ip", "-o", "-4", "addr", "show", "dev", "venet0",
     ]);
     assert!(a.stdout.contains(&lan.ve_ip()), "{a:?}");
+    // /dev/shm was empty: left out of the dump and made anew, writable as before.
+    let w = dst.run(&["exec", &id, "touch", "/dev/shm/after-the-move"]);
+    assert_eq!(w.code, 0, "{w:?}");
     // The address moved: routed on the destination, gone from the source.
     assert!(
         !route_in(Some(&lan.dst), &lan.ve_ip()).is_empty(),
@@ -365,20 +405,28 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
     );
     assert_ne!(src.run(&["state", &id]).code, 0, "the source VE is gone");
 
-    // The client sees a pause, not a reset: its longest wait stays within the suspended
-    // time plus TCP's retransmission back-off.
+    // The client sees a pause, not a reset: its longest gap between answers stays within
+    // the suspended time plus TCP's retransmission back-off.
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let (longest, err) = cl.join().unwrap();
+    let echoes = cl.join().unwrap();
     assert_eq!(
-        err, None,
+        echoes.err, None,
         "the TCP client's connection did not survive the move"
     );
+    assert!(
+        echoes.bracket(move_began, move_ended),
+        "the client's answers did not run through the move"
+    );
+    let longest = echoes.longest;
     assert!(
         longest.as_secs_f64() <= susp + 1.5,
         "longest client gap {longest:?} vs suspended {susp} s"
     );
-    eprintln!("TCP client kept its connection; longest wait {longest:?}, suspended {susp} s");
+    eprintln!(
+        "cold move: suspended {susp} s, client's longest gap between answers {longest:?} ({} echoes through the move)",
+        echoes.answers
+    );
     assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
     // The moved VE's bundle stays on the destination until its owner removes it.
     assert!(Path::new(&format!("/var/lib/vzrun/migrated/{id}/bundle/config.json")).exists());
@@ -558,13 +606,17 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
     if std::fs::read_link(kdat).is_ok_and(|t| t.starts_with("/run/vzrun-criu-kdat")) {
         std::fs::remove_file(kdat).unwrap();
     }
-    let _b = start_ve_with(&src, &lan, &id, &dirtier(64));
+    // The init holds an unlinked file of /dev/shm open: that mount must travel in the
+    // dump (its file as one of CRIU's ghost files), not be made anew empty.
+    let held = "exec 3<>/dev/shm/held; echo kept-across >&3; rm /dev/shm/held; ";
+    let _b = start_ve_with(&src, &lan, &id, &format!("{held}{}", dirtier(64)));
     wait_ready(&src, &id);
     let stop = Arc::new(AtomicBool::new(false));
     let cl = client(&lan, stop.clone());
     std::thread::sleep(Duration::from_millis(500));
     let before = count(&src, &id);
     let mut l = Listener::start(&dst, &lan, &k);
+    let move_began = Instant::now();
     let o = src.run(&[
         "migrate",
         &id,
@@ -573,6 +625,7 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
         k.to_str().unwrap(),
         "--online",
     ]);
+    let move_ended = Instant::now();
     let log = l.stderr();
     assert_eq!(o.code, 0, "{o:?}\nlistener: {log}");
     let susp = suspended(&o.stderr);
@@ -615,17 +668,28 @@ fn online_move_carries_counter_address_and_connection_while_memory_is_dirtied() 
         "exec", &id, "ip", "-o", "-4", "addr", "show", "dev", "venet0",
     ]);
     assert!(a.stdout.contains(&lan.ve_ip()), "{a:?}");
+    let h = dst.run(&["exec", &id, "cat", "/proc/1/fd/3"]);
+    assert_eq!(h.stdout.trim(), "kept-across", "{h:?}");
     assert!(!route_in(Some(&lan.dst), &lan.ve_ip()).is_empty());
     assert!(route_in(None, &lan.ve_ip()).is_empty());
     assert_ne!(src.run(&["state", &id]).code, 0, "the source VE is gone");
 
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let (longest, err) = cl.join().unwrap();
-    assert_eq!(err, None, "the TCP client's connection did not survive");
+    let echoes = cl.join().unwrap();
+    assert_eq!(
+        echoes.err, None,
+        "the TCP client's connection did not survive"
+    );
+    assert!(
+        echoes.bracket(move_began, move_ended),
+        "the client's answers did not run through the move"
+    );
+    let longest = echoes.longest;
     eprintln!(
-        "online move: longest client gap {longest:?}, suspended {susp} s\n{}\nlistener: {log}",
-        o.stderr
+        "online move: suspended {susp} s, client's longest gap between answers {longest:?} \
+         ({} echoes through the move)\n{}\nlistener: {log}",
+        echoes.answers, o.stderr
     );
     // TCP's first retransmission waits 200 ms or more, doubling: within suspended time
     // plus that back-off.

@@ -22,7 +22,7 @@ use crate::runtime::restore::RestoreOptions;
 use crate::runtime::Runtime;
 use crate::sys::criu::{self, Feature, LazyPages, PageServer, Stopper};
 use crate::sys::criu_kdat::{self, Kdat};
-use crate::ve::checkpoint::{CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
+use crate::ve::checkpoint::{CgroupsMode, CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
 use crate::ve::disk::DiskRecord;
 use crate::ve::migrate::{
     self as mig, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
@@ -723,6 +723,10 @@ fn dump_opts(image: &Path) -> DumpOpts {
             image: image.to_path_buf(),
             tcp_established: true,
             file_locks: true,
+            // The destination restores into cgroups made from the spec and never reads
+            // the image's (see `received`): CRIU need not mount every v1 hierarchy and
+            // read the VE's cgroup properties with the VE frozen (about 20 ms here).
+            manage_cgroups_mode: Some(CgroupsMode::Ignore),
             ..Default::default()
         },
         // A client connecting at the moment of the dump must not fail the move.

@@ -244,9 +244,14 @@ impl Runtime {
             }
         };
         let finish = tracing::debug_span!("restore finish", id).entered();
-        let limited = manager
-            .apply(&controller(&resources))
-            .map_err(|e| Error::Step(format!("cgroup limits: {e}")));
+        // Only the process limit was held back: the rest was applied before CRIU forked
+        // (applying all of it again rewrote the device rules, a few ms of a move's
+        // frozen window).
+        let limited = match resources.pids() {
+            Some(p) => crate::sys::cgroups::set_pids_limit(&cgroup_path, p.limit())
+                .map_err(|e| Error::Step(format!("cgroup limits: {e}"))),
+            None => Ok(()),
+        };
         if let Err(e) = limited.and_then(|()| self.write_state(id, &ve_dir, spec, pid)) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);

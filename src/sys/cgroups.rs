@@ -620,6 +620,22 @@ pub fn remove_everywhere(path: &Path, kill: bool) {
     }
 }
 
+/// Sets the process limit of the cgroup at `path` alone (`pids.max`; 0 or less is no
+/// limit, as libcgroups writes it).
+pub fn set_pids_limit(path: &Path, limit: i64) -> Result<(), CgroupError> {
+    let file = file_of(path, "pids.max");
+    let value = if limit > 0 {
+        limit.to_string()
+    } else {
+        "max".to_string()
+    };
+    tracing::debug!(file = %file.display(), value, "cgroup write");
+    std::fs::write(&file, value).map_err(|e| CgroupError::Write {
+        path: file,
+        reason: e.to_string(),
+    })
+}
+
 /// Files of a cgroup as they were, to be written back if a change has to be undone.
 #[derive(Debug, Default)]
 pub struct Snapshot {

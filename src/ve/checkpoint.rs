@@ -925,10 +925,12 @@ pub fn restore(
         None
     } else {
         let (s, map) =
-            plain_tmpfs::Standins::mount(t.scratch, &points).map_err(|source| CkptError::Io {
-                what: "mount a left-out tmpfs in",
-                path: t.scratch.to_path_buf(),
-                source,
+            plain_tmpfs::Standins::mount(t.scratch, &points, t.spec).map_err(|source| {
+                CkptError::Io {
+                    what: "mount a left-out tmpfs in",
+                    path: t.scratch.to_path_buf(),
+                    source,
+                }
             })?;
         ext.extend(map);
         Some(s)

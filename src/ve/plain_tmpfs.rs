@@ -1,5 +1,5 @@
-//! A VE's runtime-made read-only tmpfs mounts in a move: left out of the dump, made anew
-//! by the restore.
+//! A VE's runtime-made tmpfs mounts in a move that hold nothing of the VE's: left out of
+//! the dump, made anew by the restore.
 //!
 //! libcontainer masks a directory (`/proc/acpi`, `/sys/firmware`, ...) with an empty
 //! read-only tmpfs, and on cgroup v1 mounts a tmpfs at /sys/fs/cgroup that holds only
@@ -10,6 +10,12 @@
 //! links once the VE is frozen is handed to CRIU as an external mount instead, and the
 //! restore binds a new tmpfs made the same way there (same options, same entries). One
 //! that is not (a VE that remounted it writable and wrote to it) is dumped as before.
+//! A writable tmpfs of the spec's (/dev, /dev/shm) is left out the same way; the
+//! restore's is writable again. Its top level may also hold device nodes, each one a
+//! fresh create would make there (libcontainer's defaults, the spec's devices): the
+//! restore makes only those, whatever the list from the source says. A file of it that
+//! the VE unlinked but holds open or mapped is one of CRIU's ghost files either way (its
+//! content in the images, made again in the new mount and unlinked there).
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +43,52 @@ pub struct Plain {
     /// Its top-level entries: a directory (`None`) or a symbolic link to the target.
     #[serde(default)]
     pub entries: Vec<(String, Option<String>)>,
+    /// The VE's mount was writable (one of the spec's); absent in lists of read-only
+    /// ones.
+    #[serde(default)]
+    pub writable: bool,
+    /// Its top-level device nodes.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+/// A device node at the top of a left-out tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    /// A block device (else a character one).
+    #[serde(default)]
+    pub block: bool,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Node {
+    /// Whether a create from `spec` would make this device: one of libcontainer's
+    /// defaults or of the spec's `linux.devices`, of the same kind and numbers.
+    fn allowed(&self, spec: &Spec) -> bool {
+        use oci_spec::runtime::LinuxDeviceType as T;
+        let spec_devices = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default();
+        libcontainer::rootfs::utils::default_devices()
+            .iter()
+            .chain(spec_devices.iter())
+            .any(|d| {
+                let kind_ok = match d.typ() {
+                    T::B => self.block,
+                    T::C | T::U => !self.block,
+                    _ => false,
+                };
+                kind_ok && d.major() as u64 == self.major && d.minor() as u64 == self.minor
+            })
+    }
 }
 
 /// The VE's runtime-made tmpfs mounts that can be left out of a dump now. Not for a VE
@@ -62,17 +114,22 @@ pub fn leave_out(pid: i32, spec: &Spec) -> Vec<Plain> {
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .filter(|m| m.typ().as_deref() == Some("cgroup"))
+            .filter(|m| matches!(m.typ().as_deref(), Some("cgroup" | "tmpfs")))
             .map(|m| m.destination().display().to_string()),
     );
     points.sort();
     points.dedup();
-    points.iter().filter_map(|p| plain(pid, &info, p)).collect()
+    points
+        .iter()
+        .filter_map(|p| plain(pid, &info, p))
+        .filter(|p| p.nodes.iter().all(|n| n.allowed(spec)))
+        .collect()
 }
 
 /// The tmpfs at `point` when it can be made again: the topmost mount there, a tmpfs of
-/// its own (its root is the filesystem's root), read-only, holding only directories and
-/// symbolic links at its top and nothing below them but other mounts.
+/// its own (its root is the filesystem's root), and either read-only, holding only
+/// directories and symbolic links at its top and nothing below them but other mounts, or
+/// writable and empty.
 fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
     let line = info
         .lines()
@@ -84,9 +141,7 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         return None;
     }
     let mnt_opts: Vec<&str> = fields.get(5)?.split(',').collect();
-    if !mnt_opts.contains(&"ro") {
-        return None;
-    }
+    let writable = !mnt_opts.contains(&"ro");
     let sb: Vec<&str> = fields
         .get(dash + 3)
         .copied()
@@ -95,7 +150,9 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         .collect();
     let root = PathBuf::from(format!("/proc/{pid}/root{point}"));
     let mut entries = Vec::new();
+    let mut nodes = Vec::new();
     for e in std::fs::read_dir(&root).ok()? {
+        use std::os::unix::fs::FileTypeExt;
         let e = e.ok()?;
         let name = e.file_name().into_string().ok()?;
         let t = e.file_type().ok()?;
@@ -113,11 +170,25 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
                 return None;
             }
             entries.push((name, None));
+        } else if t.is_char_device() || t.is_block_device() {
+            use std::os::unix::fs::MetadataExt;
+            let m = e.metadata().ok()?;
+            let rdev = m.rdev();
+            nodes.push(Node {
+                name,
+                block: t.is_block_device(),
+                major: nix::sys::stat::major(rdev),
+                minor: nix::sys::stat::minor(rdev),
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            });
         } else {
             return None;
         }
     }
     entries.sort();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let flags: Vec<String> = mnt_opts
         .iter()
         .filter(|o| !matches!(**o, "rw" | "ro"))
@@ -136,6 +207,8 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         sb_ro: sb.contains(&"ro"),
         flags,
         entries,
+        writable,
+        nodes,
     })
 }
 
@@ -147,7 +220,7 @@ pub fn still_left_out(pid: i32, plains: &[Plain]) -> Result<(), String> {
     for p in plains {
         if plain(pid, &info, &p.point).as_ref() != Some(p) {
             return Err(format!(
-                "the VE's read-only tmpfs at {} changed as the move began; move it again",
+                "the VE's tmpfs at {} changed as the move began; move it again",
                 p.point
             ));
         }
@@ -177,6 +250,7 @@ pub fn load(image: &Path) -> Vec<Plain> {
         .into_iter()
         .filter(|p| p.point.starts_with('/') && !p.point.split('/').any(|c| c == ".."))
         .filter(|p| p.entries.iter().all(|(n, _)| plain_name(n)))
+        .filter(|p| p.nodes.iter().all(|n| plain_name(&n.name)))
         .collect()
 }
 
@@ -211,10 +285,11 @@ pub struct Standins {
 
 impl Standins {
     /// One tmpfs per left-out mount, made as the VE's was, and CRIU's external mount
-    /// map for them.
+    /// map for them. A device node that a create from `spec` would not make is refused.
     pub fn mount(
         scratch: &Path,
         plains: &[Plain],
+        spec: &Spec,
     ) -> std::io::Result<(Standins, Vec<(String, String)>)> {
         let mut made = Standins { dirs: Vec::new() };
         let mut map = Vec::new();
@@ -237,6 +312,9 @@ impl Standins {
                     }
                 }
             }
+            for n in &p.nodes {
+                make_node(&dir, n, spec)?;
+            }
             if p.sb_ro {
                 mount(
                     None::<&str>,
@@ -246,20 +324,47 @@ impl Standins {
                     data,
                 )?;
             }
+            let ro = if p.writable {
+                MsFlags::empty()
+            } else {
+                MsFlags::MS_RDONLY
+            };
             mount(
                 None::<&str>,
                 &dir,
                 None::<&str>,
-                MsFlags::MS_REMOUNT
-                    | MsFlags::MS_BIND
-                    | MsFlags::MS_RDONLY
-                    | mount_flags(&p.flags)?,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | ro | mount_flags(&p.flags)?,
                 None::<&str>,
             )?;
             map.push((p.point.clone(), dir.display().to_string()));
         }
         Ok((made, map))
     }
+}
+
+/// Makes the device node `n` in `dir`, with its owner and permissions.
+fn make_node(dir: &Path, n: &Node, spec: &Spec) -> std::io::Result<()> {
+    use nix::sys::stat::{fchmodat, makedev, mknod, FchmodatFlags, Mode, SFlag};
+    if !n.allowed(spec) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "device node {} ({}:{}) in a left-out tmpfs is not one the VE's spec makes",
+                n.name, n.major, n.minor
+            ),
+        ));
+    }
+    let at = dir.join(&n.name);
+    let kind = if n.block {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    let mode = Mode::from_bits_truncate(n.mode);
+    mknod(&at, kind, mode, makedev(n.major, n.minor))?;
+    // mknod's mode passed through the umask.
+    fchmodat(None, &at, mode, FchmodatFlags::FollowSymlink)?;
+    std::os::unix::fs::lchown(&at, Some(n.uid), Some(n.gid))
 }
 
 impl Drop for Standins {
@@ -279,7 +384,7 @@ mod tests {
 53 74 0:48 / /proc/acpi ro,relatime - tmpfs tmpfs ro,inode64
 54 74 0:43 /null /proc/keys rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
 56 74 0:49 / /sys/firmware ro,relatime - tmpfs tmpfs ro
-57 74 0:49 / /sys/firmware rw,relatime - tmpfs tmpfs rw
+57 74 0:51 / /sys/firmware rw,relatime - sysfs sysfs rw
 58 74 0:50 / /proc/scsi ro,relatime - proc proc ro";
 
     #[test]
@@ -289,10 +394,50 @@ mod tests {
         let me = std::process::id() as i32;
         // A bind of /dev's null node, not a tmpfs root.
         assert_eq!(plain(me, INFO, "/proc/keys"), None);
-        // The topmost mount decides: remounted writable on top.
+        // The topmost mount decides: something else mounted on top.
         assert_eq!(plain(me, INFO, "/sys/firmware"), None);
         assert_eq!(plain(me, INFO, "/proc/scsi"), None);
         assert_eq!(plain(me, INFO, "/proc/nothing"), None);
+    }
+
+    #[test]
+    fn only_devices_a_create_would_make_are_made_again() {
+        let node = |block, major, minor| Node {
+            name: "n".into(),
+            block,
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        };
+        let mut spec = Spec::default();
+        assert!(node(false, 1, 3).allowed(&spec), "/dev/null");
+        assert!(node(false, 5, 0).allowed(&spec), "/dev/tty");
+        assert!(!node(true, 1, 3).allowed(&spec), "a block device 1:3");
+        assert!(
+            !node(true, 8, 0).allowed(&spec),
+            "a disk the spec does not name"
+        );
+        let disk = oci_spec::runtime::LinuxDeviceBuilder::default()
+            .path("/dev/sda")
+            .typ(oci_spec::runtime::LinuxDeviceType::B)
+            .major(8)
+            .minor(0)
+            .build()
+            .unwrap();
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_devices(Some(vec![disk]));
+        spec.set_linux(Some(linux));
+        assert!(node(true, 8, 0).allowed(&spec));
+        assert!(
+            !node(false, 8, 0).allowed(&spec),
+            "same numbers, other kind"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let err = make_node(d.path(), &node(true, 8, 1), &spec).unwrap_err();
+        assert!(err.to_string().contains("n (8:1)"), "{err}");
+        assert!(!d.path().join("n").exists());
     }
 
     #[test]
@@ -314,6 +459,8 @@ mod tests {
             sb_ro: true,
             flags: vec![],
             entries: vec![(entry.into(), None)],
+            writable: false,
+            nodes: vec![],
         };
         save(
             d.path(),
