@@ -558,7 +558,11 @@ fn sub_dirs_deepest_first(dir: &Path) -> Vec<PathBuf> {
 /// /proc/self/cgroup through a checked /proc handle once per controller it knows (about
 /// 20 system calls a read, 24 reads).
 fn hierarchy_roots() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    cgroup_mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// The mount points of the cgroup and cgroup2 mounts in a mountinfo text, each once.
+fn cgroup_mount_points(info: &str) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
     for line in info.lines() {
         let Some((head, tail)) = line.split_once(" - ") else {
@@ -754,6 +758,32 @@ fn write_back(file: &Path, old: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hierarchies_are_the_cgroup_mounts_of_mountinfo() {
+        let hybrid = "24 1 0:22 / /sys rw,nosuid - sysfs sysfs rw\n\
+            25 24 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+            26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:5 - cgroup2 cgroup2 rw\n\
+            27 25 0:25 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
+            28 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+            29 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+            30 25 0:27 / /mnt/odd\\040dir rw - cgroup cgroup rw,pids\n";
+        let want: Vec<PathBuf> = [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/mnt/odd dir",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(cgroup_mount_points(hybrid), want);
+        let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup_mount_points(v2),
+            vec![PathBuf::from("/sys/fs/cgroup")]
+        );
+    }
 
     #[test]
     fn v2_oom_counters_add_up() {
