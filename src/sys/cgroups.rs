@@ -586,12 +586,8 @@ fn cgroup_mount_points(info: &str) -> Vec<PathBuf> {
 /// before it, deepest first: rmdir of a cgroup with children fails, and runc removes the
 /// whole tree.
 fn tree_dirs(path: &Path) -> Vec<PathBuf> {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    if rel.as_os_str().is_empty() {
-        return Vec::new();
-    }
     let mut all = Vec::new();
-    for dir in hierarchy_roots().into_iter().map(|r| r.join(rel)) {
+    for dir in hierarchy_dirs(path) {
         if dir.is_dir() {
             all.extend(sub_dirs_deepest_first(&dir));
             all.push(dir);
@@ -633,14 +629,34 @@ pub fn kill_tree(path: &Path) {
 /// has its processes killed, and is retried for half a second. Returns the directories
 /// that stayed.
 pub fn remove_tree(path: &Path) -> Vec<PathBuf> {
-    let mut left = Vec::new();
-    for dir in tree_dirs(path) {
-        if remove_or_kill(&dir, true) {
-            continue;
-        }
-        left.push(dir);
+    hierarchy_dirs(path)
+        .into_iter()
+        .filter(|dir| !remove_dir_tree(dir, true))
+        .collect()
+}
+
+/// The cgroup at `path` in each mounted hierarchy, whether it exists there or not.
+fn hierarchy_dirs(path: &Path) -> Vec<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        return Vec::new();
     }
-    left
+    hierarchy_roots().into_iter().map(|r| r.join(rel)).collect()
+}
+
+/// Removes `dir` with its sub-cgroups; true once it is gone. A plain rmdir first: only a
+/// cgroup that refuses is listed for sub-cgroups (removed deepest first: rmdir of a
+/// cgroup with children fails) and, with `kill`, has its processes killed.
+fn remove_dir_tree(dir: &Path, kill: bool) -> bool {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => {}
+    }
+    for sub in sub_dirs_deepest_first(dir) {
+        remove_or_kill(&sub, kill);
+    }
+    remove_or_kill(dir, kill)
 }
 
 /// rmdir of `dir`, and with `kill` its processes killed between tries; true once it is
@@ -668,8 +684,8 @@ fn remove_or_kill(dir: &Path, kill: bool) -> bool {
 /// With `kill` false, only empty cgroups are removed (a cgroup shared with other
 /// processes stays as it is).
 pub fn remove_everywhere(path: &Path, kill: bool) {
-    for dir in tree_dirs(path) {
-        remove_or_kill(&dir, kill);
+    for dir in hierarchy_dirs(path) {
+        remove_dir_tree(&dir, kill);
     }
 }
 
