@@ -724,3 +724,35 @@ fn non_root_is_told_vzrun_needs_root() {
     }
     assert!(common::dir_entries(rt.root.path()).is_empty());
 }
+
+/// A stopped container whose cgroup has sub-cgroups (made by a manager or by the
+/// container's own systemd): runc's delete removes the whole tree in every hierarchy, and
+/// so must vzrun's (libcgroups' remove gives up on a cgroup with children).
+#[test]
+fn delete_removes_sub_cgroups_of_a_stopped_container_like_runc() {
+    require_root!();
+    for rt in [Runtime::vzrun(), Runtime::runc()] {
+        let id = common::unique_id("subcg");
+        let name = format!("{id}-{}", rt.name);
+        let bundle = Bundle::with(&["true"], |v| {
+            v["linux"]["cgroupsPath"] = json!(format!("/{name}"));
+        });
+        rt.track(&id);
+        assert_eq!(rt.run(&["create", "-b", bundle.p(), &id]).code, 0);
+        let dirs = common::cgroups_named(&name);
+        assert!(!dirs.is_empty(), "{}: no cgroup named {name}", rt.name);
+        for d in &dirs {
+            std::fs::create_dir(d.join("child")).expect("mkdir a sub-cgroup");
+        }
+        assert_eq!(rt.run(&["start", &id]).code, 0);
+        assert!(rt.wait_status(&id, "stopped"));
+        let o = rt.run(&["delete", &id]);
+        assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+        assert!(
+            common::cgroups_named(&name).is_empty(),
+            "{} left {:?}",
+            rt.name,
+            common::cgroups_named(&name)
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use libcontainer::config::YoukiConfig;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::error::LibcontainerError;
 use nix::sys::signal::Signal;
@@ -231,6 +232,53 @@ impl Runtime {
         let ve_dir = self.root.ve_dir(id);
         let record = Record::load(&ve_dir).unwrap_or_default();
         match self.root.read(id) {
+            Ok((mut container, _)) if own_delete_applies(&container) => {
+                let status = container.status();
+                can_delete(id, status, force)?;
+                // libcontainer's kill and delete each build libcgroups' manager, which on a
+                // v1 host reads mountinfo and /proc/self/cgroup per controller; the same
+                // steps are done here from one read (see `delete_stopped`).
+                let config = container.spec().ok();
+                let cgroup = match &config {
+                    Some(c) => Some(c.cgroup_path.clone()),
+                    None => self.derived_cgroup_path(id),
+                };
+                // runc kills a live container before its poststop hooks, which then see
+                // it stopped and without a pid.
+                if status != ContainerStatus::Stopped {
+                    if let Some(path) = &cgroup {
+                        cgroups::kill_tree(path);
+                    }
+                    container.set_status(ContainerStatus::Stopped);
+                }
+                // The poststop hooks see the caller's bundle; libcontainer's directory
+                // goes with the delete, so nothing needs putting back.
+                let _ = HookView::show(&mut container);
+                container.state.pid = None;
+                match delete_stopped(&container, config.as_ref(), cgroup.as_deref()) {
+                    // A create killed after libcontainer saved the container created may
+                    // have left forks of vzrun's own at work on the VE (they hold the
+                    // ID's lock file): a forced delete finds and kills them, then sweeps
+                    // again.
+                    Ok(()) if force && status == ContainerStatus::Created => {
+                        self.remove_remains(id)
+                    }
+                    // A running or stopped container's create finished (start and the
+                    // init's exit come after it), and libcontainer's intermediate process
+                    // is reaped before it saves the container created: no scan of every
+                    // process's descriptors.
+                    Ok(()) => {}
+                    Err(LibcontainerError::Hook(e)) => {
+                        crate::logging::error_line(&format!(
+                            "error running poststop hook: {}",
+                            chain(&e)
+                        ));
+                        self.remove_remains(id);
+                    }
+                    Err(e) if !force => return Err(e.into()),
+                    Err(_) => self.remove_remains(id),
+                }
+            }
             Ok((mut container, _)) => {
                 let status = container.status();
                 can_delete(id, status, force)?;
@@ -246,8 +294,6 @@ impl Runtime {
                     ContainerStatus::Running | ContainerStatus::Created | ContainerStatus::Paused
                 );
                 let killed = live && container.kill(Signal::SIGKILL, true).is_ok();
-                // The poststop hooks see the caller's bundle; libcontainer's directory
-                // goes with the delete, so nothing needs putting back.
                 let _ = HookView::show(&mut container);
                 if status == ContainerStatus::Stopped || killed {
                     // runc's poststop state has no pid once the init is gone.
@@ -256,13 +302,6 @@ impl Runtime {
                 match container.delete(true) {
                     // A forced delete may follow a create killed halfway: a controller's
                     // cgroup made after libcontainer's state was written is swept too.
-                    // A container found stopped has no fork left to hold its lock file
-                    // (its init is gone, and libcontainer's intermediate process exits
-                    // as soon as the init is forked): the scan of every process's
-                    // descriptors, which grows with the host's processes, is skipped.
-                    Ok(()) if force && status == ContainerStatus::Stopped => {
-                        self.remove_cgroup_and_state(id)
-                    }
                     Ok(()) if force => self.remove_remains(id),
                     // libcgroups leaves a cgroup that has sub-cgroups: runc removes them.
                     Ok(()) => self.remove_cgroup(id, false),
@@ -326,14 +365,66 @@ impl Runtime {
     /// The container's cgroup (named in vzrun's derived config) with any sub-cgroups,
     /// and with `kill` whatever still runs in them.
     fn remove_cgroup(&self, id: &str, kill: bool) {
-        if let Ok(spec) = crate::runtime::bundle::load_spec(&self.root.ve_dir(id)) {
-            if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
-                // Directly, not through libcgroups' manager: its freeze and remove would
-                // make the hierarchies they touch, and stop at the first that fails.
-                cgroups::remove_everywhere(&path, kill);
-            }
+        if let Some(path) = self.derived_cgroup_path(id) {
+            // Directly, not through libcgroups' manager: its freeze and remove would
+            // make the hierarchies they touch, and stop at the first that fails.
+            cgroups::remove_everywhere(&path, kill);
         }
     }
+
+    /// The cgroup path of vzrun's derived config for the container.
+    fn derived_cgroup_path(&self, id: &str) -> Option<std::path::PathBuf> {
+        let spec = crate::runtime::bundle::load_spec(&self.root.ve_dir(id)).ok()?;
+        spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
+    }
+}
+
+/// Whether vzrun deletes this container itself rather than through libcontainer: a
+/// container libcontainer saved created (or later), with no Intel RDT directory (whose
+/// cleanup stays libcontainer's). One still being created goes libcontainer's way and
+/// then the sweep of a create killed halfway.
+fn own_delete_applies(container: &Container) -> bool {
+    matches!(
+        container.status(),
+        ContainerStatus::Created
+            | ContainerStatus::Running
+            | ContainerStatus::Paused
+            | ContainerStatus::Stopped
+    ) && container.intel_rdt_dir().is_none()
+        && container.intel_rdt_monitoring_dir().is_none()
+        && container.clean_up_intel_rdt_subdirectory() != Some(true)
+}
+
+/// libcontainer's delete of a stopped container, in its order: the cgroup (with
+/// whatever still runs in it), the poststop hooks, its directory. The cgroup is removed
+/// from every mounted hierarchy with its sub-cgroups (runc's way; libcgroups would
+/// leave a cgroup with sub-cgroups, and the unified one of a hybrid host).
+fn delete_stopped(
+    container: &Container,
+    config: Option<&YoukiConfig>,
+    cgroup: Option<&std::path::Path>,
+) -> std::result::Result<(), LibcontainerError> {
+    if let Some(path) = cgroup {
+        if let Some(dir) = cgroups::remove_tree(path).first() {
+            return Err(LibcontainerError::Other(format!(
+                "failed to remove cgroup {}: it still has processes",
+                dir.display()
+            )));
+        }
+    }
+    if let Some(hooks) = config.and_then(|c| c.hooks.as_ref()) {
+        libcontainer::hooks::run_hooks(
+            hooks.poststop().as_ref(),
+            Some(&container.state),
+            None,
+            None,
+            None,
+        )?;
+    }
+    if container.root.exists() {
+        std::fs::remove_dir_all(&container.root).map_err(LibcontainerError::OtherIO)?;
+    }
+    Ok(())
 }
 
 /// Starts a container the caller has loaded (and locked).

@@ -574,49 +574,140 @@ fn sub_dirs_deepest_first(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The mount point of every cgroup hierarchy in this mount namespace (each v1
+/// controller's, named ones such as systemd's, a hybrid host's unified tree, or the one v2
+/// tree), from one read of mountinfo. libcgroups' v1 manager reads mountinfo and
+/// /proc/self/cgroup through a checked /proc handle once per controller it knows (about
+/// 20 system calls a read, 24 reads).
+fn hierarchy_roots() -> Vec<PathBuf> {
+    cgroup_mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// The mount points of the cgroup and cgroup2 mounts in a mountinfo text, each once.
+fn cgroup_mount_points(info: &str) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for line in info.lines() {
+        let Some((head, tail)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !matches!(tail.split(' ').next(), Some("cgroup" | "cgroup2")) {
+            continue;
+        }
+        let Some(point) = head.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(crate::sys::fs::unescape_mountinfo(point));
+        if !roots.contains(&point) {
+            roots.push(point);
+        }
+    }
+    roots
+}
+
+/// The cgroup at `path` in each hierarchy that has it, each directory's sub-cgroups
+/// before it, deepest first: rmdir of a cgroup with children fails, and runc removes the
+/// whole tree.
+fn tree_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for dir in hierarchy_dirs(path) {
+        if dir.is_dir() {
+            all.extend(sub_dirs_deepest_first(&dir));
+            all.push(dir);
+        }
+    }
+    all
+}
+
+/// Ends every process in `dir`: thawed first (SIGKILL stays pending in a frozen cgroup),
+/// then v2's `cgroup.kill` where the kernel has it, else SIGKILL to each listed process.
+fn kill_in(dir: &Path) {
+    let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+    let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+    if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// SIGKILLs every process in the cgroup at `path` and its sub-cgroups, in every
+/// hierarchy (a forced delete of a live container, before its poststop hooks, as runc
+/// does). Whatever a process forks meanwhile is caught by [`remove_tree`]'s retries.
+pub fn kill_tree(path: &Path) {
+    for dir in tree_dirs(path) {
+        kill_in(&dir);
+    }
+}
+
+/// Removes the cgroup at `path` with its sub-cgroups from every hierarchy, ending what
+/// still runs in them (as libcgroups' remove and runc's delete do, also for a stopped
+/// container: without a PID namespace the init's children outlive it). A directory is
+/// first simply removed; only one that refuses (EBUSY: processes, or ones still exiting)
+/// has its processes killed, and is retried for half a second. Returns the directories
+/// that stayed.
+pub fn remove_tree(path: &Path) -> Vec<PathBuf> {
+    hierarchy_dirs(path)
+        .into_iter()
+        .filter(|dir| !remove_dir_tree(dir, true))
+        .collect()
+}
+
+/// The cgroup at `path` in each mounted hierarchy, whether it exists there or not.
+fn hierarchy_dirs(path: &Path) -> Vec<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        return Vec::new();
+    }
+    hierarchy_roots().into_iter().map(|r| r.join(rel)).collect()
+}
+
+/// Removes `dir` with its sub-cgroups; true once it is gone. A plain rmdir first: only a
+/// cgroup that refuses is listed for sub-cgroups (removed deepest first: rmdir of a
+/// cgroup with children fails) and, with `kill`, has its processes killed.
+fn remove_dir_tree(dir: &Path, kill: bool) -> bool {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => {}
+    }
+    for sub in sub_dirs_deepest_first(dir) {
+        remove_or_kill(&sub, kill);
+    }
+    remove_or_kill(dir, kill)
+}
+
+/// rmdir of `dir`, and with `kill` its processes killed between tries; true once it is
+/// gone. A killed process leaves its cgroups within a millisecond or so: the waits
+/// between tries start at 1 ms and double up to 10 ms, about half a second in all.
+fn remove_or_kill(dir: &Path, kill: bool) -> bool {
+    let mut wait = Duration::ZERO;
+    for _ in 0..60 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(_) if !kill => return false,
+            Err(_) => {}
+        }
+        kill_in(dir);
+        std::thread::sleep(wait);
+        wait = (wait * 2).clamp(Duration::from_millis(1), Duration::from_millis(10));
+    }
+    !dir.exists()
+}
+
 /// Removes the cgroup at `path` from every hierarchy it exists in, killing what is left
 /// in it first: for what a killed create left halfway (a controller made, the next not
 /// yet), where libcgroups' own remove stops at the first hierarchy it cannot handle.
-/// With `kill` false, only empty cgroups are removed (a stopped container's delete: a
-/// cgroup shared with other processes stays as it is).
+/// With `kill` false, only empty cgroups are removed (a cgroup shared with other
+/// processes stays as it is).
 pub fn remove_everywhere(path: &Path, kill: bool) {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    if rel.as_os_str().is_empty() {
-        return;
-    }
-    let root = Path::new(CGROUP_ROOT);
-    let mut dirs = vec![root.join(rel)];
-    if let Ok(rd) = std::fs::read_dir(root) {
-        dirs.extend(rd.flatten().map(|e| e.path().join(rel)));
-    }
-    // Sub-cgroups (made by the container or by whoever manages it) go first, deepest
-    // first: rmdir of a cgroup with children fails, and runc removes the whole tree.
-    let mut all = Vec::new();
-    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
-        all.extend(sub_dirs_deepest_first(&dir));
-        all.push(dir);
-    }
-    for dir in all {
-        if !kill {
-            let _ = std::fs::remove_dir(&dir);
-            continue;
-        }
-        // SIGKILL stays pending in a frozen cgroup: thaw it first.
-        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
-        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
-        for _ in 0..50 {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    for dir in hierarchy_dirs(path) {
+        remove_dir_tree(&dir, kill);
     }
 }
 
@@ -721,6 +812,32 @@ fn write_back(file: &Path, old: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hierarchies_are_the_cgroup_mounts_of_mountinfo() {
+        let hybrid = "24 1 0:22 / /sys rw,nosuid - sysfs sysfs rw\n\
+            25 24 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+            26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:5 - cgroup2 cgroup2 rw\n\
+            27 25 0:25 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
+            28 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+            29 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+            30 25 0:27 / /mnt/odd\\040dir rw - cgroup cgroup rw,pids\n";
+        let want: Vec<PathBuf> = [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/mnt/odd dir",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(cgroup_mount_points(hybrid), want);
+        let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup_mount_points(v2),
+            vec![PathBuf::from("/sys/fs/cgroup")]
+        );
+    }
 
     #[test]
     fn v2_oom_counters_add_up() {
