@@ -258,7 +258,11 @@ const EXT4_MAGIC: u16 = 0xEF53;
 /// Opens the image at `path` for reading and writing without following a link in its
 /// name or directory, making it (0600, in a 0700 directory for vzrun's own images) when
 /// it does not exist; returns whether it existed. An image that a loop device already
-/// uses is refused: it belongs to a running VE (or to the host).
+/// uses is refused: it belongs to a running VE (or to the host). A `named` image (the
+/// user's path) must sit in a directory only root can write and, when it exists, be
+/// root's alone: whoever else can write the file behind a mounted ext4 can crash the
+/// kernel, and whoever can read it reads the VE's files. Both are checked on the opened
+/// descriptors, so a name swapped meanwhile changes nothing.
 fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
     use nix::fcntl::{OFlag, ResolveFlag};
     use nix::sys::stat::Mode;
@@ -277,6 +281,16 @@ fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
             e,
         )
     })?;
+    if named {
+        let m = dir.metadata().map_err(|e| io(parent.display(), e))?;
+        if let Some(why) = unsafe_dir(&m, false) {
+            return Err(refuse_named(
+                path,
+                format!("its directory {}", parent.display()),
+                why,
+            ));
+        }
+    }
     let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
     let name = Path::new(name);
     let rw = OFlag::O_RDWR | OFlag::O_NOFOLLOW;
@@ -293,6 +307,13 @@ fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
             .map_err(|e| io(format!("create {}", path.display()), e))?,
             false,
         ),
+        Err(e) if named && e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refuse_named(
+                path,
+                "it",
+                "is a symbolic link; a private area image is a regular file".into(),
+            ))
+        }
         Err(e) => return Err(io(format!("open {}", path.display()), e)),
     };
     let meta = file.metadata().map_err(|e| io(path.display(), e))?;
@@ -308,7 +329,104 @@ fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
             path.display()
         )));
     }
+    if named && existed {
+        // What is no image at all is named as such, before who owns it.
+        check_ext4(&file, path)?;
+        use std::os::unix::fs::MetadataExt;
+        let why = if meta.uid() != 0 {
+            Some(format!("is owned by uid {}, not root", meta.uid()))
+        } else if meta.mode() & 0o077 != 0 {
+            Some(format!(
+                "has mode {:04o}: group or others may use it",
+                meta.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(refuse_named(path, "it", why));
+        }
+    }
     Ok((file, existed))
+}
+
+/// The rule a named image and its directories are held to, for the refusals.
+const NAMED_RULE: &str = "an existing image must be a regular file owned by root that no \
+    group or other may use (0600), in directories owned by root that no group or other may \
+    write; the image is left as it is";
+
+fn refuse_named(path: &Path, what: impl std::fmt::Display, why: String) -> VeError {
+    bad(
+        "disk.image",
+        format!("{}: {what} {why} ({NAMED_RULE})", path.display()),
+    )
+}
+
+/// Why a directory on the way to a named image is not root's alone, if it is not. The
+/// top one (the host policy's images directory, which the administrator chose) may be
+/// writable by others when it is sticky, as /tmp is: there nobody but root can rename
+/// or remove what root made in it, and what others put there is not root's, so it is
+/// refused. Beneath it, nobody but root may write at all.
+fn unsafe_dir(m: &fs::Metadata, top: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = m.mode() & 0o7777;
+    if !m.is_dir() {
+        return Some("is not a directory".into());
+    }
+    if m.uid() != 0 {
+        return Some(format!("is owned by uid {}, not root", m.uid()));
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(top && sticky) {
+        return Some(format!(
+            "has mode {mode:04o}: group or others may write in it"
+        ));
+    }
+    None
+}
+
+/// Checks every directory from `top` (the host policy's images directory) down to the
+/// one holding `image`, one beneath the other on open descriptors without following
+/// links; `image` is beneath `top` (the policy checked its name). Returns why not.
+pub fn check_image_dirs(top: &Path, image: &Path) -> Result<(), String> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    use nix::sys::stat::Mode;
+    let fail = |d: &Path, e: std::io::Error| match e.raw_os_error() {
+        Some(libc::ENOENT) => format!("{} does not exist", d.display()),
+        Some(libc::ELOOP) => format!("{} is a symbolic link", d.display()),
+        Some(libc::ENOTDIR) => format!("{} is not a directory", d.display()),
+        _ => format!("{}: {e}", d.display()),
+    };
+    let mut dir = crate::sys::fs::open_dir_nofollow(top).map_err(|e| fail(top, e))?;
+    let mut at = top.to_path_buf();
+    let check = |dir: &fs::File, at: &Path, top: bool| -> Result<(), String> {
+        let m = dir.metadata().map_err(|e| fail(at, e))?;
+        match unsafe_dir(&m, top) {
+            Some(why) => Err(format!("{} {why}", at.display())),
+            None => Ok(()),
+        }
+    };
+    check(&dir, &at, true)?;
+    let rel = image
+        .parent()
+        .and_then(|p| p.strip_prefix(top).ok())
+        .unwrap_or(Path::new(""));
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(format!("{} is not a plain path", image.display()));
+        };
+        at.push(name);
+        dir = crate::sys::fs::open_at(
+            &dir,
+            Path::new(name),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(|e| fail(&at, e))?;
+        check(&dir, &at, false)?;
+    }
+    Ok(())
 }
 
 /// Refuses an existing file that is not an ext4 image, before anything writes to it.
