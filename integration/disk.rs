@@ -418,3 +418,50 @@ fn an_image_directory_others_may_write_is_refused() {
     );
     assert_eq!(fingerprint(&image), before);
 }
+
+/// More inodes than ext4 can count (2^32), or than one per KiB of the area, are refused
+/// by name before anything is made (mkfs used to fail with its own words instead).
+#[test]
+fn too_many_diskinodes_are_refused_by_name() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    for (space, inodes, words) in [
+        (
+            "32M",
+            "4294967296",
+            "4294967296 is out of range (64..4294967295)",
+        ),
+        (
+            "4G",
+            "4294967296",
+            "4294967296 is out of range (64..4294967295)",
+        ),
+        (
+            "32M",
+            "40000",
+            "40000 is more than one inode per 1024 bytes",
+        ),
+        (
+            "32M",
+            "1000:40000",
+            "40000 is more than one inode per 1024 bytes",
+        ),
+    ] {
+        let b = disk_bundle(
+            &["sleep", "600"],
+            json!({"io.vzrun.diskspace": space, "io.vzrun.diskinodes": inodes}),
+        );
+        let id = common::unique_id("inodes");
+        rt.track(&id);
+        let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+        assert_ne!(o.code, 0, "{space} {inodes}: accepted: {o:?}");
+        assert!(
+            o.stderr.contains(&format!("io.vzrun.diskinodes: {words}")),
+            "{space} {inodes}: {}",
+            o.stderr
+        );
+        assert_ne!(rt.run(&["state", &id]).code, 0);
+        assert_gone(&id);
+        assert!(common::cgroups_named(&id).is_empty());
+    }
+}

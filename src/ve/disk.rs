@@ -27,7 +27,11 @@ use crate::units::parse_size;
 
 /// Smallest image that holds an ext4 journal and a useful upper layer.
 const MIN_SPACE: u64 = 16 << 20;
-const MAX_INODES: u64 = 1 << 32;
+/// ext4 counts inodes in 32 bits: mkfs takes at most 2^32-1.
+const MAX_INODES: u64 = u32::MAX as u64;
+/// mke2fs's smallest bytes-per-inode ratio (`-i`): more inodes than one per KiB of the
+/// area leave no room for the files (and mkfs refuses well before 2^32).
+const MIN_BYTES_PER_INODE: u64 = 1024;
 const BLOCK: u64 = 4096;
 /// How far an area can grow live where online resize is not allowed.
 pub const HEADROOM: u64 = 4;
@@ -228,6 +232,19 @@ impl DiskConfig {
             }
             return Ok(None);
         };
+        if let Some(i) = inodes {
+            let most = space.hard / MIN_BYTES_PER_INODE;
+            if i.hard > most {
+                return Err(bad(
+                    "diskinodes",
+                    format!(
+                        "{} is more than one inode per {MIN_BYTES_PER_INODE} bytes of \
+                         io.vzrun.diskspace ({} bytes allow at most {most})",
+                        i.hard, space.hard
+                    ),
+                ));
+            }
+        }
         Ok(Some(DiskConfig {
             space,
             inodes,
@@ -788,6 +805,26 @@ mod tests {
             "{e}"
         );
         assert!(DiskConfig::parse(&ann(&[])).unwrap().is_none());
+    }
+
+    #[test]
+    fn inodes_fit_ext4_and_the_area() {
+        assert_eq!(
+            parse_limit("4294967295", true).unwrap().hard,
+            u32::MAX as u64
+        );
+        let e = parse_limit("4294967296", true).unwrap_err();
+        assert_eq!(e, "4294967296 is out of range (64..4294967295)");
+        let ok = DiskConfig::parse(&ann(&[("diskspace", "32M"), ("diskinodes", "32768")]));
+        assert_eq!(ok.unwrap().unwrap().inodes.unwrap().hard, 32768);
+        let e = DiskConfig::parse(&ann(&[("diskspace", "32M"), ("diskinodes", "100:32769")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("annotation io.vzrun.diskinodes: 32769 is more than one inode per 1024")
+                && e.contains("at most 32768"),
+            "{e}"
+        );
     }
 
     #[test]
