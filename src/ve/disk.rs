@@ -27,7 +27,11 @@ use crate::units::parse_size;
 
 /// Smallest image that holds an ext4 journal and a useful upper layer.
 const MIN_SPACE: u64 = 16 << 20;
-const MAX_INODES: u64 = 1 << 32;
+/// ext4 counts inodes in 32 bits: mkfs takes at most 2^32-1.
+const MAX_INODES: u64 = u32::MAX as u64;
+/// mke2fs's smallest bytes-per-inode ratio (`-i`): more inodes than one per KiB of the
+/// area leave no room for the files (and mkfs refuses well before 2^32).
+const MIN_BYTES_PER_INODE: u64 = 1024;
 const BLOCK: u64 = 4096;
 /// How far an area can grow live where online resize is not allowed.
 pub const HEADROOM: u64 = 4;
@@ -228,6 +232,19 @@ impl DiskConfig {
             }
             return Ok(None);
         };
+        if let Some(i) = inodes {
+            let most = space.hard / MIN_BYTES_PER_INODE;
+            if i.hard > most {
+                return Err(bad(
+                    "diskinodes",
+                    format!(
+                        "{} is more than one inode per {MIN_BYTES_PER_INODE} bytes of \
+                         io.vzrun.diskspace ({} bytes allow at most {most})",
+                        i.hard, space.hard
+                    ),
+                ));
+            }
+        }
         Ok(Some(DiskConfig {
             space,
             inodes,
@@ -258,7 +275,11 @@ const EXT4_MAGIC: u16 = 0xEF53;
 /// Opens the image at `path` for reading and writing without following a link in its
 /// name or directory, making it (0600, in a 0700 directory for vzrun's own images) when
 /// it does not exist; returns whether it existed. An image that a loop device already
-/// uses is refused: it belongs to a running VE (or to the host).
+/// uses is refused: it belongs to a running VE (or to the host). A `named` image (the
+/// user's path) must sit in a directory only root can write and, when it exists, be
+/// root's alone: whoever else can write the file behind a mounted ext4 can crash the
+/// kernel, and whoever can read it reads the VE's files. Both are checked on the opened
+/// descriptors, so a name swapped meanwhile changes nothing.
 fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
     use nix::fcntl::{OFlag, ResolveFlag};
     use nix::sys::stat::Mode;
@@ -277,6 +298,16 @@ fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
             e,
         )
     })?;
+    if named {
+        let m = dir.metadata().map_err(|e| io(parent.display(), e))?;
+        if let Some(why) = unsafe_dir(&m, false) {
+            return Err(refuse_named(
+                path,
+                format!("its directory {}", parent.display()),
+                why,
+            ));
+        }
+    }
     let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
     let name = Path::new(name);
     let rw = OFlag::O_RDWR | OFlag::O_NOFOLLOW;
@@ -293,6 +324,13 @@ fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
             .map_err(|e| io(format!("create {}", path.display()), e))?,
             false,
         ),
+        Err(e) if named && e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refuse_named(
+                path,
+                "it",
+                "is a symbolic link; a private area image is a regular file".into(),
+            ))
+        }
         Err(e) => return Err(io(format!("open {}", path.display()), e)),
     };
     let meta = file.metadata().map_err(|e| io(path.display(), e))?;
@@ -308,7 +346,104 @@ fn open_image(path: &Path, named: bool) -> Result<(fs::File, bool), VeError> {
             path.display()
         )));
     }
+    if named && existed {
+        // What is no image at all is named as such, before who owns it.
+        check_ext4(&file, path)?;
+        use std::os::unix::fs::MetadataExt;
+        let why = if meta.uid() != 0 {
+            Some(format!("is owned by uid {}, not root", meta.uid()))
+        } else if meta.mode() & 0o077 != 0 {
+            Some(format!(
+                "has mode {:04o}: group or others may use it",
+                meta.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(refuse_named(path, "it", why));
+        }
+    }
     Ok((file, existed))
+}
+
+/// The rule a named image and its directories are held to, for the refusals.
+const NAMED_RULE: &str = "an existing image must be a regular file owned by root that no \
+    group or other may use (0600), in directories owned by root that no group or other may \
+    write; the image is left as it is";
+
+fn refuse_named(path: &Path, what: impl std::fmt::Display, why: String) -> VeError {
+    bad(
+        "disk.image",
+        format!("{}: {what} {why} ({NAMED_RULE})", path.display()),
+    )
+}
+
+/// Why a directory on the way to a named image is not root's alone, if it is not. The
+/// top one (the host policy's images directory, which the administrator chose) may be
+/// writable by others when it is sticky, as /tmp is: there nobody but root can rename
+/// or remove what root made in it, and what others put there is not root's, so it is
+/// refused. Beneath it, nobody but root may write at all.
+fn unsafe_dir(m: &fs::Metadata, top: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = m.mode() & 0o7777;
+    if !m.is_dir() {
+        return Some("is not a directory".into());
+    }
+    if m.uid() != 0 {
+        return Some(format!("is owned by uid {}, not root", m.uid()));
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(top && sticky) {
+        return Some(format!(
+            "has mode {mode:04o}: group or others may write in it"
+        ));
+    }
+    None
+}
+
+/// Checks every directory from `top` (the host policy's images directory) down to the
+/// one holding `image`, one beneath the other on open descriptors without following
+/// links; `image` is beneath `top` (the policy checked its name). Returns why not.
+pub fn check_image_dirs(top: &Path, image: &Path) -> Result<(), String> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    use nix::sys::stat::Mode;
+    let fail = |d: &Path, e: std::io::Error| match e.raw_os_error() {
+        Some(libc::ENOENT) => format!("{} does not exist", d.display()),
+        Some(libc::ELOOP) => format!("{} is a symbolic link", d.display()),
+        Some(libc::ENOTDIR) => format!("{} is not a directory", d.display()),
+        _ => format!("{}: {e}", d.display()),
+    };
+    let mut dir = crate::sys::fs::open_dir_nofollow(top).map_err(|e| fail(top, e))?;
+    let mut at = top.to_path_buf();
+    let check = |dir: &fs::File, at: &Path, top: bool| -> Result<(), String> {
+        let m = dir.metadata().map_err(|e| fail(at, e))?;
+        match unsafe_dir(&m, top) {
+            Some(why) => Err(format!("{} {why}", at.display())),
+            None => Ok(()),
+        }
+    };
+    check(&dir, &at, true)?;
+    let rel = image
+        .parent()
+        .and_then(|p| p.strip_prefix(top).ok())
+        .unwrap_or(Path::new(""));
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(format!("{} is not a plain path", image.display()));
+        };
+        at.push(name);
+        dir = crate::sys::fs::open_at(
+            &dir,
+            Path::new(name),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(|e| fail(&at, e))?;
+        check(&dir, &at, false)?;
+    }
+    Ok(())
 }
 
 /// Refuses an existing file that is not an ext4 image, before anything writes to it.
@@ -670,6 +805,26 @@ mod tests {
             "{e}"
         );
         assert!(DiskConfig::parse(&ann(&[])).unwrap().is_none());
+    }
+
+    #[test]
+    fn inodes_fit_ext4_and_the_area() {
+        assert_eq!(
+            parse_limit("4294967295", true).unwrap().hard,
+            u32::MAX as u64
+        );
+        let e = parse_limit("4294967296", true).unwrap_err();
+        assert_eq!(e, "4294967296 is out of range (64..4294967295)");
+        let ok = DiskConfig::parse(&ann(&[("diskspace", "32M"), ("diskinodes", "32768")]));
+        assert_eq!(ok.unwrap().unwrap().inodes.unwrap().hard, 32768);
+        let e = DiskConfig::parse(&ann(&[("diskspace", "32M"), ("diskinodes", "100:32769")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("annotation io.vzrun.diskinodes: 32769 is more than one inode per 1024")
+                && e.contains("at most 32768"),
+            "{e}"
+        );
     }
 
     #[test]

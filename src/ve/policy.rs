@@ -543,6 +543,25 @@ impl Policy {
         }
     }
 
+    /// `io.vzrun.disk.image`: every directory from the images directory down to the
+    /// image's is root's and nobody else may write in it (the images directory itself
+    /// may be sticky, as /tmp is), so no other user can swap what the name leads to.
+    /// The disk code checks the image file and its own directory again on what it opens.
+    pub fn image_dirs_rooted(&self, top: &Path, image: &Path) -> Result<(), PolicyError> {
+        super::disk::check_image_dirs(top, image).map_err(|why| {
+            self.refuse(
+                "disk.image",
+                image.display(),
+                format!(
+                    "{why}; an image's directories must be owned by root and writable by \
+                     nobody else"
+                ),
+                &self.images,
+                "disk.images",
+            )
+        })
+    }
+
     /// A host hook named by an annotation: listed in the policy.
     pub fn allow_hook(&self, key: &str, name: &str) -> Result<(), PolicyError> {
         let why = "not a hook name the host provides";
@@ -630,7 +649,8 @@ impl Policy {
         if let Some(d) = &config.disk {
             self.allow_diskspace(&shown("diskspace"), d.space.hard)?;
             if let Some(img) = &d.image {
-                self.image_dir(img)?;
+                let top = self.image_dir(img)?;
+                self.image_dirs_rooted(&top, img)?;
             }
         }
         for (point, action) in config.actions.iter() {
