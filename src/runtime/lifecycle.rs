@@ -268,15 +268,7 @@ impl Runtime {
                     // is reaped before it saves the container created: no scan of every
                     // process's descriptors.
                     Ok(()) => {}
-                    Err(LibcontainerError::Hook(e)) => {
-                        crate::logging::error_line(&format!(
-                            "error running poststop hook: {}",
-                            chain(&e)
-                        ));
-                        self.remove_remains(id);
-                    }
-                    Err(e) if !force => return Err(e.into()),
-                    Err(_) => self.remove_remains(id),
+                    Err(e) => self.delete_failed(id, e, force)?,
                 }
             }
             Ok((mut container, _)) => {
@@ -305,21 +297,7 @@ impl Runtime {
                     Ok(()) if force => self.remove_remains(id),
                     // libcgroups leaves a cgroup that has sub-cgroups: runc removes them.
                     Ok(()) => self.remove_cgroup(id, false),
-                    // runc logs a failing poststop hook and carries on (exit 0, the hooks
-                    // after it not run): the container is gone by then, and a record kept
-                    // would run the hook again on every delete. libcontainer stopped
-                    // before removing its directory: that is left to remove.
-                    Err(LibcontainerError::Hook(e)) => {
-                        crate::logging::error_line(&format!(
-                            "error running poststop hook: {}",
-                            chain(&e)
-                        ));
-                        self.remove_remains(id);
-                    }
-                    Err(e) if !force => return Err(e.into()),
-                    // A state libcontainer cannot finish (a create killed halfway): take
-                    // down what the derived config says was made.
-                    Err(_) => self.remove_remains(id),
+                    Err(e) => self.delete_failed(id, e, force)?,
                 }
             }
             // No readable state: a create that died between claiming the ID and
@@ -369,6 +347,26 @@ impl Runtime {
             // Directly, not through libcgroups' manager: its freeze and remove would
             // make the hierarchies they touch, and stop at the first that fails.
             cgroups::remove_everywhere(&path, kill);
+        }
+    }
+
+    /// A delete that failed: runc logs a failing poststop hook and carries on (exit 0,
+    /// the hooks after it not run): the container is gone by then, and a record kept
+    /// would run the hook again on every delete; what is left of it is removed. Any other
+    /// failure is the error, unless forced: a state that cannot be finished (a create
+    /// killed halfway) is taken down as the derived config says it was made.
+    fn delete_failed(&self, id: &str, e: LibcontainerError, force: bool) -> Result<()> {
+        match e {
+            LibcontainerError::Hook(e) => {
+                crate::logging::error_line(&format!("error running poststop hook: {}", chain(&e)));
+                self.remove_remains(id);
+                Ok(())
+            }
+            e if !force => Err(e.into()),
+            _ => {
+                self.remove_remains(id);
+                Ok(())
+            }
         }
     }
 
