@@ -522,8 +522,14 @@ fn make_node<R: Read>(e: &tar::Entry<R>, base: &Path) -> std::io::Result<()> {
     if !plain_path(&name) {
         return Ok(());
     }
-    if let Some(parent) = base.join(&name).parent() {
-        std::fs::create_dir_all(parent)?;
+    // Missing parents are made inside `base` (openat2 in the root, one component at a
+    // time): the stream's earlier entries may have made a parent a link to a host
+    // directory, which a host path walk would follow and fill. A parent that cannot be
+    // made there leaves the node out, as one that leads out of `base` is.
+    if let Some(parent) = name.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if crate::sys::fs::mkdir_in_root(base, parent).is_err() {
+            return Ok(());
+        }
     }
     let Some(path) = inside(base, &name)? else {
         return Ok(());
@@ -547,6 +553,30 @@ mod tests {
     use super::*;
     use crate::ve::migrate::channel::Key;
     use std::net::TcpStream;
+
+    #[test]
+    fn a_node_under_a_link_to_the_host_makes_nothing_there() {
+        let host = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::os::unix::fs::symlink(host.path(), base.join("l")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Fifo);
+        h.set_size(0);
+        h.set_mode(0o600);
+        b.append_data(&mut h, "l/sub/fifo", std::io::empty())
+            .unwrap();
+        let data = b.into_inner().unwrap();
+        let mut archive = tar::Archive::new(&data[..]);
+        for e in archive.entries().unwrap() {
+            make_node(&e.unwrap(), &base).unwrap();
+        }
+        assert!(
+            std::fs::read_dir(host.path()).unwrap().next().is_none(),
+            "made something in the host directory"
+        );
+    }
 
     #[test]
     fn names_from_the_peer_stay_in_their_directory() {
