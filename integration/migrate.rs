@@ -197,10 +197,13 @@ fn start_ve(rt: &Runtime, lan: &Lan, id: &str) -> Bundle {
 
 /// A writer that keeps dirtying memory (an awk array of 20000 numbers rewritten every
 /// 20 ms) and one that holds `mb` MiB written once, for the page transfer to carry.
+/// The pace comes from a shell loop through a pipe, not from awk's `system()`: that
+/// spawns with vfork, and a VE frozen while awk waits for its child's exec has a task
+/// CRIU cannot seize (uninterruptible vfork wait, "Unseizable non-zombie ... state D").
 fn dirtier(mb: u32) -> String {
     format!(
         "x=$(head -c {mb}000000 /dev/zero | tr '\\0' a); touch /tmp/ready; \
-         awk 'BEGIN{{while(1){{for(i=0;i<20000;i++)a[i]=i+n;n++;system(\"usleep 20000\")}}}}' & "
+         (while :; do usleep 20000; echo; done | awk '{{for(i=0;i<20000;i++)a[i]=i+n;n++}}') & "
     )
 }
 
