@@ -256,17 +256,9 @@ impl Runtime {
                 let _ = HookView::show(&mut container);
                 container.state.pid = None;
                 match delete_stopped(&container, config.as_ref(), cgroup.as_deref()) {
-                    // A create killed after libcontainer saved the container created may
-                    // have left forks of vzrun's own at work on the VE (they hold the
-                    // ID's lock file): a forced delete finds and kills them, then sweeps
-                    // again.
-                    Ok(()) if force && status == ContainerStatus::Created => {
-                        self.remove_remains(id)
-                    }
-                    // A running or stopped container's create finished (start and the
-                    // init's exit come after it), and libcontainer's intermediate process
-                    // is reaped before it saves the container created: no scan of every
-                    // process's descriptors.
+                    // A started container's create finished, and libcontainer's
+                    // intermediate process is reaped before it saves the container
+                    // created: no scan of every process's descriptors.
                     Ok(()) => {}
                     Err(e) => self.delete_failed(id, e, force)?,
                 }

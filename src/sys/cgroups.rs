@@ -85,38 +85,14 @@ pub fn dir_of(pid: i32, controller: &str) -> Option<PathBuf> {
         .filter(|d| d.join("cgroup.controllers").exists())
 }
 
-/// How many processes the cgroup at `path` and its sub-cgroups hold, counted in one
-/// hierarchy as runc counts them (v1's devices controller, or the v2 tree); 0 when it does
-/// not exist.
+/// How many processes the cgroup at `path` and its sub-cgroups hold, in every mounted
+/// hierarchy; 0 when it does not exist.
 pub fn process_count(path: &Path) -> usize {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    if rel.as_os_str().is_empty() {
-        return 0;
-    }
     // Every hierarchy, not one controller's: a cgroup that exists in one hierarchy only
     // (a host service's memory cgroup) is as much somebody else's as one that has them
     // all, and the container would join it.
-    let root = Path::new(CGROUP_ROOT);
-    let tops: Vec<PathBuf> = if unified() {
-        vec![root.to_path_buf()]
-    } else {
-        std::fs::read_dir(root)
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    tops.iter()
-        .map(|t| t.join(rel))
-        .filter(|d| d.is_dir())
-        .flat_map(|d| {
-            let mut dirs = sub_dirs_deepest_first(&d);
-            dirs.push(d);
-            dirs
-        })
+    tree_dirs(path)
+        .iter()
         .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
         .flat_map(|procs| {
             procs
