@@ -10,6 +10,7 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use oci_spec::runtime::Spec;
 
 use crate::runtime::error::{Error, Result};
+use crate::sys::mountinfo::{self, Mount};
 
 /// A tmpfs or cgroup mount of the spec with `ro`: libcontainer leaves those writable.
 fn wants_readonly(m: &oci_spec::runtime::Mount) -> bool {
@@ -26,28 +27,19 @@ fn wants_readonly(m: &oci_spec::runtime::Mount) -> bool {
 /// The mount points (as the init sees them) that must end read-only: each tmpfs or
 /// cgroup mount of the spec with `ro`, and for cgroup mounts every mount below it (v1
 /// has one per hierarchy under a tmpfs).
-fn readonly_targets(spec: &Spec, mountinfo: &str) -> Vec<PathBuf> {
+fn readonly_targets(spec: &Spec, table: &[Mount]) -> Vec<PathBuf> {
     let mut targets = Vec::new();
     for m in spec.mounts().iter().flatten().filter(|m| wants_readonly(m)) {
         let kind = m.typ().as_deref().unwrap_or_default();
-        let dest = m.destination().clone();
-        for point in mount_points(mountinfo) {
-            let below = kind != "tmpfs" && point.starts_with(&dest);
-            if (point == dest || below) && !targets.contains(&point) {
-                targets.push(point);
+        let dest = m.destination();
+        for point in table.iter().map(|t| &t.point) {
+            let below = kind != "tmpfs" && point.starts_with(dest);
+            if (point == dest || below) && !targets.contains(point) {
+                targets.push(point.clone());
             }
         }
     }
     targets
-}
-
-/// Field 5 of each mountinfo line, with the kernel's octal escapes undone.
-fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(crate::sys::fs::unescape_mountinfo(p)))
-        .collect()
 }
 
 /// The flags a read-only bind remount must keep: dropping a locked one fails, and the
@@ -78,9 +70,9 @@ pub fn finish_create(pid: i32, spec: &Spec) -> Result<()> {
     if !spec.mounts().iter().flatten().any(wants_readonly) {
         return Ok(());
     }
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+    let table = mountinfo::read(Some(pid))
         .map_err(|e| Error::io("read", format!("/proc/{pid}/mountinfo"), e))?;
-    let targets = readonly_targets(spec, &mountinfo);
+    let targets = readonly_targets(spec, &table);
     if targets.is_empty() {
         return Ok(());
     }
@@ -120,12 +112,12 @@ mod tests {
                     5 1 0:8 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
                     6 5 0:9 / /sys/fs/cgroup/pids rw - cgroup cgroup rw\n\
                     7 1 0:10 / /with\\040space rw - tmpfs tmpfs rw\n";
-        let got = readonly_targets(&spec, info);
+        let table = mountinfo::parse(info);
+        let got = readonly_targets(&spec, &table);
         let want: Vec<PathBuf> = ["/dev", "/sys/fs/cgroup", "/sys/fs/cgroup/pids"]
             .iter()
             .map(PathBuf::from)
             .collect();
         assert_eq!(got, want);
-        assert_eq!(mount_points(info)[6], PathBuf::from("/with space"));
     }
 }

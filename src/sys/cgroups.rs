@@ -556,25 +556,15 @@ fn sub_dirs_deepest_first(dir: &Path) -> Vec<PathBuf> {
 /// /proc/self/cgroup through a checked /proc handle once per controller it knows (about
 /// 20 system calls a read, 24 reads).
 fn hierarchy_roots() -> Vec<PathBuf> {
-    cgroup_mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    cgroup_mount_points(&crate::sys::mountinfo::read(None).unwrap_or_default())
 }
 
-/// The mount points of the cgroup and cgroup2 mounts in a mountinfo text, each once.
-fn cgroup_mount_points(info: &str) -> Vec<PathBuf> {
+/// The mount points of the cgroup and cgroup2 mounts in a mount table, each once.
+fn cgroup_mount_points(table: &[crate::sys::mountinfo::Mount]) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
-    for line in info.lines() {
-        let Some((head, tail)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !matches!(tail.split(' ').next(), Some("cgroup" | "cgroup2")) {
-            continue;
-        }
-        let Some(point) = head.split(' ').nth(4) else {
-            continue;
-        };
-        let point = PathBuf::from(crate::sys::fs::unescape_mountinfo(point));
-        if !roots.contains(&point) {
-            roots.push(point);
+    for m in table {
+        if matches!(m.fstype.as_str(), "cgroup" | "cgroup2") && !roots.contains(&m.point) {
+            roots.push(m.point.clone());
         }
     }
     roots
@@ -807,10 +797,13 @@ mod tests {
         .iter()
         .map(PathBuf::from)
         .collect();
-        assert_eq!(cgroup_mount_points(hybrid), want);
+        assert_eq!(
+            cgroup_mount_points(&crate::sys::mountinfo::parse(hybrid)),
+            want
+        );
         let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(
-            cgroup_mount_points(v2),
+            cgroup_mount_points(&crate::sys::mountinfo::parse(v2)),
             vec![PathBuf::from("/sys/fs/cgroup")]
         );
     }

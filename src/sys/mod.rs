@@ -10,6 +10,7 @@ pub mod hash;
 pub mod lock;
 pub mod loopdev;
 pub mod mount;
+pub mod mountinfo;
 pub mod netlink;
 pub mod nftables;
 pub mod process;

@@ -405,20 +405,15 @@ const CGROUP_ROOTS: &str = "vzrun-cgroup-roots.json";
 type CgroupRoots = Vec<(String, Option<String>)>;
 
 fn cgroup_roots(pid: i32, own: &Path) -> CgroupRoots {
-    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    info.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let dash = f.iter().position(|x| *x == "-")?;
-            if f.get(dash + 1) != Some(&"cgroup") {
-                return None;
-            }
-            let (root, point) = (f.get(3)?, f.get(4)?);
-            let root = crate::sys::fs::unescape_mountinfo(root);
-            Some((
-                crate::sys::fs::unescape_mountinfo(point),
-                (Path::new(&root) != own).then_some(root),
-            ))
+    crate::sys::mountinfo::read(Some(pid))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup")
+        .map(|m| {
+            (
+                m.point.to_string_lossy().into_owned(),
+                (m.root != own).then(|| m.root.to_string_lossy().into_owned()),
+            )
         })
         .collect()
 }
@@ -744,10 +739,10 @@ const EXTERNAL_STDIO: &str = "vzrun-stdio.json";
 /// hex): CRIU cannot reopen such a file by path, so it leaves it out and is handed a new
 /// one at restore. A file the VE can see is dumped as usual.
 fn external_stdio(pid: i32) -> Vec<(usize, String)> {
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    let ve_mounts: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').next())
+    let ve_mounts: Vec<u64> = crate::sys::mountinfo::read(Some(pid))
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m.id)
         .collect();
     (0..3)
         .filter_map(|n| {
@@ -762,7 +757,7 @@ fn external_stdio(pid: i32) -> Vec<(usize, String)> {
                 .trim()
                 .parse()
                 .ok()?;
-            if ve_mounts.contains(&mnt_id.to_string().as_str()) {
+            if ve_mounts.contains(&mnt_id) {
                 return None;
             }
             Some((n, format!("file[{mnt_id:x}:{:x}]", meta.ino())))

@@ -23,6 +23,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
+use crate::sys::mountinfo::{self, Mount};
+
 /// The list of left-out mounts, beside CRIU's images.
 const LIST: &str = "vzrun-plain-tmpfs.json";
 
@@ -105,7 +107,7 @@ pub fn leave_out(pid: i32, spec: &Spec) -> Vec<Plain> {
     if userns || linux.mount_label().is_some() {
         return Vec::new();
     }
-    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+    let Ok(info) = mountinfo::read(Some(pid)) else {
         return Vec::new();
     };
     let mut points: Vec<String> = linux.masked_paths().clone().unwrap_or_default();
@@ -130,24 +132,14 @@ pub fn leave_out(pid: i32, spec: &Spec) -> Vec<Plain> {
 /// its own (its root is the filesystem's root), and either read-only, holding only
 /// directories and symbolic links at its top and nothing below them but other mounts, or
 /// writable and empty.
-fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
-    let line = info
-        .lines()
-        .rev()
-        .find(|l| l.split(' ').nth(4) == Some(point))?;
-    let fields: Vec<&str> = line.split(' ').collect();
-    let dash = fields.iter().position(|f| *f == "-")?;
-    if fields.get(3) != Some(&"/") || fields.get(dash + 1) != Some(&"tmpfs") {
+fn plain(pid: i32, info: &[Mount], point: &str) -> Option<Plain> {
+    let top = mountinfo::top_at(info, Path::new(point))?;
+    if top.root != Path::new("/") || top.fstype != "tmpfs" {
         return None;
     }
-    let mnt_opts: Vec<&str> = fields.get(5)?.split(',').collect();
-    let writable = !mnt_opts.contains(&"ro");
-    let sb: Vec<&str> = fields
-        .get(dash + 3)
-        .copied()
-        .unwrap_or("")
-        .split(',')
-        .collect();
+    let mnt_opts: Vec<&str> = top.options.split(',').collect();
+    let writable = !top.has_option("ro");
+    let sb: Vec<&str> = top.super_options.split(',').collect();
     let root = PathBuf::from(format!("/proc/{pid}/root{point}"));
     let mut entries = Vec::new();
     let mut nodes = Vec::new();
@@ -162,11 +154,8 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
         } else if t.is_dir() {
             // A directory of its own could hold the VE's files; one that another mount
             // covers (a controller's) holds nothing the VE can reach.
-            let covered = format!("{}/{name}", point.trim_end_matches('/'));
-            if !info
-                .lines()
-                .any(|l| l.split(' ').nth(4) == Some(covered.as_str()))
-            {
+            let covered = Path::new(point).join(&name);
+            if !info.iter().any(|m| m.point == covered) {
                 return None;
             }
             entries.push((name, None));
@@ -215,8 +204,8 @@ fn plain(pid: i32, info: &str, point: &str) -> Option<Plain> {
 /// Checked once the VE is frozen: each left-out mount is still as it was listed while
 /// the VE ran.
 pub fn still_left_out(pid: i32, plains: &[Plain]) -> Result<(), String> {
-    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-        .map_err(|e| format!("read /proc/{pid}/mountinfo: {e}"))?;
+    let info =
+        mountinfo::read(Some(pid)).map_err(|e| format!("read /proc/{pid}/mountinfo: {e}"))?;
     for p in plains {
         if plain(pid, &info, &p.point).as_ref() != Some(p) {
             return Err(format!(
@@ -393,11 +382,12 @@ mod tests {
         // here, before any directory is read.
         let me = std::process::id() as i32;
         // A bind of /dev's null node, not a tmpfs root.
-        assert_eq!(plain(me, INFO, "/proc/keys"), None);
+        let info = mountinfo::parse(INFO);
+        assert_eq!(plain(me, &info, "/proc/keys"), None);
         // The topmost mount decides: something else mounted on top.
-        assert_eq!(plain(me, INFO, "/sys/firmware"), None);
-        assert_eq!(plain(me, INFO, "/proc/scsi"), None);
-        assert_eq!(plain(me, INFO, "/proc/nothing"), None);
+        assert_eq!(plain(me, &info, "/sys/firmware"), None);
+        assert_eq!(plain(me, &info, "/proc/scsi"), None);
+        assert_eq!(plain(me, &info, "/proc/nothing"), None);
     }
 
     #[test]

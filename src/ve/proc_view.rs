@@ -132,15 +132,10 @@ pub fn lxcfs_dir() -> PathBuf {
 /// listing of its directories cost about 0.7 ms here. A file this LXCFS does not serve
 /// is found out when it is bound, and left out then.
 pub fn served(dir: &Path) -> Option<Vec<&'static str>> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let here = table.lines().any(|l| {
-        let mut f = l.split(' ');
-        let point = f.nth(4);
-        // Fields after " - " are fstype, source, options.
-        let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
-        point.is_some_and(|p| Path::new(&crate::sys::fs::unescape_mountinfo(p)) == dir)
-            && fstype.is_some_and(|t| t.starts_with("fuse"))
-    });
+    let table = crate::sys::mountinfo::read(None).ok()?;
+    let here = table
+        .iter()
+        .any(|m| m.point == dir && m.fstype.starts_with("fuse"));
     if !here {
         return None;
     }
@@ -175,13 +170,12 @@ impl Seen {
 /// daemon still answers. The host's own LXCFS mount point is not one of [`FILES`], so a
 /// process in the host's namespace reads as `Host`.
 pub fn seen_by(pid: i32) -> Seen {
-    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+    let Ok(table) = crate::sys::mountinfo::read(Some(pid)) else {
         return Seen::Host;
     };
-    let bound = table.lines().find_map(|l| {
-        let point = crate::sys::fs::unescape_mountinfo(l.split(' ').nth(4)?);
-        let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
-        (fstype == "fuse.lxcfs" && FILES.contains(&point.as_str())).then_some(point)
+    let bound = table.into_iter().find_map(|m| {
+        let point = m.point.to_str()?;
+        (m.fstype == "fuse.lxcfs" && FILES.contains(&point)).then(|| point.to_string())
     });
     let Some(point) = bound else {
         return Seen::Host;
