@@ -211,6 +211,15 @@ fn name_servers_and_search_domains_change_apart() {
     let show = ve.show();
     assert_eq!(show["nameserver"], json!(["198.51.100.54"]));
     assert_eq!(show["searchdomain"], json!(["other.test"]));
+
+    // The attack: a search domain with a newline would start a line of its own choosing
+    // (a name server the nameserver check never saw) in the VE's resolv.conf.
+    let o = ve.set(&["--searchdomain", "a.test\nnameserver 203.0.113.66"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("--searchdomain"), "{o:?}");
+    let conf = ve.sh("cat /etc/resolv.conf");
+    assert!(!conf.contains("203.0.113.66"), "{conf}");
+    assert!(conf.contains("search other.test\n"), "{conf}");
 }
 
 /// A VE without vzrun networking keeps its own /etc/resolv.conf, which `ve set

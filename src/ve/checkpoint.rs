@@ -702,14 +702,11 @@ impl Meta {
             .unwrap_or_default()
     }
 
+    /// The recorded MAC, if it is one `io.vzrun.net.mac` would take (unicast, not all
+    /// zeroes): an image may come from elsewhere, and a multicast or broadcast source
+    /// address on the VE's link is what the MAC filter exists to stop.
     pub fn mac_bytes(&self) -> Option<[u8; 6]> {
-        let parts: Vec<u8> = self
-            .mac
-            .as_deref()?
-            .split(':')
-            .map(|b| u8::from_str_radix(b, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        parts.try_into().ok()
+        super::net::parse_mac(self.mac.as_deref()?).ok()
     }
 }
 
@@ -1057,6 +1054,20 @@ mod tests {
             Meta::load(dir.path()).mac_bytes(),
             Some([2, 0x18, 0x4d, 0x97, 0xf9, 0x52])
         );
+        // An image's MAC that would put a broadcast or multicast source on the link, or
+        // no address, is not taken.
+        for bad in [
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "2:x",
+        ] {
+            let m = Meta {
+                mac: Some(bad.into()),
+                ..Meta::default()
+            };
+            assert!(m.mac_bytes().is_none(), "{bad}");
+        }
     }
 
     #[test]

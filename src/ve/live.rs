@@ -293,6 +293,7 @@ impl Plan {
             net::check_add(n, &p.add).map_err(net_error)?;
         }
         net::check_nameservers(&c.nameserver).map_err(|e| refuse(Setting::Nameserver, e))?;
+        net::check_searchdomains(&c.searchdomain).map_err(|e| refuse(Setting::Searchdomain, e))?;
         if !c.nameserver.is_empty() || !c.searchdomain.is_empty() {
             fn given(v: &[String]) -> Option<&[String]> {
                 (!v.is_empty()).then_some(v)
@@ -591,6 +592,7 @@ pub fn change_settings(
         );
     }
     net::check_nameservers(&c.nameserver).map_err(|e| refuse(Setting::Nameserver, e))?;
+    net::check_searchdomains(&c.searchdomain).map_err(|e| refuse(Setting::Searchdomain, e))?;
     if let Some(h) = &c.hostname {
         check_hostname(h).map_err(|e| refuse(Setting::Hostname, e))?;
     }

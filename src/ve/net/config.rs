@@ -84,7 +84,7 @@ pub fn parse_addr(text: &str, default_prefix: Option<u8>) -> Result<Addr, String
     Ok(Addr { ip, prefix })
 }
 
-fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     let parts: Vec<&str> = text.split(':').collect();
     let mut mac = [0u8; 6];
     if parts.len() != 6 {
@@ -287,6 +287,27 @@ pub fn check_nameservers<S: AsRef<str>>(items: &[S]) -> Result<(), String> {
     Ok(())
 }
 
+/// Search domains as resolv.conf takes them: each `inherit` or a DNS name of letters,
+/// digits, `-`, `_` and dots, at most 253 characters. Anything else (a space, a newline)
+/// would end the `search` line and start one of the tenant's choosing in the VE's
+/// resolv.conf (an `options` or `nameserver` line the name server settings never
+/// allowed).
+pub fn check_searchdomains<S: AsRef<str>>(items: &[S]) -> Result<(), String> {
+    for d in items.iter().map(|d| d.as_ref()).filter(|d| *d != "inherit") {
+        let chars_ok = d
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let labels_ok = d.trim_end_matches('.').split('.').all(|l| !l.is_empty());
+        if !chars_ok || !labels_ok || d.len() > 253 {
+            return Err(format!(
+                "{d:?} is not a domain name (letters, digits, - and _ in dot-separated labels, \
+                 at most 253 characters) or inherit"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl NetConfig {
     /// `None` when the VE has no network settings at all.
     pub fn parse(a: &HashMap<String, String>) -> Result<Option<NetConfig>, VeError> {
@@ -345,6 +366,9 @@ impl NetConfig {
             check_nameservers(ns).map_err(|e| bad("net.nameserver", e))?;
         }
         c.searchdomains = get("net.searchdomain").map(|v| list(&v));
+        if let Some(sd) = &c.searchdomains {
+            check_searchdomains(sd).map_err(|e| bad("net.searchdomain", e))?;
+        }
         c.uplink = get("net.uplink");
         Ok(Some(c))
     }
@@ -379,6 +403,34 @@ mod tests {
     use super::*;
 
     use crate::ve::test_annotations as ann;
+
+    #[test]
+    fn a_search_domain_cannot_add_lines_to_resolv_conf() {
+        for evil in [
+            "a.test\noptions ndots:15",
+            "a.test nameserver",
+            "a..test",
+            ".",
+            "",
+        ] {
+            let err = NetConfig::parse(&ann(&[("net.searchdomain", &format!("ok.test,{evil}"))]));
+            // An empty item is dropped by the list split; the rest are refused by name.
+            if evil.is_empty() {
+                assert!(err.is_ok());
+                continue;
+            }
+            let err = err.unwrap_err().to_string();
+            assert!(err.contains("io.vzrun.net.searchdomain"), "{err}");
+        }
+        let c = NetConfig::parse(&ann(&[(
+            "net.searchdomain",
+            "example.test., corp_x.test,inherit",
+        )]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.searchdomains.map(|v| v.len()), Some(3));
+        assert!(check_searchdomains(&["a".repeat(254)]).is_err());
+    }
 
     #[test]
     fn venet_addresses_are_single_hosts() {

@@ -23,7 +23,8 @@ mod setup;
 mod uplink;
 
 pub use config::{
-    check_nameservers, parse_ips, parse_route, Addr, Mode, NetConfig, RouteSpec, RuleSpec,
+    check_nameservers, check_searchdomains, parse_ips, parse_mac, parse_route, Addr, Mode,
+    NetConfig, RouteSpec, RuleSpec,
 };
 pub use dns::{resolv_conf, update_resolv_conf};
 pub use error::NetError;
