@@ -1247,3 +1247,142 @@ fn an_uplinks_proxy_ndp_is_restored_when_the_ve_is_gone() {
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
     assert_eq!(read(), "1", "the administrator's proxy_ndp was turned off");
 }
+
+/// A veth VE's address leaves no route on the host: the attack is a second VE, of either
+/// mode and from another state root, given the same address as a veth VE on the bridge.
+/// Both guards would then let that source through, and the second VE takes the first's
+/// traffic.
+#[test]
+fn a_veth_ves_address_cannot_be_taken_by_another_ve_of_any_mode() {
+    require_root!();
+    let owner = Runtime::vzrun();
+    let br = NetsecLink::new("dup", "bridge");
+    let veth = |ip: &str| json!({"io.vzrun.net.mode": "veth", "io.vzrun.net.bridge": br.0, "io.vzrun.net.ip": ip});
+    let b = Bundle::ve(
+        &["sleep", "600"],
+        veth("203.0.113.151/24,2001:db8:151::1/64"),
+    );
+    let victim = common::unique_id("dupv");
+    owner.track(&victim);
+    let o = owner.run(&["run", "-d", "-b", b.p(), &victim]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let thief = Runtime::vzrun();
+    for (tag, ann, ip) in [
+        ("dupveth", veth("203.0.113.151/24"), "203.0.113.151"),
+        (
+            "dupvenet",
+            json!({"io.vzrun.net.ip": "2001:db8:151::1"}),
+            "2001:db8:151::1",
+        ),
+    ] {
+        let b = Bundle::ve(&["sleep", "60"], ann);
+        let id = common::unique_id(tag);
+        thief.track(&id);
+        let o = thief.run(&["run", "-d", "-b", b.p(), &id]);
+        assert_eq!(o.code, 1, "{tag}: {o:?}");
+        let msg = o.error_msg();
+        assert!(
+            msg.contains(&format!(
+                "annotation io.vzrun.net.ip: {ip} is already held by another VE"
+            )),
+            "{tag}: {msg}"
+        );
+        let left = netsec_leftovers(&thief, &id, &[ip]);
+        assert!(left.is_empty(), "{tag}: {left:?}");
+    }
+    // Nor by ve set on a VE of its own.
+    let b = Bundle::ve(&["sleep", "600"], veth("203.0.113.152/24"));
+    let id = common::unique_id("dupset");
+    thief.track(&id);
+    assert_eq!(thief.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let o = thief.run(&["ve", "set", &id, "--ipadd", "203.0.113.151/24"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.error_msg()
+            .contains("203.0.113.151 is already held by another VE"),
+        "{o:?}"
+    );
+    // Once the owner is gone, the address is free again.
+    assert_eq!(owner.run(&["delete", "-f", &victim]).code, 0);
+    let o = thief.run(&["ve", "set", &id, "--ipadd", "203.0.113.151/24"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(thief.run(&["delete", "-f", &id]).code, 0);
+}
+
+/// While CRIU restores a VE its link is down and holds nothing: the attack is another VE
+/// taking the address in that window (the restore is stopped there to make the window
+/// wide). The restore then must fail and leave the other VE's route alone, where it used
+/// to succeed with the restored VE silently unrouted.
+#[test]
+fn a_restore_does_not_come_up_on_an_address_another_ve_took_meanwhile() {
+    require_root!();
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let ann = json!({"io.vzrun.net.ip": "198.51.100.173"});
+    let b = Bundle::ve(&["sleep", "600"], ann.clone());
+    let id = common::unique_id("rsto");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-ckpt-")
+        .tempdir()
+        .unwrap();
+    let img = dir.path().join("img");
+    let o = rt.run(&["checkpoint", "--image-path", img.to_str().unwrap(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let links = || -> Vec<String> {
+        common::dir_entries(Path::new("/sys/class/net"))
+            .into_iter()
+            .filter(|l| l.starts_with("vz") && l.len() == 12)
+            .collect()
+    };
+    let before = links();
+    let mut restore = common::Started::new(
+        rt.command()
+            .args(["restore", "-d", "--image-path", img.to_str().unwrap()])
+            .args(["--bundle", b.p(), &id])
+            .stdin(Stdio::null()),
+    );
+    let pid = nix::unistd::Pid::from_raw(restore.child.id() as i32);
+    // The restore's host end appears, down, before CRIU starts; stop vzrun there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let link = loop {
+        if let Some(l) = links().into_iter().find(|l| !before.contains(l)) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP);
+            break l;
+        }
+        assert!(Instant::now() < deadline, "the restore made no host link");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{link}/flags")).unwrap_or_default();
+    let up = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0) & 1 == 1;
+    let other = Runtime::vzrun();
+    let b2 = Bundle::ve(&["sleep", "600"], ann);
+    let taker = common::unique_id("rstt");
+    other.track(&taker);
+    let took = other.run(&["run", "-d", "-b", b2.p(), &taker]);
+    let route = netsec_out("ip route show 198.51.100.173");
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT);
+    let code = restore.child.wait().map_or(-1, |s| s.code().unwrap_or(-1));
+    let o = restore.output(code);
+    assert!(
+        !up,
+        "the restore's link was up already: the window was missed"
+    );
+    assert_eq!(took.code, 0, "{took:?}");
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.error_msg()
+            .contains("198.51.100.173 is already held by another VE"),
+        "{o:?}"
+    );
+    assert_eq!(route, netsec_out("ip route show 198.51.100.173"));
+    assert!(route.contains("dev vz"), "{route}");
+    let left = netsec_leftovers(&rt, &id, &[]);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        common::wait_until(5, || !links().contains(&link)),
+        "the restore's link stayed"
+    );
+    assert_eq!(other.run(&["delete", "-f", &taker]).code, 0);
+}

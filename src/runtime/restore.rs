@@ -252,14 +252,22 @@ impl Runtime {
                 .map_err(|e| Error::Step(format!("cgroup limits: {e}"))),
             None => Ok(()),
         };
-        if let Err(e) = limited.and_then(|()| self.write_state(id, &ve_dir, spec, pid)) {
+        // The link comes up last: another VE may have taken one of the addresses while
+        // CRIU worked (the link was down and held nothing), and then this VE must not run.
+        let on_wire = || match &claimed.record.ve.net {
+            Some(n) => Ok(crate::ve::net::set_host_link(n, true)?),
+            None => Ok(()),
+        };
+        if let Err(e) = limited
+            .and_then(|()| self.write_state(id, &ve_dir, spec, pid))
+            .and_then(|()| on_wire())
+        {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
             let _ = manager.remove();
             return Err(e);
         }
         if let Some(n) = &claimed.record.ve.net {
-            crate::ve::net::set_host_link(n, true)?;
             crate::ve::net::announce(n);
         }
         drop(finish);

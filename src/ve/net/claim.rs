@@ -9,6 +9,15 @@
 //! An address inside a subnet connected to the host is how a venet VE on a LAN is meant
 //! to work (the host answers ARP/NDP for it on the uplink), so it is allowed on the VE's
 //! own uplink, or for a veth VE on its own bridge, and refused on any other link.
+//!
+//! Which VE holds an address is kept host-wide in [`HELD`], one file per address naming
+//! the host end it is live on: a veth VE's address leaves no route on the host to find,
+//! and VEs of every state root (containerd's, podman's, an administrator's) share the
+//! host's addresses. A file counts while its link exists and is up, so a VE that died
+//! without a delete holds nothing, and neither does a VE whose link a move has taken
+//! down (its destination on this host takes the address over). A VE takes its addresses
+//! once its link is up, under one lock: of two VEs racing for an address, the second
+//! fails and is torn down.
 
 use std::net::IpAddr;
 
@@ -43,8 +52,83 @@ pub enum Refusal {
     Connected { net: String, dev: String },
     #[error("is already routed on the host ({route})")]
     Routed { route: String },
-    #[error("is already held by another VE (its host route on {dev})")]
+    #[error("is already held by another VE (on its host link {dev})")]
     OtherVe { dev: String },
+}
+
+/// One file per held address, named by the address, holding the name of the host end of
+/// the VE that holds it. In /run: nothing in it outlives a reboot, when no VE does.
+const HELD: &str = "/run/vzrun-addresses";
+
+fn held_file(ip: IpAddr) -> std::path::PathBuf {
+    std::path::Path::new(HELD).join(ip.to_string())
+}
+
+/// The VE host end that holds `ip` now, if it is not `me`: the link its file names,
+/// when that link exists and is up.
+fn live_holder(nl: &mut Netlink, ip: IpAddr, me: Option<&str>) -> Result<Option<String>, NetError> {
+    let Ok(name) = std::fs::read_to_string(held_file(ip)) else {
+        return Ok(None);
+    };
+    let name = name.trim();
+    if Some(name) == me || !is_ve_link(name) {
+        return Ok(None);
+    }
+    Ok(nl
+        .link_is_up(name)?
+        .unwrap_or(false)
+        .then(|| name.to_string()))
+}
+
+fn held_lock() -> Result<crate::sys::lock::FileLock, NetError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::path::Path::new(HELD);
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(NetError::io("create", dir, e));
+        }
+    }
+    let path = dir.join("lock");
+    crate::sys::lock::FileLock::exclusive(&path, true).map_err(|e| NetError::io("lock", path, e))
+}
+
+/// Makes the VE whose host end is `me` (up by now) the holder of `ips`: refused, naming
+/// the setting `key`, when another VE's live link holds one of them; nothing is taken
+/// then.
+pub fn take(nl: &mut Netlink, key: &'static str, ips: &[IpAddr], me: &str) -> Result<(), NetError> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    let _lock = held_lock()?;
+    for ip in ips {
+        if let Some(dev) = live_holder(nl, *ip, Some(me))? {
+            return Err(NetError::AddressRefused {
+                key,
+                ip: *ip,
+                why: Refusal::OtherVe { dev },
+            });
+        }
+    }
+    for ip in ips {
+        let path = held_file(*ip);
+        std::fs::write(&path, me).map_err(|e| NetError::io("write", path, e))?;
+    }
+    Ok(())
+}
+
+/// Gives up the addresses `ips` that `me` holds; one another VE has taken over since
+/// (a move's destination on this host) stays its.
+pub fn release(ips: &[IpAddr], me: &str) {
+    if ips.is_empty() {
+        return;
+    }
+    let Ok(_lock) = held_lock() else { return };
+    for ip in ips {
+        let path = held_file(*ip);
+        if std::fs::read_to_string(&path).is_ok_and(|h| h.trim() == me) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 /// What an address is by its kind alone, whatever the host.
@@ -119,6 +203,10 @@ pub fn check(
     };
     for a in ips {
         let ip = a.ip;
+        // Read without the lock: an early, clear refusal. `take` decides, under it.
+        if let Some(dev) = live_holder(nl, ip, None)? {
+            return Err(refuse(ip, Refusal::OtherVe { dev }));
+        }
         if let Some(h) = addresses.iter().find(|h| h.ip == ip) {
             let dev = name(nl, Some(h.link));
             return Err(refuse(ip, Refusal::HostAddress { dev }));

@@ -39,8 +39,31 @@ pub fn check_add(rec: &NetRecord, add: &[Addr]) -> Result<(), NetError> {
 /// Adds and removes addresses and routes on a running VE (`ve set`). The caller has
 /// checked the addresses to add with [`check_add`] (`ve set` checks every flag before
 /// the first step; an undo puts back addresses the VE held a moment ago): the check
-/// dumps the host's addresses and routes, which at 500 VEs is most of the work.
+/// dumps the host's addresses and routes, which at 500 VEs is most of the work. The VE
+/// takes the new addresses first (see `claim`), and gives them back if the change fails.
 pub fn change(
+    rec: &mut NetRecord,
+    pid: i32,
+    add: &[Addr],
+    del: &[IpAddr],
+    routes_add: &[RouteSpec],
+    routes_del: &[RouteSpec],
+) -> Result<(), NetError> {
+    let Some(me) = rec.host_if.clone() else {
+        return change_held(rec, pid, add, del, routes_add, routes_del);
+    };
+    let added: Vec<IpAddr> = add.iter().map(|a| a.ip).collect();
+    let mut nl = Netlink::new()?;
+    super::claim::take(&mut nl, "net.ip", &added, &me)?;
+    let result = change_held(rec, pid, add, del, routes_add, routes_del);
+    match &result {
+        Err(_) => super::claim::release(&added, &me),
+        Ok(()) => super::claim::release(del, &me),
+    }
+    result
+}
+
+fn change_held(
     rec: &mut NetRecord,
     pid: i32,
     add: &[Addr],

@@ -88,9 +88,18 @@ pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), NetError> {
         return Ok(());
     };
     nl.set_link(idx, &LinkChange::up(up))?;
+    if !up {
+        return Ok(());
+    }
+    // Another VE may have taken an address while this link was down (a restore's CRIU
+    // work, a move that failed): then this VE must not come back on the wire with it.
+    if let Err(e) = super::claim::take(&mut nl, "net.ip", &rec_ips(rec), host_if) {
+        let _ = nl.set_link(idx, &LinkChange::up(false));
+        return Err(e);
+    }
     // Taking a link down flushes the routes through it: a venet VE's host routes come
     // back with the link.
-    if up && rec.mode == Mode::Venet {
+    if rec.mode == Mode::Venet {
         for a in &rec.ips {
             if !nl.has_host_route(a.ip).unwrap_or(false) {
                 nl.add(&host_route(a, idx))?;
@@ -98,6 +107,10 @@ pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), NetError> {
         }
     }
     Ok(())
+}
+
+fn rec_ips(rec: &NetRecord) -> Vec<IpAddr> {
+    rec.ips.iter().map(|a| a.ip).collect()
 }
 
 /// Tells the LAN at once that the VE's IPv4 addresses answer on this host's uplink now
@@ -389,6 +402,11 @@ pub fn setup_at(
             guard::bridge_port_isolation(&mut nl, bidx, host_idx, &mac)?;
         }
     }
+    // Up now, the link takes its addresses (see `claim`); a restore's link does when
+    // set_host_link brings it up.
+    if on_wire {
+        super::claim::take(&mut nl, "net.ip", &rec_ips(rec), &host_if)?;
+    }
     if kernel_guard_applies(c.mode, &c.ips) {
         kernel_guard(&host_if);
     } else {
@@ -506,6 +524,7 @@ pub fn teardown(rec: &NetRecord) {
     }
     // The host routes go now, so the addresses are free at once for another VE.
     if let Some(h) = &rec.host_if {
+        super::claim::release(&rec_ips(rec), h);
         if let (Mode::Venet, Ok(Some(idx))) = (rec.mode, nl.link_index(h)) {
             for a in &rec.ips {
                 let _ = nl.del(&host_route(a, idx));
