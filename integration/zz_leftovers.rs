@@ -22,6 +22,16 @@ fn nothing_left_behind_by_the_suite() {
         .filter(|n| n.starts_with(common::TEST_PREFIX))
         .collect();
     assert!(ours.is_empty(), "state left in /run/vzrun: {ours:?}");
+    // Every VE gives its addresses back at delete; the tests use only these ranges.
+    let held: Vec<String> = common::dir_entries(std::path::Path::new("/run/vzrun-addresses"))
+        .into_iter()
+        .filter(|a| {
+            ["198.51.100.", "203.0.113.", "2001:db8:"]
+                .iter()
+                .any(|r| a.starts_with(r))
+        })
+        .collect();
+    assert!(held.is_empty(), "addresses still held: {held:?}");
     let roots: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .map(|rd| {
             rd.flatten()
