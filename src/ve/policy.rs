@@ -568,8 +568,11 @@ impl Policy {
         self.allow_listed(key, name, &self.hook_names, "hooks.names", why)
     }
 
+    /// Only where the host says so: the namespaced sysctls include ones Kubernetes counts
+    /// as unsafe (kernel.shm*, kernel.msg*, kernel.sem, most of net.*), whose limits a VE
+    /// could raise to use kernel memory the host never offered.
     pub fn allow_namespaced_sysctl(&self) -> Result<(), PolicyError> {
-        if self.namespaced_sysctl.as_ref().is_none_or(|r| r.value) {
+        if self.namespaced_sysctl.as_ref().is_some_and(|r| r.value) {
             return Ok(());
         }
         Err(self.refuse(
@@ -719,7 +722,7 @@ mod tests {
         assert!(p.allow_hook("hooks.post-restore", "notify").is_err());
         // Limits that only bound the VE itself stay the spec's without a policy.
         assert!(p.allow_ram("64G", Some(64 << 30)).is_ok());
-        assert!(p.allow_namespaced_sysctl().is_ok());
+        assert!(p.allow_namespaced_sysctl().is_err());
     }
 
     #[test]
