@@ -407,9 +407,9 @@ pub fn setup_at(
     if on_wire {
         super::claim::take(&mut nl, "net.ip", &rec_ips(rec), &host_if)?;
     }
-    if kernel_guard_applies(c.mode, &c.ips) {
-        kernel_guard(&host_if);
-    } else {
+    // The kernel guard only where its sysctls could be written (a read-only /proc/sys
+    // would leave the VE unguarded): else the nftables one.
+    if !(kernel_guard_applies(c.mode, &c.ips) && kernel_guard(&host_if)) {
         let table = guard::guard(&host_if, c, &mac)?;
         rec.nft_table = Some(table);
     }
@@ -428,9 +428,11 @@ pub(super) fn kernel_guard_applies(mode: Mode, ips: &[Addr]) -> bool {
     mode == Mode::Venet && !ips.iter().any(|a| a.ip.is_ipv6()) && !loose
 }
 
-fn kernel_guard(host_if: &str) {
-    let _ = netlink::sysctl(&format!("net/ipv4/conf/{host_if}/rp_filter"), "1");
-    let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/disable_ipv6"), "1");
+/// Whether the host end now drops what the VE may not send: strict reverse-path
+/// filtering, IPv6 off.
+fn kernel_guard(host_if: &str) -> bool {
+    netlink::sysctl(&format!("net/ipv4/conf/{host_if}/rp_filter"), "1").is_ok()
+        && netlink::sysctl(&format!("net/ipv6/conf/{host_if}/disable_ipv6"), "1").is_ok()
 }
 
 /// The recorded MAC of the VE's end, as bytes.
