@@ -469,3 +469,47 @@ fn ve_list_shows_which_ves_lost_lxcfs() {
         "a VE's bind stayed behind: {left:?}"
     );
 }
+
+/// The attack: a VE with CAP_SYS_ADMIN covers its /proc with a tmpfs holding
+/// `meminfo -> <a host FIFO>`; the LXCFS bind stays in its mount table. `ve list -o
+/// procview` on the host then opened that path through /proc/PID/root, where an
+/// absolute link resolves against the host's root: a host FIFO (here) hung the command,
+/// a host device node such as a watchdog would have been opened by root.
+#[test]
+fn ve_list_never_opens_a_host_file_a_ve_links_its_proc_to() {
+    require_lxcfs!();
+    let rt = Runtime::vzrun();
+    let fifo_dir = tempfile::Builder::new()
+        .prefix("vzt-fifo-")
+        .tempdir()
+        .unwrap();
+    let fifo = fifo_dir.path().join("f");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let script = format!(
+        "mount -t tmpfs t /proc && ln -s {} /proc/meminfo && echo covered; exec </dev/null >/dev/null 2>&1; sleep 100000",
+        fifo.display()
+    );
+    let b = Bundle::with(&["sh", "-c", &script], |v| {
+        let caps = json!(["CAP_SYS_ADMIN", "CAP_KILL"]);
+        for set in ["bounding", "effective", "permitted"] {
+            v["process"]["capabilities"][set] = caps.clone();
+        }
+        v["annotations"] = json!({"io.vzrun.proc": "virtual"});
+    });
+    let id = common::unique_id("proc-link");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        common::wait_until(10, || {
+            std::fs::read_link(format!("/proc/{}/root/proc/meminfo", rt.state(&id)["pid"])).is_ok()
+        }),
+        "the VE did not cover its /proc"
+    );
+    let o = rt.run_deadlined(
+        &["ve", "list", "-j", "-o", "ctid,procview"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.code, 0, "ve list hung on the VE's link or failed: {o:?}");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}

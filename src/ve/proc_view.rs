@@ -180,10 +180,22 @@ pub fn seen_by(pid: i32) -> Seen {
     let Some(point) = bound else {
         return Seen::Host;
     };
-    // An open, not a stat: FUSE may answer a stat from its attribute cache after the
-    // daemon is gone; an open always asks the daemon.
-    match std::fs::File::open(format!("/proc/{pid}/root{point}")) {
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTCONN) => Seen::Lost,
+    // The path is the VE's to change (a tmpfs over its /proc with a link or a device node
+    // at `point`): it is resolved inside the VE's root, links refused, and only as a
+    // handle (O_PATH), so nothing the VE put there is opened by the host. A statfs, not
+    // a stat: FUSE may answer a stat from its attribute cache after the daemon is gone,
+    // a statfs always asks the daemon.
+    let handle = std::fs::File::open(format!("/proc/{pid}/root")).and_then(|root| {
+        crate::sys::fs::open_at(
+            &root,
+            Path::new(point.trim_start_matches('/')),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::empty(),
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT | nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS,
+        )
+    });
+    match handle.map(|h| nix::sys::statfs::fstatfs(&h)) {
+        Ok(Err(nix::errno::Errno::ENOTCONN)) => Seen::Lost,
         _ => Seen::Virtual,
     }
 }
