@@ -14,6 +14,7 @@
 //! uplinks = ["eth0"]                               # proxy ARP/NDP towards these
 //! bridges = ["br-ve*"]                             # veth VEs may join these (prefix*)
 //! mac_filter_off = false                           # may a VE turn its MAC filter off
+//! max_ips = 16                                     # addresses per VE (16 if absent)
 //! [resources]
 //! max_ram = "8G"
 //! max_swap = "1G"
@@ -48,6 +49,11 @@ pub const DEFAULT_PATH: &str = "/etc/vzrun/policy.toml";
 
 /// Largest policy file read: a policy is a few lines.
 const MAX_SIZE: u64 = 1 << 20;
+
+/// Addresses one VE may hold when the policy has no `net.max_ips`: enough for a dual-stack
+/// server with a few service addresses, not a whole pool for one tenant (each is a host
+/// route, a guard set element and a claim).
+pub const DEFAULT_MAX_IPS: u64 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -93,6 +99,7 @@ struct NetDoc {
     uplinks: Option<Spanned<Vec<String>>>,
     bridges: Option<Spanned<Vec<String>>>,
     mac_filter_off: Option<Spanned<bool>>,
+    max_ips: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +188,7 @@ pub struct Policy {
     uplinks: Option<Rule<Vec<String>>>,
     bridges: Option<Rule<Vec<String>>>,
     mac_filter_off: Option<Rule<bool>>,
+    max_ips: Option<Rule<u64>>,
     max_ram: Option<Rule<u64>>,
     max_swap: Option<Rule<u64>>,
     max_cpus: Option<Rule<u64>>,
@@ -343,6 +351,7 @@ impl Policy {
             uplinks: list(&doc.net.uplinks),
             bridges: list(&doc.net.bridges),
             mac_filter_off: flag(&doc.net.mac_filter_off),
+            max_ips: count(&doc.net.max_ips),
             max_ram: size("max_ram", &doc.resources.max_ram)?,
             max_swap: size("max_swap", &doc.resources.max_swap)?,
             max_cpus: count(&doc.resources.max_cpus),
@@ -464,6 +473,25 @@ impl Policy {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// How many addresses one VE may hold: `net.max_ips`, else [`DEFAULT_MAX_IPS`]. The
+    /// pools bound which addresses, this how many of them one tenant takes.
+    pub fn allow_ip_count(&self, shown: &str, n: usize) -> Result<(), PolicyError> {
+        let max = self.max_ips.as_ref().map_or(DEFAULT_MAX_IPS, |r| r.value);
+        if n as u64 <= max {
+            return Ok(());
+        }
+        let why = match self.max_ips {
+            Some(_) => format!("{n} addresses, above the host's maximum {max}"),
+            None => format!("{n} addresses, above the default maximum {max}"),
+        };
+        // The list itself can be long: its start is enough to recognise it.
+        let shown = match shown.char_indices().nth(60) {
+            Some((cut, _)) => format!("{}...", &shown[..cut]),
+            None => shown.to_string(),
+        };
+        Err(self.refuse("net.ip", shown, why, &self.max_ips, "net.max_ips"))
     }
 
     pub fn allow_ram(&self, shown: &str, bytes: Option<u64>) -> Result<(), PolicyError> {
@@ -619,6 +647,7 @@ impl Policy {
                 .unwrap_or_default()
         };
         if let Some(n) = &config.net {
+            self.allow_ip_count(&shown("net.ip"), n.ips.len())?;
             for a in &n.ips {
                 self.allow_ip("net.ip", a.ip)?;
             }
@@ -723,6 +752,22 @@ mod tests {
         // Limits that only bound the VE itself stay the spec's without a policy.
         assert!(p.allow_ram("64G", Some(64 << 30)).is_ok());
         assert!(p.allow_namespaced_sysctl().is_err());
+    }
+
+    #[test]
+    fn one_ve_takes_at_most_max_ips_addresses() {
+        let open = policy("[net]\npools = [\"2001:db8::/32\"]\n").unwrap();
+        assert!(open.allow_ip_count("", 16).is_ok());
+        let e = open.allow_ip_count("x", 17).unwrap_err().to_string();
+        assert!(
+            e.contains("17 addresses, above the default maximum 16"),
+            "{e}"
+        );
+        assert!(e.contains("no net.max_ips rule"), "{e}");
+        let p = policy("[net]\npools = [\"2001:db8::/32\"]\nmax_ips = 2000\n").unwrap();
+        assert!(p.allow_ip_count("", 2000).is_ok());
+        let e = p.allow_ip_count("x", 2001).unwrap_err().to_string();
+        assert!(e.contains("line 3: net.max_ips"), "{e}");
     }
 
     #[test]
