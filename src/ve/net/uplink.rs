@@ -80,9 +80,10 @@ pub(super) fn unproxy(nl: &mut Netlink, uplink: &str, ips: &[IpAddr]) {
         .ok()
         .is_some_and(|i| i.trim() == up.to_string());
     // Without the lock a VE could be adding its entries right now: leave the switch.
+    // Whether this VE had IPv6 entries does not matter: a create that turned the switch
+    // on and then failed to add its first entry has none, and must still turn it off.
     if held.is_ok()
         && ours
-        && ips.iter().any(|ip| ip.is_ipv6())
         && nl.proxy_neighbours(up, true).is_ok_and(|l| l.is_empty())
         && netlink::sysctl(&proxy_ndp(uplink), "0").is_ok()
     {
