@@ -1,7 +1,8 @@
 //! Host-side guards on a VE's link. In nftables: a netdev ingress chain on the host end
 //! drops packets whose source address (and, for veth, source MAC) is not the VE's own;
 //! ingress on the host end sees every frame the VE sends, before any routing or
-//! bridging. On a bridge: the VE's port is isolated from other VEs' unicast.
+//! bridging. On a bridge: the VE's port is isolated from other VEs' unicast and learns
+//! no MACs.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -276,9 +277,14 @@ pub fn remove(handle: &str) {
 }
 
 /// On a bridge, a VE's port gets no flooded unknown unicast (nor multicast) and its MAC
-/// is pinned to it, so frames for one VE are never copied to another's port: what
-/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb add MAC dev PORT
-/// master static` do, through netlink.
+/// is pinned to it, so frames for one VE are never copied to another's port; and the
+/// bridge learns nothing from it, so no MAC moves to it: what `bridge link set dev PORT
+/// flood off mcast_flood off learning off` and `bridge fdb add MAC dev PORT master static
+/// sticky` do, through netlink. Without both, one frame from a VE with another's (or a
+/// LAN host's) MAC as its source, which a VE with `mac_filter` off may send, moves that
+/// MAC's entry to its port and the traffic for it with the entry. The VE's own MAC needs
+/// no learning, being pinned; other MACs a VE without `mac_filter` sends from get no
+/// unicast.
 ///
 /// The entry is added exclusively, so a MAC that the bridge already forwards to another
 /// port (another VE's pinned entry, a host's learned one, a port's or the bridge's own
@@ -296,6 +302,7 @@ pub fn bridge_port_isolation(
         &BridgePortFlags {
             flood: Some(false),
             mcast_flood: Some(false),
+            learning: Some(false),
         },
     )?;
     let entry = FdbEntry { port, mac };
