@@ -175,7 +175,7 @@ fn venet_addresses_routes_and_traffic() {
         chain,
         [
             format!("type filter hook ingress device \"{host_if}\" priority -500; policy accept;"),
-            "meta protocol arp drop".to_string(),
+            "ether type != ip ether type != ip6 drop".to_string(),
             format!("ip saddr != @v4_{host_if} drop"),
             format!("ip6 saddr != @v6_{host_if} ip6 saddr != fe80::/10 ip6 saddr != :: drop"),
         ],
@@ -682,4 +682,419 @@ fn veth_on_a_bridge_is_isolated_and_mac_filtered() {
         "forged MAC must not get through"
     );
     drop(c);
+}
+
+/// A network namespace of the test's own with a bridge (198.51.100.1/24, 2001:db8:1::1/64,
+/// a fixed MAC), and a vzrun that runs inside it (`nsenter --net`, which keeps the host's
+/// mounts; `ip netns exec` would remount /sys): the VEs' host ends, their guards and the
+/// bridge's neighbour table live there and nowhere else. Removed at drop, with everything
+/// in it.
+struct GuardLan {
+    ns: String,
+    br: String,
+    /// The wrapper script that runs vzrun in the namespace; kept for the runtime's life.
+    _dir: tempfile::TempDir,
+    wrapper: std::path::PathBuf,
+}
+
+const LAN_BR_MAC: &str = "02:00:5e:00:01:01";
+
+impl GuardLan {
+    /// `tag` (one character) tells apart the namespaces of tests that run at once.
+    fn new(tag: &str) -> GuardLan {
+        let id = std::process::id() % 100000;
+        let dir = tempfile::Builder::new()
+            .prefix("vzt-guard-")
+            .tempdir()
+            .unwrap();
+        let wrapper = dir.path().join("vzrun");
+        let lan = GuardLan {
+            ns: format!("vzt-guard{tag}-{id}"),
+            br: format!("vzbg{tag}{id}"),
+            _dir: dir,
+            wrapper,
+        };
+        std::fs::write(
+            &lan.wrapper,
+            format!(
+                "#!/bin/sh\nexec nsenter --net=/run/netns/{} {} \"$@\"\n",
+                lan.ns,
+                common::VZRUN
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&lan.wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let o = Command::new("ip")
+            .args(["netns", "add", &lan.ns])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ip netns add: {o:?}");
+        let br = &lan.br;
+        // locktime 0: the neighbour table takes the newest ARP answer at once.
+        let o = lan.sh(&format!(
+            "ip link set lo up && ip link add {br} address {LAN_BR_MAC} type bridge && \
+             ip addr add 198.51.100.1/24 dev {br} && ip addr add 2001:db8:1::1/64 dev {br} nodad && \
+             ip link set {br} up && echo 0 > /proc/sys/net/ipv4/neigh/{br}/locktime"
+        ));
+        assert_eq!(o.code, 0, "{o:?}");
+        lan
+    }
+
+    /// A shell command in the namespace.
+    fn sh(&self, script: &str) -> common::Out {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap()
+            .into()
+    }
+}
+
+impl Drop for GuardLan {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Builds Ethernet frames (each argument is an expression of the helpers below; `me` is
+/// the link's own MAC) and sends them from `$IFACE` (default eth0) of the namespace it
+/// runs in, pinned to CPU 0; then, with SYNC set,
+/// pings SYNC and waits for the answer. Every frame goes through the receiving end's
+/// backlog queue of the sending CPU, in order, so once the answer is back the frames sent
+/// before it have all been handled (or dropped) by the host and its bridge.
+const SEND_FRAMES: &str = r#"
+import os, socket, struct, sys
+os.sched_setaffinity(0, {0})
+def mac(s): return s if isinstance(s, bytes) else bytes.fromhex(s.replace(':', ''))
+def a6(s): return socket.inet_pton(socket.AF_INET6, s)
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def eth(dst, src, etype, body, tags=()):
+    h = mac(dst) + mac(src)
+    for tpid, vid in tags: h += struct.pack('!HH', tpid, vid)
+    return h + struct.pack('!H', etype) + body
+def ip4(src, dst, proto, body):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(body), 0, 0, 64, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack('!H', csum(h)) + h[12:] + body
+def udp4(src, dst, sport, dport, data):
+    return ip4(src, dst, 17, struct.pack('!HHHH', sport, dport, 8 + len(data), 0) + data)
+def ip6(src, dst, nh, body, hlim=64):
+    return struct.pack('!IHBB', 0x60000000, len(body), nh, hlim) + a6(src) + a6(dst) + body
+def sum6(src, dst, nh, body):
+    return csum(a6(src) + a6(dst) + struct.pack('!I3xB', len(body), nh) + body)
+def udp6(src, dst, sport, dport, data):
+    u = struct.pack('!HHHH', sport, dport, 8 + len(data), 0) + data
+    c = sum6(src, dst, 17, u) or 0xffff
+    return ip6(src, dst, 17, u[:6] + struct.pack('!H', c) + u[8:])
+def icmp6(src, dst, typ, rest):
+    m = struct.pack('!BBH', typ, 0, 0) + rest
+    m = m[:2] + struct.pack('!H', sum6(src, dst, 58, m)) + m[4:]
+    return ip6(src, dst, 58, m, 255)
+def arp(op, sha, spa, tha, tpa):
+    return (struct.pack('!HHBBH', 1, 0x0800, 6, 4, op) + mac(sha) + socket.inet_aton(spa)
+            + mac(tha) + socket.inet_aton(tpa))
+def na(target, lladdr):
+    # override flag; the target link-layer address option
+    return struct.pack('!I', 0x20000000) + a6(target) + bytes([2, 1]) + mac(lladdr)
+def ra(prefix, lladdr):
+    # hop limit 64, router lifetime 1800 s; source link-layer address; a prefix for SLAAC
+    return (struct.pack('!BBHII', 64, 0, 1800, 0, 0) + bytes([1, 1]) + mac(lladdr)
+            + struct.pack('!BBBBIII', 3, 4, 64, 0xc0, 86400, 14400, 0) + a6(prefix))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((os.environ.get('IFACE', 'eth0'), 0))
+me = s.getsockname()[4]
+for f in sys.argv[1:]:
+    s.send(eval(f))
+sync = os.environ.get('SYNC')
+if sync:
+    p = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    p.settimeout(10)
+    echo = struct.pack('!BBHHH', 8, 0, 0, 0x5a5a, 1) + b'sync'
+    p.sendto(echo[:2] + struct.pack('!H', csum(echo)) + echo[4:], (sync, 0))
+    while True:
+        r = p.recv(2048)
+        if r[20] == 0 and r[24:26] == b'\x5a\x5a':
+            break
+"#;
+
+/// Captures every frame on `$IFACE` (default eth0) of its namespace until one carries SYNC-MARK, then
+/// prints which of its arguments appeared in any frame before it.
+const WATCH_FRAMES: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((os.environ.get('IFACE', 'eth0'), 0))
+print('ready', flush=True)
+seen = []
+while True:
+    f = s.recv(65535)
+    if b'SYNC-MARK' in f:
+        break
+    seen += [t for t in sys.argv[1:] if t.encode() in f and t not in seen]
+print('seen:' + ','.join(seen), flush=True)
+"#;
+
+impl Ve<'_> {
+    /// The VE's link: eth0 for veth, venet0 for venet.
+    fn link(&self) -> &'static str {
+        if self.bundle_text().contains("\"veth\"") {
+            "eth0"
+        } else {
+            "venet0"
+        }
+    }
+
+    fn bundle_text(&self) -> String {
+        std::fs::read_to_string(self.bundle.path().join("config.json")).unwrap_or_default()
+    }
+
+    /// Starts a capture on the VE's link for frames carrying any of `tags` (see
+    /// WATCH_FRAMES), and waits until it runs.
+    fn watch_frames(&self, tags: &[&str]) -> common::Deadlined {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid(), "-n", "--", "python3", "-c", WATCH_FRAMES])
+            .args(tags)
+            .env("IFACE", self.link());
+        let watch = common::Deadlined::start(&mut cmd);
+        assert!(
+            watch.stdout_until(std::time::Duration::from_secs(20), |o| o.contains("ready")),
+            "the capture in {} did not start",
+            self.id
+        );
+        watch
+    }
+
+    /// Sends raw frames from the VE's link (see SEND_FRAMES); with `sync`, waits for a
+    /// ping of that address to come back.
+    fn send_frames(&self, frames: &[String], sync: Option<&str>) {
+        let pid = self.pid();
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &pid, "-n", "--", "python3", "-c", SEND_FRAMES])
+            .args(frames)
+            .env("IFACE", self.link());
+        if let Some(s) = sync {
+            cmd.env("SYNC", s);
+        }
+        let o = common::Deadlined::start(&mut cmd).wait(std::time::Duration::from_secs(30));
+        assert_eq!(o.code, 0, "sending frames from {}: {o:?}", self.id);
+    }
+}
+
+/// The attacks of a VE with CAP_NET_RAW on its bridged neighbours, each as raw frames:
+/// ARP answers for another VE's and the gateway's address, an IPv6 neighbour
+/// advertisement for another VE's address and a router advertisement, DHCP server
+/// answers, VLAN-tagged and non-IP frames, addresses taken by a VE that was given none,
+/// and another VE's MAC taken by one whose MAC filter is off. Each must fail.
+#[test]
+fn bridged_ves_cannot_poison_spoof_or_steal() {
+    require_net!();
+    if !common::have("python3") || !common::have("bridge") {
+        eprintln!("SKIP: python3 or bridge (iproute2) is not installed");
+        return;
+    }
+    let lan = GuardLan::new("b");
+    let rt = Runtime::with_binary(&lan.wrapper);
+    let br = lan.br.clone();
+    let veth = |ip: Option<&str>, mac: &str| {
+        let mut a = json!({"io.vzrun.net.mode": "veth", "io.vzrun.net.bridge": br, "io.vzrun.net.mac": mac});
+        match ip {
+            Some(ip) => a["io.vzrun.net.ip"] = json!(ip),
+            None => a["io.vzrun.net.mac_filter"] = json!("off"),
+        }
+        a
+    };
+    let (a_mac, b_mac, k_mac) = (
+        "02:00:5e:00:01:0a",
+        "02:00:5e:00:01:14",
+        "02:00:5e:00:01:1e",
+    );
+    let a = Ve::start(
+        &rt,
+        "guarda",
+        veth(Some("198.51.100.10/24,2001:db8:1::10/64"), a_mac),
+    );
+    let b = Ve::start(
+        &rt,
+        "guardb",
+        veth(Some("198.51.100.20/24,2001:db8:1::20/64"), b_mac),
+    );
+    // K: no address and no MAC filter.
+    let k = Ve::start(&rt, "guardk", veth(None, k_mac));
+
+    // What must keep working: VE <-> VE, VE <-> host, both families to the host.
+    assert!(a.ping("198.51.100.20"), "A reaches B");
+    assert!(b.ping("198.51.100.1"), "B reaches its gateway");
+    for ip in [
+        "198.51.100.10",
+        "198.51.100.20",
+        "2001:db8:1::10",
+        "2001:db8:1::20",
+    ] {
+        let o = lan.sh(&format!("busybox ping -c 1 -W 2 {ip}"));
+        assert_eq!(o.code, 0, "host -> {ip}: {o:?}");
+    }
+
+    // Frames B must never get: a capture in B watches for them until A's marker.
+    let tags = [
+        "DHCP4-OFFER",
+        "DHCP6-REPLY",
+        "QINQ-SPOOF",
+        "VLAN-OWN",
+        "ETHERTYPE-OTHER",
+        "NOADDR-V4",
+        "NOADDR-V6",
+    ];
+    let watch = b.watch_frames(&tags);
+    let to_b4 = |src: &str, tag: &str, tags: &str| {
+        format!("eth('{b_mac}', '{a_mac}', 0x0800, udp4('{src}', '198.51.100.20', 7000, 7000, b'{tag}'), {tags})")
+    };
+    a.send_frames(
+        &[
+            // A DHCP server's offer (from port 67), broadcast.
+            format!("eth('ff:ff:ff:ff:ff:ff', '{a_mac}', 0x0800, udp4('198.51.100.10', '255.255.255.255', 67, 68, b'DHCP4-OFFER'))"),
+            // A DHCPv6 server's reply (from port 547).
+            format!("eth('{b_mac}', '{a_mac}', 0x86dd, udp6('2001:db8:1::10', '2001:db8:1::20', 547, 546, b'DHCP6-REPLY'))"),
+            // 802.1ad + 802.1Q, both VLAN 0 (which B's stack strips), a forged source.
+            to_b4("198.51.100.99", "QINQ-SPOOF", "((0x88a8, 0), (0x8100, 0))"),
+            // One 802.1Q tag (the receiving end moves it out of the frame: the guard must
+            // look at the tag as nft rebuilds it), with A's own source.
+            to_b4("198.51.100.10", "VLAN-OWN", "((0x8100, 5),)"),
+            // An EtherType that is neither IP nor ARP.
+            format!("eth('{b_mac}', '{a_mac}', 0x88b5, b'ETHERTYPE-OTHER')"),
+        ],
+        None,
+    );
+    // K, given no address, uses addresses anyway.
+    k.send_frames(
+        &[
+            format!("eth('{b_mac}', '{k_mac}', 0x0800, udp4('198.51.100.99', '198.51.100.20', 7000, 7000, b'NOADDR-V4'))"),
+            format!("eth('{b_mac}', '{k_mac}', 0x86dd, udp6('2001:db8:1::99', '2001:db8:1::20', 7000, 7000, b'NOADDR-V6'))"),
+        ],
+        None,
+    );
+    a.send_frames(&[to_b4("198.51.100.10", "SYNC-MARK", "()")], None);
+    let seen = watch.wait(std::time::Duration::from_secs(20));
+    assert!(
+        seen.stdout.lines().any(|l| l == "seen:"),
+        "frames that must be dropped reached B (or A's marker did not): {seen:?}"
+    );
+
+    // Neighbour tables: the host has B's addresses, B has its gateway's.
+    let neigh = |o: common::Out| o.stdout.to_lowercase();
+    let host_neigh = |ip: &str| neigh(lan.sh(&format!("ip neigh show {ip} dev {br}")));
+    for ip in ["198.51.100.20", "2001:db8:1::20"] {
+        assert!(
+            host_neigh(ip).contains(b_mac),
+            "host has B's {ip}: {}",
+            host_neigh(ip)
+        );
+    }
+    let b_gw = || neigh(b.nsenter(&["ip", "neigh", "show", "198.51.100.1"]));
+    assert!(b_gw().contains(LAN_BR_MAC), "B has its gateway: {}", b_gw());
+    a.send_frames(
+        &[
+            // "198.51.100.20 is-at A", to the host; "198.51.100.1 is-at A", to B: as
+            // answers and as gratuitous ARP (sender = target in both address fields),
+            // which a neighbour table takes even within its locktime.
+            format!("eth('{LAN_BR_MAC}', '{a_mac}', 0x0806, arp(2, '{a_mac}', '198.51.100.20', '{LAN_BR_MAC}', '198.51.100.1'))"),
+            format!("eth('{LAN_BR_MAC}', '{a_mac}', 0x0806, arp(2, '{a_mac}', '198.51.100.20', '{a_mac}', '198.51.100.20'))"),
+            format!("eth('{b_mac}', '{a_mac}', 0x0806, arp(2, '{a_mac}', '198.51.100.1', '{b_mac}', '198.51.100.20'))"),
+            format!("eth('{b_mac}', '{a_mac}', 0x0806, arp(2, '{a_mac}', '198.51.100.1', '{a_mac}', '198.51.100.1'))"),
+            // An unsolicited override advertisement: "2001:db8:1::20 is at A".
+            format!("eth('{LAN_BR_MAC}', '{a_mac}', 0x86dd, icmp6('2001:db8:1::10', '2001:db8:1::1', 136, na('2001:db8:1::20', '{a_mac}')))"),
+            // A router advertisement: a default route and a SLAAC prefix for the host.
+            format!("eth('33:33:00:00:00:01', '{a_mac}', 0x86dd, icmp6('fe80::a', 'ff02::1', 134, ra('2001:db8:77::', '{a_mac}')))"),
+        ],
+        Some("198.51.100.1"),
+    );
+    // Looked at as soon as A's ping is back: B's own next ARP request would put a taken
+    // entry right again.
+    for ip in ["198.51.100.20", "2001:db8:1::20"] {
+        let n = host_neigh(ip);
+        assert!(
+            !n.contains(a_mac),
+            "A took B's {ip} in the host's table: {n}"
+        );
+    }
+    assert!(!b_gw().contains(a_mac), "A took B's gateway: {}", b_gw());
+    let r = lan.sh("ip -6 route show default && ip -6 addr show | grep inet6");
+    assert!(
+        !r.stdout.contains("default") && !r.stdout.contains("2001:db8:77:"),
+        "A's router advertisement was taken: {r:?}"
+    );
+    let b_if = b.show()["host_if"].as_str().unwrap_or_default().to_string();
+    let b_mac_on_b_port = || {
+        let fdb = lan.sh(&format!("bridge fdb show br {br}")).stdout;
+        let b_entry: Vec<&str> = fdb.lines().filter(|l| l.starts_with(b_mac)).collect();
+        assert!(
+            !b_entry.is_empty() && b_entry.iter().all(|l| l.contains(&format!("dev {b_if} "))),
+            "K took B's MAC: {fdb}"
+        );
+    };
+    // K sends as B.
+    k.send_frames(
+        &[format!(
+            "eth('ff:ff:ff:ff:ff:ff', '{b_mac}', 0x88b5, b'steal')"
+        )],
+        None,
+    );
+    // Looked at at once (B's own next frame would move a stolen entry back), and again
+    // once A's ping has come back behind K's frame.
+    b_mac_on_b_port();
+    a.send_frames(&[], Some("198.51.100.1"));
+    b_mac_on_b_port();
+    // The host still reaches B.
+    assert_eq!(lan.sh("busybox ping -c 1 -W 2 198.51.100.20").code, 0);
+    drop((a, b, k));
+    drop(rt);
+}
+
+/// A venet VE with IPv6 has the nftables guard, not reverse-path filtering: an IPv4 packet
+/// with a forged source inside two VLAN tags of VLAN 0 passes the guard's IPv4 test
+/// unseen (the host end moves only the outer tag out of the frame) and the host's kernel
+/// then strips both tags and routes it on. The guard must drop tagged frames.
+#[test]
+fn venet_ves_cannot_hide_a_forged_source_in_vlan_tags() {
+    require_net!();
+    if !common::have("python3") {
+        eprintln!("SKIP: python3 is not installed");
+        return;
+    }
+    let lan = GuardLan::new("v");
+    let rt = Runtime::with_binary(&lan.wrapper);
+    let a = Ve::start(
+        &rt,
+        "qinqa",
+        json!({"io.vzrun.net.ip": "203.0.113.31,2001:db8:2::31"}),
+    );
+    let b = Ve::start(
+        &rt,
+        "qinqb",
+        json!({"io.vzrun.net.ip": "203.0.113.32,2001:db8:2::32"}),
+    );
+    assert!(a.ping("203.0.113.32"), "A reaches B");
+    let watch = b.watch_frames(&["QINQ-VENET"]);
+    // The host end shares the VE end's MAC: frames to it are addressed to `me`.
+    let to_b = |src: &str, tag: &str, tags: &str| {
+        format!("eth(me, me, 0x0800, udp4('{src}', '203.0.113.32', 7000, 7000, b'{tag}'), {tags})")
+    };
+    a.send_frames(
+        &[
+            to_b("203.0.113.99", "QINQ-VENET", "((0x88a8, 0), (0x8100, 0))"),
+            to_b("203.0.113.31", "SYNC-MARK", "()"),
+        ],
+        None,
+    );
+    let seen = watch.wait(std::time::Duration::from_secs(20));
+    assert!(
+        seen.stdout.lines().any(|l| l == "seen:"),
+        "a forged source reached B inside VLAN tags (or A's marker did not): {seen:?}"
+    );
+    drop((a, b));
+    drop(rt);
 }

@@ -109,6 +109,8 @@ pub struct BridgePortFlags {
     pub flood: Option<bool>,
     /// `mcast_flood`: unknown multicast is flooded to this port.
     pub mcast_flood: Option<bool>,
+    /// `learning`: the bridge learns source MACs of frames that come in on this port.
+    pub learning: Option<bool>,
 }
 
 /// A route as vzrun configures it.
@@ -148,9 +150,11 @@ pub struct ProxyNeighbour {
     pub ip: IpAddr,
 }
 
-/// A static entry in the forwarding database of the bridge that `port` belongs to, as
-/// `bridge fdb ... MAC dev PORT master static` makes: frames for `mac` go to that port
-/// only, and the entry never ages out or moves to another port by learning.
+/// A static, sticky entry in the forwarding database of the bridge that `port` belongs
+/// to, as `bridge fdb ... MAC dev PORT master static sticky` makes: frames for `mac` go
+/// to that port only, and the entry never ages out. Sticky because a static entry alone
+/// still moves to whichever port a frame from `mac` last came in on, when that port
+/// learns.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FdbEntry<'a> {
     pub port: u32,
@@ -328,7 +332,8 @@ impl Object for FdbEntry<'_> {
         m.header.ifindex = self.port;
         m.header.state = NeighbourState::Other(FDB_STATIC);
         // NTF_MASTER: the entry goes into the bridge's database, not the port device's.
-        m.header.flags = NeighbourFlags::Controller;
+        // NTF_STICKY: learning never moves it to another port.
+        m.header.flags = NeighbourFlags::Controller | NeighbourFlags::Sticky;
         m.attributes
             .push(NeighbourAttribute::LinkLayerAddress(self.mac.to_vec()));
         Body::Neighbour(m)
@@ -562,6 +567,9 @@ impl Netlink {
         }
         if let Some(on) = f.mcast_flood {
             port.push(InfoBridgePort::MulticastFlood(on));
+        }
+        if let Some(on) = f.learning {
+            port.push(InfoBridgePort::Learning(on));
         }
         let mut m = LinkMessage::default();
         m.header.index = index;
@@ -1034,7 +1042,8 @@ mod tests {
     }
 
     /// The bytes bridge(8) puts after the ndmsg header's family for
-    /// `fdb add 02:00:00:00:00:01 dev X master static`: state 0x42, flags NTF_MASTER.
+    /// `fdb add 02:00:00:00:00:01 dev X master static sticky`: state 0x42, flags
+    /// NTF_MASTER | NTF_STICKY.
     #[test]
     fn fdb_entry_is_static_on_the_bridge() {
         let e = FdbEntry {
@@ -1049,7 +1058,7 @@ mod tests {
         assert_eq!(buf[0], libc::AF_BRIDGE as u8);
         assert_eq!(u32::from_ne_bytes(buf[4..8].try_into().unwrap()), 7);
         assert_eq!(u16::from_ne_bytes(buf[8..10].try_into().unwrap()), 0x42);
-        assert_eq!(buf[10], 0x04, "NTF_MASTER");
+        assert_eq!(buf[10], 0x04 | 0x40, "NTF_MASTER | NTF_STICKY");
         assert_eq!(
             e.add_flags(),
             NLM_F_CREATE | NLM_F_EXCL,

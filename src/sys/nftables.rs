@@ -179,6 +179,10 @@ impl Msg {
 pub enum Base {
     Link = 0,
     Network = 1,
+    /// Where the kernel found the layer 4 header (after any IPv6 extension headers);
+    /// a load from it fails, and the rule does not match, for a fragment that is not the
+    /// first or a packet that is neither IPv4 nor IPv6.
+    Transport = 2,
 }
 
 /// Packet metadata a rule can load (NFT_META_*).
@@ -188,6 +192,9 @@ pub enum Meta {
     Protocol = 1,
     /// The input device's ARPHRD_* type, host order (2 bytes).
     IifType = 8,
+    /// The layer 4 protocol number (1 byte), for IPv6 the one after the extension
+    /// headers; a load fails, and the rule does not match, for anything but IP.
+    L4Proto = 16,
 }
 
 /// One expression of a rule; every load goes to register 1, every test reads it.

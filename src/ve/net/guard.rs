@@ -1,7 +1,9 @@
 //! Host-side guards on a VE's link. In nftables: a netdev ingress chain on the host end
-//! drops packets whose source address (and, for veth, source MAC) is not the VE's own;
-//! ingress on the host end sees every frame the VE sends, before any routing or
-//! bridging. On a bridge: the VE's port is isolated from other VEs' unicast.
+//! drops packets whose source address (and, for veth, source MAC) is not the VE's own,
+//! and, for veth, frames that would take over other members' addresses on the bridge
+//! (see [`rules`]); ingress on the host end sees every frame the VE sends, before any
+//! routing or bridging. On a bridge: the VE's port is isolated from other VEs' unicast
+//! and learns no MACs.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -54,6 +56,8 @@ pub struct Rule {
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
 
 fn protocol_is(p: [u8; 2]) -> [Expr; 2] {
     [
@@ -65,9 +69,27 @@ fn protocol_is(p: [u8; 2]) -> [Expr; 2] {
     ]
 }
 
+/// The input device is Ethernet (ARPHRD_ETHER, host order): nft's dependency for `ether`.
+fn iif_is_ether() -> [Expr; 2] {
+    [
+        Expr::Meta(Meta::IifType),
+        Expr::Cmp {
+            eq: true,
+            data: 1u16.to_ne_bytes().to_vec(),
+        },
+    ]
+}
+
 /// Loads `len` bytes of a header into the register.
 fn load(base: Base, offset: u32, len: u32) -> Expr {
     Expr::Payload { base, offset, len }
+}
+
+fn equals(data: &[u8]) -> Expr {
+    Expr::Cmp {
+        eq: true,
+        data: data.to_vec(),
+    }
 }
 
 fn differs(data: &[u8]) -> Expr {
@@ -77,83 +99,206 @@ fn differs(data: &[u8]) -> Expr {
     }
 }
 
-/// The rules of a VE link's guard, in order: what nft compiles `ether saddr != MAC
-/// drop` and the others below into (`nft --debug=netlink` shows the same expressions).
+/// fe80::/10 as an address and a mask.
+fn link_local() -> ([u8; 16], [u8; 16]) {
+    let mut net = [0u8; 16];
+    net[..2].copy_from_slice(&[0xfe, 0x80]);
+    let mut mask = [0u8; 16];
+    mask[..2].copy_from_slice(&[0xff, 0xc0]);
+    (net, mask)
+}
+
+/// IPv4 or IPv6 (`family`) packets of layer 4 protocol `proto` whose first `len` bytes at
+/// `offset` into the layer 4 header are `value`.
+fn l4_field_is(family: [u8; 2], proto: u8, offset: u32, value: &[u8]) -> Vec<Expr> {
+    let mut e = protocol_is(family).to_vec();
+    e.extend([
+        Expr::Meta(Meta::L4Proto),
+        equals(&[proto]),
+        load(Base::Transport, offset, value.len() as u32),
+        equals(value),
+    ]);
+    e
+}
+
+/// The rules of a VE link's guard, in order: what nft compiles the rule texts below into
+/// (`nft --debug=netlink` shows the same expressions). Each drops what matches it; what
+/// no rule drops passes.
+///
+/// The host end of a VE's pair sees every frame the VE sends, so these hold whatever the
+/// VE does inside, with CAP_NET_RAW and raw frames: no source MAC but its own (with
+/// `mac_filter`), no source address but its own (none at all for a VE given none, but
+/// IPv6 link-local and the unspecified address, which neighbour discovery needs), and for
+/// veth, nothing that would make the bridge's other members or the host send it traffic
+/// meant for someone else:
+/// - only IPv4, IPv6 and ARP frames, untagged. A VLAN tag would hide the packet from the
+///   address rules: the receiving end moves the outer tag out of the frame (`meta
+///   protocol` is then the inner type), and a second, inner tag leaves the IP header
+///   unseen, while the bridge forwards the frame on and the other VE's kernel strips
+///   tags of VLAN 0. nft rebuilds a moved tag for `ether type`, so it is checked there;
+/// - ARP only for IPv4 over Ethernet (other lengths put the addresses elsewhere), with a
+///   sender address of the VE's own or 0.0.0.0 (an address probe): an answer in any other
+///   name ("the gateway is at my MAC") would move the neighbour entries of the host and
+///   of other VEs;
+/// - no router advertisement or redirect (ICMPv6 134, 137): the host would take a
+///   default route and addresses from it, other VEs their gateway;
+/// - a neighbour advertisement (136) only for a target of the VE's own or link-local
+///   (its own link-local address is not known in advance: the VE picks how it is made).
+///   The target is what a neighbour table binds to the advertised MAC, so another VE's
+///   address or the host's global gateway address is refused;
+/// - no DHCP or DHCPv6 server answers (UDP from port 67 or 547): they would hand other
+///   VEs addresses, gateways and name servers of the VE's choosing.
+///
+/// venet VEs are routed, not bridged: the host keeps a neighbour table per VE link, has
+/// forwarding on there (so it ignores router advertisements and redirects), and answers
+/// no DHCP; they get the EtherType rule, which also holds their ARP off.
 pub fn rules(host_if: &str, c: &NetConfig, mac: &[u8]) -> Vec<Rule> {
     let n = names(host_if);
+    let veth = c.mode == Mode::Veth;
     let mut rules = Vec::new();
-    if c.mode == Mode::Veth && c.mac_filter {
-        // ARPHRD_ETHER as the device type, host order: nft's dependency for `ether`.
-        let mut e = vec![
-            Expr::Meta(Meta::IifType),
-            Expr::Cmp {
-                eq: true,
-                data: 1u16.to_ne_bytes().to_vec(),
-            },
-        ];
+    if veth && c.mac_filter {
+        let mut e = iif_is_ether().to_vec();
         e.extend([load(Base::Link, 6, 6), differs(mac), Expr::Drop]);
         rules.push(Rule {
             exprs: e,
             text: format!("ether saddr != {} drop", format_mac(mac)),
         });
-        let mut e = protocol_is(ETH_P_ARP).to_vec();
-        e.extend([load(Base::Network, 8, 6), differs(mac), Expr::Drop]);
-        rules.push(Rule {
-            exprs: e,
-            text: format!("arp saddr ether != {} drop", format_mac(mac)),
-        });
     }
-    if c.mode == Mode::Venet {
-        // venet has no ARP at all.
-        let mut e = protocol_is(ETH_P_ARP).to_vec();
-        e.push(Expr::Drop);
-        rules.push(Rule {
-            exprs: e,
-            text: "meta protocol arp drop".into(),
-        });
+    // EtherType, 12 bytes into the frame; each test reloads it, so that nft reads the
+    // rule back as one test per type.
+    let types: &[([u8; 2], &str)] = if veth {
+        &[(ETH_P_IP, "ip"), (ETH_P_IPV6, "ip6"), (ETH_P_ARP, "arp")]
+    } else {
+        &[(ETH_P_IP, "ip"), (ETH_P_IPV6, "ip6")]
+    };
+    let mut e = iif_is_ether().to_vec();
+    let mut text = String::new();
+    for (t, name) in types {
+        e.extend([load(Base::Link, 12, 2), differs(t)]);
+        text.push_str(&format!("ether type != {name} "));
     }
-    let filter_ip = c.mode == Mode::Venet || !c.ips.is_empty();
-    if filter_ip {
-        let mut e = protocol_is(ETH_P_IP).to_vec();
+    e.push(Expr::Drop);
+    rules.push(Rule {
+        exprs: e,
+        text: format!("{text}drop"),
+    });
+    if veth {
+        // ptype IPv4, hlen 6, plen 4, 2, 4 and 5 bytes into the ARP header: one rule
+        // each, as nft shows a test of all three at once as three tests.
+        for (offset, value, text) in [
+            (2, &ETH_P_IP[..], "arp ptype != ip drop"),
+            (4, &[6][..], "arp hlen != 6 drop"),
+            (5, &[4][..], "arp plen != 4 drop"),
+        ] {
+            let mut e = protocol_is(ETH_P_ARP).to_vec();
+            e.extend([
+                load(Base::Network, offset, value.len() as u32),
+                differs(value),
+                Expr::Drop,
+            ]);
+            rules.push(Rule {
+                exprs: e,
+                text: text.into(),
+            });
+        }
+        if c.mac_filter {
+            let mut e = protocol_is(ETH_P_ARP).to_vec();
+            e.extend([load(Base::Network, 8, 6), differs(mac), Expr::Drop]);
+            rules.push(Rule {
+                exprs: e,
+                text: format!("arp saddr ether != {} drop", format_mac(mac)),
+            });
+        }
+        let mut e = protocol_is(ETH_P_ARP).to_vec();
         e.extend([
-            load(Base::Network, 12, 4),
+            load(Base::Network, 14, 4),
             Expr::Lookup {
                 set: n.v4.clone(),
                 inverted: true,
             },
+            load(Base::Network, 14, 4),
+            differs(&[0; 4]),
             Expr::Drop,
         ]);
         rules.push(Rule {
             exprs: e,
-            text: format!("ip saddr != @{} drop", n.v4),
+            text: format!("arp saddr ip != @{} arp saddr ip != 0.0.0.0 drop", n.v4),
         });
-        // Link-local and the unspecified source stay allowed: neighbour discovery and
-        // duplicate address detection use them.
-        let mut link_local = [0u8; 16];
-        link_local[..2].copy_from_slice(&[0xfe, 0x80]);
-        let mut mask = [0u8; 16];
-        mask[..2].copy_from_slice(&[0xff, 0xc0]);
-        let mut e = protocol_is(ETH_P_IPV6).to_vec();
+    }
+    let mut e = protocol_is(ETH_P_IP).to_vec();
+    e.extend([
+        load(Base::Network, 12, 4),
+        Expr::Lookup {
+            set: n.v4.clone(),
+            inverted: true,
+        },
+        Expr::Drop,
+    ]);
+    rules.push(Rule {
+        exprs: e,
+        text: format!("ip saddr != @{} drop", n.v4),
+    });
+    // Link-local and the unspecified source stay allowed: neighbour discovery and
+    // duplicate address detection use them.
+    let (ll, ll_mask) = link_local();
+    let mut e = protocol_is(ETH_P_IPV6).to_vec();
+    e.extend([
+        load(Base::Network, 8, 16),
+        Expr::Lookup {
+            set: n.v6.clone(),
+            inverted: true,
+        },
+        load(Base::Network, 8, 16),
+        Expr::Mask(ll_mask.to_vec()),
+        differs(&ll),
+        load(Base::Network, 8, 16),
+        differs(&[0; 16]),
+        Expr::Drop,
+    ]);
+    rules.push(Rule {
+        exprs: e,
+        text: format!(
+            "ip6 saddr != @{} ip6 saddr != fe80::/10 ip6 saddr != :: drop",
+            n.v6
+        ),
+    });
+    if veth {
+        for (ty, name) in [(134u8, "nd-router-advert"), (137, "nd-redirect")] {
+            let mut e = l4_field_is(ETH_P_IPV6, IPPROTO_ICMPV6, 0, &[ty]);
+            e.push(Expr::Drop);
+            rules.push(Rule {
+                exprs: e,
+                text: format!("icmpv6 type {name} drop"),
+            });
+        }
+        // The target address, 8 bytes into the advertisement.
+        let mut e = l4_field_is(ETH_P_IPV6, IPPROTO_ICMPV6, 0, &[136]);
         e.extend([
-            load(Base::Network, 8, 16),
+            load(Base::Transport, 8, 16),
             Expr::Lookup {
                 set: n.v6.clone(),
                 inverted: true,
             },
-            load(Base::Network, 8, 16),
-            Expr::Mask(mask.to_vec()),
-            differs(&link_local),
-            load(Base::Network, 8, 16),
-            differs(&[0; 16]),
+            load(Base::Transport, 8, 16),
+            Expr::Mask(ll_mask.to_vec()),
+            differs(&ll),
             Expr::Drop,
         ]);
         rules.push(Rule {
             exprs: e,
             text: format!(
-                "ip6 saddr != @{} ip6 saddr != fe80::/10 ip6 saddr != :: drop",
+                "icmpv6 type nd-neighbor-advert icmpv6 taddr != @{} icmpv6 taddr != fe80::/10 drop",
                 n.v6
             ),
         });
+        for (family, port, name) in [(ETH_P_IP, 67u16, "ip"), (ETH_P_IPV6, 547, "ip6")] {
+            let mut e = l4_field_is(family, IPPROTO_UDP, 0, &port.to_be_bytes());
+            e.push(Expr::Drop);
+            rules.push(Rule {
+                exprs: e,
+                text: format!("meta protocol {name} udp sport {port} drop"),
+            });
+        }
     }
     rules
 }
@@ -276,9 +421,14 @@ pub fn remove(handle: &str) {
 }
 
 /// On a bridge, a VE's port gets no flooded unknown unicast (nor multicast) and its MAC
-/// is pinned to it, so frames for one VE are never copied to another's port: what
-/// `bridge link set dev PORT flood off mcast_flood off` and `bridge fdb add MAC dev PORT
-/// master static` do, through netlink.
+/// is pinned to it, so frames for one VE are never copied to another's port; and the
+/// bridge learns nothing from it, so no MAC moves to it: what `bridge link set dev PORT
+/// flood off mcast_flood off learning off` and `bridge fdb add MAC dev PORT master static
+/// sticky` do, through netlink. Without both, one frame from a VE with another's (or a
+/// LAN host's) MAC as its source, which a VE with `mac_filter` off may send, moves that
+/// MAC's entry to its port and the traffic for it with the entry. The VE's own MAC needs
+/// no learning, being pinned; other MACs a VE without `mac_filter` sends from get no
+/// unicast.
 ///
 /// The entry is added exclusively, so a MAC that the bridge already forwards to another
 /// port (another VE's pinned entry, a host's learned one, a port's or the bridge's own
@@ -296,6 +446,7 @@ pub fn bridge_port_isolation(
         &BridgePortFlags {
             flood: Some(false),
             mcast_flood: Some(false),
+            learning: Some(false),
         },
     )?;
     let entry = FdbEntry { port, mac };
@@ -380,7 +531,7 @@ mod tests {
         assert_eq!(
             texts(&r),
             [
-                "meta protocol arp drop",
+                "ether type != ip ether type != ip6 drop",
                 "ip saddr != @v4_vz0123456789 drop",
                 "ip6 saddr != @v6_vz0123456789 ip6 saddr != fe80::/10 ip6 saddr != :: drop",
             ]
@@ -414,10 +565,11 @@ mod tests {
     }
 
     #[test]
-    fn veth_rules_filter_macs() {
+    fn veth_rules_filter_macs_arp_nd_dhcp_and_tags() {
         let c = NetConfig {
             mode: Mode::Veth,
             mac_filter: true,
+            ips: vec![parse_addr("198.51.100.5", None).unwrap()],
             ..Default::default()
         };
         let r = rules("vzx", &c, &[2, 0, 0, 0, 0, 1]);
@@ -425,9 +577,47 @@ mod tests {
             texts(&r),
             [
                 "ether saddr != 02:00:00:00:00:01 drop",
-                "arp saddr ether != 02:00:00:00:00:01 drop"
-            ],
-            "no addresses given: the VE may do DHCP"
+                "ether type != ip ether type != ip6 ether type != arp drop",
+                "arp ptype != ip drop",
+                "arp hlen != 6 drop",
+                "arp plen != 4 drop",
+                "arp saddr ether != 02:00:00:00:00:01 drop",
+                "arp saddr ip != @v4_vzx arp saddr ip != 0.0.0.0 drop",
+                "ip saddr != @v4_vzx drop",
+                "ip6 saddr != @v6_vzx ip6 saddr != fe80::/10 ip6 saddr != :: drop",
+                "icmpv6 type nd-router-advert drop",
+                "icmpv6 type nd-redirect drop",
+                "icmpv6 type nd-neighbor-advert icmpv6 taddr != @v6_vzx icmpv6 taddr != fe80::/10 drop",
+                "meta protocol ip udp sport 67 drop",
+                "meta protocol ip6 udp sport 547 drop",
+            ]
         );
+        // The ARP sender address sits 14 bytes into the ARP header (after hardware
+        // address 6 bytes long, which the rule before requires).
+        assert_eq!(r[6].exprs[2], load(Base::Network, 14, 4));
+        // A neighbour advertisement's target, 8 bytes into the ICMPv6 header.
+        assert!(r[11].exprs.contains(&load(Base::Transport, 8, 16)));
+        // The DHCP server port, big-endian.
+        assert_eq!(r[12].exprs[5], equals(&[0, 67]));
+        assert!(r.iter().all(|r| r.exprs.last() == Some(&Expr::Drop)));
+    }
+
+    #[test]
+    fn a_veth_ve_without_addresses_or_mac_filter_is_still_filtered() {
+        let c = NetConfig {
+            mode: Mode::Veth,
+            mac_filter: false,
+            ..Default::default()
+        };
+        let t = texts(&rules("vzx", &c, &[2, 0, 0, 0, 0, 1])).join("\n");
+        assert!(
+            !t.contains("ether saddr") && !t.contains("arp saddr ether"),
+            "{t}"
+        );
+        // Its sets are empty: only 0.0.0.0 ARP probes and link-local or unspecified
+        // IPv6 sources pass.
+        for rule in ["ip saddr != @v4_vzx drop", "arp saddr ip != @v4_vzx"] {
+            assert!(t.contains(rule), "{t}");
+        }
     }
 }
