@@ -11,13 +11,14 @@
 //! own uplink, or for a veth VE on its own bridge, and refused on any other link.
 //!
 //! Which VE holds an address is kept host-wide in [`HELD`], one file per address naming
-//! the host end it is live on: a veth VE's address leaves no route on the host to find,
-//! and VEs of every state root (containerd's, podman's, an administrator's) share the
-//! host's addresses. A file counts while its link exists and is up, so a VE that died
-//! without a delete holds nothing, and neither does a VE whose link a move has taken
-//! down (its destination on this host takes the address over). A VE takes its addresses
-//! once its link is up, under one lock: of two VEs racing for an address, the second
-//! fails and is torn down.
+//! the host end of the VE that holds it: a veth VE's address leaves no route on the host
+//! to find, and VEs of every state root (containerd's, podman's, an administrator's)
+//! share the host's addresses. A file counts while the link it names exists, up or down:
+//! a VE that died without a delete has lost its link (the kernel removes the pair with
+//! the VE's namespace) and holds nothing, while a VE frozen for a move or restored by
+//! CRIU keeps its address through the time its link is down. A VE takes its addresses as
+//! soon as its host end exists, before anything puts them on the wire, under one lock:
+//! of two VEs racing for an address, the second fails and is torn down.
 
 use std::net::IpAddr;
 
@@ -65,7 +66,7 @@ fn held_file(ip: IpAddr) -> std::path::PathBuf {
 }
 
 /// The VE host end that holds `ip` now, if it is not `me`: the link its file names,
-/// when that link exists and is up.
+/// when that link exists.
 fn live_holder(nl: &mut Netlink, ip: IpAddr, me: Option<&str>) -> Result<Option<String>, NetError> {
     let Ok(name) = std::fs::read_to_string(held_file(ip)) else {
         return Ok(None);
@@ -74,10 +75,7 @@ fn live_holder(nl: &mut Netlink, ip: IpAddr, me: Option<&str>) -> Result<Option<
     if Some(name) == me || !is_ve_link(name) {
         return Ok(None);
     }
-    Ok(nl
-        .link_is_up(name)?
-        .unwrap_or(false)
-        .then(|| name.to_string()))
+    Ok(nl.link_index(name)?.map(|_| name.to_string()))
 }
 
 fn held_lock() -> Result<crate::sys::lock::FileLock, NetError> {
@@ -92,7 +90,7 @@ fn held_lock() -> Result<crate::sys::lock::FileLock, NetError> {
     crate::sys::lock::FileLock::exclusive(&path, true).map_err(|e| NetError::io("lock", path, e))
 }
 
-/// Makes the VE whose host end is `me` (up by now) the holder of `ips`: refused, naming
+/// Makes the VE whose host end is `me` the holder of `ips`: refused, naming
 /// the setting `key`, when another VE's live link holds one of them; nothing is taken
 /// then.
 pub fn take(nl: &mut Netlink, key: &'static str, ips: &[IpAddr], me: &str) -> Result<(), NetError> {

@@ -91,8 +91,8 @@ pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), NetError> {
     if !up {
         return Ok(());
     }
-    // Another VE may have taken an address while this link was down (a restore's CRIU
-    // work, a move that failed): then this VE must not come back on the wire with it.
+    // The VE held its addresses while the link was down; this is a check that it still
+    // does (a record lost or taken over from another network namespace's view).
     if let Err(e) = super::claim::take(&mut nl, "net.ip", &rec_ips(rec), host_if) {
         let _ = nl.set_link(idx, &LinkChange::up(false));
         return Err(e);
@@ -338,6 +338,11 @@ pub fn setup_at(
     })?;
     rec.host_if = Some(host_if.clone());
     rec.ve_if = Some(ve_if.to_string());
+    // The host end exists: the VE takes its addresses (see `claim`) before anything
+    // routes, proxies or announces them. Recorded first, so a failure gives back what
+    // was taken.
+    rec.ips = c.ips.clone();
+    super::claim::take(&mut nl, "net.ip", &rec_ips(rec), &host_if)?;
     let host_idx = nl
         .link_index(&host_if)?
         .ok_or_else(|| NetError::Vanished(host_if.clone()))?;
@@ -347,7 +352,6 @@ pub fn setup_at(
     let ve_if_s = ve_if.to_string();
     let mac = in_netns(&ns, move || configure_inside(&inside, &ve_if_s))??;
     rec.mac = Some(format_mac(&mac));
-    rec.ips = c.ips.clone();
     rec.routes = c.routes.clone();
     rec.rules = c.rules.clone();
 
@@ -401,11 +405,6 @@ pub fn setup_at(
             // meant for another; its own MAC is pinned to its port.
             guard::bridge_port_isolation(&mut nl, bidx, host_idx, &mac)?;
         }
-    }
-    // Up now, the link takes its addresses (see `claim`); a restore's link does when
-    // set_host_link brings it up.
-    if on_wire {
-        super::claim::take(&mut nl, "net.ip", &rec_ips(rec), &host_if)?;
     }
     // The kernel guard only where its sysctls could be written (a read-only /proc/sys
     // would leave the VE unguarded): else the nftables one.
