@@ -802,6 +802,9 @@ def arp(op, sha, spa, tha, tpa):
 def na(target, lladdr):
     # override flag; the target link-layer address option
     return struct.pack('!I', 0x20000000) + a6(target) + bytes([2, 1]) + mac(lladdr)
+def ns(target, lladdr):
+    # reserved; the source link-layer address option
+    return struct.pack('!I', 0) + a6(target) + bytes([1, 1]) + mac(lladdr)
 def ra(prefix, lladdr):
     # hop limit 64, router lifetime 1800 s; source link-layer address; a prefix for SLAAC
     return (struct.pack('!BBHII', 64, 0, 1800, 0, 0) + bytes([1, 1]) + mac(lladdr)
@@ -942,6 +945,7 @@ fn bridged_ves_cannot_poison_spoof_or_steal() {
     // Frames B must never get: a capture in B watches for them until A's marker.
     let tags = [
         "DHCP4-OFFER",
+        "DHCP4-ODDPORT",
         "DHCP6-REPLY",
         "QINQ-SPOOF",
         "VLAN-OWN",
@@ -957,6 +961,8 @@ fn bridged_ves_cannot_poison_spoof_or_steal() {
         &[
             // A DHCP server's offer (from port 67), broadcast.
             format!("eth('ff:ff:ff:ff:ff:ff', '{a_mac}', 0x0800, udp4('198.51.100.10', '255.255.255.255', 67, 68, b'DHCP4-OFFER'))"),
+            // The same from another port: a client takes an offer by its own port.
+            format!("eth('ff:ff:ff:ff:ff:ff', '{a_mac}', 0x0800, udp4('198.51.100.10', '255.255.255.255', 1067, 68, b'DHCP4-ODDPORT'))"),
             // A DHCPv6 server's reply (from port 547).
             format!("eth('{b_mac}', '{a_mac}', 0x86dd, udp6('2001:db8:1::10', '2001:db8:1::20', 547, 546, b'DHCP6-REPLY'))"),
             // 802.1ad + 802.1Q, both VLAN 0 (which B's stack strips), a forged source.
@@ -996,6 +1002,14 @@ fn bridged_ves_cannot_poison_spoof_or_steal() {
     }
     let b_gw = || neigh(b.nsenter(&["ip", "neigh", "show", "198.51.100.1"]));
     assert!(b_gw().contains(LAN_BR_MAC), "B has its gateway: {}", b_gw());
+    // The host knows a LAN router by its link-local address, as IPv6 hosts do.
+    let router_mac = "02:00:5e:00:01:63";
+    let o = lan.sh(&format!(
+        "ip -6 neigh replace fe80::1 lladdr {router_mac} dev {br} nud stale"
+    ));
+    assert_eq!(o.code, 0, "{o:?}");
+    // Link-local addresses as Linux makes them from a MAC (EUI-64).
+    let (a_ll, br_ll) = ("fe80::5e:ff:fe00:10a", "fe80::5e:ff:fe00:101");
     a.send_frames(
         &[
             // "198.51.100.20 is-at A", to the host; "198.51.100.1 is-at A", to B: as
@@ -1009,6 +1023,11 @@ fn bridged_ves_cannot_poison_spoof_or_steal() {
             format!("eth('{LAN_BR_MAC}', '{a_mac}', 0x86dd, icmp6('2001:db8:1::10', '2001:db8:1::1', 136, na('2001:db8:1::20', '{a_mac}')))"),
             // A router advertisement: a default route and a SLAAC prefix for the host.
             format!("eth('33:33:00:00:00:01', '{a_mac}', 0x86dd, icmp6('fe80::a', 'ff02::1', 134, ra('2001:db8:77::', '{a_mac}')))"),
+            // The LAN's IPv6 gateway is a link-local address: "fe80::1 is at A", as an
+            // advertisement from A's own link-local address, and as a solicitation in
+            // fe80::1's name (which the host answers by taking its source MAC).
+            format!("eth('33:33:00:00:00:01', '{a_mac}', 0x86dd, icmp6('{a_ll}', 'ff02::1', 136, na('fe80::1', '{a_mac}')))"),
+            format!("eth('{LAN_BR_MAC}', '{a_mac}', 0x86dd, icmp6('fe80::1', '{br_ll}', 135, ns('{br_ll}', '{a_mac}')))"),
         ],
         Some("198.51.100.1"),
     );
@@ -1022,6 +1041,11 @@ fn bridged_ves_cannot_poison_spoof_or_steal() {
         );
     }
     assert!(!b_gw().contains(a_mac), "A took B's gateway: {}", b_gw());
+    let router = host_neigh("fe80::1");
+    assert!(
+        router.contains(router_mac) && !router.contains(a_mac),
+        "A took the host's link-local gateway: {router}"
+    );
     let r = lan.sh("ip -6 route show default && ip -6 addr show | grep inet6");
     assert!(
         !r.stdout.contains("default") && !r.stdout.contains("2001:db8:77:"),

@@ -76,6 +76,15 @@ const NFTA_PAYLOAD_DREG: u16 = 1;
 const NFTA_PAYLOAD_BASE: u16 = 2;
 const NFTA_PAYLOAD_OFFSET: u16 = 3;
 const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFTA_EXTHDR_DREG: u16 = 1;
+const NFTA_EXTHDR_TYPE: u16 = 2;
+const NFTA_EXTHDR_OFFSET: u16 = 3;
+const NFTA_EXTHDR_LEN: u16 = 4;
+const NFTA_EXTHDR_FLAGS: u16 = 5;
+const NFTA_EXTHDR_OP: u16 = 6;
+/// The register gets 1 when the header is there, 0 when not (a byte).
+const NFT_EXTHDR_F_PRESENT: u32 = 1;
+const NFT_EXTHDR_OP_IPV6: u32 = 0;
 const NFTA_LOOKUP_SET: u16 = 1;
 const NFTA_LOOKUP_SREG: u16 = 2;
 const NFTA_LOOKUP_FLAGS: u16 = 5;
@@ -213,6 +222,9 @@ pub enum Expr {
     },
     /// Register 1 = register 1 AND mask.
     Mask(Vec<u8>),
+    /// Register 1 = 1 when an IPv6 packet has an extension header of this type
+    /// anywhere in its chain, else 0 (`exthdr frag exists`).
+    Ipv6HeaderPresent(u8),
     /// Register 1 is not (`inverted`) or is an element of the named set.
     Lookup {
         set: String,
@@ -229,6 +241,7 @@ impl Expr {
             Expr::Payload { .. } => "payload",
             Expr::Cmp { .. } => "cmp",
             Expr::Mask(_) => "bitwise",
+            Expr::Ipv6HeaderPresent(_) => "exthdr",
             Expr::Lookup { .. } => "lookup",
             Expr::Drop => "immediate",
         };
@@ -257,6 +270,14 @@ impl Expr {
                 m.u32_attr(NFTA_BITWISE_LEN, mask.len() as u32);
                 m.data_attr(NFTA_BITWISE_MASK, mask);
                 m.data_attr(NFTA_BITWISE_XOR, &vec![0; mask.len()]);
+            }
+            Expr::Ipv6HeaderPresent(kind) => {
+                m.u32_attr(NFTA_EXTHDR_DREG, NFT_REG_1);
+                m.attr(NFTA_EXTHDR_TYPE, &[*kind]);
+                m.u32_attr(NFTA_EXTHDR_OFFSET, 0);
+                m.u32_attr(NFTA_EXTHDR_LEN, 1);
+                m.u32_attr(NFTA_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+                m.u32_attr(NFTA_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
             }
             Expr::Lookup { set, inverted } => {
                 m.str_attr(NFTA_LOOKUP_SET, set);

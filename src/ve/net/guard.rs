@@ -58,6 +58,7 @@ const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
+const IPV6_FRAGMENT: u8 = 44;
 
 fn protocol_is(p: [u8; 2]) -> [Expr; 2] {
     [
@@ -106,6 +107,17 @@ fn link_local() -> ([u8; 16], [u8; 16]) {
     let mut mask = [0u8; 16];
     mask[..2].copy_from_slice(&[0xff, 0xc0]);
     (net, mask)
+}
+
+/// The IPv6 link-local address Linux gives a link with this MAC (addr_gen_mode eui64,
+/// the default): fe80:: and the MAC with the universal/local bit flipped and ff:fe in
+/// the middle.
+fn eui64_link_local(mac: &[u8]) -> std::net::Ipv6Addr {
+    let m: [u8; 6] = mac.try_into().unwrap_or([0; 6]);
+    let mut a = [0u8; 16];
+    a[..2].copy_from_slice(&[0xfe, 0x80]);
+    a[8..16].copy_from_slice(&[m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+    std::net::Ipv6Addr::from(a)
 }
 
 /// IPv4 or IPv6 (`family`) packets of layer 4 protocol `proto` whose first `len` bytes at
@@ -239,8 +251,12 @@ pub fn rules(host_if: &str, c: &NetConfig, mac: &[u8]) -> Vec<Rule> {
         text: format!("ip saddr != @{} drop", n.v4),
     });
     // Link-local and the unspecified source stay allowed: neighbour discovery and
-    // duplicate address detection use them.
+    // duplicate address detection use them. A veth VE shares its link with the host,
+    // other VEs and the LAN, whose IPv6 gateway is usually a link-local address: it may
+    // use only its own, the one the kernel makes from its MAC (EUI-64), or a neighbour
+    // solicitation in the gateway's name would move every neighbour's entry for it.
     let (ll, ll_mask) = link_local();
+    let own_ll = eui64_link_local(mac);
     let mut e = protocol_is(ETH_P_IPV6).to_vec();
     e.extend([
         load(Base::Network, 8, 16),
@@ -249,16 +265,19 @@ pub fn rules(host_if: &str, c: &NetConfig, mac: &[u8]) -> Vec<Rule> {
             inverted: true,
         },
         load(Base::Network, 8, 16),
-        Expr::Mask(ll_mask.to_vec()),
-        differs(&ll),
-        load(Base::Network, 8, 16),
-        differs(&[0; 16]),
-        Expr::Drop,
     ]);
+    let ll_text = if veth {
+        e.push(differs(&own_ll.octets()));
+        own_ll.to_string()
+    } else {
+        e.extend([Expr::Mask(ll_mask.to_vec()), differs(&ll)]);
+        "fe80::/10".to_string()
+    };
+    e.extend([load(Base::Network, 8, 16), differs(&[0; 16]), Expr::Drop]);
     rules.push(Rule {
         exprs: e,
         text: format!(
-            "ip6 saddr != @{} ip6 saddr != fe80::/10 ip6 saddr != :: drop",
+            "ip6 saddr != @{} ip6 saddr != {ll_text} ip6 saddr != :: drop",
             n.v6
         ),
     });
@@ -280,23 +299,43 @@ pub fn rules(host_if: &str, c: &NetConfig, mac: &[u8]) -> Vec<Rule> {
                 inverted: true,
             },
             load(Base::Transport, 8, 16),
-            Expr::Mask(ll_mask.to_vec()),
-            differs(&ll),
+            differs(&own_ll.octets()),
             Expr::Drop,
         ]);
         rules.push(Rule {
             exprs: e,
             text: format!(
-                "icmpv6 type nd-neighbor-advert icmpv6 taddr != @{} icmpv6 taddr != fe80::/10 drop",
+                "icmpv6 type nd-neighbor-advert icmpv6 taddr != @{} icmpv6 taddr != {own_ll} drop",
                 n.v6
             ),
         });
-        for (family, port, name) in [(ETH_P_IP, 67u16, "ip"), (ETH_P_IPV6, 547, "ip6")] {
-            let mut e = l4_field_is(family, IPPROTO_UDP, 0, &port.to_be_bytes());
+        // Neighbour discovery is never fragmented (RFC 6980); a fragment holds the
+        // rules above off, as the type or target is not in its first piece.
+        let mut e = protocol_is(ETH_P_IPV6).to_vec();
+        e.extend([
+            Expr::Meta(Meta::L4Proto),
+            equals(&[IPPROTO_ICMPV6]),
+            Expr::Ipv6HeaderPresent(IPV6_FRAGMENT),
+            equals(&[1]),
+            Expr::Drop,
+        ]);
+        rules.push(Rule {
+            exprs: e,
+            text: "exthdr frag exists meta l4proto ipv6-icmp drop".into(),
+        });
+        // DHCP answers, by the server's port and by the client's: a client takes an
+        // offer from any source port.
+        for (family, offset, port, name, dir) in [
+            (ETH_P_IP, 0, 67u16, "ip", "sport"),
+            (ETH_P_IP, 2, 68, "ip", "dport"),
+            (ETH_P_IPV6, 0, 547, "ip6", "sport"),
+            (ETH_P_IPV6, 2, 546, "ip6", "dport"),
+        ] {
+            let mut e = l4_field_is(family, IPPROTO_UDP, offset, &port.to_be_bytes());
             e.push(Expr::Drop);
             rules.push(Rule {
                 exprs: e,
-                text: format!("meta protocol {name} udp sport {port} drop"),
+                text: format!("meta protocol {name} udp {dir} {port} drop"),
             });
         }
     }
@@ -584,13 +623,21 @@ mod tests {
                 "arp saddr ether != 02:00:00:00:00:01 drop",
                 "arp saddr ip != @v4_vzx arp saddr ip != 0.0.0.0 drop",
                 "ip saddr != @v4_vzx drop",
-                "ip6 saddr != @v6_vzx ip6 saddr != fe80::/10 ip6 saddr != :: drop",
+                // Its own link-local address only: the one Linux makes from its MAC.
+                "ip6 saddr != @v6_vzx ip6 saddr != fe80::ff:fe00:1 ip6 saddr != :: drop",
                 "icmpv6 type nd-router-advert drop",
                 "icmpv6 type nd-redirect drop",
-                "icmpv6 type nd-neighbor-advert icmpv6 taddr != @v6_vzx icmpv6 taddr != fe80::/10 drop",
+                "icmpv6 type nd-neighbor-advert icmpv6 taddr != @v6_vzx icmpv6 taddr != fe80::ff:fe00:1 drop",
+                "exthdr frag exists meta l4proto ipv6-icmp drop",
                 "meta protocol ip udp sport 67 drop",
+                "meta protocol ip udp dport 68 drop",
                 "meta protocol ip6 udp sport 547 drop",
+                "meta protocol ip6 udp dport 546 drop",
             ]
+        );
+        assert_eq!(
+            eui64_link_local(&[0x02, 0x18, 0xd3, 0x9a, 0xae, 0xc0]).to_string(),
+            "fe80::18:d3ff:fe9a:aec0"
         );
         // The ARP sender address sits 14 bytes into the ARP header (after hardware
         // address 6 bytes long, which the rule before requires).
@@ -598,7 +645,8 @@ mod tests {
         // A neighbour advertisement's target, 8 bytes into the ICMPv6 header.
         assert!(r[11].exprs.contains(&load(Base::Transport, 8, 16)));
         // The DHCP server port, big-endian.
-        assert_eq!(r[12].exprs[5], equals(&[0, 67]));
+        assert_eq!(r[13].exprs[5], equals(&[0, 67]));
+        assert_eq!(r[14].exprs[4], load(Base::Transport, 2, 2));
         assert!(r.iter().all(|r| r.exprs.last() == Some(&Expr::Drop)));
     }
 
