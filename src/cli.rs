@@ -66,7 +66,12 @@ pub struct GlobalOpts {
     pub policy: Option<PathBuf>,
 }
 
+// Deferred: a subcommand's arguments are added only when it is the one parsed (or when
+// help or the man pages need them all), so a run does not build the arguments of the
+// forty-odd commands it is not. A description set on a variant (a doc comment) is there at
+// once and must match the one its `Args` set, which is applied when it is built.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Command {
     Create(commands::create::Args),
     Start(commands::start::Args),
@@ -214,7 +219,11 @@ fn normalize_args_for(cmd: &clap::Command, args: Vec<OsString>) -> Vec<OsString>
             if !sub_seen {
                 if let Some(sub) = cmd.find_subcommand(s) {
                     sub_seen = true;
-                    longs.extend(longs_of(sub));
+                    // A subcommand's arguments are added when it is built (deferred, so
+                    // that a run builds only its own): a copy is built to read them.
+                    let mut sub = sub.clone();
+                    sub.build();
+                    longs.extend(longs_of(&sub));
                 }
             } else {
                 // After the container id, everything belongs to the contained command.
@@ -254,7 +263,7 @@ pub fn main() -> i32 {
     }
     let mut cmd = Cli::command();
     let args = normalize_args_for(&cmd, raw);
-    let matches = match cmd.try_get_matches_from_mut(&args) {
+    let matches = match matches_of(&mut cmd, &args) {
         Ok(m) => m,
         Err(e) => return usage_error(e, &args),
     };
@@ -271,6 +280,7 @@ pub fn main() -> i32 {
         return 0;
     }
     let Some(command) = cli.command else {
+        cmd.build();
         let _ = cmd.print_help();
         return 0;
     };
@@ -326,6 +336,25 @@ fn usage_error(e: clap::Error, args: &[OsString]) -> i32 {
         EXIT_UNKNOWN_COMMAND
     } else {
         1
+    }
+}
+
+/// Parses `args`. Help lists the subcommands with their descriptions, which come with
+/// their arguments when a subcommand is built (deferred): for help, all are built and
+/// the arguments parsed again.
+fn matches_of(cmd: &mut clap::Command, args: &[OsString]) -> Result<clap::ArgMatches, clap::Error> {
+    use clap::error::ErrorKind;
+    match cmd.try_get_matches_from_mut(args) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            cmd.build();
+            cmd.try_get_matches_from_mut(args)
+        }
+        parsed => parsed,
     }
 }
 
@@ -469,6 +498,42 @@ mod tests {
     fn parse(v: &[&str]) -> Cli {
         let args = normalize_args(v.iter().map(OsString::from).collect());
         Cli::try_parse_from(args).expect("parses")
+    }
+
+    /// Subcommands are deferred: a description given on a variant shows in the parent's
+    /// list, the one its arguments carry in its own help. They must be the same.
+    #[test]
+    fn deferred_subcommands_describe_themselves_as_their_parent_lists_them() {
+        fn check(parent: &clap::Command, path: &str) {
+            for sub in parent.get_subcommands() {
+                let mut built = sub.clone();
+                built.build();
+                let at_once = sub.get_about().map(|a| a.to_string());
+                let name = format!("{path} {}", sub.get_name());
+                if let Some(listed) = at_once {
+                    let own = built.get_about().map(|a| a.to_string());
+                    assert_eq!(Some(listed), own, "{name}");
+                }
+                check(sub, &name);
+            }
+        }
+        check(&Cli::command(), "vzrun");
+    }
+
+    #[test]
+    fn top_level_help_describes_every_command() {
+        let args: Vec<OsString> = ["vzrun", "--help"].iter().map(OsString::from).collect();
+        let help = matches_of(&mut Cli::command(), &args)
+            .unwrap_err()
+            .render()
+            .to_string();
+        for line in ["  create ", "  state ", "  migrate-listen "] {
+            let l = help.lines().find(|l| l.starts_with(line)).unwrap_or("");
+            assert!(
+                l.len() > line.len() + 10,
+                "{line:?} has no description:\n{help}"
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::runtime::Runtime;
 use crate::ve::migrate::{parse_addr, Key};
 
 #[derive(clap::Args, Debug)]
-#[command(about = "Receive VEs moved here with `vzrun migrate`")]
+#[command(about = "Receive VEs from `vzrun migrate`")]
 #[command(
     after_help = "Example:\n  vzrun migrate-listen --listen 0.0.0.0:4700 --key-file /etc/vzrun/migrate.key"
 )]

@@ -7,7 +7,9 @@ use crate::cli::GlobalOpts;
 use crate::commands::out::outln;
 use crate::ve::{system, template};
 
+// Deferred like vzrun's commands (see `cli::Command`): only the parsed one is built.
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum TemplateCommand {
     /// Build an OS template (debootstrap, or busybox from the host)
     Create(CreateArgs),

@@ -15,9 +15,16 @@ use super::flag_err;
 use super::set::{resource_flags, SetArgs};
 use crate::commands::out::outln;
 
+// Removing addresses or routes, or saving, means nothing for a VE that does not exist
+// yet: its help leaves those `ve set` flags out (create refuses them by name). Hidden here
+// rather than on `VeCommand::Create`: the subcommand's arguments are added only when it is
+// parsed (deferred), after which a variant's `mut_arg` would find none.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  vzrun ve create 101 --template debian-12 --ipadd 192.0.2.101 --ram 1G"
+    after_help = "Example:\n  vzrun ve create 101 --template debian-12 --ipadd 192.0.2.101 --ram 1G",
+    mut_arg("ipdel", |a| a.hide(true)),
+    mut_arg("route_del", |a| a.hide(true)),
+    mut_arg("save", |a| a.hide(true))
 )]
 pub struct CreateArgs {
     /// The OS template to boot (`busybox` is built in)

@@ -21,7 +21,9 @@ pub mod status;
 pub mod stop;
 pub mod suspend;
 
+// Deferred like vzrun's commands (see `cli::Command`): only the parsed one is built.
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum VeCommand {
     /// Change a VE's settings: live, and with --save for its next start (vzctl set)
     Set(Box<set::SetArgs>),
@@ -32,13 +34,6 @@ pub enum VeCommand {
     /// List VEs (vzlist)
     List(list::ListArgs),
     /// Make a system VE from an OS template (vzctl create)
-    // Removing addresses or routes, or saving, means nothing for a VE that does not
-    // exist yet: its help leaves those `ve set` flags out (create refuses them by name).
-    #[command(
-        mut_arg("ipdel", |a| a.hide(true)),
-        mut_arg("route_del", |a| a.hide(true)),
-        mut_arg("save", |a| a.hide(true))
-    )]
     Create(Box<create::CreateArgs>),
     /// Boot a system VE: its init runs the startup scripts
     Start(start::StartArgs),
