@@ -16,3 +16,4 @@ pub mod process;
 pub mod pty;
 pub mod sealed;
 pub mod sparse;
+pub mod vfork;
