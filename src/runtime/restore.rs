@@ -218,6 +218,18 @@ impl Runtime {
             .map(|r| r.path().clone())
             .unwrap_or_else(|| loaded.rootfs.clone());
         drop(prepare);
+        // The host link comes up once CRIU has the sockets back, before the tasks run
+        // (see checkpoint::restore); after the restore only if CRIU never got there.
+        let net = claimed.record.ve.net.clone();
+        let linked = std::cell::Cell::new(false);
+        let link_up = || -> std::result::Result<(), String> {
+            if let Some(n) = &net {
+                crate::ve::net::set_host_link(n, true).map_err(|e| format!("host link: {e}"))?;
+                crate::ve::net::announce(n);
+            }
+            linked.set(true);
+            Ok(())
+        };
         let restored = checkpoint::restore(
             &RestoreTarget {
                 rootfs: &rootfs,
@@ -235,6 +247,7 @@ impl Runtime {
                     .apply(&controller(&while_restoring))
                     .map_err(|e| format!("cgroup limits: {e}"))
             },
+            link_up,
         );
         let pid = match restored {
             Ok(pid) => pid,
@@ -258,9 +271,11 @@ impl Runtime {
             let _ = manager.remove();
             return Err(e);
         }
-        if let Some(n) = &claimed.record.ve.net {
-            crate::ve::net::set_host_link(n, true)?;
-            crate::ve::net::announce(n);
+        if !linked.get() {
+            if let Some(n) = &claimed.record.ve.net {
+                crate::ve::net::set_host_link(n, true)?;
+                crate::ve::net::announce(n);
+            }
         }
         drop(finish);
         if let Some(pf) = &opts.pid_file {

@@ -937,11 +937,17 @@ impl Drop for RootMount {
 
 /// Restores a VE's process tree from `o.image`; returns the pid of its init. `started`
 /// gets CRIU's pid before CRIU forks anything (the caller moves it into the VE's cgroup,
-/// so every restored process is born there). On error CRIU has killed what it restored.
+/// so every restored process is born there). `sockets_back` runs once CRIU has restored
+/// every task and socket, before it lets the tasks run (CRIU's post-restore step): the
+/// caller brings the VE's host link up there, so that what the tasks send first is not
+/// dropped on a link still down (a restored TCP socket retransmits only after the
+/// kernel's initial RTO of 1 s: CRIU restores no RTT state). On error CRIU has killed
+/// what it restored.
 pub fn restore(
     t: &RestoreTarget,
     o: &RestoreOpts,
     started: impl FnOnce(i32) -> Result<(), String>,
+    mut sockets_back: impl FnMut() -> Result<(), String>,
 ) -> Result<i32, CkptError> {
     let Request {
         mut opts,
@@ -1062,6 +1068,9 @@ pub fn restore(
             }
         },
         |n| {
+            if n.script == "post-restore" {
+                sockets_back().map_err(CriuError::Notify)?;
+            }
             if n.script == "orphan-pts-master" {
                 if let (Some(sock), Some(fd)) = (&console, n.fd) {
                     send_console(sock, fd).map_err(|e| {
