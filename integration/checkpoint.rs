@@ -981,3 +981,83 @@ fn a_restore_never_makes_mount_points_outside_the_rootfs() {
         common::dir_entries(host.path())
     );
 }
+
+/// A VE whose task waits in vfork for its child's exec when it is frozen: CRIU cannot
+/// seize that task, so the dump lets it out first (thaws the VE until the child has
+/// exec'd, freezes it again) and the checkpoint succeeds; the VE runs on.
+#[test]
+fn a_ve_frozen_in_a_vfork_wait_is_checkpointed() {
+    require_criu!();
+    let Some(spawner) = common::vfork_spawner() else {
+        eprintln!("SKIP: no static C toolchain for the vfork spawner");
+        return;
+    };
+    let rt = Runtime::vzrun();
+    let script = "exec </dev/null >/dev/null 2>&1; \
+                  while [ ! -x /tmp/vf ]; do usleep 10000; done; exec /tmp/vf 3000 /tmp/vf-rounds";
+    let b = Bundle::with(&["sh", "-c", script], |v| {
+        v["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+        );
+    });
+    let id = common::unique_id("ckvf");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    common::put_vfork_spawner(&rt, &id, spawner);
+    // Each round's child stays 3 s in the window: a checkpoint taken as a round begins
+    // freezes the VE inside it.
+    let round = common::wait_vfork_round(&rt, &id);
+    let dir = images();
+    let o = checkpoint(&rt, &id, dir.path(), &["--leave-running"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(rt.status(&id), "running");
+    let mut now = 0;
+    assert!(
+        common::wait_until(30, || {
+            now = common::vfork_round(&rt, &id);
+            now > round
+        }),
+        "the spawner did not go on after the checkpoint: round {round} -> {now}"
+    );
+}
+
+/// A task that stays in its vfork wait (its child never execs while the dump waits) is
+/// named in the error, and the VE is left running as it was.
+#[test]
+fn a_vfork_wait_that_never_ends_is_named_and_the_ve_runs_on() {
+    require_criu!();
+    let Some(spawner) = common::vfork_spawner() else {
+        eprintln!("SKIP: no static C toolchain for the vfork spawner");
+        return;
+    };
+    let rt = Runtime::vzrun();
+    // The child stays in the window for 10 minutes: longer than any dump waits.
+    let script = "exec </dev/null >/dev/null 2>&1; \
+                  while [ ! -x /tmp/vf ]; do usleep 10000; done; exec /tmp/vf 600000 /tmp/vf-rounds";
+    let b = Bundle::with(&["sh", "-c", script], |v| {
+        v["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+        );
+    });
+    let id = common::unique_id("ckvn");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    common::put_vfork_spawner(&rt, &id, spawner);
+    assert!(
+        common::wait_until(30, || common::vfork_round(&rt, &id) > 0),
+        "the spawner never ran"
+    );
+    let pid = rt.state(&id)["pid"].clone();
+    let dir = images();
+    let o = checkpoint(&rt, &id, dir.path(), &["--leave-running"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let msg = o.error_msg();
+    assert!(
+        msg.contains("checkpoint failed") && msg.contains("(vf) of the VE waits in vfork"),
+        "{o:?}"
+    );
+    assert_eq!(rt.status(&id), "running");
+    assert_eq!(rt.state(&id)["pid"], pid);
+    let freezer = cgroup_file(pid.as_i64().unwrap(), "freezer", "freezer.state");
+    assert!(freezer.is_empty() || freezer == "THAWED", "{freezer}");
+}

@@ -1003,3 +1003,100 @@ impl OnPty {
         code
     }
 }
+
+/// A spawner that keeps a task in its vfork wait: in a loop it writes its round number
+/// to the file named by argv[2], then vforks a child that sleeps argv[1] ms before it
+/// execs `usleep 200000` (so the parent waits in vfork nearly all the time), and waits
+/// for it. glibc's system() and posix_spawn() spawn the same way, for microseconds.
+const VFORK_SPAWNER_C: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    long ms = atol(argv[1]);
+    for (long n = 1;; n++) {
+        FILE *f = fopen(argv[2], "w");
+        if (f) { fprintf(f, "%ld\n", n); fclose(f); }
+        pid_t p = vfork();
+        if (p == 0) {
+            struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+            nanosleep(&t, 0);
+            execl("/bin/usleep", "usleep", "200000", (char *)0);
+            _exit(127);
+        }
+        if (p > 0) waitpid(p, 0, 0);
+    }
+}
+"#;
+
+/// The vfork spawner ([`VFORK_SPAWNER_C`]) as a static binary, built once per test run;
+/// None when the host has no static C toolchain.
+pub fn vfork_spawner() -> Option<&'static PathBuf> {
+    static BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let src = dir.join(format!("vzt-vfork-{}.c", std::process::id()));
+        let built = dir.join(format!("vzt-vfork-{}", std::process::id()));
+        std::fs::write(&src, VFORK_SPAWNER_C).ok()?;
+        let ok = Command::new("cc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&built)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success());
+        let _ = std::fs::remove_file(&src);
+        let bin = dir.join("vzt-vfork");
+        (ok && std::fs::rename(&built, &bin).is_ok()).then_some(bin)
+    })
+    .as_ref()
+}
+
+/// Copies the vfork spawner into the running VE `id` at `/tmp/vf` (a tmpfs of the VE's,
+/// so it travels with a dump), where the VE's own script waits for it.
+pub fn put_vfork_spawner(rt: &Runtime, id: &str, bin: &Path) {
+    let o = rt
+        .command()
+        .args([
+            "exec",
+            id,
+            "sh",
+            "-c",
+            "cat > /tmp/vf.part && chmod 755 /tmp/vf.part && mv /tmp/vf.part /tmp/vf",
+        ])
+        .stdin(std::fs::File::open(bin).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "copy the spawner into {id}: {o:?}");
+}
+
+/// The spawner's round in the VE (0 before its first).
+pub fn vfork_round(rt: &Runtime, id: &str) -> u64 {
+    let o = rt.run(&["exec", id, "cat", "/tmp/vf-rounds"]);
+    o.stdout.trim().parse().unwrap_or(0)
+}
+
+/// Waits until the spawner in the VE starts a new round: its parent has just begun a
+/// vfork wait of the spawner's window.
+pub fn wait_vfork_round(rt: &Runtime, id: &str) -> u64 {
+    let mut first = 0;
+    assert!(
+        wait_until(30, || {
+            first = vfork_round(rt, id);
+            first > 0
+        }),
+        "the vfork spawner in {id} never ran"
+    );
+    let mut now = first;
+    assert!(
+        wait_until(30, || {
+            now = vfork_round(rt, id);
+            now > first
+        }),
+        "the vfork spawner in {id} never began another round"
+    );
+    now
+}

@@ -538,6 +538,17 @@ impl Runtime {
     }
 }
 
+/// One line when the dump had to thaw the VE (its link still down) to let a task out of
+/// a vfork wait, which the suspended time includes.
+fn say_vfork_thaws(progress: &Progress, thaws: u32) {
+    if thaws > 0 {
+        progress.line(&format!(
+            "a task was frozen waiting in vfork for its child's exec: the VE was thawed \
+             {thaws} time(s) until the child had exec'd, then frozen again"
+        ));
+    }
+}
+
 /// [`criu_kdat::ensure`] before anything is frozen, saying in one line when it made
 /// CRIU's cache.
 fn kdat_ready(say: impl FnOnce(&str)) {
@@ -570,10 +581,15 @@ struct HostLink<'a>(Option<&'a crate::ve::net::NetRecord>);
 
 impl HostLink<'_> {
     fn set(&self, up: bool) -> Result<()> {
-        match self.0 {
-            Some(n) => Ok(crate::ve::net::set_host_link(n, up)?),
-            None => Ok(()),
+        let Some(n) = self.0 else { return Ok(()) };
+        crate::ve::net::set_host_link(n, up)?;
+        if up {
+            // Up again only on the way back: a destination whose restore failed late may
+            // have announced the VE's addresses already (its link comes up with the
+            // sockets, before the restore ends), so neighbours learn this host again.
+            crate::ve::net::announce(n);
         }
+        Ok(())
     }
 }
 
@@ -859,8 +875,10 @@ impl Move<'_> {
             if let Some(name) = page_server_for {
                 o.page_server = self.remote_page_server(name)?;
             }
-            rt.dump_source(&id)?
+            let dumped = rt
+                .dump_source(&id)?
                 .dump_at(&o, &id, || freeze_and_cut(rt, &id, &links, &frozen))?;
+            say_vfork_thaws(self.progress, dumped.vfork_thaws);
             let since = frozen.get().copied().unwrap_or_else(Instant::now);
             self.progress
                 .line(&format!("checkpoint: {} ms", since.elapsed().as_millis()));
@@ -915,11 +933,11 @@ impl Move<'_> {
             let dumper = s.spawn(|| {
                 let r = t
                     .dump_at(&o, &id, || freeze_and_cut(rt, &id, &links, &frozen))
-                    .map(|_| ());
+                    .map(|d| d.vfork_thaws);
                 drop(status_w);
                 r
             });
-            let join = |dumper: std::thread::ScopedJoinHandle<Result<()>>| {
+            let join = |dumper: std::thread::ScopedJoinHandle<Result<u32>>| {
                 dumper
                     .join()
                     .map_err(|_| Error::Step("dump thread panicked".into()))?
@@ -976,12 +994,15 @@ impl Move<'_> {
                 }
             };
             // The dump ends once the destination has every page.
-            if let Err(e) = join(dumper) {
-                return Err(Error::Step(format!(
-                    "the VE runs on the destination, but the page transfer reported: {} \
-                     (the source VE {id} is left as it is)",
-                    chain(&e)
-                )));
+            match join(dumper) {
+                Ok(thaws) => say_vfork_thaws(self.progress, thaws),
+                Err(e) => {
+                    return Err(Error::Step(format!(
+                        "the VE runs on the destination, but the page transfer reported: {} \
+                         (the source VE {id} is left as it is)",
+                        chain(&e)
+                    )))
+                }
             }
             // CRIU has killed the source's tasks; in the cgroup frozen for the dump they
             // die once thawed.

@@ -218,6 +218,18 @@ impl Runtime {
             .map(|r| r.path().clone())
             .unwrap_or_else(|| loaded.rootfs.clone());
         drop(prepare);
+        // The host link comes up once CRIU has the sockets back, before the tasks run
+        // (see checkpoint::restore); after the restore only if CRIU never got there.
+        let net = claimed.record.ve.net.clone();
+        let linked = std::cell::Cell::new(false);
+        let link_up = || -> std::result::Result<(), String> {
+            if let Some(n) = &net {
+                crate::ve::net::set_host_link(n, true).map_err(|e| format!("host link: {e}"))?;
+                crate::ve::net::announce(n);
+            }
+            linked.set(true);
+            Ok(())
+        };
         let restored = checkpoint::restore(
             &RestoreTarget {
                 rootfs: &rootfs,
@@ -235,6 +247,7 @@ impl Runtime {
                     .apply(&controller(&while_restoring))
                     .map_err(|e| format!("cgroup limits: {e}"))
             },
+            link_up,
         );
         let pid = match restored {
             Ok(pid) => pid,
@@ -252,11 +265,16 @@ impl Runtime {
                 .map_err(|e| Error::Step(format!("cgroup limits: {e}"))),
             None => Ok(()),
         };
-        // The link comes up last: another VE may have taken one of the addresses while
-        // CRIU worked (the link was down and held nothing), and then this VE must not run.
+        // The link came up with the sockets (CRIU's post-restore step); if CRIU never got
+        // there, now. A failure to bring it up (an address this VE no longer holds) ends
+        // the restored VE like any other failure here.
         let on_wire = || match &claimed.record.ve.net {
-            Some(n) => Ok(crate::ve::net::set_host_link(n, true)?),
-            None => Ok(()),
+            Some(n) if !linked.get() => {
+                crate::ve::net::set_host_link(n, true)?;
+                crate::ve::net::announce(n);
+                Ok(())
+            }
+            _ => Ok(()),
         };
         if let Err(e) = limited
             .and_then(|()| self.write_state(id, &ve_dir, spec, pid))
@@ -266,9 +284,6 @@ impl Runtime {
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
             let _ = manager.remove();
             return Err(e);
-        }
-        if let Some(n) = &claimed.record.ve.net {
-            crate::ve::net::announce(n);
         }
         drop(finish);
         if let Some(pf) = &opts.pid_file {

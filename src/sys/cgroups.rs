@@ -230,6 +230,19 @@ pub fn refuse_frozen(path: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Whether the cgroup at `path` is wholly frozen (not freezing, not thawed).
+pub fn is_frozen(path: &Path) -> bool {
+    let Some(dir) = freezer_dir(path) else {
+        return false;
+    };
+    match std::fs::read_to_string(dir.join("freezer.state")) {
+        Ok(v1) => v1.trim() == "FROZEN",
+        Err(_) => {
+            std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|v| v.contains("frozen 1"))
+        }
+    }
+}
+
 /// Whether resources ask for the OOM killer to be off (`memory.disableOOMKiller`).
 pub fn oom_killer_disabled(resources: Option<&oci_spec::runtime::LinuxResources>) -> bool {
     resources
@@ -533,6 +546,67 @@ pub fn freeze(path: &Path, limit: Duration) -> Option<Frozen> {
     }
     // Dropping `f` thaws it: the caller carries on without a freeze of its own.
     None
+}
+
+/// The tasks (threads) of the freezer cgroup at `path` and its sub-cgroups.
+pub fn freezer_tasks(path: &Path) -> Vec<i32> {
+    let Some(dir) = freezer_dir(path) else {
+        return Vec::new();
+    };
+    // v1 lists threads in `tasks`, v2 in `cgroup.threads`.
+    let name = if dir.join("tasks").exists() {
+        "tasks"
+    } else {
+        "cgroup.threads"
+    };
+    let mut dirs = sub_dirs_deepest_first(&dir);
+    dirs.push(dir);
+    dirs.iter()
+        .filter_map(|d| std::fs::read_to_string(d.join(name)).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Freezes (or thaws) the cgroup at `path`, whoever froze it before, and waits (polling
+/// every millisecond, at most `limit`) until it is so. False when it has no freezer or
+/// did not get there in time.
+pub fn set_frozen(path: &Path, frozen: bool, limit: Duration) -> bool {
+    let Some(dir) = freezer_dir(path) else {
+        return false;
+    };
+    let v1 = dir.join("freezer.state");
+    let (file, value, events) = if v1.exists() {
+        let value = if frozen { "FROZEN" } else { "THAWED" };
+        (v1.clone(), value, v1)
+    } else {
+        let value = if frozen { "1" } else { "0" };
+        (dir.join("cgroup.freeze"), value, dir.join("cgroup.events"))
+    };
+    tracing::debug!(file = %file.display(), value, "cgroup write");
+    if std::fs::write(&file, value).is_err() {
+        return false;
+    }
+    let want = format!("frozen {}", u8::from(frozen));
+    let start = std::time::Instant::now();
+    loop {
+        let now = std::fs::read_to_string(&events).unwrap_or_default();
+        let there = if events.ends_with("freezer.state") {
+            now.trim() == value
+        } else {
+            now.contains(&want)
+        };
+        if there {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The directories below `dir`, each before its parent.

@@ -17,3 +17,4 @@ pub mod process;
 pub mod pty;
 pub mod sealed;
 pub mod sparse;
+pub mod vfork;

@@ -45,6 +45,9 @@ pub enum CkptError {
         log: PathBuf,
         tail: String,
     },
+    /// A task of the VE stayed in a vfork wait, which CRIU cannot seize.
+    #[error("{op} failed: {why}")]
+    Vfork { op: &'static str, why: String },
     /// CRIU could not be started at all: it wrote no log to point at.
     #[error("{op} failed: {err}")]
     NoCriu { op: &'static str, err: CriuError },
@@ -492,6 +495,50 @@ pub struct Dumped {
     /// From the freeze to CRIU's answer: how long the VE's processes did not run (with
     /// `leave_running`), or ran no more (without).
     pub frozen: std::time::Duration,
+    /// How often the VE was thawed to let a task out of a vfork wait ([`settle_vfork`]).
+    pub vfork_thaws: u32,
+}
+
+/// Most thaws a dump makes to let tasks out of vfork waits before it gives up.
+const VFORK_TRIES: u32 = 20;
+/// How long in all a dump waits, the VE thawed, for vfork children to exec or exit. A
+/// spawn's child normally execs within microseconds; CRIU's own seize gives up after 10 s.
+const VFORK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Makes sure no task of the frozen cgroup at `cgroup` sits in a vfork wait (see
+/// [`crate::sys::vfork`]): while one does, the cgroup is thawed until its child has
+/// exec'd, then frozen again, a bounded number of times. Returns how many thaws it took;
+/// the error names the task. The cgroup is frozen when this returns Ok.
+fn settle_vfork(cgroup: &Path) -> Result<u32, String> {
+    use crate::sys::vfork;
+    let start = std::time::Instant::now();
+    let mut thaws = 0;
+    loop {
+        let waiting = vfork::waiting(&cgroups::freezer_tasks(cgroup));
+        let Some(&first) = waiting.first() else {
+            return Ok(thaws);
+        };
+        if thaws >= VFORK_TRIES || start.elapsed() >= VFORK_PATIENCE {
+            return Err(format!(
+                "task {first} ({}) of the VE waits in vfork for its child to exec (as glibc's \
+                 system() and posix_spawn() spawn), and CRIU cannot seize a task in that \
+                 wait; it was still so after {thaws} thaws in {:.1} s",
+                vfork::name(first),
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        thaws += 1;
+        tracing::info!(task = first, thaws, "thawing a task out of its vfork wait");
+        if !cgroups::set_frozen(cgroup, false, std::time::Duration::from_secs(1)) {
+            return Err("could not thaw the VE to let a task out of its vfork wait".into());
+        }
+        while waiting.iter().any(|&t| vfork::still_waiting(t)) && start.elapsed() < VFORK_PATIENCE {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if !cgroups::set_frozen(cgroup, true, std::time::Duration::from_secs(10)) {
+            return Err("could not freeze the VE again after a vfork wait".into());
+        }
+    }
 }
 
 /// The disk space the files of an image directory take (sparse files count what they
@@ -613,6 +660,8 @@ pub fn dump(
     // frozen).
     let mut frozen_at = None;
     let mut froze = None;
+    let mut vfork_thaws = 0;
+    let mut vfork_err = None;
     let dumped = criu::call(
         req,
         &keep,
@@ -621,6 +670,18 @@ pub fn dump(
             at_freeze().map_err(CriuError::Notify)?;
             frozen_at = Some(std::time::Instant::now());
             froze = cgroups::freeze(t.cgroup_path, std::time::Duration::from_secs(10));
+            // Only a frozen VE's tasks hold still to be looked at (CRIU freezes one that
+            // did not freeze here itself, and thaws it again).
+            if cgroups::is_frozen(t.cgroup_path) {
+                vfork_thaws = settle_vfork(t.cgroup_path).map_err(|why| {
+                    vfork_err = Some(why.clone());
+                    CriuError::Notify(why)
+                })?;
+                if vfork_thaws > 0 {
+                    // The VE ran while it was thawed: its frozen time starts now.
+                    frozen_at = Some(std::time::Instant::now());
+                }
+            }
             if !left_out.is_empty() {
                 plain_tmpfs::still_left_out(t.pid, &left_out).map_err(CriuError::Notify)?;
             }
@@ -631,9 +692,15 @@ pub fn dump(
     drop(froze);
     let frozen = frozen_at.map(|t| t.elapsed()).unwrap_or_default();
     let op = if o.pre_dump { "pre-dump" } else { "checkpoint" };
+    if let Some(why) = vfork_err {
+        return Err(CkptError::Vfork { op, why });
+    }
     dumped.map_err(|err| criu_failed(op, err, log))?;
     tracing::debug!(frozen = %crate::logging::human(frozen), "{op} dumped");
-    Ok(Dumped { frozen })
+    Ok(Dumped {
+        frozen,
+        vfork_thaws,
+    })
 }
 
 /// The private area's image inside a checkpoint, for a VE that does not outlive it.
@@ -862,11 +929,17 @@ impl Drop for RootMount {
 
 /// Restores a VE's process tree from `o.image`; returns the pid of its init. `started`
 /// gets CRIU's pid before CRIU forks anything (the caller moves it into the VE's cgroup,
-/// so every restored process is born there). On error CRIU has killed what it restored.
+/// so every restored process is born there). `sockets_back` runs once CRIU has restored
+/// every task and socket, before it lets the tasks run (CRIU's post-restore step): the
+/// caller brings the VE's host link up there, so that what the tasks send first is not
+/// dropped on a link still down (a restored TCP socket retransmits only after the
+/// kernel's initial RTO of 1 s: CRIU restores no RTT state). On error CRIU has killed
+/// what it restored.
 pub fn restore(
     t: &RestoreTarget,
     o: &RestoreOpts,
     started: impl FnOnce(i32) -> Result<(), String>,
+    mut sockets_back: impl FnMut() -> Result<(), String>,
 ) -> Result<i32, CkptError> {
     let Request {
         mut opts,
@@ -987,6 +1060,9 @@ pub fn restore(
             }
         },
         |n| {
+            if n.script == "post-restore" {
+                sockets_back().map_err(CriuError::Notify)?;
+            }
             if n.script == "orphan-pts-master" {
                 if let (Some(sock), Some(fd)) = (&console, n.fd) {
                     send_console(sock, fd).map_err(|e| {
