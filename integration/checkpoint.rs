@@ -982,6 +982,25 @@ fn a_restore_never_makes_mount_points_outside_the_rootfs() {
     );
 }
 
+/// A running VE whose process spawns with vfork in rounds from /tmp (a tmpfs of its own,
+/// dumped with it), each child staying `hold_ms` in the vfork window before its exec.
+fn vfork_ve(rt: &Runtime, tag: &str, hold_ms: u32, spawner: &Path) -> (String, Bundle) {
+    let script = format!(
+        "exec </dev/null >/dev/null 2>&1; \
+         while [ ! -x /tmp/vf ]; do usleep 10000; done; exec /tmp/vf {hold_ms} /tmp/vf-rounds"
+    );
+    let b = Bundle::with(&["sh", "-c", &script], |v| {
+        v["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+        );
+    });
+    let id = common::unique_id(tag);
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    common::put_vfork_spawner(rt, &id, spawner);
+    (id, b)
+}
+
 /// A VE whose task waits in vfork for its child's exec when it is frozen: CRIU cannot
 /// seize that task, so the dump lets it out first (thaws the VE until the child has
 /// exec'd, freezes it again) and the checkpoint succeeds; the VE runs on.
@@ -993,17 +1012,7 @@ fn a_ve_frozen_in_a_vfork_wait_is_checkpointed() {
         return;
     };
     let rt = Runtime::vzrun();
-    let script = "exec </dev/null >/dev/null 2>&1; \
-                  while [ ! -x /tmp/vf ]; do usleep 10000; done; exec /tmp/vf 3000 /tmp/vf-rounds";
-    let b = Bundle::with(&["sh", "-c", script], |v| {
-        v["mounts"].as_array_mut().unwrap().push(
-            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
-        );
-    });
-    let id = common::unique_id("ckvf");
-    rt.track(&id);
-    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
-    common::put_vfork_spawner(&rt, &id, spawner);
+    let (id, _b) = vfork_ve(&rt, "ckvf", 3000, spawner);
     // Each round's child stays 3 s in the window: a checkpoint taken as a round begins
     // freezes the VE inside it.
     let round = common::wait_vfork_round(&rt, &id);
@@ -1032,17 +1041,7 @@ fn a_vfork_wait_that_never_ends_is_named_and_the_ve_runs_on() {
     };
     let rt = Runtime::vzrun();
     // The child stays in the window for 10 minutes: longer than any dump waits.
-    let script = "exec </dev/null >/dev/null 2>&1; \
-                  while [ ! -x /tmp/vf ]; do usleep 10000; done; exec /tmp/vf 600000 /tmp/vf-rounds";
-    let b = Bundle::with(&["sh", "-c", script], |v| {
-        v["mounts"].as_array_mut().unwrap().push(
-            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
-        );
-    });
-    let id = common::unique_id("ckvn");
-    rt.track(&id);
-    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
-    common::put_vfork_spawner(&rt, &id, spawner);
+    let (id, _b) = vfork_ve(&rt, "ckvn", 600_000, spawner);
     assert!(
         common::wait_until(30, || common::vfork_round(&rt, &id) > 0),
         "the spawner never ran"
