@@ -232,15 +232,7 @@ pub fn refuse_frozen(path: &Path) -> Result<(), CgroupError> {
 
 /// Whether the cgroup at `path` is wholly frozen (not freezing, not thawed).
 pub fn is_frozen(path: &Path) -> bool {
-    let Some(dir) = freezer_dir(path) else {
-        return false;
-    };
-    match std::fs::read_to_string(dir.join("freezer.state")) {
-        Ok(v1) => v1.trim() == "FROZEN",
-        Err(_) => {
-            std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|v| v.contains("frozen 1"))
-        }
-    }
+    FreezerFiles::of(path).is_some_and(|f| f.is(true))
 }
 
 /// Whether resources ask for the OOM killer to be off (`memory.disableOOMKiller`).
@@ -504,48 +496,90 @@ impl Drop for Frozen {
     }
 }
 
-/// Freezes the cgroup at `path` and waits (polling every millisecond, at most `limit`)
-/// until every task is frozen. None when it was frozen already (a paused VE stays
-/// paused, nobody thaws it), has no freezer, or did not freeze in time (it is thawed again).
-pub fn freeze(path: &Path, limit: Duration) -> Option<Frozen> {
-    let dir = freezer_dir(path)?;
-    let v1 = dir.join("freezer.state");
-    let (file, frozen, thawed, events) = if v1.exists() {
-        (v1.clone(), "FROZEN", "THAWED", v1)
-    } else if dir.join("cgroup.freeze").exists() {
-        (
-            dir.join("cgroup.freeze"),
-            "1",
-            "0",
-            dir.join("cgroup.events"),
-        )
-    } else {
-        return None;
-    };
-    let done = || {
-        std::fs::read_to_string(&events).is_ok_and(|v| {
-            if thawed == "THAWED" {
-                v.trim() == "FROZEN"
+/// The files that freeze a cgroup and tell that it is: v1's `freezer.state` (both), or
+/// v2's `cgroup.freeze` and `cgroup.events`.
+struct FreezerFiles {
+    write: PathBuf,
+    state: PathBuf,
+    v1: bool,
+}
+
+impl FreezerFiles {
+    fn of(path: &Path) -> Option<FreezerFiles> {
+        let dir = freezer_dir(path)?;
+        let v1 = dir.join("freezer.state");
+        if v1.exists() {
+            return Some(FreezerFiles {
+                write: v1.clone(),
+                state: v1,
+                v1: true,
+            });
+        }
+        let write = dir.join("cgroup.freeze");
+        write.exists().then(|| FreezerFiles {
+            write,
+            state: dir.join("cgroup.events"),
+            v1: false,
+        })
+    }
+
+    fn value(&self, frozen: bool) -> &'static str {
+        match (self.v1, frozen) {
+            (true, true) => "FROZEN",
+            (true, false) => "THAWED",
+            (false, true) => "1",
+            (false, false) => "0",
+        }
+    }
+
+    /// Whether the whole cgroup is frozen (or thawed) now; v1's FREEZING is neither.
+    fn is(&self, frozen: bool) -> bool {
+        std::fs::read_to_string(&self.state).is_ok_and(|v| {
+            if self.v1 {
+                v.trim() == self.value(frozen)
             } else {
-                v.contains("frozen 1")
+                v.contains(&format!("frozen {}", u8::from(frozen)))
             }
         })
-    };
-    if done() {
+    }
+
+    /// Writes the state and waits (polling every millisecond, at most `limit`) until the
+    /// cgroup is there.
+    fn set(&self, frozen: bool, limit: Duration) -> bool {
+        let value = self.value(frozen);
+        tracing::debug!(file = %self.write.display(), value, "cgroup write");
+        if std::fs::write(&self.write, value).is_err() {
+            return false;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            if self.is(frozen) {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Freezes the cgroup at `path` and waits (at most `limit`) until every task is frozen.
+/// None when it was frozen already (a paused VE stays paused, nobody thaws it), has no
+/// freezer, or did not freeze in time (it is thawed again).
+pub fn freeze(path: &Path, limit: Duration) -> Option<Frozen> {
+    let files = FreezerFiles::of(path)?;
+    if files.is(true) {
         return None;
     }
-    tracing::debug!(file = %file.display(), value = frozen, "cgroup write");
-    std::fs::write(&file, frozen).ok()?;
-    let f = Frozen { file, thawed };
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return Some(f);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // Dropping `f` thaws it: the caller carries on without a freeze of its own.
-    None
+    let thawed = files.value(false);
+    let frozen = files.set(true, limit);
+    let f = Frozen {
+        file: files.write,
+        thawed,
+    };
+    // Dropping `f` thaws it: a freeze that did not finish leaves the caller without one.
+    frozen.then_some(f)
 }
 
 /// The tasks (threads) of the freezer cgroup at `path` and its sub-cgroups.
@@ -571,42 +605,10 @@ pub fn freezer_tasks(path: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Freezes (or thaws) the cgroup at `path`, whoever froze it before, and waits (polling
-/// every millisecond, at most `limit`) until it is so. False when it has no freezer or
-/// did not get there in time.
+/// Freezes (or thaws) the cgroup at `path`, whoever froze it before, and waits (at most
+/// `limit`) until it is so. False when it has no freezer or did not get there in time.
 pub fn set_frozen(path: &Path, frozen: bool, limit: Duration) -> bool {
-    let Some(dir) = freezer_dir(path) else {
-        return false;
-    };
-    let v1 = dir.join("freezer.state");
-    let (file, value, events) = if v1.exists() {
-        let value = if frozen { "FROZEN" } else { "THAWED" };
-        (v1.clone(), value, v1)
-    } else {
-        let value = if frozen { "1" } else { "0" };
-        (dir.join("cgroup.freeze"), value, dir.join("cgroup.events"))
-    };
-    tracing::debug!(file = %file.display(), value, "cgroup write");
-    if std::fs::write(&file, value).is_err() {
-        return false;
-    }
-    let want = format!("frozen {}", u8::from(frozen));
-    let start = std::time::Instant::now();
-    loop {
-        let now = std::fs::read_to_string(&events).unwrap_or_default();
-        let there = if events.ends_with("freezer.state") {
-            now.trim() == value
-        } else {
-            now.contains(&want)
-        };
-        if there {
-            return true;
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    FreezerFiles::of(path).is_some_and(|f| f.set(frozen, limit))
 }
 
 /// The directories below `dir`, each before its parent.
