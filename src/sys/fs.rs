@@ -187,6 +187,19 @@ pub fn read_in_root(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Writes `items` as a JSON list to `path` beside a checkpoint's images, or removes an
+/// old one when there are none (a directory dumped into again keeps no stale list).
+pub fn save_json_list<T: serde::Serialize>(path: &Path, items: &[T]) -> std::io::Result<()> {
+    if items.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let text = serde_json::to_vec(items).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}
+
 /// A pid file that could not be written, in runc's words (`open DIR/.NAME: no such file
 /// or directory`).
 #[derive(Debug, thiserror::Error)]

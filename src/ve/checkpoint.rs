@@ -423,15 +423,7 @@ fn cgroup_roots(pid: i32, own: &Path) -> CgroupRoots {
 
 fn save_cgroup_roots(image: &Path, roots: &CgroupRoots) -> Result<(), CkptError> {
     let path = image.join(CGROUP_ROOTS);
-    let written = if roots.is_empty() {
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    } else {
-        std::fs::write(&path, serde_json::to_vec(roots).unwrap_or_default())
-    };
-    written.map_err(|source| CkptError::Io {
+    crate::sys::fs::save_json_list(&path, roots).map_err(|source| CkptError::Io {
         what: "write",
         path,
         source,

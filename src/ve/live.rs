@@ -369,15 +369,13 @@ impl Plan {
         let Some(rec) = ve.net.as_mut() else {
             return Ok(());
         };
-        net::change(
-            rec,
-            pid,
-            &self.add,
-            &self.del,
-            &self.routes_add,
-            &self.routes_del,
-        )
-        .map_err(net_error)
+        let c = net::Changes {
+            add: &self.add,
+            del: &self.del,
+            routes_add: &self.routes_add,
+            routes_del: &self.routes_del,
+        };
+        net::change(rec, pid, c).map_err(net_error)
     }
 
     /// Puts back what [`Plan::apply_net`] changed: the removed addresses (with their
@@ -387,15 +385,13 @@ impl Plan {
             return Ok(());
         };
         let added: Vec<IpAddr> = self.add.iter().map(|a| a.ip).collect();
-        net::change(
-            rec,
-            pid,
-            removed,
-            &added,
-            &self.routes_del,
-            &self.routes_add,
-        )
-        .map_err(net_error)
+        let c = net::Changes {
+            add: removed,
+            del: &added,
+            routes_add: &self.routes_del,
+            routes_del: &self.routes_add,
+        };
+        net::change(rec, pid, c).map_err(net_error)
     }
 
     /// The private area's new limits.

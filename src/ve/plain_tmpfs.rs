@@ -218,14 +218,7 @@ pub fn still_left_out(pid: i32, plains: &[Plain]) -> Result<(), String> {
 }
 
 pub fn save(image: &Path, plains: &[Plain]) -> std::io::Result<()> {
-    let path = image.join(LIST);
-    if plains.is_empty() {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
-    }
-    std::fs::write(path, serde_json::to_vec(plains).unwrap_or_default())
+    crate::sys::fs::save_json_list(&image.join(LIST), plains)
 }
 
 /// The left-out mounts of the dump in `image` (none in an image from elsewhere); entries

@@ -36,44 +36,44 @@ pub fn check_add(rec: &NetRecord, add: &[Addr]) -> Result<(), NetError> {
     super::claim::check(&mut nl, "net.ip", add, lan)
 }
 
+/// What one `ve set` (or its undo) changes in a running VE's network.
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    pub add: &'a [Addr],
+    pub del: &'a [IpAddr],
+    pub routes_add: &'a [RouteSpec],
+    pub routes_del: &'a [RouteSpec],
+}
+
 /// Adds and removes addresses and routes on a running VE (`ve set`). The caller has
 /// checked the addresses to add with [`check_add`] (`ve set` checks every flag before
 /// the first step; an undo puts back addresses the VE held a moment ago): the check
 /// dumps the host's addresses and routes, which at 500 VEs is most of the work. The VE
 /// takes the new addresses first (see `claim`), and gives them back if the change fails.
-pub fn change(
-    rec: &mut NetRecord,
-    pid: i32,
-    add: &[Addr],
-    del: &[IpAddr],
-    routes_add: &[RouteSpec],
-    routes_del: &[RouteSpec],
-) -> Result<(), NetError> {
-    let Some(me) = rec.host_if.clone() else {
-        return change_held(rec, pid, add, del, routes_add, routes_del);
-    };
-    let added: Vec<IpAddr> = add.iter().map(|a| a.ip).collect();
+pub fn change(rec: &mut NetRecord, pid: i32, c: Changes) -> Result<(), NetError> {
     let mut nl = Netlink::new()?;
-    super::claim::take(&mut nl, "net.ip", &added, &me)?;
-    let result = change_held(rec, pid, add, del, routes_add, routes_del);
-    match &result {
-        Err(_) => super::claim::release(&added, &me),
-        Ok(()) => super::claim::release(del, &me),
+    let me = rec.host_if.clone();
+    let added: Vec<IpAddr> = c.add.iter().map(|a| a.ip).collect();
+    if let Some(me) = &me {
+        super::claim::take(&mut nl, "net.ip", &added, me)?;
+    }
+    let result = apply(&mut nl, rec, pid, c);
+    if let Some(me) = &me {
+        let given_back = if result.is_ok() { c.del } else { &added[..] };
+        super::claim::release(given_back, me);
     }
     result
 }
 
-fn change_held(
-    rec: &mut NetRecord,
-    pid: i32,
-    add: &[Addr],
-    del: &[IpAddr],
-    routes_add: &[RouteSpec],
-    routes_del: &[RouteSpec],
-) -> Result<(), NetError> {
+fn apply(nl: &mut Netlink, rec: &mut NetRecord, pid: i32, c: Changes) -> Result<(), NetError> {
+    let Changes {
+        add,
+        del,
+        routes_add,
+        routes_del,
+    } = c;
     let ns = netns_of(pid);
     let ve_if = rec.ve_if.clone().ok_or(NetError::Unmanaged)?;
-    let mut nl = Netlink::new()?;
     let (add_v, ra, rd) = (add.to_vec(), routes_add.to_vec(), routes_del.to_vec());
     let (mode, had_v4, had_v6) = (
         rec.mode,

@@ -28,7 +28,7 @@ pub use config::{
 };
 pub use dns::{resolv_conf, update_resolv_conf};
 pub use error::NetError;
-pub use live::{change, check_add};
+pub use live::{change, check_add, Changes};
 pub use setup::{
     announce, fresh_netns, preflight, set_host_link, setup, setup_at, teardown, NetRecord,
 };
