@@ -92,36 +92,26 @@ pub fn mkdir_in_root(root: &Path, path: &Path) -> std::io::Result<()> {
     .map(|_| ())
 }
 
-/// Makes `name` (an empty file, or a directory with `dir`) in the directory `parent` of
-/// the container's tree at `root`, `parent` resolved inside `root`; nothing is done when
-/// something already stands there.
-pub fn make_in_root(
-    root: &Path,
-    parent: &Path,
-    name: &std::ffi::OsStr,
-    dir: bool,
-) -> std::io::Result<()> {
+/// Makes the empty file `name` in the directory `parent` of the container's tree at
+/// `root`, `parent` resolved inside `root` (see [`mkdir_in_root`] for directories);
+/// nothing is done when something already stands there.
+pub fn touch_in_root(root: &Path, parent: &Path, name: &std::ffi::OsStr) -> std::io::Result<()> {
     let root_dir = open_dir_nofollow(root)?;
-    let in_root = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
     let at = open_at(
         &root_dir,
         &Path::new(".").join(parent.strip_prefix("/").unwrap_or(parent)),
         OFlag::O_PATH | OFlag::O_DIRECTORY,
         Mode::empty(),
-        in_root,
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
     )?;
-    let made = if dir {
-        nix::sys::stat::mkdirat(Some(at.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
-    } else {
-        nix::fcntl::openat(
-            Some(at.as_raw_fd()),
-            name,
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        // SAFETY: openat just returned this descriptor, and nothing else owns it.
-        .map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }))
-    };
+    let made = nix::fcntl::openat(
+        Some(at.as_raw_fd()),
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    // SAFETY: openat just returned this descriptor, and nothing else owns it.
+    .map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
     match made {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(e.into()),

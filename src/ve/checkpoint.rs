@@ -870,14 +870,16 @@ fn make_mountpoints(rootfs: &Path, spec: &Spec) {
         // Made inside the rootfs one component at a time (openat2 in the root), never by
         // a host path walk: the destination and the rootfs's links are the VE's, and a
         // chain of links longer than the kernel follows would lead such a walk out.
-        if crate::sys::fs::mkdir_in_root(&base, parent).is_err() {
-            continue;
-        }
         let dir = m
             .source()
             .as_ref()
             .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| md.is_dir()));
-        let _ = crate::sys::fs::make_in_root(&base, parent, name, dir);
+        let _ = if dir {
+            crate::sys::fs::mkdir_in_root(&base, &dest)
+        } else {
+            crate::sys::fs::mkdir_in_root(&base, parent)
+                .and_then(|()| crate::sys::fs::touch_in_root(&base, parent, name))
+        };
     }
 }
 
