@@ -209,18 +209,6 @@ pub(super) fn netns_of(pid: i32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/net"))
 }
 
-fn same_netns_as_host(pid: i32) -> bool {
-    let a = std::fs::metadata(netns_of(pid));
-    let b = std::fs::metadata("/proc/self/ns/net");
-    match (a, b) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt;
-            a.ino() == b.ino() && a.dev() == b.dev()
-        }
-        _ => false,
-    }
-}
-
 /// Whether a host link is a VE's host end, by the shape [`host_ifname`] gives it.
 pub(super) fn is_ve_link(name: &str) -> bool {
     name.len() == 12
@@ -293,7 +281,7 @@ pub fn setup(
     pid: i32,
     rec: &mut NetRecord,
 ) -> Result<(), NetError> {
-    if same_netns_as_host(pid) {
+    if !crate::sys::process::own_namespace(pid, "net") {
         return Err(NetError::setting(
             "net.ip",
             "the VE shares the host's network namespace (the spec has no network namespace)",
