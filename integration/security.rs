@@ -1391,3 +1391,39 @@ fn no_ve_takes_an_address_while_its_owner_is_being_restored() {
     assert!(route.contains(&format!("dev {link}")), "{route}");
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
 }
+
+/// Two tenant asks a policy without the rule must not get: a whole pool of addresses for
+/// one VE (each a host route, a guard element and a claim), and the namespaced sysctls
+/// (kernel.shm*, kernel.msg*, net.* limits Kubernetes counts as unsafe). Each is refused
+/// by name, with the rule, and leaves nothing.
+#[test]
+fn a_spec_cannot_take_a_pool_or_open_sysctls_the_policy_does_not_give() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let open = netsec_open_policy();
+    let many: Vec<String> = (1..=17).map(|i| format!("203.0.113.{}", 200 + i)).collect();
+    for (tag, ann, key, rule) in [
+        (
+            "pool",
+            json!({"io.vzrun.net.ip": many.join(",")}),
+            "io.vzrun.net.ip",
+            "17 addresses, above the default maximum 16",
+        ),
+        (
+            "sysctl",
+            json!({"io.vzrun.sysctl": "namespaced"}),
+            "io.vzrun.sysctl",
+            "has no sysctl.namespaced rule",
+        ),
+    ] {
+        let b = Bundle::ve(&["true"], ann);
+        let id = common::unique_id(tag);
+        rt.track(&id);
+        let o = run_with_policy(&rt, &open.path(), &["run", "-b", b.p(), &id]);
+        assert_eq!(o.code, 1, "{tag}: {o:?}");
+        let msg = o.error_msg();
+        assert!(msg.contains(key) && msg.contains(rule), "{tag}: {msg}");
+        let left = netsec_leftovers(&rt, &id, &["203.0.113.201"]);
+        assert!(left.is_empty(), "{tag}: {left:?}");
+    }
+}
