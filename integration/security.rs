@@ -433,7 +433,7 @@ mode = "virtual"
             err.contains(key) && err.contains(value) && err.contains(rule),
             "{key}={value}: the error names the key, the value and the rule: {err}"
         );
-        let left = remains(&rt, &id, ip);
+        let left = remains(&rt, &id, &[ip]);
         assert!(left.is_empty(), "{key}={value} left {left:?}");
     }
 }
@@ -704,7 +704,7 @@ fn a_container_cannot_take_another_ves_cgroup_to_kill_it() {
 }
 
 /// Everything of a VE that could outlive a killed create, by its ID and address.
-fn remains(rt: &Runtime, id: &str, ip: &str) -> Vec<String> {
+fn remains(rt: &Runtime, id: &str, ips: &[&str]) -> Vec<String> {
     let mut left = Vec::new();
     left.extend(
         common::cgroups_named(id)
@@ -717,15 +717,41 @@ fn remains(rt: &Runtime, id: &str, ip: &str) -> Vec<String> {
             .into_iter()
             .map(|m| format!("mount {m}")),
     );
-    let routes = Command::new("ip")
-        .args(["route", "show", ip])
+    for ip in ips {
+        let routes = Command::new("ip")
+            .args(["route", "show", ip])
+            .output()
+            .unwrap();
+        if !routes.stdout.is_empty() {
+            left.push(format!(
+                "route {}",
+                String::from_utf8_lossy(&routes.stdout).trim()
+            ));
+        }
+        // Held in the host-wide address registry, whatever link the record names.
+        if Path::new("/run/vzrun-addresses").join(ip).exists() {
+            left.push(format!("address record /run/vzrun-addresses/{ip}"));
+        }
+    }
+    // A guard chain or set of a host link that is gone (the VE's pair dies with its
+    // namespace; its guard must go with its record).
+    let nft = Command::new("nft")
+        .args(["list", "table", "netdev", "vzrun"])
         .output()
         .unwrap();
-    if !routes.stdout.is_empty() {
-        left.push(format!(
-            "route {}",
-            String::from_utf8_lossy(&routes.stdout).trim()
-        ));
+    for l in String::from_utf8_lossy(&nft.stdout).lines() {
+        let l = l.trim();
+        let Some(name) = l
+            .strip_prefix("chain ")
+            .or_else(|| l.strip_prefix("set "))
+            .and_then(|r| r.split_whitespace().next())
+        else {
+            continue;
+        };
+        let link = name.split_once('_').map_or("", |(_, h)| h);
+        if !Path::new("/sys/class/net").join(link).exists() {
+            left.push(format!("guard {name} of a link that is gone"));
+        }
     }
     for e in common::dir_entries(&rt.root.path().join(".vzrun")) {
         left.push(format!("state .vzrun/{e}"));
@@ -749,10 +775,10 @@ fn remains(rt: &Runtime, id: &str, ip: &str) -> Vec<String> {
 
 /// [`remains`] once the kernel has had a moment: it detaches an autoclear loop device in a
 /// work item after the last unmount, so one can still be listed just after delete returns.
-fn remains_settled(rt: &Runtime, id: &str, ip: &str) -> Vec<String> {
-    let mut left = remains(rt, id, ip);
+fn remains_settled(rt: &Runtime, id: &str, ips: &[&str]) -> Vec<String> {
+    let mut left = remains(rt, id, ips);
     let _ = common::poll(100, Duration::from_millis(30), || {
-        left = remains(rt, id, ip);
+        left = remains(rt, id, ips);
         left.is_empty()
     });
     left
@@ -778,10 +804,11 @@ fn has_libcontainer_fork(pid: u32) -> bool {
 fn a_create_killed_at_any_point_leaves_nothing_after_delete_force() {
     require_root!();
     let rt = Runtime::vzrun();
-    let ip = "198.51.100.211";
+    // IPv6 too, so the VE has an nftables guard to leave behind.
+    let ips = ["198.51.100.211", "2001:db8::211"];
     let b = Bundle::with(&["sleep", "600"], |v| {
         v["root"]["readonly"] = json!(false);
-        v["annotations"] = json!({"io.vzrun.diskspace": "32M", "io.vzrun.net.ip": ip});
+        v["annotations"] = json!({"io.vzrun.diskspace": "32M", "io.vzrun.net.ip": ips.join(",")});
     });
     // How long one create takes here, to spread the kills over it.
     let id = common::unique_id("kill");
@@ -789,7 +816,7 @@ fn a_create_killed_at_any_point_leaves_nothing_after_delete_force() {
     assert_eq!(rt.run(&["create", "-b", b.p(), &id]).code, 0);
     let span = t.elapsed();
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
-    let left = remains_settled(&rt, &id, ip);
+    let left = remains_settled(&rt, &id, &ips);
     assert!(
         left.is_empty(),
         "a plain create and delete -f left: {left:?}"
@@ -797,8 +824,10 @@ fn a_create_killed_at_any_point_leaves_nothing_after_delete_force() {
     let deadline = Instant::now() + Duration::from_secs(240);
     // 30 kills spread over a create, then 6 at the worst moment: right after libcontainer
     // forked, when its forks go on alone (and the init waits forever for a start) before
-    // anything of theirs is recorded.
-    for i in 0..36u32 {
+    // anything of theirs is recorded; then 6 as soon as the VE holds its address, while
+    // its network is half made.
+    let held = Path::new("/run/vzrun-addresses").join(ips[0]);
+    for i in 0..42u32 {
         let id = common::unique_id("kill");
         let mut cmd = rt.command();
         cmd.args(["create", "-b", b.p(), &id])
@@ -806,14 +835,19 @@ fn a_create_killed_at_any_point_leaves_nothing_after_delete_force() {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().unwrap();
+        let began = Instant::now();
         if i < 30 {
             std::thread::sleep(span * i / 25);
-        } else {
-            let forked = Instant::now();
-            while !has_libcontainer_fork(child.id()) && forked.elapsed() < Duration::from_secs(10) {
+        } else if i < 36 {
+            while !has_libcontainer_fork(child.id()) && began.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_micros(200));
             }
+        } else {
+            while !held.exists() && began.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
         }
+        let killed_at = began.elapsed();
         let _ = child.kill();
         let _ = child.wait();
         // delete -f must come back, whatever state the kill left.
@@ -838,13 +872,9 @@ fn a_create_killed_at_any_point_leaves_nothing_after_delete_force() {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let left = remains_settled(&rt, &id, ip);
-        assert!(
-            left.is_empty(),
-            "kill {i} after {:?}: {left:?}",
-            span * i / 25
-        );
-        assert!(Instant::now() < deadline, "36 kills took too long");
+        let left = remains_settled(&rt, &id, &ips);
+        assert!(left.is_empty(), "kill {i} after {killed_at:?}: {left:?}");
+        assert!(Instant::now() < deadline, "42 kills took too long");
     }
 }
 
@@ -895,7 +925,7 @@ fn a_full_state_root_is_cleaned_by_delete_force() {
         std::fs::remove_file(&filler).unwrap();
         let o = rt.run(&["delete", "-f", &id]);
         assert_eq!(o.code, 0, "{pages} pages free: {o:?}");
-        let left = remains(&rt, &id, "198.51.100.254");
+        let left = remains(&rt, &id, &["198.51.100.254"]);
         assert!(left.is_empty(), "{pages} pages free: {left:?}");
         // And the ID can be used again.
         let o = rt.run(&["create", "-b", b.p(), &id]);

@@ -97,13 +97,8 @@ impl Runtime {
             id,
             dir: &claimed.ve_dir,
         };
-        let mut base = claimed.record.clone();
         let dir = claimed.ve_dir.clone();
-        let mut save = |ve: &ve::VeRecord| {
-            base.ve = ve.clone();
-            base.save(&dir)
-                .map_err(|e| ve::VeError::Refused(format!("save the VE record: {e}")))
-        };
+        let mut save = claimed.record.ve_saver(&dir);
         // The host policy may force the /proc view; read only for specs with VE settings
         // (as check_policy), so a plain OCI container keeps the host's files.
         let has_ve = spec
@@ -290,11 +285,13 @@ impl Runtime {
                     id,
                     dir: ve_dir,
                 };
+                let mut save = claimed.record.ve_saver(ve_dir);
                 let configured = ve::configure(
                     &ctx,
                     &bundle.ve_config,
                     pid.as_raw(),
                     &mut claimed.record.ve,
+                    &mut save,
                 );
                 claimed.record.save(ve_dir)?;
                 if let Err(e) = configured {

@@ -184,8 +184,13 @@ impl Runtime {
                     id,
                     dir: &ve_dir,
                 };
-                let made =
-                    crate::ve::restore_netns(&ctx, &loaded.ve_config, &mut claimed.record.ve);
+                let mut save = claimed.record.ve_saver(&ve_dir);
+                let made = crate::ve::restore_netns(
+                    &ctx,
+                    &loaded.ve_config,
+                    &mut claimed.record.ve,
+                    &mut save,
+                );
                 claimed.record.save(&ve_dir)?;
                 made?
             }

@@ -60,6 +60,20 @@ impl Record {
         serde_json::from_slice(&data).map_err(|source| StateError::Parse { path, source })
     }
 
+    /// For the VE layer, which saves its part before each host object it makes: saves
+    /// this record (as it is now) with the VE part it is given, in `dir`.
+    pub fn ve_saver<'a>(
+        &self,
+        dir: &'a Path,
+    ) -> impl FnMut(&VeRecord) -> Result<(), crate::ve::VeError> + 'a {
+        let mut base = self.clone();
+        move |ve| {
+            base.ve = ve.clone();
+            base.save(dir)
+                .map_err(|e| crate::ve::VeError::Refused(format!("save the VE record: {e}")))
+        }
+    }
+
     /// Written to a temporary name and renamed, so a reader never sees half a record.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let path = dir.join(RECORD_FILE);

@@ -294,9 +294,18 @@ pub fn configure(
     config: &VeConfig,
     pid: i32,
     record: &mut VeRecord,
+    save: &mut dyn FnMut(&VeRecord) -> Result<(), VeError>,
 ) -> Result<(), VeError> {
+    let mut snapshot = record.clone();
     if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
-        net::setup(netc, ctx.root, ctx.id, pid, nrec)?;
+        net::setup(
+            netc,
+            ctx.root,
+            ctx.id,
+            pid,
+            nrec,
+            &mut net_step(&mut snapshot, save),
+        )?;
     }
     if let Some(p) = config.resources.as_ref().and_then(|r| r.ioprio) {
         resources::set_process_ioprio(pid, p)
@@ -306,6 +315,18 @@ pub fn configure(
         system::configure(pid, sys)?;
     }
     Ok(())
+}
+
+/// Saves `snapshot` with the network record it is given: the network setup's way to
+/// record each host object before it makes it.
+fn net_step<'a>(
+    snapshot: &'a mut VeRecord,
+    save: &'a mut dyn FnMut(&VeRecord) -> Result<(), VeError>,
+) -> impl FnMut(&net::NetRecord) -> Result<(), net::NetError> + 'a {
+    move |n| {
+        snapshot.net = Some(n.clone());
+        save(snapshot).map_err(|e| net::NetError::Record(e.to_string()))
+    }
 }
 
 /// Removes everything the record names. Safe to call more than once.
@@ -372,14 +393,17 @@ pub fn restore_netns(
     ctx: &Ctx,
     config: &VeConfig,
     record: &mut VeRecord,
+    save: &mut dyn FnMut(&VeRecord) -> Result<(), VeError>,
 ) -> Result<std::fs::File, VeError> {
     let ns = net::fresh_netns()?;
+    let mut snapshot = record.clone();
     if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
         let path = PathBuf::from(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&ns)
         ));
-        net::setup_at(netc, ctx.root, ctx.id, &path, nrec, false)?;
+        let mut step = net_step(&mut snapshot, save);
+        net::setup_at(netc, ctx.root, ctx.id, &path, nrec, false, &mut step)?;
     }
     Ok(ns)
 }

@@ -115,7 +115,9 @@ pub fn take(nl: &mut Netlink, key: &'static str, ips: &[IpAddr], me: &str) -> Re
 }
 
 /// Gives up the addresses `ips` that `me` holds; one another VE has taken over since
-/// (a move's destination on this host) stays its.
+/// (a move's destination on this host) stays its. An empty file is one whose [`take`]
+/// was killed between making it and writing it (files are written only under the
+/// lock held here), so it is the remains of this VE's own take.
 pub fn release(ips: &[IpAddr], me: &str) {
     if ips.is_empty() {
         return;
@@ -123,7 +125,7 @@ pub fn release(ips: &[IpAddr], me: &str) {
     let Ok(_lock) = held_lock() else { return };
     for ip in ips {
         let path = held_file(*ip);
-        if std::fs::read_to_string(&path).is_ok_and(|h| h.trim() == me) {
+        if std::fs::read_to_string(&path).is_ok_and(|h| h.trim() == me || h.is_empty()) {
             let _ = std::fs::remove_file(&path);
         }
     }

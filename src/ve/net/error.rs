@@ -56,6 +56,10 @@ pub enum NetError {
     NewNetns(nix::errno::Errno),
     #[error("network: new network namespace: worker panicked")]
     Panicked,
+    /// The VE's record, which must name a host object before it is made, could not be
+    /// saved.
+    #[error("network: {0}")]
+    Record(String),
 }
 
 impl From<NlError> for NetError {

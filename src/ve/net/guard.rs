@@ -369,7 +369,12 @@ fn install_batch(host_if: &str, c: &NetConfig, mac: &[u8]) -> Batch {
 /// returns the handle to keep in the VE's record.
 pub fn guard(host_if: &str, c: &NetConfig, mac: &[u8]) -> Result<String, NetError> {
     install_batch(host_if, c, mac).commit()?;
-    Ok(format!("{SHARED}{host_if}"))
+    Ok(handle(host_if))
+}
+
+/// The record's handle of the guard of the host end `host_if`.
+pub fn handle(host_if: &str) -> String {
+    format!("{SHARED}{host_if}")
 }
 
 /// Replaces the allowed source addresses after `ve set --ipadd/--ipdel`: one netlink

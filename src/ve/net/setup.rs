@@ -272,14 +272,19 @@ pub fn fresh_netns() -> Result<File, NetError> {
     .map_err(|_| NetError::Panicked)?
 }
 
+/// Writes the VE's record where a teardown finds it (its state directory).
+pub type Save<'a> = dyn FnMut(&NetRecord) -> Result<(), NetError> + 'a;
+
 /// Configures the VE's network namespace (that of `pid`) and the host side. Every host
-/// object is written into `rec` as soon as it exists.
+/// object is written into `rec`, and `rec` saved, before the step that makes it: a
+/// vzrun killed halfway leaves a record from which `delete` removes what was made.
 pub fn setup(
     c: &NetConfig,
     root: &Path,
     id: &str,
     pid: i32,
     rec: &mut NetRecord,
+    save: &mut Save,
 ) -> Result<(), NetError> {
     if !crate::sys::process::own_namespace(pid, "net") {
         return Err(NetError::setting(
@@ -287,7 +292,7 @@ pub fn setup(
             "the VE shares the host's network namespace (the spec has no network namespace)",
         ));
     }
-    setup_at(c, root, id, &netns_of(pid), rec, true)
+    setup_at(c, root, id, &netns_of(pid), rec, true, save)
 }
 
 /// [`setup`] for a namespace named by a path (a restore configures the namespace it made
@@ -302,6 +307,7 @@ pub fn setup_at(
     ns: &Path,
     rec: &mut NetRecord,
     on_wire: bool,
+    save: &mut Save,
 ) -> Result<(), NetError> {
     rec.mode = c.mode;
     rec.uplink = c.uplink.clone();
@@ -318,19 +324,30 @@ pub fn setup_at(
         Mode::Veth => Some(c.mac.unwrap_or_else(|| generated_mac(&host_if))),
         Mode::Venet => None,
     };
+    // Recorded with its addresses before the pair exists: a teardown gives back only
+    // addresses held in this host end's name and removes only routes through it.
+    rec.host_if = Some(host_if.clone());
+    rec.ve_if = Some(ve_if.to_string());
+    rec.ips = c.ips.clone();
+    save(rec)?;
     nl.add_veth(&Veth {
         host: &host_if,
         peer: ve_if,
         peer_netns: nsfile.as_fd(),
         peer_mac: ve_mac.as_ref().map(|m| &m[..]),
     })?;
-    rec.host_if = Some(host_if.clone());
-    rec.ve_if = Some(ve_if.to_string());
     // The host end exists: the VE takes its addresses (see `claim`) before anything
-    // routes, proxies or announces them. Recorded first, so a failure gives back what
-    // was taken.
-    rec.ips = c.ips.clone();
+    // routes, proxies or announces them.
     super::claim::take(&mut nl, "net.ip", &rec_ips(rec), &host_if)?;
+    // The addresses are this VE's now, so proxy entries for them can be no other VE's;
+    // the guard's name follows from the host end. Both are recorded before they are
+    // made (a teardown of entries or a guard never made does nothing), and the guard's
+    // name is dropped again below where the kernel guard serves instead.
+    if c.mode == Mode::Venet && c.uplink.is_some() {
+        rec.proxied = rec_ips(rec);
+    }
+    rec.nft_table = Some(guard::handle(&host_if));
+    save(rec)?;
     let host_idx = nl
         .link_index(&host_if)?
         .ok_or_else(|| NetError::Vanished(host_if.clone()))?;
@@ -367,7 +384,7 @@ pub fn setup_at(
                     NetError::setting("net.uplink", format!("device {u:?} does not exist"))
                 })?;
                 let ips: Vec<IpAddr> = c.ips.iter().map(|a| a.ip).collect();
-                super::uplink::proxy(&mut nl, u, up, &ips, &mut rec.proxied)?;
+                super::uplink::proxy(&mut nl, u, up, &ips)?;
                 if on_wire {
                     announce(rec);
                 }
@@ -396,9 +413,10 @@ pub fn setup_at(
     }
     // The kernel guard only where its sysctls could be written (a read-only /proc/sys
     // would leave the VE unguarded): else the nftables one.
-    if !(kernel_guard_applies(c.mode, &c.ips) && kernel_guard(&host_if)) {
-        let table = guard::guard(&host_if, c, &mac)?;
-        rec.nft_table = Some(table);
+    if kernel_guard_applies(c.mode, &c.ips) && kernel_guard(&host_if) {
+        rec.nft_table = None;
+    } else {
+        guard::guard(&host_if, c, &mac)?;
     }
     Ok(())
 }

@@ -36,13 +36,12 @@ fn proxy_ndp(uplink: &str) -> String {
 }
 
 /// Adds the proxy entries for `ips` on the uplink `up` (named `uplink`), turning
-/// `proxy_ndp` on first when an address is IPv6. `added` gets each entry as it is made.
+/// `proxy_ndp` on first when an address is IPv6. The caller records them before.
 pub(super) fn proxy(
     nl: &mut Netlink,
     uplink: &str,
     up: u32,
     ips: &[IpAddr],
-    added: &mut Vec<IpAddr>,
 ) -> Result<(), NetError> {
     let _held = lock()?;
     if ips.iter().any(|ip| ip.is_ipv6()) {
@@ -60,7 +59,6 @@ pub(super) fn proxy(
     }
     for ip in ips {
         nl.add(&ProxyNeighbour { link: up, ip: *ip })?;
-        added.push(*ip);
     }
     Ok(())
 }
