@@ -309,3 +309,88 @@ fn a_ve_sharing_the_hosts_uts_namespace_cannot_rename_the_host() {
         "{err}"
     );
 }
+
+/// A LAN on a test uplink: the uplink is one end of a veth pair whose other end is
+/// `eth0` of a client namespace at 198.51.100.248/24. Removed on drop.
+struct Lan {
+    uplink: String,
+    client: String,
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let tag = std::process::id() % 100_000;
+        let lan = Lan {
+            uplink: format!("vztu{tag}"),
+            client: format!("vzt-scli-{tag}"),
+        };
+        let (up, cli) = (&lan.uplink, &lan.client);
+        // The route back to the client is one /32 through the test's own uplink.
+        let script = format!(
+            "ip netns add {cli} && ip link add {up} type veth peer name eth0 netns {cli} && \
+             ip link set {up} up && echo 1 > /proc/sys/net/ipv4/conf/{up}/forwarding && \
+             ip route add 198.51.100.248/32 dev {up} && \
+             ip -n {cli} link set lo up && ip -n {cli} addr add 198.51.100.248/24 dev eth0 && \
+             ip -n {cli} link set eth0 up"
+        );
+        let o = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {o:?}");
+        lan
+    }
+
+    /// Runs `cmd` in the client's namespace; whether it succeeded.
+    fn client(&self, cmd: &str) -> bool {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.client, "sh", "-c", cmd])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.uplink])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .status();
+    }
+}
+
+/// vzctl's `--ipadd` on a VE announced on an uplink makes the new address reachable from
+/// the LAN (the host answers ARP for it there), and `--ipdel` stops the host answering
+/// for an address the VE gave up: else the LAN's traffic for it keeps coming to a host
+/// that has nowhere to send it.
+#[test]
+fn addresses_changed_on_an_uplink_are_answered_on_the_lan_or_no_longer() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let lan = Lan::new();
+    let ve = Ve::start(
+        &rt,
+        "set-uplink",
+        json!({"io.vzrun.net.ip": "198.51.100.246", "io.vzrun.net.uplink": lan.uplink}),
+    );
+    assert!(
+        lan.client("busybox ping -c 1 -W 3 198.51.100.246 >/dev/null"),
+        "the VE's first address does not answer from the LAN"
+    );
+    let o = ve.set(&["--ipadd", "198.51.100.247"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        lan.client("busybox ping -c 1 -W 3 198.51.100.247 >/dev/null"),
+        "an address added with ve set does not answer from the LAN"
+    );
+    let o = ve.set(&["--ipdel", "198.51.100.246"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(lan.client("ip neigh flush dev eth0"));
+    assert!(
+        !lan.client("busybox arping -q -c 1 -w 3 -I eth0 198.51.100.246"),
+        "the host still answers ARP on the LAN for an address the VE gave up"
+    );
+    assert!(lan.client("busybox ping -c 1 -W 3 198.51.100.247 >/dev/null"));
+}

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::setup::{
-    host_route, kernel_guard_applies, netns_of, recorded_mac, to_route, venet_default,
+    announce, host_route, kernel_guard_applies, netns_of, recorded_mac, to_route, venet_default,
 };
 use super::{guard, Addr, Mode, NetConfig, NetError, NetRecord, RouteSpec};
 use crate::sys::netlink::{self, in_netns, Address, Netlink};
@@ -75,6 +75,7 @@ fn apply(nl: &mut Netlink, rec: &mut NetRecord, pid: i32, c: Changes) -> Result<
     let ns = netns_of(pid);
     let ve_if = rec.ve_if.clone().ok_or(NetError::Unmanaged)?;
     let (add_v, ra, rd) = (add.to_vec(), routes_add.to_vec(), routes_del.to_vec());
+    let added_ips: Vec<IpAddr> = add.iter().map(|a| a.ip).collect();
     let (mode, had_v4, had_v6) = (
         rec.mode,
         rec.ips.iter().any(|a| a.ip.is_ipv4()),
@@ -165,6 +166,29 @@ fn apply(nl: &mut Netlink, rec: &mut NetRecord, pid: i32, c: Changes) -> Result<
             if let (Mode::Venet, Some(hi)) = (rec.mode, host_idx) {
                 let _ = nl.del(&host_route(&a, hi));
             }
+        }
+    }
+    // On an uplink the host answers ARP/NDP for the VE's addresses: for the new ones
+    // from now on (and tells the LAN at once, as vzctl does), for the removed ones no
+    // longer, or the host would keep drawing their traffic to a VE that dropped them.
+    if let (Mode::Venet, Some(u)) = (rec.mode, rec.uplink.clone()) {
+        let gone: Vec<IpAddr> = rec
+            .proxied
+            .iter()
+            .filter(|ip| del.contains(ip))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            super::uplink::unproxy(nl, &u, &gone);
+            rec.proxied.retain(|ip| !gone.contains(ip));
+        }
+        if !added_ips.is_empty() {
+            let up = nl.link_index(&u)?.ok_or_else(|| {
+                NetError::setting("net.uplink", format!("device {u:?} does not exist"))
+            })?;
+            rec.proxied.extend(&added_ips);
+            super::uplink::proxy(nl, &u, up, &added_ips)?;
+            announce(rec);
         }
     }
     for r in routes_del {
