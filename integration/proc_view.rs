@@ -513,3 +513,64 @@ fn ve_list_never_opens_a_host_file_a_ve_links_its_proc_to() {
     assert_eq!(o.code, 0, "ve list hung on the VE's link or failed: {o:?}");
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
 }
+
+/// A VE with CAP_SYS_ADMIN and /dev/fuse can mount a FUSE file system of its own over its
+/// /proc, served by a daemon that never answers (here the test holds the FUSE device and
+/// leaves even the first request unanswered). `ve list -o procview` on the host looked
+/// up and statfs'd the LXCFS file through the VE's root, so it waited on that daemon
+/// forever; it must answer from the host's side alone.
+#[test]
+fn ve_list_is_not_stalled_by_a_fuse_mount_a_ve_puts_over_its_proc() {
+    require_lxcfs!();
+    let rt = Runtime::vzrun();
+    let b = bundle();
+    let id = common::unique_id("proc-fuse");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let pid = rt.state(&id)["pid"].to_string();
+    // The daemon's end: the connection lives while this descriptor is open.
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .unwrap();
+    let mounted = Command::new("nsenter")
+        .args(["-t", &pid, "-m", "mount", "-t", "fuse"])
+        .args([
+            "-o",
+            "fd=0,rootmode=40000,user_id=0,group_id=0",
+            "vzt",
+            "/proc",
+        ])
+        .stdin(fuse.try_clone().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        mounted.status.success(),
+        "mount the FUSE /proc: {mounted:?}"
+    );
+    let o = rt.run_deadlined(
+        &["ve", "list", "-j", "-o", "ctid,procview"],
+        Duration::from_secs(20),
+    );
+    // Aborting the connection ends any request still waiting on it.
+    drop(fuse);
+    let _ = Command::new("nsenter")
+        .args(["-t", &pid, "-m", "umount", "-l", "/proc"])
+        .status();
+    assert_eq!(
+        o.code, 0,
+        "ve list hung on the VE's FUSE mount or failed: {o:?}"
+    );
+    let row = o
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ctid"] == id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["procview"], "virtual", "{o:?}");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}

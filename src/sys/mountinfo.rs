@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 pub struct Mount {
     /// The mount's ID (field 1), as fdinfo's `mnt_id` names it.
     pub id: u64,
+    /// The device of the filesystem (field 3, `major:minor`): the same for every mount
+    /// of one filesystem, in every mount namespace, and not a name anyone can choose.
+    pub dev: String,
     /// The directory of the filesystem this mount shows (field 4): `/` for a whole
     /// filesystem, a sub-directory or file for a bind.
     pub root: PathBuf,
@@ -56,6 +59,7 @@ fn line(l: &str) -> Option<Mount> {
     let mut tail = tail.split(' ');
     Some(Mount {
         id: head.first()?.parse().ok()?,
+        dev: head.get(2)?.to_string(),
         root: PathBuf::from(unescape(head.get(3)?)),
         point: PathBuf::from(unescape(head.get(4)?)),
         options: head.get(5)?.to_string(),
@@ -67,6 +71,20 @@ fn line(l: &str) -> Option<Mount> {
 /// The topmost mount at `point` in `table`.
 pub fn top_at<'a>(table: &'a [Mount], point: &Path) -> Option<&'a Mount> {
     table.iter().rev().find(|m| m.point == point)
+}
+
+/// The mount a process sees at `point`: the topmost one there, unless a mount made after
+/// it (later in the kernel's order) is at a directory above `point` and so covers it.
+pub fn visible_at<'a>(table: &'a [Mount], point: &Path) -> Option<&'a Mount> {
+    let (i, top) = table
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, m)| m.point == point)?;
+    let covered = table[i + 1..]
+        .iter()
+        .any(|later| point.starts_with(&later.point));
+    (!covered).then_some(top)
 }
 
 /// A mountinfo path with the kernel's octal escapes (`\040` for a space, and the like
@@ -132,6 +150,24 @@ mod tests {
             Some(57)
         );
         assert!(top_at(&t, Path::new("/sys")).is_none());
+    }
+
+    #[test]
+    fn a_mount_made_later_above_a_file_covers_it() {
+        let t = parse(
+            "60 50 0:5 / /proc rw - proc proc rw\n\
+             61 60 0:40 /proc/meminfo /proc/meminfo ro - fuse.lxcfs lxcfs rw\n\
+             62 60 0:41 / /proc/sys ro - proc proc rw\n",
+        );
+        let seen = visible_at(&t, Path::new("/proc/meminfo"));
+        assert_eq!(seen.map(|m| (m.id, m.dev.as_str())), Some((61, "0:40")));
+        let mut covered = t.clone();
+        covered.extend(parse("63 60 0:42 / /proc rw - fuse fuse rw\n"));
+        assert!(visible_at(&covered, Path::new("/proc/meminfo")).is_none());
+        assert_eq!(
+            visible_at(&covered, Path::new("/proc")).map(|m| m.id),
+            Some(63)
+        );
     }
 
     #[test]

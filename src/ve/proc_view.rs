@@ -165,38 +165,39 @@ impl Seen {
     }
 }
 
-/// What the VE whose init is `pid` sees: one of [`FILES`] mounted from LXCFS in its mount
-/// table means virtual; opening that file through the VE's root then tells whether the
-/// daemon still answers. The host's own LXCFS mount point is not one of [`FILES`], so a
-/// process in the host's namespace reads as `Host`.
-pub fn seen_by(pid: i32) -> Seen {
-    let Ok(table) = crate::sys::mountinfo::read(Some(pid)) else {
+/// What the VE whose init is `pid` sees: one of [`FILES`] showing LXCFS in its mount
+/// table means virtual, and the daemon still answers when that is the filesystem of the
+/// host's LXCFS mount at `dir` (the one the VE was given; same device) and that mount
+/// answers a statfs. Nothing
+/// is looked up or opened under the VE's root: a VE with CAP_SYS_ADMIN and /dev/fuse can
+/// put a FUSE mount of its own over its /proc (named `fuse.lxcfs` if it likes) whose
+/// daemon never answers, and any lookup there would wait for it. The host's own LXCFS
+/// mount point is not one of [`FILES`], so a process in the host's namespace reads as
+/// `Host`.
+pub fn seen_by(pid: i32, dir: &Path) -> Seen {
+    use crate::sys::mountinfo;
+    let Ok(table) = mountinfo::read(Some(pid)) else {
         return Seen::Host;
     };
-    let bound = table.into_iter().find_map(|m| {
-        let point = m.point.to_str()?;
-        (m.fstype == "fuse.lxcfs" && FILES.contains(&point)).then(|| point.to_string())
-    });
-    let Some(point) = bound else {
+    let bound: Vec<&mountinfo::Mount> = FILES
+        .iter()
+        .filter_map(|f| mountinfo::visible_at(&table, Path::new(f)))
+        .filter(|m| m.fstype == "fuse.lxcfs")
+        .collect();
+    if bound.is_empty() {
         return Seen::Host;
-    };
-    // The path is the VE's to change (a tmpfs over its /proc with a link or a device node
-    // at `point`): it is resolved inside the VE's root, links refused, and only as a
-    // handle (O_PATH), so nothing the VE put there is opened by the host. A statfs, not
-    // a stat: FUSE may answer a stat from its attribute cache after the daemon is gone,
-    // a statfs always asks the daemon.
-    let handle = std::fs::File::open(format!("/proc/{pid}/root")).and_then(|root| {
-        crate::sys::fs::open_at(
-            &root,
-            Path::new(point.trim_start_matches('/')),
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW,
-            nix::sys::stat::Mode::empty(),
-            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT | nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS,
-        )
-    });
-    match handle.map(|h| nix::sys::statfs::fstatfs(&h)) {
-        Ok(Err(nix::errno::Errno::ENOTCONN)) => Seen::Lost,
-        _ => Seen::Virtual,
+    }
+    let host_dev = mountinfo::read(None)
+        .ok()
+        .and_then(|t| mountinfo::top_at(&t, dir).map(|m| m.dev.clone()));
+    // A statfs, not a stat: FUSE may answer a stat from its attribute cache after the
+    // daemon is gone, a statfs always asks the daemon.
+    let live = host_dev.is_some_and(|dev| bound.iter().all(|m| m.dev == dev))
+        && nix::sys::statfs::statfs(dir).is_ok();
+    if live {
+        Seen::Virtual
+    } else {
+        Seen::Lost
     }
 }
 
@@ -375,7 +376,7 @@ mod tests {
     #[test]
     fn the_hosts_own_lxcfs_mount_is_not_a_view() {
         // The host's table may hold LXCFS at its mount point, never over /proc/meminfo.
-        assert_eq!(seen_by(std::process::id() as i32), Seen::Host);
-        assert_eq!(seen_by(i32::MAX), Seen::Host);
+        assert_eq!(seen_by(std::process::id() as i32, &lxcfs_dir()), Seen::Host);
+        assert_eq!(seen_by(i32::MAX, &lxcfs_dir()), Seen::Host);
     }
 }

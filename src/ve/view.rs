@@ -336,10 +336,13 @@ fn running_view(id: &str, status: &str, pid: i32, rec: &Record, need: Need) -> V
             .as_ref()
             .map(|n| n.ips.iter().map(|a| a.ip.to_string()).collect())
             .unwrap_or_default(),
-        // Read from the VE's own mount table, so only for a live init.
-        procview: need
-            .procview
-            .then(|| crate::ve::proc_view::seen_by(pid).word()),
+        // Read from the VE's own mount table, so only for a live init; against the LXCFS
+        // the VE was given.
+        procview: need.procview.then(|| {
+            let dir = rec.ve.proc_view.as_ref().map(|b| b.dir.clone());
+            let dir = dir.unwrap_or_else(crate::ve::proc_view::lxcfs_dir);
+            crate::ve::proc_view::seen_by(pid, &dir).word()
+        }),
         beancounters: Beancounters(beancounters_of(pid, &rec.ve, need.groups)),
         usage: if need.usage {
             usage(pid)
