@@ -394,3 +394,84 @@ fn addresses_changed_on_an_uplink_are_answered_on_the_lan_or_no_longer() {
     );
     assert!(lan.client("busybox ping -c 1 -W 3 198.51.100.247 >/dev/null"));
 }
+
+/// The VE's resolv.conf is the tenant's to write, also vzrun's own copy bound over it:
+/// a huge (sparse) file is refused by name when a DNS change needs it, and not read at
+/// all by a change that does not (vzrun read all of it, for any `ve set`, into memory).
+#[test]
+fn a_huge_resolv_conf_is_refused_not_read_into_memory() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let ve = Ve::start(
+        &rt,
+        "set-huge",
+        json!({"io.vzrun.net.nameserver": "198.51.100.53"}),
+    );
+    ve.sh("truncate -s 64M /etc/resolv.conf");
+    let o = ve.set(&["--cpuunits", "1000"]);
+    assert_eq!(o.code, 0, "a change without DNS: {o:?}");
+    let o = ve.set(&["--nameserver", "198.51.100.54"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let err = o.error_msg();
+    assert!(
+        err.contains("resolv.conf") && err.contains("larger than"),
+        "{err}"
+    );
+}
+
+/// A VE without vzrun's DNS keeps its own /etc/resolv.conf, which `ve set` edits in
+/// place: lines it does not manage stay (they were lost: the file was never read), and
+/// a FIFO there is never opened by the host (a reader waiting in the VE was woken by the
+/// host's open, as a device node's driver would have been opened).
+#[test]
+fn the_ves_own_resolv_conf_is_edited_in_place_and_only_if_a_regular_file() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    // A private area: the VE's root is its own to write.
+    let bundle = common::Bundle::with(&["sleep", "600"], |v| {
+        v["root"]["readonly"] = json!(false);
+        v["annotations"] = json!({"io.vzrun.diskspace": "32M"});
+    });
+    let id = common::unique_id("set-own-dns");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let ve = Ve {
+        rt: &rt,
+        id,
+        bundle,
+    };
+    ve.sh("printf 'nameserver 192.0.2.53\\noptions ndots:3\\n' > /etc/resolv.conf");
+    let o = ve.set(&["--searchdomain", "example.test"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let text = ve.sh("cat /etc/resolv.conf");
+    for line in [
+        "nameserver 192.0.2.53",
+        "options ndots:3",
+        "search example.test",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in {text:?}");
+    }
+
+    ve.sh("rm /etc/resolv.conf && mkfifo /etc/resolv.conf");
+    // A reader in the VE: its open returns only once something opens the FIFO to write.
+    let o = rt.run(&[
+        "exec",
+        "-d",
+        &ve.id,
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf >/dev/null; touch /tmp/opened",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = ve.set(&["--nameserver", "198.51.100.55"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.error_msg().contains("not a regular file"), "{o:?}");
+    // The host's open, had there been one, happened before ve set returned.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        ve.sh("test -e /tmp/opened && echo opened || echo closed")
+            .contains("closed"),
+        "the host opened the VE's FIFO"
+    );
+}

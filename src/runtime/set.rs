@@ -62,7 +62,8 @@ impl Runtime {
         };
         let ve_dir = self.root.ve_dir(id);
         let derived = load_spec(&ve_dir)?;
-        let now = current(&derived, &loaded.record.ve, pid);
+        let dns = !changes.nameserver.is_empty() || !changes.searchdomain.is_empty();
+        let now = current(&derived, &loaded.record.ve, pid, dns)?;
         let plan = Plan::parse(changes, &loaded.record.ve, &now)?;
         let conf = match (changes.save, system) {
             (true, Some(dir)) => Some(VeConf::load(dir)?),
@@ -198,7 +199,8 @@ impl Runtime {
             } else {
                 Setting::Nameserver
             };
-            let old = Plan::read_resolv_conf(&loaded.record.ve, pid);
+            let old =
+                Plan::read_resolv_conf(&loaded.record.ve, pid).map_err(|e| (step, problem(e)))?;
             Plan::apply_resolv_conf(Some(text.as_bytes()), &loaded.record.ve, pid)
                 .map_err(|e| (step, problem(e)))?;
             undo.push((step, Undo::ResolvConf(old)));
@@ -317,14 +319,20 @@ fn set_stopped(id: &str, dir: &Path, changes: &Changes) -> Result<()> {
 }
 
 /// What the running VE has now: its settings as recorded in its derived config, the
-/// memory limits in force, its resolv.conf.
-fn current(derived: &Spec, ve: &VeRecord, pid: i32) -> Current {
+/// memory limits in force, its resolv.conf (read only for a change to `dns`: the VE can
+/// make the file unreadable, which must not stop its other settings from changing).
+fn current(derived: &Spec, ve: &VeRecord, pid: i32, dns: bool) -> Result<Current> {
     let memory = derived
         .linux()
         .as_ref()
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| *r.memory());
-    Current {
+    let resolv_conf = if dns {
+        Plan::read_resolv_conf(ve, pid)?
+    } else {
+        None
+    };
+    Ok(Current {
         settings: derived
             .annotations()
             .clone()
@@ -334,10 +342,10 @@ fn current(derived: &Spec, ve: &VeRecord, pid: i32) -> Current {
             .collect(),
         ram: memory.and_then(|m| m.limit()),
         memsw: memory.and_then(|m| m.swap()),
-        resolv_conf: Plan::read_resolv_conf(ve, pid)
+        resolv_conf: resolv_conf
             .map(|d| String::from_utf8_lossy(&d).into_owned())
             .unwrap_or_default(),
-    }
+    })
 }
 
 /// The setting a network step is named by: a route the kernel refuses is the likeliest

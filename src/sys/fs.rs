@@ -161,20 +161,73 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> std::path::PathBuf {
     done
 }
 
+/// The most vzrun reads of a small file someone else writes (a VE's resolv.conf or
+/// passwd): far more than such a file holds, little enough to hold in memory.
+pub const SMALL_FILE_MAX: u64 = 1 << 20;
+
+/// Opens `path` beneath the directory `dir` (resolved with `resolve`) only if it is a
+/// regular file (links followed within `resolve`'s rules): first as a bare handle
+/// (O_PATH), whose type is checked, then opened
+/// again through that handle with `flags`. A device node, FIFO or socket put there is
+/// never opened, so no driver's open runs and nothing waits for a writer. With O_CREAT
+/// in `flags`, a missing file is made (exclusively: whatever appears in its place in the
+/// meantime is refused) with `mode`.
+pub fn open_regular_at(
+    dir: &File,
+    path: &Path,
+    flags: OFlag,
+    mode: Mode,
+    resolve: ResolveFlag,
+) -> std::io::Result<File> {
+    let handle = match open_at(dir, path, OFlag::O_PATH, Mode::empty(), resolve) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && flags.contains(OFlag::O_CREAT) => {
+            let made = open_at(dir, path, flags | OFlag::O_EXCL, mode, resolve)?;
+            return Ok(made);
+        }
+        other => other?,
+    };
+    if !handle.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    // The same inode again, through the handle's magic link: the name may have been
+    // swapped since, the inode cannot.
+    let again = format!("/proc/thread-self/fd/{}", handle.as_raw_fd());
+    let how = OpenHow::new()
+        .flags((flags - OFlag::O_CREAT - OFlag::O_EXCL) | OFlag::O_CLOEXEC | OFlag::O_NOCTTY);
+    let fd = openat2(libc::AT_FDCWD, again.as_str(), how)?;
+    // SAFETY: openat2 just returned this descriptor, and nothing else owns it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Reads all of `file`, refusing one of more than `max` bytes (named `what`) instead of
+/// reading on: the file may be another party's to make as large as it likes.
+pub fn read_at_most(mut file: File, max: u64, what: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    (&mut file).take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", what.display()),
+        ));
+    }
+    Ok(out)
+}
+
 /// Reads a file as the container will see it: `path` resolved inside `root`.
 pub fn read_in_root(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
     let root_dir = open_dir_nofollow(root)?;
-    let mut f = open_at(
+    let f = open_regular_at(
         &root_dir,
         path.strip_prefix("/").unwrap_or(path),
         OFlag::O_RDONLY,
         Mode::empty(),
         ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
     )?;
-    let mut out = Vec::new();
-    f.read_to_end(&mut out)?;
-    Ok(out)
+    read_at_most(f, SMALL_FILE_MAX, path)
 }
 
 /// Writes `items` as a JSON list to `path` beside a checkpoint's images, or removes an

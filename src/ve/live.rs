@@ -414,18 +414,31 @@ impl Plan {
     }
 
     /// The VE's resolv.conf as it is now (`None`: it has none).
-    pub fn read_resolv_conf(ve: &VeRecord, pid: i32) -> Option<Vec<u8>> {
-        use std::io::Read;
-        match vzrun_resolv_conf(ve) {
-            Some(host) => std::fs::read(host).ok(),
-            None => {
-                let mut data = Vec::new();
-                open_resolv_conf_in_ve(pid, false)
-                    .and_then(|mut f| f.read_to_end(&mut data))
-                    .ok()?;
-                Some(data)
-            }
-        }
+    /// Either file is the VE's to write (vzrun's own is bound into it read-write), so
+    /// only a regular file is read, and only up to [`SMALL_FILE_MAX`].
+    pub fn read_resolv_conf(ve: &VeRecord, pid: i32) -> Result<Option<Vec<u8>>, VeError> {
+        use crate::sys::fs::{read_at_most, SMALL_FILE_MAX};
+        let what = Path::new("/etc/resolv.conf");
+        let opened = match vzrun_resolv_conf(ve) {
+            Some(host) => std::fs::File::open(host).and_then(|f| {
+                if f.metadata()?.is_file() {
+                    Ok(f)
+                } else {
+                    Err(std::io::Error::other("not a regular file"))
+                }
+            }),
+            None => open_resolv_conf_in_ve(pid, false),
+        };
+        let read = match opened {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            opened => opened.and_then(|f| read_at_most(f, SMALL_FILE_MAX, what)),
+        };
+        read.map(Some).map_err(|e| {
+            refuse(
+                Setting::Nameserver,
+                format!("read the VE's resolv.conf: {e}"),
+            )
+        })
     }
 
     /// Writes the VE's resolv.conf (`None`: removes the one the VE had not had).
@@ -449,8 +462,8 @@ fn vzrun_resolv_conf(ve: &VeRecord) -> Option<&Path> {
 
 /// The VE's own /etc/resolv.conf, resolved inside the VE: a symbolic link the VE made
 /// there points within the VE, never onto the host (through /proc/PID/root the host's
-/// root would be its target), and only a regular file is read or written (a FIFO would
-/// hang the command).
+/// root would be its target), and only a regular file is opened (a FIFO would hang the
+/// command, a device node's driver would be opened by root).
 fn open_resolv_conf_in_ve(pid: i32, write: bool) -> std::io::Result<std::fs::File> {
     use nix::fcntl::{OFlag, ResolveFlag};
     let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
@@ -459,20 +472,13 @@ fn open_resolv_conf_in_ve(pid: i32, write: bool) -> std::io::Result<std::fs::Fil
     } else {
         OFlag::O_RDONLY
     };
-    let file = crate::sys::fs::open_at(
+    crate::sys::fs::open_regular_at(
         &root,
         Path::new("etc/resolv.conf"),
-        flags | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+        flags,
         nix::sys::stat::Mode::from_bits_truncate(0o644),
         ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-    )?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "/etc/resolv.conf in the VE is not a regular file",
-        ));
-    }
-    Ok(file)
+    )
 }
 
 fn remove_resolv_conf_in_ve(pid: i32) -> std::io::Result<()> {
