@@ -544,6 +544,56 @@ diff!(
         s(&["delete", "-f", "{id}"]),
     ]
 );
+/// A process without HOME gets its user's from the container's /etc/passwd (`/` for a
+/// user it does not name), at run and at exec as another user, as runc gives it.
+fn as_daemon(v: &mut Value) {
+    v["process"]["user"] = json!({"uid": 1, "gid": 1});
+}
+diff!(
+    home_comes_from_the_containers_passwd,
+    SLEEP,
+    as_daemon,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        s(&[
+            "exec",
+            "{id}",
+            "sh",
+            "-c",
+            "tr '\\0' '\\n' </proc/1/environ | grep ^HOME="
+        ]),
+        s(&["exec", "{id}", "sh", "-c", "echo $HOME"]),
+        s(&["exec", "--user", "0:0", "{id}", "sh", "-c", "echo $HOME"]),
+        s(&[
+            "exec",
+            "--user",
+            "65534:65534",
+            "{id}",
+            "sh",
+            "-c",
+            "echo $HOME"
+        ]),
+        s(&[
+            "exec",
+            "--user",
+            "4242:4242",
+            "{id}",
+            "sh",
+            "-c",
+            "echo $HOME"
+        ]),
+        s(&[
+            "exec",
+            "--env",
+            "HOME=/given",
+            "{id}",
+            "sh",
+            "-c",
+            "echo $HOME"
+        ]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
 /// The container's process is where a plain exec starts from: its user, cwd, open-file
 /// limit and environment, each changed only by a flag.
 fn non_root_in_tmp_with_64_files(v: &mut Value) {

@@ -1457,3 +1457,39 @@ fn a_spec_cannot_take_a_pool_or_open_sysctls_the_policy_does_not_give() {
         assert!(left.is_empty(), "{tag}: {left:?}");
     }
 }
+
+/// libcontainer looked a missing HOME up with getpwuid_r inside the VE, so glibc
+/// followed the VE's nsswitch.conf and loaded the NSS module it named into vzrun (the
+/// tenant's code ran in every exec, with vzrun's descriptors and its channel to the
+/// host side), and a FIFO as /etc/passwd hung every exec. vzrun reads passwd itself,
+/// regular files only.
+#[test]
+fn a_ves_passwd_or_nss_config_cannot_hang_or_enter_vzrun_exec() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::with(&["sleep", "600"], |v| {
+        v["root"]["readonly"] = json!(false);
+        v["annotations"] = json!({"io.vzrun.diskspace": "32M"});
+    });
+    let id = common::unique_id("nss");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let o = rt.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "printf 'passwd: files\\n' > /etc/nsswitch.conf && rm /etc/passwd && mkfifo /etc/passwd",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = rt.run_deadlined(
+        &["exec", &id, "sh", "-c", "echo $HOME"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        o.code, 0,
+        "exec hung on the VE's /etc/passwd or failed: {o:?}"
+    );
+    assert_eq!(o.stdout.trim(), "/");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}

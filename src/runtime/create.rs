@@ -55,6 +55,7 @@ pub fn claim(root: &Root, id: &str, bundle: &Bundle) -> Result<Claimed> {
             rootfs: bundle.rootfs.clone(),
             ve: Default::default(),
             lent_sys_admin: bundle.lent,
+            home_added: false,
         },
     })
 }
@@ -124,6 +125,7 @@ impl Runtime {
         if let Some(r) = spec.root().clone() {
             make_cwd(spec, r.path());
             hooks::wrap_create_hooks(spec, &bundle.bundle, r.path());
+            claimed.record.home_added = bundle::give_home(spec, r.path());
         }
         spec.save(claimed.ve_dir.join("config.json"))
             .map_err(|e| Error::Step(format!("write derived config: {e}")))?;

@@ -131,7 +131,7 @@ impl Runtime {
                 (p, None)
             }
             ProcessSource::Flags(f) => {
-                let mut p = process_from_flags(&derived, f);
+                let mut p = process_from_flags(&derived, f, loaded.record.home_added);
                 // `ve set --numfile` changed the VE's processes after the spec was written.
                 if let Some(n) = loaded.record.ve.numfile {
                     crate::ve::resources::set_numfile(&mut p, n);
@@ -139,6 +139,14 @@ impl Runtime {
                 (p, Some(f))
             }
         };
+        // HOME read by vzrun, never by libcontainer through the VE's NSS (sys::passwd).
+        if let Some(pid) = loaded.container.pid() {
+            let root = format!("/proc/{}/root", pid.as_raw());
+            let root = std::fs::File::open(&root).map_err(|e| Error::io("open", &root, e))?;
+            let mut env = process.env().clone().unwrap_or_default();
+            crate::sys::passwd::set_home(&mut env, &root, process.user().uid());
+            process.set_env(Some(env));
+        }
         let label = opts
             .process_label
             .clone()
@@ -328,7 +336,7 @@ fn parse_process(data: &[u8]) -> Result<Process> {
 /// replaces the container's), and what --cwd, --user, --additional-gids (added to the
 /// container's), --cap,
 /// --no-new-privs, --apparmor and --process-label change.
-fn process_from_flags(derived: &Spec, args: &ProcessFlags) -> Process {
+fn process_from_flags(derived: &Spec, args: &ProcessFlags, home_added: bool) -> Process {
     let mut p = derived.process().clone().unwrap_or_default();
     p.set_terminal(Some(args.tty));
     p.set_console_size(None);
@@ -351,6 +359,8 @@ fn process_from_flags(derived: &Spec, args: &ProcessFlags) -> Process {
         .unwrap_or_default()
         .into_iter()
         .filter(|kv| !given.iter().any(|g| key(g) == key(kv)))
+        // The HOME vzrun gave the init is its user's: this process's user gets its own.
+        .filter(|kv| !(home_added && key(kv) == "HOME"))
         .collect();
     for (i, kv) in given.iter().enumerate() {
         // A variable given twice on the command line: the last one counts.

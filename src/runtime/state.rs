@@ -48,6 +48,10 @@ pub struct Record {
     /// CAP_SYS_ADMIN was lent to the process so it can install its seccomp filter.
     #[serde(default)]
     pub lent_sys_admin: bool,
+    /// The process had no HOME and vzrun gave it the one its passwd names (see
+    /// sys::passwd): an exec as another user gets that user's, as under runc.
+    #[serde(default)]
+    pub home_added: bool,
 }
 
 impl Record {
@@ -205,6 +209,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             ve: VeRecord::default(),
             lent_sys_admin: false,
+            home_added: false,
         };
         rec.save(&dir).unwrap();
         let back = Record::load(&dir).unwrap();

@@ -13,6 +13,7 @@ pub mod mount;
 pub mod mountinfo;
 pub mod netlink;
 pub mod nftables;
+pub mod passwd;
 pub mod process;
 pub mod pty;
 pub mod sealed;
