@@ -452,6 +452,35 @@ fn failing_pre_checkpoint_aborts_and_leaves_the_ve_running() {
     assert!(count(&rt, &id) > c1, "the VE stopped counting");
 }
 
+/// The state an action script gets on stdin carries the spec's annotations, which are
+/// the tenant's: one larger than a pipe, given to a script that never reads it, held
+/// the checkpoint before its timeout began to count, for ever.
+#[test]
+fn a_script_that_never_reads_a_large_state_still_times_out() {
+    require_criu!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::ve(
+        &["sh", "-c", COUNTER],
+        json!({
+            "io.vzrun.hooks.pre-checkpoint": "ve: sleep 100000",
+            "io.vzrun.hooks.timeout": "3",
+            "org.example.padding": "A".repeat(300_000),
+        }),
+    );
+    let id = common::unique_id("pre-big");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let dir = images();
+    let img = dir.path().join("img");
+    let o = rt.run_deadlined(
+        &["checkpoint", "--image-path", img.to_str().unwrap(), &id],
+        Duration::from_secs(40),
+    );
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.error_msg().contains("timed out after 3s"), "{o:?}");
+    assert_eq!(rt.status(&id), "running");
+}
+
 #[test]
 fn failing_post_restore_keeps_or_removes_the_ve() {
     require_criu!();

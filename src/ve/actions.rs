@@ -176,8 +176,14 @@ impl Actions {
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().map_err(|e| fail(format!("start: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
-            // A script that does not read its stdin is fine.
-            let _ = stdin.write_all(r.state.as_bytes());
+            // Written beside the wait, not before it: the state carries the tenant's
+            // annotations, and a state larger than the pipe would otherwise block here,
+            // before the timeout counts, for a script that never reads. The write ends
+            // with the script (a broken pipe); a script that does not read is fine.
+            let state = r.state.to_string();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(state.as_bytes());
+            });
         }
         let limit = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         let start = Instant::now();
