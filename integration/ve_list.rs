@@ -117,3 +117,28 @@ fn vzlist_flags() {
         assert!(o.error_msg().contains("unknown field \"bogus\""), "{o:?}");
     }
 }
+
+/// The hostname comes from the spec, which is the tenant's: a newline in it printed a
+/// forged row of another VE, and an escape sequence reached the administrator's
+/// terminal. Both are shown escaped; `-j` keeps the value as it is.
+#[test]
+fn a_hostname_cannot_forge_rows_or_reach_the_terminal() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let forged = "h\nvzt-forged       77  running  198.51.100.9  \u{1b}[31mfake";
+    let bundle = Bundle::with(&["sleep", "600"], |v| {
+        v["hostname"] = json!(forged);
+        v["annotations"] = json!({"io.vzrun.numproc": "50"});
+    });
+    let id = common::unique_id("vzl-host");
+    rt.track(&id);
+    let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = rt.run(&["ve", "list", "-H", "-o", "ctid,hostname", &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(lines(&o.stdout).len(), 1, "{:?}", o.stdout);
+    assert!(!o.stdout.contains('\u{1b}'), "{:?}", o.stdout);
+    assert!(o.stdout.contains("h\\nvzt-forged"), "{:?}", o.stdout);
+    let o = rt.run(&["ve", "list", "-j", "-o", "ctid,hostname", &id]);
+    assert_eq!(o.json()[0]["hostname"], forged);
+}

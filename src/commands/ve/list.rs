@@ -168,15 +168,31 @@ fn order(a: &Value, b: &Value) -> Ordering {
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s),
         Value::Array(a) if a.is_empty() => "-".to_string(),
         Value::Array(a) => a
             .iter()
             .filter_map(|x| x.as_str())
+            .map(printable)
             .collect::<Vec<_>>()
             .join(" "),
         other => other.to_string(),
     }
+}
+
+/// A cell as it may reach a terminal: words such as the hostname come from the spec,
+/// which is the tenant's, so a newline (a forged row) or an escape sequence is shown
+/// escaped rather than acted on.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().collect(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 fn list_fields() -> Result<i32> {
