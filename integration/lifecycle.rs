@@ -756,3 +756,36 @@ fn delete_removes_sub_cgroups_of_a_stopped_container_like_runc() {
         );
     }
 }
+
+/// runc leaves nothing behind for an exec; libcontainer left a tenant-notify socket in
+/// the container's state directory for every one, until the container was deleted.
+#[test]
+fn exec_leaves_nothing_in_the_state_directories() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::busybox(&["sleep", "600"]);
+    let id = common::unique_id("exec-left");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let entries = || {
+        let mut all = Vec::new();
+        for dir in [
+            rt.root.path().join(&id),
+            rt.root.path().join(".vzrun").join(&id),
+        ] {
+            all.extend(common::dir_entries(&dir));
+        }
+        all.sort();
+        all
+    };
+    let before = entries();
+    for args in [
+        &["exec", &id, "true"][..],
+        &["exec", "-d", &id, "true"],
+        &["exec", &id, "sh", "-c", "exit 3"],
+    ] {
+        let _ = rt.run(args);
+    }
+    assert_eq!(entries(), before);
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}

@@ -59,31 +59,43 @@ pub struct ExecOptions {
 /// Removed when dropped, whatever happens to the exec.
 struct TempFile(PathBuf);
 
-/// A state root of the exec's own, holding a copy of the container's state that says
-/// "running": libcontainer execs only into a running (or paused) container, runc also into
-/// a created one, whose init waits for `start` with its namespaces made. Inside the ID's
-/// own directory, so a delete takes it along even after a killed exec; removed when
-/// dropped.
-struct CreatedView(PathBuf);
+/// A state root of the exec's own, holding a copy of the container's state: libcontainer
+/// makes its per-exec sockets (tenant-notify-*, tenant-tty-*) in the container's
+/// directory under the root it is given and leaves them there, one more for every exec
+/// until the container is deleted; here they go with the view. For a created container
+/// the copy says "running": libcontainer execs only into a running (or paused)
+/// container, runc also into a created one, whose init waits for `start` with its
+/// namespaces made. Inside the ID's own directory, so a delete takes it along even after
+/// a killed exec; removed when dropped.
+struct ExecView(PathBuf);
 
-impl CreatedView {
-    fn new(state_dir: &std::path::Path, ve_dir: &std::path::Path, id: &str) -> Result<Self> {
-        let view = CreatedView(ve_dir.join(format!("exec-{}", std::process::id())));
+impl ExecView {
+    fn new(
+        state_dir: &std::path::Path,
+        ve_dir: &std::path::Path,
+        id: &str,
+        as_running: bool,
+    ) -> Result<Self> {
+        let view = ExecView(ve_dir.join(format!("exec-{}", std::process::id())));
         let dir = view.0.join(id);
         crate::sys::fs::private_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let from = state_dir.join("state.json");
         let text = std::fs::read(&from).map_err(|e| Error::io("read", &from, e))?;
-        let mut state: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::Step(format!("{}: {e}", from.display())))?;
-        state["status"] = serde_json::Value::from("running");
         let to = dir.join("state.json");
-        let doc = serde_json::to_vec(&state).map_err(|e| Error::Step(e.to_string()))?;
+        let doc = if as_running {
+            let mut state: serde_json::Value = serde_json::from_slice(&text)
+                .map_err(|e| Error::Step(format!("{}: {e}", from.display())))?;
+            state["status"] = serde_json::Value::from("running");
+            serde_json::to_vec(&state).map_err(|e| Error::Step(e.to_string()))?
+        } else {
+            text
+        };
         std::fs::write(&to, doc).map_err(|e| Error::io("write", &to, e))?;
         Ok(view)
     }
 }
 
-impl Drop for CreatedView {
+impl Drop for ExecView {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -188,21 +200,20 @@ impl Runtime {
         // Into a paused container (--ignore-paused) the process freezes as it joins the
         // cgroup, and libcontainer's build waits for it until a resume thaws it: a resume
         // needs this lock, so it is let go first (runc holds no lock across an exec).
-        let loaded = if loaded.container.status() == ContainerStatus::Paused {
+        let status = loaded.container.status();
+        let loaded = if status == ContainerStatus::Paused {
             drop(loaded);
             None
         } else {
             Some(loaded)
         };
-        let created = match loaded.as_ref().map(|l| l.container.status()) {
-            Some(ContainerStatus::Created) => Some(CreatedView::new(
-                &self.root.container_dir(&opts.id),
-                &ve_dir,
-                &opts.id,
-            )?),
-            _ => None,
-        };
-        let state_root = created.as_ref().map_or(&self.root.path, |v| &v.0);
+        let view = ExecView::new(
+            &self.root.container_dir(&opts.id),
+            &ve_dir,
+            &opts.id,
+            status == ContainerStatus::Created,
+        )?;
+        let state_root = &view.0;
         // Forked from here, the process is born in the container's unified cgroup, which
         // libcontainer's v1 manager does not join (runc's does).
         let unified = match derived
@@ -238,7 +249,7 @@ impl Runtime {
             (Err(_), Err(e)) => return Err(e.into()),
             (Err(e), Ok(())) => return Err(e.into()),
         };
-        drop(created);
+        drop(view);
         drop(loaded);
         // Written here rather than by libcontainer, which only warns when it cannot: runc
         // fails the exec and ends the process it started.
