@@ -1009,3 +1009,42 @@ fn debian_template_boots_sysvinit_installs_a_package_and_halts() {
     );
     assert_eq!(ve.vz(&["state", &ve.id]).code, 1);
 }
+
+/// The VE's init writes its console log through its stdout and reaches the host file
+/// through /proc/1/fd/1: it can fill it with a program and make it setuid root. The
+/// data directory (0700) keeps host users out; the VE's directory and the log are
+/// root's alone too, and the log's mode is put back when the VE starts again.
+#[test]
+fn a_console_log_the_ve_made_setuid_is_put_back_and_out_of_reach() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let data = Data::new();
+    let ve = SysVe::create(&rt, data.path(), "sys-log", "busybox", &[]);
+    ve.start();
+    ve.sh(": >/proc/1/fd/1; cat /bin/busybox >/proc/1/fd/1; chmod 4755 /proc/1/fd/1");
+    let o = ve.ve("stop", &["--fast"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    ve.start();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&ve.dir().join("console.log")), 0o600);
+    assert_eq!(mode(&ve.dir()), 0o700);
+    // Even with the data directory opened up, no host user reaches the file.
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = ve.dir().join("console.log");
+    let nobody = |test: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "test",
+                test,
+            ])
+            .arg(&log)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!nobody("-r"), "a host user can read the VE's console log");
+}

@@ -72,7 +72,8 @@ pub fn run(args: CreateArgs) -> Result<i32> {
     let ves = system::ves_dir(&data);
     fs::create_dir_all(&ves).with_context(|| format!("create {}", ves.display()))?;
     let dir = ves.join(&id);
-    match fs::create_dir(&dir) {
+    // Root's alone: the VE's console log in it is the VE's to write (see ve start).
+    match crate::sys::fs::private_dir_new(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             bail!("VE {id} already exists")

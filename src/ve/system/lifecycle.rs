@@ -440,12 +440,24 @@ fn clear_to_run(rt: &Runtime, id: &str, dir: &std::path::Path) -> Result<fs::Fil
             _ => return Err(Error::State(format!("VE {id} is already running"))),
         }
     }
+    // The init writes the log through its stdout, and can reach the file itself through
+    // /proc/1/fd/1: write any content, chmod it (a setuid copy of a program). The VE's
+    // directory is root's alone, so nobody else on the host reaches the file; the mode
+    // is put back at every start.
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("chmod", dir, e))?;
     let log_path = dir.join(CONSOLE_LOG);
-    OpenOptions::new()
+    let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&log_path)
-        .map_err(|e| Error::io("open", &log_path, e))
+        .map_err(|e| Error::io("open", &log_path, e))?;
+    log.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod", &log_path, e))?;
+    Ok(log)
 }
 
 #[cfg(test)]
