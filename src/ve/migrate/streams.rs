@@ -272,23 +272,101 @@ pub fn send_tree(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
     Ok(sent)
 }
 
+/// One name met in the walk: looked up in the directory handle it was listed from, never
+/// by a path from the top. The tree is the VE's and is walked while the VE runs, so a
+/// directory it swaps for a link to `/` after it was listed would otherwise lead the
+/// walk, and the archive, into the host's files.
+struct Pending {
+    dir: std::rc::Rc<File>,
+    child: std::ffi::OsString,
+    name: PathBuf,
+}
+
+/// `name` in the directory `dir`, as a bare handle to whatever it is (a link is not
+/// followed).
+fn handle_at(dir: &File, name: &std::ffi::OsStr) -> std::io::Result<File> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    crate::sys::fs::open_at(
+        dir,
+        Path::new(name),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::empty(),
+        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+    )
+}
+
+/// The inode a handle holds, opened for reading: through the handle's magic link, so it
+/// is that inode whatever its name now leads to.
+fn reopen(handle: &File, dir: bool) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = libc::O_NOCTTY | libc::O_NONBLOCK;
+    if dir {
+        flags |= libc::O_DIRECTORY;
+    }
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+}
+
+fn magic(f: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+}
+
+/// The names in an opened directory, sorted, each to be looked up in it.
+fn listed(dir: std::rc::Rc<File>, name: &Path) -> std::io::Result<Vec<Pending>> {
+    let mut children = std::fs::read_dir(magic(&dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    children.sort();
+    Ok(children
+        .into_iter()
+        .map(|child| Pending {
+            dir: dir.clone(),
+            name: name.join(&child),
+            child,
+        })
+        .collect())
+}
+
 fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     // The first name each file with several links was archived under.
     let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut todo = vec![PathBuf::from(".")];
-    while let Some(name) = todo.pop() {
-        let path = root.join(&name);
-        let meta = std::fs::symlink_metadata(&path)?;
+    let top = std::rc::Rc::new(File::open(root)?);
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&top.metadata()?, tar::HeaderMode::Complete);
+    let xattrs = user_xattrs(&top)?;
+    if !xattrs.is_empty() {
+        b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+    }
+    let dot = PathBuf::from(".");
+    b.append_data(&mut header, &dot, std::io::empty())?;
+    // Sorted in the archive: popped from the end, so pushed in reverse.
+    let mut todo: Vec<Pending> = listed(top, &dot)?.into_iter().rev().collect();
+    while let Some(Pending { dir, child, name }) = todo.pop() {
+        let handle = handle_at(&dir, &child)?;
+        let meta = handle.metadata()?;
         let ft = meta.file_type();
         if ft.is_socket() {
             continue;
         }
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-        let xattrs = user_xattrs(&path)?;
-        if !xattrs.is_empty() {
-            b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        // Opened once, through the handle: what is archived is what was looked at.
+        let opened = match (ft.is_dir(), ft.is_file()) {
+            (true, _) => Some(reopen(&handle, true)?),
+            (_, true) => Some(reopen(&handle, false)?),
+            _ => None,
+        };
+        // user.* attributes exist only on files and directories.
+        if let Some(f) = &opened {
+            let xattrs = user_xattrs(f)?;
+            if !xattrs.is_empty() {
+                b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+            }
         }
         if ft.is_file() && meta.nlink() > 1 {
             if let Some(first) = linked.get(&(meta.dev(), meta.ino())) {
@@ -299,44 +377,49 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path) -> std::io::Resul
             }
             linked.insert((meta.dev(), meta.ino()), name.clone());
         }
-        if ft.is_dir() {
-            b.append_data(&mut header, &name, std::io::empty())?;
-            let mut children = std::fs::read_dir(&path)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            // Sorted in the archive: popped from the end, so pushed in reverse.
-            children.sort();
-            todo.extend(children.into_iter().rev().map(|c| name.join(c)));
-        } else if ft.is_symlink() {
-            b.append_link(&mut header, &name, std::fs::read_link(&path)?)?;
-        } else if ft.is_file() {
-            let f = File::open(&path)?;
-            let size = meta.len();
-            b.append_data(
-                &mut header,
-                &name,
-                Exactly {
-                    f: (&f).take(size),
-                    left: size,
-                },
-            )?;
-            let now = f.metadata()?;
-            if now.len() != size
-                || now.mtime() != meta.mtime()
-                || now.mtime_nsec() != meta.mtime_nsec()
-            {
-                return Err(std::io::Error::other(format!(
-                    "{} changed as we read it",
-                    path.display()
-                )));
+        match opened {
+            Some(d) if ft.is_dir() => {
+                b.append_data(&mut header, &name, std::io::empty())?;
+                todo.extend(listed(std::rc::Rc::new(d), &name)?.into_iter().rev());
             }
-        } else {
-            // Devices and FIFOs: the header says it all, once it has the device's numbers.
-            if ft.is_char_device() || ft.is_block_device() {
-                header.set_device_major(nix::sys::stat::major(meta.rdev()) as u32)?;
-                header.set_device_minor(nix::sys::stat::minor(meta.rdev()) as u32)?;
+            Some(f) => {
+                let size = meta.len();
+                b.append_data(
+                    &mut header,
+                    &name,
+                    Exactly {
+                        f: (&f).take(size),
+                        left: size,
+                    },
+                )?;
+                let now = f.metadata()?;
+                if now.len() != size
+                    || now.mtime() != meta.mtime()
+                    || now.mtime_nsec() != meta.mtime_nsec()
+                {
+                    return Err(std::io::Error::other(format!(
+                        "{} changed as we read it",
+                        root.join(&name).display()
+                    )));
+                }
             }
-            b.append_data(&mut header, &name, std::io::empty())?;
+            None if ft.is_symlink() => {
+                let target = nix::fcntl::readlinkat(
+                    Some(std::os::fd::AsRawFd::as_raw_fd(&handle)),
+                    Path::new(""),
+                )
+                .map_err(std::io::Error::from)?;
+                b.append_link(&mut header, &name, PathBuf::from(target))?;
+            }
+            None => {
+                // Devices and FIFOs: the header says it all, once it has the device's
+                // numbers.
+                if ft.is_char_device() || ft.is_block_device() {
+                    header.set_device_major(nix::sys::stat::major(meta.rdev()) as u32)?;
+                    header.set_device_minor(nix::sys::stat::minor(meta.rdev()) as u32)?;
+                }
+                b.append_data(&mut header, &name, std::io::empty())?;
+            }
         }
     }
     Ok(())
@@ -361,9 +444,10 @@ impl<R: Read> Read for Exactly<R> {
 }
 
 /// A file's user.* extended attributes as PAX records (GNU tar's and libarchive's names).
-fn user_xattrs(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+fn user_xattrs(f: &File) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    use xattr::FileExt;
     let mut out = Vec::new();
-    let names = match xattr::list(path) {
+    let names = match f.list_xattr() {
         Ok(n) => n,
         // A filesystem without extended attributes has none to keep.
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(out),
@@ -373,7 +457,7 @@ fn user_xattrs(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
         let Some(text) = name.to_str().filter(|n| n.starts_with("user.")) else {
             continue;
         };
-        if let Some(value) = xattr::get(path, &name)? {
+        if let Some(value) = f.get_xattr(&name)? {
             out.push((format!("SCHILY.xattr.{text}"), value));
         }
     }
