@@ -446,13 +446,8 @@ fn a_host_user_finds_no_setuid_path_into_a_ve() {
         return;
     }
     let rt = Runtime::vzrun();
-    let b = Bundle::with(&["sleep", "600"], |v| {
-        v["root"]["readonly"] = json!(false);
-        v["annotations"] = json!({"io.vzrun.diskspace": "32M"});
-    });
-    let id = common::unique_id("suid");
-    rt.track(&id);
-    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let ve = common::Ve::start_writable(&rt, "suid");
+    let id = ve.id.clone();
     let o = rt.run(&[
         "exec",
         &id,
@@ -1467,13 +1462,8 @@ fn a_spec_cannot_take_a_pool_or_open_sysctls_the_policy_does_not_give() {
 fn a_ves_passwd_or_nss_config_cannot_hang_or_enter_vzrun_exec() {
     require_root!();
     let rt = Runtime::vzrun();
-    let b = Bundle::with(&["sleep", "600"], |v| {
-        v["root"]["readonly"] = json!(false);
-        v["annotations"] = json!({"io.vzrun.diskspace": "32M"});
-    });
-    let id = common::unique_id("nss");
-    rt.track(&id);
-    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let ve = common::Ve::start_writable(&rt, "nss");
+    let id = ve.id.clone();
     let o = rt.run(&[
         "exec",
         &id,

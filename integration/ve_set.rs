@@ -427,20 +427,7 @@ fn a_huge_resolv_conf_is_refused_not_read_into_memory() {
 fn the_ves_own_resolv_conf_is_edited_in_place_and_only_if_a_regular_file() {
     require_root!();
     let rt = Runtime::vzrun();
-    // A private area: the VE's root is its own to write.
-    let bundle = common::Bundle::with(&["sleep", "600"], |v| {
-        v["root"]["readonly"] = json!(false);
-        v["annotations"] = json!({"io.vzrun.diskspace": "32M"});
-    });
-    let id = common::unique_id("set-own-dns");
-    rt.track(&id);
-    let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
-    assert_eq!(o.code, 0, "{o:?}");
-    let ve = Ve {
-        rt: &rt,
-        id,
-        bundle,
-    };
+    let ve = Ve::start_writable(&rt, "set-own-dns");
     ve.sh("printf 'nameserver 192.0.2.53\\noptions ndots:3\\n' > /etc/resolv.conf");
     let o = ve.set(&["--searchdomain", "example.test"]);
     assert_eq!(o.code, 0, "{o:?}");

@@ -317,6 +317,20 @@ impl<'a> Ve<'a> {
         Ve { rt, id, bundle }
     }
 
+    /// A VE whose root is its own to write (a private area over the bundle's rootfs), its
+    /// process asleep: for a test where the tenant changes its files.
+    pub fn start_writable(rt: &'a Runtime, tag: &str) -> Ve<'a> {
+        let bundle = Bundle::with(&["sleep", "600"], |v| {
+            v["root"]["readonly"] = serde_json::json!(false);
+            v["annotations"] = serde_json::json!({"io.vzrun.diskspace": "32M"});
+        });
+        let id = unique_id(tag);
+        rt.track(&id);
+        let o = rt.run(&["run", "-d", "-b", bundle.p(), &id]);
+        assert_eq!(o.code, 0, "start {id}: {o:?}");
+        Ve { rt, id, bundle }
+    }
+
     /// `ve show --json`.
     pub fn show(&self) -> Value {
         let o = self.rt.run(&["ve", "show", "--json", &self.id]);

@@ -167,8 +167,7 @@ pub const SMALL_FILE_MAX: u64 = 1 << 20;
 
 /// Opens `path` beneath the directory `dir` (resolved with `resolve`) only if it is a
 /// regular file (links followed within `resolve`'s rules): first as a bare handle
-/// (O_PATH), whose type is checked, then opened
-/// again through that handle with `flags`. A device node, FIFO or socket put there is
+/// (O_PATH), whose type is checked, then opened again through that handle with `flags`. A device node, FIFO or socket put there is
 /// never opened, so no driver's open runs and nothing waits for a writer. With O_CREAT
 /// in `flags`, a missing file is made (exclusively: whatever appears in its place in the
 /// meantime is refused) with `mode`.
