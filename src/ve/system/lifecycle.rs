@@ -444,6 +444,8 @@ fn clear_to_run(rt: &Runtime, id: &str, dir: &std::path::Path) -> Result<fs::Fil
     // /proc/1/fd/1: write any content, chmod it (a setuid copy of a program). The VE's
     // directory is root's alone, so nobody else on the host reaches the file; the mode
     // is put back at every start.
+    // No O_NOFOLLOW: the directory is root's alone, and the flag would stay with the
+    // open file, which CRIU reopens through /proc/self/fd at a resume (ELOOP).
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io("chmod", dir, e))?;
@@ -452,7 +454,6 @@ fn clear_to_run(rt: &Runtime, id: &str, dir: &std::path::Path) -> Result<fs::Fil
         .create(true)
         .append(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
         .open(&log_path)
         .map_err(|e| Error::io("open", &log_path, e))?;
     log.set_permissions(fs::Permissions::from_mode(0o600))
