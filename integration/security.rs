@@ -1483,3 +1483,36 @@ fn a_ves_passwd_or_nss_config_cannot_hang_or_enter_vzrun_exec() {
     assert_eq!(o.stdout.trim(), "/");
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
 }
+
+/// vzrun reads the VE's passwd (for HOME) and resolv.conf as host root: a link from either
+/// to the VE's /proc/kmsg, a regular file whose read waits for the kernel's next message,
+/// hung exec (and, through its lock, state, kill and delete) and ve set. Only a file on
+/// the VE's root filesystem is read.
+#[test]
+fn a_link_to_the_ves_proc_cannot_hang_exec_or_ve_set() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let ve = common::Ve::start_writable(&rt, "kmsg");
+    let id = ve.id.clone();
+    let o = rt.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "ln -sf /proc/kmsg /etc/passwd && ln -sf /proc/kmsg /etc/resolv.conf",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = rt.run_deadlined(
+        &["exec", &id, "sh", "-c", "echo $HOME"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.code, 0, "exec hung on /proc/kmsg or failed: {o:?}");
+    assert_eq!(o.stdout.trim(), "/");
+    let o = rt.run_deadlined(
+        &["ve", "set", &id, "--nameserver", "198.51.100.53"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.code, 1, "ve set hung on /proc/kmsg or took it: {o:?}");
+    assert!(o.error_msg().contains("another mount"), "{o:?}");
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}

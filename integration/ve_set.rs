@@ -395,6 +395,57 @@ fn addresses_changed_on_an_uplink_are_answered_on_the_lan_or_no_longer() {
     assert!(lan.client("busybox ping -c 1 -W 3 198.51.100.247 >/dev/null"));
 }
 
+/// An address added while the VE's uplink is gone cannot be answered for on the LAN:
+/// the change is refused before anything is made (it left the address inside the VE
+/// and routed on the host, while saying nothing had been changed).
+#[test]
+fn an_address_for_a_vanished_uplink_is_refused_before_anything_changes() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let uplink = format!("vztg{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(ip(&[
+        "link",
+        "add",
+        &uplink,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{uplink}p")
+    ]));
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+    let _gone = Gone(uplink.clone());
+    let ve = Ve::start(
+        &rt,
+        "set-gone-up",
+        json!({"io.vzrun.net.ip": "198.51.100.249", "io.vzrun.net.uplink": uplink}),
+    );
+    assert!(ip(&["link", "del", &uplink]));
+    let o = ve.set(&["--ipadd", "198.51.100.245"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.error_msg().contains("does not exist"), "{o:?}");
+    assert!(!ve.sh("ip addr").contains("198.51.100.245"));
+    let routes = std::process::Command::new("ip")
+        .args(["route", "show", "198.51.100.245"])
+        .output()
+        .unwrap();
+    assert!(routes.stdout.is_empty(), "{routes:?}");
+    assert_eq!(ve.show()["ip"], json!(["198.51.100.249/32"]));
+}
+
 /// The VE's resolv.conf is the tenant's to write, also vzrun's own copy bound over it:
 /// a huge (sparse) file is refused by name when a DNS change needs it, and not read at
 /// all by a change that does not (vzrun read all of it, for any `ve set`, into memory).

@@ -166,11 +166,15 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> std::path::PathBuf {
 pub const SMALL_FILE_MAX: u64 = 1 << 20;
 
 /// Opens `path` beneath the directory `dir` (resolved with `resolve`) only if it is a
-/// regular file (links followed within `resolve`'s rules): first as a bare handle
-/// (O_PATH), whose type is checked, then opened again through that handle with `flags`. A device node, FIFO or socket put there is
-/// never opened, so no driver's open runs and nothing waits for a writer. With O_CREAT
-/// in `flags`, a missing file is made (exclusively: whatever appears in its place in the
-/// meantime is refused) with `mode`.
+/// regular file on `dir`'s own mount (links followed within `resolve`'s rules): first
+/// as a bare handle (O_PATH), whose mount and type are checked, then opened
+/// again through that handle with `flags`. A device node, FIFO or socket put there is
+/// never opened, so no driver's open runs and nothing waits for a writer; nor is a file
+/// of another filesystem a link leads to, such as the VE's /proc (its kmsg is a regular
+/// file whose read, as host root, waits for the kernel's next message and takes it from
+/// the host's log reader; its sysrq-trigger takes writes) or a FUSE mount of the VE's,
+/// whose daemon may never answer. With O_CREAT in `flags`, a missing file is made
+/// (exclusively: whatever appears in its place in the meantime is refused) with `mode`.
 pub fn open_regular_at(
     dir: &File,
     path: &Path,
@@ -185,6 +189,18 @@ pub fn open_regular_at(
         }
         other => other?,
     };
+    // The mount first, from the descriptors' fdinfo: asking the file itself (a stat)
+    // would ask a FUSE daemon. The device would not do: overlayfs gives a file the device
+    // of the layer it comes from.
+    if mount_id(&handle)? != mount_id(dir)? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is on another mount than the root it was looked up in",
+                path.display()
+            ),
+        ));
+    }
     if !handle.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -194,11 +210,24 @@ pub fn open_regular_at(
     // The same inode again, through the handle's magic link: the name may have been
     // swapped since, the inode cannot.
     let again = format!("/proc/thread-self/fd/{}", handle.as_raw_fd());
-    let how = OpenHow::new()
-        .flags((flags - OFlag::O_CREAT - OFlag::O_EXCL) | OFlag::O_CLOEXEC | OFlag::O_NOCTTY);
+    let how = OpenHow::new().flags(
+        (flags - OFlag::O_CREAT - OFlag::O_EXCL)
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK,
+    );
     let fd = openat2(libc::AT_FDCWD, again.as_str(), how)?;
     // SAFETY: openat2 just returned this descriptor, and nothing else owns it.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// The ID of the mount an open descriptor is on, as its fdinfo gives it.
+fn mount_id(f: &File) -> std::io::Result<u64> {
+    let info = std::fs::read_to_string(format!("/proc/thread-self/fdinfo/{}", f.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("fdinfo has no mnt_id"))
 }
 
 /// Reads all of `file`, refusing one of more than `max` bytes (named `what`) instead of

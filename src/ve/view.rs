@@ -68,10 +68,16 @@ pub fn show(rt: &Runtime, id: &str) -> Result<Value> {
     };
     let ve = &loaded.record.ve;
     let n = ve.net.clone().unwrap_or_default();
+    // The VE's to write (bound into it read-write): read up to the same bound as ve set.
     let resolv = n
         .resolv_conf
         .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|p| std::fs::File::open(p).ok())
+        .and_then(|f| {
+            use crate::sys::fs::{read_at_most, SMALL_FILE_MAX};
+            read_at_most(f, SMALL_FILE_MAX, std::path::Path::new("/etc/resolv.conf")).ok()
+        })
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let words = |key: &str| -> Vec<String> {
         resolv

@@ -321,6 +321,14 @@ fn listed(dir: std::rc::Rc<File>, name: &Path) -> std::io::Result<Vec<Pending>> 
         .map(|e| e.map(|e| e.file_name()))
         .collect::<std::io::Result<Vec<_>>>()?;
     children.sort();
+    // As deep as a path may be (PATH_MAX), as the walk by paths stopped before: one open
+    // directory per level is held while its entries wait.
+    if name.as_os_str().len() >= libc::PATH_MAX as usize {
+        return Err(std::io::Error::other(format!(
+            "{}: the tree is nested deeper than a path can name",
+            name.display()
+        )));
+    }
     Ok(children
         .into_iter()
         .map(|child| Pending {

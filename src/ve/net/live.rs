@@ -74,6 +74,14 @@ fn apply(nl: &mut Netlink, rec: &mut NetRecord, pid: i32, c: Changes) -> Result<
     } = c;
     let ns = netns_of(pid);
     let ve_if = rec.ve_if.clone().ok_or(NetError::Unmanaged)?;
+    // The uplink that answers for new addresses is looked up before anything changes: a
+    // change that cannot be finished must not begin.
+    let uplink = match (rec.mode, &rec.uplink) {
+        (Mode::Venet, Some(u)) if !add.is_empty() => Some(nl.link_index(u)?.ok_or_else(|| {
+            NetError::setting("net.uplink", format!("device {u:?} does not exist"))
+        })?),
+        _ => None,
+    };
     let (add_v, ra, rd) = (add.to_vec(), routes_add.to_vec(), routes_del.to_vec());
     let added_ips: Vec<IpAddr> = add.iter().map(|a| a.ip).collect();
     let (mode, had_v4, had_v6) = (
@@ -182,10 +190,7 @@ fn apply(nl: &mut Netlink, rec: &mut NetRecord, pid: i32, c: Changes) -> Result<
             super::uplink::unproxy(nl, &u, &gone);
             rec.proxied.retain(|ip| !gone.contains(ip));
         }
-        if !added_ips.is_empty() {
-            let up = nl.link_index(&u)?.ok_or_else(|| {
-                NetError::setting("net.uplink", format!("device {u:?} does not exist"))
-            })?;
+        if let (false, Some(up)) = (added_ips.is_empty(), uplink) {
             rec.proxied.extend(&added_ips);
             super::uplink::proxy(nl, &u, up, &added_ips)?;
             announce(rec);
