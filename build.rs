@@ -9,6 +9,7 @@ use std::path::Path;
 fn main() {
     commit_id();
     pack_relative_relocs();
+    text_order();
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let candidates: &[&str] = match arch.as_str() {
         "x86_64" => &[
@@ -70,6 +71,77 @@ fn pack_relative_relocs() {
     if os == "linux" && abi == "gnu" {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+}
+
+/// The functions that `run`, `create`, `start`, `exec`, `delete` and `state` execute are
+/// linked next to each other, in the order of hack/text-order.txt (made by
+/// hack/text-order.sh). The kernel maps a binary's code 64 KB around each page a process
+/// touches (fault_around_bytes), and a start's code, scattered over the 5 MB of text,
+/// mapped most of it. The list is mangled symbol names, and a name that no longer exists
+/// is skipped in silence: the hash in a name changes with the crate's version and
+/// dependencies (adding a dependency to vzrun renames all of vzrun's own functions), so
+/// after such a change a stale list still links but gains less until hack/text-order.sh
+/// is run again. Passed only when the linker takes it (rust-lld does, and is rustc's
+/// default linker for this target; GNU ld refuses the option): a probe links an empty
+/// program with the same flags first.
+///
+/// `VZRUN_LINK_MAP=FILE` also writes the linker's map of the binary, which
+/// hack/text-order.sh reads to place its probes.
+fn text_order() {
+    println!("cargo:rerun-if-env-changed=VZRUN_LINK_MAP");
+    if let Ok(map) = env::var("VZRUN_LINK_MAP") {
+        println!("cargo:rustc-link-arg-bins=-Wl,-Map={map}");
+        // Mangled names, as the ordering file needs them.
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-demangle");
+    }
+    let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let list = Path::new(&dir).join("hack/text-order.txt");
+    println!("cargo:rerun-if-changed={}", list.display());
+    if env::var("CARGO_CFG_TARGET_OS").unwrap_or_default() != "linux" || !list.is_file() {
+        return;
+    }
+    let args = [
+        format!("-Wl,--symbol-ordering-file={}", list.display()),
+        "-Wl,--no-warn-symbol-ordering".to_string(),
+    ];
+    if links_with(&args) {
+        for a in args {
+            println!("cargo:rustc-link-arg-bins={a}");
+        }
+    }
+}
+
+/// Whether rustc links an empty program for the target with these linker arguments, with
+/// the linker and flags this build uses.
+fn links_with(link_args: &[String]) -> bool {
+    let out = Path::new(&env::var("OUT_DIR").unwrap_or_default()).join("link-probe");
+    let src = out.with_extension("rs");
+    if fs::write(&src, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let mut cmd = std::process::Command::new(rustc);
+    cmd.arg("--crate-type=bin").arg("-o").arg(&out).arg(&src);
+    if let Ok(target) = env::var("TARGET") {
+        cmd.arg("--target").arg(target);
+    }
+    if let Ok(linker) = env::var("RUSTC_LINKER") {
+        cmd.arg(format!("-Clinker={linker}"));
+    }
+    if let Ok(flags) = env::var("CARGO_ENCODED_RUSTFLAGS") {
+        cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    }
+    for a in link_args {
+        cmd.arg(format!("-Clink-arg={a}"));
+    }
+    let ok = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = fs::remove_file(&out);
+    let _ = fs::remove_file(&src);
+    ok
 }
 
 /// `vzrun --version` names the commit it was built from.

@@ -9,6 +9,7 @@ pub mod fs;
 pub mod hash;
 pub mod lock;
 pub mod loopdev;
+pub mod math;
 pub mod mount;
 pub mod mountinfo;
 pub mod netlink;
