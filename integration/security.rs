@@ -1462,26 +1462,27 @@ fn a_spec_cannot_take_a_pool_or_open_sysctls_the_policy_does_not_give() {
 fn a_ves_passwd_or_nss_config_cannot_hang_or_enter_vzrun_exec() {
     require_root!();
     let rt = Runtime::vzrun();
-    let ve = common::Ve::start_writable(&rt, "nss");
-    let id = ve.id.clone();
-    let o = rt.run(&[
-        "exec",
-        &id,
-        "sh",
-        "-c",
+    let ve = home_after(
+        &rt,
+        "nss",
         "printf 'passwd: files\\n' > /etc/nsswitch.conf && rm /etc/passwd && mkfifo /etc/passwd",
-    ]);
+    );
+    assert_eq!(rt.run(&["delete", "-f", &ve.id]).code, 0);
+}
+
+/// A writable VE whose tenant ran `script`; an exec in it must then come back, with HOME
+/// `/` (what runc gives when passwd names nobody).
+fn home_after<'a>(rt: &'a Runtime, tag: &str, script: &str) -> common::Ve<'a> {
+    let ve = common::Ve::start_writable(rt, tag);
+    let o = rt.run(&["exec", &ve.id, "sh", "-c", script]);
     assert_eq!(o.code, 0, "{o:?}");
     let o = rt.run_deadlined(
-        &["exec", &id, "sh", "-c", "echo $HOME"],
+        &["exec", &ve.id, "sh", "-c", "echo $HOME"],
         Duration::from_secs(20),
     );
-    assert_eq!(
-        o.code, 0,
-        "exec hung on the VE's /etc/passwd or failed: {o:?}"
-    );
+    assert_eq!(o.code, 0, "exec hung on the VE's files or failed: {o:?}");
     assert_eq!(o.stdout.trim(), "/");
-    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    ve
 }
 
 /// vzrun reads the VE's passwd (for HOME) and resolv.conf as host root: a link from either
@@ -1492,22 +1493,12 @@ fn a_ves_passwd_or_nss_config_cannot_hang_or_enter_vzrun_exec() {
 fn a_link_to_the_ves_proc_cannot_hang_exec_or_ve_set() {
     require_root!();
     let rt = Runtime::vzrun();
-    let ve = common::Ve::start_writable(&rt, "kmsg");
-    let id = ve.id.clone();
-    let o = rt.run(&[
-        "exec",
-        &id,
-        "sh",
-        "-c",
+    let ve = home_after(
+        &rt,
+        "kmsg",
         "ln -sf /proc/kmsg /etc/passwd && ln -sf /proc/kmsg /etc/resolv.conf",
-    ]);
-    assert_eq!(o.code, 0, "{o:?}");
-    let o = rt.run_deadlined(
-        &["exec", &id, "sh", "-c", "echo $HOME"],
-        Duration::from_secs(20),
     );
-    assert_eq!(o.code, 0, "exec hung on /proc/kmsg or failed: {o:?}");
-    assert_eq!(o.stdout.trim(), "/");
+    let id = ve.id.clone();
     let o = rt.run_deadlined(
         &["ve", "set", &id, "--nameserver", "198.51.100.53"],
         Duration::from_secs(20),

@@ -137,9 +137,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("lock");
         std::fs::write(&path, b"").unwrap();
-        let mut holder = std::process::Command::new("sleep")
-            .arg("60")
-            .stdin(File::open(&path).unwrap())
+        // The holder opens the file itself: a descriptor of this process's would be
+        // inherited by whatever the other tests fork meanwhile (until it execs), which
+        // would then be holders too, and be killed.
+        let mut holder = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec sleep 60 < '{}'", path.display()))
             .spawn()
             .unwrap();
         let mut bystander = std::process::Command::new("sleep")
@@ -147,8 +150,14 @@ mod tests {
             .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // This process holds it too, as a forced delete holds the ID's lock: never itself.
-        let _mine = File::open(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let target = (meta.dev(), meta.ino());
+        let began = Instant::now();
+        while holders(target).is_empty() && began.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Not also held by this process here (as delete -f holds the ID's lock, which
+        // `holders` leaves out by pid), for the same reason.
         kill_holders(&path, Duration::from_secs(5));
         let st = holder.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));

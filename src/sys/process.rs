@@ -143,9 +143,11 @@ mod tests {
     #[test]
     fn a_missing_tool_says_it_cannot_run() {
         let err = run(&mut Command::new("/nonexistent/tool")).unwrap_err();
-        assert!(err
-            .to_string()
-            .starts_with("/nonexistent/tool: cannot run it"));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("/nonexistent/tool: cannot run it"),
+            "{text}"
+        );
     }
 
     #[test]
