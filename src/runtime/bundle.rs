@@ -237,19 +237,15 @@ pub(crate) fn make_cwd(spec: &Spec, rootfs: &Path) {
     let _ = crate::sys::fs::mkdir_in_root(rootfs, &cwd);
 }
 
-/// Gives the process the HOME its passwd names when it has none, read by vzrun (see
-/// sys::passwd), so that libcontainer never looks it up through the image's NSS.
-pub(crate) fn give_home(spec: &mut Spec, rootfs: &Path) -> bool {
-    let Some(mut p) = spec.process().clone() else {
-        return false;
-    };
-    let Ok(root) = std::fs::File::open(rootfs) else {
-        return false;
-    };
+/// Gives the process the HOME its passwd under `root` names when it has none, read by
+/// vzrun (see sys::passwd), so that libcontainer never looks it up through the image's
+/// NSS. Whether it added one.
+pub(crate) fn give_home(p: &mut oci_spec::runtime::Process, root: &Path) -> bool {
     let mut env = p.env().clone().unwrap_or_default();
-    let added = crate::sys::passwd::set_home(&mut env, &root, p.user().uid());
-    p.set_env(Some(env));
-    spec.set_process(Some(p));
+    let added = crate::sys::passwd::set_home(&mut env, root, p.user().uid());
+    if added {
+        p.set_env(Some(env));
+    }
     added
 }
 

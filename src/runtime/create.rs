@@ -125,7 +125,9 @@ impl Runtime {
         if let Some(r) = spec.root().clone() {
             make_cwd(spec, r.path());
             hooks::wrap_create_hooks(spec, &bundle.bundle, r.path());
-            claimed.record.home_added = bundle::give_home(spec, r.path());
+            if let Some(p) = spec.process_mut() {
+                claimed.record.home_added = bundle::give_home(p, r.path());
+            }
         }
         spec.save(claimed.ve_dir.join("config.json"))
             .map_err(|e| Error::Step(format!("write derived config: {e}")))?;

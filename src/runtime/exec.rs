@@ -153,11 +153,8 @@ impl Runtime {
         };
         // HOME read by vzrun, never by libcontainer through the VE's NSS (sys::passwd).
         if let Some(pid) = loaded.container.pid() {
-            let root = format!("/proc/{}/root", pid.as_raw());
-            let root = std::fs::File::open(&root).map_err(|e| Error::io("open", &root, e))?;
-            let mut env = process.env().clone().unwrap_or_default();
-            crate::sys::passwd::set_home(&mut env, &root, process.user().uid());
-            process.set_env(Some(env));
+            let root = PathBuf::from(format!("/proc/{}/root", pid.as_raw()));
+            crate::runtime::bundle::give_home(&mut process, &root);
         }
         let label = opts
             .process_label

@@ -207,15 +207,15 @@ pub fn open_regular_at(
             format!("{} is not a regular file", path.display()),
         ));
     }
-    // The same inode again, through the handle's magic link: the name may have been
-    // swapped since, the inode cannot.
+    reopen(&handle, flags - OFlag::O_CREAT - OFlag::O_EXCL)
+}
+
+/// The inode a bare handle (O_PATH) holds, opened with `flags` (without blocking, and
+/// never as a controlling terminal) through the handle's magic link: the name it was
+/// found by may have been swapped since, the inode cannot.
+pub fn reopen(handle: &File, flags: OFlag) -> std::io::Result<File> {
     let again = format!("/proc/thread-self/fd/{}", handle.as_raw_fd());
-    let how = OpenHow::new().flags(
-        (flags - OFlag::O_CREAT - OFlag::O_EXCL)
-            | OFlag::O_CLOEXEC
-            | OFlag::O_NOCTTY
-            | OFlag::O_NONBLOCK,
-    );
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK);
     let fd = openat2(libc::AT_FDCWD, again.as_str(), how)?;
     // SAFETY: openat2 just returned this descriptor, and nothing else owns it.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))

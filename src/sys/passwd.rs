@@ -49,18 +49,19 @@ fn home_of(passwd: &str, uid: u32) -> String {
         .unwrap_or_else(|| DEFAULT_HOME.to_string())
 }
 
-/// Gives `env` a HOME from the passwd under `root` for `uid` unless it has a non-empty
-/// one (what runc does, and what libcontainer would otherwise do through NSS); whether
-/// it added one.
-pub fn set_home(env: &mut Vec<String>, root: &File, uid: u32) -> bool {
+/// Gives `env` a HOME from the passwd under the directory `root` for `uid` unless it has a
+/// non-empty one (what runc does, and what libcontainer would otherwise do through NSS);
+/// whether it added one. The root is opened only when HOME is missing.
+pub fn set_home(env: &mut Vec<String>, root: &Path, uid: u32) -> bool {
     let has = env
         .iter()
         .any(|kv| kv.strip_prefix("HOME=").is_some_and(|v| !v.is_empty()));
     if has {
         return false;
     }
+    let home = File::open(root).map_or_else(|_| DEFAULT_HOME.to_string(), |r| home_in(&r, uid));
     env.retain(|kv| kv != "HOME=");
-    env.push(format!("HOME={}", home_in(root, uid)));
+    env.push(format!("HOME={home}"));
     true
 }
 
@@ -83,12 +84,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
         std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
-        let root = File::open(dir.path()).unwrap();
         let mut env = vec!["HOME=/mine".to_string()];
-        assert!(!set_home(&mut env, &root, 0));
+        assert!(!set_home(&mut env, dir.path(), 0));
         assert_eq!(env, ["HOME=/mine"]);
         let mut env = vec!["HOME=".to_string(), "A=b".to_string()];
-        assert!(set_home(&mut env, &root, 0));
+        assert!(set_home(&mut env, dir.path(), 0));
         assert_eq!(env, ["A=b", "HOME=/root"]);
     }
 

@@ -296,16 +296,13 @@ pub fn configure(
     record: &mut VeRecord,
     save: &mut dyn FnMut(&VeRecord) -> Result<(), VeError>,
 ) -> Result<(), VeError> {
-    let mut snapshot = record.clone();
-    if let (Some(netc), Some(nrec)) = (&config.net, record.net.as_mut()) {
-        net::setup(
-            netc,
-            ctx.root,
-            ctx.id,
-            pid,
-            nrec,
-            &mut net_step(&mut snapshot, save),
-        )?;
+    // What the network step saves: the record as it is, with the network part as it grows
+    // (cloned only for a VE with a network).
+    let mut snapshot = record.net.is_some().then(|| record.clone());
+    if let (Some(netc), Some(nrec), Some(snap)) =
+        (&config.net, record.net.as_mut(), snapshot.as_mut())
+    {
+        net::setup(netc, ctx.root, ctx.id, pid, nrec, &mut net_step(snap, save))?;
     }
     if let Some(p) = config.resources.as_ref().and_then(|r| r.ioprio) {
         resources::set_process_ioprio(pid, p)

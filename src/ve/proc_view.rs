@@ -187,18 +187,34 @@ pub fn seen_by(pid: i32, dir: &Path) -> Seen {
     if bound.is_empty() {
         return Seen::Host;
     }
-    let host_dev = mountinfo::read(None)
-        .ok()
-        .and_then(|t| mountinfo::top_at(&t, dir).map(|m| m.dev.clone()));
-    // A statfs, not a stat: FUSE may answer a stat from its attribute cache after the
-    // daemon is gone, a statfs always asks the daemon.
-    let live = host_dev.is_some_and(|dev| bound.iter().all(|m| m.dev == dev))
-        && nix::sys::statfs::statfs(dir).is_ok();
+    let live = live_lxcfs(dir).is_some_and(|dev| bound.iter().all(|m| m.dev == dev));
     if live {
         Seen::Virtual
     } else {
         Seen::Lost
     }
+}
+
+/// The device of the host's LXCFS mount at `dir` when its daemon answers, asked once per
+/// directory and process: `ve list` asks for every VE, and the answer is the host's.
+fn live_lxcfs(dir: &Path) -> Option<String> {
+    use std::sync::{Mutex, OnceLock};
+    static ASKED: OnceLock<Mutex<HashMap<PathBuf, Option<String>>>> = OnceLock::new();
+    let mut asked = ASKED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    asked
+        .entry(dir.to_path_buf())
+        .or_insert_with(|| {
+            let table = crate::sys::mountinfo::read(None).ok()?;
+            let dev = crate::sys::mountinfo::top_at(&table, dir)?.dev.clone();
+            // A statfs, not a stat: FUSE may answer a stat from its attribute cache after
+            // the daemon is gone, a statfs always asks the daemon.
+            nix::sys::statfs::statfs(dir).ok()?;
+            Some(dev)
+        })
+        .clone()
 }
 
 /// The LXCFS files a VE got: recorded at create, so that checkpoint and restore name

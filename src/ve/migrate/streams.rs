@@ -295,21 +295,6 @@ fn handle_at(dir: &File, name: &std::ffi::OsStr) -> std::io::Result<File> {
     )
 }
 
-/// The inode a handle holds, opened for reading: through the handle's magic link, so it
-/// is that inode whatever its name now leads to.
-fn reopen(handle: &File, dir: bool) -> std::io::Result<File> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut flags = libc::O_NOCTTY | libc::O_NONBLOCK;
-    if dir {
-        flags |= libc::O_DIRECTORY;
-    }
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
-}
-
 fn magic(f: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
@@ -364,9 +349,13 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path) -> std::io::Resul
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
         // Opened once, through the handle: what is archived is what was looked at.
+        use nix::fcntl::OFlag;
         let opened = match (ft.is_dir(), ft.is_file()) {
-            (true, _) => Some(reopen(&handle, true)?),
-            (_, true) => Some(reopen(&handle, false)?),
+            (true, _) => Some(crate::sys::fs::reopen(
+                &handle,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            )?),
+            (_, true) => Some(crate::sys::fs::reopen(&handle, OFlag::O_RDONLY)?),
             _ => None,
         };
         // user.* attributes exist only on files and directories.
