@@ -49,6 +49,7 @@ impl Lan {
                 ("203.0.113", 216),
                 ("198.51.100", 232),
                 ("203.0.113", 208),
+                ("198.51.100", 224),
             ][n as usize - 1],
         };
         let (a1, a2, a3) = (lan.ip(1), lan.ip(2), lan.ip(3));
@@ -120,14 +121,35 @@ impl Listener {
 
     fn spawn(rt: &Runtime, lan: &Lan, key: &Path, once: bool, extra: &[&str]) -> Listener {
         // nsenter, not `ip netns exec`: that remounts /sys, and the cgroup mounts with it.
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lan.dst))
-            .args([common::VZRUN, "--root"])
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", lan.dst))
+            .arg(common::VZRUN);
+        Self::spawn_cmd(cmd, rt, &lan.ip(2), key, once, extra)
+    }
+
+    /// A `--once` listener on the source host's own side of the LAN (its address .1),
+    /// keeping what it receives under `data`: a VE coming back to where it started.
+    fn on_source_host(rt: &Runtime, lan: &Lan, key: &Path, data: &Path) -> Listener {
+        let mut cmd = Command::new(common::VZRUN);
+        cmd.env("VZRUN_DATA_DIR", data);
+        Self::spawn_cmd(cmd, rt, &lan.ip(1), key, true, &[])
+    }
+
+    fn spawn_cmd(
+        mut cmd: Command,
+        rt: &Runtime,
+        ip: &str,
+        key: &Path,
+        once: bool,
+        extra: &[&str],
+    ) -> Listener {
+        let mut child = cmd
+            .arg("--root")
             .arg(rt.root.path())
             .args([
                 "migrate-listen",
                 "--listen",
-                &format!("{}:0", lan.ip(2)),
+                &format!("{ip}:0"),
                 "--key-file",
             ])
             .arg(key)
@@ -980,4 +1002,68 @@ fn idle_connections_do_not_hold_the_listener() {
         t.elapsed()
     );
     drop(idle);
+}
+
+/// A VE that arrived by migration runs from the copy of its bundle the move brought
+/// (`/var/lib/vzrun/migrated/ID`). When it moves on, that copy goes with it: left
+/// behind, it took disk space for ever and refused the VE's return to this host.
+#[test]
+fn a_ve_that_moves_on_takes_its_received_bundle_with_it() {
+    require_criu!();
+    let _one = one_move_at_a_time();
+    let lan = Lan::new(8);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    // Before the runtimes: they delete the VE (which may run from here) before it goes.
+    let back = tempfile::tempdir().unwrap();
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("back");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve(&src, &lan, &id);
+    let received = PathBuf::from(format!("/var/lib/vzrun/migrated/{id}"));
+
+    let mut l = Listener::start(&dst, &lan, &k);
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{o:?}\nlistener: {}", l.stderr());
+    assert_eq!(dst.status(&id), "running");
+    assert!(received.join("bundle/config.json").exists());
+
+    // Back to the first host, whose listener keeps what it receives apart (on one test
+    // host both ends would otherwise share /var/lib/vzrun).
+    let mut l = Listener::on_source_host(&src, &lan, &k, back.path());
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", lan.dst))
+        .arg(common::VZRUN)
+        .arg("--root")
+        .arg(dst.root.path())
+        .args(["migrate", &id, &l.addr, "--key-file"])
+        .arg(&k);
+    let o = common::output_of(cmd, Stdio::null());
+    assert_eq!(o.code, 0, "{o:?}\nlistener: {}", l.stderr());
+    assert_eq!(
+        src.status(&id),
+        "running",
+        "the VE is back on its first host"
+    );
+    assert_ne!(
+        dst.run(&["state", &id]).code,
+        0,
+        "the VE left the second host"
+    );
+    assert!(
+        !received.exists(),
+        "the second host kept the copy the VE ran from: {}",
+        received.display()
+    );
+    assert!(back
+        .path()
+        .join(format!("migrated/{id}/bundle/config.json"))
+        .exists());
+    let c = count(&src, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        count(&src, &id) > c,
+        "the counter runs again on its first host"
+    );
 }

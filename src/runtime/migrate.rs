@@ -668,6 +668,20 @@ fn write_config(bundle: &Path, config: &Value, disk: Option<&Path>) -> Result<()
     std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
 }
 
+/// Where a destination keeps what it received for VE `id`: the bundle it runs from
+/// and, during the move, the images.
+fn received_dir(id: &str) -> PathBuf {
+    crate::ve::data_dir().join("migrated").join(id)
+}
+
+/// The directory a VE received by migration runs from, when `bundle` (its state's) is
+/// that VE's received bundle. It stays with a delete (runc leaves a bundle alone, and
+/// this rootfs holds the VE's files) and goes when the VE moves on.
+fn received_dir_of(id: &str, bundle: &Path) -> Option<PathBuf> {
+    let dir = received_dir(id);
+    (bundle == dir.join("bundle")).then_some(dir)
+}
+
 /// Everything received for one VE, removed again unless it became a VE.
 struct Incoming {
     dir: PathBuf,
@@ -686,7 +700,7 @@ impl Incoming {
                 "container {id} already exists on the destination"
             )));
         }
-        let dir = crate::ve::data_dir().join("migrated").join(id);
+        let dir = received_dir(id);
         if dir.exists() {
             return Err(Error::Step(format!(
                 "{} is left from an earlier VE {id} here; remove it to receive this one",
@@ -795,7 +809,20 @@ impl Move<'_> {
                 .line(&format!("source VE {id} kept, stopped (--keep-source)"));
             return Ok(());
         }
-        self.rt.delete(id, true)
+        let received = self
+            .rt
+            .root
+            .read(id)
+            .ok()
+            .and_then(|(_, r)| received_dir_of(id, &r.bundle));
+        self.rt.delete(id, true)?;
+        // A VE that came here by migration ran from the copy the move brought; its files
+        // live on the destination now, and a stale copy left here would refuse the VE's
+        // return to this host.
+        if let Some(dir) = received {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+        }
+        Ok(())
     }
 
     /// Asks the destination for a page server for the dump into image directory `name`.
