@@ -1067,3 +1067,58 @@ fn a_ve_that_moves_on_takes_its_received_bundle_with_it() {
         "the counter runs again on its first host"
     );
 }
+
+/// Runs `args` as the host's `nobody`, as any local user could: through a shell, since
+/// setpriv itself still holds root's capabilities when it looks up the program (the
+/// kernel drops them at that exec).
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["sh", "-c", "exec \"$@\"", "sh"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The attack: a host user reaches into what a move brought or sent. The received
+/// rootfs keeps the VE's own modes (a tenant's setuid-root file ran as host root from
+/// there) and the dumps hold the VE's memory (CRIU writes them 0644): every directory
+/// down to them is root's alone, on both ends.
+#[test]
+fn host_users_cannot_reach_a_moved_ves_files_or_its_dumps() {
+    require_criu!();
+    let _one = one_move_at_a_time();
+    let lan = Lan::new(8);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("reach");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve(&src, &lan, &id);
+    let mut l = Listener::start(&dst, &lan, &k);
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{o:?}\nlistener: {}", l.stderr());
+    assert_eq!(dst.status(&id), "running");
+
+    let rootfs = format!("/var/lib/vzrun/migrated/{id}/bundle/rootfs");
+    let busybox = format!("{rootfs}/bin/busybox");
+    assert!(Path::new(&busybox).exists());
+    for args in [
+        ["ls", "/var/lib/vzrun/migrated"],
+        ["ls", rootfs.as_str()],
+        [busybox.as_str(), "true"],
+        ["ls", "/var/lib/vzrun/migrate-out"],
+    ] {
+        let o = as_nobody(&args);
+        assert!(
+            !o.status.success(),
+            "nobody ran {args:?}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+            "{args:?}: {o:?}"
+        );
+    }
+}

@@ -162,9 +162,12 @@ impl Runtime {
             ));
         }
 
-        let out = crate::ve::data_dir().join("migrate-out").join(id);
+        // The dumps hold the VE's memory: every directory down to them is root's alone.
+        let outs = crate::ve::data_dir().join("migrate-out");
+        crate::sys::fs::private_dir(&outs).map_err(|e| Error::io("create", &outs, e))?;
+        let out = outs.join(id);
         let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).map_err(|e| Error::io("create", &out, e))?;
+        crate::sys::fs::private_dir_new(&out).map_err(|e| Error::io("create", &out, e))?;
         let mut mv = Move {
             rt: self,
             opts,
@@ -701,22 +704,34 @@ impl Incoming {
             )));
         }
         let dir = received_dir(id);
-        if dir.exists() {
-            return Err(Error::Step(format!(
-                "{} is left from an earlier VE {id} here; remove it to receive this one",
-                dir.display()
-            )));
+        // Root's alone all the way down: the rootfs arrives with the VE's own modes and
+        // setuid files, the images with its memory, and the VE runs from here.
+        if let Some(parent) = dir.parent() {
+            crate::sys::fs::private_dir(parent).map_err(|e| Error::io("create", parent, e))?;
         }
-        for d in [dir.join("bundle"), dir.join("images")] {
-            std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+        // Made in one step, so of two moves of one ID the second is refused here.
+        match crate::sys::fs::private_dir_new(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Step(format!(
+                    "{} is left from an earlier VE {id} here; remove it to receive this one",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(Error::io("create", &dir, e)),
         }
-        Ok(Incoming {
+        // From here on, dropping it removes the directory again.
+        let inc = Incoming {
             dir,
             disk: None,
             lazy: None,
             page_server: None,
             kept: false,
-        })
+        };
+        for d in [inc.dir.join("bundle"), inc.dir.join("images")] {
+            crate::sys::fs::private_dir_new(&d).map_err(|e| Error::io("create", &d, e))?;
+        }
+        Ok(inc)
     }
 }
 

@@ -163,7 +163,9 @@ pub fn recv_file(ch: &mut Channel, header: &FileHeader, path: &Path) -> Result<u
         .write(true)
         .create(true)
         .truncate(!header.update)
-        .mode(header.mode)
+        // Images and the private area hold the VE's memory and files: root's alone,
+        // whatever mode the source's copy had (CRIU writes its images 0644).
+        .mode(header.mode & 0o700)
         .open(path)
         .map_err(file_err("create", path))?;
     f.set_len(header.size).map_err(file_err("size", path))?;
@@ -173,7 +175,10 @@ pub fn recv_file(ch: &mut Channel, header: &FileHeader, path: &Path) -> Result<u
         match k {
             kind::DATA if p.len() >= 8 => {
                 let off = u64::from_le_bytes(p[..8].try_into().unwrap_or_default());
-                if off + (p.len() - 8) as u64 > header.size {
+                if off
+                    .checked_add((p.len() - 8) as u64)
+                    .is_none_or(|end| end > header.size)
+                {
                     return Err(MigError::Protocol(format!(
                         "{}: data beyond its size",
                         header.name
