@@ -528,6 +528,13 @@ fn a_wrong_key_is_refused_and_a_dead_listener_leaves_the_ve_running() {
     let o = src.run(&["migrate", &id, &l.addr, "--key-file", bad.to_str().unwrap()]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("authentication failed"), "{o:?}");
+    // A peer without the key does not use a --once listener up.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        l.child.try_wait().unwrap().is_none(),
+        "the listener ended on a peer without the key"
+    );
+    let _ = l.child.kill();
     let log = l.stderr();
     assert!(log.contains("does not hold the key"), "{log}");
     assert_eq!(src.status(&id), "running");
@@ -972,6 +979,60 @@ fn a_host_whose_pipe_max_size_cannot_be_raised_refuses_online_by_name() {
         std::fs::read_to_string(PIPE_MAX_SIZE).unwrap().trim(),
         "1048576"
     );
+}
+
+/// The attack, from an address on the LAN without the key: 300 connections that each
+/// send a byte every two seconds and never finish the handshake (a timeout per read
+/// let each live for hours, and 256 of them shut every source out). One address gets a
+/// few unproved slots, the handshake has one deadline, and the real source, from
+/// another address, moves its VE meanwhile.
+#[test]
+fn a_slow_handshake_flood_does_not_shut_out_the_source() {
+    require_criu!();
+    let _one = one_move_at_a_time();
+    let lan = Lan::new(5);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("flood");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve(&src, &lan, &id);
+    let l = Listener::serving(&dst, &lan, &k);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, cli, halt) = (l.addr.clone(), lan.cli.clone(), stop.clone());
+    let flood = std::thread::spawn(move || {
+        // This thread alone enters the client's namespace (the test's other threads
+        // stay on the host).
+        let ns = std::fs::File::open(Lan::ns(&cli)).unwrap();
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut held: Vec<std::net::TcpStream> = (0..300)
+            .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+            .collect();
+        let began = Instant::now();
+        let mut dropped_by_deadline = 0;
+        while !halt.load(Ordering::Relaxed) && began.elapsed() < Duration::from_secs(40) {
+            held.retain_mut(|c| {
+                let alive = c.write_all(&[0xff]).is_ok();
+                if !alive {
+                    dropped_by_deadline += 1;
+                }
+                alive
+            });
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        (began.elapsed(), held.len(), dropped_by_deadline)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(dst.status(&id), "running");
+    // Keep trickling past the handshake's deadline: the listener closes them all.
+    std::thread::sleep(Duration::from_secs(12));
+    stop.store(true, Ordering::Relaxed);
+    let (ran, left, _) = flood.join().unwrap();
+    assert_eq!(left, 0, "{left} slow connections still open after {ran:?}");
 }
 
 #[test]

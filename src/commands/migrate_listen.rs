@@ -4,8 +4,8 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,6 +14,7 @@ use crate::cli::GlobalOpts;
 use crate::commands::out::{self, outln};
 use crate::runtime::error::chain;
 use crate::runtime::Runtime;
+use crate::ve::migrate::gate::Gate;
 use crate::ve::migrate::{parse_addr, Key};
 
 #[derive(clap::Args, Debug)]
@@ -54,39 +55,64 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     // Whoever started the listener may stop reading once it has the address.
     outln!("listening on {}", listener.local_addr()?).or_else(out::closed_is_ok)?;
-    if args.once {
-        // The first connection, served here; its outcome is the exit status.
-        let (stream, _) = listener.accept().context("--listen: accept")?;
-        return serve(&rt, stream, &key, page_timeout)
-            .map(|_| 0)
-            .map_err(Into::into);
-    }
     // Each connection on its own thread: a peer that connects and says nothing holds
-    // only its own thread, until the handshake's timeout drops it. Moves that passed
-    // the handshake are bounded, since each restores a VE here.
+    // only its own thread and one of the few slots its address gets before proving the
+    // key (`gate`), until the handshake's deadline drops it. Moves that passed the
+    // handshake are bounded, since each restores a VE here.
     let rt = Arc::new(rt);
     let key = Arc::new(key);
+    let gate = Arc::new(Gate::default());
     let open = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("migrate-listen: accept: {e}");
+    // --once: the first peer that proves the key is the move; its outcome is the exit
+    // status. A connection that never proves it does not use the listener up.
+    let taken = Arc::new(AtomicBool::new(false));
+    let (outcome_tx, outcome) = mpsc::channel::<bool>();
+    let once = args.once;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let stream = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("migrate-listen: accept: {e}");
+                    continue;
+                }
+            };
+            if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                eprintln!("migrate-listen: {MAX_CONNECTIONS} connections open: refusing one more");
                 continue;
             }
-        };
-        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            eprintln!("migrate-listen: {MAX_CONNECTIONS} connections open: refusing one more");
-            continue;
+            let pass = match stream.peer_addr().map(|a| gate.admit(a.ip())) {
+                Ok(Ok(p)) => p,
+                Ok(Err(refused)) => {
+                    eprintln!("migrate-listen: {refused}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            open.fetch_add(1, Ordering::SeqCst);
+            let (rt, key, open, taken) = (rt.clone(), key.clone(), open.clone(), taken.clone());
+            let outcome_tx = outcome_tx.clone();
+            std::thread::spawn(move || {
+                let mine = std::cell::Cell::new(false);
+                let proved = || {
+                    drop(pass);
+                    mine.set(!once || !taken.swap(true, Ordering::SeqCst));
+                    mine.get()
+                };
+                let ok = serve(&rt, stream, &key, page_timeout, proved).is_ok();
+                open.fetch_sub(1, Ordering::SeqCst);
+                if once && mine.get() {
+                    let _ = outcome_tx.send(ok);
+                }
+            });
         }
-        open.fetch_add(1, Ordering::SeqCst);
-        let (rt, key, open) = (rt.clone(), key.clone(), open.clone());
-        std::thread::spawn(move || {
-            let _ = serve(&rt, stream, &key, page_timeout);
-            open.fetch_sub(1, Ordering::SeqCst);
-        });
+    });
+    match outcome.recv() {
+        Ok(true) => Ok(0),
+        Ok(false) => Ok(1),
+        // Serving for good: only the accept loop's end (never) gets here.
+        Err(_) => Ok(0),
     }
-    Ok(0)
 }
 
 /// Connections served at once (most of them, at any time, idle peers on their way out).
@@ -98,12 +124,13 @@ fn serve(
     stream: TcpStream,
     key: &Key,
     page_timeout: Duration,
+    proved: impl FnOnce() -> bool,
 ) -> crate::runtime::error::Result<()> {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    match rt.receive(stream, key, page_timeout) {
+    match rt.receive(stream, key, page_timeout, proved) {
         Ok(got) => {
             if let Some((after, status)) = &got.pages {
                 eprintln!(

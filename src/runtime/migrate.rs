@@ -214,17 +214,25 @@ impl Runtime {
     ///
     /// `page_timeout`: post-copy's watchdog; when no page arrives for that long the
     /// receive ends with what is missing instead of waiting for ever.
+    /// `proved` is called once the peer has proved the key; answering false turns the
+    /// move away (a `--once` listener that already took one).
     pub fn receive(
         &self,
         stream: TcpStream,
         key: &Key,
         page_timeout: Duration,
+        proved: impl FnOnce() -> bool,
     ) -> Result<Received> {
         let local_ip = stream
             .local_addr()
             .map_err(io("local address of", "the connection"))?
             .ip();
         let mut ch = Channel::server(stream, key)?;
+        if !proved() {
+            let e = Error::Step("this listener takes one move (--once) and has one".into());
+            ch.fail(&chain(&e));
+            return Err(e);
+        }
         let hello: Value = ch.expect_json(kind::HELLO)?;
         let id = hello["id"].as_str().unwrap_or_default().to_string();
         let mut inc = match Incoming::accept(self, &id) {

@@ -10,7 +10,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
@@ -120,6 +120,47 @@ fn read_msg(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// The handshake's reads and writes against one deadline for the whole exchange: a
+/// per-read timeout alone let a peer that sends a byte every few seconds hold a
+/// connection for hours without ever proving the key.
+struct ByDeadline<'a> {
+    stream: &'a mut TcpStream,
+    until: Instant,
+}
+
+impl ByDeadline<'_> {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for ByDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for ByDeadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// A framed, encrypted and authenticated connection.
 pub struct Channel {
     tx: Sealer,
@@ -184,8 +225,17 @@ impl Channel {
 
     /// The source's side: checks who answered, then runs the handshake as its initiator.
     pub fn client(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let hs = Self::client_handshake(
+            &mut ByDeadline {
+                stream: &mut stream,
+                until: Instant::now() + HANDSHAKE_TIMEOUT,
+            },
+            key,
+        )?;
+        Channel::new(stream, hs)
+    }
+
+    fn client_handshake(stream: &mut ByDeadline, key: &Key) -> Result<HandshakeState, MigError> {
         let mut hello = [0u8; 8];
         stream.read_exact(&mut hello)?;
         if &hello != MAGIC {
@@ -196,37 +246,48 @@ impl Channel {
         let mut hs = key.builder()?.build_initiator().map_err(noise)?;
         let mut buf = vec![0u8; MSG];
         let n = hs.write_message(&[], &mut buf).map_err(noise)?;
-        write_msg(&mut stream, &buf[..n])?;
-        let n = read_msg(&mut stream, &mut buf).map_err(|_| {
+        write_msg(stream, &buf[..n])?;
+        let n = read_msg(stream, &mut buf).map_err(|_| {
             MigError::Auth("the listener refused our key (a different key file?)".into())
         })?;
         let mut empty = [0u8; 0];
         hs.read_message(&buf[..n], &mut empty)
             .map_err(|_| MigError::Auth("the listener does not hold our key".into()))?;
+        Ok(hs)
+    }
+
+    /// The listener's side: refuses the source unless its first message proves the key,
+    /// all within [`HANDSHAKE_TIMEOUT`].
+    pub fn server(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
+        let hs = Self::server_handshake(
+            &mut ByDeadline {
+                stream: &mut stream,
+                until: Instant::now() + HANDSHAKE_TIMEOUT,
+            },
+            key,
+        )?;
         Channel::new(stream, hs)
     }
 
-    /// The listener's side: refuses the source unless its first message proves the key.
-    pub fn server(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    fn server_handshake(stream: &mut ByDeadline, key: &Key) -> Result<HandshakeState, MigError> {
         stream.write_all(MAGIC)?;
         let mut hs = key.builder()?.build_responder().map_err(noise)?;
         let mut buf = vec![0u8; MSG];
-        let n = read_msg(&mut stream, &mut buf)?;
+        let n = read_msg(stream, &mut buf)?;
         let mut empty = [0u8; 0];
         if hs.read_message(&buf[..n], &mut empty).is_err() {
             return Err(MigError::Auth(format!(
                 "{} does not hold the key",
                 stream
+                    .stream
                     .peer_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_else(|_| "the peer".into())
             )));
         }
         let n = hs.write_message(&[], &mut buf).map_err(noise)?;
-        write_msg(&mut stream, &buf[..n])?;
-        Channel::new(stream, hs)
+        write_msg(stream, &buf[..n])?;
+        Ok(hs)
     }
 
     pub fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), MigError> {

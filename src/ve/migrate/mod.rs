@@ -5,6 +5,7 @@
 //! post-copy and the pre-copy stopping rule (`rounds`), and progress output (`progress`).
 
 pub mod channel;
+pub mod gate;
 pub mod progress;
 pub mod rounds;
 pub mod streams;
