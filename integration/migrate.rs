@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Bundle, Runtime};
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn sh(cmd: &str) {
     let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
@@ -246,6 +246,11 @@ fn wait_ready(rt: &Runtime, id: &str) {
 }
 
 fn start_ve_with(rt: &Runtime, lan: &Lan, id: &str, extra: &str) -> Bundle {
+    start_ve_annotated(rt, lan, id, extra, json!({}))
+}
+
+/// [`start_ve_with`] with more annotations.
+fn start_ve_annotated(rt: &Runtime, lan: &Lan, id: &str, extra: &str, more: Value) -> Bundle {
     let script = format!(
         "exec </dev/null >/dev/null 2>&1; nc -ll -p 7000 -e cat & {extra}\
          i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
@@ -253,6 +258,11 @@ fn start_ve_with(rt: &Runtime, lan: &Lan, id: &str, extra: &str) -> Bundle {
     let b = Bundle::with(&["sh", "-c", &script], |v| {
         v["annotations"] =
             json!({"io.vzrun.net.ip": lan.ve_ip(), "io.vzrun.net.uplink": lan.uplink()});
+        if let Some(m) = more.as_object() {
+            for (k, val) in m {
+                v["annotations"][k] = val.clone();
+            }
+        }
         v["mounts"].as_array_mut().unwrap().push(
                 json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
             );
@@ -983,9 +993,9 @@ fn a_host_whose_pipe_max_size_cannot_be_raised_refuses_online_by_name() {
 
 /// The attack, from an address on the LAN without the key: 300 connections that each
 /// send a byte every two seconds and never finish the handshake (a timeout per read
-/// let each live for hours, and 256 of them shut every source out). One address gets a
-/// few unproved slots, the handshake has one deadline, and the real source, from
-/// another address, moves its VE meanwhile.
+/// let each live for hours, and 256 of them shut every source out). One address holds
+/// a few unproved slots (a new connection closes its oldest), the handshake has one
+/// deadline, and the real source moves its VE meanwhile.
 #[test]
 fn a_slow_handshake_flood_does_not_shut_out_the_source() {
     require_criu!();
@@ -1182,4 +1192,49 @@ fn host_users_cannot_reach_a_moved_ves_files_or_its_dumps() {
             "{args:?}: {o:?}"
         );
     }
+}
+
+/// The attack: a tenant's post-restore action that outlasts the source's wait for the
+/// destination. The source then took its VE back while the destination ran it too (the
+/// same VE, and its address, live on two hosts). A destination now runs actions for a
+/// bounded time, stops any copy it restored when it cannot finish in time or hears no
+/// commit, and the source resumes only when the destination said it failed.
+#[test]
+fn a_post_restore_action_cannot_make_the_ve_run_on_both_hosts() {
+    require_criu!();
+    let _one = one_move_at_a_time();
+    let lan = Lan::new(6);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("twice");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve_annotated(
+        &src,
+        &lan,
+        &id,
+        "",
+        json!({"io.vzrun.hooks.post-restore": "ve:sleep 400", "io.vzrun.hooks.timeout": "1000"}),
+    );
+    let mut l = Listener::start(&dst, &lan, &k);
+    let t = Instant::now();
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let took = t.elapsed();
+    let log = l.stderr();
+    assert_ne!(o.code, 0, "the move went through after {took:?}: {o:?}");
+    assert!(o.stderr.contains("post-restore"), "{o:?}\nlistener: {log}");
+    assert!(
+        took < Duration::from_secs(200),
+        "the source waited {took:?} (the action was not cut short)"
+    );
+    assert_eq!(src.status(&id), "running", "{o:?}");
+    assert_ne!(
+        dst.run(&["state", &id]).code,
+        0,
+        "the VE also runs on the destination: {log}"
+    );
+    let c = count(&src, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count(&src, &id) > c, "the source VE runs on");
 }

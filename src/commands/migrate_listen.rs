@@ -57,7 +57,8 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
     outln!("listening on {}", listener.local_addr()?).or_else(out::closed_is_ok)?;
     // Each connection on its own thread: a peer that connects and says nothing holds
     // only its own thread and one of the few slots its address gets before proving the
-    // key (`gate`), until the handshake's deadline drops it. Moves that passed the
+    // key (`gate`: a new connection closes the oldest unproved one), until the
+    // handshake's deadline drops it. Moves that passed the
     // handshake are bounded, since each restores a VE here.
     let rt = Arc::new(rt);
     let key = Arc::new(key);
@@ -81,14 +82,15 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
                 eprintln!("migrate-listen: {MAX_CONNECTIONS} connections open: refusing one more");
                 continue;
             }
-            let pass = match stream.peer_addr().map(|a| gate.admit(a.ip())) {
-                Ok(Ok(p)) => p,
-                Ok(Err(refused)) => {
-                    eprintln!("migrate-listen: {refused}");
-                    continue;
-                }
-                Err(_) => continue,
+            let Ok(peer) = stream.peer_addr() else {
+                continue;
             };
+            let (pass, closed) = gate.admit(peer.ip(), &stream);
+            for p in closed {
+                eprintln!(
+                    "migrate-listen: closed an unfinished handshake from {p} (too many open)"
+                );
+            }
             open.fetch_add(1, Ordering::SeqCst);
             let (rt, key, open, taken) = (rt.clone(), key.clone(), open.clone(), taken.clone());
             let outcome_tx = outcome_tx.clone();

@@ -85,6 +85,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         pid_file: args.pid_file,
         detach: args.detach,
         keep_on_hook_failure: args.keep_on_hook_failure,
+        action_limit: None,
         trusted: false,
     })?;
     // In the foreground the restore returns when the process has ended: too late for it.

@@ -25,7 +25,7 @@ use crate::sys::criu_kdat::{self, Kdat};
 use crate::ve::checkpoint::{CgroupsMode, CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
 use crate::ve::disk::DiskRecord;
 use crate::ve::migrate::{
-    self as mig, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
+    self as mig, channel, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
 };
 
 /// Pre-copy stops once a round wrote no more pages than this.
@@ -277,11 +277,22 @@ impl Runtime {
                     pages: pages.transpose()?,
                 })
             }
-            Err(e) => {
+            Err(e) if inc.kept => {
+                // Committed: the VE is this host's now, whatever failed after.
                 ch.fail(&chain(&e));
-                // A VE that runs must not be torn down by the failure of a later step.
-                if self.root.container_dir(&id).join("state.json").exists() {
-                    inc.kept = true;
+                Err(e)
+            }
+            Err(e) => {
+                // Restored but not committed: the source may take its VE back, so the
+                // copy here stops before the source hears of the failure.
+                let stopped = self.root.container_dir(&id).join("state.json").exists()
+                    && self.delete(&id, true).is_ok();
+                ch.fail(&chain(&e));
+                if stopped {
+                    return Err(Error::Step(format!(
+                        "{} (the copy restored here was stopped again)",
+                        chain(&e)
+                    )));
                 }
                 Err(e)
             }
@@ -392,6 +403,15 @@ impl Runtime {
                     } else {
                         self.restore(received(id, &bundle, &images, false, None))?;
                     }
+                    // The source takes its VE back when it has waited FRAME_TIMEOUT: a
+                    // restore this late is undone here (by `receive`) first.
+                    if started.elapsed() > channel::RESTORE_DEADLINE {
+                        return Err(Error::Step(format!(
+                            "the restore took {:.0} s, past the {} s a source waits for it",
+                            started.elapsed().as_secs_f64(),
+                            channel::RESTORE_DEADLINE.as_secs()
+                        )));
+                    }
                     ch.send_json(
                         kind::DONE,
                         &json!({
@@ -399,6 +419,24 @@ impl Runtime {
                             "page_timeout_ms": page_timeout.as_millis() as u64,
                         }),
                     )?;
+                    // Ours only once the source has given its copy up.
+                    ch.set_read_timeout(Some(channel::COMMIT_WAIT))?;
+                    let (k, _) = ch.recv().map_err(|e| {
+                        Error::Step(format!(
+                            "no word from the source within {} s of the restore ({e})",
+                            channel::COMMIT_WAIT.as_secs()
+                        ))
+                    })?;
+                    if k != kind::COMMIT {
+                        return Err(mig::MigError::Protocol(format!(
+                            "frame {k} where the source's commit belongs"
+                        ))
+                        .into());
+                    }
+                    ch.set_read_timeout(Some(channel::FRAME_TIMEOUT))?;
+                    inc.kept = true;
+                    // Lost on the way, the source leaves its copy frozen and says so.
+                    let _ = ch.send(kind::COMMITTED, &[]);
                     return Ok(());
                 }
                 other => {
@@ -651,6 +689,7 @@ fn received(
         pid_file: None,
         detach: true,
         keep_on_hook_failure: false,
+        action_limit: Some(channel::ACTION_LIMIT),
         trusted: false,
     }
 }
@@ -791,6 +830,14 @@ fn dump_opts(image: &Path) -> DumpOpts {
     }
 }
 
+/// Whether the destination confirmed it keeps the VE.
+enum Committed {
+    Yes,
+    /// The commit was sent but no confirmation came: the destination runs the VE if
+    /// the commit reached it, and stops its copy if not.
+    Unconfirmed(String),
+}
+
 /// One move in progress: the channel to the destination and what the source side keeps.
 struct Move<'a> {
     rt: &'a Runtime,
@@ -889,8 +936,12 @@ impl Move<'_> {
         Ok(())
     }
 
-    /// Sends the images in `dir` and has the destination restore; waits for its answer.
-    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<Value> {
+    /// Sends the images in `dir` and has the destination restore; waits for its answer,
+    /// then gives the source's copy up (COMMIT). An error means the destination does not
+    /// run the VE: it said it failed, or it stops its copy itself when it hears nothing
+    /// (before this end stops waiting). After DONE the VE is the destination's unless
+    /// it never got the commit: [`Committed::Unconfirmed`] when its answer did not come.
+    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<(Value, Committed)> {
         let n = mig::send_dir(&mut self.ch, dir)?;
         self.progress
             .line(&format!("images: {:.1} KiB sent", n as f64 / 1024.0));
@@ -900,7 +951,21 @@ impl Move<'_> {
             "restored on the destination in {} ms",
             done["restore_ms"].as_u64().unwrap_or(0)
         ));
-        Ok(done)
+        let confirmed = self.ch.send(kind::COMMIT, &[]).and_then(|()| {
+            self.ch.set_read_timeout(Some(channel::COMMIT_WAIT))?;
+            let (k, _) = self.ch.recv()?;
+            self.ch.set_read_timeout(Some(channel::FRAME_TIMEOUT))?;
+            match k {
+                kind::COMMITTED => Ok(()),
+                k => Err(mig::MigError::Protocol(format!(
+                    "frame {k} where the destination's commit belongs"
+                ))),
+            }
+        });
+        Ok(match confirmed {
+            Ok(()) => (done, Committed::Yes),
+            Err(e) => (done, Committed::Unconfirmed(e.to_string())),
+        })
     }
 
     /// The frozen part of a cold move and of pre-copy's last round: the VE stays frozen
@@ -918,7 +983,7 @@ impl Move<'_> {
         let net = rt.root.load(&id)?.record.ve.net;
         let links = HostLink(net.as_ref());
         let frozen = std::sync::OnceLock::new();
-        let outcome = (|| -> Result<()> {
+        let outcome = (|| -> Result<Committed> {
             let mut o = dump_opts(dir);
             o.leave_running = true;
             o.criu.parent = parent;
@@ -933,12 +998,26 @@ impl Move<'_> {
             self.progress
                 .line(&format!("checkpoint: {} ms", since.elapsed().as_millis()));
             self.final_disk()?;
-            self.restore_remote(dir, json!({"lazy": false})).map(|_| ())
+            self.restore_remote(dir, json!({"lazy": false}))
+                .map(|(_, committed)| committed)
         })();
-        if let Err(e) = outcome {
-            let _ = links.set(true);
-            let _ = rt.resume(&id);
-            return Err(self.kept_running(e));
+        match outcome {
+            Ok(Committed::Yes) => {}
+            Ok(Committed::Unconfirmed(why)) => {
+                // Resumed here, it might run twice; deleted, it might run nowhere.
+                return Err(Error::Step(format!(
+                    "the destination restored {id} but did not confirm the commit ({why}): \
+                     it runs there if the commit arrived and is stopped there if not. The \
+                     source VE {id} is left frozen here, its host link down: once the \
+                     destination is checked, `vzrun delete -f {id}` here, or \
+                     `vzrun resume {id}` if it runs nowhere"
+                )));
+            }
+            Err(e) => {
+                let _ = links.set(true);
+                let _ = rt.resume(&id);
+                return Err(self.kept_running(e));
+            }
         }
         let suspended = frozen.get().map(|t| t.elapsed()).unwrap_or_default();
         self.retire_source()?;
@@ -1008,7 +1087,7 @@ impl Move<'_> {
                 frozen.elapsed().as_millis()
             ));
             let out = self.out.clone();
-            let outcome = (|| -> Result<Value> {
+            let outcome = (|| -> Result<(Value, Committed)> {
                 self.final_disk()?;
                 self.restore_remote(
                     &out,
@@ -1016,7 +1095,15 @@ impl Move<'_> {
                 )
             })();
             let done = match outcome {
-                Ok(d) => d,
+                Ok((d, Committed::Yes)) => d,
+                // A destination that got the commit pulls its pages; one that did not
+                // stops its copy, and then its page reports stop too.
+                Ok((d, Committed::Unconfirmed(why))) => {
+                    self.progress.line(&format!(
+                        "the destination did not confirm the commit ({why}); following its pages"
+                    ));
+                    d
+                }
                 Err(e) => {
                     // Nothing runs on the destination: stop CRIU, then thaw the VE.
                     stopper.stop();

@@ -37,6 +37,9 @@ pub struct RestoreOptions {
     pub detach: bool,
     /// Keep the restored VE when its post-restore action script fails.
     pub keep_on_hook_failure: bool,
+    /// The longest any action script may run, below the VE's own timeout (a
+    /// migration's destination, which its source waits for).
+    pub action_limit: Option<std::time::Duration>,
     /// The administrator made this bundle (a system VE resumed in place): the host
     /// policy does not bound it, as at its `ve start`.
     pub trusted: bool,
@@ -49,6 +52,9 @@ impl Runtime {
         let _step = tracing::debug_span!("restore", id).entered();
         validate_id(id)?;
         let mut loaded = bundle::load(&opts.bundle, None)?;
+        if let Some(max) = opts.action_limit {
+            loaded.ve_config.actions.cap(max);
+        }
         // A restored (or migrated-in) VE asks for the same host resources a created one
         // does: this host's policy decides.
         if !opts.trusted {

@@ -130,6 +130,12 @@ impl Actions {
         self.map.get(&p)
     }
 
+    /// At most `max` for each action, whatever the VE's own timeout says: a migration's
+    /// destination must answer its source within a bound the VE does not set.
+    pub fn cap(&mut self, max: Duration) {
+        self.timeout = Some(self.timeout.unwrap_or(DEFAULT_TIMEOUT).min(max));
+    }
+
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

@@ -47,7 +47,22 @@ pub mod kind {
     /// Post-copy, destination to source: pages so far ({"demand", "pushed", "total"}),
     /// sent while pages come and once more, with "done": true, when all are there.
     pub const PAGES: u8 = 11;
+    /// Source to destination, after DONE: the source gives its copy up. A destination
+    /// that does not get it in time stops its own, so the VE never runs on both.
+    pub const COMMIT: u8 = 12;
+    /// Destination to source: COMMIT arrived; the source may delete its copy.
+    pub const COMMITTED: u8 = 13;
 }
+
+/// How long a destination that reported DONE waits for the source's COMMIT before it
+/// stops its copy.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// From the RESTORE request to DONE at most: a restore (with its action scripts)
+/// that takes longer is stopped again, well before the source stops waiting
+/// ([`FRAME_TIMEOUT`]) and takes its VE back.
+pub const RESTORE_DEADLINE: Duration = Duration::from_secs(200);
+/// The longest a destination lets an action script run during a restore.
+pub const ACTION_LIMIT: Duration = Duration::from_secs(60);
 
 /// The shared secret, read from a file (at least 16 bytes; whitespace at the end, as an
 /// editor leaves it, is not part of it), kept as Noise's 32-byte pre-shared key.

@@ -1,11 +1,12 @@
-//! Which connections a listener takes before they have proved the key. Without a
+//! Which connections a listener holds before they have proved the key. Without a
 //! bound, anyone who can reach the port holds every slot with connections that never
-//! finish the handshake and shuts the real sources out; the handshake's deadline frees
-//! a slot within seconds, and no one address may hold more than a few of them, so a
-//! source on another address still gets in.
+//! finish the handshake and shuts the real sources out. Here one address holds a few
+//! unproved connections and all addresses together a few dozen; a new connection over
+//! either bound closes the oldest unproved one (of its address, or of all) instead of
+//! being refused. A real source finishes its handshake within milliseconds, so it gets
+//! in even beside a flood from its own address; the handshake's deadline ends the rest.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 
 /// Unproved connections at once, from all peers.
@@ -13,96 +14,143 @@ pub const MAX_UNPROVED: usize = 64;
 /// Unproved connections at once from one address.
 pub const MAX_UNPROVED_PER_PEER: usize = 4;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Refused {
-    #[error("{0} unproved connections open: refusing one more")]
-    Full(usize),
-    #[error("{peer} has {open} unproved connections open: refusing one more")]
-    Peer { peer: IpAddr, open: usize },
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<Open>,
 }
 
 #[derive(Default)]
-pub struct Gate {
-    open: Mutex<HashMap<IpAddr, usize>>,
+struct Open {
+    next: u64,
+    /// Oldest first.
+    held: Vec<Held>,
+}
+
+struct Held {
+    id: u64,
+    peer: IpAddr,
+    /// Shut down to close the connection under its handshake.
+    stream: Option<TcpStream>,
 }
 
 /// One admitted connection's slot, given back when it is dropped (the handshake ended,
 /// either way).
 pub struct Pass {
     gate: Arc<Gate>,
-    peer: IpAddr,
+    id: u64,
 }
 
 impl Gate {
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Pass, Refused> {
+    /// Takes `stream` from `peer`; returns the closed connections' peers, for the log.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr, stream: &TcpStream) -> (Pass, Vec<IpAddr>) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = open.values().sum();
-        if total >= MAX_UNPROVED {
-            return Err(Refused::Full(total));
+        let mut closed = Vec::new();
+        let mine = open.held.iter().filter(|h| h.peer == peer).count();
+        if mine >= MAX_UNPROVED_PER_PEER {
+            if let Some(i) = open.held.iter().position(|h| h.peer == peer) {
+                closed.push(open.evict(i));
+            }
         }
-        let n = open.entry(peer).or_default();
-        if *n >= MAX_UNPROVED_PER_PEER {
-            return Err(Refused::Peer { peer, open: *n });
+        if open.held.len() >= MAX_UNPROVED {
+            closed.push(open.evict(0));
         }
-        *n += 1;
-        Ok(Pass {
-            gate: self.clone(),
+        let id = open.next;
+        open.next += 1;
+        open.held.push(Held {
+            id,
             peer,
-        })
+            stream: stream.try_clone().ok(),
+        });
+        (
+            Pass {
+                gate: self.clone(),
+                id,
+            },
+            closed,
+        )
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> Vec<IpAddr> {
+        let open = self.open.lock().unwrap();
+        open.held.iter().map(|h| h.peer).collect()
+    }
+}
+
+impl Open {
+    fn evict(&mut self, i: usize) -> IpAddr {
+        let h = self.held.remove(i);
+        if let Some(s) = &h.stream {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        h.peer
     }
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
         let mut open = self.gate.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.peer);
-            }
-        }
+        open.held.retain(|h| h.id != self.id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A connected pair on loopback: (our end, the peer's end).
+    fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (s, c)
+    }
 
     #[test]
-    fn one_address_cannot_take_every_slot() {
+    fn a_flood_from_one_address_closes_its_own_oldest_and_no_one_elses() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let g = Arc::new(Gate::default());
-        let a: IpAddr = "198.51.100.7".parse().unwrap();
-        let b: IpAddr = "198.51.100.8".parse().unwrap();
-        let held: Vec<Pass> = (0..MAX_UNPROVED_PER_PEER)
-            .map(|_| g.admit(a).unwrap())
-            .collect();
-        assert_eq!(
-            g.admit(a).err(),
-            Some(Refused::Peer {
-                peer: a,
-                open: MAX_UNPROVED_PER_PEER
-            })
+        let (a, b): (IpAddr, IpAddr) = (
+            "198.51.100.7".parse().unwrap(),
+            "198.51.100.8".parse().unwrap(),
         );
-        let other = g.admit(b).expect("another address still gets in");
-        drop(held);
-        drop(other);
-        assert!(g.open.lock().unwrap().is_empty(), "slots are given back");
-        assert!(g.admit(a).is_ok());
+        let (sb, _cb) = pair(&l);
+        let _pb = g.admit(b, &sb);
+        let mut flood = Vec::new();
+        for _ in 0..MAX_UNPROVED_PER_PEER + 2 {
+            let (s, c) = pair(&l);
+            let (p, closed) = g.admit(a, &s);
+            flood.push((p, c, closed));
+        }
+        let held = g.held();
+        assert_eq!(
+            held.iter().filter(|&&p| p == a).count(),
+            MAX_UNPROVED_PER_PEER
+        );
+        assert!(held.contains(&b), "another address's connection stays");
+        // The two oldest of the flood were closed under their handshake.
+        assert_eq!(flood[MAX_UNPROVED_PER_PEER].2, vec![a]);
+        let mut buf = [0u8; 1];
+        assert_eq!(flood[0].1.read(&mut buf).unwrap(), 0, "closed: end of file");
+        drop(flood);
+        assert_eq!(g.held(), vec![b], "slots are given back");
     }
 
     #[test]
     fn the_total_is_bounded_too() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let g = Arc::new(Gate::default());
-        let held: Vec<Pass> = (0..MAX_UNPROVED)
-            .map(|i| {
-                let ip = IpAddr::from([203, 0, 113, (i % 250) as u8]);
-                g.admit(ip).unwrap()
-            })
-            .collect();
-        assert!(matches!(
-            g.admit("2001:db8::1".parse().unwrap()),
-            Err(Refused::Full(_))
-        ));
-        drop(held);
+        let mut held = Vec::new();
+        for i in 0..MAX_UNPROVED + 1 {
+            let (s, c) = pair(&l);
+            let ip = IpAddr::from([203, 0, 113, i as u8]);
+            held.push((g.admit(ip, &s), c));
+        }
+        assert_eq!(g.held().len(), MAX_UNPROVED);
+        assert!(
+            !g.held().contains(&IpAddr::from([203, 0, 113, 0])),
+            "the oldest went"
+        );
     }
 }

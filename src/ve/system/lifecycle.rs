@@ -241,6 +241,7 @@ pub fn resume(rt: &Runtime, id: &str) -> Result<()> {
             pid_file: None,
             detach: true,
             keep_on_hook_failure: false,
+            action_limit: None,
             trusted: true,
         })?;
     }
