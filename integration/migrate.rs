@@ -1238,3 +1238,51 @@ fn a_post_restore_action_cannot_make_the_ve_run_on_both_hosts() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(count(&src, &id) > c, "the source VE runs on");
 }
+
+/// The attack: a sparse file in the VE's rootfs costs the tenant nothing and used to be
+/// written out whole on the destination (a few of them fill the host's disk). A file
+/// that would leave the destination's filesystem nearly full is refused at its header;
+/// the move fails by name and the VE runs on at the source.
+#[test]
+fn a_sparse_file_cannot_fill_the_destinations_disk() {
+    require_criu!();
+    let _one = one_move_at_a_time();
+    let lan = Lan::new(7);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    // A rootfs of the VE's own, with a file far larger than the host's free space.
+    let own = tempfile::tempdir().unwrap();
+    let rootfs = own.path().join("rootfs");
+    sh(&format!(
+        "cp -a {} {r} && truncate -s 4T {r}/hole",
+        common::rootfs().display(),
+        r = rootfs.display()
+    ));
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("hole");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    src.track(&id);
+    let b = Bundle::with(
+        &[
+            "sh",
+            "-c",
+            "nc -ll -p 7000 -e cat & while true; do sleep 1; done",
+        ],
+        |v| {
+            v["annotations"] =
+                json!({"io.vzrun.net.ip": lan.ve_ip(), "io.vzrun.net.uplink": lan.uplink()});
+            v["root"]["path"] = json!(rootfs);
+        },
+    );
+    assert_eq!(src.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+
+    let mut l = Listener::start(&dst, &lan, &k);
+    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let log = l.stderr();
+    assert_ne!(o.code, 0, "the move went through: {o:?}");
+    assert!(log.contains("hole") && log.contains("free"), "{log}");
+    assert_eq!(src.status(&id), "running", "{o:?}");
+    assert_ne!(dst.run(&["state", &id]).code, 0);
+    assert!(!Path::new(&format!("/var/lib/vzrun/migrated/{id}")).exists());
+}

@@ -545,12 +545,39 @@ fn unpack(input: impl Read, dest: &Path) -> std::io::Result<()> {
             set_attrs(&base, e.header())?;
             continue;
         }
+        if kind.is_file() {
+            room_for(&base, e.header().size()?, &name)?;
+        }
         e.unpack_in(&base)?;
     }
     for (name, mtime) in dirs.into_iter().rev() {
         if let Some(path) = inside(&base, &name)? {
             set_mtime(&path, mtime);
         }
+    }
+    Ok(())
+}
+
+/// What a received rootfs leaves free besides the blocks the filesystem keeps for root.
+const KEEP_FREE: u64 = 256 << 20;
+
+/// Refuses a file of `size` bytes that would leave less than [`KEEP_FREE`] of what the
+/// destination's filesystem has for non-root users. The tenant chooses the files: a
+/// sparse one costs nothing on the source and is written out whole here, so without
+/// this a VE could fill the destination host's disk.
+fn room_for(base: &Path, size: u64, name: &Path) -> std::io::Result<()> {
+    let st = nix::sys::statvfs::statvfs(base)?;
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if size.saturating_add(KEEP_FREE) > free {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "{}: {size} bytes would leave less than {} MiB free on the destination \
+                 ({free} bytes available); sparse files are sent whole",
+                name.display(),
+                KEEP_FREE >> 20
+            ),
+        ));
     }
     Ok(())
 }
