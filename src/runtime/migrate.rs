@@ -149,17 +149,25 @@ impl Runtime {
         let started = Instant::now();
 
         // The files first, while the VE runs.
-        let n = mig::send_tree(&mut ch, &rootfs)?;
-        progress.line(&format!("rootfs: {:.1} MiB sent", n as f64 / 1048576.0));
         let mut hashes = HashMap::new();
-        if let Some(d) = &disk {
-            let n = mig::send_disk(&mut ch, &d.image, "disk", &mut hashes, &mut |b| {
-                progress.update("disk", b, None)
-            })?;
-            progress.line(&format!(
-                "disk pass 1: {:.1} MiB sent",
-                n as f64 / 1048576.0
-            ));
+        let sent = (|| -> Result<()> {
+            let n = mig::send_tree(&mut ch, &rootfs)?;
+            progress.line(&format!("rootfs: {:.1} MiB sent", n as f64 / 1048576.0));
+            if let Some(d) = &disk {
+                let n = mig::send_disk(&mut ch, &d.image, "disk", &mut hashes, &mut |b| {
+                    progress.update("disk", b, None)
+                })?;
+                progress.line(&format!(
+                    "disk pass 1: {:.1} MiB sent",
+                    n as f64 / 1048576.0
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = sent {
+            // The destination says why, rather than that the stream broke off.
+            ch.fail(&chain(&e));
+            return Err(e);
         }
 
         // The dumps hold the VE's memory: every directory down to them is root's alone.
