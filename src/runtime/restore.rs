@@ -145,6 +145,9 @@ impl Runtime {
             }
         }
         let prepare = tracing::debug_span!("restore prepare", id).entered();
+        // CRIU is put into the VE's cgroups below; the grace period that waits for runs
+        // meanwhile (once here, and again at CRIU's spawn in case this one is over by then).
+        crate::sys::cgroups::prime_attach();
         self.derive_spec(id, loaded, claimed)?;
         // CRIU puts back the /proc view's binds as the external mounts they were dumped as.
         if let Some(binds) = &claimed.record.ve.proc_view {
@@ -235,6 +238,7 @@ impl Runtime {
             linked.set(true);
             Ok(())
         };
+        crate::sys::cgroups::prime_attach();
         let restored = checkpoint::restore(
             &RestoreTarget {
                 rootfs: &rootfs,
