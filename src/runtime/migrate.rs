@@ -22,7 +22,9 @@ use crate::runtime::restore::RestoreOptions;
 use crate::runtime::Runtime;
 use crate::sys::criu::{self, Feature, LazyPages, PageServer, Stopper};
 use crate::sys::criu_kdat::{self, Kdat};
-use crate::ve::checkpoint::{CgroupsMode, CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
+use crate::ve::checkpoint::{
+    CgroupsMode, CriuOpts, DumpOpts, LaterMounts, PageServerAddr, RestoreOpts,
+};
 use crate::ve::disk::DiskRecord;
 use crate::ve::migrate::{
     self as mig, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
@@ -365,6 +367,8 @@ impl Runtime {
                         ps.finish();
                     }
                     let started = Instant::now();
+                    // The restore's own mounts come down once the source has its answer.
+                    let later = LaterMounts::default();
                     write_config(&bundle, &hello["config"], inc.disk.as_deref())?;
                     let lazy = req["lazy"].as_bool().unwrap_or(false);
                     if lazy {
@@ -377,9 +381,9 @@ impl Runtime {
                         let _step = tracing::debug_span!("lazy-pages start").entered();
                         inc.lazy = Some(LazyPages::start(&images, ends.forward(ps)?)?);
                         drop(_step);
-                        self.lazy_restore(id, &bundle, &images, inc)?;
+                        self.lazy_restore(id, &bundle, &images, inc, &later)?;
                     } else {
-                        self.restore(received(id, &bundle, &images, false, None))?;
+                        self.restore(received(id, &bundle, &images, false, None, &later))?;
                     }
                     ch.send_json(
                         kind::DONE,
@@ -388,6 +392,7 @@ impl Runtime {
                             "page_timeout_ms": page_timeout.as_millis() as u64,
                         }),
                     )?;
+                    later.release();
                     return Ok(());
                 }
                 other => {
@@ -492,9 +497,10 @@ impl Runtime {
         bundle: &Path,
         images: &Path,
         inc: &mut Incoming,
+        later: &LaterMounts,
     ) -> Result<()> {
         let stopper = Stopper::default();
-        let opts = received(id, bundle, images, true, Some(stopper.clone()));
+        let opts = received(id, bundle, images, true, Some(stopper.clone()), later);
         let mut daemon_failed: Option<Instant> = None;
         let r = std::thread::scope(|s| {
             // The restore's end is heard at once (it is part of the VE's suspended time);
@@ -612,13 +618,14 @@ fn json_of(p: &[u8]) -> Result<Value> {
 }
 
 /// The options for restoring a received VE: detached, with the options every move's
-/// dump was taken with.
+/// dump was taken with; the restore's mounts for CRIU are left to `later`.
 fn received(
     id: &str,
     bundle: &Path,
     images: &Path,
     lazy: bool,
     stopper: Option<Stopper>,
+    later: &LaterMounts,
 ) -> RestoreOptions {
     RestoreOptions {
         id: id.to_string(),
@@ -634,6 +641,7 @@ fn received(
             },
             // The lazy-pages daemon starts beside the restore's own preparations.
             lazy_daemon: lazy.then(|| images.to_path_buf()),
+            leave_mounts: Some(later.clone()),
             ..Default::default()
         },
         console_socket: None,

@@ -81,6 +81,11 @@ impl Runtime {
         let pid = match result {
             Ok(pid) => pid,
             Err(e) => {
+                // Mounts left for later sit in the VE's directory, which goes now: down
+                // first, or its removal would reach through them into the rootfs.
+                if let Some(later) = &opts.criu.leave_mounts {
+                    later.release();
+                }
                 self.abandon(id, claimed);
                 if let Some(t) = &copied {
                     let _ = std::fs::remove_file(t);
@@ -108,6 +113,9 @@ impl Runtime {
                 return Err(Error::Step(format!(
                     "{e} (the restored VE {id} keeps running: --keep-on-hook-failure)"
                 )));
+            }
+            if let Some(later) = &opts.criu.leave_mounts {
+                later.release();
             }
             self.delete(id, true)?;
             return Err(Error::Step(format!(
