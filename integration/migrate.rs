@@ -1286,3 +1286,56 @@ fn a_sparse_file_cannot_fill_the_destinations_disk() {
     assert_ne!(dst.run(&["state", &id]).code, 0);
     assert!(!Path::new(&format!("/var/lib/vzrun/migrated/{id}")).exists());
 }
+
+/// The attack: the destination dies (or its connection is cut) after CRIU restored the
+/// VE there, while its post-restore action runs. The source took that as "nothing runs
+/// there" and thawed its copy: the VE ran on both hosts, for good when the listener was
+/// killed. Once the restore is asked for, only the destination's word that it failed
+/// thaws the source; silence leaves the source's copy frozen, saying why.
+#[test]
+fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
+    require_criu!();
+    let _one = one_move_at_a_time();
+    let lan = Lan::new(8);
+    let keys = tempfile::tempdir().unwrap();
+    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+    let id = common::unique_id("lost");
+    let _arrived = Arrived(id.clone());
+    dst.track(&id);
+    let _b = start_ve_annotated(
+        &src,
+        &lan,
+        &id,
+        "",
+        json!({"io.vzrun.hooks.post-restore": "ve:sleep 20"}),
+    );
+    let mut l = Listener::start(&dst, &lan, &k);
+    let migrate = src
+        .command()
+        .args(["migrate", &id, &l.addr, "--key-file"])
+        .arg(&k)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Restored there (its action running): the listener dies.
+    let t = Instant::now();
+    while dst.run(&["state", &id]).code != 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "never restored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = l.child.kill();
+    let o = migrate.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("left frozen"), "{err}");
+    assert_ne!(
+        src.status(&id),
+        "running",
+        "the source resumed while the destination runs the VE: {err}"
+    );
+    assert_eq!(dst.status(&id), "running");
+    // Settled as the message says: the destination has it, the source's copy goes.
+    assert_eq!(src.run(&["delete", "-f", &id]).code, 0);
+}

@@ -95,17 +95,23 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
             let (rt, key, open, taken) = (rt.clone(), key.clone(), open.clone(), taken.clone());
             let outcome_tx = outcome_tx.clone();
             std::thread::spawn(move || {
-                let mine = std::cell::Cell::new(false);
+                // Reports and gives the slot back however the move ends, a panic too
+                // (a --once listener would otherwise wait for ever).
+                let done = std::cell::RefCell::new(Served {
+                    open,
+                    outcome: None,
+                    ok: false,
+                });
                 let proved = || {
                     drop(pass);
-                    mine.set(!once || !taken.swap(true, Ordering::SeqCst));
-                    mine.get()
+                    let mine = !once || !taken.swap(true, Ordering::SeqCst);
+                    if once && mine {
+                        done.borrow_mut().outcome = Some(outcome_tx);
+                    }
+                    mine
                 };
                 let ok = serve(&rt, stream, &key, page_timeout, proved).is_ok();
-                open.fetch_sub(1, Ordering::SeqCst);
-                if once && mine.get() {
-                    let _ = outcome_tx.send(ok);
-                }
+                done.borrow_mut().ok = ok;
             });
         }
     });
@@ -114,6 +120,22 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         Ok(false) => Ok(1),
         // Serving for good: only the accept loop's end (never) gets here.
         Err(_) => Ok(0),
+    }
+}
+
+/// One connection's end: its slot given back and, for --once's move, the outcome sent.
+struct Served {
+    open: Arc<AtomicUsize>,
+    outcome: Option<mpsc::Sender<bool>>,
+    ok: bool,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        if let Some(tx) = self.outcome.take() {
+            let _ = tx.send(self.ok);
+        }
     }
 }
 

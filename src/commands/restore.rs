@@ -65,6 +65,7 @@ pub fn run(args: Args, global: &GlobalOpts) -> Result<i32> {
         lsm_profile: args.lsm_profile,
         lsm_mount_context: args.lsm_mount_context,
         lazy_daemon: None,
+        leave_mounts: None,
     };
     if !criu.criu.image.is_dir() {
         bail!(

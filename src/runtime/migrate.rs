@@ -22,7 +22,9 @@ use crate::runtime::restore::RestoreOptions;
 use crate::runtime::Runtime;
 use crate::sys::criu::{self, Feature, LazyPages, PageServer, Stopper};
 use crate::sys::criu_kdat::{self, Kdat};
-use crate::ve::checkpoint::{CgroupsMode, CriuOpts, DumpOpts, PageServerAddr, RestoreOpts};
+use crate::ve::checkpoint::{
+    CgroupsMode, CriuOpts, DumpOpts, LaterMounts, PageServerAddr, RestoreOpts,
+};
 use crate::ve::disk::DiskRecord;
 use crate::ve::migrate::{
     self as mig, channel, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
@@ -285,18 +287,22 @@ impl Runtime {
                     pages: pages.transpose()?,
                 })
             }
-            Err(e) if inc.kept => {
-                // Committed: the VE is this host's now, whatever failed after.
-                ch.fail(&chain(&e));
-                Err(e)
-            }
             Err(e) => {
-                // Restored but not committed: the source may take its VE back, so the
-                // copy here stops before the source hears of the failure.
-                let stopped = self.root.container_dir(&id).join("state.json").exists()
-                    && self.delete(&id, true).is_ok();
+                // Not committed: the source takes its VE back on the failure it is told
+                // of, so any copy restored here stops before it is told. A copy that
+                // cannot be stopped stays, and the source hears nothing (which leaves
+                // its own copy frozen).
+                let restored = self.root.container_dir(&id).join("state.json").exists();
+                if restored && self.delete(&id, true).is_err() {
+                    inc.kept = true;
+                    return Err(Error::Step(format!(
+                        "{}; the copy restored here could not be stopped and still runs \
+                         (the source was not told, so its copy stays frozen)",
+                        chain(&e)
+                    )));
+                }
                 ch.fail(&chain(&e));
-                if stopped {
+                if restored {
                     return Err(Error::Step(format!(
                         "{} (the copy restored here was stopped again)",
                         chain(&e)
@@ -395,6 +401,8 @@ impl Runtime {
                         ps.finish();
                     }
                     let started = Instant::now();
+                    // The restore's own mounts come down once the source has its answer.
+                    let later = LaterMounts::default();
                     write_config(&bundle, &hello["config"], inc.disk.as_deref())?;
                     let lazy = req["lazy"].as_bool().unwrap_or(false);
                     if lazy {
@@ -407,9 +415,9 @@ impl Runtime {
                         let _step = tracing::debug_span!("lazy-pages start").entered();
                         inc.lazy = Some(LazyPages::start(&images, ends.forward(ps)?)?);
                         drop(_step);
-                        self.lazy_restore(id, &bundle, &images, inc)?;
+                        self.lazy_restore(id, &bundle, &images, inc, &later)?;
                     } else {
-                        self.restore(received(id, &bundle, &images, false, None))?;
+                        self.restore(received(id, &bundle, &images, false, None, &later))?;
                     }
                     // The source takes its VE back when it has waited FRAME_TIMEOUT: a
                     // restore this late is undone here (by `receive`) first.
@@ -445,6 +453,9 @@ impl Runtime {
                     inc.kept = true;
                     // Lost on the way, the source leaves its copy frozen and says so.
                     let _ = ch.send(kind::COMMITTED, &[]);
+                    // The restore's mounts for CRIU come down once the answers are out
+                    // (on an error return above, `later` takes them down as it goes).
+                    later.release();
                     return Ok(());
                 }
                 other => {
@@ -549,9 +560,10 @@ impl Runtime {
         bundle: &Path,
         images: &Path,
         inc: &mut Incoming,
+        later: &LaterMounts,
     ) -> Result<()> {
         let stopper = Stopper::default();
-        let opts = received(id, bundle, images, true, Some(stopper.clone()));
+        let opts = received(id, bundle, images, true, Some(stopper.clone()), later);
         let mut daemon_failed: Option<Instant> = None;
         let r = std::thread::scope(|s| {
             // The restore's end is heard at once (it is part of the VE's suspended time);
@@ -669,13 +681,14 @@ fn json_of(p: &[u8]) -> Result<Value> {
 }
 
 /// The options for restoring a received VE: detached, with the options every move's
-/// dump was taken with.
+/// dump was taken with; the restore's mounts for CRIU are left to `later`.
 fn received(
     id: &str,
     bundle: &Path,
     images: &Path,
     lazy: bool,
     stopper: Option<Stopper>,
+    later: &LaterMounts,
 ) -> RestoreOptions {
     RestoreOptions {
         id: id.to_string(),
@@ -691,6 +704,7 @@ fn received(
             },
             // The lazy-pages daemon starts beside the restore's own preparations.
             lazy_daemon: lazy.then(|| images.to_path_buf()),
+            leave_mounts: Some(later.clone()),
             ..Default::default()
         },
         console_socket: None,
@@ -737,7 +751,9 @@ fn received_dir(id: &str) -> PathBuf {
 /// this rootfs holds the VE's files) and goes when the VE moves on.
 fn received_dir_of(id: &str, bundle: &Path) -> Option<PathBuf> {
     let dir = received_dir(id);
-    (bundle == dir.join("bundle")).then_some(dir)
+    // The record's bundle is canonical; the data directory's name may not be.
+    let canonical = std::fs::canonicalize(dir.join("bundle")).ok()?;
+    (bundle == canonical).then_some(dir)
 }
 
 /// Everything received for one VE, removed again unless it became a VE.
@@ -844,6 +860,33 @@ enum Committed {
     /// The commit was sent but no confirmation came: the destination runs the VE if
     /// the commit reached it, and stops its copy if not.
     Unconfirmed(String),
+    /// The restore was asked for and neither an answer nor a failure came: the
+    /// destination may run the VE (it does from the restore on), or may have died first.
+    Unanswered(String),
+}
+
+impl Committed {
+    /// Why the source's copy stays frozen, for the cases where nobody can say which
+    /// host runs the VE; None when the destination has it.
+    fn unknown(&self, id: &str) -> Option<String> {
+        let what = match self {
+            Committed::Yes => return None,
+            Committed::Unconfirmed(why) => {
+                format!("the destination restored {id} but did not confirm the commit ({why})")
+            }
+            Committed::Unanswered(why) => {
+                format!("the destination did not answer the restore of {id} ({why})")
+            }
+        };
+        // Resumed here, it might run twice; deleted, it might run nowhere.
+        Some(format!(
+            "{what}: it may run there (a destination without the commit stops its copy \
+             within {} s). The source VE {id} is left frozen here, its host link down: \
+             once the destination is checked, `vzrun delete -f {id}` here if it runs \
+             there, or `vzrun resume {id}` if it runs nowhere",
+            channel::COMMIT_WAIT.as_secs()
+        ))
+    }
 }
 
 /// One move in progress: the channel to the destination and what the source side keeps.
@@ -946,15 +989,29 @@ impl Move<'_> {
 
     /// Sends the images in `dir` and has the destination restore; waits for its answer,
     /// then gives the source's copy up (COMMIT). An error means the destination does not
-    /// run the VE: it said it failed, or it stops its copy itself when it hears nothing
-    /// (before this end stops waiting). After DONE the VE is the destination's unless
-    /// it never got the commit: [`Committed::Unconfirmed`] when its answer did not come.
-    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<(Value, Committed)> {
+    /// run the VE: the request never went out, or the destination said it failed (it
+    /// stops any copy it made before it says so). Once the request is out, silence is
+    /// no such answer ([`Committed::Unanswered`]): a destination runs the VE from the
+    /// moment CRIU restores it, before it can answer.
+    fn restore_remote(&mut self, dir: &Path, req: Value) -> Result<(Value, Committed, Instant)> {
         let n = mig::send_dir(&mut self.ch, dir)?;
         self.progress
             .line(&format!("images: {:.1} KiB sent", n as f64 / 1024.0));
         self.ch.send_json(kind::RESTORE, &req)?;
-        let done: Value = self.ch.expect_json(kind::DONE)?;
+        let done: Value = match self.ch.expect_json(kind::DONE) {
+            Ok(d) => d,
+            Err(e @ mig::MigError::Remote(_)) => return Err(e.into()),
+            Err(e) => {
+                return Ok((
+                    Value::Null,
+                    Committed::Unanswered(e.to_string()),
+                    Instant::now(),
+                ))
+            }
+        };
+        // The VE runs on the destination from here: the commit's round trip is not
+        // part of its suspended time.
+        let running = Instant::now();
         self.progress.line(&format!(
             "restored on the destination in {} ms",
             done["restore_ms"].as_u64().unwrap_or(0)
@@ -971,8 +1028,8 @@ impl Move<'_> {
             }
         });
         Ok(match confirmed {
-            Ok(()) => (done, Committed::Yes),
-            Err(e) => (done, Committed::Unconfirmed(e.to_string())),
+            Ok(()) => (done, Committed::Yes, running),
+            Err(e) => (done, Committed::Unconfirmed(e.to_string()), running),
         })
     }
 
@@ -991,7 +1048,7 @@ impl Move<'_> {
         let net = rt.root.load(&id)?.record.ve.net;
         let links = HostLink(net.as_ref());
         let frozen = std::sync::OnceLock::new();
-        let outcome = (|| -> Result<Committed> {
+        let outcome = (|| -> Result<(Committed, Instant)> {
             let mut o = dump_opts(dir);
             o.leave_running = true;
             o.criu.parent = parent;
@@ -1007,27 +1064,25 @@ impl Move<'_> {
                 .line(&format!("checkpoint: {} ms", since.elapsed().as_millis()));
             self.final_disk()?;
             self.restore_remote(dir, json!({"lazy": false}))
-                .map(|(_, committed)| committed)
+                .map(|(_, committed, at)| (committed, at))
         })();
-        match outcome {
-            Ok(Committed::Yes) => {}
-            Ok(Committed::Unconfirmed(why)) => {
-                // Resumed here, it might run twice; deleted, it might run nowhere.
-                return Err(Error::Step(format!(
-                    "the destination restored {id} but did not confirm the commit ({why}): \
-                     it runs there if the commit arrived and is stopped there if not. The \
-                     source VE {id} is left frozen here, its host link down: once the \
-                     destination is checked, `vzrun delete -f {id}` here, or \
-                     `vzrun resume {id}` if it runs nowhere"
-                )));
+        let running = match outcome {
+            Ok((c, at)) => {
+                if let Some(why) = c.unknown(&id) {
+                    return Err(Error::Step(why));
+                }
+                at
             }
             Err(e) => {
                 let _ = links.set(true);
                 let _ = rt.resume(&id);
                 return Err(self.kept_running(e));
             }
-        }
-        let suspended = frozen.get().map(|t| t.elapsed()).unwrap_or_default();
+        };
+        let suspended = frozen
+            .get()
+            .map(|t| running.saturating_duration_since(*t))
+            .unwrap_or_default();
         self.retire_source()?;
         Ok(Report {
             rounds,
@@ -1095,22 +1150,30 @@ impl Move<'_> {
                 frozen.elapsed().as_millis()
             ));
             let out = self.out.clone();
-            let outcome = (|| -> Result<(Value, Committed)> {
+            let outcome = (|| -> Result<(Value, Committed, Instant)> {
                 self.final_disk()?;
                 self.restore_remote(
                     &out,
                     json!({"lazy": true, "page_server": public.to_string()}),
                 )
             })();
-            let done = match outcome {
-                Ok((d, Committed::Yes)) => d,
+            let (done, running) = match outcome {
+                Ok((d, Committed::Yes, at)) => (d, at),
                 // A destination that got the commit pulls its pages; one that did not
                 // stops its copy, and then its page reports stop too.
-                Ok((d, Committed::Unconfirmed(why))) => {
+                Ok((d, Committed::Unconfirmed(why), at)) => {
                     self.progress.line(&format!(
                         "the destination did not confirm the commit ({why}); following its pages"
                     ));
-                    d
+                    (d, at)
+                }
+                // No word at all: nothing to follow. CRIU stops serving pages (a copy
+                // the destination runs stops when its watchdog finds none coming) and
+                // the source keeps all of the VE's memory, frozen.
+                Ok((_, c @ Committed::Unanswered(_), _)) => {
+                    stopper.stop();
+                    let _ = dumper.join();
+                    return Err(Error::Step(c.unknown(&id).unwrap_or_default()));
                 }
                 Err(e) => {
                     // Nothing runs on the destination: stop CRIU, then thaw the VE.
@@ -1119,7 +1182,7 @@ impl Move<'_> {
                     return Err(back(e));
                 }
             };
-            let suspended = frozen.elapsed();
+            let suspended = running.saturating_duration_since(frozen);
             self.progress
                 .line("running on the destination; its pages follow");
             let pages = match self.follow_pages(&done) {

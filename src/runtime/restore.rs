@@ -87,6 +87,11 @@ impl Runtime {
         let pid = match result {
             Ok(pid) => pid,
             Err(e) => {
+                // Mounts left for later sit in the VE's directory, which goes now: down
+                // first, or its removal would reach through them into the rootfs.
+                if let Some(later) = &opts.criu.leave_mounts {
+                    later.release();
+                }
                 self.abandon(id, claimed);
                 if let Some(t) = &copied {
                     let _ = std::fs::remove_file(t);
@@ -114,6 +119,9 @@ impl Runtime {
                 return Err(Error::Step(format!(
                     "{e} (the restored VE {id} keeps running: --keep-on-hook-failure)"
                 )));
+            }
+            if let Some(later) = &opts.criu.leave_mounts {
+                later.release();
             }
             self.delete(id, true)?;
             return Err(Error::Step(format!(
@@ -151,6 +159,9 @@ impl Runtime {
             }
         }
         let prepare = tracing::debug_span!("restore prepare", id).entered();
+        // CRIU is put into the VE's cgroups below; the grace period that waits for runs
+        // meanwhile (once here, and again at CRIU's spawn in case this one is over by then).
+        crate::sys::cgroups::prime_attach();
         self.derive_spec(id, loaded, claimed)?;
         // CRIU puts back the /proc view's binds as the external mounts they were dumped as.
         if let Some(binds) = &claimed.record.ve.proc_view {
@@ -241,6 +252,7 @@ impl Runtime {
             linked.set(true);
             Ok(())
         };
+        crate::sys::cgroups::prime_attach();
         let restored = checkpoint::restore(
             &RestoreTarget {
                 rootfs: &rootfs,

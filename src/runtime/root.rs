@@ -177,7 +177,9 @@ impl Root {
     /// Removes vzrun's directory for an ID, and `.vzrun` itself when it is the last one,
     /// so a host without containers keeps an empty root.
     pub fn release(&self, id: &str) {
-        let _ = fs::remove_dir_all(self.ve_dir(id));
+        let dir = self.ve_dir(id);
+        crate::ve::checkpoint::detach_leftover_mounts(&dir);
+        let _ = fs::remove_dir_all(dir);
         let _ = fs::remove_dir(self.path.join(VE_DIR));
     }
 }

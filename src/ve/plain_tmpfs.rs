@@ -27,6 +27,16 @@ use crate::sys::mountinfo::{self, Mount};
 
 /// The list of left-out mounts, beside CRIU's images.
 const LIST: &str = "vzrun-plain-tmpfs.json";
+/// The stand-in mounts' names in the VE's directory: this and a number.
+const STANDIN: &str = "plain-tmpfs-";
+
+/// Whether `name` in a VE's directory is a stand-in mount's.
+pub fn is_standin(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|n| {
+        n.strip_prefix(STANDIN)
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
 
 /// One read-only tmpfs left out of a dump: enough to make it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +286,7 @@ impl Standins {
         let mut made = Standins { dirs: Vec::new() };
         let mut map = Vec::new();
         for (n, p) in plains.iter().enumerate() {
-            let dir = scratch.join(format!("plain-tmpfs-{n}"));
+            let dir = scratch.join(format!("{STANDIN}{n}"));
             std::fs::create_dir_all(&dir)?;
             let data = (!p.data.is_empty()).then_some(p.data.as_str());
             if let Err(e) = mount(Some("tmpfs"), &dir, Some("tmpfs"), MsFlags::empty(), data) {

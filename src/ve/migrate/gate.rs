@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 /// Unproved connections at once, from all peers.
 pub const MAX_UNPROVED: usize = 64;
-/// Unproved connections at once from one address.
+/// Unproved connections at once from one address (an IPv6 /64 counts as one).
 pub const MAX_UNPROVED_PER_PEER: usize = 4;
 
 #[derive(Default)]
@@ -40,19 +40,45 @@ pub struct Pass {
     id: u64,
 }
 
+/// Which peers count as one: an IPv4 address, or an IPv6 /64 (what one host or one
+/// customer usually holds whole).
+fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+    }
+}
+
 impl Gate {
     /// Takes `stream` from `peer`; returns the closed connections' peers, for the log.
     pub fn admit(self: &Arc<Self>, peer: IpAddr, stream: &TcpStream) -> (Pass, Vec<IpAddr>) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut closed = Vec::new();
-        let mine = open.held.iter().filter(|h| h.peer == peer).count();
+        let g = group(peer);
+        let mine = open.held.iter().filter(|h| group(h.peer) == g).count();
         if mine >= MAX_UNPROVED_PER_PEER {
-            if let Some(i) = open.held.iter().position(|h| h.peer == peer) {
+            if let Some(i) = open.held.iter().position(|h| group(h.peer) == g) {
                 closed.push(open.evict(i));
             }
         }
         if open.held.len() >= MAX_UNPROVED {
-            closed.push(open.evict(0));
+            // The oldest of the group that holds the most: a flood from many addresses
+            // loses its own connections before anyone else's.
+            let mut counts: std::collections::HashMap<IpAddr, usize> = Default::default();
+            for h in &open.held {
+                *counts.entry(group(h.peer)).or_default() += 1;
+            }
+            let most = counts.values().copied().max().unwrap_or(0);
+            if let Some(i) = open
+                .held
+                .iter()
+                .position(|h| counts.get(&group(h.peer)) == Some(&most))
+            {
+                closed.push(open.evict(i));
+            }
         }
         let id = open.next;
         open.next += 1;
@@ -151,6 +177,35 @@ mod tests {
         assert!(
             !g.held().contains(&IpAddr::from([203, 0, 113, 0])),
             "the oldest went"
+        );
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_loses_its_own_first() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let g = Arc::new(Gate::default());
+        let source: IpAddr = "198.51.100.2".parse().unwrap();
+        let (s, _c) = pair(&l);
+        let _src = g.admit(source, &s);
+        // One IPv6 /64 is one peer however many addresses it uses: 4 of them stay.
+        let mut held = Vec::new();
+        for i in 0..MAX_UNPROVED * 2 {
+            let (s, c) = pair(&l);
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, i as u16 + 1]);
+            held.push((g.admit(ip, &s), c));
+        }
+        assert_eq!(g.held().len(), 1 + MAX_UNPROVED_PER_PEER);
+        // Many IPv4 addresses, two connections each: the source, older but alone, is
+        // not the one closed.
+        for i in 0..MAX_UNPROVED * 2 {
+            let (s, c) = pair(&l);
+            let ip = IpAddr::from([203, 0, 113, (i % 50) as u8]);
+            held.push((g.admit(ip, &s), c));
+        }
+        assert_eq!(g.held().len(), MAX_UNPROVED);
+        assert!(
+            g.held().contains(&source),
+            "the source's handshake was closed"
         );
     }
 }

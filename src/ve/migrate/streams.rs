@@ -159,6 +159,15 @@ pub fn send_dir(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
 /// Receives one file announced by `header` into `dir` (its name must be a plain name).
 pub fn recv_file(ch: &mut Channel, header: &FileHeader, path: &Path) -> Result<u64, MigError> {
     use std::os::unix::fs::OpenOptionsExt;
+    // Images and pages are the VE's memory, written out whole: bounded like the rootfs.
+    // (A private area's image arrives with its holes, within the size the host's
+    // policy gave it.)
+    if header.kind != "disk" {
+        if let Some(dir) = path.parent() {
+            room_for(dir, header.size, Path::new(&header.name))
+                .map_err(file_err("receive", path))?;
+        }
+    }
     let f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -568,8 +577,10 @@ fn unpack(input: impl Read, dest: &Path) -> std::io::Result<()> {
         if kind.is_dir() {
             dirs.push((name.clone(), e.header().mtime()?));
         }
-        if kind.is_file() {
-            room_for(&base, e.header().size()?, &name)?;
+        // Every entry with data, by the size tar will write (a PAX record may override
+        // the header's; an unknown type is unpacked as a regular file).
+        if e.size() > 0 {
+            room_for(&base, e.size(), &name)?;
         }
         e.unpack_in(&base)?;
     }
@@ -583,7 +594,7 @@ const KEEP_FREE: u64 = 256 << 20;
 /// destination's filesystem has for non-root users. The tenant chooses the files: a
 /// sparse one costs nothing on the source and is written out whole here, so without
 /// this a VE could fill the destination host's disk.
-fn room_for(base: &Path, size: u64, name: &Path) -> std::io::Result<()> {
+pub(crate) fn room_for(base: &Path, size: u64, name: &Path) -> std::io::Result<()> {
     let st = nix::sys::statvfs::statvfs(base)?;
     let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
     if size.saturating_add(KEEP_FREE) > free {
