@@ -85,24 +85,29 @@ fn pack_relative_relocs() {
 /// default linker for this target; GNU ld refuses the option): a probe links an empty
 /// program with the same flags first.
 ///
-/// `VZRUN_LINK_MAP=FILE` also writes the linker's map of the binary, which
-/// hack/text-order.sh reads to place its probes.
+/// Every build also has the linker write its map of the binary (`vzrun.map` in this
+/// script's OUT_DIR, or `VZRUN_LINK_MAP=FILE`): hack/text-order.sh reads it to place its
+/// probes, and hack/text-order-check.sh counts the list's names that are no longer in it
+/// (the list's staleness, which the silent skip above hides). Writing it costs the link
+/// a few hundred milliseconds.
 fn text_order() {
     println!("cargo:rerun-if-env-changed=VZRUN_LINK_MAP");
-    if let Ok(map) = env::var("VZRUN_LINK_MAP") {
-        println!("cargo:rustc-link-arg-bins=-Wl,-Map={map}");
-        // Mangled names, as the ordering file needs them.
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-demangle");
-    }
     let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     let list = Path::new(&dir).join("hack/text-order.txt");
     println!("cargo:rerun-if-changed={}", list.display());
     if env::var("CARGO_CFG_TARGET_OS").unwrap_or_default() != "linux" || !list.is_file() {
         return;
     }
+    let map = env::var("VZRUN_LINK_MAP").unwrap_or_else(|_| {
+        let out = env::var("OUT_DIR").unwrap_or_default();
+        Path::new(&out).join("vzrun.map").display().to_string()
+    });
     let args = [
         format!("-Wl,--symbol-ordering-file={}", list.display()),
         "-Wl,--no-warn-symbol-ordering".to_string(),
+        format!("-Wl,-Map={map}"),
+        // Mangled names, as the ordering file has them.
+        "-Wl,--no-demangle".to_string(),
     ];
     if links_with(&args) {
         for a in args {

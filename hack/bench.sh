@@ -134,6 +134,10 @@ case "$BENCH_HOST_CGROUPS" in
   *) ns_note="a private mount namespace (nothing unmounted)" ;;
 esac
 
+# The peak RSS below depends on hack/text-order.txt matching the code: a stale list is said, not fatal (it checks
+# the repository's last release build, which is what hack/setup.sh installs).
+order=$("$repo/hack/text-order-check.sh") || say "warning: $order"
+
 runs=${BENCH_RUNS:-30}
 rss_runs=${BENCH_RSS_RUNS:-5}
 read -r -a scenarios <<<"${BENCH_SCENARIOS:-run create start delete exec podman ctr}"
