@@ -188,6 +188,42 @@ impl Drop for Listener {
     }
 }
 
+/// What most moves start from: the moves' lock, a LAN, a key both ends hold, a source
+/// and a destination runtime, and the VE's ID (tracked on the destination, its received
+/// bundle removed at the end). Fields drop in order: the runtimes' VEs before the LAN.
+struct Pair {
+    _one: std::sync::MutexGuard<'static, ()>,
+    _arrived: Arrived,
+    src: Runtime,
+    dst: Runtime,
+    id: String,
+    k: PathBuf,
+    _keys: tempfile::TempDir,
+    lan: Lan,
+}
+
+impl Pair {
+    fn new(lan: u8, prefix: &str) -> Pair {
+        let one = one_move_at_a_time();
+        let lan = Lan::new(lan);
+        let keys = tempfile::tempdir().unwrap();
+        let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
+        let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
+        let id = common::unique_id(prefix);
+        dst.track(&id);
+        Pair {
+            _one: one,
+            _arrived: Arrived(id.clone()),
+            src,
+            dst,
+            id,
+            k,
+            _keys: keys,
+            lan,
+        }
+    }
+}
+
 /// Removes what a destination keeps for a VE that arrived (its bundle), even on failure.
 struct Arrived(String);
 
@@ -388,14 +424,16 @@ fn route_in(ns: Option<&str>, ip: &str) -> String {
 #[test]
 fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
     require_criu!();
-    let _one = one_move_at_a_time();
-    let lan = Lan::new(1);
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("mig");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
+    let Pair {
+        _one,
+        lan,
+        _keys,
+        k,
+        src,
+        dst,
+        id,
+        _arrived,
+    } = Pair::new(1, "mig");
     let _b = start_ve(&src, &lan, &id);
     std::thread::sleep(Duration::from_millis(300));
     let stop = Arc::new(AtomicBool::new(false));
@@ -483,14 +521,16 @@ fn a_ve_frozen_in_a_vfork_wait_still_moves() {
         eprintln!("SKIP: no static C toolchain for the vfork spawner");
         return;
     };
-    let _one = one_move_at_a_time();
-    let lan = Lan::new(7);
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("migvf");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
+    let Pair {
+        _one,
+        lan,
+        _keys,
+        k,
+        src,
+        dst,
+        id,
+        _arrived,
+    } = Pair::new(7, "migvf");
     // Each round's child stays 3 s in the window: a move started as a round begins
     // freezes the VE inside it.
     let _b = start_ve_with(
@@ -999,14 +1039,16 @@ fn a_host_whose_pipe_max_size_cannot_be_raised_refuses_online_by_name() {
 #[test]
 fn a_slow_handshake_flood_does_not_shut_out_the_source() {
     require_criu!();
-    let _one = one_move_at_a_time();
-    let lan = Lan::new(5);
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("flood");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
+    let Pair {
+        _one,
+        lan,
+        _keys,
+        k,
+        src,
+        dst,
+        id,
+        _arrived,
+    } = Pair::new(5, "flood");
     let _b = start_ve(&src, &lan, &id);
     let l = Listener::serving(&dst, &lan, &k);
 
@@ -1048,14 +1090,16 @@ fn a_slow_handshake_flood_does_not_shut_out_the_source() {
 #[test]
 fn idle_connections_do_not_hold_the_listener() {
     require_criu!();
-    let _one = one_move_at_a_time();
-    let lan = Lan::new(5);
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("idle");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
+    let Pair {
+        _one,
+        lan,
+        _keys,
+        k,
+        src,
+        dst,
+        id,
+        _arrived,
+    } = Pair::new(5, "idle");
     let _b = start_ve(&src, &lan, &id);
     let l = Listener::serving(&dst, &lan, &k);
     // The attack: 50 connections that never say a word.
@@ -1158,14 +1202,16 @@ fn as_nobody(args: &[&str]) -> std::process::Output {
 #[test]
 fn host_users_cannot_reach_a_moved_ves_files_or_its_dumps() {
     require_criu!();
-    let _one = one_move_at_a_time();
-    let lan = Lan::new(8);
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("reach");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
+    let Pair {
+        _one,
+        lan,
+        _keys,
+        k,
+        src,
+        dst,
+        id,
+        _arrived,
+    } = Pair::new(8, "reach");
     let _b = start_ve(&src, &lan, &id);
     let mut l = Listener::start(&dst, &lan, &k);
     let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
@@ -1202,14 +1248,16 @@ fn host_users_cannot_reach_a_moved_ves_files_or_its_dumps() {
 #[test]
 fn a_post_restore_action_cannot_make_the_ve_run_on_both_hosts() {
     require_criu!();
-    let _one = one_move_at_a_time();
-    let lan = Lan::new(6);
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("twice");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
+    let Pair {
+        _one,
+        lan,
+        _keys,
+        k,
+        src,
+        dst,
+        id,
+        _arrived,
+    } = Pair::new(6, "twice");
     let _b = start_ve_annotated(
         &src,
         &lan,
@@ -1295,14 +1343,16 @@ fn a_sparse_file_cannot_fill_the_destinations_disk() {
 #[test]
 fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
     require_criu!();
-    let _one = one_move_at_a_time();
-    let lan = Lan::new(8);
-    let keys = tempfile::tempdir().unwrap();
-    let k = key(keys.path(), "k", "vzt-shared-key-0123456789abcdef\n");
-    let (src, dst) = (Runtime::vzrun(), Runtime::vzrun());
-    let id = common::unique_id("lost");
-    let _arrived = Arrived(id.clone());
-    dst.track(&id);
+    let Pair {
+        _one,
+        lan,
+        _keys,
+        k,
+        src,
+        dst,
+        id,
+        _arrived,
+    } = Pair::new(8, "lost");
     let _b = start_ve_annotated(
         &src,
         &lan,
@@ -1336,6 +1386,12 @@ fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
         "the source resumed while the destination runs the VE: {err}"
     );
     assert_eq!(dst.status(&id), "running");
-    // Settled as the message says: the destination has it, the source's copy goes.
-    assert_eq!(src.run(&["delete", "-f", &id]).code, 0);
+    // Settled as the message says, the other way round: the destination's copy goes
+    // and the source takes the VE back.
+    assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
+    assert_eq!(src.run(&["resume", &id]).code, 0);
+    assert_eq!(src.status(&id), "running");
+    let c = count(&src, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count(&src, &id) > c, "the source VE runs again");
 }

@@ -203,7 +203,15 @@ impl Runtime {
     pub fn resume(&self, id: &str) -> Result<()> {
         let mut loaded = self.root.load(id)?;
         can_resume(loaded.container.status())?;
-        Ok(loaded.container.resume()?)
+        loaded.container.resume()?;
+        // A VE a move left frozen has its host link down too (its copy may have run
+        // elsewhere meanwhile): taken back here, it is up and announced again. For any
+        // other paused VE the link is up already.
+        if let Some(n) = &loaded.record.ve.net {
+            crate::ve::net::set_host_link(n, true)?;
+            crate::ve::net::announce(n);
+        }
+        Ok(())
     }
 
     /// Removes a stopped (or, with `force`, any) container and everything the VE layer

@@ -239,8 +239,17 @@ impl Channel {
     }
 
     /// The source's side: checks who answered, then runs the handshake as its initiator.
-    pub fn client(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
-        let hs = Self::client_handshake(
+    pub fn client(stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
+        Self::by_deadline(stream, key, Self::client_handshake)
+    }
+
+    /// Runs one side's handshake within [`HANDSHAKE_TIMEOUT`], then frames.
+    fn by_deadline(
+        mut stream: TcpStream,
+        key: &Key,
+        side: fn(&mut ByDeadline, &Key) -> Result<HandshakeState, MigError>,
+    ) -> Result<Channel, MigError> {
+        let hs = side(
             &mut ByDeadline {
                 stream: &mut stream,
                 until: Instant::now() + HANDSHAKE_TIMEOUT,
@@ -273,15 +282,8 @@ impl Channel {
 
     /// The listener's side: refuses the source unless its first message proves the key,
     /// all within [`HANDSHAKE_TIMEOUT`].
-    pub fn server(mut stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
-        let hs = Self::server_handshake(
-            &mut ByDeadline {
-                stream: &mut stream,
-                until: Instant::now() + HANDSHAKE_TIMEOUT,
-            },
-            key,
-        )?;
-        Channel::new(stream, hs)
+    pub fn server(stream: TcpStream, key: &Key) -> Result<Channel, MigError> {
+        Self::by_deadline(stream, key, Self::server_handshake)
     }
 
     fn server_handshake(stream: &mut ByDeadline, key: &Key) -> Result<HandshakeState, MigError> {
