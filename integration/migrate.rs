@@ -1387,11 +1387,32 @@ fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
     );
     assert_eq!(dst.status(&id), "running");
     // Settled as the message says, the other way round: the destination's copy goes
-    // and the source takes the VE back.
-    assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
+    // (from the destination's namespace, where its host link is: both ends name the
+    // link after the same ID) and the source takes the VE back, answering on its LAN.
+    let mut del = Command::new("nsenter");
+    del.arg(format!("--net=/run/netns/{}", lan.dst))
+        .arg(common::VZRUN)
+        .arg("--root")
+        .arg(dst.root.path())
+        .args(["delete", "-f", &id]);
+    let d = common::output_of(del, Stdio::null());
+    assert_eq!(d.code, 0, "{d:?}");
     assert_eq!(src.run(&["resume", &id]).code, 0);
     assert_eq!(src.status(&id), "running");
     let c = count(&src, &id);
     std::thread::sleep(Duration::from_millis(300));
     assert!(count(&src, &id) > c, "the source VE runs again");
+    let (cli, at) = (lan.cli.clone(), format!("{}:7000", lan.ve_ip()));
+    let reached = std::thread::spawn(move || {
+        let ns = std::fs::File::open(Lan::ns(&cli)).unwrap();
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let addr: std::net::SocketAddr = at.parse().unwrap();
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map(|_| ())
+    })
+    .join()
+    .unwrap();
+    assert!(
+        reached.is_ok(),
+        "the VE does not answer after resume: {reached:?}"
+    );
 }

@@ -337,6 +337,11 @@ impl Runtime {
     /// The container's cgroup, with whatever still runs in it, and libcontainer's directory.
     fn remove_cgroup_and_state(&self, id: &str) {
         self.remove_cgroup(id, true);
+        // A fork of the killed create that no lock named (libcontainer's intermediate
+        // process) may have made the cgroup in one hierarchy after this sweep passed it
+        // and before the sweep killed it in another; it is dead now, so a second pass
+        // finds for good what it made (CI saw a `cpu` cgroup left that way, once).
+        self.remove_cgroup(id, true);
         let _ = std::fs::remove_dir_all(self.root.container_dir(id));
     }
 
