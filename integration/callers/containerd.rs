@@ -166,7 +166,12 @@ fn start_containerd() -> Result<Containerd, String> {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    // Its temporary files (a checkpoint's `ctrd-checkpoint*` work directories, which
+    // it leaves behind) go to the suite's directory, removed at teardown.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
     let child = Command::new("containerd")
+        .env("TMPDIR", &tmp)
         .arg("--config")
         .arg(dir.join("config.toml"))
         .stdin(Stdio::null())
@@ -314,7 +319,10 @@ fn kill_shims(whose: impl Fn(&str) -> bool) {
 impl Containerd {
     pub fn ctr_raw(&self) -> Command {
         let mut c = Command::new("ctr");
-        c.arg("-a").arg(&self.sock);
+        // As the daemon's: whatever ctr leaves in a temp dir goes with the suite's.
+        c.env("TMPDIR", self.dir.join("tmp"))
+            .arg("-a")
+            .arg(&self.sock);
         c
     }
 
