@@ -205,11 +205,12 @@ impl Runtime {
         can_resume(loaded.container.status())?;
         loaded.container.resume()?;
         // A VE a move left frozen has its host link down too (its copy may have run
-        // elsewhere meanwhile): taken back here, it is up and announced again. For any
-        // other paused VE the link is up already.
+        // elsewhere meanwhile): taken back here, it is up and announced again. Any other
+        // paused VE has its link up, and costs one netlink request.
         if let Some(n) = &loaded.record.ve.net {
-            crate::ve::net::set_host_link(n, true)?;
-            crate::ve::net::announce(n);
+            if crate::ve::net::host_link_down(n)? {
+                crate::ve::net::reconnect(n)?;
+            }
         }
         Ok(())
     }

@@ -651,12 +651,13 @@ struct HostLink<'a>(Option<&'a crate::ve::net::NetRecord>);
 impl HostLink<'_> {
     fn set(&self, up: bool) -> Result<()> {
         let Some(n) = self.0 else { return Ok(()) };
-        crate::ve::net::set_host_link(n, up)?;
         if up {
             // Up again only on the way back: a destination whose restore failed late may
             // have announced the VE's addresses already (its link comes up with the
             // sockets, before the restore ends), so neighbours learn this host again.
-            crate::ve::net::announce(n);
+            crate::ve::net::reconnect(n)?;
+        } else {
+            crate::ve::net::set_host_link(n, false)?;
         }
         Ok(())
     }

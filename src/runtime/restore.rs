@@ -246,8 +246,7 @@ impl Runtime {
         let linked = std::cell::Cell::new(false);
         let link_up = || -> std::result::Result<(), String> {
             if let Some(n) = &net {
-                crate::ve::net::set_host_link(n, true).map_err(|e| format!("host link: {e}"))?;
-                crate::ve::net::announce(n);
+                crate::ve::net::reconnect(n).map_err(|e| format!("host link: {e}"))?;
             }
             linked.set(true);
             Ok(())
@@ -292,11 +291,7 @@ impl Runtime {
         // there, now. A failure to bring it up (an address this VE no longer holds) ends
         // the restored VE like any other failure here.
         let on_wire = || match &claimed.record.ve.net {
-            Some(n) if !linked.get() => {
-                crate::ve::net::set_host_link(n, true)?;
-                crate::ve::net::announce(n);
-                Ok(())
-            }
+            Some(n) if !linked.get() => Ok(crate::ve::net::reconnect(n)?),
             _ => Ok(()),
         };
         if let Err(e) = limited

@@ -487,6 +487,15 @@ impl Netlink {
             .map(|l| l.header.index))
     }
 
+    /// Whether the link `name` is administratively up; None when there is no such link.
+    pub fn link_is_up(&mut self, name: &str) -> Result<Option<bool>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        Ok(self
+            .get_link(&format!("get link {name}"), m)?
+            .map(|l| l.header.flags.contains(LinkFlags::Up)))
+    }
+
     pub fn link_mac(&mut self, index: u32) -> Result<Option<Vec<u8>>> {
         let mut m = LinkMessage::default();
         m.header.index = index;

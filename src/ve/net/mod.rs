@@ -30,5 +30,6 @@ pub use dns::{resolv_conf, update_resolv_conf};
 pub use error::NetError;
 pub use live::{change, check_add, Changes};
 pub use setup::{
-    announce, fresh_netns, preflight, set_host_link, setup, setup_at, teardown, NetRecord,
+    announce, fresh_netns, host_link_down, preflight, reconnect, set_host_link, setup, setup_at,
+    teardown, NetRecord,
 };

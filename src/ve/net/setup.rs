@@ -109,6 +109,24 @@ pub fn set_host_link(rec: &NetRecord, up: bool) -> Result<(), NetError> {
     Ok(())
 }
 
+/// Brings the VE's host link up (its host routes and address claims with it, see
+/// [`set_host_link`]) and tells the LAN the VE answers here: the way back for a VE whose
+/// link a move or restore held down.
+pub fn reconnect(rec: &NetRecord) -> Result<(), NetError> {
+    set_host_link(rec, true)?;
+    announce(rec);
+    Ok(())
+}
+
+/// Whether the VE's host link exists and is down (a move left it so). Answered by one
+/// netlink request, so a caller on a path every VE takes (resume) pays only that.
+pub fn host_link_down(rec: &NetRecord) -> Result<bool, NetError> {
+    let Some(host_if) = &rec.host_if else {
+        return Ok(false);
+    };
+    Ok(Netlink::new()?.link_is_up(host_if)? == Some(false))
+}
+
 fn rec_ips(rec: &NetRecord) -> Vec<IpAddr> {
     rec.ips.iter().map(|a| a.ip).collect()
 }
