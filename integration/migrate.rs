@@ -190,16 +190,17 @@ impl Drop for Listener {
 
 /// What most moves start from: the moves' lock, a LAN, a key both ends hold, a source
 /// and a destination runtime, and the VE's ID (tracked on the destination, its received
-/// bundle removed at the end). Fields drop in order: the runtimes' VEs before the LAN.
+/// bundle removed at the end). Fields drop in the order written: the runtimes' VEs
+/// before the LAN, the moves' lock last.
 struct Pair {
-    _one: std::sync::MutexGuard<'static, ()>,
     _arrived: Arrived,
-    src: Runtime,
-    dst: Runtime,
     id: String,
+    dst: Runtime,
+    src: Runtime,
     k: PathBuf,
     _keys: tempfile::TempDir,
     lan: Lan,
+    _one: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Pair {
@@ -424,30 +425,22 @@ fn route_in(ns: Option<&str>, ip: &str) -> String {
 #[test]
 fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
     require_criu!();
-    let Pair {
-        _one,
-        lan,
-        _keys,
-        k,
-        src,
-        dst,
-        id,
-        _arrived,
-    } = Pair::new(1, "mig");
-    let _b = start_ve(&src, &lan, &id);
+    let p = Pair::new(1, "mig");
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
+    let _b = start_ve(src, lan, id);
     std::thread::sleep(Duration::from_millis(300));
     let stop = Arc::new(AtomicBool::new(false));
-    let cl = client(&lan, stop.clone());
+    let cl = client(lan, stop.clone());
     std::thread::sleep(Duration::from_millis(500));
-    let before = count(&src, &id);
+    let before = count(src, id);
     assert!(
         !route_in(None, &lan.ve_ip()).is_empty(),
         "the source routes the VE's address"
     );
 
-    let mut l = Listener::start(&dst, &lan, &k);
+    let mut l = Listener::start(dst, lan, k);
     let move_began = Instant::now();
-    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let o = src.run(&["migrate", id, &l.addr, "--key-file", k.to_str().unwrap()]);
     let move_ended = Instant::now();
     let listener_log = l.stderr();
     assert_eq!(o.code, 0, "{o:?}\nlistener: {listener_log}");
@@ -455,20 +448,20 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
     assert!(o.stderr.contains("mode: cold"), "{}", o.stderr);
 
     // Arrived running, with its address and its processes' state.
-    assert_eq!(dst.status(&id), "running");
-    let after = count(&dst, &id);
+    assert_eq!(dst.status(id), "running");
+    let after = count(dst, id);
     assert!(after >= before, "counter went back: {before} -> {after}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        count(&dst, &id) > after,
+        count(dst, id) > after,
         "the counter runs on the destination"
     );
     let a = dst.run(&[
-        "exec", &id, "ip", "-o", "-4", "addr", "show", "dev", "venet0",
+        "exec", id, "ip", "-o", "-4", "addr", "show", "dev", "venet0",
     ]);
     assert!(a.stdout.contains(&lan.ve_ip()), "{a:?}");
     // /dev/shm was empty: left out of the dump and made anew, writable as before.
-    let w = dst.run(&["exec", &id, "touch", "/dev/shm/after-the-move"]);
+    let w = dst.run(&["exec", id, "touch", "/dev/shm/after-the-move"]);
     assert_eq!(w.code, 0, "{w:?}");
     // The address moved: routed on the destination, gone from the source.
     assert!(
@@ -479,7 +472,7 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
         route_in(None, &lan.ve_ip()).is_empty(),
         "source still routes it"
     );
-    assert_ne!(src.run(&["state", &id]).code, 0, "the source VE is gone");
+    assert_ne!(src.run(&["state", id]).code, 0, "the source VE is gone");
 
     // The client sees a pause, not a reset: its longest gap between answers stays within
     // the suspended time plus TCP's retransmission back-off.
@@ -503,11 +496,12 @@ fn cold_migration_moves_the_ve_with_a_tcp_client_connected() {
         "cold move: suspended {susp} s, client's longest gap between answers {longest:?} ({} echoes through the move)",
         echoes.answers
     );
-    assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
+    assert_eq!(dst.run(&["delete", "-f", id]).code, 0);
     // The moved VE's bundle stays on the destination until its owner removes it.
     assert!(Path::new(&format!("/var/lib/vzrun/migrated/{id}/bundle/config.json")).exists());
-    drop(_arrived);
-    assert!(common::disk_leftovers(&id).is_empty());
+    // What `Arrived` removes at the end, removed now for the check below.
+    let _ = std::fs::remove_dir_all(format!("/var/lib/vzrun/migrated/{id}"));
+    assert!(common::disk_leftovers(id).is_empty());
 }
 
 /// A VE frozen while one of its tasks waits in vfork for its child's exec: CRIU cannot
@@ -521,43 +515,35 @@ fn a_ve_frozen_in_a_vfork_wait_still_moves() {
         eprintln!("SKIP: no static C toolchain for the vfork spawner");
         return;
     };
-    let Pair {
-        _one,
-        lan,
-        _keys,
-        k,
-        src,
-        dst,
-        id,
-        _arrived,
-    } = Pair::new(7, "migvf");
+    let p = Pair::new(7, "migvf");
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
     // Each round's child stays 3 s in the window: a move started as a round begins
     // freezes the VE inside it.
     let _b = start_ve_with(
-        &src,
-        &lan,
-        &id,
+        src,
+        lan,
+        id,
         "while [ ! -x /tmp/vf ]; do usleep 10000; done; /tmp/vf 3000 /tmp/vf-rounds & ",
     );
-    common::put_vfork_spawner(&src, &id, spawner);
-    let round = common::wait_vfork_round(&src, &id);
-    let l = Listener::start(&dst, &lan, &k);
-    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    common::put_vfork_spawner(src, id, spawner);
+    let round = common::wait_vfork_round(src, id);
+    let l = Listener::start(dst, lan, k);
+    let o = src.run(&["migrate", id, &l.addr, "--key-file", k.to_str().unwrap()]);
     drop(l);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("waiting in vfork"), "{}", o.stderr);
-    assert_eq!(dst.status(&id), "running");
-    assert_ne!(src.run(&["state", &id]).code, 0, "the source VE is gone");
+    assert_eq!(dst.status(id), "running");
+    assert_ne!(src.run(&["state", id]).code, 0, "the source VE is gone");
     // The spawner carries on where it was.
     let mut now = 0;
     assert!(
         common::wait_until(30, || {
-            now = common::vfork_round(&dst, &id);
+            now = common::vfork_round(dst, id);
             now > round
         }),
         "the spawner did not go on after the move: round {round} -> {now}"
     );
-    assert_eq!(dst.run(&["delete", "-f", &id]).code, 0);
+    assert_eq!(dst.run(&["delete", "-f", id]).code, 0);
 }
 
 #[test]
@@ -1039,18 +1025,10 @@ fn a_host_whose_pipe_max_size_cannot_be_raised_refuses_online_by_name() {
 #[test]
 fn a_slow_handshake_flood_does_not_shut_out_the_source() {
     require_criu!();
-    let Pair {
-        _one,
-        lan,
-        _keys,
-        k,
-        src,
-        dst,
-        id,
-        _arrived,
-    } = Pair::new(5, "flood");
-    let _b = start_ve(&src, &lan, &id);
-    let l = Listener::serving(&dst, &lan, &k);
+    let p = Pair::new(5, "flood");
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
+    let _b = start_ve(src, lan, id);
+    let l = Listener::serving(dst, lan, k);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (addr, cli, halt) = (l.addr.clone(), lan.cli.clone(), stop.clone());
@@ -1077,9 +1055,9 @@ fn a_slow_handshake_flood_does_not_shut_out_the_source() {
         (began.elapsed(), held.len(), dropped_by_deadline)
     });
     std::thread::sleep(Duration::from_secs(3));
-    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let o = src.run(&["migrate", id, &l.addr, "--key-file", k.to_str().unwrap()]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert_eq!(dst.status(&id), "running");
+    assert_eq!(dst.status(id), "running");
     // Keep trickling past the handshake's deadline: the listener closes them all.
     std::thread::sleep(Duration::from_secs(12));
     stop.store(true, Ordering::Relaxed);
@@ -1090,26 +1068,18 @@ fn a_slow_handshake_flood_does_not_shut_out_the_source() {
 #[test]
 fn idle_connections_do_not_hold_the_listener() {
     require_criu!();
-    let Pair {
-        _one,
-        lan,
-        _keys,
-        k,
-        src,
-        dst,
-        id,
-        _arrived,
-    } = Pair::new(5, "idle");
-    let _b = start_ve(&src, &lan, &id);
-    let l = Listener::serving(&dst, &lan, &k);
+    let p = Pair::new(5, "idle");
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
+    let _b = start_ve(src, lan, id);
+    let l = Listener::serving(dst, lan, k);
     // The attack: 50 connections that never say a word.
     let idle: Vec<std::net::TcpStream> = (0..50)
         .map(|_| std::net::TcpStream::connect(&l.addr).expect("connect"))
         .collect();
     let t = Instant::now();
-    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let o = src.run(&["migrate", id, &l.addr, "--key-file", k.to_str().unwrap()]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert_eq!(dst.status(&id), "running");
+    assert_eq!(dst.status(id), "running");
     // Served at once, not after the idle peers' handshake timeout ran out.
     assert!(
         t.elapsed() < Duration::from_secs(10),
@@ -1202,21 +1172,13 @@ fn as_nobody(args: &[&str]) -> std::process::Output {
 #[test]
 fn host_users_cannot_reach_a_moved_ves_files_or_its_dumps() {
     require_criu!();
-    let Pair {
-        _one,
-        lan,
-        _keys,
-        k,
-        src,
-        dst,
-        id,
-        _arrived,
-    } = Pair::new(8, "reach");
-    let _b = start_ve(&src, &lan, &id);
-    let mut l = Listener::start(&dst, &lan, &k);
-    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let p = Pair::new(8, "reach");
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
+    let _b = start_ve(src, lan, id);
+    let mut l = Listener::start(dst, lan, k);
+    let o = src.run(&["migrate", id, &l.addr, "--key-file", k.to_str().unwrap()]);
     assert_eq!(o.code, 0, "{o:?}\nlistener: {}", l.stderr());
-    assert_eq!(dst.status(&id), "running");
+    assert_eq!(dst.status(id), "running");
 
     let rootfs = format!("/var/lib/vzrun/migrated/{id}/bundle/rootfs");
     let busybox = format!("{rootfs}/bin/busybox");
@@ -1248,26 +1210,18 @@ fn host_users_cannot_reach_a_moved_ves_files_or_its_dumps() {
 #[test]
 fn a_post_restore_action_cannot_make_the_ve_run_on_both_hosts() {
     require_criu!();
-    let Pair {
-        _one,
-        lan,
-        _keys,
-        k,
-        src,
-        dst,
-        id,
-        _arrived,
-    } = Pair::new(6, "twice");
+    let p = Pair::new(6, "twice");
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
     let _b = start_ve_annotated(
-        &src,
-        &lan,
-        &id,
+        src,
+        lan,
+        id,
         "",
         json!({"io.vzrun.hooks.post-restore": "ve:sleep 400", "io.vzrun.hooks.timeout": "1000"}),
     );
-    let mut l = Listener::start(&dst, &lan, &k);
+    let mut l = Listener::start(dst, lan, k);
     let t = Instant::now();
-    let o = src.run(&["migrate", &id, &l.addr, "--key-file", k.to_str().unwrap()]);
+    let o = src.run(&["migrate", id, &l.addr, "--key-file", k.to_str().unwrap()]);
     let took = t.elapsed();
     let log = l.stderr();
     assert_ne!(o.code, 0, "the move went through after {took:?}: {o:?}");
@@ -1276,15 +1230,15 @@ fn a_post_restore_action_cannot_make_the_ve_run_on_both_hosts() {
         took < Duration::from_secs(200),
         "the source waited {took:?} (the action was not cut short)"
     );
-    assert_eq!(src.status(&id), "running", "{o:?}");
+    assert_eq!(src.status(id), "running", "{o:?}");
     assert_ne!(
-        dst.run(&["state", &id]).code,
+        dst.run(&["state", id]).code,
         0,
         "the VE also runs on the destination: {log}"
     );
-    let c = count(&src, &id);
+    let c = count(src, id);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(count(&src, &id) > c, "the source VE runs on");
+    assert!(count(src, id) > c, "the source VE runs on");
 }
 
 /// The attack: a sparse file in the VE's rootfs costs the tenant nothing and used to be
@@ -1343,35 +1297,27 @@ fn a_sparse_file_cannot_fill_the_destinations_disk() {
 #[test]
 fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
     require_criu!();
-    let Pair {
-        _one,
-        lan,
-        _keys,
-        k,
-        src,
-        dst,
-        id,
-        _arrived,
-    } = Pair::new(8, "lost");
+    let p = Pair::new(8, "lost");
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
     let _b = start_ve_annotated(
-        &src,
-        &lan,
-        &id,
+        src,
+        lan,
+        id,
         "",
         json!({"io.vzrun.hooks.post-restore": "ve:sleep 20"}),
     );
-    let mut l = Listener::start(&dst, &lan, &k);
+    let mut l = Listener::start(dst, lan, k);
     let migrate = src
         .command()
-        .args(["migrate", &id, &l.addr, "--key-file"])
-        .arg(&k)
+        .args(["migrate", id, &l.addr, "--key-file"])
+        .arg(k)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Restored there (its action running): the listener dies.
     let t = Instant::now();
-    while dst.run(&["state", &id]).code != 0 {
+    while dst.run(&["state", id]).code != 0 {
         assert!(t.elapsed() < Duration::from_secs(60), "never restored");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1381,11 +1327,11 @@ fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("left frozen"), "{err}");
     assert_ne!(
-        src.status(&id),
+        src.status(id),
         "running",
         "the source resumed while the destination runs the VE: {err}"
     );
-    assert_eq!(dst.status(&id), "running");
+    assert_eq!(dst.status(id), "running");
     // Settled as the message says, the other way round: the destination's copy goes
     // (from the destination's namespace, where its host link is: both ends name the
     // link after the same ID) and the source takes the VE back, answering on its LAN.
@@ -1394,14 +1340,14 @@ fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
         .arg(common::VZRUN)
         .arg("--root")
         .arg(dst.root.path())
-        .args(["delete", "-f", &id]);
+        .args(["delete", "-f", id]);
     let d = common::output_of(del, Stdio::null());
     assert_eq!(d.code, 0, "{d:?}");
-    assert_eq!(src.run(&["resume", &id]).code, 0);
-    assert_eq!(src.status(&id), "running");
-    let c = count(&src, &id);
+    assert_eq!(src.run(&["resume", id]).code, 0);
+    assert_eq!(src.status(id), "running");
+    let c = count(src, id);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(count(&src, &id) > c, "the source VE runs again");
+    assert!(count(src, id) > c, "the source VE runs again");
     let (cli, at) = (lan.cli.clone(), format!("{}:7000", lan.ve_ip()));
     let reached = std::thread::spawn(move || {
         let ns = std::fs::File::open(Lan::ns(&cli)).unwrap();
