@@ -301,6 +301,16 @@ pub fn main() -> i32 {
             logging::error(&err);
             return 1;
         }
+        // Nor the caller's supplementary groups: a container process has exactly the
+        // additional gids of its spec, as under runc. libcontainer calls setgroups(2)
+        // only for a non-empty list, so its forks would keep whatever groups the caller
+        // (a shim, a shell) had.
+        if let Err(e) = nix::unistd::setgroups(&[]) {
+            logging::error(&anyhow::anyhow!(
+                "drop the caller's supplementary groups: {e}"
+            ));
+            return 1;
+        }
     }
     // The whole command as one timed step; every step below nests in it.
     let _step = tracing::debug_span!("vzrun", command = %command_name(&matches)).entered();

@@ -157,6 +157,11 @@ impl Runtime {
         Self::new("vzrun", bin.to_str().expect("utf-8 path"))
     }
 
+    /// A runtime under its own name from another program (a wrapper script).
+    pub fn named(name: &'static str, bin: &Path) -> Self {
+        Self::new(name, bin.to_str().expect("utf-8 path"))
+    }
+
     fn new(name: &'static str, bin: &str) -> Self {
         Runtime {
             name,
