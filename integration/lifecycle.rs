@@ -7,6 +7,7 @@ mod common;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{Bundle, Runtime};
@@ -788,4 +789,135 @@ fn exec_leaves_nothing_in_the_state_directories() {
     }
     assert_eq!(entries(), before);
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+}
+
+/// The credential lines of /proc/PID/status.
+fn creds_of(pid: i64) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| {
+            ["Uid:", "Gid:", "Groups:", "Cap", "NoNewPrivs:", "Seccomp:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the host sees of a container's init and of a detached `exec ID sleep 300` next
+/// to it, both started by a caller with supplementary groups 5 and 6: whether the exec
+/// is in the init's namespaces and cgroups, its open fds, and the credential lines of
+/// both.
+struct Seen {
+    same_ns: bool,
+    same_cgroup: bool,
+    fds: Vec<String>,
+    exec_creds: Vec<String>,
+    init_creds: Vec<String>,
+}
+
+fn exec_seen_from_host(name: &'static str, bin: &str) -> Seen {
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-execjoin-")
+        .tempdir()
+        .unwrap();
+    // The caller's groups, as a shim or a shell may have them.
+    let wrapper = dir.path().join(name);
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec setpriv --groups 5,6 -- {bin} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rt = Runtime::named(name, &wrapper);
+    let bundle = Bundle::busybox(&["sleep", "300"]);
+    let id = common::unique_id("execjoin");
+    rt.track(&id);
+    let pidfile = dir.path().join("pid");
+    assert_eq!(rt.run(&["run", "-d", "-b", bundle.p(), &id]).code, 0);
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+    let o = rt.run(&[
+        "exec",
+        "-d",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &id,
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(o.code, 0, "{name} exec: {o:?}");
+    let pid: i64 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let link = |p: i64, ns: &str| std::fs::read_link(format!("/proc/{p}/ns/{ns}")).unwrap();
+    let cgroup = |p: i64| std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+    let mut fds = common::dir_entries(Path::new(&format!("/proc/{pid}/fd")));
+    fds.sort();
+    let seen = Seen {
+        same_ns: ["mnt", "uts", "ipc", "net", "pid", "cgroup"]
+            .iter()
+            .all(|ns| link(pid, ns) == link(init, ns)),
+        same_cgroup: cgroup(pid) == cgroup(init),
+        fds,
+        exec_creds: creds_of(pid),
+        init_creds: creds_of(init),
+    };
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    seen
+}
+
+/// vzrun starts an exec'd process itself (one fork, no intermediate): it must land where
+/// runc's does, in every namespace and cgroup of the container's init, with runc's
+/// credentials and none of vzrun's open files. Neither it nor the init may carry the
+/// caller's supplementary groups (libcontainer's forks kept them).
+#[test]
+fn an_exec_joins_the_inits_namespaces_and_cgroups_with_runcs_credentials() {
+    require_root!();
+    if !common::have("runc") || !common::have("setpriv") {
+        eprintln!("SKIP: runc or setpriv is not installed (hack/setup.sh installs them)");
+        return;
+    }
+    let vz = exec_seen_from_host("vzrun", common::VZRUN);
+    let runc = exec_seen_from_host("runc", "runc");
+    assert!(
+        vz.same_ns,
+        "vzrun's exec is not in all of the init's namespaces"
+    );
+    assert!(
+        vz.same_cgroup,
+        "vzrun's exec is not in all of the init's cgroups"
+    );
+    assert_eq!(
+        vz.fds,
+        ["0", "1", "2"],
+        "vzrun's exec holds more than stdio"
+    );
+    assert!(
+        vz.init_creds.iter().any(|l| l.trim_end() == "Groups:"),
+        "the caller's groups reached the init: {:?}",
+        vz.init_creds
+    );
+    assert_eq!(
+        (
+            vz.same_ns,
+            vz.same_cgroup,
+            &vz.fds,
+            &vz.exec_creds,
+            &vz.init_creds
+        ),
+        (
+            runc.same_ns,
+            runc.same_cgroup,
+            &runc.fds,
+            &runc.exec_creds,
+            &runc.init_creds
+        )
+    );
 }

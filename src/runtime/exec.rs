@@ -12,11 +12,13 @@ use oci_spec::runtime::{Process, Spec};
 
 use crate::runtime::bundle::load_spec;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::exec_direct::Launch;
 use crate::runtime::executor::{lend_sys_admin, VzExecutor};
 use crate::runtime::foreground::{become_subreaper, forward_signals, wait_exit};
 use crate::runtime::lifecycle::can_exec;
+use crate::runtime::root::Loaded;
 use crate::runtime::run::{console, terminal_err};
-use crate::runtime::seccomp_agent::AgentState;
+use crate::runtime::seccomp_agent::{AgentState, Relay};
 use crate::runtime::Runtime;
 use crate::sys::pty;
 
@@ -173,9 +175,6 @@ impl Runtime {
             Some(f) if loaded.record.lent_sys_admin => !f.caps.iter().any(|c| c == "CAP_SYS_ADMIN"),
             _ => lend_sys_admin(has_seccomp, &mut process),
         };
-        let process_copy = TempFile(ve_dir.join(format!("process-{}.json", std::process::id())));
-        let doc = serde_json::to_vec(&process).map_err(|e| Error::Step(e.to_string()))?;
-        std::fs::write(&process_copy.0, doc).map_err(|e| Error::io("write", &process_copy.0, e))?;
         if !opts.detach {
             become_subreaper()?;
         }
@@ -194,60 +193,46 @@ impl Runtime {
             init_pid,
             ..AgentState::default()
         })?;
-        // Into a paused container (--ignore-paused) the process freezes as it joins the
-        // cgroup, and libcontainer's build waits for it until a resume thaws it: a resume
-        // needs this lock, so it is let go first (runc holds no lock across an exec).
         let status = loaded.container.status();
-        let loaded = if status == ContainerStatus::Paused {
-            drop(loaded);
-            None
-        } else {
-            Some(loaded)
-        };
-        let view = ExecView::new(
-            &self.root.container_dir(&opts.id),
-            &ve_dir,
-            &opts.id,
-            status == ContainerStatus::Created,
-        )?;
-        let state_root = &view.0;
-        // Forked from here, the process is born in the container's unified cgroup, which
-        // libcontainer's v1 manager does not join (runc's does).
-        let unified = match derived
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_ref())
-        {
-            Some(path) => crate::sys::cgroups::join_unified(path, false)?,
-            None => None,
-        };
-        let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
-            .with_root_path(state_root)?
-            .with_pid_file(None::<PathBuf>)?
-            .with_console_socket(console_socket.clone())
-            .with_preserved_fds(opts.preserve_fds)
-            .with_executor(executor)
-            .as_tenant()
-            .with_detach(opts.detach || console_socket.is_some())
-            .with_process(Some(process_copy.0.clone()))
-            .with_ignore_paused(opts.ignore_paused)
-            .with_sub_cgroup(sub_cgroup)
-            .with_process_label(opts.process_label.clone())
-            .build();
-        drop(unified);
-        // A failed hand-off fails the process too: the agent's error is the one to tell.
-        let relayed = relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
-        let pid = match (built, relayed) {
-            (Ok(pid), Ok(())) => pid,
-            (Ok(pid), Err(e)) => {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                return Err(e.into());
+        let direct = match init_pid {
+            Some(pid)
+                if status == ContainerStatus::Running
+                    && console_socket.is_none()
+                    && relay.is_none()
+                    && sub_cgroup.is_none()
+                    && label.is_none()
+                    && Launch::fits(&derived, &process) =>
+            {
+                Some(pid)
             }
-            (Err(_), Err(e)) => return Err(e.into()),
-            (Err(e), Ok(())) => return Err(e.into()),
+            _ => None,
         };
-        drop(view);
-        drop(loaded);
+        let pid = match direct {
+            Some(init_pid) => {
+                let pid = Launch {
+                    init_pid,
+                    derived: &derived,
+                    process: &process,
+                    executor: &executor,
+                    preserve_fds: opts.preserve_fds,
+                }
+                .spawn()?;
+                drop(loaded);
+                pid
+            }
+            None => self.exec_libcontainer(
+                &opts,
+                loaded,
+                &process,
+                Tenant {
+                    derived: &derived,
+                    executor,
+                    relay,
+                    console_socket,
+                    sub_cgroup,
+                },
+            )?,
+        };
         // Written here rather than by libcontainer, which only warns when it cannot: runc
         // fails the exec and ends the process it started.
         if let Some(path) = &pid_file {
@@ -277,6 +262,88 @@ impl Runtime {
             let _ = t.join();
         }
         Ok(code)
+    }
+}
+
+/// What libcontainer's tenant path is given besides the process.
+struct Tenant<'a> {
+    derived: &'a Spec,
+    executor: VzExecutor,
+    relay: Option<Relay>,
+    console_socket: Option<PathBuf>,
+    sub_cgroup: Option<String>,
+}
+
+impl Runtime {
+    /// Starts the process through libcontainer's tenant builder: for what vzrun's own
+    /// launcher (`exec_direct`) leaves to it.
+    fn exec_libcontainer(
+        &self,
+        opts: &ExecOptions,
+        loaded: Loaded,
+        process: &Process,
+        t: Tenant,
+    ) -> Result<nix::unistd::Pid> {
+        let ve_dir = self.root.ve_dir(&opts.id);
+        let process_copy = TempFile(ve_dir.join(format!("process-{}.json", std::process::id())));
+        let doc = serde_json::to_vec(process).map_err(|e| Error::Step(e.to_string()))?;
+        std::fs::write(&process_copy.0, doc).map_err(|e| Error::io("write", &process_copy.0, e))?;
+        // Into a paused container (--ignore-paused) the process freezes as it joins the
+        // cgroup, and libcontainer's build waits for it until a resume thaws it: a resume
+        // needs this lock, so it is let go first (runc holds no lock across an exec).
+        let status = loaded.container.status();
+        let loaded = if status == ContainerStatus::Paused {
+            drop(loaded);
+            None
+        } else {
+            Some(loaded)
+        };
+        let view = ExecView::new(
+            &self.root.container_dir(&opts.id),
+            &ve_dir,
+            &opts.id,
+            status == ContainerStatus::Created,
+        )?;
+        let state_root = &view.0;
+        // Forked from here, the process is born in the container's unified cgroup, which
+        // libcontainer's v1 manager does not join (runc's does).
+        let unified = match t
+            .derived
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+        {
+            Some(path) => crate::sys::cgroups::join_unified(path, false)?,
+            None => None,
+        };
+        let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
+            .with_root_path(state_root)?
+            .with_pid_file(None::<PathBuf>)?
+            .with_console_socket(t.console_socket.clone())
+            .with_preserved_fds(opts.preserve_fds)
+            .with_executor(t.executor)
+            .as_tenant()
+            .with_detach(opts.detach || t.console_socket.is_some())
+            .with_process(Some(process_copy.0.clone()))
+            .with_ignore_paused(opts.ignore_paused)
+            .with_sub_cgroup(t.sub_cgroup)
+            .with_process_label(opts.process_label.clone())
+            .build();
+        drop(unified);
+        // A failed hand-off fails the process too: the agent's error is the one to tell.
+        let relayed = t.relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
+        let pid = match (built, relayed) {
+            (Ok(pid), Ok(())) => pid,
+            (Ok(pid), Err(e)) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(e.into());
+            }
+            (Err(_), Err(e)) => return Err(e.into()),
+            (Err(e), Ok(())) => return Err(e.into()),
+        };
+        drop(view);
+        drop(loaded);
+        Ok(pid)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod create;
 pub mod error;
 pub mod exec;
+pub mod exec_direct;
 pub mod executor;
 pub mod finish;
 pub mod foreground;

@@ -734,6 +734,15 @@ fn hierarchy_dirs(path: &Path) -> Vec<PathBuf> {
     hierarchy_roots().into_iter().map(|r| r.join(rel)).collect()
 }
 
+/// The cgroup at `path` in each mounted hierarchy that has it: where a process joins the
+/// container's cgroup, as runc joins every path of its state.
+pub fn existing_dirs(path: &Path) -> Vec<PathBuf> {
+    hierarchy_dirs(path)
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
 /// Removes `dir` with its sub-cgroups; true once it is gone. A plain rmdir first: only a
 /// cgroup that refuses is listed for sub-cgroups (removed deepest first: rmdir of a
 /// cgroup with children fails) and, with `kill`, has its processes killed.
