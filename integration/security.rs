@@ -159,6 +159,56 @@ fn a_container_cannot_write_the_runtime_binary_through_proc_exe() {
     assert_eq!(file_hash(&bin), before, "the host binary changed");
 }
 
+/// The attack: a container root with CAP_SYS_PTRACE watches for new processes, stops
+/// each, and looks through its /proc/PID/root for a file that exists only on the host; a
+/// process seen there still has the host's root, and the attacker writes to the host
+/// through it. Every `exec` the operator runs meanwhile must be out of its reach: under
+/// runc the process the container can see is already in the container's mounts.
+#[test]
+fn a_container_cannot_reach_the_host_through_a_process_being_execd() {
+    require_root!();
+    let host = tempfile::Builder::new()
+        .prefix("vzt-execroot-")
+        .tempdir()
+        .unwrap();
+    let marker = host.path().join("only-on-the-host");
+    std::fs::write(&marker, "x").unwrap();
+    let m = marker.to_str().unwrap().to_string();
+    let pwned = host.path().join("pwned");
+    let p = pwned.to_str().unwrap().to_string();
+    let script = format!(
+        "while :; do for d in /proc/[0-9]*; do q=${{d#/proc/}}; \
+         [ $q = 1 ] || [ $q = $$ ] && continue; kill -STOP $q 2>/dev/null || continue; \
+         if [ -e $d/root{m} ]; then echo from-the-container > $d/root{p}; fi; \
+         kill -CONT $q; done; done"
+    );
+    let b = Bundle::with(&["sh", "-c", &script], |v| {
+        for set in ["bounding", "effective", "permitted"] {
+            v["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SYS_PTRACE"));
+        }
+    });
+    let rt = Runtime::vzrun();
+    let id = common::unique_id("execroot");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    for _ in 0..40 {
+        // An exec may fail when the attacker stops it at the wrong moment; what matters
+        // is what the attacker could reach.
+        let _ = rt.run(&["exec", &id, "/bin/true"]);
+        if pwned.exists() {
+            break;
+        }
+    }
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    assert!(
+        !pwned.exists(),
+        "the container wrote {p} on the host through an exec'd process's root"
+    );
+}
+
 #[test]
 fn images_outside_the_policy_are_refused_and_left_as_they_were() {
     require_root!();

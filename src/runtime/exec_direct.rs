@@ -73,64 +73,69 @@ impl Launch<'_> {
 
     /// Starts the process; returns its host pid once it has exec'd, or the reason it
     /// could not, in runc's words ("unable to start container process: …").
+    ///
+    /// Two steps, as runc's nsexec takes them. A first child, in vzrun's PID namespace
+    /// (no process of the container can see it), joins the cgroups, takes the limits
+    /// and enters every other namespace of the init; only then does it fork the process
+    /// into the container's PID namespace, already inside the container's mounts. A
+    /// process the container can see never has the host's root as its own: with
+    /// CAP_SYS_PTRACE a container's root could otherwise stop it and reach the host's
+    /// files through its /proc/PID/root. The process is forked with CLONE_PARENT, so it
+    /// is vzrun's child, whose exit status vzrun collects.
     pub fn spawn(&self) -> Result<Pid> {
         let plan = self.plan()?;
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::Step(format!("exec: error pipe: {e}")))?;
-        let own_pid_ns = match plan.pid_ns {
-            true => Some(
-                std::fs::File::open("/proc/self/ns/pid")
-                    .map_err(|e| Error::io("open", "/proc/self/ns/pid", e))?,
-            ),
-            false => None,
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Step(format!("unable to start container process: {what}: {e}"))
         };
-        // The child is in the container's PID namespace from its first instruction, still
-        // running vzrun with vzrun's descriptors: not dumpable, so the container's
-        // processes cannot ptrace it or open its /proc files (libcontainer does the same
-        // before its fork). exec(2) makes the process dumpable again.
-        nix::sys::prctl::set_dumpable(false)
-            .map_err(|e| Error::Step(format!("exec: prctl(PR_SET_DUMPABLE): {e}")))?;
-        // Children are born in the namespace this thread is set to: the container's for
-        // the one fork below, vzrun's own again right after it.
-        if plan.pid_ns {
-            nix::sched::setns(plan.pidfd.as_fd(), CloneFlags::CLONE_NEWPID).map_err(|e| {
-                Error::Step(format!(
-                    "unable to start container process: join the container's PID namespace: {e}"
-                ))
-            })?;
-        }
+        let (err_read, err_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| failed("pipe", &e))?;
+        let (pid_read, pid_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| failed("pipe", &e))?;
+        // Until it execs, the process runs vzrun with what vzrun holds: not dumpable, so
+        // the container's processes without CAP_SYS_PTRACE cannot ptrace it or open its
+        // /proc files (libcontainer does the same before its fork). exec(2) makes the
+        // process dumpable again.
+        nix::sys::prctl::set_dumpable(false).map_err(|e| failed("prctl(PR_SET_DUMPABLE)", &e))?;
         // SAFETY: vzrun has one thread here (this launcher is not used with a seccomp
         // agent, whose relay is a thread), so the child may allocate and take locks.
-        let forked = unsafe { nix::unistd::fork() };
-        if let Some(own) = &own_pid_ns {
-            // Entering the namespace one is already active in is always allowed.
-            let _ = nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID);
-        }
-        match forked {
+        match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
-                drop(read_end);
-                let Err(why) = self.in_child(&plan);
-                let mut w = std::fs::File::from(write_end);
-                let _ = w.write_all(why.as_bytes());
+                drop(err_read);
+                drop(pid_read);
+                let Err(why) = self.first_child(&plan, &err_write, pid_write);
+                let _ = std::fs::File::from(err_write).write_all(why.as_bytes());
                 // SAFETY: ends the forked child without running the parent's exit
                 // handlers or flushing buffers it shares with the parent.
                 unsafe { libc::_exit(1) }
             }
             Ok(ForkResult::Parent { child }) => {
-                drop(write_end);
-                let mut why = String::new();
-                let _ = std::fs::File::from(read_end).read_to_string(&mut why);
-                if why.is_empty() {
-                    return Ok(child);
-                }
+                drop(err_write);
+                drop(pid_write);
+                // The first child exits as soon as it has forked the process.
                 let _ = nix::sys::wait::waitpid(child, None);
-                Err(Error::Step(format!(
-                    "unable to start container process: {why}"
-                )))
+                let mut raw = Vec::new();
+                let _ = std::fs::File::from(pid_read).read_to_end(&mut raw);
+                let pid = <[u8; 4]>::try_from(raw.as_slice())
+                    .ok()
+                    .map(|b| Pid::from_raw(i32::from_ne_bytes(b)));
+                let mut why = String::new();
+                let _ = std::fs::File::from(err_read).read_to_string(&mut why);
+                match (pid, why.is_empty()) {
+                    (Some(pid), true) => Ok(pid),
+                    (pid, _) => {
+                        if let Some(p) = pid {
+                            let _ = nix::sys::wait::waitpid(p, None);
+                        }
+                        if why.is_empty() {
+                            why = "the launcher ended before the process started".into();
+                        }
+                        Err(Error::Step(format!(
+                            "unable to start container process: {why}"
+                        )))
+                    }
+                }
             }
-            Err(e) => Err(Error::Step(format!(
-                "unable to start container process: fork: {e}"
-            ))),
+            Err(e) => Err(failed("fork", &e)),
         }
     }
 
@@ -181,9 +186,14 @@ impl Launch<'_> {
         })
     }
 
-    /// The child's steps, in libcontainer's order; returns only with the reason it
-    /// stopped.
-    fn in_child(&self, plan: &Plan) -> std::result::Result<Infallible, String> {
+    /// The first child: still in vzrun's PID namespace, where the container cannot see
+    /// it. Returns only with the reason it stopped.
+    fn first_child(
+        &self,
+        plan: &Plan,
+        err_write: &OwnedFd,
+        pid_write: OwnedFd,
+    ) -> std::result::Result<Infallible, String> {
         let p = self.process;
         let syscall = create_syscall();
         // Still in the host's mount namespace, where the cgroup trees are.
@@ -209,10 +219,39 @@ impl Launch<'_> {
                     .map_err(|e| format!("error setting rlimit type {:?}: {e}", r.typ()))?;
             }
         }
-        if !plan.flags.is_empty() {
-            nix::sched::setns(plan.pidfd.as_fd(), plan.flags)
+        // Every namespace at once; the PID namespace only for the children.
+        let flags = match plan.pid_ns {
+            true => plan.flags | CloneFlags::CLONE_NEWPID,
+            false => plan.flags,
+        };
+        if !flags.is_empty() {
+            nix::sched::setns(plan.pidfd.as_fd(), flags)
                 .map_err(|e| format!("join the container's namespaces: {}", e.desc()))?;
         }
+        // Nothing of vzrun's goes further than it must: the process gets stdio, the
+        // preserved descriptors and the error pipe (its own descriptors in the preserved
+        // range are close-on-exec, as under libcontainer).
+        close_all_but(3 + self.preserve_fds.max(0), &[err_write, &pid_write])
+            .map_err(|e| format!("close file descriptors: {e}"))?;
+        match clone_parent().map_err(|e| format!("clone: {e}"))? {
+            0 => {
+                drop(pid_write);
+                self.in_child(plan)
+            }
+            child => {
+                let _ = std::fs::File::from(pid_write).write_all(&child.to_ne_bytes());
+                // SAFETY: ends this forked helper without running the parent's exit
+                // handlers or flushing buffers it shares with the parent.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    /// The process, in the container's namespaces and cgroups: the steps from the session
+    /// on, in libcontainer's order; returns only with the reason it stopped.
+    fn in_child(&self, plan: &Plan) -> std::result::Result<Infallible, String> {
+        let p = self.process;
+        let syscall = create_syscall();
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         if p.no_new_privileges() == Some(true) {
             nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
@@ -288,6 +327,48 @@ struct Plan {
     envs: HashMap<String, String>,
     /// The container's spec with this process, for the executor.
     spec: Spec,
+}
+
+/// fork(2) with CLONE_PARENT: the new process is the caller's sibling, a child of
+/// vzrun. Returns 0 in the new process and its pid in the caller.
+fn clone_parent() -> std::result::Result<i32, nix::errno::Errno> {
+    // struct clone_args of clone3(2): flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls; zero for the rest. With CLONE_PARENT the kernel takes the
+    // exit signal from the caller (SIGCHLD for vzrun's fork).
+    let args: [u64; 8] = [libc::CLONE_PARENT as u64, 0, 0, 0, 0, 0, 0, 0];
+    // SAFETY: clone3 without CLONE_VM gives the child its own copy of the address space
+    // (as fork does); the arguments are a valid clone_args of the size passed, and this
+    // process has one thread.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_ptr(),
+            std::mem::size_of_val(&args),
+        )
+    };
+    nix::errno::Errno::result(r).map(|pid| pid as i32)
+}
+
+/// Closes every descriptor from `from` up, but those in `keep`.
+fn close_all_but(from: i32, keep: &[&OwnedFd]) -> std::result::Result<(), nix::errno::Errno> {
+    use std::os::fd::AsRawFd;
+    let mut kept: Vec<i32> = keep
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .filter(|&f| f >= from)
+        .collect();
+    kept.sort_unstable();
+    let mut lo = from;
+    for k in kept.into_iter().chain(std::iter::once(i32::MAX)) {
+        if k > lo {
+            // SAFETY: close_range(2) on a range of this process's own descriptors, none
+            // of which is used afterwards but those kept.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, lo as u32, (k - 1) as u32, 0) };
+            nix::errno::Errno::result(r)?;
+        }
+        lo = k.saturating_add(1);
+    }
+    Ok(())
 }
 
 /// runc's words for a cwd the process cannot enter.
