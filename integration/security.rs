@@ -194,10 +194,23 @@ fn a_container_cannot_reach_the_host_through_a_process_being_execd() {
     let id = common::unique_id("execroot");
     rt.track(&id);
     assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
-    for _ in 0..40 {
+    // `kubectl exec -it` arrives as an exec with a terminal and a console socket.
+    let socket = host.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = listener.accept() {
+            held.push(c);
+        }
+    });
+    let s = socket.to_str().unwrap();
+    for i in 0..60 {
         // An exec may fail when the attacker stops it at the wrong moment; what matters
         // is what the attacker could reach.
-        let _ = rt.run(&["exec", &id, "/bin/true"]);
+        let _ = match i % 2 {
+            0 => rt.run(&["exec", &id, "/bin/true"]),
+            _ => rt.run(&["exec", "-t", "--console-socket", s, &id, "/bin/true"]),
+        };
         if pwned.exists() {
             break;
         }

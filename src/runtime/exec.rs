@@ -197,7 +197,12 @@ impl Runtime {
         let direct = match init_pid {
             Some(pid)
                 if status == ContainerStatus::Running
-                    && console_socket.is_none()
+                    && terminal == console_socket.is_some()
+                    // sun_path's limit; libcontainer reaches a longer path through a
+                    // link of its own.
+                    && console_socket
+                        .as_ref()
+                        .is_none_or(|p| p.as_os_str().len() < 100)
                     && relay.is_none()
                     && sub_cgroup.is_none()
                     && label.is_none()
@@ -215,6 +220,7 @@ impl Runtime {
                     process: &process,
                     executor: &executor,
                     preserve_fds: opts.preserve_fds,
+                    console_socket: console_socket.as_deref(),
                 }
                 .spawn()?;
                 drop(loaded);

@@ -44,12 +44,15 @@ pub struct Launch<'a> {
     pub process: &'a Process,
     pub executor: &'a VzExecutor,
     pub preserve_fds: i32,
+    /// Where the terminal's master goes (the caller's console socket or vzrun's own),
+    /// for a process with a terminal.
+    pub console_socket: Option<&'a Path>,
 }
 
 impl Launch<'_> {
     /// Whether this launcher does everything the exec asks for; the caller has already
-    /// ruled out a terminal, a sub-cgroup, a label, a seccomp agent and a container that
-    /// is not running.
+    /// ruled out a sub-cgroup, a label, a seccomp agent, a container that is not running,
+    /// and a terminal without a console socket (or the other way round).
     pub fn fits(derived: &Spec, process: &Process) -> bool {
         let linux = derived.linux().as_ref();
         let own_user_or_time = linux
@@ -65,7 +68,6 @@ impl Launch<'_> {
             && process.io_priority().is_none()
             && process.scheduler().is_none()
             && process.exec_cpu_affinity().is_none()
-            && !process.terminal().unwrap_or(false)
             // libcontainer hands LISTEN_FDS sockets on to the process (systemd's socket
             // activation); that path keeps doing it.
             && std::env::var_os("LISTEN_FDS").is_none()
@@ -176,7 +178,15 @@ impl Launch<'_> {
             .unwrap_or_default();
         let mut spec = self.derived.clone();
         spec.set_process(Some(self.process.clone()));
+        let console = match self.console_socket {
+            Some(path) => Some(OwnedFd::from(
+                std::os::unix::net::UnixStream::connect(path)
+                    .map_err(|e| Error::io("connect to the console socket", path, e))?,
+            )),
+            None => None,
+        };
         Ok(Plan {
+            console,
             pidfd,
             pid_ns: types.contains(&LinuxNamespaceType::Pid),
             flags,
@@ -231,7 +241,9 @@ impl Launch<'_> {
         // Nothing of vzrun's goes further than it must: the process gets stdio, the
         // preserved descriptors and the error pipe (its own descriptors in the preserved
         // range are close-on-exec, as under libcontainer).
-        close_all_but(3 + self.preserve_fds.max(0), &[err_write, &pid_write])
+        let mut keep = vec![err_write, &pid_write];
+        keep.extend(plan.console.as_ref());
+        close_all_but(3 + self.preserve_fds.max(0), &keep)
             .map_err(|e| format!("close file descriptors: {e}"))?;
         match clone_parent().map_err(|e| format!("clone: {e}"))? {
             0 => {
@@ -253,6 +265,14 @@ impl Launch<'_> {
         let p = self.process;
         let syscall = create_syscall();
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        // The terminal comes from the container's own devpts (the process is in its
+        // mounts by now), becomes the session's, and its master goes to the socket:
+        // libcontainer's step, taken at the same point as in its init.
+        if let Some(console) = &plan.console {
+            use std::os::fd::AsRawFd;
+            libcontainer::tty::setup_console(syscall.as_ref(), console.as_raw_fd(), false)
+                .map_err(|e| format!("set up the terminal: {e}"))?;
+        }
         if p.no_new_privileges() == Some(true) {
             nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
         }
@@ -318,6 +338,8 @@ const OUTSIDE_ROOT: &str = "current working directory is outside of container mo
 /// Gathered in vzrun before the fork.
 struct Plan {
     pidfd: OwnedFd,
+    /// Connected to the console socket, for a process with a terminal.
+    console: Option<OwnedFd>,
     /// Whether the container has a PID namespace of its own to be born in.
     pid_ns: bool,
     /// The other namespaces the container has of its own.
