@@ -1196,6 +1196,19 @@ diff!(
         s(&["delete", "--force", "{id}"]),
     ]
 );
+diff!(
+    exec_process_file_takes_what_it_leaves_out_from_the_container,
+    SLEEP,
+    |v| v["process"]["oomScoreAdj"] = json!(100),
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        stdin(
+            &["exec", "-p", "/dev/stdin", "{id}"],
+            r#"{"user": {"uid": 0, "gid": 0}, "args": ["sh", "-c", "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; cat /proc/self/oom_score_adj"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]}"#
+        ),
+        s(&["delete", "--force", "{id}"]),
+    ]
+);
 
 // --- cgroups ---------------------------------------------------------------------------
 diff!(

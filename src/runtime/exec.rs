@@ -137,12 +137,13 @@ impl Runtime {
             .as_ref()
             .and_then(|l| l.seccomp().as_ref())
             .is_some();
-        let (mut process, from_flags) = match &opts.process {
+        let (mut process, from_flags, caps_inherited) = match &opts.process {
             ProcessSource::File(path) => {
                 let data = std::fs::read(path)
                     .map_err(|e| Error::Config(format!("--process {}: {e}", path.display())))?;
-                let p = parse_process(&data)?;
-                (p, None)
+                let mut p = parse_process(&data)?;
+                let caps_inherited = inherit_from_container(&mut p, &derived);
+                (p, None, caps_inherited)
             }
             ProcessSource::Flags(f) => {
                 let mut p = process_from_flags(&derived, f, loaded.record.home_added);
@@ -150,7 +151,7 @@ impl Runtime {
                 if let Some(n) = loaded.record.ve.numfile {
                     crate::ve::resources::set_numfile(&mut p, n);
                 }
-                (p, Some(f))
+                (p, Some(f), false)
             }
         };
         // HOME read by vzrun, never by libcontainer through the VE's NSS (sys::passwd).
@@ -173,6 +174,7 @@ impl Runtime {
         // unless asked for.
         let lent = match from_flags {
             Some(f) if loaded.record.lent_sys_admin => !f.caps.iter().any(|c| c == "CAP_SYS_ADMIN"),
+            None if caps_inherited && loaded.record.lent_sys_admin => true,
             _ => lend_sys_admin(has_seccomp, &mut process),
         };
         if !opts.detach {
@@ -394,6 +396,31 @@ fn sub_cgroup(derived: &Spec, arg: &str) -> Result<String> {
         )));
     }
     Ok(sub.to_string())
+}
+
+/// What a process document leaves out is the container's, as runc's exec takes it from
+/// the container's config: capabilities (libcontainer would keep all of vzrun's),
+/// rlimits, the AppArmor profile and the OOM score (libcontainer would keep the
+/// caller's); no_new_privileges stays unset, as runc 1.1.5 leaves it. Returns whether
+/// the capabilities came from the container.
+fn inherit_from_container(p: &mut Process, derived: &Spec) -> bool {
+    let Some(own) = derived.process().as_ref() else {
+        return false;
+    };
+    let caps = p.capabilities().is_none() && own.capabilities().is_some();
+    if caps {
+        p.set_capabilities(own.capabilities().clone());
+    }
+    if p.rlimits().as_ref().is_none_or(|r| r.is_empty()) {
+        p.set_rlimits(own.rlimits().clone());
+    }
+    if p.apparmor_profile().is_none() {
+        p.set_apparmor_profile(own.apparmor_profile().clone());
+    }
+    if p.oom_score_adj().is_none() {
+        p.set_oom_score_adj(own.oom_score_adj());
+    }
+    caps
 }
 
 /// A process document (`exec -p`). A missing `user` is root, as in runc (Go's zero
