@@ -222,6 +222,93 @@ fn a_container_cannot_reach_the_host_through_a_process_being_execd() {
     );
 }
 
+/// The attack: a tenant stops every new process in its container, so an operator's
+/// `exec` never finishes; the operator's `kill` and `delete` of the container must still
+/// go through (runc holds no lock across an exec).
+#[test]
+fn a_tenant_stopping_an_exec_cannot_hold_up_kill_and_delete() {
+    require_root!();
+    let script = "while :; do for d in /proc/[0-9]*; do q=${d#/proc/}; \
+                  [ $q = 1 ] || [ $q = $$ ] && continue; kill -STOP $q 2>/dev/null; done; done";
+    let b = Bundle::busybox(&["sh", "-c", script]);
+    let rt = Runtime::vzrun();
+    let id = common::unique_id("execstop");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let mut cmd = rt.command();
+    cmd.args(["exec", &id, "/bin/echo", "hi"]);
+    let exec = common::Deadlined::start(&mut cmd);
+    // Long enough for the exec's process to be caught by the loop.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut kill = rt.command();
+    kill.args(["kill", &id, "KILL"]);
+    let killed = common::Deadlined::start(&mut kill).wait(Duration::from_secs(10));
+    let _ = exec.wait(Duration::from_secs(10));
+    let mut del = rt.command();
+    del.args(["delete", "-f", &id]);
+    let deleted = common::Deadlined::start(&mut del).wait(Duration::from_secs(10));
+    assert_eq!(killed.code, 0, "kill was held up by the exec: {killed:?}");
+    assert_eq!(
+        deleted.code, 0,
+        "delete was held up by the exec: {deleted:?}"
+    );
+}
+
+/// The attack on a stale state: the container's init dies, and another process (here
+/// one of the host's) gets its pid. `exec`, `kill` and `state` must not take that
+/// process for the container's init: runc says the container is stopped.
+#[test]
+fn a_reused_init_pid_is_not_taken_for_the_container() {
+    require_root!();
+    let b = Bundle::busybox(&["sleep", "300"]);
+    let rt = Runtime::vzrun();
+    let id = common::unique_id("pidreuse");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    let init = rt.state(&id)["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::SIGKILL).unwrap();
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        !Path::new(&format!("/proc/{init}")).exists()
+    });
+    assert!(gone, "the init {init} did not go");
+    // A host process with the init's pid: the kernel hands out the pid after the last one.
+    let mut squatter = None;
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (init - 1).to_string()).unwrap();
+        let mut c = Command::new("sleep").arg("300").spawn().unwrap();
+        if c.id() as i32 == init {
+            squatter = Some(c);
+            break;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let Some(mut squatter) = squatter else {
+        let _ = rt.run(&["delete", "-f", &id]);
+        eprintln!("SKIP: could not give a host process the pid {init}");
+        return;
+    };
+    let state = rt.state(&id);
+    let exec = rt.run(&["exec", &id, "hostname"]);
+    let kill = rt.run(&["kill", &id, "KILL"]);
+    let alive = squatter.try_wait().unwrap().is_none();
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    assert_eq!(state["status"], "stopped", "{state}");
+    assert_ne!(
+        exec.code, 0,
+        "exec ran in the host process's namespaces: {exec:?}"
+    );
+    assert!(
+        exec.error_msg().contains("stopped container"),
+        "runc's words: {exec:?}"
+    );
+    assert_ne!(kill.code, 0, "kill reached the host process: {kill:?}");
+    assert!(alive, "the host process with the old init's pid was killed");
+}
+
 #[test]
 fn images_outside_the_policy_are_refused_and_left_as_they_were() {
     require_root!();

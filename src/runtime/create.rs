@@ -56,6 +56,7 @@ pub fn claim(root: &Root, id: &str, bundle: &Bundle) -> Result<Claimed> {
             ve: Default::default(),
             lent_sys_admin: bundle.lent,
             home_added: false,
+            init_start: None,
         },
     })
 }
@@ -289,6 +290,7 @@ impl Runtime {
                     id,
                     dir: ve_dir,
                 };
+                claimed.record.init_start = crate::sys::process::start_time(pid.as_raw());
                 let mut save = claimed.record.ve_saver(ve_dir);
                 let configured = ve::configure(
                     &ctx,

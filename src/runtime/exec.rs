@@ -216,17 +216,20 @@ impl Runtime {
         };
         let pid = match direct {
             Some(init_pid) => {
-                let pid = Launch {
+                let launch = Launch {
                     init_pid,
+                    init_start: loaded.record.init_start,
                     derived: &derived,
                     process: &process,
                     executor: &executor,
                     preserve_fds: opts.preserve_fds,
                     console_socket: console_socket.as_deref(),
-                }
-                .spawn()?;
+                };
+                let ready = launch.prepare()?;
+                // runc holds no lock across an exec: a process the tenant stops before
+                // it execs must not hold up a kill or a delete of its container.
                 drop(loaded);
-                pid
+                launch.spawn(ready)?
             }
             None => self.exec_libcontainer(
                 &opts,
@@ -296,16 +299,7 @@ impl Runtime {
         let process_copy = TempFile(ve_dir.join(format!("process-{}.json", std::process::id())));
         let doc = serde_json::to_vec(process).map_err(|e| Error::Step(e.to_string()))?;
         std::fs::write(&process_copy.0, doc).map_err(|e| Error::io("write", &process_copy.0, e))?;
-        // Into a paused container (--ignore-paused) the process freezes as it joins the
-        // cgroup, and libcontainer's build waits for it until a resume thaws it: a resume
-        // needs this lock, so it is let go first (runc holds no lock across an exec).
         let status = loaded.container.status();
-        let loaded = if status == ContainerStatus::Paused {
-            drop(loaded);
-            None
-        } else {
-            Some(loaded)
-        };
         let view = ExecView::new(
             &self.root.container_dir(&opts.id),
             &ve_dir,
@@ -313,6 +307,12 @@ impl Runtime {
             status == ContainerStatus::Created,
         )?;
         let state_root = &view.0;
+        // libcontainer reads the view, not the container's state: the lock goes before
+        // the build, as under runc. A process the tenant stops before it execs must not
+        // hold up a kill or a delete, and into a paused container (--ignore-paused) the
+        // process freezes as it joins the cgroup, and libcontainer's build waits for it
+        // until a resume, which needs this lock, thaws it.
+        drop(loaded);
         // Forked from here, the process is born in the container's unified cgroup, which
         // libcontainer's v1 manager does not join (runc's does).
         let unified = match t
@@ -350,7 +350,6 @@ impl Runtime {
             (Err(e), Ok(())) => return Err(e.into()),
         };
         drop(view);
-        drop(loaded);
         Ok(pid)
     }
 }

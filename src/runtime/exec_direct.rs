@@ -39,6 +39,8 @@ use crate::runtime::executor::VzExecutor;
 pub struct Launch<'a> {
     /// The container's init, on the host.
     pub init_pid: i32,
+    /// When it started, where the record has it: the pidfd must be of that process.
+    pub init_start: Option<u64>,
     /// The container's spec (vzrun's derived one), for its namespaces and cgroup.
     pub derived: &'a Spec,
     pub process: &'a Process,
@@ -84,8 +86,8 @@ impl Launch<'_> {
     /// CAP_SYS_PTRACE a container's root could otherwise stop it and reach the host's
     /// files through its /proc/PID/root. The process is forked with CLONE_PARENT, so it
     /// is vzrun's child, whose exit status vzrun collects.
-    pub fn spawn(&self) -> Result<Pid> {
-        let plan = self.plan()?;
+    pub fn spawn(&self, plan: Prepared) -> Result<Pid> {
+        let Prepared(plan) = plan;
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Error::Step(format!("unable to start container process: {what}: {e}"))
         };
@@ -141,7 +143,12 @@ impl Launch<'_> {
         }
     }
 
-    /// What the child needs, gathered before the fork.
+    /// What the process needs, gathered before the fork and while the caller still
+    /// holds the container's lock: the pidfd taken then names the init for good.
+    pub fn prepare(&self) -> Result<Prepared> {
+        self.plan().map(Prepared)
+    }
+
     fn plan(&self) -> Result<Plan> {
         // SAFETY: pidfd_open(2) has no wrapper in nix; it takes a pid and flags and
         // returns a new descriptor (close-on-exec) or -1.
@@ -151,6 +158,13 @@ impl Launch<'_> {
         }
         // SAFETY: the descriptor was just returned to us and nothing else owns it.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // The pid was read from the state before the pidfd was taken: the process must
+        // still be the init that started then (a reused pid is another process's).
+        if self.init_start.is_some()
+            && crate::sys::process::start_time(self.init_pid) != self.init_start
+        {
+            return Err(Error::State("cannot exec in a stopped container".into()));
+        }
         let types: Vec<LinuxNamespaceType> = self
             .derived
             .linux()
@@ -335,6 +349,9 @@ impl Launch<'_> {
 /// runc's words for a cwd outside the container's root.
 const OUTSIDE_ROOT: &str = "current working directory is outside of container mount namespace root -- possible container breakout detected";
 
+/// What [`Launch::spawn`] needs, from [`Launch::prepare`].
+pub struct Prepared(Plan);
+
 /// Gathered in vzrun before the fork.
 struct Plan {
     pidfd: OwnedFd,
@@ -438,8 +455,17 @@ mod tests {
         assert!(Launch::fits(&spec_with(&[Pid, Mount, Network]), &plain));
         assert!(!Launch::fits(&spec_with(&[Pid, User]), &plain));
         assert!(!Launch::fits(&spec_with(&[Pid, Time]), &plain));
-        let tty = ProcessBuilder::default().terminal(true).build().unwrap();
-        assert!(!Launch::fits(&spec_with(&[Pid]), &tty));
+        let nice = ProcessBuilder::default()
+            .io_priority(
+                oci_spec::runtime::LinuxIOPriorityBuilder::default()
+                    .class(oci_spec::runtime::IOPriorityClass::IoprioClassBe)
+                    .priority(4)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert!(!Launch::fits(&spec_with(&[Pid]), &nice));
         let apparmor = ProcessBuilder::default()
             .apparmor_profile("x")
             .build()

@@ -294,7 +294,9 @@ impl Runtime {
             Some(n) if !linked.get() => Ok(crate::ve::net::reconnect(n)?),
             _ => Ok(()),
         };
+        claimed.record.init_start = crate::sys::process::start_time(pid);
         if let Err(e) = limited
+            .and_then(|()| Ok(claimed.record.save(&ve_dir)?))
             .and_then(|()| self.write_state(id, &ve_dir, spec, pid))
             .and_then(|()| on_wire())
         {

@@ -12,7 +12,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcontainer::container::Container;
+use libcontainer::container::{Container, ContainerStatus};
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::state::Record;
@@ -155,8 +155,18 @@ impl Root {
         if !cdir.join("state.json").exists() {
             return Err(Error::NotExist);
         }
-        let container = Container::load(cdir)?;
+        let mut container = Container::load(cdir)?;
         let record = Record::load(&self.ve_dir(id))?;
+        // libcontainer takes any live process with the init's pid for the init; once
+        // the init is gone its pid may be another process's (a kill, an exec, a delete
+        // would reach that one). runc compares start times too.
+        if let (Some(start), Some(pid)) = (record.init_start, container.pid()) {
+            if container.status() != ContainerStatus::Stopped
+                && crate::sys::process::start_time(pid.as_raw()) != Some(start)
+            {
+                container.set_status(ContainerStatus::Stopped);
+            }
+        }
         Ok((container, record))
     }
 

@@ -52,6 +52,11 @@ pub struct Record {
     /// sys::passwd): an exec as another user gets that user's, as under runc.
     #[serde(default)]
     pub home_added: bool,
+    /// When the container's init started ([`crate::sys::process::start_time`]): a pid
+    /// in the state whose process started at another time is another process, and the
+    /// container has stopped (runc keeps the same in its state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_start: Option<u64>,
 }
 
 impl Record {
@@ -210,10 +215,12 @@ mod tests {
             ve: VeRecord::default(),
             lent_sys_admin: false,
             home_added: false,
+            init_start: Some(42),
         };
         rec.save(&dir).unwrap();
         let back = Record::load(&dir).unwrap();
         assert_eq!(back.bundle, PathBuf::from("/b"));
+        assert_eq!(back.init_start, Some(42));
         assert!(!dir.join(".ve.json.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
     }

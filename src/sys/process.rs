@@ -124,9 +124,32 @@ pub fn own_namespace(pid: i32, kind: &str) -> bool {
     }
 }
 
+/// When the process `pid` started (clock ticks after boot, field 22 of /proc/PID/stat):
+/// with the pid, what names one process for good, since pids are reused.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_in(&stat)
+}
+
+/// The start time in a /proc/PID/stat line; the command name before it may hold spaces
+/// and parentheses, so the fields are counted from its last ')'.
+fn start_time_in(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_time_is_field_22_whatever_the_name() {
+        let line =
+            "305 (a b) c)) S 1 305 305 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(start_time_in(line), Some(98765));
+        assert_eq!(start_time_in("305 (x) S 1"), None);
+        assert!(start_time(std::process::id() as i32).is_some());
+    }
 
     #[test]
     fn failure_names_tool_args_status_and_stderr() {
