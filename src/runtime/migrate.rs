@@ -30,6 +30,18 @@ use crate::ve::migrate::{
     self as mig, channel, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
 };
 
+/// What a destination that takes the rootfs's frozen pass says in its answer to HELLO.
+const TAKES_DELTA: &str = "delta";
+
+/// Whether the destination's answer to HELLO says it takes the rootfs's frozen pass.
+fn takes_delta(ok: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(ok).is_ok_and(|v| {
+        v["takes"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(TAKES_DELTA)))
+    })
+}
+
 /// Pre-copy stops once a round wrote no more pages than this.
 const FEW_DIRTY_PAGES: u64 = 64;
 const PAGE: u64 = 4096;
@@ -147,13 +159,30 @@ impl Runtime {
             "disk": disk.as_ref().map(|d| json!({"size": d.space})),
         });
         ch.send_json(kind::HELLO, &hello)?;
-        ch.expect(kind::OK)?;
+        let ok = ch.expect(kind::OK)?;
         let started = Instant::now();
+        // A rootfs the VE can write changes while it is copied: what changed goes again
+        // with the VE frozen (DELTA), which the destination must take. One that does
+        // not (an older vzrun answers HELLO with nothing) is refused before anything
+        // moves rather than handed a rootfs older than the VE's memory. With a private
+        // area the VE's writes land in its image (the rootfs is the overlay's lower
+        // layer), whose own frozen pass carries them.
+        let writable = config["root"]["readonly"].as_bool() != Some(true) && disk.is_none();
+        if writable && !takes_delta(&ok) {
+            let e = Error::Step(format!(
+                "the destination's vzrun does not take the rootfs's frozen pass (frame {}), \
+                 which a VE with a writable rootfs needs; upgrade it",
+                kind::name(kind::DELTA)
+            ));
+            ch.fail(&chain(&e));
+            return Err(e);
+        }
+        let mut tree = writable.then(|| (rootfs.clone(), mig::Manifest::new()));
 
         // The files first, while the VE runs.
         let mut hashes = HashMap::new();
         let sent = (|| -> Result<()> {
-            let n = mig::send_tree(&mut ch, &rootfs)?;
+            let n = mig::send_tree(&mut ch, &rootfs, tree.as_mut().map(|(_, m)| m))?;
             progress.line(&format!("rootfs: {:.1} MiB sent", n as f64 / 1048576.0));
             if let Some(d) = &disk {
                 let n = mig::send_disk(&mut ch, &d.image, "disk", &mut hashes, &mut |b| {
@@ -185,6 +214,7 @@ impl Runtime {
             out,
             disk,
             hashes,
+            tree,
             progress,
             ends: tunnel::Ends {
                 ip: local_ip,
@@ -261,7 +291,7 @@ impl Runtime {
             }
         }
         kdat_ready(|l| eprintln!("migrate-listen: {l}"));
-        ch.send(kind::OK, &[])?;
+        ch.send_json(kind::OK, &json!({ "takes": [TAKES_DELTA] }))?;
         let ends = tunnel::Ends {
             ip: local_ip,
             key: key.clone(),
@@ -355,6 +385,10 @@ impl Runtime {
                     std::fs::create_dir_all(&rootfs)
                         .map_err(|e| Error::io("create", &rootfs, e))?;
                     mig::recv_tree(ch, p, &rootfs)?;
+                }
+                kind::DELTA => {
+                    let rootfs = bundle.join("rootfs");
+                    mig::recv_delta(ch, p, &rootfs)?;
                 }
                 kind::FILE => {
                     let h: FileHeader = serde_json::from_slice(&p)
@@ -459,7 +493,11 @@ impl Runtime {
                     return Ok(());
                 }
                 other => {
-                    return Err(mig::MigError::Protocol(format!("unexpected frame {other}")).into())
+                    return Err(mig::MigError::Protocol(format!(
+                        "unexpected frame {}",
+                        kind::name(other)
+                    ))
+                    .into())
                 }
             }
         }
@@ -901,6 +939,8 @@ struct Move<'a> {
     disk: Option<DiskRecord>,
     /// Chunk hashes of the disk image as sent, for the pass with the VE frozen.
     hashes: HashMap<u64, u64>,
+    /// A writable rootfs and what its first pass saw, for the pass with the VE frozen.
+    tree: Option<(PathBuf, mig::Manifest)>,
     progress: &'a Progress,
     /// Where CRIU's page traffic enters and leaves the encrypted tunnels.
     ends: tunnel::Ends,
@@ -964,6 +1004,31 @@ impl Move<'_> {
             address: local.ip().to_string(),
             port: local.port().into(),
         }))
+    }
+
+    /// The last passes over the VE's files, with the VE frozen: the rootfs's, then the
+    /// private area's.
+    fn final_files(&mut self) -> Result<()> {
+        self.final_tree()?;
+        self.final_disk()
+    }
+
+    /// The rootfs's pass with the VE frozen (a writable one only): what changed since the
+    /// first pass, and the names gone since.
+    fn final_tree(&mut self) -> Result<()> {
+        let Some((rootfs, seen)) = self.tree.take() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let sent = mig::send_delta(&mut self.ch, &rootfs, seen)?;
+        self.progress.line(&format!(
+            "rootfs pass 2 (frozen): {} entries sent ({:.1} KiB), {} names removed, {} ms",
+            sent.entries,
+            sent.bytes as f64 / 1024.0,
+            sent.removed,
+            t.elapsed().as_millis()
+        ));
+        Ok(())
     }
 
     /// The last disk pass with the VE frozen: its filesystem flushed, only changed chunks.
@@ -1063,7 +1128,7 @@ impl Move<'_> {
             let since = frozen.get().copied().unwrap_or_else(Instant::now);
             self.progress
                 .line(&format!("checkpoint: {} ms", since.elapsed().as_millis()));
-            self.final_disk()?;
+            self.final_files()?;
             self.restore_remote(dir, json!({"lazy": false}))
                 .map(|(_, committed, at)| (committed, at))
         })();
@@ -1152,7 +1217,7 @@ impl Move<'_> {
             ));
             let out = self.out.clone();
             let outcome = (|| -> Result<(Value, Committed, Instant)> {
-                self.final_disk()?;
+                self.final_files()?;
                 self.restore_remote(
                     &out,
                     json!({"lazy": true, "page_server": public.to_string()}),
