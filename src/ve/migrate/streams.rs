@@ -771,6 +771,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_read_at_its_stat_size_pads_a_shrink_and_stops_at_growth() {
+        let mut short = Exactly {
+            f: &b"abc"[..],
+            left: 5,
+            padded: false,
+        };
+        let mut got = Vec::new();
+        short.read_to_end(&mut got).unwrap();
+        assert_eq!((got.as_slice(), short.padded), (&b"abc\0\0"[..], true));
+        // A file that grew past its stat'ed size: the prefix it had, not marked padded.
+        let mut long = Exactly {
+            f: (&b"abcdef"[..]).take(4),
+            left: 4,
+            padded: false,
+        };
+        let mut got = Vec::new();
+        long.read_to_end(&mut got).unwrap();
+        assert_eq!((got.as_slice(), long.padded), (&b"abcd"[..], false));
+    }
+
+    #[test]
     fn names_from_the_peer_stay_in_their_directory() {
         assert!(plain_name("pages-1.img").is_ok());
         for bad in ["", ".", "..", "../x", "a/b"] {
