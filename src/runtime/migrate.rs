@@ -170,8 +170,8 @@ impl Runtime {
         let writable = config["root"]["readonly"].as_bool() != Some(true) && disk.is_none();
         if writable && !takes_delta(&ok) {
             let e = Error::Step(format!(
-                "the destination's vzrun does not take the rootfs's frozen pass (frame {}), \
-                 which a VE with a writable rootfs needs; upgrade it",
+                "the destination's vzrun does not take the rootfs's frozen pass (frame kind \
+                 {}), which a VE with a writable rootfs needs; upgrade it",
                 kind::name(kind::DELTA)
             ));
             ch.fail(&chain(&e));
@@ -1391,5 +1391,21 @@ impl Move<'_> {
         let dir = self.out.join("final");
         let sent = written.iter().sum::<u64>() * PAGE;
         self.frozen_final(&dir, parent, Some("final"), round, sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_destination_that_says_so_takes_the_frozen_rootfs_pass() {
+        // An older destination answers HELLO with an empty OK.
+        assert!(!takes_delta(b""));
+        assert!(!takes_delta(br#"{"takes": []}"#));
+        assert!(!takes_delta(br#"{"takes": "delta"}"#));
+        assert!(takes_delta(br#"{"takes": ["delta"]}"#));
+        assert_eq!(kind::name(kind::DELTA), "14 (DELTA)");
+        assert!(kind::name(99).contains("does not know"));
     }
 }

@@ -73,7 +73,7 @@ pub mod kind {
             PAGES => "PAGES",
             COMMIT => "COMMIT",
             COMMITTED => "COMMITTED",
-            DELTA => "DELTA (the rootfs's frozen pass)",
+            DELTA => "DELTA",
             _ => return format!("{k} (a kind this vzrun does not know)"),
         };
         format!("{k} ({n})")
