@@ -32,13 +32,16 @@ use crate::ve::migrate::{
 
 /// What a destination that takes the rootfs's frozen pass says in its answer to HELLO.
 const TAKES_DELTA: &str = "delta";
+/// What a destination that answers SYNC says in its answer to HELLO.
+const TAKES_SYNC: &str = "sync";
 
-/// Whether the destination's answer to HELLO says it takes the rootfs's frozen pass.
-fn takes_delta(ok: &[u8]) -> bool {
+/// Whether the destination's answer to HELLO says it takes `what` (an older vzrun's
+/// says nothing).
+fn takes(ok: &[u8], what: &str) -> bool {
     serde_json::from_slice::<Value>(ok).is_ok_and(|v| {
         v["takes"]
             .as_array()
-            .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(TAKES_DELTA)))
+            .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(what)))
     })
 }
 
@@ -168,7 +171,7 @@ impl Runtime {
         // area the VE's writes land in its image (the rootfs is the overlay's lower
         // layer), whose own frozen pass carries them.
         let writable = config["root"]["readonly"].as_bool() != Some(true) && disk.is_none();
-        if writable && !takes_delta(&ok) {
+        if writable && !takes(&ok, TAKES_DELTA) {
             let e = Error::Step(format!(
                 "the destination's vzrun does not take the rootfs's frozen pass (frame kind \
                  {}), which a VE with a writable rootfs needs; upgrade it",
@@ -191,6 +194,18 @@ impl Runtime {
                 progress.line(&format!(
                     "disk pass 1: {:.1} MiB sent",
                     n as f64 / 1048576.0
+                ));
+            }
+            // The first passes are out once written to the socket, not once the
+            // destination has unpacked them: a large tree can keep it busy for seconds
+            // after, and a freeze now would last until it caught up.
+            if takes(&ok, TAKES_SYNC) {
+                let t = Instant::now();
+                ch.send(kind::SYNC, &[])?;
+                ch.expect(kind::SYNC)?;
+                progress.line(&format!(
+                    "the destination applied the first passes {} ms after they were sent",
+                    t.elapsed().as_millis()
                 ));
             }
             Ok(())
@@ -291,7 +306,7 @@ impl Runtime {
             }
         }
         kdat_ready(|l| eprintln!("migrate-listen: {l}"));
-        ch.send_json(kind::OK, &json!({ "takes": [TAKES_DELTA] }))?;
+        ch.send_json(kind::OK, &json!({ "takes": [TAKES_DELTA, TAKES_SYNC] }))?;
         let ends = tunnel::Ends {
             ip: local_ip,
             key: key.clone(),
@@ -390,6 +405,8 @@ impl Runtime {
                     let rootfs = bundle.join("rootfs");
                     mig::recv_delta(ch, p, &rootfs)?;
                 }
+                // Everything before it is applied: frames are handled in order.
+                kind::SYNC => ch.send(kind::SYNC, &[])?,
                 kind::FILE => {
                     let h: FileHeader = serde_json::from_slice(&p)
                         .map_err(|e| mig::MigError::Protocol(format!("file header: {e}")))?;
@@ -1399,12 +1416,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_destination_that_says_so_takes_the_frozen_rootfs_pass() {
+    fn only_a_destination_that_says_so_takes_the_frozen_rootfs_pass_or_sync() {
         // An older destination answers HELLO with an empty OK.
-        assert!(!takes_delta(b""));
-        assert!(!takes_delta(br#"{"takes": []}"#));
-        assert!(!takes_delta(br#"{"takes": "delta"}"#));
-        assert!(takes_delta(br#"{"takes": ["delta"]}"#));
+        assert!(!takes(b"", TAKES_DELTA));
+        assert!(!takes(br#"{"takes": []}"#, TAKES_DELTA));
+        assert!(!takes(br#"{"takes": "delta"}"#, TAKES_DELTA));
+        assert!(takes(br#"{"takes": ["delta"]}"#, TAKES_DELTA));
+        assert!(!takes(br#"{"takes": ["delta"]}"#, TAKES_SYNC));
         assert_eq!(kind::name(kind::DELTA), "14 (DELTA)");
         assert!(kind::name(99).contains("does not know"));
     }

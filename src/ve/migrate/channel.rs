@@ -56,6 +56,9 @@ pub mod kind {
     /// remove, then a rootfs stream of what changed; see `delta`). A destination says
     /// it takes it in its answer to HELLO.
     pub const DELTA: u8 = 14;
+    /// Source to destination and back, before the freeze: answered once everything
+    /// sent before it is applied (offered in the answer to HELLO).
+    pub const SYNC: u8 = 15;
 
     /// A kind's name, for errors: a peer's unknown kind is named as such.
     pub fn name(k: u8) -> String {
@@ -74,6 +77,7 @@ pub mod kind {
             COMMIT => "COMMIT",
             COMMITTED => "COMMITTED",
             DELTA => "DELTA",
+            SYNC => "SYNC",
             _ => return format!("{k} (a kind this vzrun does not know)"),
         };
         format!("{k} ({n})")
