@@ -139,7 +139,13 @@ fn walk(top: &std::rc::Rc<File>, mut seen: Manifest) -> std::io::Result<Found> {
     while let Some(Pending { dir, child, parent }) = todo.pop() {
         let name = parent.join(&child);
         drop(parent);
-        let handle = handle_at(&dir, &child)?;
+        // The VE is frozen, but another writer of a shared tree may not be: what went
+        // since the listing is gone, as if it had gone before.
+        let handle = match handle_at(&dir, &child) {
+            Ok(h) => h,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let meta = handle.metadata()?;
         if meta.file_type().is_socket() {
             continue;

@@ -365,7 +365,13 @@ fn append_tree<W: Write>(
     while let Some(Pending { dir, child, parent }) = todo.pop() {
         let name = parent.join(&child);
         drop(parent);
-        let handle = handle_at(&dir, &child)?;
+        let handle = match handle_at(&dir, &child) {
+            Ok(h) => h,
+            // Gone since its directory was listed (the VE runs and may remove it): left
+            // out as if removed before; the frozen pass brings what happened since.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let Some((attrs, opened_dir)) = append_entry(b, &mut linked, &handle, &name)? else {
             continue;
         };
