@@ -1362,3 +1362,139 @@ fn a_destination_lost_after_its_restore_does_not_get_the_source_resumed() {
         "the VE does not answer after resume: {reached:?}"
     );
 }
+
+/// Deletes VE `.1` on `.0` when dropped.
+struct StopFirst<'a>(&'a Runtime, &'a str);
+
+impl Drop for StopFirst<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["delete", "-f", self.1]);
+    }
+}
+
+/// The lines of the VE's log on `rt`, as numbers, and whether anything in it failed.
+fn churn_log(rt: &Runtime, id: &str) -> (Vec<u64>, String) {
+    let o = rt.run(&["exec", id, "cat", "/var/log/app.log"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let lines = o
+        .stdout
+        .lines()
+        .map(|l| l.trim().parse().unwrap_or_else(|_| panic!("line {l:?}")))
+        .collect();
+    let err = rt.run(&["exec", id, "cat", "/var/log/err"]).stdout;
+    (lines, err)
+}
+
+/// A VE on a rootfs of its own to write (readonly: false, no private area: its files
+/// are the rootfs directory's) that, every few ms, appends a numbered line to a log and
+/// replaces a file and a directory (with a file in it) by ones under the next number:
+/// names deleted and made all through the live copy of the rootfs. Moved cold or
+/// online, the move goes through (the first pass copied a log that grew as it was
+/// read), and the destination has the log whole (every line up to the freeze, in
+/// order, no gap: the VE goes on appending from where its memory says it was), and
+/// only the file and directory the VE had at the freeze.
+fn a_rootfs_written_during_the_move_arrives_whole(online: bool) {
+    let p = Pair::new(1, if online { "churno" } else { "churnc" });
+    let _pipe = online.then(PipeMaxSize::hold);
+    let (lan, k, src, dst, id) = (&p.lan, &p.k, &p.src, &p.dst, &p.id);
+    // Stopped before `Pair` removes its bundle, also when an assertion fails: a VE that
+    // still writes its rootfs there makes the removal fail.
+    let _stop = StopFirst(dst, id);
+    let own = tempfile::tempdir().unwrap();
+    let rootfs = own.path().join("rootfs");
+    sh(&format!(
+        "cp -a {} {r} && mkdir -p {r}/var/log {r}/gen {r}/dirs/0 && echo 0 > {r}/gen/0 && \
+         echo 0 > {r}/dirs/0/f",
+        common::rootfs().display(),
+        r = rootfs.display()
+    ));
+    let churn = "n=0; while :; do p=$n; n=$((n+1)); echo $n >> /var/log/app.log; \
+                 mv /gen/$p /gen/$n || echo mv $n >> /var/log/err; \
+                 mkdir /dirs/$n && echo $n > /dirs/$n/f && rm -r /dirs/$p || echo dir $n >> /var/log/err; \
+                 usleep 3000; done";
+    let script = format!(
+        "exec </dev/null >/dev/null 2>&1; nc -ll -p 7000 -e cat & ({churn}) & \
+         while true; do sleep 1; done"
+    );
+    let _b = Bundle::with(&["sh", "-c", &script], |v| {
+        v["annotations"] =
+            json!({"io.vzrun.net.ip": lan.ve_ip(), "io.vzrun.net.uplink": lan.uplink()});
+        v["root"] = json!({"path": rootfs, "readonly": false});
+    });
+    src.track(id);
+    let o = src.run(&["run", "-d", "-b", _b.p(), id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (before, _) = churn_log(src, id);
+    assert!(!before.is_empty(), "the VE writes its log");
+
+    let mut l = Listener::start(dst, lan, k);
+    let mut args = vec!["migrate", id, &l.addr, "--key-file", k.to_str().unwrap()];
+    if online {
+        args.push("--online");
+    }
+    let o = src.run(&args);
+    let log = l.stderr();
+    assert_eq!(o.code, 0, "{o:?}\nlistener: {log}");
+    eprintln!("{}", o.stderr);
+    assert_eq!(dst.status(id), "running");
+    assert_ne!(src.run(&["state", id]).code, 0, "the source VE is gone");
+
+    // Every line up to the freeze and the VE's own after it: 1, 2, ... without a gap.
+    std::thread::sleep(Duration::from_millis(300));
+    let (after, err) = churn_log(dst, id);
+    let gap = after.iter().zip(1u64..).find(|(got, want)| **got != *want);
+    assert!(gap.is_none(), "log out of order or with a gap at {gap:?}");
+    assert_eq!(err, "", "the VE's renames failed on the destination");
+    assert!(
+        after.len() > before.len(),
+        "{} lines on the destination, {} before the move",
+        after.len(),
+        before.len()
+    );
+    // Only the names the VE had at the freeze (and renamed since): the first pass's
+    // are gone. (The directory's next one is made before the last goes: two at once,
+    // then, one after the other.)
+    for d in ["gen", "dirs"] {
+        let ls = dst.run(&["exec", id, "ls", &format!("/{d}")]);
+        let mut names: Vec<u64> = ls.stdout.lines().map(|n| n.parse().unwrap()).collect();
+        names.sort();
+        let ok = match names[..] {
+            [_] => true,
+            [a, b] => d == "dirs" && b == a + 1,
+            _ => false,
+        };
+        assert!(
+            ok,
+            "/{d} holds {names:?}: a name the VE had before the freeze is left"
+        );
+    }
+    // The VE keeps writing on the destination.
+    std::thread::sleep(Duration::from_millis(300));
+    let (later, err) = churn_log(dst, id);
+    assert_eq!(err, "");
+    assert!(
+        later.len() > after.len(),
+        "the log stopped on the destination"
+    );
+    assert_eq!(dst.run(&["delete", "-f", id]).code, 0);
+    // The move says what its frozen pass cost.
+    let pass2 = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("rootfs pass 2 (frozen)"))
+        .unwrap_or_else(|| panic!("no frozen rootfs pass: {}", o.stderr));
+    assert!(!pass2.contains(": 0 entries"), "{pass2}");
+}
+
+#[test]
+fn a_rootfs_written_during_a_cold_move_arrives_whole() {
+    require_criu!();
+    a_rootfs_written_during_the_move_arrives_whole(false);
+}
+
+#[test]
+fn a_rootfs_written_during_an_online_move_arrives_whole() {
+    require_criu!();
+    a_rootfs_written_during_the_move_arrives_whole(true);
+}

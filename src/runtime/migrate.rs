@@ -30,6 +30,21 @@ use crate::ve::migrate::{
     self as mig, channel, kind, tunnel, Channel, FileHeader, Key, Mode, Progress, Requested,
 };
 
+/// What a destination that takes the rootfs's frozen pass says in its answer to HELLO.
+const TAKES_DELTA: &str = "delta";
+/// What a destination that answers SYNC says in its answer to HELLO.
+const TAKES_SYNC: &str = "sync";
+
+/// Whether the destination's answer to HELLO says it takes `what` (an older vzrun's
+/// says nothing).
+fn takes(ok: &[u8], what: &str) -> bool {
+    serde_json::from_slice::<Value>(ok).is_ok_and(|v| {
+        v["takes"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(what)))
+    })
+}
+
 /// Pre-copy stops once a round wrote no more pages than this.
 const FEW_DIRTY_PAGES: u64 = 64;
 const PAGE: u64 = 4096;
@@ -147,13 +162,30 @@ impl Runtime {
             "disk": disk.as_ref().map(|d| json!({"size": d.space})),
         });
         ch.send_json(kind::HELLO, &hello)?;
-        ch.expect(kind::OK)?;
+        let ok = ch.expect(kind::OK)?;
         let started = Instant::now();
+        // A rootfs the VE can write changes while it is copied: what changed goes again
+        // with the VE frozen (DELTA), which the destination must take. One that does
+        // not (an older vzrun answers HELLO with nothing) is refused before anything
+        // moves rather than handed a rootfs older than the VE's memory. With a private
+        // area the VE's writes land in its image (the rootfs is the overlay's lower
+        // layer), whose own frozen pass carries them.
+        let writable = config["root"]["readonly"].as_bool() != Some(true) && disk.is_none();
+        if writable && !takes(&ok, TAKES_DELTA) {
+            let e = Error::Step(format!(
+                "the destination's vzrun does not take the rootfs's frozen pass (frame kind \
+                 {}), which a VE with a writable rootfs needs; upgrade it",
+                kind::name(kind::DELTA)
+            ));
+            ch.fail(&chain(&e));
+            return Err(e);
+        }
+        let mut tree = writable.then(|| (rootfs.clone(), mig::Manifest::new()));
 
         // The files first, while the VE runs.
         let mut hashes = HashMap::new();
         let sent = (|| -> Result<()> {
-            let n = mig::send_tree(&mut ch, &rootfs)?;
+            let n = mig::send_tree(&mut ch, &rootfs, tree.as_mut().map(|(_, m)| m))?;
             progress.line(&format!("rootfs: {:.1} MiB sent", n as f64 / 1048576.0));
             if let Some(d) = &disk {
                 let n = mig::send_disk(&mut ch, &d.image, "disk", &mut hashes, &mut |b| {
@@ -162,6 +194,18 @@ impl Runtime {
                 progress.line(&format!(
                     "disk pass 1: {:.1} MiB sent",
                     n as f64 / 1048576.0
+                ));
+            }
+            // The first passes are out once written to the socket, not once the
+            // destination has unpacked them: a large tree can keep it busy for seconds
+            // after, and a freeze now would last until it caught up.
+            if takes(&ok, TAKES_SYNC) {
+                let t = Instant::now();
+                ch.send(kind::SYNC, &[])?;
+                ch.expect(kind::SYNC)?;
+                progress.line(&format!(
+                    "the destination applied the first passes {} ms after they were sent",
+                    t.elapsed().as_millis()
                 ));
             }
             Ok(())
@@ -185,6 +229,7 @@ impl Runtime {
             out,
             disk,
             hashes,
+            tree,
             progress,
             ends: tunnel::Ends {
                 ip: local_ip,
@@ -261,7 +306,7 @@ impl Runtime {
             }
         }
         kdat_ready(|l| eprintln!("migrate-listen: {l}"));
-        ch.send(kind::OK, &[])?;
+        ch.send_json(kind::OK, &json!({ "takes": [TAKES_DELTA, TAKES_SYNC] }))?;
         let ends = tunnel::Ends {
             ip: local_ip,
             key: key.clone(),
@@ -356,6 +401,12 @@ impl Runtime {
                         .map_err(|e| Error::io("create", &rootfs, e))?;
                     mig::recv_tree(ch, p, &rootfs)?;
                 }
+                kind::DELTA => {
+                    let rootfs = bundle.join("rootfs");
+                    mig::recv_delta(ch, p, &rootfs)?;
+                }
+                // Everything before it is applied: frames are handled in order.
+                kind::SYNC => ch.send(kind::SYNC, &[])?,
                 kind::FILE => {
                     let h: FileHeader = serde_json::from_slice(&p)
                         .map_err(|e| mig::MigError::Protocol(format!("file header: {e}")))?;
@@ -459,7 +510,11 @@ impl Runtime {
                     return Ok(());
                 }
                 other => {
-                    return Err(mig::MigError::Protocol(format!("unexpected frame {other}")).into())
+                    return Err(mig::MigError::Protocol(format!(
+                        "unexpected frame {}",
+                        kind::name(other)
+                    ))
+                    .into())
                 }
             }
         }
@@ -901,6 +956,8 @@ struct Move<'a> {
     disk: Option<DiskRecord>,
     /// Chunk hashes of the disk image as sent, for the pass with the VE frozen.
     hashes: HashMap<u64, u64>,
+    /// A writable rootfs and what its first pass saw, for the pass with the VE frozen.
+    tree: Option<(PathBuf, mig::Manifest)>,
     progress: &'a Progress,
     /// Where CRIU's page traffic enters and leaves the encrypted tunnels.
     ends: tunnel::Ends,
@@ -964,6 +1021,31 @@ impl Move<'_> {
             address: local.ip().to_string(),
             port: local.port().into(),
         }))
+    }
+
+    /// The last passes over the VE's files, with the VE frozen: the rootfs's, then the
+    /// private area's.
+    fn final_files(&mut self) -> Result<()> {
+        self.final_tree()?;
+        self.final_disk()
+    }
+
+    /// The rootfs's pass with the VE frozen (a writable one only): what changed since the
+    /// first pass, and the names gone since.
+    fn final_tree(&mut self) -> Result<()> {
+        let Some((rootfs, seen)) = self.tree.take() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let sent = mig::send_delta(&mut self.ch, &rootfs, seen)?;
+        self.progress.line(&format!(
+            "rootfs pass 2 (frozen): {} entries sent ({:.1} KiB), {} names removed, {} ms",
+            sent.entries,
+            sent.bytes as f64 / 1024.0,
+            sent.removed,
+            t.elapsed().as_millis()
+        ));
+        Ok(())
     }
 
     /// The last disk pass with the VE frozen: its filesystem flushed, only changed chunks.
@@ -1063,7 +1145,7 @@ impl Move<'_> {
             let since = frozen.get().copied().unwrap_or_else(Instant::now);
             self.progress
                 .line(&format!("checkpoint: {} ms", since.elapsed().as_millis()));
-            self.final_disk()?;
+            self.final_files()?;
             self.restore_remote(dir, json!({"lazy": false}))
                 .map(|(_, committed, at)| (committed, at))
         })();
@@ -1152,7 +1234,7 @@ impl Move<'_> {
             ));
             let out = self.out.clone();
             let outcome = (|| -> Result<(Value, Committed, Instant)> {
-                self.final_disk()?;
+                self.final_files()?;
                 self.restore_remote(
                     &out,
                     json!({"lazy": true, "page_server": public.to_string()}),
@@ -1326,5 +1408,22 @@ impl Move<'_> {
         let dir = self.out.join("final");
         let sent = written.iter().sum::<u64>() * PAGE;
         self.frozen_final(&dir, parent, Some("final"), round, sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_destination_that_says_so_takes_the_frozen_rootfs_pass_or_sync() {
+        // An older destination answers HELLO with an empty OK.
+        assert!(!takes(b"", TAKES_DELTA));
+        assert!(!takes(br#"{"takes": []}"#, TAKES_DELTA));
+        assert!(!takes(br#"{"takes": "delta"}"#, TAKES_DELTA));
+        assert!(takes(br#"{"takes": ["delta"]}"#, TAKES_DELTA));
+        assert!(!takes(br#"{"takes": ["delta"]}"#, TAKES_SYNC));
+        assert_eq!(kind::name(kind::DELTA), "14 (DELTA)");
+        assert!(kind::name(99).contains("does not know"));
     }
 }

@@ -52,6 +52,36 @@ pub mod kind {
     pub const COMMIT: u8 = 12;
     /// Destination to source: COMMIT arrived; the source may delete its copy.
     pub const COMMITTED: u8 = 13;
+    /// Source to destination, with the VE frozen: the rootfs's second pass (names to
+    /// remove, then a rootfs stream of what changed; see `delta`). A destination says
+    /// it takes it in its answer to HELLO.
+    pub const DELTA: u8 = 14;
+    /// Source to destination and back, before the freeze: answered once everything
+    /// sent before it is applied (offered in the answer to HELLO).
+    pub const SYNC: u8 = 15;
+
+    /// A kind's name, for errors: a peer's unknown kind is named as such.
+    pub fn name(k: u8) -> String {
+        let n = match k {
+            HELLO => "HELLO",
+            OK => "OK",
+            ERR => "ERR",
+            FILE => "FILE",
+            DATA => "DATA",
+            END => "END",
+            RESTORE => "RESTORE",
+            DONE => "DONE",
+            TAR => "TAR",
+            PROGRESS => "PROGRESS",
+            PAGES => "PAGES",
+            COMMIT => "COMMIT",
+            COMMITTED => "COMMITTED",
+            DELTA => "DELTA",
+            SYNC => "SYNC",
+            _ => return format!("{k} (a kind this vzrun does not know)"),
+        };
+        format!("{k} ({n})")
+    }
 }
 
 /// How long a destination that reported DONE waits for the source's COMMIT before it

@@ -1,10 +1,12 @@
 //! Moving a VE between hosts (vzmigrate), one file per job: the encrypted, framed
 //! channel between the two peers (`channel`), CRIU's page traffic carried inside that
 //! encryption (`tunnel`), what goes over the channel (`streams`: the rootfs,
-//! the private area's image in passes, CRIU's images), the choice between pre-copy and
+//! the private area's image in passes, CRIU's images), the rootfs's frozen second
+//! pass (`delta`), the choice between pre-copy and
 //! post-copy and the pre-copy stopping rule (`rounds`), and progress output (`progress`).
 
 pub mod channel;
+pub mod delta;
 pub mod gate;
 pub mod progress;
 pub mod rounds;
@@ -12,6 +14,7 @@ pub mod streams;
 pub mod tunnel;
 
 pub use channel::{kind, parse_addr, Channel, Key};
+pub use delta::{recv_delta, send_delta, Manifest};
 pub use progress::Progress;
 pub use rounds::{pick_mode, precopy_stop, Mode, Requested};
 pub use streams::{plain_name, recv_file, recv_tree, send_dir, send_disk, send_tree, FileHeader};

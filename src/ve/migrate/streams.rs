@@ -9,6 +9,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::channel::{kind, Channel, CHUNK};
+use super::delta::{Attrs, Manifest};
 use super::{file_err, MigError};
 use crate::sys::sparse;
 
@@ -218,10 +219,10 @@ pub fn plain_name(name: &str) -> Result<&str, MigError> {
 }
 
 /// Frames of the rootfs stream: what the tar builder writes goes out as TAR frames.
-struct TarFrames<'a> {
-    ch: &'a mut Channel,
-    buf: Vec<u8>,
-    sent: u64,
+pub(super) struct TarFrames<'a> {
+    pub(super) ch: &'a mut Channel,
+    pub(super) buf: Vec<u8>,
+    pub(super) sent: u64,
 }
 
 impl TarFrames<'_> {
@@ -255,7 +256,7 @@ impl Write for TarFrames<'_> {
 
 /// The channel's own error back out of the I/O error a tar builder or archive carries it
 /// in; any other I/O error names what was done to which tree.
-fn unwrap_io(e: std::io::Error, what: &'static str, path: &Path) -> MigError {
+pub(super) fn unwrap_io(e: std::io::Error, what: &'static str, path: &Path) -> MigError {
     if e.get_ref().is_some_and(|i| i.is::<MigError>()) {
         if let Some(Ok(m)) = e.into_inner().map(|i| i.downcast::<MigError>()) {
             return *m;
@@ -269,7 +270,14 @@ fn unwrap_io(e: std::io::Error, what: &'static str, path: &Path) -> MigError {
 /// END; returns the archive's size. Owners are numbers; hard links stay links; sockets
 /// are left out, and of the extended attributes the user.* ones go along: what
 /// `tar --numeric-owner --xattrs` piped into its own extraction kept.
-pub fn send_tree(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
+///
+/// With `seen`, what each entry was found to be goes there, for [`super::delta`]'s
+/// frozen pass.
+pub fn send_tree(
+    ch: &mut Channel,
+    dir: &Path,
+    seen: Option<&mut Manifest>,
+) -> Result<u64, MigError> {
     let mut out = TarFrames {
         ch,
         buf: Vec::with_capacity(CHUNK),
@@ -277,7 +285,7 @@ pub fn send_tree(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
     };
     let mut b = tar::Builder::new(&mut out);
     b.follow_symlinks(false);
-    append_tree(&mut b, dir).map_err(|e| unwrap_io(e, "archive", dir))?;
+    append_tree(&mut b, dir, seen).map_err(|e| unwrap_io(e, "archive", dir))?;
     b.into_inner()
         .and_then(|out| out.flush())
         .map_err(|e| unwrap_io(e, "archive", dir))?;
@@ -290,18 +298,18 @@ pub fn send_tree(ch: &mut Channel, dir: &Path) -> Result<u64, MigError> {
 /// by a path from the top. The tree is the VE's and is walked while the VE runs, so a
 /// directory it swaps for a link to `/` after it was listed would otherwise lead the
 /// walk, and the archive, into the host's files.
-struct Pending {
-    dir: std::rc::Rc<File>,
-    child: std::ffi::OsString,
+pub(super) struct Pending {
+    pub(super) dir: std::rc::Rc<File>,
+    pub(super) child: std::ffi::OsString,
     /// The directory's name in the archive, shared by its entries: a full name per
     /// waiting entry let a tenant's wide, deeply named tree cost the source's vzrun
     /// hundreds of MB.
-    parent: std::rc::Rc<PathBuf>,
+    pub(super) parent: std::rc::Rc<PathBuf>,
 }
 
 /// `name` in the directory `dir`, as a bare handle to whatever it is (a link is not
 /// followed).
-fn handle_at(dir: &File, name: &std::ffi::OsStr) -> std::io::Result<File> {
+pub(super) fn handle_at(dir: &File, name: &std::ffi::OsStr) -> std::io::Result<File> {
     use nix::fcntl::{OFlag, ResolveFlag};
     crate::sys::fs::open_at(
         dir,
@@ -312,13 +320,13 @@ fn handle_at(dir: &File, name: &std::ffi::OsStr) -> std::io::Result<File> {
     )
 }
 
-fn magic(f: &File) -> PathBuf {
+pub(super) fn magic(f: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
 /// The names in an opened directory, sorted, each to be looked up in it.
-fn listed(dir: std::rc::Rc<File>, name: &Path) -> std::io::Result<Vec<Pending>> {
+pub(super) fn listed(dir: std::rc::Rc<File>, name: &Path) -> std::io::Result<Vec<Pending>> {
     let mut children = std::fs::read_dir(magic(&dir))?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -342,118 +350,166 @@ fn listed(dir: std::rc::Rc<File>, name: &Path) -> std::io::Result<Vec<Pending>> 
         .collect())
 }
 
-fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    mut seen: Option<&mut Manifest>,
+) -> std::io::Result<()> {
     // The first name each file with several links was archived under.
     let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let top = std::rc::Rc::new(File::open(root)?);
-    let mut header = tar::Header::new_gnu();
-    header.set_metadata_in_mode(&top.metadata()?, tar::HeaderMode::Complete);
-    let xattrs = user_xattrs(&top)?;
-    if !xattrs.is_empty() {
-        b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-    }
     let dot = PathBuf::from(".");
-    b.append_data(&mut header, &dot, std::io::empty())?;
+    append_top(b, &top, seen.as_deref_mut())?;
     // Sorted in the archive: popped from the end, so pushed in reverse.
     let mut todo: Vec<Pending> = listed(top, &dot)?.into_iter().rev().collect();
     while let Some(Pending { dir, child, parent }) = todo.pop() {
         let name = parent.join(&child);
         drop(parent);
-        let handle = handle_at(&dir, &child)?;
-        let meta = handle.metadata()?;
-        let ft = meta.file_type();
-        if ft.is_socket() {
-            continue;
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-        // Opened once, through the handle: what is archived is what was looked at.
-        use nix::fcntl::OFlag;
-        let opened = match (ft.is_dir(), ft.is_file()) {
-            (true, _) => Some(crate::sys::fs::reopen(
-                &handle,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-            )?),
-            (_, true) => Some(crate::sys::fs::reopen(&handle, OFlag::O_RDONLY)?),
-            _ => None,
+        let handle = match handle_at(&dir, &child) {
+            Ok(h) => h,
+            // Gone since its directory was listed (the VE runs and may remove it): left
+            // out as if removed before; the frozen pass brings what happened since.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
-        // user.* attributes exist only on files and directories.
-        if let Some(f) = &opened {
-            let xattrs = user_xattrs(f)?;
-            if !xattrs.is_empty() {
-                b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-            }
+        let Some((attrs, opened_dir)) = append_entry(b, &mut linked, &handle, &name)? else {
+            continue;
+        };
+        if let Some(m) = seen.as_deref_mut() {
+            m.insert(name.clone(), attrs);
         }
-        if ft.is_file() && meta.nlink() > 1 {
-            if let Some(first) = linked.get(&(meta.dev(), meta.ino())) {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                b.append_link(&mut header, &name, first)?;
-                continue;
-            }
-            linked.insert((meta.dev(), meta.ino()), name.clone());
-        }
-        match opened {
-            Some(d) if ft.is_dir() => {
-                b.append_data(&mut header, &name, std::io::empty())?;
-                todo.extend(listed(std::rc::Rc::new(d), &name)?.into_iter().rev());
-            }
-            Some(f) => {
-                let size = meta.len();
-                b.append_data(
-                    &mut header,
-                    &name,
-                    Exactly {
-                        f: (&f).take(size),
-                        left: size,
-                    },
-                )?;
-                let now = f.metadata()?;
-                if now.len() != size
-                    || now.mtime() != meta.mtime()
-                    || now.mtime_nsec() != meta.mtime_nsec()
-                {
-                    return Err(std::io::Error::other(format!(
-                        "{} changed as we read it",
-                        root.join(&name).display()
-                    )));
-                }
-            }
-            None if ft.is_symlink() => {
-                let target = nix::fcntl::readlinkat(
-                    Some(std::os::fd::AsRawFd::as_raw_fd(&handle)),
-                    Path::new(""),
-                )
-                .map_err(std::io::Error::from)?;
-                b.append_link(&mut header, &name, PathBuf::from(target))?;
-            }
-            None => {
-                // Devices and FIFOs: the header says it all, once it has the device's
-                // numbers.
-                if ft.is_char_device() || ft.is_block_device() {
-                    header.set_device_major(nix::sys::stat::major(meta.rdev()) as u32)?;
-                    header.set_device_minor(nix::sys::stat::minor(meta.rdev()) as u32)?;
-                }
-                b.append_data(&mut header, &name, std::io::empty())?;
-            }
+        if let Some(d) = opened_dir {
+            todo.extend(listed(std::rc::Rc::new(d), &name)?.into_iter().rev());
         }
     }
     Ok(())
 }
 
+/// The tree's top as the archive's "." entry.
+pub(super) fn append_top<W: Write>(
+    b: &mut tar::Builder<W>,
+    top: &File,
+    seen: Option<&mut Manifest>,
+) -> std::io::Result<()> {
+    let meta = top.metadata()?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    let xattrs = user_xattrs(top)?;
+    if !xattrs.is_empty() {
+        b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+    }
+    let dot = PathBuf::from(".");
+    if let Some(m) = seen {
+        m.insert(dot.clone(), Attrs::of(&meta));
+    }
+    b.append_data(&mut header, &dot, std::io::empty())
+}
+
+/// Archives the entry `name`, found as the bare handle `handle`; returns what was seen of
+/// it (the attributes as stat'ed before it was read) and, for a directory, the directory
+/// opened to list. None for what is left out (sockets).
+///
+/// A regular file is archived at the size it had when stat'ed: one that grows while it
+/// is read (a log) gives the prefix it had then, one that shrinks is padded with zeros.
+/// Either is marked stale, as is one changed too recently for its times to tell (see
+/// [`Attrs::racy`]), so that a later pass with the VE frozen sends it again.
+pub(super) fn append_entry<W: Write>(
+    b: &mut tar::Builder<W>,
+    linked: &mut HashMap<(u64, u64), PathBuf>,
+    handle: &File,
+    name: &Path,
+) -> std::io::Result<Option<(Attrs, Option<File>)>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = handle.metadata()?;
+    let mut attrs = Attrs::of(&meta);
+    let ft = meta.file_type();
+    if ft.is_socket() {
+        return Ok(None);
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    // Opened once, through the handle: what is archived is what was looked at.
+    use nix::fcntl::OFlag;
+    let opened = match (ft.is_dir(), ft.is_file()) {
+        (true, _) => Some(crate::sys::fs::reopen(
+            handle,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        )?),
+        (_, true) => Some(crate::sys::fs::reopen(handle, OFlag::O_RDONLY)?),
+        _ => None,
+    };
+    // user.* attributes exist only on files and directories.
+    if let Some(f) = &opened {
+        let xattrs = user_xattrs(f)?;
+        if !xattrs.is_empty() {
+            b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+    }
+    if ft.is_file() && meta.nlink() > 1 {
+        if let Some(first) = linked.get(&(meta.dev(), meta.ino())) {
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            b.append_link(&mut header, name, first)?;
+            return Ok(Some((attrs, None)));
+        }
+        linked.insert((meta.dev(), meta.ino()), name.to_path_buf());
+    }
+    match opened {
+        Some(d) if ft.is_dir() => {
+            b.append_data(&mut header, name, std::io::empty())?;
+            return Ok(Some((attrs, Some(d))));
+        }
+        Some(f) => {
+            let size = meta.len();
+            let mut data = Exactly {
+                f: (&f).take(size),
+                left: size,
+                padded: false,
+            };
+            b.append_data(&mut header, name, &mut data)?;
+            let now = f.metadata()?;
+            if data.padded || Attrs::of(&now) != attrs {
+                attrs.stale = true;
+            }
+        }
+        None if ft.is_symlink() => {
+            let target = nix::fcntl::readlinkat(
+                Some(std::os::fd::AsRawFd::as_raw_fd(handle)),
+                Path::new(""),
+            )
+            .map_err(std::io::Error::from)?;
+            b.append_link(&mut header, name, PathBuf::from(target))?;
+        }
+        None => {
+            // Devices and FIFOs: the header says it all, once it has the device's
+            // numbers.
+            if ft.is_char_device() || ft.is_block_device() {
+                header.set_device_major(nix::sys::stat::major(meta.rdev()) as u32)?;
+                header.set_device_minor(nix::sys::stat::minor(meta.rdev()) as u32)?;
+            }
+            b.append_data(&mut header, name, std::io::empty())?;
+        }
+    }
+    Ok(Some((attrs, None)))
+}
+
 /// A file's contents, exactly as long as its header said: a file that shrank while it
-/// was read is an error, not a corrupt archive.
+/// was read is padded with zeros (and `padded` set), not a corrupt archive.
 struct Exactly<R> {
     f: R,
     left: u64,
+    padded: bool,
 }
 
 impl<R: Read> Read for Exactly<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.f.read(buf)?;
         if n == 0 && self.left > 0 {
-            return Err(std::io::Error::other("file shrank as we read it"));
+            let n = buf.len().min(self.left as usize);
+            buf[..n].fill(0);
+            self.padded = true;
+            self.left -= n as u64;
+            return Ok(n);
         }
         self.left -= n as u64;
         Ok(n)
@@ -721,6 +777,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_read_at_its_stat_size_pads_a_shrink_and_stops_at_growth() {
+        let mut short = Exactly {
+            f: &b"abc"[..],
+            left: 5,
+            padded: false,
+        };
+        let mut got = Vec::new();
+        short.read_to_end(&mut got).unwrap();
+        assert_eq!((got.as_slice(), short.padded), (&b"abc\0\0"[..], true));
+        // A file that grew past its stat'ed size: the prefix it had, not marked padded.
+        let mut long = Exactly {
+            f: (&b"abcdef"[..]).take(4),
+            left: 4,
+            padded: false,
+        };
+        let mut got = Vec::new();
+        long.read_to_end(&mut got).unwrap();
+        assert_eq!((got.as_slice(), long.padded), (&b"abcd"[..], false));
+    }
+
+    #[test]
     fn names_from_the_peer_stay_in_their_directory() {
         assert!(plain_name("pages-1.img").is_ok());
         for bad in ["", ".", "..", "../x", "a/b"] {
@@ -790,7 +867,7 @@ mod tests {
         });
         let mut ch =
             Channel::client(TcpStream::connect(addr).unwrap(), &Key::load(&kp).unwrap()).unwrap();
-        let n = send_tree(&mut ch, src).unwrap();
+        let n = send_tree(&mut ch, src, None).unwrap();
         ch.send(kind::OK, &[]).unwrap();
         srv.join().unwrap();
         n
