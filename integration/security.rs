@@ -256,15 +256,27 @@ fn a_tenant_stopping_an_exec_cannot_hold_up_kill_and_delete() {
 
 /// The attack on a stale state: the container's init dies, and another process (here
 /// one of the host's) gets its pid. `exec`, `kill` and `state` must not take that
-/// process for the container's init: runc says the container is stopped.
+/// process for the container's init: runc says the container is stopped. Also for a
+/// container whose record comes from a vzrun that did not keep the init's start time.
 #[test]
 fn a_reused_init_pid_is_not_taken_for_the_container() {
     require_root!();
+    reused_pid(false);
+    reused_pid(true);
+}
+
+fn reused_pid(old_record: bool) {
     let b = Bundle::busybox(&["sleep", "300"]);
     let rt = Runtime::vzrun();
     let id = common::unique_id("pidreuse");
     rt.track(&id);
     assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    if old_record {
+        let path = rt.root.path().join(".vzrun").join(&id).join("ve.json");
+        let mut rec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(rec.as_object_mut().unwrap().remove("init_start").is_some());
+        std::fs::write(&path, rec.to_string()).unwrap();
+    }
     let init = rt.state(&id)["pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::SIGKILL).unwrap();
     let gone = (0..200).any(|_| {
@@ -296,17 +308,24 @@ fn a_reused_init_pid_is_not_taken_for_the_container() {
     let _ = squatter.kill();
     let _ = squatter.wait();
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
-    assert_eq!(state["status"], "stopped", "{state}");
+    let what = if old_record { " (old record)" } else { "" };
+    assert_eq!(state["status"], "stopped", "{state}{what}");
     assert_ne!(
         exec.code, 0,
-        "exec ran in the host process's namespaces: {exec:?}"
+        "exec ran in the host process's namespaces{what}: {exec:?}"
     );
     assert!(
         exec.error_msg().contains("stopped container"),
-        "runc's words: {exec:?}"
+        "runc's words{what}: {exec:?}"
     );
-    assert_ne!(kill.code, 0, "kill reached the host process: {kill:?}");
-    assert!(alive, "the host process with the old init's pid was killed");
+    assert_ne!(
+        kill.code, 0,
+        "kill reached the host process{what}: {kill:?}"
+    );
+    assert!(
+        alive,
+        "the host process with the old init's pid was killed{what}"
+    );
 }
 
 #[test]

@@ -480,6 +480,27 @@ diff!(
     ]
 );
 diff!(
+    exec_preserve_fds_not_open_or_negative,
+    SLEEP,
+    none,
+    [
+        s(&["run", "-d", "-b", "{b}", "{id}"]),
+        // runc: "unable to stat preserved-fd N (of 40)" (vzrun's N differs: runc has
+        // descriptors of its own open there).
+        code(&["exec", "--preserve-fds", "40", "{id}", "true"]),
+        // A negative count is none: stderr stays.
+        s(&[
+            "exec",
+            "--preserve-fds=-1",
+            "{id}",
+            "sh",
+            "-c",
+            "echo to-stderr >&2"
+        ]),
+        s(&["delete", "-f", "{id}"]),
+    ]
+);
+diff!(
     create_console_socket_missing,
     SLEEP,
     |v| v["process"]["terminal"] = json!(true),

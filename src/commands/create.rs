@@ -41,7 +41,8 @@ impl CreateFlags {
             console_socket: self.console_socket,
             pid_file: self.pid_file,
             no_pivot: self.no_pivot,
-            preserve_fds: self.preserve_fds,
+            // runc takes a negative count as none; libcontainer would close stdio.
+            preserve_fds: self.preserve_fds.max(0),
             detach,
             spec: None,
             // A bundle handed to the OCI commands is a tenant's: the host policy applies.

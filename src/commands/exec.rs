@@ -131,7 +131,8 @@ fn exec(args: Args, global: &GlobalOpts) -> Result<i32> {
         console_socket: args.console_socket,
         pid_file: args.pid_file,
         detach: args.detach,
-        preserve_fds: args.preserve_fds,
+        // runc takes a negative count as none; libcontainer would close stdio.
+        preserve_fds: args.preserve_fds.max(0),
         ignore_paused: args.ignore_paused,
         cgroup: args.cgroup,
         process_label: args.process_label,

@@ -161,6 +161,8 @@ impl Runtime {
     /// until the caller drops it.
     pub fn create(&self, opts: CreateOptions) -> Result<(Container, Lock)> {
         let _step = tracing::debug_span!("create", id = %opts.id).entered();
+        // Before vzrun opens anything of its own where the caller's descriptors go.
+        crate::sys::fs::check_preserved_fds(opts.preserve_fds).map_err(Error::Step)?;
         validate_id(&opts.id)?;
         let id = opts.id.as_str();
         let mut bundle = bundle::load(&opts.bundle, opts.spec)?;

@@ -113,6 +113,8 @@ impl Runtime {
     /// Returns the process's exit status in the foreground, 0 when detached.
     pub fn exec(&self, opts: ExecOptions) -> Result<i32> {
         let _step = tracing::debug_span!("exec", id = %opts.id).entered();
+        // Before vzrun opens anything of its own where the caller's descriptors go.
+        crate::sys::fs::check_preserved_fds(opts.preserve_fds).map_err(Error::Step)?;
         let loaded = self.root.load(&opts.id)?;
         can_exec(loaded.container.status(), opts.ignore_paused)?;
         // Relative to where the caller stands, fixed before anything starts (runc's way).
@@ -324,6 +326,8 @@ impl Runtime {
             Some(path) => crate::sys::cgroups::join_unified(path, false)?,
             None => None,
         };
+        // libcontainer's forks are seen by the container before they exec.
+        let hidden = crate::sys::process::hide_args();
         let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
             .with_root_path(state_root)?
             .with_pid_file(None::<PathBuf>)?
@@ -337,6 +341,7 @@ impl Runtime {
             .with_sub_cgroup(t.sub_cgroup)
             .with_process_label(opts.process_label.clone())
             .build();
+        drop(hidden);
         drop(unified);
         // A failed hand-off fails the process too: the agent's error is the one to tell.
         let relayed = t.relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
@@ -397,11 +402,12 @@ fn sub_cgroup(derived: &Spec, arg: &str) -> Result<String> {
     Ok(sub.to_string())
 }
 
-/// What a process document leaves out is the container's, as runc's exec takes it from
-/// the container's config: capabilities (libcontainer would keep all of vzrun's),
-/// rlimits, the AppArmor profile and the OOM score (libcontainer would keep the
-/// caller's); no_new_privileges stays unset, as runc 1.1.5 leaves it. Returns whether
-/// the capabilities came from the container.
+/// What a process document leaves out is the container's: capabilities (as runc;
+/// libcontainer would keep all of vzrun's), the AppArmor profile and the OOM score (as
+/// runc; libcontainer would keep the caller's), and rlimits (runc 1.1.5 keeps the
+/// caller's, which may be above what the container was given: the container's limits
+/// are the stricter choice); no_new_privileges stays unset, as runc leaves it. Returns
+/// whether the capabilities came from the container.
 fn inherit_from_container(p: &mut Process, derived: &Spec) -> bool {
     let Some(own) = derived.process().as_ref() else {
         return false;

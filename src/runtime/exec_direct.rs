@@ -100,9 +100,14 @@ impl Launch<'_> {
         // /proc files (libcontainer does the same before its fork). exec(2) makes the
         // process dumpable again.
         nix::sys::prctl::set_dumpable(false).map_err(|e| failed("prctl(PR_SET_DUMPABLE)", &e))?;
+        let hidden = crate::sys::process::hide_args();
         // SAFETY: vzrun has one thread here (this launcher is not used with a seccomp
         // agent, whose relay is a thread), so the child may allocate and take locks.
-        match unsafe { nix::unistd::fork() } {
+        let forked = unsafe { nix::unistd::fork() };
+        if matches!(forked, Ok(ForkResult::Parent { .. }) | Err(_)) {
+            drop(hidden);
+        }
+        match forked {
             Ok(ForkResult::Child) => {
                 drop(err_read);
                 drop(pid_read);
@@ -252,41 +257,10 @@ impl Launch<'_> {
             nix::sched::setns(plan.pidfd.as_fd(), flags)
                 .map_err(|e| format!("join the container's namespaces: {}", e.desc()))?;
         }
-        // Nothing of vzrun's goes further than it must: the process gets stdio, the
-        // preserved descriptors and the error pipe (its own descriptors in the preserved
-        // range are close-on-exec, as under libcontainer).
-        let mut keep = vec![err_write, &pid_write];
-        keep.extend(plan.console.as_ref());
-        close_all_but(3 + self.preserve_fds.max(0), &keep)
-            .map_err(|e| format!("close file descriptors: {e}"))?;
-        match clone_parent().map_err(|e| format!("clone: {e}"))? {
-            0 => {
-                drop(pid_write);
-                self.in_child(plan)
-            }
-            child => {
-                let _ = std::fs::File::from(pid_write).write_all(&child.to_ne_bytes());
-                // SAFETY: ends this forked helper without running the parent's exit
-                // handlers or flushing buffers it shares with the parent.
-                unsafe { libc::_exit(0) }
-            }
-        }
-    }
-
-    /// The process, in the container's namespaces and cgroups: the steps from the session
-    /// on, in libcontainer's order; returns only with the reason it stopped.
-    fn in_child(&self, plan: &Plan) -> std::result::Result<Infallible, String> {
-        let p = self.process;
-        let syscall = create_syscall();
-        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-        // The terminal comes from the container's own devpts (the process is in its
-        // mounts by now), becomes the session's, and its master goes to the socket:
-        // libcontainer's step, taken at the same point as in its init.
-        if let Some(console) = &plan.console {
-            use std::os::fd::AsRawFd;
-            libcontainer::tty::setup_console(syscall.as_ref(), console.as_raw_fd(), false)
-                .map_err(|e| format!("set up the terminal: {e}"))?;
-        }
+        // The process's credentials, taken here where the container cannot see this
+        // process: what it forks is never more privileged than the container's
+        // processes (a container root with CAP_SYS_PTRACE could otherwise take over a
+        // process holding all of vzrun's capabilities). libcontainer's steps in its order.
         if p.no_new_privileges() == Some(true) {
             nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
         }
@@ -319,7 +293,7 @@ impl Launch<'_> {
             .set_id(Uid::from_raw(p.user().uid()), Gid::from_raw(p.user().gid()))
             .map_err(|e| format!("set uid and gid: {e}"))?;
         syscall
-            .close_range(self.preserve_fds)
+            .close_range(self.preserve_fds.max(0))
             .map_err(|e| format!("close file descriptors: {e}"))?;
         capabilities::reset_effective(syscall.as_ref())
             .map_err(|e| format!("reset effective capabilities: {e}"))?;
@@ -329,6 +303,40 @@ impl Launch<'_> {
         }
         if chdir_later {
             nix::unistd::chdir(cwd).map_err(|e| chdir_error(cwd, e))?;
+        }
+        // Nothing of vzrun's goes further than it must: the process gets stdio, the
+        // preserved descriptors and the error pipe (its own descriptors in the preserved
+        // range are close-on-exec, as under libcontainer).
+        let mut keep = vec![err_write, &pid_write];
+        keep.extend(plan.console.as_ref());
+        close_all_but(3 + self.preserve_fds.max(0), &keep)
+            .map_err(|e| format!("close file descriptors: {e}"))?;
+        match clone_parent().map_err(|e| format!("clone: {e}"))? {
+            0 => {
+                drop(pid_write);
+                self.in_child(plan)
+            }
+            child => {
+                let _ = std::fs::File::from(pid_write).write_all(&child.to_ne_bytes());
+                // SAFETY: ends this forked helper without running the parent's exit
+                // handlers or flushing buffers it shares with the parent.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    /// The process, in the container's namespaces and cgroups: the steps from the session
+    /// on, in libcontainer's order; returns only with the reason it stopped.
+    fn in_child(&self, plan: &Plan) -> std::result::Result<Infallible, String> {
+        let syscall = create_syscall();
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        // The terminal comes from the container's own devpts (the process is in its
+        // mounts by now), becomes the session's, and its master goes to the socket:
+        // libcontainer's step, taken at the same point as in its init.
+        if let Some(console) = &plan.console {
+            use std::os::fd::AsRawFd;
+            libcontainer::tty::setup_console(syscall.as_ref(), console.as_raw_fd(), false)
+                .map_err(|e| format!("set up the terminal: {e}"))?;
         }
         // A cwd reached through a path outside the mount namespace's root would be
         // unreachable (getcwd fails); the process must start inside the container.

@@ -980,7 +980,12 @@ impl Move<'_> {
         let id = self.id();
         if self.opts.keep_source {
             if let Ok(l) = self.rt.root.load(id) {
-                if let Some(pid) = l.container.pid() {
+                // Only a live init: a pid the state still names may be another
+                // process's by now (Root::read says stopped then).
+                if let (Some(pid), false) = (
+                    l.container.pid(),
+                    l.container.status() == libcontainer::container::ContainerStatus::Stopped,
+                ) {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
                 }
             }

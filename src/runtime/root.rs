@@ -160,10 +160,20 @@ impl Root {
         // libcontainer takes any live process with the init's pid for the init; once
         // the init is gone its pid may be another process's (a kill, an exec, a delete
         // would reach that one). runc compares start times too.
-        if let (Some(start), Some(pid)) = (record.init_start, container.pid()) {
-            if container.status() != ContainerStatus::Stopped
-                && crate::sys::process::start_time(pid.as_raw()) != Some(start)
-            {
+        if let (Some(pid), true) = (
+            container.pid(),
+            container.status() != ContainerStatus::Stopped,
+        ) {
+            let same = match record.init_start {
+                Some(start) => crate::sys::process::start_time(pid.as_raw()) == Some(start),
+                // A record from before vzrun kept the start time: the init is at least
+                // in the container's cgroup, where a process that took over its pid is
+                // not.
+                None => container
+                    .spec()
+                    .is_ok_and(|c| in_cgroup(pid.as_raw(), &c.cgroup_path)),
+            };
+            if !same {
                 container.set_status(ContainerStatus::Stopped);
             }
         }
@@ -192,6 +202,22 @@ impl Root {
         let _ = fs::remove_dir_all(dir);
         let _ = fs::remove_dir(self.path.join(VE_DIR));
     }
+}
+
+/// Whether `pid` is in the cgroup at `path` (or one below it) in some hierarchy.
+fn in_cgroup(pid: i32, path: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    let want = want.trim_end_matches('/');
+    text.lines().any(|l| {
+        l.splitn(3, ':').nth(2).is_some_and(|p| {
+            p == want
+                || p.strip_prefix(want)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    })
 }
 
 fn default_root() -> PathBuf {

@@ -313,6 +313,20 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), PidFileError> {
     Ok(())
 }
 
+/// runc's check of `--preserve-fds N`: the N descriptors after stdio are open, in its
+/// words when one is not.
+pub fn check_preserved_fds(n: i32) -> Result<(), String> {
+    for i in 0..n.max(0) {
+        let fd = 3 + i;
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            return Err(format!(
+                "unable to stat preserved-fd {i} (of {n}): stat /proc/self/fd/{fd}: no such file or directory"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,6 +124,54 @@ pub fn own_namespace(pid: i32, kind: &str) -> bool {
     }
 }
 
+/// This process's command line past the program's name, zeroed where the kernel shows it
+/// (/proc/PID/cmdline, readable by every process that sees the pid); put back when
+/// dropped. A fork taken meanwhile keeps it hidden: the processes vzrun forks into a
+/// container are seen by the container's users before they exec, and `exec -e
+/// PASSWORD=…` must not be shown to them (runc's show `runc init`).
+pub struct HiddenArgs {
+    start: usize,
+    saved: Vec<u8>,
+}
+
+/// Hides the arguments (see [`HiddenArgs`]); None where /proc does not say where they
+/// are.
+pub fn hide_args() -> Option<HiddenArgs> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (start, end) = arg_area(&stat)?;
+    // SAFETY: [arg_start, arg_end) is this process's own argument area, which the kernel
+    // mapped readable and writable on its stack at exec and never unmaps; arg_area
+    // bounds its length.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    // The program's name and its NUL stay.
+    let keep = area.iter().position(|&b| b == 0)? + 1;
+    let saved = area[keep..].to_vec();
+    area[keep..].fill(0);
+    Some(HiddenArgs {
+        start: start + keep,
+        saved,
+    })
+}
+
+impl Drop for HiddenArgs {
+    fn drop(&mut self) {
+        // SAFETY: the same bytes of the argument area that hide_args zeroed.
+        let area =
+            unsafe { std::slice::from_raw_parts_mut(self.start as *mut u8, self.saved.len()) };
+        area.copy_from_slice(&self.saved);
+    }
+}
+
+/// arg_start and arg_end (fields 48 and 49 of a /proc/PID/stat line), when they make a
+/// plausible area.
+fn arg_area(stat: &str) -> Option<(usize, usize)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(45);
+    let start: usize = fields.next()?.parse().ok()?;
+    let end: usize = fields.next()?.parse().ok()?;
+    (start > 0 && end > start && end - start <= 1 << 21).then_some((start, end))
+}
+
 /// When the process `pid` started (clock ticks after boot, field 22 of /proc/PID/stat):
 /// with the pid, what names one process for good, since pids are reused.
 pub fn start_time(pid: i32) -> Option<u64> {
@@ -141,6 +189,19 @@ fn start_time_in(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_arguments_come_back() {
+        let before = std::fs::read("/proc/self/cmdline").unwrap();
+        let hidden = hide_args().expect("this process's argument area");
+        let during = std::fs::read("/proc/self/cmdline").unwrap();
+        drop(hidden);
+        let after = std::fs::read("/proc/self/cmdline").unwrap();
+        let name = before.split(|&b| b == 0).next().unwrap();
+        assert!(during.starts_with(name));
+        assert!(during[name.len()..].iter().all(|&b| b == 0), "{during:?}");
+        assert_eq!(after, before);
+    }
 
     #[test]
     fn the_start_time_is_field_22_whatever_the_name() {
