@@ -222,6 +222,39 @@ fn a_container_cannot_reach_the_host_through_a_process_being_execd() {
     );
 }
 
+/// The attack, without any capability beyond the default: a tenant stops each new
+/// process in its container and reads its /proc status and command line (both readable
+/// by anyone). While the operator runs `exec -e` with a secret, no process the tenant
+/// sees may hold more capabilities than the container's own processes, nor show the
+/// caller's command line.
+#[test]
+fn a_process_being_execd_shows_the_container_no_more_than_its_own() {
+    require_root!();
+    let script = "mine=$(grep CapBnd /proc/self/status); \
+        while :; do for d in /proc/[0-9]*; do q=${d#/proc/}; \
+        [ $q = 1 ] || [ $q = $$ ] && continue; kill -STOP $q 2>/dev/null || continue; \
+        b=$(grep CapBnd $d/status 2>/dev/null); \
+        [ -n \"$b\" ] && [ \"$b\" != \"$mine\" ] && echo \"$q $b\" >> /dev/shm/seen; \
+        tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q vzt-secret && echo \"$q cmdline\" >> /dev/shm/seen; \
+        kill -CONT $q; done; done";
+    let b = Bundle::busybox(&["sh", "-c", script]);
+    let rt = Runtime::vzrun();
+    let id = common::unique_id("execsee");
+    rt.track(&id);
+    assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
+    for _ in 0..40 {
+        let _ = rt.run(&["exec", "-e", "TOKEN=vzt-secret", &id, "/bin/true"]);
+    }
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+    let seen =
+        std::fs::read_to_string(format!("/proc/{init}/root/dev/shm/seen")).unwrap_or_default();
+    assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+    assert!(
+        seen.is_empty(),
+        "the container saw processes with more than its capabilities or the caller's command line:\n{seen}"
+    );
+}
+
 /// The attack: a tenant stops every new process in its container, so an operator's
 /// `exec` never finishes; the operator's `kill` and `delete` of the container must still
 /// go through (runc holds no lock across an exec).
