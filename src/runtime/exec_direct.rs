@@ -1,23 +1,29 @@
-//! Exec's own launcher: one fork from vzrun straight into the container, no intermediate
-//! process.
+//! Exec's own launcher: vzrun forks into the container itself, without libcontainer's
+//! intermediate process.
 //!
 //! libcontainer starts an exec'd process the way it starts an init: an intermediate
 //! process builds a cgroup manager, joins the cgroups and the PID namespace and forks
 //! the process, which then joins the other namespaces. On a v1 or hybrid host the
 //! manager alone reads mountinfo through a checked /proc handle once per controller:
 //! measured with `strace -f` on `exec ID /bin/true`, the intermediate made 681 of the
-//! exec's 1212 system calls (crun's whole exec: 635). Here the process joins what the
-//! container's init is in from a pidfd of the init (`setns(2)` takes every namespace in
-//! one call, and the pidfd cannot be recycled under us), and the container's cgroup in
-//! every hierarchy by writing to `cgroup.procs`.
+//! exec's 1212 system calls (crun's whole exec: 605-635). Here the process joins what
+//! the container's init is in from a pidfd of the init (`setns(2)` takes every
+//! namespace in one call, and a pidfd taken under the container's lock and checked
+//! against the init's start time names that process for good), and the container's
+//! cgroup in every hierarchy by writing to `cgroup.procs`.
 //!
-//! Everything after the namespaces is libcontainer's own code in its own order (ids,
-//! capabilities, the fd sweep) and vzrun's executor (seccomp, the lent CAP_SYS_ADMIN,
-//! signal dispositions, the PATH lookup and its errors), so a process started here is the
-//! process libcontainer's tenant path starts. What this path does not do it leaves to
-//! that path: [`Launch::fits`] sends a terminal, a sub-cgroup, an AppArmor or SELinux
-//! label, a seccomp agent, a user or time namespace, a personality, I/O priority,
-//! scheduler or CPU affinity settings, and a container that is not running there.
+//! Two steps, as runc's nsexec: everything that needs vzrun's privileges (cgroups,
+//! limits, namespaces, then ids and capabilities) happens in a first child that the
+//! container cannot see; the process it clones into the container's PID namespace is
+//! already in the container's mounts with the container's credentials, and only makes
+//! its session and terminal and runs vzrun's executor (seccomp, the lent CAP_SYS_ADMIN,
+//! signal dispositions, the PATH lookup and its errors). The steps are libcontainer's
+//! own code in its order, so a process started here is the process libcontainer's
+//! tenant path starts. What this path does not do it leaves to that path:
+//! [`Launch::fits`] sends an AppArmor or SELinux label, a user or time namespace, a
+//! personality, I/O priority, scheduler or CPU affinity settings there, and the caller
+//! a sub-cgroup, a seccomp agent, a long console socket path and a container that is not
+//! running.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
