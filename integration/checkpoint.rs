@@ -307,6 +307,7 @@ fn ve_net(rt: &Runtime, id: &str) -> (String, String) {
     let a = rt.run(&["exec", id, "ip", "-o", "addr", "show", "dev", "venet0"]);
     let r = rt.run(&["exec", id, "ip", "route"]);
     assert_eq!(a.code, 0, "{a:?}");
+    assert_eq!(r.code, 0, "{r:?}");
     // The interface index may differ in a new namespace; the rest must not.
     // The link-local address follows the new link's random MAC; a venet has no use for it.
     let addrs = a
@@ -581,8 +582,9 @@ fn veth_ve_comes_back_on_its_bridge_with_its_mac() {
     rt.track(&id);
     assert_eq!(rt.run(&["run", "-d", "-b", b.p(), &id]).code, 0);
     let mac = |rt: &Runtime| {
-        rt.run(&["exec", &id, "cat", "/sys/class/net/eth0/address"])
-            .stdout
+        let o = rt.run(&["exec", &id, "cat", "/sys/class/net/eth0/address"]);
+        assert_eq!(o.code, 0, "{o:?}");
+        o.stdout
     };
     let before = mac(&rt);
     assert_eq!(bridge_ports(&br.0), 1);

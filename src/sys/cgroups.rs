@@ -661,15 +661,26 @@ fn hierarchy_roots() -> Vec<PathBuf> {
     cgroup_mount_points(&crate::sys::mountinfo::read(None).unwrap_or_default())
 }
 
-/// The mount points of the cgroup and cgroup2 mounts in a mount table, each once.
+/// One mount point per cgroup hierarchy in a mount table. A hierarchy's mounts share the
+/// device; a whole-hierarchy mount (root `/`) is taken, the one under /sys/fs/cgroup where
+/// there is one. CRIU mounts the hierarchies again under its work directory while it
+/// dumps or restores (`.criu.cgyard.*`), and those go away under whoever uses them.
 fn cgroup_mount_points(table: &[crate::sys::mountinfo::Mount]) -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = Vec::new();
+    let mut chosen: Vec<(&str, PathBuf)> = Vec::new();
     for m in table {
-        if matches!(m.fstype.as_str(), "cgroup" | "cgroup2") && !roots.contains(&m.point) {
-            roots.push(m.point.clone());
+        if !matches!(m.fstype.as_str(), "cgroup" | "cgroup2") || m.root != Path::new("/") {
+            continue;
+        }
+        match chosen.iter_mut().find(|(dev, _)| *dev == m.dev) {
+            Some((_, point)) => {
+                if !point.starts_with(CGROUP_ROOT) && m.point.starts_with(CGROUP_ROOT) {
+                    *point = m.point.clone();
+                }
+            }
+            None => chosen.push((m.dev.as_str(), m.point.clone())),
         }
     }
-    roots
+    chosen.into_iter().map(|(_, point)| point).collect()
 }
 
 /// The cgroup at `path` in each hierarchy that has it, each directory's sub-cgroups
@@ -898,7 +909,10 @@ mod tests {
             27 25 0:25 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
             28 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
             29 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-            30 25 0:27 / /mnt/odd\\040dir rw - cgroup cgroup rw,pids\n";
+            30 25 0:27 / /mnt/odd\\040dir rw - cgroup cgroup rw,pids\n\
+            31 40 0:24 / /tmp/w/.criu.cgyard.Ab12/unified rw - cgroup2 cgroup2 rw\n\
+            32 40 0:26 / /tmp/w/.criu.cgyard.Ab12/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+            33 40 0:28 /x /mnt/part rw - cgroup cgroup rw,memory\n";
         let want: Vec<PathBuf> = [
             "/sys/fs/cgroup/unified",
             "/sys/fs/cgroup/systemd",
