@@ -19,7 +19,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::channel::{kind, Channel, CHUNK};
-use super::streams::{append_entry, append_top, handle_at, listed, magic, recv_tree, unwrap_io};
+use super::streams::{
+    append_entry, append_top, handle_at, listed, magic, next_entry, recv_tree, unwrap_io,
+};
 use super::streams::{Pending, TarFrames};
 use super::{file_err, MigError};
 
@@ -136,16 +138,9 @@ fn walk(top: &std::rc::Rc<File>, mut seen: Manifest) -> std::io::Result<Found> {
         found.changed.push(dot.clone());
     }
     let mut todo: Vec<Pending> = listed(top.clone(), &dot)?.into_iter().rev().collect();
-    while let Some(Pending { dir, child, parent }) = todo.pop() {
-        let name = parent.join(&child);
-        drop(parent);
-        // The VE is frozen, but another writer of a shared tree may not be: what went
-        // since the listing is gone, as if it had gone before.
-        let handle = match handle_at(&dir, &child) {
-            Ok(h) => h,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
+    // The VE is frozen, but another writer of a shared tree may not be: what went since
+    // the listing is gone, as if it had gone before.
+    while let Some((name, handle)) = next_entry(&mut todo)? {
         let meta = handle.metadata()?;
         if meta.file_type().is_socket() {
             continue;
@@ -200,11 +195,7 @@ pub fn send_delta(ch: &mut Channel, root: &Path, seen: Manifest) -> Result<Delta
     send_removals(ch, &found.remove)?;
     drop(found.remove);
 
-    let mut out = TarFrames {
-        ch,
-        buf: Vec::with_capacity(CHUNK),
-        sent: 0,
-    };
+    let mut out = TarFrames::new(ch);
     let mut b = tar::Builder::new(&mut out);
     b.follow_symlinks(false);
     let mut linked = HashMap::new();

@@ -225,6 +225,17 @@ pub(super) struct TarFrames<'a> {
     pub(super) sent: u64,
 }
 
+impl<'a> TarFrames<'a> {
+    /// An archive's frames on `ch`, nothing sent yet.
+    pub(super) fn new(ch: &'a mut Channel) -> Self {
+        TarFrames {
+            ch,
+            buf: Vec::with_capacity(CHUNK),
+            sent: 0,
+        }
+    }
+}
+
 impl TarFrames<'_> {
     fn send_buffered(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
@@ -278,11 +289,7 @@ pub fn send_tree(
     dir: &Path,
     seen: Option<&mut Manifest>,
 ) -> Result<u64, MigError> {
-    let mut out = TarFrames {
-        ch,
-        buf: Vec::with_capacity(CHUNK),
-        sent: 0,
-    };
+    let mut out = TarFrames::new(ch);
     let mut b = tar::Builder::new(&mut out);
     b.follow_symlinks(false);
     append_tree(&mut b, dir, seen).map_err(|e| unwrap_io(e, "archive", dir))?;
@@ -325,6 +332,23 @@ pub(super) fn magic(f: &File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
+/// The next entry of a walk (its name in the tree and a bare handle to it), taking the
+/// walk's pending names in order. A name gone since its directory was listed (the VE
+/// runs and may remove it) is passed over as if it had gone before: a later pass brings
+/// what happened since.
+pub(super) fn next_entry(todo: &mut Vec<Pending>) -> std::io::Result<Option<(PathBuf, File)>> {
+    while let Some(Pending { dir, child, parent }) = todo.pop() {
+        let name = parent.join(&child);
+        drop(parent);
+        match handle_at(&dir, &child) {
+            Ok(h) => return Ok(Some((name, h))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// The names in an opened directory, sorted, each to be looked up in it.
 pub(super) fn listed(dir: std::rc::Rc<File>, name: &Path) -> std::io::Result<Vec<Pending>> {
     let mut children = std::fs::read_dir(magic(&dir))?
@@ -362,16 +386,7 @@ fn append_tree<W: Write>(
     append_top(b, &top, seen.as_deref_mut())?;
     // Sorted in the archive: popped from the end, so pushed in reverse.
     let mut todo: Vec<Pending> = listed(top, &dot)?.into_iter().rev().collect();
-    while let Some(Pending { dir, child, parent }) = todo.pop() {
-        let name = parent.join(&child);
-        drop(parent);
-        let handle = match handle_at(&dir, &child) {
-            Ok(h) => h,
-            // Gone since its directory was listed (the VE runs and may remove it): left
-            // out as if removed before; the frozen pass brings what happened since.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
+    while let Some((name, handle)) = next_entry(&mut todo)? {
         let Some((attrs, opened_dir)) = append_entry(b, &mut linked, &handle, &name)? else {
             continue;
         };
