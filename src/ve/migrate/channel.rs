@@ -500,6 +500,27 @@ pub(crate) fn write_key(p: &Path, text: &str) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// For the tests: a keyed channel over loopback, its server end given to `serve` on a
+/// thread of its own; returns the client end and the thread.
+#[cfg(test)]
+pub(crate) fn test_pair<T: Send + 'static>(
+    serve: impl FnOnce(&mut Channel) -> T + Send + 'static,
+) -> (Channel, std::thread::JoinHandle<T>) {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = dir.path().join("k");
+    write_key(&kp, "the-shared-key-0123456789");
+    let key = Key::load(&kp).unwrap();
+    let key2 = key.clone();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let srv = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        serve(&mut Channel::server(s, &key2).unwrap())
+    });
+    let ch = Channel::client(TcpStream::connect(addr).unwrap(), &key).unwrap();
+    (ch, srv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

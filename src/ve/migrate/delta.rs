@@ -442,26 +442,15 @@ mod tests {
     /// Sends `src` as a move does, through a real channel into `dst`: the first pass,
     /// then `between` (the VE changing its files), then the frozen pass.
     fn two_passes(src: &Path, dst: &Path, between: impl FnOnce()) -> DeltaSent {
-        use crate::ve::migrate::channel::{write_key, Key};
-        use std::net::TcpStream;
-        let dir = tempfile::tempdir().unwrap();
-        let kp = dir.path().join("k");
-        write_key(&kp, "the-shared-key-0123456789");
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let (kp2, dst2) = (kp.clone(), dst.to_path_buf());
-        let srv = std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
-            let mut ch = Channel::server(s, &Key::load(&kp2).unwrap()).unwrap();
+        let dst2 = dst.to_path_buf();
+        let (mut ch, srv) = crate::ve::migrate::channel::test_pair(move |ch| {
             let first = ch.expect(kind::TAR).unwrap();
-            recv_tree(&mut ch, first, &dst2).unwrap();
+            recv_tree(ch, first, &dst2).unwrap();
             let first = ch.expect(kind::DELTA).unwrap();
-            let removed = recv_delta(&mut ch, first, &dst2).unwrap();
+            let removed = recv_delta(ch, first, &dst2).unwrap();
             assert_eq!(ch.recv().unwrap().0, kind::OK);
             removed
         });
-        let mut ch =
-            Channel::client(TcpStream::connect(addr).unwrap(), &Key::load(&kp).unwrap()).unwrap();
         let mut seen = Manifest::new();
         super::super::streams::send_tree(&mut ch, src, Some(&mut seen)).unwrap();
         between();

@@ -764,8 +764,6 @@ fn make_node<R: Read>(e: &tar::Entry<R>, base: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ve::migrate::channel::Key;
-    use std::net::TcpStream;
 
     #[test]
     fn a_node_under_a_link_to_the_host_makes_nothing_there() {
@@ -834,24 +832,15 @@ mod tests {
         f.set_len(8 * CHUNK as u64).unwrap();
         f.write_all_at(&[1u8; 100], 0).unwrap();
         f.write_all_at(&[2u8; 100], 5 * CHUNK as u64).unwrap();
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        super::super::channel::write_key(&dir.path().join("k"), "the-shared-key-0123456789");
-        let kp = dir.path().join("k");
-        let kp2 = kp.clone();
         let dst2 = dst.clone();
-        let srv = std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
-            let mut ch = Channel::server(s, &Key::load(&kp2).unwrap()).unwrap();
+        let (mut ch, srv) = super::super::channel::test_pair(move |ch| {
             let mut got = vec![];
             for _ in 0..2 {
                 let h: FileHeader = ch.expect_json(kind::FILE).unwrap();
-                got.push(recv_file(&mut ch, &h, &dst2).unwrap());
+                got.push(recv_file(ch, &h, &dst2).unwrap());
             }
             got
         });
-        let mut ch =
-            Channel::client(TcpStream::connect(addr).unwrap(), &Key::load(&kp).unwrap()).unwrap();
         let mut hashes = Default::default();
         let first = send_disk(&mut ch, &src, "d", &mut hashes, &mut |_| {}).unwrap();
         f.write_all_at(&[3u8; 10], 5 * CHUNK as u64).unwrap();
@@ -865,23 +854,14 @@ mod tests {
 
     /// Sends `src` through a real channel and unpacks it into `dst`.
     fn move_tree(src: &Path, dst: &Path) -> u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let kp = dir.path().join("k");
-        super::super::channel::write_key(&kp, "the-shared-key-0123456789");
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let (kp2, dst2) = (kp.clone(), dst.to_path_buf());
-        let srv = std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
-            let mut ch = Channel::server(s, &Key::load(&kp2).unwrap()).unwrap();
+        let dst2 = dst.to_path_buf();
+        let (mut ch, srv) = super::super::channel::test_pair(move |ch| {
             let (k, first) = ch.recv().unwrap();
             assert_eq!(k, kind::TAR);
-            recv_tree(&mut ch, first, &dst2).unwrap();
+            recv_tree(ch, first, &dst2).unwrap();
             // The stream ended at its END: the next frame is the sender's.
             assert_eq!(ch.recv().unwrap().0, kind::OK);
         });
-        let mut ch =
-            Channel::client(TcpStream::connect(addr).unwrap(), &Key::load(&kp).unwrap()).unwrap();
         let n = send_tree(&mut ch, src, None).unwrap();
         ch.send(kind::OK, &[]).unwrap();
         srv.join().unwrap();
