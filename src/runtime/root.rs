@@ -171,7 +171,7 @@ impl Root {
                 // not.
                 None => container
                     .spec()
-                    .is_ok_and(|c| in_cgroup(pid.as_raw(), &c.cgroup_path)),
+                    .is_ok_and(|c| crate::sys::cgroups::holds(&c.cgroup_path, pid.as_raw())),
             };
             if !same {
                 container.set_status(ContainerStatus::Stopped);
@@ -202,22 +202,6 @@ impl Root {
         let _ = fs::remove_dir_all(dir);
         let _ = fs::remove_dir(self.path.join(VE_DIR));
     }
-}
-
-/// Whether `pid` is in the cgroup at `path` (or one below it) in some hierarchy.
-fn in_cgroup(pid: i32, path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    let want = want.trim_end_matches('/');
-    text.lines().any(|l| {
-        l.splitn(3, ':').nth(2).is_some_and(|p| {
-            p == want
-                || p.strip_prefix(want)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
-    })
 }
 
 fn default_root() -> PathBuf {

@@ -85,6 +85,23 @@ pub fn dir_of(pid: i32, controller: &str) -> Option<PathBuf> {
         .filter(|d| d.join("cgroup.controllers").exists())
 }
 
+/// Whether the process `pid` is in the cgroup at `path` (or one below it) in some
+/// hierarchy, as its /proc/PID/cgroup says.
+pub fn holds(path: &Path, pid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    let want = want.trim_end_matches('/');
+    text.lines().any(|l| {
+        l.splitn(3, ':').nth(2).is_some_and(|p| {
+            p == want
+                || p.strip_prefix(want)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    })
+}
+
 /// Starts, on a thread of its own, the RCU grace period that the next move of a process
 /// into a cgroup waits for, so that the caller's own move (a restore putting CRIU into
 /// the VE's cgroups) finds it passed or under way instead of starting one.

@@ -165,11 +165,17 @@ impl Drop for HiddenArgs {
 /// arg_start and arg_end (fields 48 and 49 of a /proc/PID/stat line), when they make a
 /// plausible area.
 fn arg_area(stat: &str) -> Option<(usize, usize)> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace().skip(45);
-    let start: usize = fields.next()?.parse().ok()?;
-    let end: usize = fields.next()?.parse().ok()?;
+    let start: usize = stat_field(stat, 48)?.parse().ok()?;
+    let end: usize = stat_field(stat, 49)?.parse().ok()?;
     (start > 0 && end > start && end - start <= 1 << 21).then_some((start, end))
+}
+
+/// Field `n` (counted from 1, as proc(5) does) of a /proc/PID/stat line. The command
+/// name (field 2) may hold spaces and parentheses, so the fields after it are counted
+/// from its last ')'.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n.checked_sub(3)?)
 }
 
 /// When the process `pid` started (clock ticks after boot, field 22 of /proc/PID/stat):
@@ -179,11 +185,9 @@ pub fn start_time(pid: i32) -> Option<u64> {
     start_time_in(&stat)
 }
 
-/// The start time in a /proc/PID/stat line; the command name before it may hold spaces
-/// and parentheses, so the fields are counted from its last ')'.
+/// The start time in a /proc/PID/stat line.
 fn start_time_in(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_field(stat, 22)?.parse().ok()
 }
 
 #[cfg(test)]
