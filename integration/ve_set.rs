@@ -434,12 +434,12 @@ fn an_address_for_a_vanished_uplink_is_refused_before_anything_changes() {
         json!({"io.vzrun.net.ip": "198.51.100.249", "io.vzrun.net.uplink": uplink}),
     );
     assert!(ip(&["link", "del", &uplink]));
-    let o = ve.set(&["--ipadd", "198.51.100.245"]);
+    let o = ve.set(&["--ipadd", "198.51.100.239"]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.error_msg().contains("does not exist"), "{o:?}");
-    assert!(!ve.sh("ip addr").contains("198.51.100.245"));
+    assert!(!ve.sh("ip addr").contains("198.51.100.239"));
     let routes = std::process::Command::new("ip")
-        .args(["route", "show", "198.51.100.245"])
+        .args(["route", "show", "198.51.100.239"])
         .output()
         .unwrap();
     assert!(routes.stdout.is_empty(), "{routes:?}");
