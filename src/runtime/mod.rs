@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod observe;
 pub mod restore;
 pub mod root;
+pub mod rootfs;
 pub mod run;
 pub mod seccomp;
 pub mod seccomp_agent;
