@@ -1806,13 +1806,14 @@ mod tests {
             .is_some_and(|n| n.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
         let name = format!("vzrun-rfsdump-{}", std::process::id());
         let cg = TestCgroup::new(&name);
+        let no_pivot = std::env::var_os("RFS_NO_PIVOT").is_some_and(|v| !v.is_empty());
         let plan = RootfsPlan::plan(
             &spec,
             &rootfs,
             Path::new(&format!("/{name}")),
             true,
             cgroup_ns,
-            false,
+            no_pivot,
         )
         .unwrap();
         let (ok, text) = run_plan(&plan, &cg, cgroup_ns, SCRIPT);
