@@ -186,8 +186,10 @@ struct V1Hierarchy {
     /// Host pid 1's cgroup in it, stripped from the init's own (libcontainer's rule for
     /// a runtime that itself runs in a container).
     pid1_path: String,
-    /// With a cgroup namespace: the v1 filesystem mounted anew with these options.
-    ns_data: Vec<FsOpt>,
+    /// With a cgroup namespace: the v1 filesystem mounted anew.
+    ns_fs: Fresh,
+    /// Where it is mounted in the container, for messages.
+    shown: String,
     /// The co-mounted controllers (`cpu`, `cpuacct` of `cpu,cpuacct`): links to `name`.
     comounts: Vec<CString>,
 }
@@ -207,6 +209,8 @@ enum What {
     },
     /// cgroup v1 (legacy or hybrid host): a tmpfs with one mount per hierarchy.
     CgroupV1 {
+        /// The tmpfs (mode=755) the hierarchies are mounted in.
+        tmpfs: Fresh,
         hierarchies: Vec<V1Hierarchy>,
         namespaced: bool,
         ro: bool,
@@ -259,6 +263,10 @@ pub struct RootfsPlan {
     readonly_root: bool,
     readonly_paths: Vec<Target>,
     masked_paths: Vec<Target>,
+    /// `/dev`, where the links and devices go.
+    dev_dir: Target,
+    /// The read-only tmpfs laid over a masked directory.
+    masked_tmpfs: Fresh,
 }
 
 fn unsupported(what: impl Into<String>) -> RootfsError {
@@ -477,7 +485,7 @@ fn parse_proc_cgroup(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn cgroup_v1_plan(namespaced: bool, ro: bool) -> Result<What> {
+fn cgroup_v1_plan(dest: &Target, namespaced: bool, ro: bool) -> Result<What> {
     let table = crate::sys::mountinfo::read(None)
         .map_err(|e| unsupported(format!("read mountinfo: {e}")))?;
     let pid1 = std::fs::read_to_string("/proc/1/cgroup")
@@ -525,11 +533,21 @@ fn cgroup_v1_plan(namespaced: bool, ro: bool) -> Result<What> {
             key,
             host_mount: m.point.clone(),
             pid1_path,
-            ns_data,
+            ns_fs: Fresh {
+                fstype: c"cgroup".into(),
+                source: c"cgroup".into(),
+                data: ns_data,
+            },
+            shown: format!("{}/{name}", dest.shown),
             comounts,
         });
     }
     Ok(What::CgroupV1 {
+        tmpfs: Fresh {
+            fstype: c"tmpfs".into(),
+            source: c"tmpfs".into(),
+            data: vec![FsOpt(c"mode".into(), Some(c"755".into()))],
+        },
         hierarchies,
         namespaced,
         ro,
@@ -662,6 +680,12 @@ impl RootfsPlan {
             readonly_root: spec.root().as_ref().and_then(|r| r.readonly()) == Some(true),
             readonly_paths: targets(linux.readonly_paths()),
             masked_paths: targets(linux.masked_paths()),
+            dev_dir: Target::new(Path::new("/dev")).ok_or_else(|| unsupported("/dev"))?,
+            masked_tmpfs: Fresh {
+                fstype: c"tmpfs".into(),
+                source: c"tmpfs".into(),
+                data: vec![FsOpt(c"ro".into(), None)],
+            },
         })
     }
 }
@@ -747,7 +771,7 @@ fn plan_mount(m: &oci_spec::runtime::Mount, cgroup_ns: bool) -> Result<Step> {
             return Err(unsupported("a bind mount of type cgroup"));
         }
         match cgroup_setup()? {
-            CgroupSetup::V1 => cgroup_v1_plan(cgroup_ns, ro)?,
+            CgroupSetup::V1 => cgroup_v1_plan(&dest, cgroup_ns, ro)?,
             CgroupSetup::Unified => {
                 let table = crate::sys::mountinfo::read(None)
                     .map_err(|e| unsupported(format!("read mountinfo: {e}")))?;
@@ -1151,11 +1175,18 @@ impl RootfsPlan {
                 }
             },
             What::CgroupV1 {
+                tmpfs,
                 hierarchies,
                 namespaced,
                 ro,
             } => {
-                return self.cgroup_v1(step, target, hierarchies, *namespaced, *ro, own_cgroups);
+                let v1 = V1Mount {
+                    tmpfs,
+                    hierarchies,
+                    namespaced: *namespaced,
+                    ro: *ro,
+                };
+                return v1.mount(step, target, own_cgroups);
             }
         };
         if let Some(rec) = &step.rec {
@@ -1164,114 +1195,12 @@ impl RootfsPlan {
         }
         move_mount(mnt.as_fd(), target.as_fd())
             .map_err(|e| mounting(step, src, "move_mount", e))?;
-        for (flag, recursive) in &step.propagation {
-            let attr = MountAttr {
-                propagation: *flag,
-                ..MountAttr::default()
-            };
-            mount_setattr(mnt.as_fd(), *recursive, &attr)
-                .map_err(|e| mounting(step, src, "change propagation", e))?;
-        }
-        Ok(())
-    }
-
-    /// libcontainer's v1 cgroup mount: a tmpfs (noexec, nosuid, nodev, mode=755), in it
-    /// one mount per host hierarchy (the init's own cgroup bound from the host, or with
-    /// a cgroup namespace the hierarchy mounted anew) and links for co-mounted
-    /// controllers; with `ro` all of it read-only at the end (what vzrun's finish does
-    /// after libcontainer, and runc at create).
-    fn cgroup_v1(
-        &self,
-        step: &Step,
-        target: OwnedFd,
-        hierarchies: &[V1Hierarchy],
-        namespaced: bool,
-        ro: bool,
-        own_cgroups: &mut Option<Vec<(String, String)>>,
-    ) -> Result<()> {
-        let src = "tmpfs";
-        let tmpfs = Fresh {
-            fstype: c"tmpfs".into(),
-            source: c"tmpfs".into(),
-            data: vec![FsOpt(c"mode".into(), Some(c"755".into()))],
-        };
-        let base = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-        let dir = make_fs(&tmpfs, base).map_err(|(what, e)| mounting(step, src, what, e))?;
-        move_mount(dir.as_fd(), target.as_fd())
-            .map_err(|e| mounting(step, src, "move_mount", e))?;
-        let ro_attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            ..MountAttr::default()
-        };
-        for h in hierarchies {
-            let shown = format!("{}/{}", step.dest.shown, h.name.to_string_lossy());
-            let fail = |what: &str, e: Errno| {
-                RootfsError::Step(format!(
-                    "error mounting cgroup hierarchy to rootfs at {shown:?}: {what}: {}",
-                    words(e)
-                ))
-            };
-            let mnt = if namespaced {
-                let fs = Fresh {
-                    fstype: c"cgroup".into(),
-                    source: c"cgroup".into(),
-                    data: h.ns_data.clone(),
-                };
-                let attrs = base | if ro { MOUNT_ATTR_RDONLY } else { 0 };
-                make_fs(&fs, attrs).map_err(|(what, e)| fail(what, e))?
-            } else {
-                let Some(mine) = own_cgroups_lookup(own_cgroups, &h.key)? else {
-                    // libcontainer skips (with a warning) a hierarchy the init is not in.
-                    continue;
-                };
-                let rel = mine.strip_prefix(h.pid1_path.as_str()).unwrap_or(&mine);
-                let path = h.host_mount.join(rel.trim_start_matches('/'));
-                let c = CString::new(path.as_os_str().as_bytes())
-                    .map_err(|_| fail("cgroup path", Errno::EINVAL))?;
-                let tree =
-                    open_tree(libc::AT_FDCWD, &c, true, false).map_err(|e| fail("open_tree", e))?;
-                if ro {
-                    mount_setattr(tree.as_fd(), false, &ro_attr)
-                        .map_err(|e| fail("mount_setattr", e))?;
-                }
-                tree
-            };
-            match nix::sys::stat::mkdirat(
-                Some(dir.as_raw_fd()),
-                h.name.as_c_str(),
-                Mode::from_bits_truncate(0o755),
-            ) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(fail("mkdir", e)),
-            }
-            let at = openat2_raw(
-                dir.as_fd(),
-                &h.name,
-                OFlag::O_PATH | OFlag::O_DIRECTORY,
-                0,
-                ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
-            )
-            .map_err(|e| fail("open", e))?;
-            move_mount(mnt.as_fd(), at.as_fd()).map_err(|e| fail("move_mount", e))?;
-            for c in &h.comounts {
-                match nix::unistd::symlinkat(h.name.as_c_str(), Some(dir.as_raw_fd()), c.as_c_str())
-                {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(fail("symlink", e)),
-                }
-            }
-        }
-        if ro {
-            mount_setattr(dir.as_fd(), false, &ro_attr)
-                .map_err(|e| mounting(step, src, "mount_setattr", e))?;
-        }
-        Ok(())
+        set_propagation(mnt.as_fd(), &step.propagation)
+            .map_err(|e| mounting(step, src, "change propagation", e))
     }
 
     fn devices_and_links(&self, root: BorrowedFd) -> Result<()> {
-        let dev_t =
-            Target::new(Path::new("/dev")).ok_or_else(|| RootfsError::Step("/dev".into()))?;
-        let dev = ensure_dir(root, &dev_t)?;
+        let dev = ensure_dir(root, &self.dev_dir)?;
         let link = |target: &CStr, name: &CStr| -> Result<()> {
             match nix::unistd::symlinkat(target, Some(dev.as_raw_fd()), name) {
                 Ok(()) | Err(Errno::EEXIST) => Ok(()),
@@ -1302,6 +1231,126 @@ impl RootfsPlan {
         }
         link(c"pts/ptmx", c"ptmx")
     }
+}
+
+/// A v1 cgroup mount being made (the parts of `What::CgroupV1`).
+struct V1Mount<'a> {
+    tmpfs: &'a Fresh,
+    hierarchies: &'a [V1Hierarchy],
+    namespaced: bool,
+    ro: bool,
+}
+
+impl V1Mount<'_> {
+    /// libcontainer's v1 cgroup mount: a tmpfs (noexec, nosuid, nodev, mode=755), in it
+    /// one mount per host hierarchy (the init's own cgroup bound from the host, or with
+    /// a cgroup namespace the hierarchy mounted anew) and links for co-mounted
+    /// controllers; with `ro` all of it read-only at the end (what vzrun's finish does
+    /// after libcontainer, and runc at create). The mount's propagation words apply to
+    /// the tmpfs and to each hierarchy, as runc applies them.
+    fn mount(
+        &self,
+        step: &Step,
+        target: OwnedFd,
+        own_cgroups: &mut Option<Vec<(String, String)>>,
+    ) -> Result<()> {
+        let src = "tmpfs";
+        let base = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        let dir = make_fs(self.tmpfs, base).map_err(|(what, e)| mounting(step, src, what, e))?;
+        move_mount(dir.as_fd(), target.as_fd())
+            .map_err(|e| mounting(step, src, "move_mount", e))?;
+        set_propagation(dir.as_fd(), &step.propagation)
+            .map_err(|e| mounting(step, src, "change propagation", e))?;
+        let ro_attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            ..MountAttr::default()
+        };
+        for h in self.hierarchies {
+            let fail = |what: &str, e: Errno| {
+                RootfsError::Step(format!(
+                    "error mounting cgroup hierarchy to rootfs at {:?}: {what}: {}",
+                    h.shown,
+                    words(e)
+                ))
+            };
+            let mnt = if self.namespaced {
+                let attrs = base | if self.ro { MOUNT_ATTR_RDONLY } else { 0 };
+                Some(make_fs(&h.ns_fs, attrs).map_err(|(what, e)| fail(what, e))?)
+            } else if let Some(mine) = own_cgroups_lookup(own_cgroups, &h.key)? {
+                let rel = mine.strip_prefix(h.pid1_path.as_str()).unwrap_or(&mine);
+                let path = h.host_mount.join(rel.trim_start_matches('/'));
+                let c = CString::new(path.as_os_str().as_bytes())
+                    .map_err(|_| fail("cgroup path", Errno::EINVAL))?;
+                let tree =
+                    open_tree(libc::AT_FDCWD, &c, true, false).map_err(|e| fail("open_tree", e))?;
+                if self.ro {
+                    mount_setattr(tree.as_fd(), false, &ro_attr)
+                        .map_err(|e| fail("mount_setattr", e))?;
+                }
+                Some(tree)
+            } else {
+                // libcontainer skips (with a warning) a hierarchy the init is not in,
+                // and still links its co-mounted controllers.
+                None
+            };
+            if let Some(mnt) = mnt {
+                attach(dir.as_fd(), h, mnt, &step.propagation)
+                    .map_err(|(what, e)| fail(what, e))?;
+            }
+            for c in &h.comounts {
+                match nix::unistd::symlinkat(h.name.as_c_str(), Some(dir.as_raw_fd()), c.as_c_str())
+                {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(fail("symlink", e)),
+                }
+            }
+        }
+        if self.ro {
+            mount_setattr(dir.as_fd(), false, &ro_attr)
+                .map_err(|e| mounting(step, src, "mount_setattr", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Mounts one hierarchy's detached mount on its directory (made here) in the tmpfs.
+fn attach(
+    dir: BorrowedFd,
+    h: &V1Hierarchy,
+    mnt: OwnedFd,
+    propagation: &[(u64, bool)],
+) -> std::result::Result<(), (&'static str, Errno)> {
+    match nix::sys::stat::mkdirat(
+        Some(dir.as_raw_fd()),
+        h.name.as_c_str(),
+        Mode::from_bits_truncate(0o755),
+    ) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(("mkdir", e)),
+    }
+    // The tmpfs is this init's own, just made: nothing in it is a link.
+    let at = openat2_raw(
+        dir,
+        &h.name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        0,
+        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+    )
+    .map_err(|e| ("open", e))?;
+    move_mount(mnt.as_fd(), at.as_fd()).map_err(|e| ("move_mount", e))?;
+    set_propagation(mnt.as_fd(), propagation).map_err(|e| ("change propagation", e))
+}
+
+/// Applies a mount's propagation words in order (runc's way: after the mount).
+fn set_propagation(mnt: BorrowedFd, words: &[(u64, bool)]) -> std::result::Result<(), Errno> {
+    for (flag, recursive) in words {
+        let attr = MountAttr {
+            propagation: *flag,
+            ..MountAttr::default()
+        };
+        mount_setattr(mnt, *recursive, &attr)?;
+    }
+    Ok(())
 }
 
 fn make_device(root: BorrowedFd, d: &Dev) -> Result<()> {
@@ -1464,11 +1513,6 @@ impl RootfsPlan {
         let null = open_in(root.as_fd(), c"dev/null", OFlag::O_NOFOLLOW)
             .map_err(|e| step_err("open /dev/null", e))?;
         check_dev_null(null.as_fd())?;
-        let masked_ro = Fresh {
-            fstype: c"tmpfs".into(),
-            source: c"tmpfs".into(),
-            data: vec![FsOpt(c"ro".into(), None)],
-        };
         for t in &self.masked_paths {
             let at = match open_in(root.as_fd(), &t.rel, OFlag::empty()) {
                 Ok(fd) => fd,
@@ -1480,7 +1524,7 @@ impl RootfsPlan {
             let fail = |e| step_err(format!("mount masked path {}", t.shown), e);
             let mnt = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 // A directory: an empty read-only tmpfs over it.
-                make_fs(&masked_ro, MOUNT_ATTR_RDONLY).map_err(|(_, e)| fail(e))?
+                make_fs(&self.masked_tmpfs, MOUNT_ATTR_RDONLY).map_err(|(_, e)| fail(e))?
             } else {
                 // Anything else: the container's /dev/null over it.
                 open_tree(null.as_raw_fd(), c"", false, true).map_err(fail)?
