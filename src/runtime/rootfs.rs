@@ -25,12 +25,14 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
+
+use crate::sys::fs::{self, open_in_root as open_in};
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Spec};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,58 +109,35 @@ impl MountAttr {
     }
 }
 
-/// A path inside the container, precomputed for lookups from the rootfs descriptor.
+/// A path inside the container, made clean in `plan`.
 #[derive(Debug, Clone)]
 struct Target {
     /// As the container names it (`/dev/pts`), for messages.
     shown: String,
-    /// Relative to the root (`dev/pts`), for `openat2(RESOLVE_IN_ROOT)`.
-    rel: CString,
-    /// Each leading part (`dev`, `dev/pts`) with its last name (`dev`, `pts`), to make
-    /// missing directories one at a time.
-    steps: Vec<(CString, CString)>,
+    /// Relative to the root (`dev/pts`), for lookups from the rootfs descriptor.
+    rel: PathBuf,
 }
 
 impl Target {
     /// `path` made lexically clean inside "/" (`..` at the top stays at the top, as
     /// runc's filepath.Clean of an absolute path); `None` for the root itself.
     fn new(path: &Path) -> Option<Target> {
-        let mut names: Vec<&std::ffi::OsStr> = Vec::new();
-        for c in path.components() {
-            match c {
-                Component::Normal(n) => names.push(n),
-                Component::ParentDir => {
-                    names.pop();
-                }
-                _ => {}
-            }
-        }
-        if names.is_empty() {
+        let rel = fs::clean_in_root(path);
+        if rel.as_os_str().is_empty() {
             return None;
         }
-        let mut rel = Vec::new();
-        let mut steps = Vec::with_capacity(names.len());
-        for n in &names {
-            if !rel.is_empty() {
-                rel.push(b'/');
-            }
-            rel.extend_from_slice(n.as_bytes());
-            steps.push((
-                CString::new(rel.clone()).ok()?,
-                CString::new(n.as_bytes()).ok()?,
-            ));
-        }
-        let shown = format!("/{}", String::from_utf8_lossy(&rel));
         Some(Target {
-            shown,
-            rel: CString::new(rel).ok()?,
-            steps,
+            shown: format!("/{}", rel.display()),
+            rel,
         })
     }
 
-    fn last_name(&self) -> &CStr {
-        // A Target always has at least one step (see `new`).
-        self.steps.last().map(|(_, n)| n.as_c_str()).unwrap_or(c".")
+    /// The directory it is in, and its name there.
+    fn split(&self) -> (&Path, &std::ffi::OsStr) {
+        (
+            self.rel.parent().unwrap_or(Path::new("")),
+            self.rel.file_name().unwrap_or_default(),
+        )
     }
 }
 
@@ -713,7 +692,7 @@ fn plan_device(
         LinuxDeviceType::A => return Err(unsupported("a device of type a")),
     };
     let target = Target::new(path)
-        .filter(|t| t.steps.len() >= 2)
+        .filter(|t| t.rel.components().count() >= 2)
         .ok_or_else(|| unsupported(format!("device path {}", path.display())))?;
     let (Ok(major), Ok(minor)) = (u32::try_from(major), u32::try_from(minor)) else {
         return Err(unsupported(format!("device numbers of {}", path.display())));
@@ -958,73 +937,21 @@ fn openat2_raw(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-const IN_ROOT: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
-
-/// Opens `t` inside the root `root` (links resolved as the container sees them).
-fn open_in(root: BorrowedFd, t: &CStr, flags: OFlag) -> std::result::Result<OwnedFd, Errno> {
-    openat2_raw(root, t, flags | OFlag::O_PATH, 0, IN_ROOT)
+fn io_errno(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
 
-/// The directory `t` inside `root`, made (0755, one name at a time, each beneath a
-/// directory found inside the root) where missing.
+/// The directory `t` inside `root`, made (0755) where missing.
 fn ensure_dir(root: BorrowedFd, t: &Target) -> Result<OwnedFd> {
-    ensure_dir_upto(root, t, t.steps.len())
-}
-
-fn ensure_dir_upto(root: BorrowedFd, t: &Target, n: usize) -> Result<OwnedFd> {
-    let full = match n {
-        0 => c".",
-        _ => t.steps[n - 1].0.as_c_str(),
-    };
-    match open_in(root, full, OFlag::O_DIRECTORY) {
-        Ok(fd) => return Ok(fd),
-        Err(Errno::ENOENT) => {}
-        Err(e) => return Err(step_err(format!("open {}", t.shown), e)),
-    }
-    let mut parent: Option<OwnedFd> = None;
-    for (prefix, name) in &t.steps[..n] {
-        let at = parent.as_ref().map_or(root, |p| p.as_fd());
-        match nix::sys::stat::mkdirat(
-            Some(at.as_raw_fd()),
-            name.as_c_str(),
-            Mode::from_bits_truncate(0o755),
-        ) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(step_err(format!("mkdir {}", t.shown), e)),
-        }
-        parent = Some(
-            open_in(root, prefix, OFlag::O_DIRECTORY)
-                .map_err(|e| step_err(format!("open {}", t.shown), e))?,
-        );
-    }
-    match parent {
-        Some(p) => Ok(p),
-        None => open_in(root, c".", OFlag::O_DIRECTORY)
-            .map_err(|e| step_err(format!("open {}", t.shown), e)),
-    }
+    fs::mkdir_all_in_root(root, &t.rel, Mode::from_bits_truncate(0o755))
+        .map_err(|e| step_err(format!("mkdir {}", t.shown), io_errno(&e)))
 }
 
 /// The file `t` inside `root`: made empty (0644) when nothing stands there, whatever
 /// stands there otherwise (a link followed inside the root).
 fn ensure_file(root: BorrowedFd, t: &Target) -> Result<OwnedFd> {
-    match open_in(root, &t.rel, OFlag::empty()) {
-        Ok(fd) => return Ok(fd),
-        Err(Errno::ENOENT) => {}
-        Err(e) => return Err(step_err(format!("open {}", t.shown), e)),
-    }
-    let parent = ensure_dir_upto(root, t, t.steps.len() - 1)?;
-    match nix::fcntl::openat(
-        Some(parent.as_raw_fd()),
-        t.last_name(),
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o644),
-    ) {
-        // SAFETY: openat just returned this descriptor; nothing else owns it.
-        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
-        Err(Errno::EEXIST) => {}
-        Err(e) => return Err(step_err(format!("create {}", t.shown), e)),
-    }
-    open_in(root, &t.rel, OFlag::empty()).map_err(|e| step_err(format!("open {}", t.shown), e))
+    fs::file_in_root(root, &t.rel, Mode::from_bits_truncate(0o644))
+        .map_err(|e| step_err(format!("create {}", t.shown), io_errno(&e)))
 }
 
 /// A new filesystem instance as a detached mount with `attrs`.
@@ -1354,10 +1281,12 @@ fn set_propagation(mnt: BorrowedFd, words: &[(u64, bool)]) -> std::result::Resul
 }
 
 fn make_device(root: BorrowedFd, d: &Dev) -> Result<()> {
-    let parent = ensure_dir_upto(root, &d.target, d.target.steps.len() - 1)?;
+    let (dir, name) = d.target.split();
+    let parent = fs::mkdir_all_in_root(root, dir, Mode::from_bits_truncate(0o755))
+        .map_err(|e| step_err(format!("mkdir {}", dir.display()), io_errno(&e)))?;
     match nix::sys::stat::mknodat(
         Some(parent.as_raw_fd()),
-        d.target.last_name(),
+        name,
         d.kind,
         Mode::from_bits_truncate(d.mode),
         d.rdev,
@@ -1370,7 +1299,7 @@ fn make_device(root: BorrowedFd, d: &Dev) -> Result<()> {
     if d.uid.is_some() || d.gid.is_some() {
         nix::unistd::fchownat(
             Some(parent.as_raw_fd()),
-            d.target.last_name(),
+            name,
             d.uid.map(nix::unistd::Uid::from_raw),
             d.gid.map(nix::unistd::Gid::from_raw),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
@@ -1510,7 +1439,7 @@ impl RootfsPlan {
         if self.masked_paths.is_empty() {
             return Ok(());
         }
-        let null = open_in(root.as_fd(), c"dev/null", OFlag::O_NOFOLLOW)
+        let null = open_in(root.as_fd(), Path::new("dev/null"), OFlag::O_NOFOLLOW)
             .map_err(|e| step_err("open /dev/null", e))?;
         check_dev_null(null.as_fd())?;
         for t in &self.masked_paths {
@@ -1615,10 +1544,9 @@ mod tests {
     fn destinations_are_clean_and_relative() {
         let t = Target::new(Path::new("/dev/../../proc/./sys")).unwrap();
         assert_eq!(t.shown, "/proc/sys");
-        assert_eq!(t.rel.as_bytes(), b"proc/sys");
-        assert_eq!(t.steps.len(), 2);
-        assert_eq!(t.steps[0].0.as_bytes(), b"proc");
-        assert_eq!(t.last_name().to_bytes(), b"sys");
+        assert_eq!(t.rel, Path::new("proc/sys"));
+        assert_eq!(t.split(), (Path::new("proc"), std::ffi::OsStr::new("sys")));
+        assert_eq!(Target::new(Path::new("dev/shm")).unwrap().shown, "/dev/shm");
         assert!(Target::new(Path::new("/..")).is_none());
     }
 

@@ -3,7 +3,7 @@
 //! and directories only root can enter.
 
 use std::fs::{DirBuilder, File};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -56,40 +56,105 @@ pub fn private_dir_new(path: &Path) -> std::io::Result<()> {
 /// `root` (a symbolic link in the image points within the image, never onto the host),
 /// and missing components are made one at a time, each beneath the one before.
 pub fn mkdir_in_root(root: &Path, path: &Path) -> std::io::Result<()> {
-    use std::path::Component;
     let root_dir = open_dir_nofollow(root)?;
-    let in_root = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
-    let mut so_far = std::path::PathBuf::from(".");
+    mkdir_all_in_root(root_dir.as_fd(), path, Mode::from_bits_truncate(0o755)).map(drop)
+}
+
+/// The resolve rules of a path inside a container's tree: links and `..` stay in the
+/// root, and no /proc magic link (whose target the kernel, not the path, names).
+const IN_ROOT: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+
+/// `path` made relative and lexically clean as inside "/": `.` dropped, `..` takes off
+/// the name before it and stays at the top (runc cleans a destination so before it
+/// resolves it). Empty for the root itself.
+pub fn clean_in_root(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
     for c in path.components() {
-        let Component::Normal(name) = c else {
-            continue;
-        };
-        let parent = open_at(
-            &root_dir,
-            &so_far,
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-            in_root,
-        )?;
-        match nix::sys::stat::mkdirat(
-            Some(parent.as_raw_fd()),
-            name,
-            Mode::from_bits_truncate(0o755),
-        ) {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Opens `path` inside the tree `root` (an O_PATH descriptor of it) as a bare handle
+/// (O_PATH, plus `flags` such as O_DIRECTORY or O_NOFOLLOW), links resolved as the
+/// container sees them.
+pub fn open_in_root(root: BorrowedFd, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let rel = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path.strip_prefix("/").unwrap_or(path)
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(IN_ROOT);
+    let fd = openat2(root.as_raw_fd(), rel, how)?;
+    // SAFETY: openat2 just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The directory `path` inside the tree `root` (an O_PATH descriptor of it), as a bare
+/// handle: opened in one call when it exists; otherwise the missing directories are made
+/// with `mode` one at a time, each in a directory found inside the root, so a link in the
+/// image can lead a name elsewhere in the image but never out of it. `..` in `path` is
+/// taken lexically ([`clean_in_root`]).
+pub fn mkdir_all_in_root(root: BorrowedFd, path: &Path, mode: Mode) -> std::io::Result<OwnedFd> {
+    let path = clean_in_root(path);
+    match open_in_root(root, &path, OFlag::O_DIRECTORY) {
+        Err(nix::errno::Errno::ENOENT) => {}
+        other => return Ok(other?),
+    }
+    let mut so_far = std::path::PathBuf::new();
+    let mut parent: Option<OwnedFd> = None;
+    for name in path.iter() {
+        let at = parent.as_ref().map_or(root, |p| p.as_fd());
+        match nix::sys::stat::mkdirat(Some(at.as_raw_fd()), name, mode) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
         so_far.push(name);
+        // What now stands there (made here, or a link made by the image) must be a
+        // directory inside the root.
+        parent = Some(open_in_root(root, &so_far, OFlag::O_DIRECTORY)?);
     }
-    // What now stands at `path` must be a directory inside the root.
-    open_at(
-        &root_dir,
-        &so_far,
-        OFlag::O_PATH | OFlag::O_DIRECTORY,
-        Mode::empty(),
-        in_root,
-    )
-    .map(|_| ())
+    match parent {
+        Some(p) => Ok(p),
+        None => Ok(open_in_root(root, Path::new("."), OFlag::O_DIRECTORY)?),
+    }
+}
+
+/// What stands at `path` inside the tree `root` (an O_PATH descriptor of it), as a bare
+/// handle; when nothing does, an empty file made first (`mode`, never through a link in
+/// the last name), its missing parents made as by [`mkdir_all_in_root`]. A link at `path`
+/// is followed inside the root.
+pub fn file_in_root(root: BorrowedFd, path: &Path, mode: Mode) -> std::io::Result<OwnedFd> {
+    let path = clean_in_root(path);
+    match open_in_root(root, &path, OFlag::empty()) {
+        Err(nix::errno::Errno::ENOENT) => {}
+        other => return Ok(other?),
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(nix::errno::Errno::EINVAL.into());
+    };
+    let parent = mkdir_all_in_root(root, dir, Mode::from_bits_truncate(0o755))?;
+    match nix::fcntl::openat(
+        Some(parent.as_raw_fd()),
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        mode,
+    ) {
+        // SAFETY: openat just returned this descriptor, and nothing else owns it.
+        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(open_in_root(root, &path, OFlag::empty())?)
 }
 
 /// Makes the empty file `name` in the directory `parent` of the container's tree at
@@ -349,6 +414,39 @@ mod tests {
         assert_eq!(at("/escape/passwd"), PathBuf::from("/etc/passwd"));
         assert_eq!(at("/plain"), PathBuf::from("/plain"));
         assert_eq!(at("/loop"), PathBuf::from("/loop"));
+    }
+
+    #[test]
+    fn dirs_and_files_are_made_inside_the_root_from_its_descriptor() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let fd = open_dir_nofollow(r).unwrap();
+        let mode = Mode::from_bits_truncate(0o755);
+        // `..` is lexical and stays at the top.
+        mkdir_all_in_root(fd.as_fd(), Path::new("/../a/../b/c"), mode).unwrap();
+        assert!(r.join("b/c").is_dir() && !r.join("a").exists());
+        // Through a link inside the image (absolute, and up and out with ..).
+        std::fs::create_dir(r.join("real")).unwrap();
+        symlink("/real", r.join("abs")).unwrap();
+        symlink("../../../../real", r.join("up")).unwrap();
+        mkdir_all_in_root(fd.as_fd(), Path::new("abs/x"), mode).unwrap();
+        file_in_root(
+            fd.as_fd(),
+            Path::new("/up/y/file"),
+            Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert!(r.join("real/x").is_dir() && r.join("real/y/file").is_file());
+        // A link to the host leads to the same path inside the image, missing there.
+        symlink(host.path(), r.join("out")).unwrap();
+        assert!(mkdir_all_in_root(fd.as_fd(), Path::new("out/z"), mode).is_err());
+        assert!(file_in_root(fd.as_fd(), Path::new("out/f"), mode).is_err());
+        assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+        // A file where a directory is wanted.
+        std::fs::write(r.join("plain"), "").unwrap();
+        assert!(mkdir_all_in_root(fd.as_fd(), Path::new("plain/d"), mode).is_err());
     }
 
     #[test]
