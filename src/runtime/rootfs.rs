@@ -678,22 +678,18 @@ fn plan_device(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> Result<Dev> {
-    // libcontainer refuses a device outside /dev (runc too); let it say so.
-    if !path.starts_with("/dev") {
-        return Err(unsupported(format!(
-            "device {} outside /dev",
-            path.display()
-        )));
-    }
+    // libcontainer refuses a device outside /dev (runc too); let it say so. Checked on
+    // the clean path: libcontainer's own check is lexical on the raw one, and lets
+    // /dev/../etc/x through.
+    let target = Target::new(path)
+        .filter(|t| t.rel.starts_with("dev") && t.rel.components().count() >= 2)
+        .ok_or_else(|| unsupported(format!("device {} outside /dev", path.display())))?;
     let kind = match typ {
         LinuxDeviceType::B => SFlag::S_IFBLK,
         LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
         LinuxDeviceType::P => SFlag::S_IFIFO,
         LinuxDeviceType::A => return Err(unsupported("a device of type a")),
     };
-    let target = Target::new(path)
-        .filter(|t| t.rel.components().count() >= 2)
-        .ok_or_else(|| unsupported(format!("device path {}", path.display())))?;
     let (Ok(major), Ok(minor)) = (u32::try_from(major), u32::try_from(minor)) else {
         return Err(unsupported(format!("device numbers of {}", path.display())));
     };
@@ -1566,10 +1562,11 @@ mod tests {
             ""
         )));
         assert!(unsupported(&base(r#""rootfsPropagation":"odd""#, "")));
-        assert!(unsupported(&base(
-            r#""devices":[{"path":"/etc/x","type":"c","major":1,"minor":3}]"#,
-            ""
-        )));
+        for path in ["/etc/x", "/dev/../etc/x", "/dev", "/devices/x"] {
+            let devices =
+                format!(r#""devices":[{{"path":"{path}","type":"c","major":1,"minor":3}}]"#);
+            assert!(unsupported(&base(&devices, "")), "{path}");
+        }
         assert!(unsupported(&base(
             "",
             r#"{"destination":"/mnt","type":"bind","source":"/tmp","options":["rbind","idmap"]}"#
@@ -1876,6 +1873,9 @@ mod tests {
         std::fs::create_dir_all(mirror.join("data")).unwrap();
         std::fs::create_dir_all(mirror.join("data2")).unwrap();
         std::fs::write(mirror.join("secret"), "image").unwrap();
+        std::fs::write(mirror.join("secret2"), "image").unwrap();
+        std::fs::write(bait.path().join("secret2"), "host").unwrap();
+        symlink(bait.path().join("secret2"), rootfs.join("etc/evil")).unwrap();
         std::fs::remove_dir_all(rootfs.join("dev")).unwrap();
         symlink(bait.path().join("dev"), rootfs.join("dev")).unwrap();
         symlink("../../../../../../../..", rootfs.join("mnt")).unwrap();
@@ -1893,7 +1893,8 @@ mod tests {
         let extra: Vec<oci_spec::runtime::Mount> = serde_json::from_str(&format!(
             r#"[{{"destination":"/mnt{bait}/data","type":"bind","source":"{src}","options":["rbind","ro"]}},
                 {{"destination":"/data/x","type":"tmpfs","source":"tmpfs"}},
-                {{"destination":"/up/file","type":"bind","source":"{src}/file","options":["bind"]}}]"#,
+                {{"destination":"/up/file","type":"bind","source":"{src}/file","options":["bind"]}},
+                {{"destination":"/etc/evil","type":"bind","source":"{src}/file","options":["bind","ro"]}}]"#,
             bait = bait.path().display(),
             src = src.path().display()
         ))
@@ -1919,7 +1920,7 @@ mod tests {
         )
         .unwrap();
         let script = format!(
-            "cat /proc/self/mountinfo; echo; cat {bait}/file /up/file; ls {bait}/dev",
+            "cat /proc/self/mountinfo; echo; cat {bait}/file /up/file; echo; cat /etc/evil; echo; ls {bait}/dev",
             bait = bait.path().display()
         );
         let (ok, text) = run_plan(&plan, &cg, false, &script);
@@ -1950,7 +1951,12 @@ mod tests {
             0
         );
         assert!(text.contains(&inside("/file")), "{text}");
-        assert!(text.contains("from hostfrom host"), "{text}");
+        assert!(text.contains("from hostfrom host\nfrom host\n"), "{text}");
+        assert!(text.contains(&inside("/secret2")), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(bait.path().join("secret2")).unwrap(),
+            "host"
+        );
         assert!(text.contains("null"), "{text}");
         // The masked link led to the image's file, and it was masked there.
         assert!(text.contains(&inside("/secret")), "{text}");
