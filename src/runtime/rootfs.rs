@@ -1396,7 +1396,24 @@ impl RootfsPlan {
         let none: Option<&str> = None;
         if self.readonly_root {
             let st = nix::sys::statvfs::statvfs("/").map_err(|e| step_err("statfs /", e))?;
-            let kept = MsFlags::from_bits_truncate(st.flags().bits() as libc::c_ulong);
+            // The flags the root already has stay (a bind remount sets them all anew);
+            // named one by one, since ST_* and MS_* part ways above ST_NODIRATIME.
+            use nix::sys::statvfs::FsFlags;
+            let mut kept = MsFlags::empty();
+            for (st_flag, ms) in [
+                (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+                (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+                (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+                (FsFlags::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
+                (FsFlags::ST_MANDLOCK, MsFlags::MS_MANDLOCK),
+                (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+                (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+                (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+            ] {
+                if st.flags().contains(st_flag) {
+                    kept |= ms;
+                }
+            }
             mount(
                 none,
                 "/",
