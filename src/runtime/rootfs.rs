@@ -18,6 +18,14 @@
 //! API (`fsopen`/`fsconfig`/`fsmount`) and binds with `open_tree`, as libcontainer 0.7
 //! does, so that the mount table reads the same (a mount's attributes, not its
 //! superblock, carry `ro`).
+//!
+//! Where it parts from libcontainer 0.7 on purpose (hack/rootfs-compare.sh shows the
+//! rest reads the same): a mount's propagation words (`rprivate`, `rslave`, `rshared`...)
+//! are applied after the mount as runc does (libcontainer parses them as flags to clear
+//! and never applies them); `ro` on tmpfs and cgroup mounts is set at the mount, where
+//! vzrun's `finish` otherwise adds it afterwards; a device node or /dev link that already
+//! exists is left as runc leaves it (libcontainer fails); the kcore link is runc's
+//! /dev/core; a stdio descriptor that is closed is skipped when /dev/null is reopened.
 
 // Until create_direct calls it, the binary has no user of this module but its tests.
 #![cfg_attr(not(test), allow(dead_code))]
@@ -1130,6 +1138,7 @@ impl RootfsPlan {
                 Err(e) => Err(step_err(format!("symlink {target:?} /dev/{name:?}"), e)),
             }
         };
+        // runc's name for it (libcontainer 0.7 names it /dev/kcore).
         if self.kcore {
             link(c"/proc/kcore", c"core")?;
         }
