@@ -780,6 +780,66 @@ fn a_cwd_link_in_the_image_never_makes_a_host_directory() {
     );
 }
 
+/// A mount destination reached through a link in the image (absolute, or climbing
+/// with `..`) lands inside the rootfs, as under runc: the image cannot make vzrun mount
+/// over a host directory. Both runtimes run the same bundle.
+#[test]
+fn a_mount_target_link_in_the_image_never_mounts_on_the_host() {
+    require_root!();
+    for rt in [Runtime::vzrun(), Runtime::runc()] {
+        let host_dir = tempfile::Builder::new()
+            .prefix("vzt-hostdir-")
+            .tempdir()
+            .unwrap();
+        let rootfs = tempfile::Builder::new()
+            .prefix("vzt-rootfs-")
+            .tempdir()
+            .unwrap();
+        let r = rootfs.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::copy(common::rootfs().join("bin/busybox"), r.join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+        for d in ["proc", "dev", "sys"] {
+            std::fs::create_dir(r.join(d)).unwrap();
+        }
+        std::os::unix::fs::symlink(host_dir.path(), r.join("abs")).unwrap();
+        let up = format!("../../../../../..{}", host_dir.path().display());
+        std::os::unix::fs::symlink(&up, r.join("up")).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let b = Bundle::with(
+            &["/bin/sh", "-c", "stat -f -c %T /abs/t /up/u; cat /up/f"],
+            |v| {
+                v["root"] = json!({"path": r, "readonly": false});
+                let mounts = v["mounts"].as_array_mut().unwrap();
+                mounts.push(json!({"destination": "/abs/t", "type": "tmpfs", "source": "tmpfs"}));
+                mounts.push(json!({"destination": "/up/u", "type": "tmpfs", "source": "tmpfs"}));
+                mounts.push(json!({"destination": "/up/f", "type": "bind",
+                    "source": file.path(), "options": ["bind", "ro"]}));
+            },
+        );
+        std::fs::write(file.path(), "bound\n").unwrap();
+        let id = common::unique_id("mntlink");
+        rt.track(&id);
+        let o = rt.run(&["run", "-b", b.p(), &id]);
+        assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+        assert_eq!(o.stdout, "tmpfs\ntmpfs\nbound\n", "{}: {o:?}", rt.name);
+        let _ = rt.run(&["delete", "-f", &id]);
+        assert!(
+            common::dir_entries(host_dir.path()).is_empty(),
+            "{}: made {:?} in the host directory",
+            rt.name,
+            common::dir_entries(host_dir.path())
+        );
+        let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let host = host_dir.path().to_string_lossy().into_owned();
+        assert!(
+            !after.contains(&format!(" {host}/")),
+            "{}: a mount on the host: {after}",
+            rt.name
+        );
+    }
+}
+
 /// Removes what a cgroupsPath that climbed out of the hierarchies made: directories on
 /// the tmpfs that holds them, and the `…-a` ones inside them.
 struct CgroupEscape(String);

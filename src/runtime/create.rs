@@ -11,6 +11,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Spec;
 
 use crate::runtime::bundle::{self, cgroup_path, make_cwd, Bundle};
+use crate::runtime::create_direct::Direct;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::executor::{take_start_container_hooks, HookContext, VzExecutor};
 use crate::runtime::hooks;
@@ -224,19 +225,39 @@ impl Runtime {
             // cgroup too, as under runc.
             let unified = crate::sys::cgroups::join_unified(&cgroup, true)?;
             made_unified = unified.as_ref().and_then(|u| u.made());
-            let build = tracing::debug_span!("libcontainer create").entered();
-            let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
-                .with_root_path(&self.root.path)?
-                .with_pid_file(None::<PathBuf>)?
-                .with_console_socket(opts.console_socket.clone())
-                .with_preserved_fds(opts.preserve_fds)
-                .with_executor(executor)
-                .as_init(ve_dir)
-                .with_systemd(false)
-                .with_detach(opts.detach)
-                .with_no_pivot(opts.no_pivot)
-                .build();
-            drop(build);
+            let direct = Direct {
+                id,
+                root: &self.root.path,
+                bundle: ve_dir,
+                spec: &bundle.spec,
+                executor: &executor,
+                console_socket: opts.console_socket.as_deref(),
+                preserve_fds: opts.preserve_fds,
+                no_pivot: opts.no_pivot,
+                detach: opts.detach,
+            };
+            let made_direct = direct.create();
+            // vzrun's own rootfs steps mount `ro` tmpfs and cgroup mounts read-only
+            // themselves; libcontainer's leave them writable for finish_create.
+            let fix_readonly = made_direct.is_none();
+            let built = match made_direct {
+                Some(made) => made,
+                None => {
+                    let _build = tracing::debug_span!("libcontainer create").entered();
+                    ContainerBuilder::new(id.to_string(), SyscallType::default())
+                        .with_root_path(&self.root.path)?
+                        .with_pid_file(None::<PathBuf>)?
+                        .with_console_socket(opts.console_socket.clone())
+                        .with_preserved_fds(opts.preserve_fds)
+                        .with_executor(executor)
+                        .as_init(ve_dir)
+                        .with_systemd(false)
+                        .with_detach(opts.detach)
+                        .with_no_pivot(opts.no_pivot)
+                        .build()
+                        .map_err(Error::from)
+                }
+            };
             drop(unified);
             // A failed hand-off fails the init too: the agent's error is the one to tell.
             let relayed = relay.map_or(Ok(()), |r| r.finish(built.is_ok()));
@@ -247,7 +268,7 @@ impl Runtime {
                     return Err(e.into());
                 }
                 (Err(_), Err(e)) => return Err(e.into()),
-                (Err(e), Ok(())) => return Err(e.into()),
+                (Err(e), Ok(())) => return Err(e),
             };
             container.refresh_status()?;
             let resources = bundle
@@ -263,7 +284,12 @@ impl Runtime {
                 }
             }
             if let Some(pid) = container.pid() {
-                let finished = crate::runtime::finish::finish_create(pid.as_raw(), &bundle.spec)
+                let fixed = if fix_readonly {
+                    crate::runtime::finish::finish_create(pid.as_raw(), &bundle.spec)
+                } else {
+                    Ok(())
+                };
+                let finished = fixed
                     .and_then(|()| match &mut claimed.record.ve.proc_view {
                         Some(binds) => binds.bind_into(pid.as_raw()).map_err(|e| {
                             Error::Step(format!(

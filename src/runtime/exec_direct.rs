@@ -315,9 +315,11 @@ impl Launch<'_> {
         // range are close-on-exec, as under libcontainer).
         let mut keep = vec![err_write, &pid_write];
         keep.extend(plan.console.as_ref());
-        close_all_but(3 + self.preserve_fds.max(0), &keep)
+        crate::sys::process::close_all_but(3 + self.preserve_fds.max(0), &keep)
             .map_err(|e| format!("close file descriptors: {e}"))?;
-        match clone_parent().map_err(|e| format!("clone: {e}"))? {
+        match crate::sys::process::clone3(libc::CLONE_PARENT as u64, 0)
+            .map_err(|e| format!("clone: {e}"))?
+        {
             0 => {
                 drop(pid_write);
                 self.in_child(plan)
@@ -361,7 +363,7 @@ impl Launch<'_> {
 }
 
 /// runc's words for a cwd outside the container's root.
-const OUTSIDE_ROOT: &str = "current working directory is outside of container mount namespace root -- possible container breakout detected";
+pub(crate) const OUTSIDE_ROOT: &str = "current working directory is outside of container mount namespace root -- possible container breakout detected";
 
 /// What [`Launch::spawn`] needs, from [`Launch::prepare`].
 pub struct Prepared(Plan);
@@ -382,50 +384,8 @@ struct Plan {
     spec: Spec,
 }
 
-/// fork(2) with CLONE_PARENT: the new process is the caller's sibling, a child of
-/// vzrun. Returns 0 in the new process and its pid in the caller.
-fn clone_parent() -> std::result::Result<i32, nix::errno::Errno> {
-    // struct clone_args of clone3(2): flags, pidfd, child_tid, parent_tid, exit_signal,
-    // stack, stack_size, tls; zero for the rest. With CLONE_PARENT the kernel takes the
-    // exit signal from the caller (SIGCHLD for vzrun's fork).
-    let args: [u64; 8] = [libc::CLONE_PARENT as u64, 0, 0, 0, 0, 0, 0, 0];
-    // SAFETY: clone3 without CLONE_VM gives the child its own copy of the address space
-    // (as fork does); the arguments are a valid clone_args of the size passed, and this
-    // process has one thread.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            args.as_ptr(),
-            std::mem::size_of_val(&args),
-        )
-    };
-    nix::errno::Errno::result(r).map(|pid| pid as i32)
-}
-
-/// Closes every descriptor from `from` up, but those in `keep`.
-fn close_all_but(from: i32, keep: &[&OwnedFd]) -> std::result::Result<(), nix::errno::Errno> {
-    use std::os::fd::AsRawFd;
-    let mut kept: Vec<i32> = keep
-        .iter()
-        .map(|f| f.as_raw_fd())
-        .filter(|&f| f >= from)
-        .collect();
-    kept.sort_unstable();
-    let mut lo = from;
-    for k in kept.into_iter().chain(std::iter::once(i32::MAX)) {
-        if k > lo {
-            // SAFETY: close_range(2) on a range of this process's own descriptors, none
-            // of which is used afterwards but those kept.
-            let r = unsafe { libc::syscall(libc::SYS_close_range, lo as u32, (k - 1) as u32, 0) };
-            nix::errno::Errno::result(r)?;
-        }
-        lo = k.saturating_add(1);
-    }
-    Ok(())
-}
-
 /// runc's words for a cwd the process cannot enter.
-fn chdir_error(cwd: &Path, e: nix::errno::Errno) -> String {
+pub(crate) fn chdir_error(cwd: &Path, e: nix::errno::Errno) -> String {
     format!(
         "chdir to cwd ({:?}) set in config.json failed: {}",
         cwd.display().to_string(),

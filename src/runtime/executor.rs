@@ -153,6 +153,11 @@ impl VzExecutor {
         Ok((self, Some(relay)))
     }
 
+    /// Whether the profile hands a listener to a seccomp agent.
+    pub fn has_agent(&self) -> bool {
+        self.listener.is_some()
+    }
+
     fn run_start_container_hooks(&self) -> Result<(), ExecutorError> {
         let mut state = self.hook_state.clone();
         state["pid"] = serde_json::Value::from(std::process::id());

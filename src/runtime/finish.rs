@@ -3,10 +3,9 @@
 //! writable whatever the spec says; a writable cgroup mount inside a cgroup namespace is
 //! runc advisory GHSA-m8cg-xc2p-r3fc).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::mount::{mount, MsFlags};
-use nix::sys::statvfs::{statvfs, FsFlags};
 use oci_spec::runtime::Spec;
 
 use crate::runtime::error::{Error, Result};
@@ -42,28 +41,6 @@ fn readonly_targets(spec: &Spec, table: &[Mount]) -> Vec<PathBuf> {
     targets
 }
 
-/// The flags a read-only bind remount must keep: dropping a locked one fails, and the
-/// others would change what the process sees.
-fn kept_flags(target: &Path) -> MsFlags {
-    let mut flags = MsFlags::empty();
-    if let Ok(st) = statvfs(target) {
-        let f = st.flags();
-        for (has, keep) in [
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-        ] {
-            if f.contains(has) {
-                flags |= keep;
-            }
-        }
-    }
-    flags
-}
-
 /// Completes the create of the container whose init is `pid`.
 pub fn finish_create(pid: i32, spec: &Spec) -> Result<()> {
     // A spec with no read-only tmpfs or cgroup mount needs nothing: no mountinfo read.
@@ -78,7 +55,10 @@ pub fn finish_create(pid: i32, spec: &Spec) -> Result<()> {
     }
     crate::sys::mount::in_mount_ns_of(pid, || {
         for t in &targets {
-            let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | kept_flags(t);
+            let flags = MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | crate::runtime::rootfs::kept_flags(t).unwrap_or(MsFlags::empty());
             mount(None::<&str>, t, None::<&str>, flags, None::<&str>).map_err(|e| {
                 std::io::Error::other(format!("remount {} read-only: {e}", t.display()))
             })?;

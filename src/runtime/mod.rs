@@ -14,6 +14,7 @@ use crate::ve::policy::Policy;
 pub mod bundle;
 pub mod checkpoint;
 pub mod create;
+pub mod create_direct;
 pub mod error;
 pub mod exec;
 pub mod exec_direct;

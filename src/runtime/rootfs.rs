@@ -28,7 +28,6 @@
 //! /dev/core; a stdio descriptor that is closed is skipped when /dev/null is reopened.
 
 // Until create_direct calls it, the binary has no user of this module but its tests.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -248,6 +247,9 @@ pub struct RootfsPlan {
     /// After pivot: MS_SHARED or MS_UNBINDABLE on "/".
     adjust: Option<MsFlags>,
     readonly_root: bool,
+    /// The spec's /dev mount is `ro`: it is made writable for the devices and links,
+    /// and remounted read-only in `finish`, as runc's finalizeRootfs does.
+    readonly_dev: bool,
     readonly_paths: Vec<Target>,
     masked_paths: Vec<Target>,
     /// `/dev`, where the links and devices go.
@@ -665,6 +667,10 @@ impl RootfsPlan {
             no_pivot,
             adjust,
             readonly_root: spec.root().as_ref().and_then(|r| r.readonly()) == Some(true),
+            readonly_dev: spec.mounts().iter().flatten().any(|m| {
+                Target::new(m.destination()).is_some_and(|t| t.shown == "/dev")
+                    && m.options().iter().flatten().any(|o| o == "ro")
+            }),
             readonly_paths: targets(linux.readonly_paths()),
             masked_paths: targets(linux.masked_paths()),
             dev_dir: Target::new(Path::new("/dev")).ok_or_else(|| unsupported("/dev"))?,
@@ -1403,34 +1409,27 @@ impl RootfsPlan {
     pub fn finish(&self) -> Result<()> {
         use nix::mount::mount;
         let none: Option<&str> = None;
-        if self.readonly_root {
-            let st = nix::sys::statvfs::statvfs("/").map_err(|e| step_err("statfs /", e))?;
-            // The flags the root already has stay (a bind remount sets them all anew);
-            // named one by one, since ST_* and MS_* part ways above ST_NODIRATIME.
-            use nix::sys::statvfs::FsFlags;
-            let mut kept = MsFlags::empty();
-            for (st_flag, ms) in [
-                (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-                (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-                (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-                (FsFlags::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
-                (FsFlags::ST_MANDLOCK, MsFlags::MS_MANDLOCK),
-                (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-                (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-                (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-            ] {
-                if st.flags().contains(st_flag) {
-                    kept |= ms;
-                }
+        // /dev before the root, as runc: its devices and links are made by now.
+        for (ro, path, what) in [
+            (
+                self.readonly_dev,
+                Path::new("/dev"),
+                "remount /dev read-only",
+            ),
+            (self.readonly_root, Path::new("/"), "remount root read-only"),
+        ] {
+            if !ro {
+                continue;
             }
+            let kept = kept_flags(path).map_err(|e| step_err(what, e))?;
             mount(
                 none,
-                "/",
+                path,
                 none,
                 MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT | MsFlags::MS_BIND | kept,
                 none,
             )
-            .map_err(|e| step_err("remount root read-only", e))?;
+            .map_err(|e| step_err(what, e))?;
         }
         if self.readonly_paths.is_empty() && self.masked_paths.is_empty() {
             return Ok(());
@@ -1526,6 +1525,30 @@ fn reopen_dev_null() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The flags a mount at `path` already has that a read-only bind remount must name again
+/// (it sets them all anew, and dropping a locked one fails); named one by one, since
+/// ST_* and MS_* part ways above ST_NODIRATIME.
+pub(crate) fn kept_flags(path: &Path) -> nix::Result<MsFlags> {
+    use nix::sys::statvfs::FsFlags;
+    let st = nix::sys::statvfs::statvfs(path)?;
+    let mut kept = MsFlags::empty();
+    for (st_flag, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
+        (FsFlags::ST_MANDLOCK, MsFlags::MS_MANDLOCK),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if st.flags().contains(st_flag) {
+            kept |= ms;
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -1990,7 +2013,7 @@ mod tests {
 
     /// A link to a directory the image does not have: refused, nothing made anywhere.
     #[test]
-    fn dangling_link_is_refused() {
+    fn a_dangling_link_is_followed_inside_the_rootfs() {
         if let Some(why) = cannot_run() {
             eprintln!("skipped: {why}");
             return;
@@ -2014,10 +2037,12 @@ mod tests {
         )
         .unwrap();
         let (ok, text) = run_plan(&plan, &cg, false, SCRIPT);
-        assert!(!ok, "{text}");
-        assert!(text.contains("/dev"), "{text}");
+        // runc's securejoin makes the link's target inside the rootfs and mounts there.
+        assert!(ok, "{text}");
         assert_eq!(before, host_mounts());
         assert_eq!(std::fs::read_dir(bait.path()).unwrap().count(), 0);
+        let inside = rootfs.join(bait.path().strip_prefix("/").unwrap());
+        assert!(inside.is_dir(), "{} was not made", inside.display());
     }
 
     /// /proc and /sys must be real directories: an image's link there is refused.
@@ -2030,7 +2055,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let rootfs = tmp.path().join("rootfs");
         copy_rootfs(&rootfs);
-        std::fs::remove_dir(rootfs.join("proc")).unwrap();
+        // The bundle's /proc may hold the /proc view's mount targets from earlier runs.
+        std::fs::remove_dir_all(rootfs.join("proc")).unwrap();
         symlink("/tmp", rootfs.join("proc")).unwrap();
         let before = host_mounts();
         let name = format!("vzrun-rfsproc-{}", std::process::id());

@@ -245,12 +245,10 @@ pub fn freezer_dir(path: &Path) -> Option<PathBuf> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     match get_cgroup_setup().ok()? {
         CgroupSetup::Unified => Some(Path::new(CGROUP_ROOT).join(rel)),
+        // libcgroups' lookup reads the mount table through a checked /proc handle.
         _ => {
-            let mp = libcgroups::v1::util::get_subsystem_mount_point(
-                &libcgroups::v1::ControllerType::Freezer,
-            )
-            .ok()?;
-            Some(mp.join(rel))
+            let table = crate::sys::mountinfo::read(None).ok()?;
+            Some(v1_mount_of(&table, "freezer")?.point.join(rel))
         }
     }
 }
@@ -914,9 +912,255 @@ fn write_back(file: &Path, old: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The v1 controllers libcgroups' manager places a container's processes in, by the
+/// name a hierarchy's options give them.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// Whether `resources` asks a v1 host for nothing but device rules: what
+/// [`place_v1_init`] does.
+fn only_device_rules(resources: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    resources.is_none_or(|r| {
+        r.memory().is_none()
+            && r.cpu().is_none()
+            && r.pids().is_none()
+            && r.block_io().is_none()
+            && r.hugepage_limits().as_ref().is_none_or(|h| h.is_empty())
+            && r.network().is_none()
+            && r.rdma().is_none()
+            && r.unified().as_ref().is_none_or(|u| u.is_empty())
+    })
+}
+
+/// The device rules libcgroups' v1 manager writes for a container: the spec's, then
+/// the standard nodes every container gets (null, zero, full, tty, urandom, random),
+/// then mknod of any node, the console, the pts terminals, ptmx and tun. Kept in its
+/// order: a later rule refines an earlier one.
+fn v1_device_rules(resources: Option<&oci_spec::runtime::LinuxResources>) -> Vec<(bool, String)> {
+    let mut rules: Vec<(bool, String)> = resources
+        .and_then(|r| r.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .map(|d| (d.allow(), d.to_string()))
+        .collect();
+    let standard = [
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 5:0 rwm",
+        "c 1:9 rwm",
+        "c 1:8 rwm",
+    ];
+    let allowed = [
+        "c *:* m",
+        "b *:* m",
+        "c 5:1 rwm",
+        "c 136:* rwm",
+        "c 5:2 rwm",
+        "c 10:200 rwm",
+    ];
+    rules.extend(
+        standard
+            .iter()
+            .chain(&allowed)
+            .map(|r| (true, r.to_string())),
+    );
+    rules
+}
+
+/// Places the init `pid` of a new container in its cgroup `path` on a v1 or hybrid host,
+/// as libcgroups' v1 manager does for a spec whose resources are only device rules: the
+/// cgroup made in every controller's hierarchy (an empty cpuset filled from its parent,
+/// or the kernel refuses the move), the process moved in, the device rules written.
+/// The manager reads the mount table through a checked /proc handle twice per
+/// controller (about 600 system calls, 2 ms here); this reads it once. None when the
+/// host is pure v2 or the resources ask for more: the caller uses libcgroups then.
+pub fn place_v1_init(
+    path: &Path,
+    pid: i32,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+) -> Option<Result<(), CgroupError>> {
+    if unified() || !only_device_rules(resources) {
+        return None;
+    }
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    let table = crate::sys::mountinfo::read(None).ok()?;
+    // One directory per hierarchy, found by the controllers it holds.
+    let mut dirs: Vec<(PathBuf, PathBuf, bool, bool)> = Vec::new();
+    for c in V1_CONTROLLERS {
+        let Some(m) = v1_mount_of(&table, c) else {
+            continue;
+        };
+        let dir = m.point.join(rel);
+        match dirs.iter_mut().find(|(d, ..)| *d == dir) {
+            Some(entry) => {
+                entry.2 |= *c == "cpuset";
+                entry.3 |= *c == "devices";
+            }
+            None => dirs.push((dir, m.point.clone(), *c == "cpuset", *c == "devices")),
+        }
+    }
+    let write = |file: PathBuf, value: &str| {
+        std::fs::write(&file, value).map_err(|e| CgroupError::Write {
+            path: file,
+            reason: e.to_string(),
+        })
+    };
+    let placed = (|| {
+        for (dir, mount, cpuset, devices) in &dirs {
+            std::fs::create_dir_all(dir).map_err(|e| CgroupError::Write {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            if *cpuset {
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    fill_from_parent(mount, rel, file)?;
+                }
+            }
+            write(dir.join("cgroup.procs"), &pid.to_string())?;
+            if *devices {
+                for (allow, rule) in v1_device_rules(resources) {
+                    let file = if allow {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
+                    write(dir.join(file), &rule)?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    Some(placed)
+}
+
+/// The whole-hierarchy mount of the v1 `controller`, the one under /sys/fs/cgroup where
+/// there are several.
+fn v1_mount_of<'a>(
+    table: &'a [crate::sys::mountinfo::Mount],
+    controller: &str,
+) -> Option<&'a crate::sys::mountinfo::Mount> {
+    table
+        .iter()
+        .filter(|m| {
+            m.fstype == "cgroup"
+                && m.root == Path::new("/")
+                && m.super_options.split(',').any(|o| o == controller)
+        })
+        .min_by_key(|m| !m.point.starts_with(CGROUP_ROOT))
+}
+
+/// Copies a cpuset file down from each cgroup to its child along `rel` below `mount`
+/// where the child's is empty: a new cpuset cgroup starts with no CPUs and no memory
+/// nodes, and takes no process until it has some.
+fn fill_from_parent(mount: &Path, rel: &Path, file: &str) -> Result<(), CgroupError> {
+    let mut parent = mount.to_path_buf();
+    let mut value = read_trimmed(&parent.join(file))?;
+    for c in rel.components() {
+        let child = parent.join(c);
+        let path = child.join(file);
+        let own = read_trimmed(&path)?;
+        if own.is_empty() {
+            std::fs::write(&path, &value).map_err(|e| CgroupError::Write {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        } else {
+            value = own;
+        }
+        parent = child;
+    }
+    Ok(())
+}
+
+fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| CgroupError::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_v1_controller_is_found_by_its_hierarchys_options() {
+        let table = crate::sys::mountinfo::parse(
+            "28 25 0:26 / /tmp/w/.criu.cgyard.Ab12/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             29 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             30 25 0:27 /x /mnt/part rw - cgroup cgroup rw,memory\n\
+             31 25 0:28 / /sys/fs/cgroup/net_cls,net_prio rw - cgroup cgroup rw,net_cls,net_prio\n",
+        );
+        let point = |c: &str| v1_mount_of(&table, c).map(|m| m.point.clone());
+        assert_eq!(
+            point("cpuacct"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(
+            point("net_prio"),
+            Some(PathBuf::from("/sys/fs/cgroup/net_cls,net_prio"))
+        );
+        // A bind of part of a hierarchy is not where its cgroups are; `cpu` is not `cpuset`.
+        assert_eq!(point("memory"), None);
+        assert_eq!(point("cpuset"), None);
+    }
+
+    #[test]
+    fn the_own_v1_placement_takes_device_rules_only_and_keeps_libcgroups_order() {
+        use oci_spec::runtime::{
+            LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder,
+        };
+        let deny_all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap();
+        let r = LinuxResourcesBuilder::default()
+            .devices(vec![deny_all])
+            .build()
+            .unwrap();
+        assert!(only_device_rules(Some(&r)) && only_device_rules(None));
+        let rules = v1_device_rules(Some(&r));
+        assert_eq!(rules[0], (false, "a *:* rwm".to_string()));
+        assert_eq!(rules[1], (true, "c 1:3 rwm".to_string()));
+        assert_eq!(rules.last(), Some(&(true, "c 10:200 rwm".to_string())));
+        assert_eq!(rules.len(), 13);
+        let limited = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(1 << 30)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert!(
+            !only_device_rules(Some(&limited)),
+            "a memory limit goes to libcgroups"
+        );
+    }
 
     #[test]
     fn hierarchies_are_the_cgroup_mounts_of_mountinfo() {

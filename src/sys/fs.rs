@@ -105,28 +105,56 @@ pub fn open_in_root(root: BorrowedFd, path: &Path, flags: OFlag) -> nix::Result<
 /// image can lead a name elsewhere in the image but never out of it. `..` in `path` is
 /// taken lexically ([`clean_in_root`]).
 pub fn mkdir_all_in_root(root: BorrowedFd, path: &Path, mode: Mode) -> std::io::Result<OwnedFd> {
+    use std::path::Component;
     let path = clean_in_root(path);
     match open_in_root(root, &path, OFlag::O_DIRECTORY) {
         Err(nix::errno::Errno::ENOENT) => {}
         other => return Ok(other?),
     }
+    // As runc's securejoin: the names are taken one at a time from a directory reached
+    // so far that holds no link (`so_far`); a link in the image is replaced by its
+    // target's names (from the top for an absolute one), so a link to a place that does
+    // not exist yet has that place made, inside the root, and `..` after it climbs from
+    // where the link led.
+    let mut rest: std::collections::VecDeque<std::ffi::OsString> =
+        path.iter().map(|n| n.to_os_string()).collect();
     let mut so_far = std::path::PathBuf::new();
-    let mut parent: Option<OwnedFd> = None;
-    for name in path.iter() {
-        let at = parent.as_ref().map_or(root, |p| p.as_fd());
-        match nix::sys::stat::mkdirat(Some(at.as_raw_fd()), name, mode) {
+    let mut links = 0;
+    while let Some(name) = rest.pop_front() {
+        if name == ".." {
+            so_far.pop();
+            continue;
+        }
+        if name == "." || name.is_empty() {
+            continue;
+        }
+        let at = open_in_root(root, &so_far, OFlag::O_DIRECTORY)?;
+        if let Ok(target) = nix::fcntl::readlinkat(Some(at.as_raw_fd()), name.as_os_str()) {
+            links += 1;
+            if links > 255 {
+                return Err(nix::errno::Errno::ELOOP.into());
+            }
+            let target = Path::new(&target);
+            if target.is_absolute() {
+                so_far.clear();
+            }
+            for c in target.components().rev() {
+                match c {
+                    Component::Normal(n) => rest.push_front(n.to_os_string()),
+                    Component::ParentDir => rest.push_front("..".into()),
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        match nix::sys::stat::mkdirat(Some(at.as_raw_fd()), name.as_os_str(), mode) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        so_far.push(name);
-        // What now stands there (made here, or a link made by the image) must be a
-        // directory inside the root.
-        parent = Some(open_in_root(root, &so_far, OFlag::O_DIRECTORY)?);
+        so_far.push(&name);
     }
-    match parent {
-        Some(p) => Ok(p),
-        None => Ok(open_in_root(root, Path::new("."), OFlag::O_DIRECTORY)?),
-    }
+    // What now stands there (made here, or found) must be a directory inside the root.
+    Ok(open_in_root(root, &so_far, OFlag::O_DIRECTORY)?)
 }
 
 /// What stands at `path` inside the tree `root` (an O_PATH descriptor of it), as a bare
@@ -439,11 +467,18 @@ mod tests {
         )
         .unwrap();
         assert!(r.join("real/x").is_dir() && r.join("real/y/file").is_file());
-        // A link to the host leads to the same path inside the image, missing there.
+        // A link to the host leads to the same path inside the image: made there, as
+        // runc's securejoin makes it, and nothing on the host.
         symlink(host.path(), r.join("out")).unwrap();
-        assert!(mkdir_all_in_root(fd.as_fd(), Path::new("out/z"), mode).is_err());
-        assert!(file_in_root(fd.as_fd(), Path::new("out/f"), mode).is_err());
+        mkdir_all_in_root(fd.as_fd(), Path::new("out/z"), mode).unwrap();
+        file_in_root(fd.as_fd(), Path::new("out/f"), mode).unwrap();
+        let inside = r.join(host.path().strip_prefix("/").unwrap());
+        assert!(inside.join("z").is_dir() && inside.join("f").is_file());
         assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+        // A link to itself, or round in a circle, ends.
+        symlink("loop2", r.join("loop1")).unwrap();
+        symlink("loop1", r.join("loop2")).unwrap();
+        assert!(mkdir_all_in_root(fd.as_fd(), Path::new("loop1/x"), mode).is_err());
         // A file where a directory is wanted.
         std::fs::write(r.join("plain"), "").unwrap();
         assert!(mkdir_all_in_root(fd.as_fd(), Path::new("plain/d"), mode).is_err());
@@ -478,9 +513,12 @@ mod tests {
         // An image whose /work points at an absolute path: inside the root that is
         // root/<host path>, never the host's directory.
         std::os::unix::fs::symlink(host.path(), root.path().join("work")).unwrap();
-        // root/<host path> does not exist: nothing is made, least of all on the host.
-        assert!(mkdir_in_root(root.path(), Path::new("/work/sub")).is_err());
+        // root/<host path> does not exist: made there (as runc makes a cwd), never on
+        // the host.
+        mkdir_in_root(root.path(), Path::new("/work/sub")).unwrap();
         assert!(!host.path().join("sub").exists(), "made on the host");
+        let inside = root.path().join(host.path().strip_prefix("/").unwrap());
+        assert!(inside.join("sub").is_dir());
         // Links that stay inside are followed as the container would.
         std::fs::create_dir(root.path().join("a")).unwrap();
         std::os::unix::fs::symlink("/a", root.path().join("link")).unwrap();

@@ -190,6 +190,49 @@ fn start_time_in(stat: &str) -> Option<u64> {
     stat_field(stat, 22)?.parse().ok()
 }
 
+/// clone3(2) without a new stack: a fork with `flags` (namespaces, CLONE_PARENT) whose
+/// end sends `exit_signal` to the parent (0 with CLONE_PARENT: the kernel takes the
+/// caller's). Returns 0 in the new process and its pid in the caller. The caller must
+/// have one thread, as for fork(2).
+pub fn clone3(flags: u64, exit_signal: u64) -> Result<i32, nix::errno::Errno> {
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+    // stack_size, tls.
+    let args: [u64; 8] = [flags, 0, 0, 0, exit_signal, 0, 0, 0];
+    // SAFETY: clone3 without CLONE_VM gives the child its own copy of the address space
+    // (as fork does); the arguments are a valid clone_args of the size passed, and the
+    // caller has one thread.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_ptr(),
+            std::mem::size_of_val(&args),
+        )
+    };
+    nix::errno::Errno::result(r).map(|pid| pid as i32)
+}
+
+/// Closes every descriptor from `from` up, but those in `keep`.
+pub fn close_all_but(from: i32, keep: &[&std::os::fd::OwnedFd]) -> Result<(), nix::errno::Errno> {
+    use std::os::fd::AsRawFd;
+    let mut kept: Vec<i32> = keep
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .filter(|&f| f >= from)
+        .collect();
+    kept.sort_unstable();
+    let mut lo = from;
+    for k in kept.into_iter().chain(std::iter::once(i32::MAX)) {
+        if k > lo {
+            // SAFETY: close_range(2) on a range of this process's own descriptors, none
+            // of which is used afterwards but those kept.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, lo as u32, (k - 1) as u32, 0) };
+            nix::errno::Errno::result(r)?;
+        }
+        lo = k.saturating_add(1);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
