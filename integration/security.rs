@@ -840,6 +840,34 @@ fn a_mount_target_link_in_the_image_never_mounts_on_the_host() {
     }
 }
 
+/// A created container's init waits for `start` where the container's processes can
+/// see it: a process exec'd with CAP_SYS_PTRACE opens whatever the init holds through
+/// /proc/1/fd. Besides its stdio, nothing it holds may be a file or directory (the
+/// direct create's init held vzrun's lock file on the host, and libraries' cached handle
+/// of the host's /proc when one was made before the fork). runc's init holds its fifo.
+#[test]
+fn a_created_containers_init_holds_no_host_file_for_a_ptracing_exec() {
+    require_root!();
+    for rt in [Runtime::vzrun(), Runtime::runc()] {
+        let b = Bundle::with(&["sleep", "100"], |v| {
+            for set in ["bounding", "effective", "permitted"] {
+                let caps = v["process"]["capabilities"][set].as_array_mut().unwrap();
+                caps.push(json!("CAP_SYS_PTRACE"));
+            }
+        });
+        let id = common::unique_id("initfds");
+        rt.track(&id);
+        let o = rt.run(&["create", "-b", b.p(), &id]);
+        assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+        let probe = "for f in /proc/1/fd/*; do n=${f##*/}; [ $n -le 2 ] && continue; \
+                     if [ -f $f ] || [ -d $f ]; then echo \"reached $n $(readlink $f)\"; fi; done; echo done";
+        let o = rt.run(&["exec", &id, "sh", "-c", probe]);
+        let _ = rt.run(&["delete", "-f", &id]);
+        assert_eq!(o.code, 0, "{}: {o:?}", rt.name);
+        assert_eq!(o.stdout, "done\n", "{}: the init holds these", rt.name);
+    }
+}
+
 /// Removes what a cgroupsPath that climbed out of the hierarchies made: directories on
 /// the tmpfs that holds them, and the `…-a` ones inside them.
 struct CgroupEscape(String);

@@ -364,6 +364,18 @@ impl<'a> Direct<'a> {
         let process = spec.process().as_ref().ok_or("process missing")?;
         let syscall = create_syscall();
         // Nothing until vzrun has placed it in its cgroups: vzrun gone, nothing to do.
+        // Everything of vzrun's the init does not need goes at once: it waits for `start`
+        // with the container able to see it, and a process exec'd with CAP_SYS_PTRACE
+        // opens what it holds through /proc/1/fd (vzrun's lock file on the host, a
+        // procfs handle of the host's PID namespace that libraries cache). The caller's
+        // stdio and preserved descriptors stay.
+        let notify_fd = OwnedFd::from(notify);
+        let mut keep: Vec<&OwnedFd> = vec![&go, err_write, &ready, &notify_fd];
+        keep.extend(plan.console.as_ref());
+        keep.extend(plan.join.iter().map(|(fd, _)| fd));
+        crate::sys::process::close_all_but(3 + self.preserve_fds.max(0), &keep)
+            .map_err(|e| format!("close file descriptors: {e}"))?;
+        let notify = UnixListener::from(notify_fd);
         let mut byte = [0u8; 1];
         if std::fs::File::from(go).read(&mut byte).unwrap_or(0) != 1 {
             return Err("vzrun ended before the init was placed in its cgroups".into());
@@ -468,8 +480,6 @@ impl<'a> Direct<'a> {
         std::fs::File::from(ready)
             .write_all(b"r")
             .map_err(|e| format!("tell vzrun the init is ready: {e}"))?;
-        // From here on nobody reads the error pipe; the init only waits for `start`.
-        let _ = err_write;
         wait_for_start(&notify).map_err(|e| format!("wait for start: {e}"))?;
         drop(notify);
         self.executor.exec(spec).map_err(|e| e.to_string())?;
