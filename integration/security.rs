@@ -744,10 +744,9 @@ fn namespaced_sysctls_never_open_the_hosts() {
     assert_eq!(o.stdout.trim(), "1", "{o:?}");
 }
 
-#[test]
-fn a_cwd_link_in_the_image_never_makes_a_host_directory() {
-    require_root!();
-    let rt = Runtime::vzrun();
+/// A host directory an image's links will point at, and a minimal image (busybox, sh,
+/// /proc, /dev and /sys) for the links to go in.
+fn hostile_image() -> (tempfile::TempDir, tempfile::TempDir) {
     let host_dir = tempfile::Builder::new()
         .prefix("vzt-hostdir-")
         .tempdir()
@@ -756,16 +755,21 @@ fn a_cwd_link_in_the_image_never_makes_a_host_directory() {
         .prefix("vzt-rootfs-")
         .tempdir()
         .unwrap();
-    std::fs::create_dir_all(rootfs.path().join("bin")).unwrap();
-    std::fs::copy(
-        common::rootfs().join("bin/busybox"),
-        rootfs.path().join("bin/busybox"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.path().join("bin/sh")).unwrap();
+    let r = rootfs.path();
+    std::fs::create_dir_all(r.join("bin")).unwrap();
+    std::fs::copy(common::rootfs().join("bin/busybox"), r.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
     for d in ["proc", "dev", "sys"] {
-        std::fs::create_dir(rootfs.path().join(d)).unwrap();
+        std::fs::create_dir(r.join(d)).unwrap();
     }
+    (host_dir, rootfs)
+}
+
+#[test]
+fn a_cwd_link_in_the_image_never_makes_a_host_directory() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let (host_dir, rootfs) = hostile_image();
     std::os::unix::fs::symlink(host_dir.path(), rootfs.path().join("work")).unwrap();
     let b = Bundle::with(&["/bin/sh", "-c", "pwd"], |v| {
         v["root"] = json!({"path": rootfs.path(), "readonly": false});
@@ -787,21 +791,8 @@ fn a_cwd_link_in_the_image_never_makes_a_host_directory() {
 fn a_mount_target_link_in_the_image_never_mounts_on_the_host() {
     require_root!();
     for rt in [Runtime::vzrun(), Runtime::runc()] {
-        let host_dir = tempfile::Builder::new()
-            .prefix("vzt-hostdir-")
-            .tempdir()
-            .unwrap();
-        let rootfs = tempfile::Builder::new()
-            .prefix("vzt-rootfs-")
-            .tempdir()
-            .unwrap();
+        let (host_dir, rootfs) = hostile_image();
         let r = rootfs.path();
-        std::fs::create_dir_all(r.join("bin")).unwrap();
-        std::fs::copy(common::rootfs().join("bin/busybox"), r.join("bin/busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
-        for d in ["proc", "dev", "sys"] {
-            std::fs::create_dir(r.join(d)).unwrap();
-        }
         std::os::unix::fs::symlink(host_dir.path(), r.join("abs")).unwrap();
         let up = format!("../../../../../..{}", host_dir.path().display());
         std::os::unix::fs::symlink(&up, r.join("up")).unwrap();

@@ -27,17 +27,16 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use libcontainer::capabilities;
 use libcontainer::config::YoukiConfig;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::syscall::syscall::create_syscall;
 use libcontainer::workload::Executor;
 use nix::sched::CloneFlags;
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::runtime::error::{Error, Result};
-use crate::runtime::exec_direct::{chdir_error, OUTSIDE_ROOT};
+use crate::runtime::exec_direct::{take_credentials, OUTSIDE_ROOT};
 use crate::runtime::executor::VzExecutor;
 use crate::runtime::rootfs::RootfsPlan;
 
@@ -430,45 +429,7 @@ impl<'a> Direct<'a> {
             nix::sys::stat::umask(mode);
         }
         plan.rootfs.finish().map_err(|e| e.to_string())?;
-        // Before the ids change where it can (root may enter directories the process's
-        // user may not), again after them where root was refused.
-        let cwd = process.cwd();
-        let chdir_later = match nix::unistd::chdir(cwd) {
-            Ok(()) => false,
-            Err(nix::errno::Errno::EPERM) => true,
-            Err(e) => return Err(chdir_error(cwd, e)),
-        };
-        let gids: Vec<Gid> = process
-            .user()
-            .additional_gids()
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .map(|g| Gid::from_raw(*g))
-            .collect();
-        syscall
-            .set_groups(&gids)
-            .map_err(|e| format!("setgroups: {e}"))?;
-        syscall
-            .set_id(
-                Uid::from_raw(process.user().uid()),
-                Gid::from_raw(process.user().gid()),
-            )
-            .map_err(|e| format!("set uid and gid: {e}"))?;
-        // The caller's preserved descriptors and stdio go on to the process; vzrun's own
-        // are close-on-exec.
-        syscall
-            .close_range(self.preserve_fds.max(0))
-            .map_err(|e| format!("close file descriptors: {e}"))?;
-        capabilities::reset_effective(syscall.as_ref())
-            .map_err(|e| format!("reset effective capabilities: {e}"))?;
-        if let Some(caps) = process.capabilities() {
-            capabilities::drop_privileges(caps, syscall.as_ref())
-                .map_err(|e| format!("drop capabilities: {e}"))?;
-        }
-        if chdir_later {
-            nix::unistd::chdir(cwd).map_err(|e| chdir_error(cwd, e))?;
-        }
+        take_credentials(process, self.preserve_fds)?;
         if !nix::unistd::getcwd().is_ok_and(|d| d.is_absolute()) {
             return Err(OUTSIDE_ROOT.into());
         }

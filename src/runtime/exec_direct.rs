@@ -275,41 +275,7 @@ impl Launch<'_> {
                 .ok_or_else(|| format!("invalid umask {umask:o}"))?;
             nix::sys::stat::umask(mode);
         }
-        // Before the ids change where it can (root may enter directories the process's
-        // user may not), again after them where root was refused.
-        let cwd = p.cwd();
-        let chdir_later = match nix::unistd::chdir(cwd) {
-            Ok(()) => false,
-            Err(nix::errno::Errno::EPERM) => true,
-            Err(e) => return Err(chdir_error(cwd, e)),
-        };
-        // runc's: the process has exactly its additional groups, never the caller's.
-        let gids: Vec<Gid> = p
-            .user()
-            .additional_gids()
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .map(|g| Gid::from_raw(*g))
-            .collect();
-        syscall
-            .set_groups(&gids)
-            .map_err(|e| format!("setgroups: {e}"))?;
-        syscall
-            .set_id(Uid::from_raw(p.user().uid()), Gid::from_raw(p.user().gid()))
-            .map_err(|e| format!("set uid and gid: {e}"))?;
-        syscall
-            .close_range(self.preserve_fds.max(0))
-            .map_err(|e| format!("close file descriptors: {e}"))?;
-        capabilities::reset_effective(syscall.as_ref())
-            .map_err(|e| format!("reset effective capabilities: {e}"))?;
-        if let Some(caps) = p.capabilities() {
-            capabilities::drop_privileges(caps, syscall.as_ref())
-                .map_err(|e| format!("drop capabilities: {e}"))?;
-        }
-        if chdir_later {
-            nix::unistd::chdir(cwd).map_err(|e| chdir_error(cwd, e))?;
-        }
+        take_credentials(p, self.preserve_fds)?;
         // Nothing of vzrun's goes further than it must: the process gets stdio, the
         // preserved descriptors and the error pipe (its own descriptors in the preserved
         // range are close-on-exec, as under libcontainer).
@@ -360,6 +326,49 @@ impl Launch<'_> {
         self.executor.exec(&plan.spec).map_err(|e| e.to_string())?;
         Err("the executor returned without exec".into())
     }
+}
+
+/// The process's cwd, groups, ids and capabilities, libcontainer's steps in its order,
+/// for an exec'd process and for an init alike; the caller's stdio and `preserve_fds`
+/// descriptors go on to the process, vzrun's own are made close-on-exec.
+pub(crate) fn take_credentials(p: &Process, preserve_fds: i32) -> std::result::Result<(), String> {
+    let syscall = create_syscall();
+    // Before the ids change where it can (root may enter directories the process's
+    // user may not), again after them where root was refused.
+    let cwd = p.cwd();
+    let chdir_later = match nix::unistd::chdir(cwd) {
+        Ok(()) => false,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(e) => return Err(chdir_error(cwd, e)),
+    };
+    // runc's: the process has exactly its additional groups, never the caller's.
+    let gids: Vec<Gid> = p
+        .user()
+        .additional_gids()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    syscall
+        .set_groups(&gids)
+        .map_err(|e| format!("setgroups: {e}"))?;
+    syscall
+        .set_id(Uid::from_raw(p.user().uid()), Gid::from_raw(p.user().gid()))
+        .map_err(|e| format!("set uid and gid: {e}"))?;
+    syscall
+        .close_range(preserve_fds.max(0))
+        .map_err(|e| format!("close file descriptors: {e}"))?;
+    capabilities::reset_effective(syscall.as_ref())
+        .map_err(|e| format!("reset effective capabilities: {e}"))?;
+    if let Some(caps) = p.capabilities() {
+        capabilities::drop_privileges(caps, syscall.as_ref())
+            .map_err(|e| format!("drop capabilities: {e}"))?;
+    }
+    if chdir_later {
+        nix::unistd::chdir(cwd).map_err(|e| chdir_error(cwd, e))?;
+    }
+    Ok(())
 }
 
 /// runc's words for a cwd outside the container's root.

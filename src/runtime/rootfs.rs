@@ -1663,6 +1663,35 @@ mod tests {
         None
     }
 
+    /// The busybox spec's plan for `rootfs`, with a test cgroup named after `tag`.
+    fn busybox_plan(rootfs: &Path, tag: &str) -> (TestCgroup, RootfsPlan) {
+        let name = format!("vzrun-rfs{tag}-{}", std::process::id());
+        let cg = TestCgroup::new(&name);
+        let plan = RootfsPlan::plan(
+            &busybox_spec(),
+            rootfs,
+            Path::new(&format!("/{name}")),
+            true,
+            false,
+            false,
+        )
+        .unwrap();
+        (cg, plan)
+    }
+
+    /// A copy of the busybox rootfs in a temporary directory, or None (said) where the
+    /// tests cannot run.
+    fn test_rootfs() -> Option<(tempfile::TempDir, PathBuf)> {
+        if let Some(why) = cannot_run() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        copy_rootfs(&rootfs);
+        Some((tmp, rootfs))
+    }
+
     fn copy_rootfs(to: &Path) {
         let ok = std::process::Command::new("cp")
             .arg("-a")
@@ -1844,12 +1873,14 @@ mod tests {
             .unwrap()
     }
 
-    fn host_mounts() -> Vec<String> {
-        // Mount IDs and points, as a set to compare before and after.
-        let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+    /// The host's mounts at or below `places` (the test's own directories: other tests
+    /// mount elsewhere on the host at the same time), to compare before and after.
+    fn host_mounts(places: &[&Path]) -> Vec<String> {
+        let mut v: Vec<String> = crate::sys::mountinfo::read(None)
             .unwrap()
-            .lines()
-            .map(|l| l.to_string())
+            .into_iter()
+            .filter(|m| places.iter().any(|p| m.point.starts_with(p)))
+            .map(|m| format!("{} {} {}", m.point.display(), m.fstype, m.root.display()))
             .collect();
         v.sort();
         v
@@ -1857,28 +1888,18 @@ mod tests {
 
     #[test]
     fn busybox_spec_sets_up_the_container() {
-        if let Some(why) = cannot_run() {
-            eprintln!("skipped: {why}");
+        let Some((tmp, rootfs)) = test_rootfs() else {
             return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        copy_rootfs(&rootfs);
-        let before = host_mounts();
-        let name = format!("vzrun-rfstest-{}", std::process::id());
-        let cg = TestCgroup::new(&name);
-        let plan = RootfsPlan::plan(
-            &busybox_spec(),
-            &rootfs,
-            Path::new(&format!("/{name}")),
-            true,
-            false,
-            false,
-        )
-        .unwrap();
+        };
+        let before = host_mounts(&[tmp.path()]);
+        let (cg, plan) = busybox_plan(&rootfs, "test");
         let (ok, text) = run_plan(&plan, &cg, false, SCRIPT);
         assert!(ok, "{text}");
-        assert_eq!(before, host_mounts(), "the host's mounts changed");
+        assert_eq!(
+            before,
+            host_mounts(&[tmp.path()]),
+            "the host's mounts changed"
+        );
         let has = |needle: &str| assert!(text.contains(needle), "no {needle:?} in:\n{text}");
         has(" / /proc rw,relatime - proc proc rw");
         has(" / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755");
@@ -1903,13 +1924,9 @@ mod tests {
     /// the host (absolute) or up and out (`../../..`): every mount lands inside.
     #[test]
     fn hostile_links_stay_inside_the_rootfs() {
-        if let Some(why) = cannot_run() {
-            eprintln!("skipped: {why}");
+        let Some((tmp, rootfs)) = test_rootfs() else {
             return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        copy_rootfs(&rootfs);
+        };
         // Bait on the host: directories the links name.
         let bait = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(bait.path().join("dev")).unwrap();
@@ -1956,7 +1973,7 @@ mod tests {
         masked.push("/up/secret".into());
         linux.set_masked_paths(Some(masked));
         spec.set_linux(Some(linux));
-        let before = host_mounts();
+        let before = host_mounts(&[tmp.path(), bait.path(), src.path()]);
         let name = format!("vzrun-rfsattack-{}", std::process::id());
         let cg = TestCgroup::new(&name);
         let plan = RootfsPlan::plan(
@@ -1974,7 +1991,11 @@ mod tests {
         );
         let (ok, text) = run_plan(&plan, &cg, false, &script);
         assert!(ok, "{text}");
-        assert_eq!(before, host_mounts(), "the host's mounts changed");
+        assert_eq!(
+            before,
+            host_mounts(&[tmp.path(), bait.path(), src.path()]),
+            "the host's mounts changed"
+        );
         // Nothing was made on the host through the links.
         assert_eq!(
             std::fs::read_dir(bait.path().join("dev")).unwrap().count(),
@@ -2011,35 +2032,22 @@ mod tests {
         assert!(text.contains(&inside("/secret")), "{text}");
     }
 
-    /// A link to a directory the image does not have: refused, nothing made anywhere.
+    /// A link to a directory the image does not have: made inside the image, as runc's
+    /// securejoin does, and nothing on the host.
     #[test]
     fn a_dangling_link_is_followed_inside_the_rootfs() {
-        if let Some(why) = cannot_run() {
-            eprintln!("skipped: {why}");
+        let Some((tmp, rootfs)) = test_rootfs() else {
             return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        copy_rootfs(&rootfs);
+        };
         let bait = tempfile::tempdir().unwrap();
         std::fs::remove_dir_all(rootfs.join("dev")).unwrap();
         symlink(bait.path(), rootfs.join("dev")).unwrap();
-        let before = host_mounts();
-        let name = format!("vzrun-rfsdangle-{}", std::process::id());
-        let cg = TestCgroup::new(&name);
-        let plan = RootfsPlan::plan(
-            &busybox_spec(),
-            &rootfs,
-            Path::new(&format!("/{name}")),
-            true,
-            false,
-            false,
-        )
-        .unwrap();
+        let before = host_mounts(&[tmp.path(), bait.path()]);
+        let (cg, plan) = busybox_plan(&rootfs, "dangle");
         let (ok, text) = run_plan(&plan, &cg, false, SCRIPT);
         // runc's securejoin makes the link's target inside the rootfs and mounts there.
         assert!(ok, "{text}");
-        assert_eq!(before, host_mounts());
+        assert_eq!(before, host_mounts(&[tmp.path(), bait.path()]));
         assert_eq!(std::fs::read_dir(bait.path()).unwrap().count(), 0);
         let inside = rootfs.join(bait.path().strip_prefix("/").unwrap());
         assert!(inside.is_dir(), "{} was not made", inside.display());
@@ -2048,34 +2056,24 @@ mod tests {
     /// /proc and /sys must be real directories: an image's link there is refused.
     #[test]
     fn proc_on_a_link_is_refused() {
-        if let Some(why) = cannot_run() {
-            eprintln!("skipped: {why}");
+        let Some((tmp, rootfs)) = test_rootfs() else {
             return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        copy_rootfs(&rootfs);
+        };
         // The bundle's /proc may hold the /proc view's mount targets from earlier runs.
         std::fs::remove_dir_all(rootfs.join("proc")).unwrap();
         symlink("/tmp", rootfs.join("proc")).unwrap();
-        let before = host_mounts();
-        let name = format!("vzrun-rfsproc-{}", std::process::id());
-        let cg = TestCgroup::new(&name);
-        let plan = RootfsPlan::plan(
-            &busybox_spec(),
-            &rootfs,
-            Path::new(&format!("/{name}")),
-            true,
-            false,
-            false,
-        )
-        .unwrap();
+        let before = host_mounts(&[tmp.path()]);
+        let (cg, plan) = busybox_plan(&rootfs, "proc");
         let (ok, text) = run_plan(&plan, &cg, false, SCRIPT);
         assert!(!ok, "{text}");
         assert!(
             text.contains("must be mounted on ordinary directory"),
             "{text}"
         );
-        assert_eq!(before, host_mounts());
+        assert_eq!(before, host_mounts(&[tmp.path()]));
+        let table = crate::sys::mountinfo::read(None).unwrap();
+        assert!(!table
+            .iter()
+            .any(|m| m.point == Path::new("/tmp") && m.fstype == "proc"));
     }
 }

@@ -744,7 +744,9 @@ fn make_node<R: Read>(e: &tar::Entry<R>, base: &Path) -> std::io::Result<()> {
             return Ok(());
         }
     }
-    let Some(path) = inside(base, &name)? else {
+    // The parent is made inside `base` even where a link leads it (as a container sees
+    // it); the node, made by path on the host, goes only where that path stays inside.
+    let Some(path) = inside(base, &name).ok().flatten() else {
         return Ok(());
     };
     let kind = match h.entry_type() {
