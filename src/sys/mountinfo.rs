@@ -41,7 +41,11 @@ pub fn read(pid: Option<i32>) -> io::Result<Vec<Mount>> {
         Some(pid) => format!("/proc/{pid}/mountinfo"),
         None => "/proc/self/mountinfo".to_string(),
     };
-    Ok(parse(&std::fs::read_to_string(path)?))
+    // /proc reports a size of 0, so read_to_string would start from a 32-byte probe and
+    // double up (8 reads for this host's 2.5 KB table); one buffer takes it in two.
+    let mut text = String::with_capacity(16 * 1024);
+    std::io::Read::read_to_string(&mut std::fs::File::open(path)?, &mut text)?;
+    Ok(parse(&text))
 }
 
 /// Each well-formed line of a mountinfo text, in the kernel's order (a later mount at
