@@ -859,6 +859,33 @@ fn a_created_containers_init_holds_no_host_file_for_a_ptracing_exec() {
     }
 }
 
+/// The same attack on a create that goes libcontainer's way (a personality sends it
+/// there): its intermediate's cgroup manager made pathrs' cached procfs handle in the
+/// host's PID namespace, and the waiting init held it, so the exec'd process listed the
+/// host's processes and read their files through /proc/1/fd/N/PID/root. No directory
+/// may be reachable (libcontainer's init still holds vzrun's lock file, a regular file).
+#[test]
+fn a_created_containers_init_from_libcontainer_holds_no_host_directory() {
+    require_root!();
+    let rt = Runtime::vzrun();
+    let b = Bundle::with(&["sleep", "100"], |v| {
+        for set in ["bounding", "effective", "permitted"] {
+            let caps = v["process"]["capabilities"][set].as_array_mut().unwrap();
+            caps.push(json!("CAP_SYS_PTRACE"));
+        }
+        v["linux"]["personality"] = json!({"domain": "LINUX"});
+    });
+    let id = common::unique_id("initdirs");
+    rt.track(&id);
+    let o = rt.run(&["create", "-b", b.p(), &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let probe = "for f in /proc/1/fd/*; do [ -d $f ] && echo \"reached ${f##*/}: $(ls $f | wc -l) entries\"; done; echo done";
+    let o = rt.run(&["exec", &id, "sh", "-c", probe]);
+    let _ = rt.run(&["delete", "-f", &id]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, "done\n", "the init holds a directory");
+}
+
 /// Removes what a cgroupsPath that climbed out of the hierarchies made: directories on
 /// the tmpfs that holds them, and the `…-a` ones inside them.
 struct CgroupEscape(String);

@@ -244,6 +244,7 @@ impl Runtime {
                 Some(made) => made,
                 None => {
                     let _build = tracing::debug_span!("libcontainer create").entered();
+                    crate::sys::process::uncache_procfs();
                     ContainerBuilder::new(id.to_string(), SyscallType::default())
                         .with_root_path(&self.root.path)?
                         .with_pid_file(None::<PathBuf>)?

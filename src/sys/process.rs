@@ -233,6 +233,32 @@ pub fn close_all_but(from: i32, keep: &[&std::os::fd::OwnedFd]) -> Result<(), ni
     Ok(())
 }
 
+/// Stops pathrs caching its procfs handle, in this process and in every process forked
+/// from it afterwards. pathrs keeps one handle per process for good, made by the first
+/// user: in a create that goes libcontainer's way that is the intermediate's cgroup
+/// manager, in the host's PID namespace, and the init it forks keeps the descriptor while
+/// it waits for `start`, where a process exec'd into the container with CAP_SYS_PTRACE
+/// reads the host's processes and files through /proc/1/fd. pathrs marks its cache bad
+/// for good when the cached descriptor is no longer a procfs (its documented fallback for
+/// callers that close descriptors, as runc does) and from then on makes and drops a
+/// handle per use; the descriptor is made /dev/null here and then closed.
+pub fn uncache_procfs() {
+    use std::os::fd::{AsFd, AsRawFd};
+    let Ok(handle) = pathrs::procfs::ProcfsHandleBuilder::new().build() else {
+        return;
+    };
+    let fd = handle.as_fd().as_raw_fd();
+    drop(handle);
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    if nix::unistd::dup2(null.as_raw_fd(), fd).is_ok() {
+        // Sees the cached descriptor is no procfs: the cache is bad from now on.
+        drop(pathrs::procfs::ProcfsHandleBuilder::new().build());
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
