@@ -32,18 +32,10 @@ static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// `--log` could not be opened; runc stops there, before the command runs.
 #[derive(Debug, thiserror::Error)]
-#[error("open {}: {}", .path.display(), errno_words(.err))]
+#[error("open {}: {}", .path.display(), crate::sys::errno::io_words(.err))]
 pub struct LogError {
     path: PathBuf,
     err: std::io::Error,
-}
-
-/// An I/O error in Go's words ("no such file or directory"), as runc prints it.
-fn errno_words(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
-        None => e.to_string(),
-    }
 }
 
 /// Opens the `--log` file (runc creates it for every command, even one that logs

@@ -239,13 +239,17 @@ impl Launch<'_> {
                     "error adding pid {} to cgroups: write {}: {}",
                     std::process::id(),
                     procs.display(),
-                    lower(&e)
+                    crate::sys::errno::io_words(&e)
                 )
             })?;
         }
         if let Some(adj) = p.oom_score_adj() {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-                .map_err(|e| format!("write /proc/self/oom_score_adj: {}", lower(&e)))?;
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+                format!(
+                    "write /proc/self/oom_score_adj: {}",
+                    crate::sys::errno::io_words(&e)
+                )
+            })?;
         }
         if let Some(rlimits) = p.rlimits() {
             for r in rlimits {
@@ -398,16 +402,8 @@ pub(crate) fn chdir_error(cwd: &Path, e: nix::errno::Errno) -> String {
     format!(
         "chdir to cwd ({:?}) set in config.json failed: {}",
         cwd.display().to_string(),
-        e.desc().to_lowercase()
+        crate::sys::errno::words(e)
     )
-}
-
-/// An I/O error as Go prints it: the errno's text in lower case.
-fn lower(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
-        None => e.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -262,18 +262,8 @@ fn unsupported(what: impl Into<String>) -> RootfsError {
     RootfsError::Unsupported(what.into())
 }
 
-/// An errno in the C library's words, lower case as Go (and so runc) prints them.
-fn words(e: Errno) -> String {
-    let d = e.desc();
-    let mut c = d.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => d.to_string(),
-    }
-}
-
 fn step_err(what: impl std::fmt::Display, e: Errno) -> RootfsError {
-    RootfsError::Step(format!("{what}: {}", words(e)))
+    RootfsError::Step(format!("{what}: {}", crate::sys::errno::words(e)))
 }
 
 fn cstring(b: &[u8], what: &str) -> Result<CString> {
@@ -990,7 +980,7 @@ fn mounting(step: &Step, src: &str, what: &str, e: Errno) -> RootfsError {
     RootfsError::Step(format!(
         "error mounting {src:?} to rootfs at {:?}: {what}: {}",
         step.dest.shown,
-        words(e)
+        crate::sys::errno::words(e)
     ))
 }
 
@@ -1208,7 +1198,7 @@ impl V1Mount<'_> {
                 RootfsError::Step(format!(
                     "error mounting cgroup hierarchy to rootfs at {:?}: {what}: {}",
                     h.shown,
-                    words(e)
+                    crate::sys::errno::words(e)
                 ))
             };
             let mnt = if self.namespaced {

@@ -40,15 +40,11 @@ pub enum AgentError {
     #[error(
         "failed to connect with seccomp agent specified in the seccomp profile: dial unix {}: connect: {}",
         path.display(),
-        words(*errno)
+        crate::sys::errno::words(*errno)
     )]
     Connect { path: PathBuf, errno: Errno },
-    #[error("cannot send seccomp fd to {}: {}", path.display(), words(*errno))]
+    #[error("cannot send seccomp fd to {}: {}", path.display(), crate::sys::errno::words(*errno))]
     Send { path: PathBuf, errno: Errno },
-}
-
-fn words(e: Errno) -> String {
-    e.desc().to_lowercase()
 }
 
 /// Who the agent is told about: `ContainerProcessState` of runtime-spec without the pid,
@@ -183,10 +179,10 @@ fn hand_on(ours: &OwnedFd, mut space: Vec<u8>, state: &AgentState) -> Result<boo
                 other => break other,
             }
         }
-        .map_err(|e| AgentError::Receive(words(e)))?;
+        .map_err(|e| AgentError::Receive(crate::sys::errno::words(e)))?;
         let pid = msg
             .cmsgs()
-            .map_err(|e| AgentError::Receive(words(e)))?
+            .map_err(|e| AgentError::Receive(crate::sys::errno::words(e)))?
             .find_map(|c| match c {
                 ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
                 _ => None,
@@ -253,8 +249,12 @@ fn send(state: &AgentState, pid: i32, notify: BorrowedFd) -> Result<(), AgentErr
 /// number and waits until the agent has it. The listener is closed afterwards either way.
 pub fn hand_over(theirs: BorrowedFd, listener: OwnedFd) -> Result<(), String> {
     let nr = format!("{}\n", listener.as_raw_fd());
-    nix::unistd::write(theirs, nr.as_bytes())
-        .map_err(|e| format!("tell the runtime the seccomp fd: {}", words(e)))?;
+    nix::unistd::write(theirs, nr.as_bytes()).map_err(|e| {
+        format!(
+            "tell the runtime the seccomp fd: {}",
+            crate::sys::errno::words(e)
+        )
+    })?;
     let mut reply = [0u8; 1];
     let got = loop {
         match nix::unistd::read(theirs.as_raw_fd(), &mut reply) {

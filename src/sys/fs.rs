@@ -384,11 +384,7 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), PidFileError> {
     let fail = |op, p: &Path, e: std::io::Error| PidFileError {
         op,
         path: p.to_path_buf(),
-        // Go's words for an errno are the C library's, starting in lower case.
-        reason: match e.raw_os_error() {
-            Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
-            None => e.to_string(),
-        },
+        reason: crate::sys::errno::io_words(&e),
     };
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -5,6 +5,7 @@ pub mod apt;
 pub mod cgroups;
 pub mod criu;
 pub mod criu_kdat;
+pub mod errno;
 pub mod fs;
 pub mod hash;
 pub mod lock;
