@@ -126,13 +126,62 @@ fn a_container_cannot_write_the_runtime_binary_through_proc_exe() {
         .unwrap();
     let bin = bin_dir.path().join("vzrun");
     std::fs::copy(common::VZRUN, &bin).unwrap();
-    let before = file_hash(&bin);
-    let rt = Runtime::with_binary(&bin);
+    let target = attack_proc_exe(&bin);
+    assert!(
+        target.to_string_lossy().contains("memfd:vzrun") || target.starts_with("/run/vzrun-exe"),
+        "the init runs an unprotected copy: {target:?}"
+    );
+}
+
+/// hack/setup.sh installs vzrun on a read-only bind mount of itself, and vzrun then skips
+/// the re-exec: the same attack must meet the read-only mount.
+#[test]
+fn a_container_cannot_write_a_runtime_installed_read_only_through_proc_exe() {
+    require_root!();
+    let bin_dir = tempfile::Builder::new()
+        .prefix("vzt-robin-")
+        .tempdir()
+        .unwrap();
+    let bin = bin_dir.path().join("vzrun");
+    std::fs::copy(common::VZRUN, &bin).unwrap();
+    let _mount = ReadOnlyBind::new(&bin);
+    let target = attack_proc_exe(&bin);
+    assert_eq!(target, bin, "a read-only install is run as it is");
+}
+
+/// A read-only bind mount of a file onto itself, as hack/setup.sh makes of the installed
+/// binary; detached when dropped.
+struct ReadOnlyBind(PathBuf);
+
+impl ReadOnlyBind {
+    fn new(p: &Path) -> Self {
+        use nix::mount::{mount, MsFlags};
+        let none: Option<&str> = None;
+        mount(Some(p), p, none, MsFlags::MS_BIND, none).unwrap();
+        let me = ReadOnlyBind(p.to_path_buf());
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(none, p, none, ro, none).unwrap();
+        me
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The CVE-2019-5736 attack on the runtime binary `bin`: while a container's init still
+/// runs the runtime's code (created, not started, as an exec'd process does until it runs
+/// its program), open its /proc/PID/exe, wait for the runtime to be gone, and write
+/// through the descriptor. Asserts that every write fails and `bin` is unchanged; returns
+/// what the init ran.
+fn attack_proc_exe(bin: &Path) -> PathBuf {
+    let before = file_hash(bin);
+    let rt = Runtime::with_binary(bin);
     let b = Bundle::busybox(&["sleep", "60"]);
     let id = common::unique_id("exe");
     rt.track(&id);
-    // Created, not started: the init waits inside the runtime's code, as an exec'd
-    // process does until it runs its program.
     assert_eq!(rt.run(&["create", "-b", b.p(), &id]).code, 0);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     let exe = PathBuf::from(format!("/proc/{pid}/exe"));
@@ -140,13 +189,6 @@ fn a_container_cannot_write_the_runtime_binary_through_proc_exe() {
     // The read-only copy made of this test's binary goes with the test: vzrun sweeps a
     // copy whose binary is gone only when it makes the next one (an upgrade).
     let _copy = SealedCopy(target.clone());
-    assert_ne!(target, bin, "the init runs the host binary itself");
-    assert!(
-        target.to_string_lossy().contains("memfd:vzrun") || target.starts_with("/run/vzrun-exe"),
-        "the init runs an unprotected copy: {target:?}"
-    );
-    // The attack: open it now, wait for the runtime to be gone, write through the
-    // descriptor.
     let held = std::fs::File::open(&exe).expect("open /proc/PID/exe for reading");
     assert!(std::fs::OpenOptions::new().write(true).open(&exe).is_err());
     assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
@@ -156,7 +198,8 @@ fn a_container_cannot_write_the_runtime_binary_through_proc_exe() {
         .open(&via_fd)
         .and_then(|mut f| f.write_all(b"#!/bin/sh\nid > /tmp/vzt-owned\n"));
     assert!(wrote.is_err(), "the runtime's code was writable");
-    assert_eq!(file_hash(&bin), before, "the host binary changed");
+    assert_eq!(file_hash(bin), before, "the host binary changed");
+    target
 }
 
 /// The attack: a container root with CAP_SYS_PTRACE watches for new processes, stops
