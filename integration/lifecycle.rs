@@ -170,6 +170,58 @@ fn signals_the_caller_ignored_reach_the_container_as_with_runc() {
     assert_eq!(seen, [("runc", 0b100), ("vzrun", 0b100)]);
 }
 
+/// Starts `cmd` (a foreground `run` or `exec` of the script below), waits until its
+/// process has set its traps, sends `sig` to the runtime, and returns the exit status.
+fn foreground_signal(mut cmd: Command, sig: nix::sys::signal::Signal) -> Option<i32> {
+    use std::io::BufRead;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
+    child.wait().unwrap().code()
+}
+
+/// The script's traps decide its exit status: 7 for SIGTERM, 9 for SIGUSR1. Its sleep
+/// lets go of stdout: runc's foreground exec copies it until every holder closes it.
+const TRAPS: &str =
+    "trap 'exit 7' TERM; trap 'exit 9' USR1; echo ready; sleep 1000 >/dev/null 2>&1 & wait";
+
+/// A signal sent to a foreground `run` or `exec` reaches the container's process, which
+/// handles it, and the runtime returns the status the process then exits with, as runc.
+#[test]
+fn signals_to_a_foreground_run_or_exec_reach_the_process_as_with_runc() {
+    require_root!();
+    use nix::sys::signal::Signal;
+    let mut seen = Vec::new();
+    for rt in [Runtime::runc(), Runtime::vzrun()] {
+        let bundle = Bundle::busybox(&["sh", "-c", TRAPS]);
+        let id = common::unique_id("fgsig");
+        rt.track(&id);
+        let mut cmd = rt.command();
+        cmd.args(["run", "-b", bundle.p(), &id]);
+        let run = foreground_signal(cmd, Signal::SIGTERM);
+        let sleeper = Bundle::busybox(&["sleep", "1000"]);
+        let id = common::unique_id("fgsig");
+        rt.track(&id);
+        assert_eq!(rt.run(&["run", "-d", "-b", sleeper.p(), &id]).code, 0);
+        let mut cmd = rt.command();
+        cmd.args(["exec", &id, "sh", "-c", TRAPS]);
+        let exec = foreground_signal(cmd, Signal::SIGUSR1);
+        assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+        seen.push((rt.name, run, exec));
+    }
+    assert_eq!(
+        seen,
+        [("runc", Some(7), Some(9)), ("vzrun", Some(7), Some(9))]
+    );
+}
+
 #[test]
 fn preserve_fds_reach_the_process() {
     require_root!();

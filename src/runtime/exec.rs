@@ -14,13 +14,12 @@ use crate::runtime::bundle::load_spec;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::exec_direct::Launch;
 use crate::runtime::executor::{lend_sys_admin, VzExecutor};
-use crate::runtime::foreground::{become_subreaper, forward_signals, wait_exit};
+use crate::runtime::foreground::{become_subreaper, follow};
 use crate::runtime::lifecycle::can_exec;
 use crate::runtime::root::Loaded;
 use crate::runtime::run::{console, terminal_err};
 use crate::runtime::seccomp_agent::{AgentState, Relay};
 use crate::runtime::Runtime;
-use crate::sys::pty;
 
 /// What `runc exec`'s flags change in the container's process.
 #[derive(Default)]
@@ -261,19 +260,7 @@ impl Runtime {
             Some(c) => Some(c.receive_master().map_err(terminal_err)?),
             None => None,
         };
-        let resize = match &master {
-            Some(m) => Some(
-                m.try_clone()
-                    .map_err(|e| Error::Step(format!("dup console master: {e}")))?,
-            ),
-            None => None,
-        };
-        forward_signals(pid.as_raw(), resize)?;
-        let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
-        let code = wait_exit(pid.as_raw());
-        if let Some(t) = relay {
-            let _ = t.join();
-        }
+        let code = follow(pid.as_raw(), master)?;
         Ok(code)
     }
 }

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::capabilities;
@@ -161,14 +161,8 @@ impl Launch<'_> {
     }
 
     fn plan(&self) -> Result<Plan> {
-        // SAFETY: pidfd_open(2) has no wrapper in nix; it takes a pid and flags and
-        // returns a new descriptor (close-on-exec) or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.init_pid, 0) };
-        if fd < 0 {
-            return Err(Error::State("container not running".into()));
-        }
-        // SAFETY: the descriptor was just returned to us and nothing else owns it.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let pidfd = crate::sys::process::pidfd_open(self.init_pid)
+            .map_err(|_| Error::State("container not running".into()))?;
         // The pid was read from the state before the pidfd was taken: the process must
         // still be the init that started then (a reused pid is another process's).
         if self.init_start.is_some()

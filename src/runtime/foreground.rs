@@ -4,9 +4,10 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::SignalFd;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::runtime::error::{Error, Result};
@@ -30,33 +31,91 @@ pub fn become_subreaper() -> Result<()> {
         .map_err(|e| Error::Step(format!("set child subreaper: {e}")))
 }
 
-/// Signals sent to vzrun from now on go to `pid`. They are blocked and read from a
-/// signalfd by one thread, so no handler runs in an arbitrary thread's context. Programs
-/// vzrun starts later get a clean mask (std's spawn resets it in the child).
-///
-/// With `terminal` (the master of a pty vzrun relays), SIGWINCH is not passed on: it
+/// Follows a foreground process until it exits and returns its status the way a shell
+/// reports it. Signals sent to vzrun meanwhile go to `pid`; with `master` (the master of
+/// a pty vzrun relays) the terminal is relayed too, and SIGWINCH is not passed on: it
 /// means vzrun's own window changed size, and the new size is copied to the process's
 /// terminal, whose kernel side then signals the process itself (as runc does).
-pub fn forward_signals(pid: i32, terminal: Option<OwnedFd>) -> Result<()> {
+///
+/// The signals are blocked and read from a signalfd, so no handler runs in an arbitrary
+/// thread's context, and one `poll` waits for them and for the exit (a pidfd turns
+/// readable then): no thread but the terminal relay's. Programs vzrun starts later get a
+/// clean mask (std's spawn resets it in the child).
+pub fn follow(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
+    let resize = match &master {
+        Some(m) => Some(
+            m.try_clone()
+                .map_err(|e| Error::Step(format!("dup console master: {e}")))?,
+        ),
+        None => None,
+    };
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
     }
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| Error::Step(format!("block signals: {e}")))?;
-    let fd = SignalFd::new(&set).map_err(|e| Error::Step(format!("signalfd: {e}")))?;
-    std::thread::spawn(move || {
-        while let Ok(Some(info)) = fd.read_signal() {
-            match (Signal::try_from(info.ssi_signo as i32), &terminal) {
-                (Ok(Signal::SIGWINCH), Some(master)) => pty::copy_winsize(master.as_fd()),
-                (Ok(sig), _) => {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
-                }
-                (Err(_), _) => {}
+    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Error::Step(format!("signalfd: {e}")))?;
+    let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
+    let code = wait_forwarding(pid, &signals, resize.as_ref());
+    if let Some(t) = relay {
+        let _ = t.join();
+    }
+    Ok(code)
+}
+
+/// Waits for `pid` while passing on what arrives on `signals`.
+fn wait_forwarding(pid: i32, signals: &SignalFd, resize: Option<&OwnedFd>) -> i32 {
+    // Without a pidfd (a kernel before 5.3) the exit is polled for every 100 ms.
+    let exited = crate::sys::process::pidfd_open(pid).ok();
+    let timeout = match exited {
+        Some(_) => PollTimeout::NONE,
+        None => PollTimeout::from(100u8),
+    };
+    loop {
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Some(fd) = &exited {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // Nothing to wait on: the blocking wait below still returns the status.
+            Err(_) => return wait_exit(pid),
+        }
+        let (signalled, done) = (
+            fds[0].any().unwrap_or(false),
+            fds.get(1).and_then(|f| f.any()).unwrap_or(false),
+        );
+        if signalled {
+            pass_on(pid, signals, resize);
+        }
+        if done {
+            return wait_exit(pid);
+        }
+        if exited.is_none() {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+                Ok(_) => {}
+                Err(_) => return 255,
             }
         }
-    });
-    Ok(())
+    }
+}
+
+/// Passes every pending signal on to `pid` (SIGWINCH to the terminal, when relayed).
+fn pass_on(pid: i32, signals: &SignalFd, resize: Option<&OwnedFd>) {
+    while let Ok(Some(info)) = signals.read_signal() {
+        match (Signal::try_from(info.ssi_signo as i32), resize) {
+            (Ok(Signal::SIGWINCH), Some(master)) => pty::copy_winsize(master.as_fd()),
+            (Ok(sig), _) => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            }
+            (Err(_), _) => {}
+        }
+    }
 }
 
 /// Waits for `pid` and returns its exit status the way a shell reports it; other

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use crate::runtime::bundle;
 use crate::runtime::create::CreateOptions;
 use crate::runtime::error::{Error, Result};
-use crate::runtime::foreground::{become_subreaper, forward_signals, wait_exit};
+use crate::runtime::foreground::{become_subreaper, follow};
 use crate::runtime::lifecycle::start_loaded;
 use crate::runtime::Runtime;
-use crate::sys::pty::{self, ConsoleSocket};
+use crate::sys::pty::ConsoleSocket;
 
 pub struct RunOptions {
     pub create: CreateOptions,
@@ -65,19 +65,7 @@ impl Runtime {
         if detach {
             return Ok(0);
         }
-        let resize = match &master {
-            Some(m) => Some(
-                m.try_clone()
-                    .map_err(|e| Error::Step(format!("dup console master: {e}")))?,
-            ),
-            None => None,
-        };
-        forward_signals(pid, resize)?;
-        let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
-        let code = wait_exit(pid);
-        if let Some(t) = relay {
-            let _ = t.join();
-        }
+        let code = follow(pid, master)?;
         if !opts.keep {
             self.delete(&id, true)
                 .map_err(|e| Error::Step(format!("delete after run: {e}")))?;

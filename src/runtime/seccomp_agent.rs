@@ -204,15 +204,9 @@ fn hand_on(ours: &OwnedFd, mut space: Vec<u8>, state: &AgentState) -> Result<boo
 
 /// Duplicates fd `nr` of process `pid` into vzrun (runc does the same).
 fn take_fd(pid: i32, nr: RawFd) -> Result<OwnedFd, AgentError> {
-    // SAFETY: pidfd_open and pidfd_getfd (no nix wrappers) only return new fds, taken
-    // into OwnedFds at once.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return Err(AgentError::GetFd(Errno::last()));
-    }
-    // SAFETY: as above; the fd is ours alone.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // SAFETY: as above.
+    let pidfd = crate::sys::process::pidfd_open(pid).map_err(AgentError::GetFd)?;
+    // SAFETY: pidfd_getfd (no nix wrapper) only returns a new fd, taken into an OwnedFd
+    // at once.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), nr, 0) };
     if fd < 0 {
         return Err(AgentError::GetFd(Errno::last()));

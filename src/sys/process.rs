@@ -211,6 +211,18 @@ pub fn clone3(flags: u64, exit_signal: u64) -> Result<i32, nix::errno::Errno> {
     nix::errno::Errno::result(r).map(|pid| pid as i32)
 }
 
+/// A pidfd of process `pid` (close-on-exec): it names that process for good, and turns
+/// readable when it exits.
+pub fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2) has no wrapper in nix; it takes a pid and flags and returns a
+    // new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = nix::errno::Errno::result(fd)?;
+    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Closes every descriptor from `from` up, but those in `keep`.
 pub fn close_all_but(from: i32, keep: &[&std::os::fd::OwnedFd]) -> Result<(), nix::errno::Errno> {
     use std::os::fd::AsRawFd;
