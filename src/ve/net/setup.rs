@@ -411,6 +411,13 @@ pub fn setup_at(
     // The host end.
     match c.mode {
         Mode::Venet => {
+            // No IPv6 link-local address on the host end: nothing needs one (the link is
+            // NOARP both ways, the host routes to the VE through the device, and what it
+            // sends there has its source from its other addresses). Each would add a
+            // fe80::/64 route and an address to the host's tables, which every create's
+            // address check dumps, and the kernel's link-up walks its per-prefix route
+            // list: all growing with the number of VEs.
+            let _ = netlink::sysctl(&format!("net/ipv6/conf/{host_if}/addr_gen_mode"), "1");
             nl.set_link(
                 host_idx,
                 &LinkChange {
