@@ -119,13 +119,7 @@ impl Drop for SealedCopy {
 #[test]
 fn a_container_cannot_write_the_runtime_binary_through_proc_exe() {
     require_root!();
-    // The runtime under attack is a copy: if the attack worked, only the copy breaks.
-    let bin_dir = tempfile::Builder::new()
-        .prefix("vzt-bin-")
-        .tempdir()
-        .unwrap();
-    let bin = bin_dir.path().join("vzrun");
-    std::fs::copy(common::VZRUN, &bin).unwrap();
+    let (_dir, bin) = runtime_copy();
     let target = attack_proc_exe(&bin);
     assert!(
         target.to_string_lossy().contains("memfd:vzrun") || target.starts_with("/run/vzrun-exe"),
@@ -138,15 +132,21 @@ fn a_container_cannot_write_the_runtime_binary_through_proc_exe() {
 #[test]
 fn a_container_cannot_write_a_runtime_installed_read_only_through_proc_exe() {
     require_root!();
-    let bin_dir = tempfile::Builder::new()
-        .prefix("vzt-robin-")
-        .tempdir()
-        .unwrap();
-    let bin = bin_dir.path().join("vzrun");
-    std::fs::copy(common::VZRUN, &bin).unwrap();
+    let (_dir, bin) = runtime_copy();
     let _mount = ReadOnlyBind::new(&bin);
     let target = attack_proc_exe(&bin);
     assert_eq!(target, bin, "a read-only install is run as it is");
+}
+
+/// The runtime under attack is a copy: if the attack worked, only the copy breaks.
+fn runtime_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("vzt-bin-")
+        .tempdir()
+        .unwrap();
+    let bin = dir.path().join("vzrun");
+    std::fs::copy(common::VZRUN, &bin).unwrap();
+    (dir, bin)
 }
 
 /// A read-only bind mount of a file onto itself, as hack/setup.sh makes of the installed
