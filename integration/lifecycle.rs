@@ -222,6 +222,36 @@ fn signals_to_a_foreground_run_or_exec_reach_the_process_as_with_runc() {
     );
 }
 
+/// A foreground `run` or `exec` holds the signals it passes on blocked from before its
+/// process starts; the process itself gets the caller's mask back, as under runc.
+#[test]
+fn a_foreground_process_blocks_no_signal_as_with_runc() {
+    require_root!();
+    let status = "grep ^SigBlk /proc/self/status";
+    let mut seen = Vec::new();
+    for rt in [Runtime::runc(), Runtime::vzrun()] {
+        let bundle = Bundle::busybox(&["sh", "-c", status]);
+        let id = common::unique_id("sigblk");
+        rt.track(&id);
+        let run = rt.run(&["run", "-b", bundle.p(), &id]);
+        let sleeper = Bundle::busybox(&["sleep", "1000"]);
+        let id = common::unique_id("sigblk");
+        rt.track(&id);
+        assert_eq!(rt.run(&["run", "-d", "-b", sleeper.p(), &id]).code, 0);
+        let exec = rt.run(&["exec", &id, "sh", "-c", status]);
+        assert_eq!(rt.run(&["delete", "-f", &id]).code, 0);
+        seen.push((rt.name, run.stdout, exec.stdout));
+    }
+    let none = "SigBlk:\t0000000000000000\n".to_string();
+    assert_eq!(
+        seen,
+        [
+            ("runc", none.clone(), none.clone()),
+            ("vzrun", none.clone(), none)
+        ]
+    );
+}
+
 #[test]
 fn preserve_fds_reach_the_process() {
     require_root!();

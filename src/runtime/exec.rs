@@ -14,7 +14,7 @@ use crate::runtime::bundle::load_spec;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::exec_direct::Launch;
 use crate::runtime::executor::{lend_sys_admin, VzExecutor};
-use crate::runtime::foreground::{become_subreaper, follow};
+use crate::runtime::foreground::{become_subreaper, follow, Forwarding};
 use crate::runtime::lifecycle::can_exec;
 use crate::runtime::root::Loaded;
 use crate::runtime::run::{console, terminal_err};
@@ -178,9 +178,12 @@ impl Runtime {
             None if caps_inherited && loaded.record.lent_sys_admin => true,
             _ => lend_sys_admin(has_seccomp, &mut process),
         };
-        if !opts.detach {
+        let forwarding = if opts.detach {
+            None
+        } else {
             become_subreaper()?;
-        }
+            Some(Forwarding::begin()?)
+        };
         let (console_socket, own_console) = console(
             &self.root.path,
             opts.console_socket.clone(),
@@ -253,14 +256,14 @@ impl Runtime {
                 return Err(Error::Step(e.to_string()));
             }
         }
-        if opts.detach {
+        let Some(forwarding) = forwarding else {
             return Ok(0);
-        }
+        };
         let master = match &own_console {
             Some(c) => Some(c.receive_master().map_err(terminal_err)?),
             None => None,
         };
-        let code = follow(pid.as_raw(), master)?;
+        let code = follow(pid.as_raw(), master, forwarding)?;
         Ok(code)
     }
 }

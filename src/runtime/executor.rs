@@ -238,6 +238,8 @@ impl Executor for VzExecutor {
         // runc's signal handler takes SIGHUP and SIGINT over even when its caller ignored
         // them (nohup), so its containers get them at their default too; any other
         // signal the caller ignored stays ignored, as in runc.
+        // A foreground run or exec blocked the signals it passes on before it forked.
+        crate::runtime::foreground::restore_mask();
         // SAFETY: resetting signal dispositions in a single-threaded process.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

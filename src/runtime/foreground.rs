@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::runtime::error::{Error, Result};
@@ -31,17 +31,52 @@ pub fn become_subreaper() -> Result<()> {
         .map_err(|e| Error::Step(format!("set child subreaper: {e}")))
 }
 
+/// The caller's signal mask, saved by [`Forwarding::begin`]: the container's process
+/// gets it back ([`restore_mask`]), as runc's processes get the mask runc started with.
+static CALLER_MASK: std::sync::OnceLock<SigSet> = std::sync::OnceLock::new();
+
+/// The signals a foreground `run` or `exec` passes on to its process, held from before
+/// the process starts: blocked and queued on a signalfd, so one that arrives while the
+/// container is still being made (a Ctrl-C, a shim's SIGTERM right after `start`) waits
+/// for the process instead of killing vzrun halfway, as runc's handler, installed
+/// first, does. No handler runs in an arbitrary thread's context.
+pub struct Forwarding {
+    signals: SignalFd,
+}
+
+impl Forwarding {
+    pub fn begin() -> Result<Self> {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(s);
+        }
+        let mut caller = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut caller))
+            .map_err(|e| Error::Step(format!("block signals: {e}")))?;
+        let _ = CALLER_MASK.set(caller);
+        let signals = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::Step(format!("signalfd: {e}")))?;
+        Ok(Forwarding { signals })
+    }
+}
+
+/// In a container's process, just before its exec: the caller's signal mask again, where
+/// a foreground `run` or `exec` blocked the forwarded signals before forking it.
+pub fn restore_mask() {
+    if let Some(mask) = CALLER_MASK.get() {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+    }
+}
+
 /// Follows a foreground process until it exits and returns its status the way a shell
-/// reports it. Signals sent to vzrun meanwhile go to `pid`; with `master` (the master of
-/// a pty vzrun relays) the terminal is relayed too, and SIGWINCH is not passed on: it
-/// means vzrun's own window changed size, and the new size is copied to the process's
-/// terminal, whose kernel side then signals the process itself (as runc does).
-///
-/// The signals are blocked and read from a signalfd, so no handler runs in an arbitrary
-/// thread's context, and one `poll` waits for them and for the exit (a pidfd turns
+/// reports it. What `forwarding` holds and what arrives meanwhile goes to `pid`; with
+/// `master` (the master of a pty vzrun relays) the terminal is relayed too, and SIGWINCH
+/// is not passed on: it means vzrun's own window changed size, and the new size is
+/// copied to the process's terminal, whose kernel side then signals the process itself
+/// (as runc does). One `poll` waits for the signals and for the exit (a pidfd turns
 /// readable then): no thread but the terminal relay's. Programs vzrun starts later get a
 /// clean mask (std's spawn resets it in the child).
-pub fn follow(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
+pub fn follow(pid: i32, master: Option<OwnedFd>, forwarding: Forwarding) -> Result<i32> {
     let resize = match &master {
         Some(m) => Some(
             m.try_clone()
@@ -49,16 +84,8 @@ pub fn follow(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
         ),
         None => None,
     };
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(s);
-    }
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
-        .map_err(|e| Error::Step(format!("block signals: {e}")))?;
-    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| Error::Step(format!("signalfd: {e}")))?;
     let relay = master.map(|m| std::thread::spawn(move || pty::relay(m)));
-    let code = wait_forwarding(pid, &signals, resize.as_ref());
+    let code = wait_forwarding(pid, &forwarding.signals, resize.as_ref());
     if let Some(t) = relay {
         let _ = t.join();
     }
@@ -67,40 +94,26 @@ pub fn follow(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
 
 /// Waits for `pid` while passing on what arrives on `signals`.
 fn wait_forwarding(pid: i32, signals: &SignalFd, resize: Option<&OwnedFd>) -> i32 {
-    // Without a pidfd (a kernel before 5.3) the exit is polled for every 100 ms.
-    let exited = crate::sys::process::pidfd_open(pid).ok();
-    let timeout = match exited {
-        Some(_) => PollTimeout::NONE,
-        None => PollTimeout::from(100u8),
+    // pidfd_open fails only on a kernel before 5.3, where vzrun's create (clone3) and
+    // exec (a pidfd of the init) fail first, or out of descriptors: the status still
+    // comes back, without forwarding.
+    let Ok(exited) = crate::sys::process::pidfd_open(pid) else {
+        return wait_exit(pid);
     };
     loop {
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let Some(fd) = &exited {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, timeout) {
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(exited.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            // Nothing to wait on: the blocking wait below still returns the status.
             Err(_) => return wait_exit(pid),
         }
-        let (signalled, done) = (
-            fds[0].any().unwrap_or(false),
-            fds.get(1).and_then(|f| f.any()).unwrap_or(false),
-        );
-        if signalled {
+        if fds[0].any().unwrap_or(false) {
             pass_on(pid, signals, resize);
         }
-        if done {
+        if fds[1].any().unwrap_or(false) {
             return wait_exit(pid);
-        }
-        if exited.is_none() {
-            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
-                Ok(WaitStatus::Exited(_, code)) => return code,
-                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-                Ok(_) => {}
-                Err(_) => return 255,
-            }
         }
     }
 }

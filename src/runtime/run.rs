@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::runtime::bundle;
 use crate::runtime::create::CreateOptions;
 use crate::runtime::error::{Error, Result};
-use crate::runtime::foreground::{become_subreaper, follow};
+use crate::runtime::foreground::{become_subreaper, follow, Forwarding};
 use crate::runtime::lifecycle::start_loaded;
 use crate::runtime::Runtime;
 use crate::sys::pty::ConsoleSocket;
@@ -31,9 +31,12 @@ impl Runtime {
         let detach = c.detach;
         // The init is re-parented to us when libcontainer's intermediate process exits;
         // we must be its reaper to collect its exit status.
-        if !detach {
+        let forwarding = if detach {
+            None
+        } else {
             become_subreaper()?;
-        }
+            Some(Forwarding::begin()?)
+        };
         // Read once here and handed to create; a config that does not load is reported by
         // create, with the same words as for `vzrun create`.
         c.spec = bundle::load_user_spec(&c.bundle).ok();
@@ -62,10 +65,10 @@ impl Runtime {
             return Err(e);
         }
         drop(lock);
-        if detach {
+        let Some(forwarding) = forwarding else {
             return Ok(0);
-        }
-        let code = follow(pid, master)?;
+        };
+        let code = follow(pid, master, forwarding)?;
         if !opts.keep {
             self.delete(&id, true)
                 .map_err(|e| Error::Step(format!("delete after run: {e}")))?;
